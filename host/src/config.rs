@@ -1,0 +1,628 @@
+//! `Server.xml`: the host's configuration, read with quick-xml + serde into typed values.
+//!
+//! The layout follows OvenMediaEngine's names where we have the same thing:
+//!
+//! ```xml
+//! <Server version="8">
+//!   <Name>p2p-host</Name>
+//!   <Bind><Publishers><WebRTC>
+//!     <Signalling><Port>3333</Port></Signalling>
+//!     <IceCandidates><IceCandidate>*:10000-10004/udp</IceCandidate></IceCandidates>
+//!   </WebRTC></Publishers></Bind>
+//!   <Applications>
+//!     <Application><Name>app</Name>
+//!       <Stream><Name>stream</Name><TestPattern /></Stream>
+//!       <Stream><Name>cam</Name><RtpIngest><VideoPort>5004</VideoPort></RtpIngest></Stream>
+//!     </Application>
+//!   </Applications>
+//!   <Plugins><Plugin><Path>../target/release/libplugin_p2p.so</Path></Plugin></Plugins>
+//!   <Modules><P2P><Enable>true</Enable></P2P></Modules>
+//! </Server>
+//! ```
+//!
+//! Plugin sections: every child of `<Modules>`, and any other child of `<Server>` the host does not
+//! know (OME's older `<Server><P2P>` form), is cut out before the host's own part is parsed and
+//! handed, as XML text, to the loaded plugin whose section name it is. An unknown `<Server>` child
+//! that no plugin claims is an error; an unclaimed `<Modules>` child is ignored with a warning (OME
+//! configs carry modules we do not have). A section given in both forms is an error.
+//!
+//! Every error names the file, the line and column, and what was expected.
+
+use quick_xml::events::Event;
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+/// Elements of `<Server>` the host itself understands.
+const HOST_ELEMENTS: &[&str] = &["Name", "Bind", "Applications", "Plugins", "Modules"];
+
+/// A refused configuration: where and what.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}", position.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// Line and column (1-based), when known.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// The whole host configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The server's name, for logs.
+    pub name: String,
+    /// The WebSocket signalling (and web page) port.
+    pub signalling_port: u16,
+    /// Where WebRTC media binds and what candidates it offers.
+    pub ice_candidates: Vec<IceCandidate>,
+    /// The streams this host serves, by application.
+    pub applications: Vec<Application>,
+    /// The plugins to load, in order.
+    pub plugins: Vec<PluginEntry>,
+    /// Plugin config sections cut out of the file.
+    pub sections: Vec<Section>,
+    text: String,
+}
+
+/// One `<IceCandidate>`: `ADDRESS:PORT[-PORT][/udp]`, with `*` for every interface (as in OME)
+/// and port `0` for any free port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCandidate {
+    /// `None` for `*`: every non-loopback interface address.
+    pub address: Option<IpAddr>,
+    /// The UDP ports to use, one per peer connection socket.
+    pub ports: RangeInclusive<u16>,
+}
+
+impl std::str::FromStr for IceCandidate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = "expected ADDRESS:PORT[-PORT][/udp], e.g. *:10000-10004/udp";
+        let s = s.trim();
+        let s = match s.rsplit_once('/') {
+            Some((rest, proto)) if proto.eq_ignore_ascii_case("udp") => rest,
+            Some((_, proto)) => return Err(format!("transport {proto:?} is not supported (only udp); {expected}")),
+            None => s,
+        };
+        let (addr, ports) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} has no port; {expected}"))?;
+        let address = match addr.trim_matches(['[', ']']) {
+            "*" => None,
+            a => Some(a.parse::<IpAddr>().map_err(|_| format!("{a:?} is not an IP address or *; {expected}"))?),
+        };
+        let port = |p: &str| p.parse::<u16>().map_err(|_| format!("{p:?} is not a port number; {expected}"));
+        let ports = match ports.split_once('-') {
+            Some((lo, hi)) => port(lo)?..=port(hi)?,
+            None => port(ports)?..=port(ports)?,
+        };
+        if ports.is_empty() || (*ports.start() == 0 && *ports.end() != 0) {
+            return Err(format!("port range {}-{} is empty or starts at 0 (0 alone means any free port); {expected}", ports.start(), ports.end()));
+        }
+        Ok(Self { address, ports })
+    }
+}
+
+impl fmt::Display for IceCandidate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.address {
+            Some(a) => write!(f, "{a}")?,
+            None => f.write_str("*")?,
+        }
+        write!(f, ":{}-{}/udp", self.ports.start(), self.ports.end())
+    }
+}
+
+impl<'de> Deserialize<'de> for IceCandidate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An application and its streams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct Application {
+    /// The first path segment of the signalling URL.
+    pub name: String,
+    /// The application's streams.
+    #[serde(rename = "Stream", default)]
+    pub streams: Vec<StreamConfig>,
+}
+
+/// A stream and where its media comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct StreamConfig {
+    /// The second path segment of the signalling URL.
+    pub name: String,
+    /// The built-in looping test clip (VP8 + Opus), needing nothing installed.
+    pub test_pattern: Option<TestPattern>,
+    /// RTP over UDP, e.g. from ffmpeg or GStreamer.
+    pub rtp_ingest: Option<RtpIngest>,
+}
+
+/// The built-in test stream's settings (none yet: the element's presence selects it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestPattern {}
+
+/// A video codec the RTP ingest accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum VideoCodec {
+    /// VP8 (RFC 7741).
+    #[serde(rename = "VP8")]
+    Vp8,
+    /// H.264 (RFC 6184), packetization mode 1.
+    #[serde(rename = "H264")]
+    H264,
+}
+
+/// RTP over UDP ingest: one port for video, one for audio (Opus).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct RtpIngest {
+    /// The address to bind (default 127.0.0.1).
+    #[serde(default = "RtpIngest::default_address")]
+    pub address: IpAddr,
+    /// The UDP port receiving video RTP.
+    pub video_port: u16,
+    /// The video codec (default VP8).
+    #[serde(default = "RtpIngest::default_video_codec")]
+    pub video_codec: VideoCodec,
+    /// The UDP port receiving Opus RTP, if the stream has audio.
+    pub audio_port: Option<u16>,
+    /// Seconds without any packet after which the stream is reported gone and viewers told
+    /// (default 5).
+    #[serde(default = "RtpIngest::default_silence_timeout")]
+    pub silence_timeout: u64,
+}
+
+impl RtpIngest {
+    fn default_address() -> IpAddr {
+        IpAddr::from([127, 0, 0, 1])
+    }
+    fn default_video_codec() -> VideoCodec {
+        VideoCodec::Vp8
+    }
+    fn default_silence_timeout() -> u64 {
+        5
+    }
+}
+
+/// A plugin library to load.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct PluginEntry {
+    /// The library's path; a relative path is taken from the config file's folder.
+    pub path: PathBuf,
+    /// If true (the default), a library that fails to load stops the host; if false, the host
+    /// logs the error and runs without it.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A plugin's config section, cut out of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// The element name, e.g. `P2P`.
+    pub name: String,
+    /// The section's XML text, from `<Name` to `</Name>`.
+    pub xml: String,
+    /// Byte offset of the section in the file.
+    pub offset: usize,
+    /// True for the legacy form (a direct child of `<Server>`), false under `<Modules>`.
+    pub legacy: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawServer {
+    #[serde(rename = "@version", default)]
+    _version: Option<String>,
+    #[serde(default = "RawServer::default_name")]
+    name: String,
+    #[serde(default)]
+    bind: RawBind,
+    #[serde(default)]
+    applications: RawApplications,
+    #[serde(default)]
+    plugins: RawPlugins,
+    // Its children were cut out as plugin sections; what is left is whitespace.
+    #[serde(rename = "Modules", default)]
+    _modules: Option<serde::de::IgnoredAny>,
+}
+
+impl RawServer {
+    fn default_name() -> String {
+        "p2p-host".into()
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawBind {
+    #[serde(default)]
+    publishers: RawPublishers,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublishers {
+    #[serde(rename = "WebRTC", default)]
+    webrtc: RawWebRtc,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawWebRtc {
+    #[serde(default)]
+    signalling: RawSignalling,
+    #[serde(default)]
+    ice_candidates: RawIceCandidates,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawSignalling {
+    port: u16,
+}
+
+impl Default for RawSignalling {
+    fn default() -> Self {
+        Self { port: 3333 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawIceCandidates {
+    #[serde(rename = "IceCandidate", default)]
+    ice_candidate: Vec<IceCandidate>,
+}
+
+impl Default for RawIceCandidates {
+    fn default() -> Self {
+        Self { ice_candidate: vec!["*:10000-10004/udp".parse().expect("valid default")] }
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawApplications {
+    #[serde(rename = "Application", default)]
+    application: Vec<Application>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawPlugins {
+    #[serde(rename = "Plugin", default)]
+    plugin: Vec<PluginEntry>,
+}
+
+impl Config {
+    /// Reads and checks the file at `file`.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            position: None,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::parse(file, text)
+    }
+
+    /// Parses `text` as the contents of `file`.
+    pub fn parse(file: &Path, text: String) -> Result<Self, ConfigError> {
+        let err_at = |offset: Option<usize>, message: String| ConfigError {
+            file: file.to_owned(),
+            position: offset.map(|o| line_col(&text, o)),
+            message,
+        };
+        let sections = split_sections(&text).map_err(|(offset, message)| err_at(Some(offset), message))?;
+        for (i, s) in sections.iter().enumerate() {
+            if let Some(first) = sections[..i].iter().find(|f| f.name == s.name) {
+                let (l, c) = line_col(&text, first.offset);
+                return Err(err_at(
+                    Some(s.offset),
+                    format!(
+                        "<{}> is configured twice (first at {l}:{c}); use one of <Modules><{0}> or the legacy <Server><{0}>, not both",
+                        s.name
+                    ),
+                ));
+            }
+        }
+        let mut host_text = text.clone();
+        for s in &sections {
+            blank(&mut host_text, s.offset..s.offset + s.xml.len());
+        }
+
+        let mut de = quick_xml::de::Deserializer::from_str(&host_text);
+        let raw: RawServer = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let offset = de.get_ref().get_ref().buffer_position() as usize;
+            let path = e.path().to_string();
+            let what = describe_serde_error(&e.into_inner().to_string());
+            err_at(Some(offset), if path == "." { what } else { format!("{path}: {what}") })
+        })?;
+
+        let config = Self {
+            file: file.to_owned(),
+            name: raw.name,
+            signalling_port: raw.bind.publishers.webrtc.signalling.port,
+            ice_candidates: raw.bind.publishers.webrtc.ice_candidates.ice_candidate,
+            applications: raw.applications.application,
+            plugins: raw.plugins.plugin,
+            sections,
+            text,
+        };
+        config.check_streams()?;
+        Ok(config)
+    }
+
+    fn check_streams(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for app in &self.applications {
+            for stream in &app.streams {
+                let key = format!("{}/{}", app.name, stream.name);
+                let problem = match (&stream.test_pattern, &stream.rtp_ingest) {
+                    (Some(_), Some(_)) => Some("has both <TestPattern> and <RtpIngest>; expected one source"),
+                    (None, None) => Some("has no source; expected <TestPattern /> or <RtpIngest>"),
+                    _ => None,
+                };
+                let problem = problem.map(str::to_string).or_else(|| {
+                    (!seen.insert(key.clone())).then(|| "is configured twice".to_string())
+                });
+                if let Some(problem) = problem {
+                    let offset = self.find_stream(&app.name, &stream.name);
+                    return Err(ConfigError {
+                        file: self.file.clone(),
+                        position: offset.map(|o| line_col(&self.text, o)),
+                        message: format!("stream {key} {problem}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the `<Stream>` named `stream` of application `app` starts, for error messages.
+    fn find_stream(&self, app: &str, stream: &str) -> Option<usize> {
+        let app_at = self.text.find(&format!("<Name>{app}</Name>"))?;
+        let name_at = app_at + self.text[app_at..].find(&format!("<Name>{stream}</Name>"))?;
+        self.text[..name_at].rfind("<Stream")
+    }
+
+    /// The section named `name`, if the file has one.
+    pub fn section(&self, name: &str) -> Option<&Section> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// An error at `offset` bytes into the file.
+    pub fn error_at(&self, offset: Option<usize>, message: String) -> ConfigError {
+        ConfigError { file: self.file.clone(), position: offset.map(|o| line_col(&self.text, o)), message }
+    }
+
+    /// Checks that every legacy section (an unknown `<Server>` child) was claimed by a plugin;
+    /// returns the unclaimed `<Modules>` children, to be reported as ignored.
+    pub fn check_claimed<'a>(&'a self, claimed: &[&str]) -> Result<Vec<&'a Section>, ConfigError> {
+        let unclaimed = self.sections.iter().filter(|s| !claimed.contains(&s.name.as_str()));
+        let (legacy, modules): (Vec<&Section>, Vec<&Section>) = unclaimed.partition(|s| s.legacy);
+        if let Some(s) = legacy.first() {
+            return Err(self.error_at(
+                Some(s.offset),
+                format!(
+                    "unknown element <{}> in <Server>: expected one of {} (or the section of a loaded plugin)",
+                    s.name,
+                    HOST_ELEMENTS.join(", ")
+                ),
+            ));
+        }
+        Ok(modules)
+    }
+
+    /// The path of a plugin library, resolved against the config file's folder.
+    pub fn plugin_path(&self, entry: &PluginEntry) -> PathBuf {
+        match self.file.parent() {
+            Some(dir) if entry.path.is_relative() => dir.join(&entry.path),
+            _ => entry.path.clone(),
+        }
+    }
+}
+
+/// Makes serde's messages say what was expected in XML terms.
+fn describe_serde_error(message: &str) -> String {
+    let message = message.trim_start_matches("custom: ");
+    if let Some(field) = message.strip_prefix("unknown field `") {
+        let field = field.split('`').next().unwrap_or(field);
+        let expected = message.split_once("expected ").map(|(_, e)| e).unwrap_or("");
+        return format!("unknown element <{field}>; expected {expected}");
+    }
+    if let Some(field) = message.strip_prefix("missing field `") {
+        return format!("missing element <{}>", field.trim_end_matches('`'));
+    }
+    message.to_string()
+}
+
+/// Finds the plugin sections: children of `<Server><Modules>`, and children of `<Server>` the
+/// host does not know. Returns `(offset, message)` for malformed XML.
+fn split_sections(text: &str) -> Result<Vec<Section>, (usize, String)> {
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut sections = Vec::new();
+    // The element path from the root, and where an open section started.
+    let mut path: Vec<String> = Vec::new();
+    let mut open: Option<(usize, String, bool)> = None;
+    let mut root_seen = false;
+    loop {
+        let before = reader.buffer_position() as usize;
+        let event = reader
+            .read_event()
+            .map_err(|e| (reader.error_position() as usize, format!("malformed XML: {e}")))?;
+        let after = reader.buffer_position() as usize;
+        let start = before + text[before..after].find('<').unwrap_or(0);
+        match event {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let name = AsRef::<str>::as_ref(&e.name()).to_string();
+                let is_empty = matches!(event, Event::Empty(_));
+                if path.is_empty() {
+                    if root_seen || name != "Server" {
+                        return Err((start, format!("unexpected root element <{name}>; expected one <Server>")));
+                    }
+                    root_seen = true;
+                }
+                if open.is_none() {
+                    let legacy = path.len() == 1 && !HOST_ELEMENTS.contains(&name.as_str());
+                    let module = path.len() == 2 && path[1] == "Modules";
+                    if legacy || module {
+                        if is_empty {
+                            sections.push(Section { name: name.clone(), xml: text[start..after].into(), offset: start, legacy });
+                        } else {
+                            open = Some((start, name.clone(), legacy));
+                        }
+                    }
+                }
+                if !is_empty {
+                    path.push(name);
+                }
+            }
+            Event::End(_) => {
+                let closed = path.pop();
+                if let Some((offset, name, legacy)) = open.take() {
+                    if closed.as_deref() == Some(name.as_str()) && path.len() == if legacy { 1 } else { 2 } {
+                        sections.push(Section { name, xml: text[offset..after].into(), offset, legacy });
+                    } else {
+                        open = Some((offset, name, legacy));
+                    }
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !root_seen {
+        return Err((0, "no <Server> element".into()));
+    }
+    Ok(sections)
+}
+
+/// Replaces `range` with spaces, keeping newlines so that positions stay put.
+fn blank(text: &mut String, range: std::ops::Range<usize>) {
+    let replaced: String = text[range.clone()].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+    // Multi-byte characters become one space each: pad to keep byte offsets after the range.
+    let pad = range.len() - replaced.len();
+    text.replace_range(range, &(replaced + &" ".repeat(pad)));
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(xml: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("conf/Test.xml"), xml.to_string())
+    }
+
+    const MINIMAL: &str = "<Server>\n  <Applications><Application><Name>app</Name>\n    <Stream><Name>stream</Name><TestPattern/></Stream>\n  </Application></Applications>\n</Server>\n";
+
+    #[test]
+    fn defaults_follow_ome() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.signalling_port, 3333);
+        assert_eq!(c.ice_candidates, vec!["*:10000-10004/udp".parse::<IceCandidate>().unwrap()]);
+        assert!(c.plugins.is_empty());
+        assert_eq!(c.applications[0].streams[0].name, "stream");
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/Server.xml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.plugins.len(), 1);
+        assert!(c.section("P2P").is_some());
+        assert!(c.check_claimed(&["P2P"]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn modules_and_legacy_sections_are_cut_out() {
+        let modern = parse("<Server><Modules><P2P><Enable>true</Enable></P2P><HTTP2/></Modules></Server>").unwrap();
+        assert_eq!(modern.section("P2P").unwrap().xml, "<P2P><Enable>true</Enable></P2P>");
+        assert!(!modern.section("P2P").unwrap().legacy);
+        assert_eq!(modern.check_claimed(&["P2P"]).unwrap()[0].name, "HTTP2");
+
+        let legacy = parse("<Server>\n<P2P><MaxClientPeersPerHostPeer>2</MaxClientPeersPerHostPeer></P2P></Server>").unwrap();
+        let s = legacy.section("P2P").unwrap();
+        assert!(s.legacy);
+        assert_eq!(line_col(&legacy.text, s.offset), (2, 1));
+        let err = legacy.check_claimed(&[]).unwrap_err();
+        assert_eq!(err.position, Some((2, 1)));
+        assert!(err.message.contains("unknown element <P2P>"), "{err}");
+    }
+
+    #[test]
+    fn both_forms_are_refused_at_the_second() {
+        let err = parse("<Server>\n  <P2P/>\n  <Modules>\n    <P2P><Enable>true</Enable></P2P>\n  </Modules>\n</Server>").unwrap_err();
+        assert_eq!(err.position, Some((4, 5)), "{err}");
+        assert!(err.message.contains("configured twice (first at 2:3)"), "{err}");
+    }
+
+    #[test]
+    fn unknown_element_names_line_and_column() {
+        let err = parse("<Server>\n  <Bind>\n    <Publishers><WebRTC><Signaling><Port>1</Port></Signaling></WebRTC></Publishers>\n  </Bind>\n</Server>").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("conf/Test.xml:3:"), "{text}");
+        assert!(text.contains("unknown element <Signaling>"), "{text}");
+        assert!(text.contains("Signalling"), "expected elements are listed: {text}");
+    }
+
+    #[test]
+    fn bad_values_name_line_and_what_was_expected() {
+        let err = parse("<Server>\n<Bind><Publishers><WebRTC>\n<Signalling><Port>70000</Port></Signalling>\n</WebRTC></Publishers></Bind></Server>").unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
+        assert!(err.message.contains("Port"), "{err}");
+
+        let err = parse("<Server>\n<Bind><Publishers><WebRTC><IceCandidates>\n<IceCandidate>*:10000-10004/tcp</IceCandidate>\n</IceCandidates></WebRTC></Publishers></Bind></Server>").unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
+        assert!(err.message.contains("only udp"), "{err}");
+    }
+
+    #[test]
+    fn malformed_xml_and_missing_file() {
+        let err = parse("<Server>\n  <Name>x</Nam>\n</Server>").unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(2), "{err}");
+        let err = Config::load(Path::new("/nonexistent/Server.xml")).unwrap_err();
+        assert!(err.to_string().starts_with("/nonexistent/Server.xml: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn streams_need_exactly_one_source() {
+        let err = parse("<Server><Applications><Application><Name>a</Name>\n<Stream><Name>s</Name></Stream></Application></Applications></Server>").unwrap_err();
+        assert_eq!(err.position, Some((2, 1)), "{err}");
+        assert!(err.message.contains("a/s has no source"), "{err}");
+    }
+
+    #[test]
+    fn ice_candidate_forms() {
+        let c: IceCandidate = "192.0.2.1:10000/udp".parse().unwrap();
+        assert_eq!(c.address, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(c.ports, 10000..=10000);
+        assert!("*:0-4/udp".parse::<IceCandidate>().is_err());
+        assert_eq!("127.0.0.1:0/udp".parse::<IceCandidate>().unwrap().ports, 0..=0);
+        assert!("*:5-4".parse::<IceCandidate>().is_err());
+        assert!("nohost".parse::<IceCandidate>().is_err());
+    }
+}

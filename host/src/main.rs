@@ -1,0 +1,126 @@
+//! `host`: a minimal WebRTC streaming host with OvenMediaEngine-compatible signalling and session
+//! plugins loaded at run time. It knows nothing about P2P: that is a plugin's business.
+
+mod config;
+mod egress;
+mod media;
+mod metrics;
+mod plugins;
+mod sessions;
+mod signalling;
+mod state;
+
+use anyhow::Context;
+use clap::Parser;
+use config::Config;
+use media::StreamHub;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A minimal WebRTC streaming host.
+///
+/// Serves the streams named in its config (the built-in test clip, or RTP ingest from ffmpeg or
+/// GStreamer) to WebRTC viewers over OvenMediaEngine's WebSocket signalling, so the unmodified
+/// OvenPlayer plays from it. Plugins named in the config (shared libraries built against
+/// `plugin-api`) see every session and may serve viewers another way, e.g. from each other (P2P).
+///
+/// On the signalling port: ws://HOST:PORT/{app}/{stream} (signalling), http://HOST:PORT/ (a test
+/// player), http://HOST:PORT/stats (sessions, egress bytes, metrics as JSON).
+///
+/// Logging: RUST_LOG (e.g. RUST_LOG=debug, RUST_LOG=host=debug,webrtc=warn); default info.
+#[derive(Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Cli {
+    /// The configuration file (OME-style Server.xml; see conf/Server.xml for every element).
+    #[arg(short, long, default_value = "conf/Server.xml")]
+    config: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_dtls=warn".into()),
+        )
+        .init();
+    let config = Config::load(&cli.config)?;
+    let clock = Instant::now();
+    let metrics = Arc::new(metrics::Metrics::default());
+    let (actions_tx, actions_rx) = tokio::sync::mpsc::unbounded_channel();
+    let plugins = plugins::PluginSet::load(&config, actions_tx, clock, metrics.clone())?;
+    if plugins.names().is_empty() {
+        tracing::info!("no plugin loaded: every viewer is served from the edge");
+    }
+
+    let mut streams = HashMap::new();
+    let mut sources = Vec::new();
+    for app in &config.applications {
+        for stream in &app.streams {
+            let name = format!("{}/{}", app.name, stream.name);
+            if stream.test_pattern.is_some() {
+                let clip = Arc::new(media::test_pattern::Clip::builtin().context("loading the built-in clip")?);
+                let hub = Arc::new(StreamHub::new(name.clone(), config::VideoCodec::Vp8, true));
+                tracing::info!(stream = %name, loop_seconds = clip.duration().as_secs_f32(), "built-in test stream");
+                sources.push(tokio::spawn(media::test_pattern::play(clip, hub.clone())));
+                streams.insert(name, hub);
+            } else if let Some(rtp) = &stream.rtp_ingest {
+                let hub = Arc::new(StreamHub::new(name.clone(), rtp.video_codec, rtp.audio_port.is_some()));
+                let feed = media::rtp_ingest::start(rtp, hub.clone()).await.with_context(|| format!("stream {name}"))?;
+                sources.push(tokio::spawn(feed));
+                streams.insert(name, hub);
+            }
+        }
+    }
+
+    let port = config.signalling_port;
+    let state = Arc::new(state::HostState {
+        egress: egress::EgressSettings::new(config.ice_candidates.clone()),
+        config,
+        streams,
+        sessions: Default::default(),
+        plugins,
+        metrics,
+        egress_total: Default::default(),
+        lagged_packets: Default::default(),
+    });
+    tokio::spawn(plugins::run_actions(actions_rx, state.clone()));
+
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
+        .await
+        .with_context(|| format!("cannot listen on signalling port {port}"))?;
+    let candidates: Vec<String> = state.config.ice_candidates.iter().map(ToString::to_string).collect();
+    let mut names: Vec<&String> = state.streams.keys().collect();
+    names.sort();
+    tracing::info!(
+        server = %state.config.name,
+        streams = ?names,
+        ice = ?candidates,
+        "signalling on ws://0.0.0.0:{port}/{{app}}/{{stream}}; waiting for viewers"
+    );
+    println!("Open http://127.0.0.1:{port}/ in a browser to watch {}", names.first().map(|s| s.as_str()).unwrap_or("(no stream)"));
+
+    let app = signalling::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        })
+        .await?;
+    sources.iter().for_each(|s| s.abort());
+    Ok(())
+}

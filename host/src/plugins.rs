@@ -1,0 +1,250 @@
+//! The loaded plugins: loading them as the config says, calling their hooks one at a time, turning
+//! their host calls into actions, and disabling a plugin that panics.
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sessions::SessionCommand;
+use crate::state::HostState;
+use anyhow::Context as _;
+use plugin_api::{
+    CloseReason, HostServices, LoadError, LoadedPlugin, LogLevel, MessageVerdict, OfferDecision, PluginFailure,
+    PluginLibrary, SessionId, SessionInfo,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// An effect a plugin asked for, carried out by [`run_actions`] after its hook returned.
+#[derive(Debug)]
+pub enum PluginAction {
+    /// Queue a message to a session.
+    Send(SessionId, String),
+    /// Serve a session's pending offer request from the edge.
+    ServeFromEdge(SessionId),
+    /// Close a session with an error.
+    Close(SessionId, u16, String),
+    /// Call `timer_fired(token)` on plugin number `plugin` after a delay.
+    SetTimer {
+        /// Index of the plugin in the set.
+        plugin: usize,
+        /// The plugin's token.
+        token: u64,
+        /// The delay.
+        after: Duration,
+    },
+    /// A plugin was disabled after a panic.
+    Disabled,
+}
+
+/// One plugin's context: what its host calls reach.
+struct Context {
+    plugin: &'static str,
+    index: usize,
+    actions: mpsc::UnboundedSender<PluginAction>,
+    clock: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl HostServices for Context {
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+    fn send(&self, id: SessionId, json: &str) {
+        let _ = self.actions.send(PluginAction::Send(id, json.to_string()));
+    }
+    fn serve_from_edge(&self, id: SessionId) {
+        let _ = self.actions.send(PluginAction::ServeFromEdge(id));
+    }
+    fn close(&self, id: SessionId, code: u16, reason: &str) {
+        let _ = self.actions.send(PluginAction::Close(id, code, reason.to_string()));
+    }
+    fn set_timer(&self, token: u64, after_ms: u64) {
+        let after = Duration::from_millis(after_ms);
+        let _ = self.actions.send(PluginAction::SetTimer { plugin: self.index, token, after });
+    }
+    fn log(&self, level: LogLevel, message: &str) {
+        let plugin = self.plugin;
+        match level {
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+        }
+    }
+    fn count(&self, name: &str, delta: i64) {
+        self.metrics.add(&format!("{}.{name}", self.plugin), delta);
+    }
+}
+
+struct Slot {
+    name: &'static str,
+    plugin: Mutex<LoadedPlugin>,
+    disabled: AtomicBool,
+}
+
+/// The plugins in config order. Each is called by one thread at a time.
+pub struct PluginSet {
+    slots: Vec<Slot>,
+    actions: mpsc::UnboundedSender<PluginAction>,
+    metrics: Arc<Metrics>,
+}
+
+impl PluginSet {
+    /// Loads every plugin the config names and hands each its config section. A library that
+    /// fails to load stops the start if it is `Required`, else it is logged and skipped.
+    pub fn load(
+        config: &Config,
+        actions: mpsc::UnboundedSender<PluginAction>,
+        clock: Instant,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let mut slots = Vec::new();
+        let mut claimed = Vec::new();
+        for entry in &config.plugins {
+            let path = config.plugin_path(entry);
+            let loaded = PluginLibrary::open(&path).and_then(|library| {
+                let section = library.config_section().and_then(|name| config.section(name));
+                let context = Context {
+                    plugin: library.name(),
+                    index: slots.len(),
+                    actions: actions.clone(),
+                    clock,
+                    metrics: metrics.clone(),
+                };
+                let plugin = library.instantiate(context, section.map(|s| s.xml.as_str())).map_err(|e| match (e, section) {
+                    // Point a config refusal at the file's line and column.
+                    (LoadError::Config { plugin, error }, Some(section)) => {
+                        let at = error.offset.into_option().map(|o| section.offset + o as usize);
+                        LoadError::Config {
+                            plugin,
+                            error: plugin_api::ConfigError::new(None, config.error_at(at, error.message.to_string()).to_string()),
+                        }
+                    }
+                    (e, _) => e,
+                })?;
+                Ok((library, plugin))
+            });
+            match loaded {
+                Ok((library, plugin)) => {
+                    tracing::info!(
+                        plugin = library.name(),
+                        version = library.version(),
+                        abi = library.built_against(),
+                        path = %path.display(),
+                        "plugin loaded"
+                    );
+                    claimed.extend(library.config_section());
+                    slots.push(Slot { name: library.name(), plugin: Mutex::new(plugin), disabled: AtomicBool::new(false) });
+                }
+                Err(e) if entry.required => {
+                    return Err(e).context("a required plugin could not be loaded (set <Required>false</Required> to run without it)");
+                }
+                Err(e) => tracing::error!("plugin not loaded, running without it: {e}"),
+            }
+        }
+        for ignored in config.check_claimed(&claimed)? {
+            tracing::warn!("<Modules><{}> is ignored: no loaded plugin handles it", ignored.name);
+        }
+        Ok(Self { slots, actions, metrics })
+    }
+
+    /// The names of the loaded plugins.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.slots.iter().map(|s| s.name).collect()
+    }
+
+    /// Calls `hook` on one plugin unless disabled; a panic disables it and yields `None`.
+    fn call<T>(&self, slot: &Slot, hook: impl FnOnce(&mut LoadedPlugin) -> Result<T, PluginFailure>) -> Option<T> {
+        if slot.disabled.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut plugin = slot.plugin.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match hook(&mut plugin) {
+            Ok(value) => Some(value),
+            Err(failure) => {
+                slot.disabled.store(true, Ordering::Release);
+                tracing::error!("{failure}; plugin disabled, sessions are served from the edge");
+                self.metrics.add("plugin_failures", 1);
+                let _ = self.actions.send(PluginAction::Disabled);
+                None
+            }
+        }
+    }
+
+    /// A session opened.
+    pub fn session_opened(&self, info: &SessionInfo) {
+        for s in &self.slots {
+            self.call(s, |p| p.session_opened(info));
+        }
+    }
+
+    /// A player asked for an offer: the first plugin that takes it wins; else the edge serves it.
+    pub fn offer_requested(&self, id: SessionId) -> OfferDecision {
+        let handled = self.slots.iter().any(|s| self.call(s, |p| p.offer_requested(id)) == Some(OfferDecision::Handled));
+        if handled { OfferDecision::Handled } else { OfferDecision::ServeFromEdge }
+    }
+
+    /// A message the host does not handle. If the plugin meant to take it panicked, the message
+    /// is dropped (its session is then served from the edge), not refused.
+    pub fn message_received(&self, id: SessionId, json: &str) -> MessageVerdict {
+        for slot in &self.slots {
+            let was_enabled = !slot.disabled.load(Ordering::Acquire);
+            match self.call(slot, |p| p.message_received(id, json)) {
+                Some(MessageVerdict::Handled) => return MessageVerdict::Handled,
+                None if was_enabled => return MessageVerdict::Handled,
+                _ => {}
+            }
+        }
+        MessageVerdict::Unknown
+    }
+
+    /// The session's edge connection is up.
+    pub fn session_playing(&self, id: SessionId) {
+        for s in &self.slots {
+            self.call(s, |p| p.session_playing(id));
+        }
+    }
+
+    /// The session ended.
+    pub fn session_closed(&self, id: SessionId, reason: CloseReason) {
+        for s in &self.slots {
+            self.call(s, |p| p.session_closed(id, reason));
+        }
+    }
+
+    /// A plugin's timer is due.
+    pub fn timer_fired(&self, plugin: usize, token: u64) {
+        if let Some(slot) = self.slots.get(plugin) {
+            self.call(slot, |p| p.timer_fired(token));
+        }
+    }
+}
+
+/// Carries out the plugins' actions, in order, until the host stops.
+pub async fn run_actions(mut actions: mpsc::UnboundedReceiver<PluginAction>, state: Arc<HostState>) {
+    while let Some(action) = actions.recv().await {
+        match action {
+            PluginAction::Send(id, json) => {
+                if !state.sessions.command(id, SessionCommand::Send(json)) {
+                    tracing::debug!(session = id, "plugin message to a session that is gone");
+                }
+            }
+            PluginAction::ServeFromEdge(id) => {
+                state.sessions.command(id, SessionCommand::ServeFromEdge);
+            }
+            PluginAction::Close(id, code, reason) => {
+                state.sessions.command(id, SessionCommand::Close { code, reason });
+            }
+            PluginAction::SetTimer { plugin, token, after } => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    state.plugins.timer_fired(plugin, token);
+                });
+            }
+            PluginAction::Disabled => state.sessions.command_all(|| SessionCommand::PluginDisabled),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The OME-compatible signalling messages (see `shared/PROTOCOL.md`): parsing what players send,
+//! with the protocol's error for anything malformed, and building what the host sends.
+
+use plugin_api::SessionId;
+use serde_json::{json, Map, Value};
+
+/// A message from a player, as far as the host itself handles it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// `request_offer`: give me a stream.
+    RequestOffer,
+    /// `answer` to the edge's offer (`peer_id` 0 or absent).
+    EdgeAnswer {
+        /// The answer SDP.
+        sdp: String,
+    },
+    /// `candidate` for the edge (`peer_id` 0 or absent).
+    EdgeCandidates {
+        /// The trickled candidates.
+        candidates: Vec<CandidateInit>,
+    },
+    /// `change_rendition`: accepted; the host has one rendition.
+    ChangeRendition,
+    /// `stop`: the player leaves.
+    Stop,
+    /// `pong`: an answer to a JSON ping.
+    Pong,
+    /// Anything else (`offer_p2p`, peer-addressed `answer`/`candidate`, unknown commands): for the
+    /// plugins.
+    ForPlugins {
+        /// The command name.
+        command: String,
+    },
+}
+
+/// One trickled ICE candidate, as players send it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct CandidateInit {
+    /// The `candidate:...` string ("" = end of candidates).
+    pub candidate: String,
+    /// The media id.
+    #[serde(rename = "sdpMid", default)]
+    pub sdp_mid: Option<String>,
+    /// The m-line index.
+    #[serde(rename = "sdpMLineIndex", default)]
+    pub sdp_mline_index: Option<u16>,
+    /// The ICE username fragment.
+    #[serde(rename = "usernameFragment", default)]
+    pub username_fragment: Option<String>,
+}
+
+/// A refused message: the protocol's error code and text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code} {message}")]
+pub struct ProtocolError {
+    /// 400, 403, 404 or 500.
+    pub code: u16,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl ProtocolError {
+    /// A 400 "bad message" error.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self { code: 400, message: message.into() }
+    }
+}
+
+/// Reads a JSON integer field (OvenPlayer sends ids as numbers).
+fn int_field(obj: &Map<String, Value>, name: &str) -> Result<Option<i64>, ProtocolError> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or_else(|| ProtocolError::bad(format!("\"{name}\" must be an integer"))),
+    }
+}
+
+/// Parses a player's text message for session `session`.
+pub fn parse(text: &str, session: SessionId) -> Result<Incoming, ProtocolError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| ProtocolError::bad(format!("malformed JSON: {e}")))?;
+    let obj = value.as_object().ok_or_else(|| ProtocolError::bad("a message must be a JSON object"))?;
+    let command = obj
+        .get("command")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ProtocolError::bad("a message must have a string \"command\""))?;
+    if !matches!(command, "request_offer" | "pong") && int_field(obj, "id")? != Some(i64::from(session)) {
+        return Err(ProtocolError::bad("Invalid ID"));
+    }
+    let peer_id = int_field(obj, "peer_id")?.unwrap_or(0);
+    Ok(match command {
+        "request_offer" => Incoming::RequestOffer,
+        "answer" if peer_id == 0 => {
+            let sdp = obj
+                .get("sdp")
+                .and_then(|s| s.get("sdp"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| ProtocolError::bad("an answer must carry sdp: {type, sdp}"))?;
+            Incoming::EdgeAnswer { sdp: sdp.to_string() }
+        }
+        "candidate" if peer_id == 0 => {
+            let candidates = obj
+                .get("candidates")
+                .cloned()
+                .map(serde_json::from_value::<Vec<CandidateInit>>)
+                .transpose()
+                .map_err(|e| ProtocolError::bad(format!("bad candidates: {e}")))?
+                .ok_or_else(|| ProtocolError::bad("a candidate message must carry \"candidates\""))?;
+            Incoming::EdgeCandidates { candidates }
+        }
+        "change_rendition" => Incoming::ChangeRendition,
+        "stop" => Incoming::Stop,
+        "pong" => Incoming::Pong,
+        other => Incoming::ForPlugins { command: other.to_string() },
+    })
+}
+
+/// The edge's `offer` to session `id`.
+pub fn edge_offer(id: SessionId, sdp: &str, candidates: &[String]) -> String {
+    let candidates: Vec<Value> = candidates.iter().map(|c| json!({"candidate": c, "sdpMLineIndex": 0})).collect();
+    json!({
+        "command": "offer",
+        "id": id,
+        "peer_id": 0,
+        "code": 200,
+        "sdp": {"type": "offer", "sdp": sdp},
+        "candidates": candidates,
+    })
+    .to_string()
+}
+
+/// The protocol's error message.
+pub fn error(code: u16, message: &str) -> String {
+    json!({"code": code, "error": message}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_offer_needs_no_id() {
+        assert_eq!(parse(r#"{"command":"request_offer"}"#, 7), Ok(Incoming::RequestOffer));
+    }
+
+    #[test]
+    fn wrong_or_missing_id_is_invalid() {
+        for text in [r#"{"command":"stop"}"#, r#"{"command":"stop","id":8}"#] {
+            assert_eq!(parse(text, 7).unwrap_err(), ProtocolError::bad("Invalid ID"));
+        }
+        assert_eq!(parse(r#"{"command":"stop","id":"7"}"#, 7).unwrap_err().code, 400);
+        assert_eq!(parse(r#"{"command":"stop","id":7}"#, 7), Ok(Incoming::Stop));
+    }
+
+    #[test]
+    fn malformed_messages_are_400() {
+        for text in ["{", "[]", r#"{"id":7}"#, r#"{"command":5}"#, r#"{"command":"answer","id":7}"#] {
+            assert_eq!(parse(text, 7).unwrap_err().code, 400, "{text}");
+        }
+    }
+
+    #[test]
+    fn peer_addressed_messages_go_to_plugins() {
+        let answer = r#"{"command":"answer","id":7,"peer_id":9,"sdp":{"type":"answer","sdp":"v=0"}}"#;
+        assert_eq!(parse(answer, 7), Ok(Incoming::ForPlugins { command: "answer".into() }));
+        let edge = r#"{"command":"answer","id":7,"peer_id":0,"sdp":{"type":"answer","sdp":"v=0"}}"#;
+        assert_eq!(parse(edge, 7), Ok(Incoming::EdgeAnswer { sdp: "v=0".into() }));
+        assert_eq!(
+            parse(r#"{"command":"offer_p2p","id":7,"peer_id":9}"#, 7),
+            Ok(Incoming::ForPlugins { command: "offer_p2p".into() })
+        );
+    }
+
+    #[test]
+    fn candidates_are_read() {
+        let text = r#"{"command":"candidate","id":7,"peer_id":0,"candidates":[{"candidate":"candidate:1 1 udp 1 192.0.2.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abc"}]}"#;
+        let Incoming::EdgeCandidates { candidates } = parse(text, 7).unwrap() else { panic!() };
+        assert_eq!(candidates[0].sdp_mid.as_deref(), Some("0"));
+        assert_eq!(candidates[0].username_fragment.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn offer_carries_candidates_and_code() {
+        let v: Value = serde_json::from_str(&edge_offer(7, "v=0", &["candidate:x".into()])).unwrap();
+        assert_eq!(v["command"], "offer");
+        assert_eq!(v["peer_id"], 0);
+        assert_eq!(v["code"], 200);
+        assert_eq!(v["candidates"][0]["sdpMLineIndex"], 0);
+        let e: Value = serde_json::from_str(&error(404, "no such stream")).unwrap();
+        assert!(e.get("command").is_none());
+        assert_eq!(e["code"], 404);
+    }
+}

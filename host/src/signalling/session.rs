@@ -1,0 +1,304 @@
+//! One signalling session: a WebSocket, its edge connection if it has one, and the plugin hooks at
+//! each moment of its life. Every exit path closes the socket and calls `session_closed` once.
+
+use super::protocol::{self, Incoming, ProtocolError};
+use crate::egress::{EdgeConnection, EdgeEvent};
+use crate::media::{SourceState, StreamHub};
+use crate::sessions::{SessionCommand, SessionEntry};
+use crate::state::HostState;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use plugin_api::{CloseReason, MessageVerdict, OfferDecision, SessionId, SessionInfo, SessionKind};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use webrtc::peer_connection::RTCIceCandidateInit;
+
+/// WebSocket ping interval.
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// A session with nothing received for this long is closed.
+const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+/// An edge connection not up this long after the answer is given up on.
+const ICE_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Where the session stands.
+enum Phase {
+    /// Nothing asked yet, or served by a peer.
+    Idle,
+    /// A plugin took the offer request; the player waits.
+    WaitingForPlugin,
+    /// An edge connection exists.
+    Edge,
+}
+
+/// How the session ended: the reason plugins are told and an error to send first, if any.
+struct Ending {
+    reason: CloseReason,
+    error: Option<ProtocolError>,
+}
+
+impl Ending {
+    fn quietly(reason: CloseReason) -> Self {
+        Self { reason, error: None }
+    }
+    fn with_error(error: ProtocolError) -> Self {
+        Self { reason: CloseReason::Error, error: Some(error) }
+    }
+}
+
+/// What the URL and upgrade request said about the session.
+pub struct Request {
+    /// The stream's hub (already checked to exist).
+    pub hub: Arc<StreamHub>,
+    /// The application.
+    pub app: String,
+    /// The stream.
+    pub stream: String,
+    /// The `User-Agent` header.
+    pub user_agent: String,
+    /// The remote address.
+    pub remote: String,
+    /// The query string.
+    pub query: String,
+}
+
+struct Session {
+    id: SessionId,
+    state: Arc<HostState>,
+    hub: Arc<StreamHub>,
+    socket: WebSocket,
+    phase: Phase,
+    edge: Option<EdgeConnection>,
+    ice_deadline: Option<Instant>,
+    egress_bytes: Arc<AtomicU64>,
+}
+
+/// Runs a session on an accepted socket until it ends.
+pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
+    let (commands_tx, mut commands) = mpsc::unbounded_channel();
+    let egress_bytes = Arc::new(AtomicU64::new(0));
+    // OvenLiveKit asks to publish with `direction=send`; P2P never applies to publishers.
+    let kind = if request.query.split('&').any(|kv| kv == "direction=send") { SessionKind::Publish } else { SessionKind::Play };
+    let mut info = None;
+    let id = state.sessions.register(|id| {
+        let i = SessionInfo::new(
+            id,
+            kind,
+            "default",
+            &request.app,
+            &request.stream,
+            &request.user_agent,
+            &request.remote,
+            &request.query,
+        );
+        info = Some(i.clone());
+        SessionEntry { info: i, commands: commands_tx, egress_bytes: egress_bytes.clone() }
+    });
+    let info = info.expect("set by register");
+    tracing::info!(session = id, stream = %request.hub.name, remote = %request.remote, ua = %request.user_agent, "session opened");
+    state.metrics.add("sessions_opened", 1);
+    state.plugins.session_opened(&info);
+
+    let mut session = Session {
+        id,
+        state: state.clone(),
+        hub: request.hub,
+        socket,
+        phase: Phase::Idle,
+        edge: None,
+        ice_deadline: None,
+        egress_bytes,
+    };
+    let ending = if kind == SessionKind::Publish {
+        Ending::with_error(ProtocolError {
+            code: 403,
+            message: "publishing over WebRTC is not supported by this host; use RTP ingest".into(),
+        })
+    } else {
+        session.serve(&mut commands).await
+    };
+
+    state.sessions.remove(id);
+    if let Some(error) = &ending.error {
+        tracing::info!(session = id, code = error.code, "closing session after error: {}", error.message);
+        let _ = session.socket.send(Message::Text(protocol::error(error.code, &error.message).into())).await;
+    }
+    let _ = session.socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
+    if let Some(edge) = session.edge.take() {
+        edge.close().await;
+    }
+    state.plugins.session_closed(id, ending.reason);
+    state.metrics.add("sessions_closed", 1);
+    tracing::info!(session = id, reason = ?ending.reason, "session closed");
+}
+
+impl Session {
+    /// The session's event loop; returns how it ended.
+    async fn serve(&mut self, commands: &mut mpsc::UnboundedReceiver<SessionCommand>) -> Ending {
+        let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        let mut last_heard = Instant::now();
+        let mut source = self.hub.state();
+        loop {
+            let ice_deadline = self.ice_deadline;
+            tokio::select! {
+                message = self.socket.recv() => {
+                    last_heard = Instant::now();
+                    let text = match message {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Binary(_))) => return Ending::with_error(ProtocolError::bad("binary messages are not part of the protocol")),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ending::quietly(CloseReason::Disconnected),
+                    };
+                    if let Some(ending) = self.on_text(&text).await {
+                        return ending;
+                    }
+                }
+                Some(command) = commands.recv() => {
+                    if let Some(ending) = self.on_command(command).await {
+                        return ending;
+                    }
+                }
+                Some(event) = next_edge_event(&mut self.edge) => match event {
+                    EdgeEvent::Connected => {
+                        self.ice_deadline = None;
+                        tracing::info!(session = self.id, "edge connection up");
+                        self.state.plugins.session_playing(self.id);
+                    }
+                    EdgeEvent::Failed => {
+                        self.state.metrics.add("edge_ice_failures", 1);
+                        return Ending { reason: CloseReason::EdgeFailed, error: Some(ProtocolError { code: 500, message: "the WebRTC connection failed".into() }) };
+                    }
+                },
+                _ = sleep_until_opt(ice_deadline) => {
+                    self.state.metrics.add("edge_ice_timeouts", 1);
+                    return Ending { reason: CloseReason::EdgeFailed, error: Some(ProtocolError { code: 500, message: "the WebRTC connection did not come up in time".into() }) };
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= SILENCE_LIMIT {
+                        return Ending::quietly(CloseReason::Disconnected);
+                    }
+                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return Ending::quietly(CloseReason::Disconnected);
+                    }
+                }
+                Ok(()) = source.changed() => {
+                    if *source.borrow_and_update() == SourceState::Stopped {
+                        return Ending { reason: CloseReason::StreamEnded, error: Some(ProtocolError { code: 404, message: format!("stream {} stopped", self.hub.name) }) };
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Option<Ending> {
+        let incoming = match protocol::parse(text, self.id) {
+            Ok(incoming) => incoming,
+            Err(error) => return Some(Ending::with_error(error)),
+        };
+        match incoming {
+            Incoming::RequestOffer => match self.state.plugins.offer_requested(self.id) {
+                OfferDecision::Handled => {
+                    self.drop_edge().await;
+                    self.phase = Phase::WaitingForPlugin;
+                    None
+                }
+                OfferDecision::ServeFromEdge => self.serve_from_edge().await.err(),
+            },
+            Incoming::EdgeAnswer { sdp } => {
+                let Some(edge) = &self.edge else {
+                    return Some(Ending::with_error(ProtocolError::bad("answer without an edge offer")));
+                };
+                if let Err(e) = edge.accept_answer(sdp).await {
+                    return Some(Ending::with_error(ProtocolError::bad(format!("the answer was refused: {e}"))));
+                }
+                self.ice_deadline = Some(Instant::now() + ICE_DEADLINE);
+                None
+            }
+            Incoming::EdgeCandidates { candidates } => {
+                let Some(edge) = &self.edge else {
+                    return Some(Ending::with_error(ProtocolError::bad("candidate without an edge offer")));
+                };
+                for c in candidates.into_iter().filter(|c| !c.candidate.is_empty()) {
+                    let init = RTCIceCandidateInit {
+                        candidate: c.candidate,
+                        sdp_mid: c.sdp_mid,
+                        sdp_mline_index: c.sdp_mline_index,
+                        username_fragment: c.username_fragment,
+                        ..Default::default()
+                    };
+                    if let Err(e) = edge.add_candidate(init).await {
+                        tracing::debug!(session = self.id, "candidate ignored: {e}");
+                    }
+                }
+                None
+            }
+            Incoming::ChangeRendition | Incoming::Pong => None,
+            Incoming::Stop => Some(Ending::quietly(CloseReason::Stopped)),
+            Incoming::ForPlugins { command } => match self.state.plugins.message_received(self.id, text) {
+                MessageVerdict::Handled => None,
+                MessageVerdict::Unknown => Some(Ending::with_error(ProtocolError::bad(format!("unknown command \"{command}\"")))),
+            },
+        }
+    }
+
+    async fn on_command(&mut self, command: SessionCommand) -> Option<Ending> {
+        match command {
+            SessionCommand::Send(json) => {
+                if self.socket.send(Message::Text(json.into())).await.is_err() {
+                    return Some(Ending::quietly(CloseReason::Disconnected));
+                }
+                None
+            }
+            SessionCommand::ServeFromEdge => self.serve_from_edge().await.err(),
+            SessionCommand::Close { code, reason } => Some(Ending::with_error(ProtocolError { code, message: reason })),
+            SessionCommand::PluginDisabled => match self.phase {
+                Phase::WaitingForPlugin => self.serve_from_edge().await.err(),
+                Phase::Idle | Phase::Edge => None,
+            },
+        }
+    }
+
+    /// Sends the player the edge's offer (replacing any earlier edge connection).
+    async fn serve_from_edge(&mut self) -> Result<(), Ending> {
+        self.drop_edge().await;
+        let created = EdgeConnection::offer(
+            self.hub.clone(),
+            &self.state.egress,
+            self.egress_bytes.clone(),
+            self.state.egress_total.clone(),
+            self.state.lagged_packets.clone(),
+        )
+        .await;
+        let (edge, offer) = created.map_err(|e| {
+            tracing::error!(session = self.id, "cannot create the edge connection: {e:#}");
+            Ending::with_error(ProtocolError { code: 500, message: "cannot create the WebRTC connection".into() })
+        })?;
+        self.edge = Some(edge);
+        self.phase = Phase::Edge;
+        self.state.metrics.add("edge_offers", 1);
+        let message = protocol::edge_offer(self.id, &offer.sdp, &offer.candidates);
+        self.socket.send(Message::Text(message.into())).await.map_err(|_| Ending::quietly(CloseReason::Disconnected))
+    }
+
+    async fn drop_edge(&mut self) {
+        self.ice_deadline = None;
+        if let Some(edge) = self.edge.take() {
+            edge.close().await;
+        }
+    }
+}
+
+async fn next_edge_event(edge: &mut Option<EdgeConnection>) -> Option<EdgeEvent> {
+    match edge {
+        Some(edge) => edge.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
