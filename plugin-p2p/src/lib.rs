@@ -1,1 +1,112 @@
+//! P2P delivery for live WebRTC streams, as a plugin of the streaming host: viewers relay the
+//! stream to each other, so the edge carries a fraction of the traffic.
+//!
+//! The logic is a sans-IO state machine ([`core::P2pCore`]) made of four concepts:
+//! [`classify`] (who may host, by User-Agent), [`matching`] (which host a new viewer gets),
+//! [`broker`] (relaying the player-to-player signalling between partners only) and [`fallback`]
+//! (deadlines, and the edge taking over when a host goes). [`P2pPlugin`] wraps it: it turns hooks
+//! into core inputs and core outputs into host calls, and does nothing else.
+//!
+//! Enable it in `Server.xml` (see [`config`] for every setting):
+//! `<Plugins><Plugin><Path>libplugin_p2p.so</Path></Plugin></Plugins>` and
+//! `<Modules><P2P><Enable>true</Enable></P2P></Modules>`.
 
+pub mod broker;
+pub mod classify;
+pub mod config;
+pub mod core;
+pub mod fallback;
+pub mod matching;
+
+use crate::config::P2pConfig;
+use crate::core::{Arrival, Output, P2pCore};
+use plugin_api::{
+    CloseReason, ConfigError, Host, LogLevel, MessageVerdict, OfferDecision, Plugin, SessionId, SessionInfo,
+};
+
+/// The plugin: the core plus the host handle its outputs go to.
+pub struct P2pPlugin {
+    host: Host,
+    core: P2pCore,
+}
+
+impl P2pPlugin {
+    /// Carries out what the core asked for.
+    fn flush(&mut self) {
+        for output in self.core.drain_outputs() {
+            match output {
+                Output::Send(id, json) => self.host.send(id, &json),
+                Output::ServeFromEdge(id) => self.host.serve_from_edge(id),
+                Output::Close(id, code, reason) => self.host.close(id, code, &reason),
+                Output::SetTimer(token, after_ms) => self.host.set_timer(token, after_ms),
+                Output::Count(name, delta) => self.host.count(name, delta),
+            }
+        }
+    }
+}
+
+impl Plugin for P2pPlugin {
+    const NAME: &'static str = "p2p";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const CONFIG_SECTION: Option<&'static str> = Some("P2P");
+
+    fn load(host: Host, config: Option<&str>) -> Result<Self, ConfigError> {
+        let config = config.map(P2pConfig::parse).transpose()?.unwrap_or_default();
+        let summary = if config.enable {
+            format!(
+                "P2P delivery on: {} clients per host peer, offer deadline {} ms, answer deadline {} ms, host penalty {} ms, excluded {:?}",
+                config.max_client_peers_per_host_peer,
+                config.offer_timeout_ms,
+                config.answer_timeout_ms,
+                config.host_penalty_ms,
+                config.exclude
+            )
+        } else {
+            "P2P delivery is off (<P2P><Enable>true</Enable></P2P> turns it on)".to_string()
+        };
+        host.log(LogLevel::Info, &summary);
+        Ok(Self { host, core: P2pCore::new(config) })
+    }
+
+    fn session_opened(&mut self, s: &SessionInfo) {
+        let stream = format!("{}/{}/{}", s.vhost(), s.app(), s.stream());
+        self.core.session_opened(Arrival {
+            id: s.id(),
+            kind: s.kind(),
+            stream: &stream,
+            app: s.app(),
+            stream_name: s.stream(),
+            user_agent: s.user_agent(),
+            query: s.query(),
+        });
+    }
+
+    fn offer_requested(&mut self, id: SessionId) -> OfferDecision {
+        let decision = self.core.offer_requested(id);
+        self.flush();
+        decision
+    }
+
+    fn message_received(&mut self, id: SessionId, json: &str) -> MessageVerdict {
+        let verdict = self.core.message_received(id, json);
+        self.flush();
+        verdict
+    }
+
+    fn session_playing(&mut self, id: SessionId) {
+        self.core.session_playing(id);
+        self.flush();
+    }
+
+    fn session_closed(&mut self, id: SessionId, _reason: CloseReason) {
+        self.core.session_closed(id);
+        self.flush();
+    }
+
+    fn timer_fired(&mut self, token: u64) {
+        self.core.timer_fired(token);
+        self.flush();
+    }
+}
+
+plugin_api::export_plugin!(P2pPlugin);

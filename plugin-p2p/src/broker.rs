@@ -1,0 +1,132 @@
+//! Brokering the player-to-player signalling: what a P2P message is, who may send it to whom, and
+//! the messages relayed on (PROTOCOL.md, "P2P flow").
+
+use plugin_api::SessionId;
+use serde_json::{json, Value};
+
+/// A P2P signalling message from a player.
+#[derive(Debug, Clone, PartialEq)]
+pub enum P2pMessage {
+    /// A host's offer to its client `client`.
+    OfferP2p {
+        /// The addressee.
+        client: SessionId,
+        /// `{type, sdp}`.
+        sdp: Value,
+        /// Candidates sent with the offer, if any.
+        candidates: Option<Value>,
+    },
+    /// A host's ICE candidates for its client.
+    CandidateP2p {
+        /// The addressee.
+        client: SessionId,
+        /// The candidates.
+        candidates: Value,
+    },
+    /// A client's answer to its host's offer.
+    Answer {
+        /// The addressee.
+        host: SessionId,
+        /// `{type, sdp}`.
+        sdp: Value,
+    },
+    /// A client's ICE candidates for its host.
+    Candidate {
+        /// The addressee.
+        host: SessionId,
+        /// The candidates.
+        candidates: Value,
+    },
+}
+
+/// Why a message was refused (error 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// Not JSON, or a field missing or of the wrong type.
+    #[error("malformed P2P message: {0}")]
+    Malformed(&'static str),
+    /// The addressee is a live session that is not the sender's partner.
+    #[error("session {0} is not your P2P partner")]
+    NotPartner(SessionId),
+}
+
+/// Reads a P2P message; `Ok(None)` if `json` is not one (another command, or addressed to the edge).
+pub fn parse(json: &str) -> Result<Option<P2pMessage>, BrokerError> {
+    let v: Value = serde_json::from_str(json).map_err(|_| BrokerError::Malformed("not JSON"))?;
+    let Some(command) = v.get("command").and_then(Value::as_str) else { return Ok(None) };
+    let peer = || -> Result<SessionId, BrokerError> {
+        v.get("peer_id")
+            .and_then(Value::as_u64)
+            .and_then(|p| SessionId::try_from(p).ok())
+            .filter(|&p| p != 0)
+            .ok_or(BrokerError::Malformed("peer_id must be a session id"))
+    };
+    let field = |name: &'static str| v.get(name).filter(|f| !f.is_null()).cloned().ok_or(BrokerError::Malformed(name));
+    Ok(Some(match command {
+        "offer_p2p" => P2pMessage::OfferP2p { client: peer()?, sdp: field("sdp")?, candidates: field("candidates").ok() },
+        "candidate_p2p" => P2pMessage::CandidateP2p { client: peer()?, candidates: field("candidates")? },
+        "answer" => P2pMessage::Answer { host: peer()?, sdp: field("sdp")? },
+        "candidate" => P2pMessage::Candidate { host: peer()?, candidates: field("candidates")? },
+        _ => return Ok(None),
+    }))
+}
+
+/// `request_offer_p2p`: asks host `host` to offer to new client `client`.
+pub fn request_offer_p2p(host: SessionId, client: SessionId) -> String {
+    json!({"command": "request_offer_p2p", "id": host, "peer_id": client}).to_string()
+}
+
+/// The host's offer, relayed to its client.
+pub fn relayed_offer(client: SessionId, host: SessionId, sdp: &Value, candidates: Option<&Value>) -> String {
+    let mut m = json!({"command": "offer", "id": client, "peer_id": host, "sdp": sdp});
+    if let Some(c) = candidates {
+        m["candidates"] = c.clone();
+    }
+    m.to_string()
+}
+
+/// The host's candidates, relayed to its client.
+pub fn relayed_host_candidates(client: SessionId, host: SessionId, candidates: &Value) -> String {
+    json!({"command": "candidate", "id": client, "peer_id": host, "candidates": candidates}).to_string()
+}
+
+/// The client's answer, relayed to its host.
+pub fn answer_p2p(host: SessionId, client: SessionId, sdp: &Value) -> String {
+    json!({"command": "answer_p2p", "id": host, "peer_id": client, "sdp": sdp}).to_string()
+}
+
+/// The client's candidates, relayed to its host.
+pub fn candidate_p2p(host: SessionId, client: SessionId, candidates: &Value) -> String {
+    json!({"command": "candidate_p2p", "id": host, "peer_id": client, "candidates": candidates}).to_string()
+}
+
+/// `stop`: tells `to` that its partner `gone` left.
+pub fn stop(to: SessionId, gone: SessionId) -> String {
+    json!({"command": "stop", "id": to, "peer_id": gone}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_four_p2p_messages() {
+        let m = parse(r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{"type":"offer","sdp":"v=0"}}"#).unwrap();
+        assert!(matches!(m, Some(P2pMessage::OfferP2p { client: 2, candidates: None, .. })));
+        let m = parse(r#"{"command":"candidate_p2p","id":1,"peer_id":2,"candidates":[]}"#).unwrap();
+        assert!(matches!(m, Some(P2pMessage::CandidateP2p { client: 2, .. })));
+        let m = parse(r#"{"command":"answer","id":2,"peer_id":1,"sdp":{}}"#).unwrap();
+        assert!(matches!(m, Some(P2pMessage::Answer { host: 1, .. })));
+        let m = parse(r#"{"command":"candidate","id":2,"peer_id":1,"candidates":[]}"#).unwrap();
+        assert!(matches!(m, Some(P2pMessage::Candidate { host: 1, .. })));
+        assert_eq!(parse(r#"{"command":"dance","id":2}"#), Ok(None));
+    }
+
+    #[test]
+    fn refuses_malformed_ones() {
+        assert!(parse("nope").is_err());
+        assert!(parse(r#"{"command":"offer_p2p","id":1,"peer_id":0,"sdp":{}}"#).is_err());
+        assert!(parse(r#"{"command":"offer_p2p","id":1,"peer_id":"2","sdp":{}}"#).is_err());
+        assert!(parse(r#"{"command":"answer","id":1,"peer_id":2}"#).is_err());
+    }
+}

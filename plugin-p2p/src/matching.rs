@@ -1,0 +1,66 @@
+//! Host/client matching: per stream and browser kind, the eligible host peers ordered by load, so
+//! a new viewer goes to the least-loaded host with a vacancy in O(log n).
+
+use plugin_api::SessionId;
+use std::collections::{BTreeSet, HashMap};
+
+/// Which pool a peer belongs to: its stream and its browser kind, both interned.
+pub type PoolKey = (u32, u32);
+
+/// Eligible host peers, least-loaded first, one ordered set per [`PoolKey`].
+#[derive(Debug, Default)]
+pub struct HostPool {
+    pools: HashMap<PoolKey, BTreeSet<(u16, SessionId)>>,
+}
+
+impl HostPool {
+    /// Adds host `id` with `load` clients.
+    pub fn insert(&mut self, key: PoolKey, id: SessionId, load: u16) {
+        self.pools.entry(key).or_default().insert((load, id));
+    }
+
+    /// Removes host `id`, which had `load` clients; true if it was there.
+    pub fn remove(&mut self, key: PoolKey, id: SessionId, load: u16) -> bool {
+        let Some(pool) = self.pools.get_mut(&key) else { return false };
+        let removed = pool.remove(&(load, id));
+        if pool.is_empty() {
+            self.pools.remove(&key);
+        }
+        removed
+    }
+
+    /// Moves host `id` from `old` to `new` clients, if it is in the pool.
+    pub fn reload(&mut self, key: PoolKey, id: SessionId, old: u16, new: u16) {
+        if self.remove(key, id, old) {
+            self.insert(key, id, new);
+        }
+    }
+
+    /// The least-loaded host of `key` with fewer than `capacity` clients.
+    pub fn pick(&self, key: PoolKey, capacity: u16) -> Option<SessionId> {
+        let &(load, id) = self.pools.get(&key)?.first()?;
+        (load < capacity).then_some(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_least_loaded_with_vacancy_per_key() {
+        let mut pool = HostPool::default();
+        pool.insert((1, 1), 10, 1);
+        pool.insert((1, 1), 11, 0);
+        pool.insert((2, 1), 12, 0);
+        assert_eq!(pool.pick((1, 1), 2), Some(11));
+        pool.reload((1, 1), 11, 0, 2);
+        assert_eq!(pool.pick((1, 1), 2), Some(10));
+        pool.reload((1, 1), 10, 1, 2);
+        assert_eq!(pool.pick((1, 1), 2), None, "everyone full");
+        assert_eq!(pool.pick((1, 2), 2), None, "another browser kind has no host");
+        assert_eq!(pool.pick((2, 1), 0), None, "capacity 0 means no clients");
+        assert!(pool.remove((2, 1), 12, 0));
+        assert_eq!(pool.pick((2, 1), 2), None);
+    }
+}
