@@ -129,9 +129,9 @@ impl PluginSet {
             match loaded {
                 Ok((library, plugin)) => {
                     tracing::info!(
-                        plugin = library.name(),
-                        version = library.version(),
-                        abi = library.built_against(),
+                        plugin = %library.name(),
+                        version = %library.version(),
+                        abi = %library.built_against(),
                         path = %path.display(),
                         "plugin loaded"
                     );

@@ -1,0 +1,227 @@
+//! Runs the real `host` binary with a generated config and reads its logs and `/stats`.
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// `target/debug` (or whichever profile the tests were built with).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps dir");
+    if deps.ends_with("deps") { deps.parent().expect("profile dir").to_path_buf() } else { deps.to_path_buf() }
+}
+
+/// Builds the host and every plugin the tests load (once per test process; cargo makes it a
+/// no-op when they are up to date), so `cargo test --workspace` needs no other step.
+pub fn build_artifacts() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "host", "-p", "plugin-p2p", "-p", "test-plugin-panicky", "-p", "test-plugin-abi-mismatch"]);
+        // Cargo gives a test the variables of its own package; passed on, they would make build
+        // scripts that watch them (ring watches CARGO_MANIFEST_DIR) rebuild the whole stack.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_") || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"].contains(&&*key) {
+                cmd.env_remove(&*key);
+            }
+        }
+        if target_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.current_dir(workspace_dir()).status().expect("running cargo build");
+        assert!(status.success(), "building the host and test plugins failed");
+    });
+}
+
+/// The workspace root.
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+}
+
+/// A shared library built by the workspace, e.g. `plugin_p2p` -> `target/debug/libplugin_p2p.so`.
+pub fn library(name: &str) -> PathBuf {
+    target_dir().join(format!("lib{name}.so"))
+}
+
+/// A free TCP port on loopback (a race is possible but unlikely).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `Server.xml` for tests: the built-in stream at `app/stream`, loopback ICE, the given extra
+/// `<Server>` children (plugins, modules, more applications).
+pub fn config_xml(port: u16, extra: &str) -> String {
+    format!(
+        r#"<?xml version="1.0"?>
+<Server version="8">
+  <Name>test</Name>
+  <Bind><Publishers><WebRTC>
+    <Signalling><Port>{port}</Port></Signalling>
+    <IceCandidates><IceCandidate>127.0.0.1:0/udp</IceCandidate></IceCandidates>
+  </WebRTC></Publishers></Bind>
+  <Applications><Application><Name>app</Name><Stream><Name>stream</Name><TestPattern/></Stream></Application></Applications>
+{extra}
+</Server>
+"#
+    )
+}
+
+/// The `<Plugins>` element loading the P2P plugin, and a `<Modules><P2P>` enabling it with k.
+pub fn p2p_xml(k: u16, offer_timeout_ms: u64) -> String {
+    format!(
+        "<Plugins><Plugin><Path>{}</Path></Plugin></Plugins>\n<Modules><P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{k}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{offer_timeout_ms}</OfferTimeoutMs></P2P></Modules>",
+        library("plugin_p2p").display()
+    )
+}
+
+/// Writes `xml` to a fresh temporary config file.
+pub fn write_config(xml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("p2p-host-test-{}-{}", std::process::id(), rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("Server.xml");
+    std::fs::write(&path, xml).unwrap();
+    path
+}
+
+/// Runs the host on `config` to completion (for configs it must refuse); returns its exit
+/// success and everything it printed.
+pub fn run_to_exit(config: &Path, timeout: Duration) -> (bool, String) {
+    build_artifacts();
+    let mut child = Command::new(target_dir().join("host"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting host");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            child.stderr.take().unwrap().read_to_string(&mut out).unwrap();
+            return (status.success(), strip_ansi(&out));
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("host did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A running host; killed on drop.
+pub struct HostProcess {
+    child: Child,
+    /// The signalling port.
+    pub port: u16,
+    log: Arc<Mutex<String>>,
+}
+
+impl HostProcess {
+    /// Starts the host on a config made by `make_xml(port)` and waits until it serves.
+    pub fn start(make_xml: impl FnOnce(u16) -> String) -> anyhow::Result<Self> {
+        build_artifacts();
+        let port = free_port();
+        let config = write_config(&make_xml(port));
+        let mut child = Command::new(target_dir().join("host"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", std::env::var("HOST_LOG").unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting host")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        for pipe in [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if std::env::var_os("HOST_ECHO").is_some() {
+                        eprintln!("[host] {line}");
+                    }
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&strip_ansi(&line));
+                    log.push('\n');
+                }
+            });
+        }
+        let mut host = Self { child, port, log };
+        let started = Instant::now();
+        while !host.log().contains("waiting for viewers") {
+            if let Some(status) = host.child.try_wait()? {
+                bail!("host exited ({status}) before serving:\n{}", host.log());
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                bail!("host did not start in 20 s:\n{}", host.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(host)
+    }
+
+    /// Everything the host logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `ws://127.0.0.1:PORT/{path}`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// GET `/stats` as JSON.
+    pub fn stats(&self) -> anyhow::Result<Value> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET /stats HTTP/1.0\r\nHost: test\r\n\r\n")?;
+        let mut response = String::new();
+        s.read_to_string(&mut response)?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b).context("no HTTP body")?;
+        Ok(serde_json::from_str(body)?)
+    }
+
+    /// The edge egress bytes of session `id` (None if it is not live).
+    pub fn session_egress(&self, id: u64) -> anyhow::Result<Option<u64>> {
+        let stats = self.stats()?;
+        Ok(stats["sessions"].as_array().into_iter().flatten().find(|s| s["id"] == id).and_then(|s| s["egress_bytes"].as_u64()))
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

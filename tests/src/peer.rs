@@ -1,0 +1,344 @@
+//! A headless player on the `webrtc` crate that speaks the host's signalling: it plays from the
+//! edge or from a host peer, and, as a host peer, relays the RTP it receives to each of its
+//! clients over its own peer connection, without transcoding (SSRC, payload type and sequence
+//! numbers rewritten per client, as webrtc 0.21 requires).
+
+use crate::signal::{Received, Signal};
+use anyhow::Context;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, oneshot, watch};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+/// What a peer has seen, readable while it runs.
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    /// The session id the host gave it (0 until known).
+    pub id: AtomicU64,
+    /// RTP video packets received.
+    pub video_packets: AtomicU64,
+    /// RTP audio packets received.
+    pub audio_packets: AtomicU64,
+    /// Who it plays from: -1 nobody, 0 the edge, else the host peer's id.
+    pub source: AtomicI64,
+    /// Offers it accepted.
+    pub offers: AtomicU64,
+    /// Packets it relayed to its clients.
+    pub relayed_packets: AtomicU64,
+    /// The last error message the host sent it, if any.
+    pub last_error: std::sync::Mutex<Option<Value>>,
+}
+
+impl PeerStats {
+    /// Who it plays from: `None` nobody, `Some(0)` the edge, `Some(h)` host peer `h`.
+    pub fn source(&self) -> Option<u32> {
+        u32::try_from(self.source.load(Ordering::Relaxed)).ok()
+    }
+    /// RTP video packets received so far.
+    pub fn video(&self) -> u64 {
+        self.video_packets.load(Ordering::Relaxed)
+    }
+    /// Its session id.
+    pub fn id(&self) -> u32 {
+        self.id.load(Ordering::Relaxed) as u32
+    }
+}
+
+/// A running test peer. Dropping it (or [`PeerAgent::leave`]) closes its socket and connections.
+pub struct PeerAgent {
+    /// What it has seen.
+    pub stats: Arc<PeerStats>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeerAgent {
+    /// Connects to `url` as `user_agent`, asks for the stream and plays it; relays to clients
+    /// when asked to (the host decides, from the User-Agent).
+    pub async fn join(url: &str, user_agent: &str) -> anyhow::Result<Self> {
+        let signal = Signal::connect(url, user_agent).await?;
+        let stats = Arc::new(PeerStats { source: AtomicI64::new(-1), ..Default::default() });
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(run(signal, stats.clone(), stop_rx));
+        Ok(Self { stats, stop: Some(stop_tx), task })
+    }
+
+    /// Waits until `cond(stats)` holds, polling; errors after `timeout`.
+    pub async fn wait_for(&self, timeout: Duration, what: &str, cond: impl Fn(&PeerStats) -> bool) -> anyhow::Result<Duration> {
+        let start = tokio::time::Instant::now();
+        while !cond(&self.stats) {
+            if start.elapsed() > timeout {
+                anyhow::bail!("peer {}: {what} not reached in {timeout:?} (stats: {:?})", self.stats.id(), self.stats);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Leaves: closes the socket and every connection, as a closed browser tab would.
+    pub async fn leave(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for PeerAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Media received, for relaying: (kind, packet).
+type Media = broadcast::Sender<(RtpCodecKind, rtp::Packet)>;
+
+struct Handler {
+    gathered: watch::Sender<bool>,
+    stats: Option<Arc<PeerStats>>,
+    media: Media,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.send_replace(true);
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let (Some(stats), media) = (self.stats.clone(), self.media.clone()) else { return };
+        tokio::spawn(async move {
+            let kind = track.kind().await;
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                    let counter = if kind == RtpCodecKind::Video { &stats.video_packets } else { &stats.audio_packets };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let _ = media.send((kind, packet));
+                }
+            }
+        });
+    }
+}
+
+fn vp8() -> RTCRtpCodec {
+    RTCRtpCodec { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90_000, channels: 0, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] }
+}
+
+fn opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.into(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// A peer connection on loopback with the default codecs; `stats` set means it plays what it gets.
+async fn connection(stats: Option<Arc<PeerStats>>, media: Media) -> anyhow::Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>)> {
+    let mut engine = MediaEngine::default();
+    engine.register_default_codecs()?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let setting = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        .build();
+    let (gathered_tx, gathered) = watch::channel(false);
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(setting)
+        .with_handler(Arc::new(Handler { gathered: gathered_tx, stats, media }))
+        .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+        .build()
+        .await?;
+    Ok((Arc::new(pc), gathered))
+}
+
+async fn local_sdp(pc: &Arc<dyn PeerConnection>, mut gathered: watch::Receiver<bool>) -> anyhow::Result<String> {
+    let _ = tokio::time::timeout(Duration::from_secs(3), gathered.wait_for(|g| *g)).await;
+    Ok(pc.local_description().await.context("no local description")?.sdp)
+}
+
+/// Answers an offer (from the edge or a host peer) and plays what arrives.
+async fn play(offer: &Value, stats: &Arc<PeerStats>, media: &Media) -> anyhow::Result<(Arc<dyn PeerConnection>, String)> {
+    let sdp = offer["sdp"]["sdp"].as_str().context("offer without sdp")?.to_string();
+    let (pc, gathered) = connection(Some(stats.clone()), media.clone()).await?;
+    pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+    for c in offer["candidates"].as_array().into_iter().flatten() {
+        if let Some(candidate) = c["candidate"].as_str().filter(|c| !c.is_empty()) {
+            let init = RTCIceCandidateInit {
+                candidate: candidate.to_string(),
+                sdp_mline_index: c["sdpMLineIndex"].as_u64().map(|i| i as u16),
+                sdp_mid: c["sdpMid"].as_str().map(str::to_string),
+                ..Default::default()
+            };
+            let _ = pc.add_ice_candidate(init).await;
+        }
+    }
+    let answer = pc.create_answer(None).await?;
+    pc.set_local_description(answer).await?;
+    let sdp = local_sdp(&pc, gathered).await?;
+    Ok((pc, sdp))
+}
+
+/// One client of this peer acting as a host peer.
+struct Relay {
+    pc: Arc<dyn PeerConnection>,
+    forwarder: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Offers the relayed stream to a client; returns the offer SDP.
+    async fn offer(media: &Media, stats: &Arc<PeerStats>) -> anyhow::Result<(Self, String)> {
+        let (pc, gathered) = connection(None, media.clone()).await?;
+        let stream = "relay".to_string();
+        let mut tracks = Vec::new();
+        for (kind, codec, pt) in [(RtpCodecKind::Video, vp8(), 96u8), (RtpCodecKind::Audio, opus(), 111u8)] {
+            let ssrc = rand::random::<u32>();
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                stream.clone(),
+                format!("relay-{kind}"),
+                format!("{kind}"),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                    codec,
+                    ..Default::default()
+                }],
+            )));
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![stream.clone()],
+                send_encodings: vec![],
+            };
+            pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init)).await?;
+            tracks.push((kind, track, ssrc, pt));
+        }
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer).await?;
+        let sdp = local_sdp(&pc, gathered).await?;
+        let mut received = media.subscribe();
+        let stats = stats.clone();
+        let forwarder = tokio::spawn(async move {
+            let mut offsets: HashMap<RtpCodecKind, u16> = HashMap::new();
+            loop {
+                let (kind, mut packet) = match received.recv().await {
+                    Ok(m) => m,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let Some((_, track, ssrc, pt)) = tracks.iter().find(|t| t.0 == kind) else { continue };
+                let offset = *offsets.entry(kind).or_insert_with(|| rand::random::<u16>().wrapping_sub(packet.header.sequence_number));
+                packet.header.ssrc = *ssrc;
+                packet.header.payload_type = *pt;
+                packet.header.sequence_number = packet.header.sequence_number.wrapping_add(offset);
+                packet.header.extension = false;
+                packet.header.extensions.clear();
+                // Before the client connects a write is accepted and lost, which is fine here.
+                if track.write_rtp(packet).await.is_ok() {
+                    stats.relayed_packets.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok((Self { pc, forwarder }, sdp))
+    }
+
+    async fn close(self) {
+        self.forwarder.abort();
+        let _ = self.pc.close().await;
+    }
+}
+
+async fn run(mut signal: Signal, stats: Arc<PeerStats>, mut stop: oneshot::Receiver<()>) {
+    if let Err(e) = serve(&mut signal, &stats, &mut stop).await {
+        tracing::debug!("test peer {} ended: {e:#}", stats.id());
+    }
+    signal.close().await;
+}
+
+async fn serve(signal: &mut Signal, stats: &Arc<PeerStats>, stop: &mut oneshot::Receiver<()>) -> anyhow::Result<()> {
+    let media: Media = broadcast::channel(1024).0;
+    let mut playing: Option<Arc<dyn PeerConnection>> = None;
+    let mut relays: HashMap<u64, Relay> = HashMap::new();
+    signal.send(json!({"command": "request_offer"})).await?;
+    let result = async {
+        loop {
+            let message = tokio::select! {
+                m = signal.recv(Duration::from_secs(3600)) => m?,
+                _ = &mut *stop => return Ok(()),
+            };
+            let Received::Json(m) = message else { return Ok(()) };
+            if m.get("error").is_some() {
+                *stats.last_error.lock().unwrap() = Some(m.clone());
+                continue;
+            }
+            let id = m["id"].as_u64().unwrap_or(0);
+            let peer = m["peer_id"].as_u64().unwrap_or(0);
+            match m["command"].as_str().unwrap_or("") {
+                "offer" => {
+                    stats.id.store(id, Ordering::Relaxed);
+                    if let Some(old) = playing.take() {
+                        let _ = old.close().await;
+                    }
+                    let (pc, sdp) = play(&m, stats, &media).await?;
+                    playing = Some(pc);
+                    stats.source.store(peer as i64, Ordering::Relaxed);
+                    stats.offers.fetch_add(1, Ordering::Relaxed);
+                    signal.send(json!({"command": "answer", "id": id, "peer_id": peer, "sdp": {"type": "answer", "sdp": sdp}})).await?;
+                }
+                "request_offer_p2p" => {
+                    let (relay, sdp) = Relay::offer(&media, stats).await?;
+                    relays.insert(peer, relay);
+                    signal.send(json!({"command": "offer_p2p", "id": id, "peer_id": peer, "sdp": {"type": "offer", "sdp": sdp}})).await?;
+                }
+                "answer_p2p" => {
+                    if let (Some(relay), Some(sdp)) = (relays.get(&peer), m["sdp"]["sdp"].as_str()) {
+                        relay.pc.set_remote_description(RTCSessionDescription::answer(sdp.to_string())?).await?;
+                    }
+                }
+                "stop" => {
+                    if let Some(relay) = relays.remove(&peer) {
+                        relay.close().await;
+                    } else if stats.source() == Some(peer as u32) {
+                        // Our host peer left: ask again (the edge will serve us).
+                        if let Some(old) = playing.take() {
+                            let _ = old.close().await;
+                        }
+                        stats.source.store(-1, Ordering::Relaxed);
+                        signal.send(json!({"command": "request_offer"})).await?;
+                    }
+                }
+                // Candidates are all in the SDPs (gathering completes before each offer/answer).
+                _ => {}
+            }
+        }
+    }
+    .await;
+    for (_, relay) in relays {
+        relay.close().await;
+    }
+    if let Some(pc) = playing {
+        let _ = pc.close().await;
+    }
+    result
+}
