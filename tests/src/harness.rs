@@ -57,13 +57,18 @@ pub fn free_port() -> u16 {
 /// A `Server.xml` for tests: the built-in stream at `app/stream`, loopback ICE, the given extra
 /// `<Server>` children (plugins, modules, more applications).
 pub fn config_xml(port: u16, extra: &str) -> String {
+    config_xml_with_ice(port, "127.0.0.1:0/udp", extra)
+}
+
+/// [`config_xml`] with another `<IceCandidate>` (OME's form, e.g. `*:10000-10019/udp`).
+pub fn config_xml_with_ice(port: u16, ice: &str, extra: &str) -> String {
     format!(
         r#"<?xml version="1.0"?>
 <Server version="8">
   <Name>test</Name>
   <Bind><Publishers><WebRTC>
     <Signalling><Port>{port}</Port></Signalling>
-    <IceCandidates><IceCandidate>127.0.0.1:0/udp</IceCandidate></IceCandidates>
+    <IceCandidates><IceCandidate>{ice}</IceCandidate></IceCandidates>
   </WebRTC></Publishers></Bind>
   <Applications><Application><Name>app</Name><Stream><Name>stream</Name><TestPattern/></Stream></Application></Applications>
 {extra}

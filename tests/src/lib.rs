@@ -4,4 +4,5 @@
 
 pub mod harness;
 pub mod peer;
+pub mod procstat;
 pub mod signal;

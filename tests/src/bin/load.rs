@@ -1,0 +1,218 @@
+//! Load tool: real WebRTC viewers (the test peer of `tests::peer`) against the real host binary,
+//! printing the figures recorded in BENCHMARKS.md.
+//!
+//!   load edge --viewers 10,50,100      host CPU and memory per viewer, edge only
+//!   load offload --peers 30 --k 2      share of viewers and of bytes the P2P plugin takes off the edge
+//!   load failover --rounds 20          host peer leaves -> its clients' first edge packet
+//!
+//! Build with `--release` for figures (`cargo run --release -p tests --bin load -- ...`); the tool
+//! builds the host and plugin of the same profile itself.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::time::{Duration, Instant};
+use tests::harness::{config_xml, p2p_xml, HostProcess};
+use tests::peer::PeerAgent;
+use tests::procstat;
+use tests::signal::CHROME_WINDOWS;
+
+/// Real WebRTC viewers against the real host; prints figures.
+#[derive(Parser)]
+#[command(verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N viewers from the edge (no plugin): the host's CPU time and memory per viewer.
+    Edge {
+        /// Viewer counts to run, one fresh host each.
+        #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+        viewers: Vec<usize>,
+        /// Measurement window once every viewer plays, in seconds.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// N host-eligible peers joining one by one with the P2P plugin on: how much the edge is spared.
+    Offload {
+        /// Peers.
+        #[arg(long, default_value_t = 30)]
+        peers: usize,
+        /// MaxClientPeersPerHostPeer.
+        #[arg(long, default_value_t = 2)]
+        k: u16,
+        /// Measurement window once every peer plays, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Repeatedly: a host peer and its k clients; the host leaves; time to the clients' first
+    /// packet from the edge.
+    Failover {
+        /// Host departures to time.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// Clients per host peer.
+        #[arg(long, default_value_t = 2)]
+        k: u16,
+    },
+}
+
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Edge { viewers, seconds } => {
+            println!("| viewers | host CPU, % of one core | CPU per viewer, % of a core | RSS idle | RSS loaded | RSS per viewer | egress per viewer |");
+            println!("|--:|--:|--:|--:|--:|--:|--:|");
+            for n in viewers {
+                edge(n, Duration::from_secs(seconds)).await?;
+            }
+        }
+        Command::Offload { peers, k, seconds } => offload(peers, k, Duration::from_secs(seconds)).await?,
+        Command::Failover { rounds, k } => failover(rounds, k).await?,
+    }
+    Ok(())
+}
+
+/// Joins `n` viewers, waits until each receives video, measures the host over `window`.
+async fn edge(n: usize, window: Duration) -> anyhow::Result<()> {
+    let host = HostProcess::start(|port| config_xml(port, ""))?;
+    let url = host.ws_url("app/stream");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = procstat::sample(host.pid())?;
+    let mut viewers = Vec::with_capacity(n);
+    for _ in 0..n {
+        viewers.push(PeerAgent::join(&url, CHROME_WINDOWS).await?);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for v in &viewers {
+        v.wait_for(JOIN_TIMEOUT, "video", |s| s.video() > 30).await?;
+    }
+    // Let the joins' one-off work (DTLS handshakes) settle before measuring the steady state.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (before, egress_before, t0) = (procstat::sample(host.pid())?, edge_egress(&host)?, Instant::now());
+    let packets_before: u64 = viewers.iter().map(|v| v.stats.video()).sum();
+    tokio::time::sleep(window).await;
+    let (after, egress_after, elapsed) = (procstat::sample(host.pid())?, edge_egress(&host)?, t0.elapsed());
+    let packets_after: u64 = viewers.iter().map(|v| v.stats.video()).sum();
+    let cpu_share = (after.cpu - before.cpu).as_secs_f64() / elapsed.as_secs_f64();
+    let egress_bps = (egress_after - egress_before) as f64 * 8.0 / elapsed.as_secs_f64();
+    let stalled = viewers.iter().filter(|v| v.stats.video() == 0).count();
+    println!(
+        "| {n} | {:.1} % | {:.2} % | {:.1} MiB | {:.1} MiB | {:.2} MiB | {:.0} kbit/s |",
+        cpu_share * 100.0,
+        cpu_share * 100.0 / n as f64,
+        mib(idle.rss),
+        mib(after.rss),
+        mib(after.rss.saturating_sub(idle.rss)) / n as f64,
+        egress_bps / n as f64 / 1000.0,
+    );
+    eprintln!(
+        "  ({n} viewers: {:.0} video packets/s per viewer received, {stalled} stalled, lagged packets at the host: {})",
+        (packets_after - packets_before) as f64 / elapsed.as_secs_f64() / n as f64,
+        host.stats()?["lagged_packets"]
+    );
+    for v in viewers {
+        v.leave().await;
+    }
+    Ok(())
+}
+
+/// Joins `peers` host-eligible peers one at a time (each playing before the next arrives).
+async fn offload(peers: usize, k: u16, window: Duration) -> anyhow::Result<()> {
+    let host = HostProcess::start(|port| config_xml(port, &p2p_xml(k, 4000)))?;
+    let url = host.ws_url("app/stream");
+    let mut agents = Vec::with_capacity(peers);
+    for i in 0..peers {
+        let peer = PeerAgent::join(&url, CHROME_WINDOWS).await?;
+        peer.wait_for(JOIN_TIMEOUT, "video", |s| s.video() > 30).await.with_context(|| format!("peer {i}"))?;
+        agents.push(peer);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (egress_before, t0) = (edge_egress(&host)?, Instant::now());
+    let packets_before: Vec<u64> = agents.iter().map(|a| a.stats.video()).collect();
+    tokio::time::sleep(window).await;
+    let (egress_after, elapsed) = (edge_egress(&host)?, t0.elapsed());
+    let from_edge = agents.iter().filter(|a| a.stats.source() == Some(0)).count();
+    let from_peers = agents.iter().filter(|a| matches!(a.stats.source(), Some(h) if h != 0)).count();
+    let starving: Vec<u32> =
+        agents.iter().zip(&packets_before).filter(|(a, &b)| a.stats.video() <= b).map(|(a, _)| a.stats.id()).collect();
+    if !starving.is_empty() {
+        bail!("peers received no video during the window: {starving:?}");
+    }
+    // What the edge would have sent had it served everyone: each edge viewer's rate times N.
+    let edge_bytes = (egress_after - egress_before) as f64;
+    let per_edge_viewer = edge_bytes / from_edge as f64;
+    let byte_offload = 1.0 - edge_bytes / (per_edge_viewer * peers as f64);
+    let limit = k as f64 / (k as f64 + 1.0);
+    println!("peers {peers}, k {k}: {from_peers} fed by a host peer, {from_edge} by the edge");
+    println!(
+        "offload: {:.1} % of viewers, {:.1} % of edge bytes ({:.0} kbit/s per edge viewer over {:.1} s); limit k/(k+1) = {:.1} %",
+        100.0 * from_peers as f64 / peers as f64,
+        100.0 * byte_offload,
+        per_edge_viewer * 8.0 / elapsed.as_secs_f64() / 1000.0,
+        elapsed.as_secs_f64(),
+        100.0 * limit
+    );
+    for a in agents {
+        a.leave().await;
+    }
+    Ok(())
+}
+
+/// Times `rounds` host departures, each with `k` fresh clients.
+async fn failover(rounds: usize, k: u16) -> anyhow::Result<()> {
+    let host = HostProcess::start(|port| config_xml(port, &p2p_xml(k, 4000)))?;
+    let url = host.ws_url("app/stream");
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        let relay = PeerAgent::join(&url, CHROME_WINDOWS).await?;
+        relay.wait_for(JOIN_TIMEOUT, "edge video", |s| s.video() > 30).await?;
+        let relay_id = relay.stats.id();
+        let mut clients = Vec::new();
+        for _ in 0..k {
+            clients.push(PeerAgent::join(&url, CHROME_WINDOWS).await?);
+        }
+        for c in &clients {
+            c.wait_for(JOIN_TIMEOUT, "video from the host peer", |s| s.source() == Some(relay_id) && s.video() > 30).await?;
+        }
+        let before: Vec<u64> = clients.iter().map(|c| c.stats.video()).collect();
+        let left = Instant::now();
+        relay.leave().await;
+        let mut times = Vec::new();
+        for (c, &b) in clients.iter().zip(&before) {
+            c.wait_for(JOIN_TIMEOUT, "edge video after failover", |s| s.source() == Some(0) && s.video() > b).await?;
+            // Clients are awaited in turn: one found ready late was ready no later than this.
+            times.push(left.elapsed());
+        }
+        eprintln!("round {round}: clients back on the edge after {:?}", times);
+        samples.extend(times);
+        for c in clients {
+            c.leave().await;
+        }
+    }
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "failover over {rounds} host departures, {} clients (k={k}; host leaves -> the client's first packet from the edge): min {:.0} ms, median {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        samples.len(),
+        ms(samples[0]),
+        ms(pick(0.5)),
+        ms(pick(0.9)),
+        ms(pick(0.99)),
+        ms(*samples.last().unwrap())
+    );
+    Ok(())
+}
+
+fn edge_egress(host: &HostProcess) -> anyhow::Result<u64> {
+    host.stats()?["edge_egress_bytes"].as_u64().context("edge_egress_bytes in /stats")
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}

@@ -1,0 +1,63 @@
+//! A process's CPU time and resident memory, read from `/proc` (Linux), for the load tools.
+
+use anyhow::Context;
+use std::time::Duration;
+
+/// CPU time (user + system) and resident set size of a process at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcSample {
+    /// User + system CPU time consumed so far.
+    pub cpu: Duration,
+    /// Resident set size, in bytes.
+    pub rss: u64,
+}
+
+/// Reads `/proc/PID/stat` (utime, stime) and `/proc/PID/status` (VmRSS).
+pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let after = &stat[stat.rfind(')').context("malformed stat")? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(ProcSample { cpu: Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64), rss: rss_kib * 1024 })
+}
+
+/// `getconf CLK_TCK` (100 on Linux unless the kernel says otherwise).
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_this_process() {
+        let before = super::sample(std::process::id()).unwrap();
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = x.wrapping_add(std::hint::black_box(i));
+        }
+        std::hint::black_box(x);
+        let after = super::sample(std::process::id()).unwrap();
+        assert!(before.rss > 1 << 20, "a Rust test process holds more than 1 MiB: {before:?}");
+        assert!(after.cpu > before.cpu, "CPU time grows with work: {before:?} -> {after:?}");
+    }
+}

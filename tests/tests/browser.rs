@@ -1,0 +1,97 @@
+//! The unmodified OvenPlayer from npm (0.10.38 and 0.10.54) and our own page, in real headless
+//! Chromium, against the real host, inside a private network namespace (`unshare -n` plus a veth
+//! pair carrying 192.0.2.1, as `../shared/TESTING.md` describes): Chromium needs a non-loopback
+//! address to gather ICE candidates, and nothing leaves the machine.
+//!
+//! Each test runs one scenario of `tests/browser/scenario.mjs` (playwright-core drives
+//! `/usr/bin/chromium`) and fails with the scenario's reason and the host's log. Needs Chromium,
+//! Node.js, `ip` and `unshare` (root, or unprivileged user namespaces); `.ci/run` installs them.
+//! The node packages are installed from the committed lock file on first use.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use tests::harness::{build_artifacts, config_xml_with_ice, p2p_xml, target_dir, workspace_dir, write_config};
+
+/// Browser scenarios are heavy (a host and up to three Chromium pages on two cores): one at a
+/// time within this test binary (nextest runs them one at a time too, see `.config/nextest.toml`).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The signalling port inside the namespace (each scenario has its own namespace: no clashes).
+const PORT: u16 = 3333;
+/// ICE candidates: every interface (the veth address), a small port range as in OME.
+const ICE: &str = "*:10000-10019/udp";
+
+/// Sets up the namespace's network, then runs node with the scenario.
+const NAMESPACE_SETUP: &str = "set -e
+ip link set lo up
+ip link add v0 type veth peer name v1
+ip addr add 192.0.2.1/24 dev v0
+ip link set v0 up
+ip link set v1 up
+ip route add default dev v0
+exec node \"$@\"";
+
+fn browser_dir() -> PathBuf {
+    workspace_dir().join("tests").join("browser")
+}
+
+/// Installs the pinned node packages (playwright-core, both OvenPlayer releases) if missing.
+fn ensure_node_packages() {
+    let dir = browser_dir();
+    if dir.join("node_modules/playwright-core").exists()
+        && dir.join("node_modules/ovenplayer-0.10.38/dist/ovenplayer.js").exists()
+        && dir.join("node_modules/ovenplayer-0.10.54/dist/ovenplayer.js").exists()
+    {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status()
+        .expect("running npm (install Node.js and npm: apt-get install -y nodejs npm)");
+    assert!(status.success(), "npm ci in {} failed", dir.display());
+}
+
+/// Runs `scenario` with `extra` config (plugins, modules); panics with its output if it fails.
+fn run_scenario(scenario: &str, extra: &str) {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for tool in ["/usr/bin/chromium", "/usr/bin/unshare"] {
+        assert!(std::path::Path::new(tool).exists(), "{tool} is missing: apt-get install -y chromium util-linux (or run .ci/run)");
+    }
+    build_artifacts();
+    ensure_node_packages();
+    let config = write_config(&config_xml_with_ice(PORT, ICE, extra));
+    // As root a plain network namespace; otherwise a user namespace maps us to root inside it.
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
+    let output = Command::new("unshare")
+        .args(if root { &["-n"][..] } else { &["-r", "-n"][..] })
+        .args(["sh", "-c", NAMESPACE_SETUP, "sh"])
+        .arg(browser_dir().join("scenario.mjs"))
+        .arg(scenario)
+        .env("HOST_BIN", target_dir().join("host"))
+        .env("HOST_CONFIG", &config)
+        .env("HOST_PORT", PORT.to_string())
+        .output()
+        .expect("running unshare");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(output.status.success(), "browser scenario {scenario} failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(stdout.contains(&format!("scenario {scenario}: passed")), "scenario {scenario} did not report passing:\n{stdout}");
+}
+
+#[test]
+fn ovenplayer_0_10_54_and_0_10_38_and_our_page_play_from_the_edge() {
+    run_scenario("edge-play", "");
+}
+
+#[test]
+fn ovenplayer_0_10_38_viewers_relay_to_each_other_and_fall_back_to_the_edge() {
+    run_scenario("p2p-relay", &p2p_xml(2, 4000));
+}
+
+#[test]
+fn a_client_of_an_ovenplayer_0_10_54_host_is_rescued_by_the_offer_deadline() {
+    run_scenario("p2p-rescue", &p2p_xml(2, 4000));
+}
