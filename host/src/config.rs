@@ -29,7 +29,7 @@
 //! Every error names the file, the line and column, and what was expected.
 
 use quick_xml::events::Event;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -114,12 +114,6 @@ impl fmt::Display for IceCandidate {
             None => f.write_str("*")?,
         }
         write!(f, ":{}-{}/udp", self.ports.start(), self.ports.end())
-    }
-}
-
-impl<'de> Deserialize<'de> for IceCandidate {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -285,13 +279,15 @@ impl Default for RawSignalling {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 struct RawIceCandidates {
+    /// Parsed after deserialization, so that an error points at its own element (quick-xml reads
+    /// ahead in a sequence, past the element that failed).
     #[serde(rename = "IceCandidate", default)]
-    ice_candidate: Vec<IceCandidate>,
+    ice_candidate: Vec<String>,
 }
 
 impl Default for RawIceCandidates {
     fn default() -> Self {
-        Self { ice_candidate: vec!["*:10000-10004/udp".parse().expect("valid default")] }
+        Self { ice_candidate: vec!["*:10000-10004/udp".into()] }
     }
 }
 
@@ -357,7 +353,8 @@ impl Config {
             file: file.to_owned(),
             name: raw.name,
             signalling_port: raw.bind.publishers.webrtc.signalling.port,
-            ice_candidates: raw.bind.publishers.webrtc.ice_candidates.ice_candidate,
+            ice_candidates: parse_ice_candidates(&raw.bind.publishers.webrtc.ice_candidates.ice_candidate, &host_text)
+                .map_err(|(offset, message)| err_at(offset, message))?,
             applications: raw.applications.application,
             plugins: raw.plugins.plugin,
             sections,
@@ -510,6 +507,20 @@ fn split_sections(text: &str) -> Result<Vec<Section>, (usize, String)> {
         return Err((0, "no <Server> element".into()));
     }
     Ok(sections)
+}
+
+/// Parses the `<IceCandidate>` values; an error names the offset of the element that holds it.
+fn parse_ice_candidates(values: &[String], text: &str) -> Result<Vec<IceCandidate>, (Option<usize>, String)> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            value.parse().map_err(|e| {
+                let offset = text.match_indices("<IceCandidate>").nth(i).map(|(o, _)| o);
+                (offset, format!("Bind.Publishers.WebRTC.IceCandidates.IceCandidate[{i}]: {e}"))
+            })
+        })
+        .collect()
 }
 
 /// Replaces `range` with spaces, keeping newlines so that positions stay put.
