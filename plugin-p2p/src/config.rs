@@ -7,6 +7,7 @@
 //!   <OfferTimeoutMs>4000</OfferTimeoutMs>   <!-- a host must send offer_p2p within this -->
 //!   <AnswerTimeoutMs>4000</AnswerTimeoutMs> <!-- a client must answer the host's offer within this -->
 //!   <HostPenaltyMs>60000</HostPenaltyMs>    <!-- a host that missed a deadline is not chosen for this long -->
+//!   <Matching>balanced</Matching>           <!-- or greedy (OME's rule); see `Matching` -->
 //!   <Exclude>app</Exclude>                  <!-- no P2P for an application ... -->
 //!   <Exclude>app/stream</Exclude>           <!-- ... or for one stream; repeatable -->
 //! </P2P>
@@ -34,9 +35,26 @@ pub struct P2pConfig {
     /// How long a host that missed a deadline is not chosen again, in ms.
     #[serde(default = "P2pConfig::default_penalty")]
     pub host_penalty_ms: u64,
+    /// How viewers who could host are matched.
+    #[serde(default)]
+    pub matching: Matching,
     /// Applications (`app`) or streams (`app/stream`) without P2P.
     #[serde(default)]
     pub exclude: Vec<String>,
+}
+
+/// Whether a viewer who could host takes a vacant client slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Matching {
+    /// A host-eligible viewer takes a vacancy only while its pool (stream and browser kind) has
+    /// slots enough for the viewers who cannot host (phones, Linux, Edge: hosts x k >= their
+    /// number); otherwise it is served by the edge and becomes a host, leaving the slots to them.
+    /// Where every viewer could host, this is the same assignment as `greedy`.
+    #[default]
+    Balanced,
+    /// OME's rule: every viewer takes a vacancy when there is one.
+    Greedy,
 }
 
 impl P2pConfig {

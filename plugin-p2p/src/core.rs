@@ -3,7 +3,7 @@
 
 use crate::broker::{self, BrokerError, P2pMessage};
 use crate::classify::classify;
-use crate::config::P2pConfig;
+use crate::config::{Matching, P2pConfig};
 use crate::fallback::{Deadline, Deadlines};
 use crate::matching::{HostPool, PoolKey};
 use plugin_api::{MessageVerdict, OfferDecision, SessionId, SessionKind};
@@ -88,6 +88,19 @@ struct Peer {
 }
 
 impl Peer {
+    /// Whether it counts among its pool's dependants: viewers who could only ever be clients.
+    fn dependant(&self) -> bool {
+        self.p2p && !self.host_eligible && !self.was_client
+    }
+
+    /// It was a client and is not one any more: from now on the edge serves it.
+    fn end_client_life(&mut self, pool: &mut HostPool) {
+        if self.dependant() {
+            pool.dependant_left(self.key);
+        }
+        self.was_client = true;
+    }
+
     fn load(&self) -> u16 {
         match &self.role {
             Role::Host { clients } => clients.len() as u16,
@@ -156,10 +169,11 @@ impl P2pCore {
         let consents = !a.query.split('&').any(|kv| matches!(kv, "p2p=0" | "p2p=off" | "p2p=false" | "p2p=no"));
         let p2p = a.kind == SessionKind::Play && consents && self.config.applies_to(a.app, a.stream_name);
         let key = (self.names.id(a.stream), self.names.id(&class.browser));
-        self.peers.insert(
-            a.id,
-            Peer { key, p2p, host_eligible: class.host_eligible, role: Role::Viewer, was_client: false, penalized: false },
-        );
+        let peer = Peer { key, p2p, host_eligible: class.host_eligible, role: Role::Viewer, was_client: false, penalized: false };
+        if peer.dependant() {
+            self.pool.dependant_joined(key);
+        }
+        self.peers.insert(a.id, peer);
     }
 
     /// A player asked for a stream: make it a client of a host peer, or let the edge serve it.
@@ -168,7 +182,11 @@ impl P2pCore {
         self.release(id);
         let Some(peer) = self.peers.get(&id) else { return OfferDecision::ServeFromEdge };
         let capacity = self.config.max_client_peers_per_host_peer;
-        let host = (peer.p2p && !peer.was_client).then(|| self.pool.pick(peer.key, capacity)).flatten();
+        let hosts_wanted = self.config.matching == Matching::Balanced
+            && peer.host_eligible
+            && !peer.penalized
+            && self.pool.short_of_hosts(peer.key, capacity);
+        let host = (peer.p2p && !peer.was_client && !hosts_wanted).then(|| self.pool.pick(peer.key, capacity)).flatten();
         let Some(host) = host else {
             self.out(Output::Count("edge_assignments", 1));
             return OfferDecision::ServeFromEdge;
@@ -197,7 +215,11 @@ impl P2pCore {
     /// The session ended: its partners are told, its clients fall back to the edge.
     pub fn session_closed(&mut self, id: SessionId) {
         self.release(id);
-        self.peers.remove(&id);
+        if let Some(peer) = self.peers.remove(&id) {
+            if peer.dependant() {
+                self.pool.dependant_left(peer.key);
+            }
+        }
     }
 
     /// A message the host did not handle: relay it between partners, or refuse it.
@@ -313,7 +335,7 @@ impl P2pCore {
         match std::mem::replace(&mut peer.role, Role::Viewer) {
             Role::Viewer => {}
             Role::Client { host, .. } => {
-                peer.was_client = true;
+                peer.end_client_life(&mut self.pool);
                 self.remove_client(host, id);
                 self.out(Output::Send(host, broker::stop(host, id)));
             }
@@ -336,7 +358,7 @@ impl P2pCore {
     fn orphaned(&mut self, client: SessionId, host: SessionId) {
         let Some(peer) = self.peers.get_mut(&client) else { return };
         let Role::Client { stage, .. } = std::mem::replace(&mut peer.role, Role::Viewer) else { return };
-        peer.was_client = true;
+        peer.end_client_life(&mut self.pool);
         self.out(Output::Count("fallbacks", 1));
         match stage {
             Stage::AwaitingOffer => self.out(Output::ServeFromEdge(client)),
@@ -354,7 +376,7 @@ impl P2pCore {
         self.out(Output::Count(metric, 1));
         let peer = self.peers.get_mut(&client).expect("checked");
         peer.role = Role::Viewer;
-        peer.was_client = true;
+        peer.end_client_life(&mut self.pool);
         self.remove_client(host, client);
         self.out(Output::ServeFromEdge(client));
         self.out(Output::Send(host, broker::stop(host, client)));

@@ -12,7 +12,11 @@ const CHROME_ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebK
 const HEADLESS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36";
 
 fn core_with(k: u16) -> P2pCore {
-    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{k}</MaxClientPeersPerHostPeer><OfferTimeoutMs>100</OfferTimeoutMs><AnswerTimeoutMs>200</AnswerTimeoutMs><HostPenaltyMs>1000</HostPenaltyMs><Exclude>private</Exclude></P2P>");
+    core_matching(k, "balanced")
+}
+
+fn core_matching(k: u16, matching: &str) -> P2pCore {
+    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{k}</MaxClientPeersPerHostPeer><OfferTimeoutMs>100</OfferTimeoutMs><AnswerTimeoutMs>200</AnswerTimeoutMs><HostPenaltyMs>1000</HostPenaltyMs><Matching>{matching}</Matching><Exclude>private</Exclude></P2P>");
     P2pCore::new(P2pConfig::parse(&xml).unwrap())
 }
 
@@ -221,8 +225,38 @@ fn a_host_that_does_not_offer_in_time_is_given_up_and_benched() {
     assert_eq!(core.offer_requested(3), OfferDecision::ServeFromEdge, "a benched host is not chosen");
     outputs(&mut core);
     core.timer_fired(penalty);
-    open(&mut core, 4, CHROME_WIN, "s");
+    open(&mut core, 4, CHROME_ANDROID, "s");
     assert_eq!(core.offer_requested(4), OfferDecision::Handled, "after the penalty it hosts again");
+}
+
+/// Chrome viewers of one stream, k=2: H1 hosts, phones A2 and A3 are its clients, phones A4 and
+/// A5 find it full and are served by the edge; A2 leaves. Three phones now wait on one host with
+/// one free slot when desktop D6 arrives. Returns whether D6 became a client, and then whether
+/// phone A7 did.
+fn desktop_arrives_where_phones_wait(matching: &str) -> (bool, bool) {
+    let mut core = core_matching(2, matching);
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    for phone in [2, 3] {
+        open(&mut core, phone, CHROME_ANDROID, "s");
+        assert_eq!(core.offer_requested(phone), OfferDecision::Handled);
+    }
+    edge_viewer(&mut core, 4, CHROME_ANDROID, "s");
+    edge_viewer(&mut core, 5, CHROME_ANDROID, "s");
+    core.session_closed(2);
+    open(&mut core, 6, CHROME_WIN, "s");
+    let desktop_is_client = core.offer_requested(6) == OfferDecision::Handled;
+    if !desktop_is_client {
+        core.session_playing(6);
+    }
+    open(&mut core, 7, CHROME_ANDROID, "s");
+    let phone_is_client = core.offer_requested(7) == OfferDecision::Handled;
+    (desktop_is_client, phone_is_client)
+}
+
+#[test]
+fn balanced_matching_makes_a_viewer_who_could_host_a_host_while_the_pool_is_short_of_hosts() {
+    assert_eq!(desktop_arrives_where_phones_wait("balanced"), (false, true), "D6 hosts, so phone A7 gets a host peer");
+    assert_eq!(desktop_arrives_where_phones_wait("greedy"), (true, false), "OME's rule: D6 takes the slot, A7 gets the edge");
 }
 
 #[test]

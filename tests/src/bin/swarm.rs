@@ -40,6 +40,9 @@ struct Cli {
     /// MaxClientPeersPerHostPeer.
     #[arg(long, default_value_t = 2)]
     k: u16,
+    /// The plugin's `<Matching>`: balanced (default) or greedy (OME's rule).
+    #[arg(long, default_value = "balanced")]
+    matching: String,
     /// Median watch time, seconds (log-normal, sigma 1: heavy-tailed, mean = median * 1.65).
     #[arg(long, default_value_t = 300.0)]
     median_watch_s: f64,
@@ -176,6 +179,8 @@ struct Viewer {
     unfed_since: u64,
     /// Bumped whenever the player starts over: a set-up scheduled before that is void.
     generation: u64,
+    /// The plugin matched it to a host once: by the rules it may not be a client again.
+    matched: bool,
 }
 
 struct Sim {
@@ -205,6 +210,8 @@ struct Sample {
     viewers: usize,
     from_peers: usize,
     optimum: usize,
+    /// The optimum without the rule that a viewer once matched is never a client again.
+    optimum_unrestricted: usize,
     stranded: usize,
     unfed: usize,
 }
@@ -220,8 +227,8 @@ fn main() -> anyhow::Result<()> {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(AtomicU64::new(0));
     let config = format!(
-        "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{}</OfferTimeoutMs><AnswerTimeoutMs>{}</AnswerTimeoutMs></P2P>",
-        cli.k, DEADLINE_MS, DEADLINE_MS
+        "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{}</OfferTimeoutMs><AnswerTimeoutMs>{}</AnswerTimeoutMs><Matching>{}</Matching></P2P>",
+        cli.k, DEADLINE_MS, DEADLINE_MS, cli.matching
     );
     let plugin = library
         .instantiate(SimHost { now: now.clone(), calls: calls.clone(), errors: errors.clone() }, Some(&config))
@@ -274,16 +281,18 @@ fn main() -> anyhow::Result<()> {
             Event::Timer(token) => sim.hook(|p| p.timer_fired(token).map(drop)),
             Event::Leave(id) => sim.leave(id, CloseReason::Disconnected),
             Event::HostDeath => {
-                // Deaths hit host peers at `death_rate` each: one Poisson process over all hosts.
+                // Each host peer dies at `death_rate`: every second, a Poisson draw over them all.
                 let hosts: Vec<SessionId> = sim.hosts();
-                if !hosts.is_empty() {
+                let mut elapsed = exponential(&mut sim.rng, 1.0 / (death_rate_per_ms * hosts.len().max(1) as f64));
+                while elapsed < 1000.0 && !hosts.is_empty() {
                     let victim = hosts[sim.rng.random_range(0..hosts.len())];
-                    sim.host_deaths += 1;
-                    sim.leave(victim, CloseReason::EdgeFailed);
+                    if sim.viewers.contains_key(&victim) {
+                        sim.host_deaths += 1;
+                        sim.leave(victim, CloseReason::EdgeFailed);
+                    }
+                    elapsed += exponential(&mut sim.rng, 1.0 / (death_rate_per_ms * hosts.len() as f64));
                 }
-                let rate = death_rate_per_ms * hosts.len().max(1) as f64;
-                let gap = exponential(&mut sim.rng, 1.0 / rate);
-                sim.at(t + gap as u64, Event::HostDeath);
+                sim.at(t + 1000, Event::HostDeath);
             }
             Event::Sample => {
                 samples.push(sim.sample(cli.k));
@@ -365,7 +374,7 @@ impl Sim {
         let t = self.t();
         self.viewers.insert(
             id,
-            Viewer { group, host_eligible: class.host_eligible, relays, feed: Feed::Nothing, unfed_since: t, generation: 0 },
+            Viewer { group, host_eligible: class.host_eligible, relays, feed: Feed::Nothing, unfed_since: t, generation: 0, matched: false },
         );
         let watch_s = if cli.exponential {
             exponential(&mut self.rng, mean_watch_s)
@@ -437,7 +446,13 @@ impl Sim {
         let peer = m["peer_id"].as_u64().unwrap_or(0) as SessionId;
         let t = self.t();
         match m["command"].as_str().unwrap_or("") {
-            "request_offer_p2p" if relays => {
+            "request_offer_p2p" => {
+                if let Some(client) = self.viewers.get_mut(&peer) {
+                    client.matched = true;
+                }
+                if !relays {
+                    return;
+                }
                 let offer = json!({"command": "offer_p2p", "id": id, "peer_id": peer, "sdp": {"type": "offer", "sdp": "v=0"}, "candidates": []});
                 self.at(t + HOST_OFFER_MS, Event::Deliver(id, offer.to_string()));
             }
@@ -483,7 +498,9 @@ impl Sim {
 
     fn sample(&mut self, k: u16) -> Sample {
         let t = self.t();
-        let mut groups: HashMap<&(usize, String), (usize, usize)> = HashMap::new();
+        // Per group: [free eligible, free not eligible, once-matched eligible] (once-matched
+        // viewers who cannot host can only be served by the edge).
+        let mut groups: HashMap<&(usize, String), [usize; 3]> = HashMap::new();
         let (mut from_peers, mut stranded, mut unfed) = (0, 0, 0);
         for v in self.viewers.values() {
             match v.feed {
@@ -493,52 +510,75 @@ impl Sim {
                 Feed::Edge => {}
             }
             if let Some(g) = &v.group {
-                let e = groups.entry(g).or_default();
-                e.0 += 1;
-                e.1 += v.host_eligible as usize;
+                let counts = groups.entry(g).or_default();
+                let blocked = v.matched && !matches!(v.feed, Feed::Peer(_));
+                match (blocked, v.host_eligible) {
+                    (false, true) => counts[0] += 1,
+                    (false, false) => counts[1] += 1,
+                    (true, true) => counts[2] += 1,
+                    (true, false) => {}
+                }
             }
         }
         self.stranded_max = self.stranded_max.max(stranded);
         let k = k as usize;
-        let optimum = groups.values().map(|&(n, e)| optimum_clients(n, e, k)).sum();
-        Sample { t_s: t / 1000, viewers: self.viewers.len(), from_peers, optimum, stranded, unfed }
+        let optimum = groups.values().map(|&[free_e, free_n, blocked_e]| optimum_clients(free_e, free_n, blocked_e, k)).sum();
+        let optimum_unrestricted =
+            groups.values().map(|&[free_e, free_n, blocked_e]| optimum_clients(free_e + blocked_e, free_n, 0, k)).sum();
+        Sample { t_s: t / 1000, viewers: self.viewers.len(), from_peers, optimum, optimum_unrestricted, stranded, unfed }
     }
 }
 
-/// The most clients a group of `n` viewers, `e` of them host-eligible, can have at depth 1 with
-/// k clients per host: choose h hosts among the eligible; clients = min(n - h, k h).
-fn optimum_clients(n: usize, e: usize, k: usize) -> usize {
-    if k == 0 || e == 0 {
-        return 0;
-    }
-    let h = n.div_ceil(k + 1).min(e);
-    (n - h).min(k * h)
+/// The most clients one pool can have at depth 1 with k clients per host, given `free_e`
+/// viewers who may host or be clients, `free_n` who may only be clients, and `blocked_e` who may
+/// only host (matched once already). Blocked ones host first (they cost no client); then `h` of
+/// the free eligible: clients = min(free_e - h + free_n, k (blocked_e + h)), best at the balance.
+fn optimum_clients(free_e: usize, free_n: usize, blocked_e: usize, k: usize) -> usize {
+    let clients = |h: usize| (free_e - h + free_n).min(k * (blocked_e + h));
+    let candidates = free_e + free_n;
+    let balance = candidates.saturating_sub(k * blocked_e).div_ceil(k + 1).min(free_e);
+    [balance.saturating_sub(1), balance].into_iter().map(clients).max().unwrap_or(0)
 }
 
 fn report(cli: &Cli, sim: &Sim, samples: &[Sample], wall: std::time::Duration, errors: u64) -> anyhow::Result<()> {
     if let Some(path) = &cli.csv {
         let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
-        writeln!(f, "t_s,viewers,from_peers,optimum,offload,optimum_offload,stranded,unfed")?;
+        writeln!(f, "t_s,viewers,from_peers,optimum,optimum_unrestricted,offload,optimum_offload,optimum_unrestricted_offload,stranded,unfed")?;
         for s in samples {
             let share = |x: usize| if s.viewers == 0 { 0.0 } else { x as f64 / s.viewers as f64 };
-            writeln!(f, "{},{},{},{},{:.4},{:.4},{},{}", s.t_s, s.viewers, s.from_peers, s.optimum, share(s.from_peers), share(s.optimum), s.stranded, s.unfed)?;
+            writeln!(
+                f,
+                "{},{},{},{},{},{:.4},{:.4},{:.4},{},{}",
+                s.t_s,
+                s.viewers,
+                s.from_peers,
+                s.optimum,
+                s.optimum_unrestricted,
+                share(s.from_peers),
+                share(s.optimum),
+                share(s.optimum_unrestricted),
+                s.stranded,
+                s.unfed
+            )?;
         }
     }
     // Steady state: the second half of the run (the population has grown to its target).
     let steady: Vec<&Sample> = samples.iter().filter(|s| s.t_s * 2 >= cli.duration_s).collect();
     let sum = |f: fn(&Sample) -> usize| steady.iter().map(|s| f(s)).sum::<usize>() as f64;
     let (viewers, peers, optimum) = (sum(|s| s.viewers), sum(|s| s.from_peers), sum(|s| s.optimum));
+    let unrestricted = sum(|s| s.optimum_unrestricted);
     let min_ratio = steady.iter().filter(|s| s.optimum > 0).map(|s| s.from_peers as f64 / s.optimum as f64).fold(f64::INFINITY, f64::min);
-    println!("| target viewers | mean present | offload | optimum | offload / optimum (mean, min) | stranded max | unfed past deadlines | longest unfed | host deaths | arrivals | decisions/s (wall) | µs per hook |");
-    println!("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!("| target viewers | mean present | offload | optimum (same rules) | offload / optimum (mean, min) | optimum, no once-a-client rule | stranded max | unfed past deadlines | longest unfed | host deaths | arrivals | decisions/s (wall) | µs per hook |");
+    println!("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     println!(
-        "| {} | {:.0} | {:.1} % | {:.1} % | {:.1} %, {:.1} % | {} | {} | {:.1} s | {} | {} | {:.0} | {:.2} |",
+        "| {} | {:.0} | {:.1} % | {:.1} % | {:.1} %, {:.1} % | {:.1} % | {} | {} | {:.1} s | {} | {} | {:.0} | {:.2} |",
         cli.viewers,
         viewers / steady.len() as f64,
         100.0 * peers / viewers,
         100.0 * optimum / viewers,
         100.0 * peers / optimum,
         100.0 * min_ratio,
+        100.0 * unrestricted / viewers,
         sim.stranded_max,
         sim.unfed_past_deadline,
         sim.unfed_max_ms as f64 / 1000.0,
