@@ -148,14 +148,33 @@ async fn offload(peers: usize, k: u16, window: Duration) -> anyhow::Result<()> {
     let per_edge_viewer = edge_bytes / from_edge as f64;
     let byte_offload = 1.0 - edge_bytes / (per_edge_viewer * peers as f64);
     let limit = k as f64 / (k as f64 + 1.0);
+    // That counts only if the relayed viewers really get the whole stream: compare packet rates.
+    let rate = |edge: bool| {
+        let fed: Vec<u64> = agents
+            .iter()
+            .zip(&packets_before)
+            .filter(|(a, _)| (a.stats.source() == Some(0)) == edge)
+            .map(|(a, &b)| a.stats.video() - b)
+            .collect();
+        fed.iter().sum::<u64>() as f64 / fed.len().max(1) as f64 / elapsed.as_secs_f64()
+    };
+    let (edge_rate, peer_rate) = (rate(true), rate(false));
     println!("peers {peers}, k {k}: {from_peers} fed by a host peer, {from_edge} by the edge");
     println!(
-        "offload: {:.1} % of viewers, {:.1} % of edge bytes ({:.0} kbit/s per edge viewer over {:.1} s); limit k/(k+1) = {:.1} %",
-        100.0 * from_peers as f64 / peers as f64,
-        100.0 * byte_offload,
+        "edge egress {:.2} Mbit/s for {peers} viewers against {:.2} Mbit/s to serve them all ({:.0} kbit/s each), over {:.1} s",
+        edge_bytes * 8.0 / elapsed.as_secs_f64() / 1e6,
+        per_edge_viewer * peers as f64 * 8.0 / elapsed.as_secs_f64() / 1e6,
         per_edge_viewer * 8.0 / elapsed.as_secs_f64() / 1000.0,
         elapsed.as_secs_f64(),
-        100.0 * limit
+    );
+    println!(
+        "offload: {:.1} % of viewers, {:.1} % of edge bytes; limit k/(k+1) = {:.1} %; relayed viewers got {:.1} video packets/s, edge viewers {:.1} ({:.1} %)",
+        100.0 * from_peers as f64 / peers as f64,
+        100.0 * byte_offload,
+        100.0 * limit,
+        peer_rate,
+        edge_rate,
+        100.0 * peer_rate / edge_rate,
     );
     for a in agents {
         a.leave().await;
