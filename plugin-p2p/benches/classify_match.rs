@@ -1,4 +1,5 @@
-//! One viewer's arrival with 100k peers in the pool: `session_opened` (classification by
+//! One viewer's arrival with 100k peers in the pool (the core remembers the User-Agents it has
+//! classified: these four are parsed once; the woothee parse alone is benched separately): `session_opened` (classification by
 //! User-Agent) plus `offer_requested` (matching to the least-loaded host of its stream and browser
 //! kind), then its departure so the pool stays the same size. Criterion gives the mean of the whole
 //! cycle; a second pass times 200k single arrivals (open + match, not the departure) and prints
@@ -11,7 +12,7 @@ use plugin_p2p::core::{Arrival, Output, P2pCore};
 use std::hint::black_box;
 use std::time::Instant;
 
-const POOL: u64 = 100_000;
+const POOL: u32 = 100_000;
 /// Ten streams, four desktop browser kinds, so the pool has 40 keys of ~2.5k hosts each.
 const STREAMS: [&str; 10] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"];
 const USER_AGENTS: [&str; 4] = [
@@ -21,7 +22,7 @@ const USER_AGENTS: [&str; 4] = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 OPR/115.0.0.0",
 ];
 
-fn arrival(id: u64) -> Arrival<'static> {
+fn arrival(id: u32) -> Arrival<'static> {
     Arrival {
         id,
         kind: SessionKind::Play,
@@ -48,14 +49,14 @@ fn full_pool() -> P2pCore {
 }
 
 /// One viewer arrives and is matched (the part timed for the percentiles).
-fn join(core: &mut P2pCore, id: u64) {
+fn join(core: &mut P2pCore, id: u32) {
     core.session_opened(arrival(id));
     black_box(core.offer_requested(id));
 }
 
 /// It leaves, and its offer deadline fires as the host would fire it later: the core is back
 /// where it was.
-fn leave(core: &mut P2pCore, id: u64) {
+fn leave(core: &mut P2pCore, id: u32) {
     core.session_closed(id);
     let timers: Vec<u64> = core.drain_outputs().filter_map(|o| if let Output::SetTimer(token, _) = o { Some(token) } else { None }).collect();
     for token in timers {
@@ -74,11 +75,19 @@ fn classify_and_match(c: &mut Criterion) {
             next += 1;
         })
     });
-    c.bench_function("classify alone", |b| {
+    c.bench_function("classify alone, woothee parse (a User-Agent not seen before)", |b| {
         let mut i = 0usize;
         b.iter(|| {
             i += 1;
             black_box(plugin_p2p::classify::classify(black_box(USER_AGENTS[i % 4])))
+        })
+    });
+    c.bench_function("classify alone, remembered User-Agent", |b| {
+        let mut classifier = plugin_p2p::classify::Classifier::default();
+        let mut i = 0usize;
+        b.iter(|| {
+            i += 1;
+            black_box(classifier.classify(black_box(USER_AGENTS[i % 4])))
         })
     });
 

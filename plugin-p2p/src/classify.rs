@@ -48,9 +48,45 @@ pub fn classify(user_agent: &str) -> PeerClass {
     PeerClass { host_eligible, browser: name.to_string() }
 }
 
+/// [`classify`] with a bounded memo: audiences repeat a few hundred User-Agent strings, and woothee
+/// takes microseconds per parse. Forgets everything when full, so memory stays bounded.
+#[derive(Debug, Default)]
+pub struct Classifier {
+    memo: std::collections::HashMap<Box<str>, PeerClass>,
+}
+
+impl Classifier {
+    /// Distinct User-Agents remembered at most.
+    pub const CAPACITY: usize = 4096;
+
+    /// Classifies `user_agent`, from the memo when it was seen before.
+    pub fn classify(&mut self, user_agent: &str) -> PeerClass {
+        if let Some(class) = self.memo.get(user_agent) {
+            return class.clone();
+        }
+        if self.memo.len() >= Self::CAPACITY {
+            self.memo.clear();
+        }
+        let class = classify(user_agent);
+        self.memo.insert(user_agent.into(), class.clone());
+        class
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memo_answers_as_the_parser_and_stays_bounded() {
+        let mut classifier = Classifier::default();
+        for i in 0..Classifier::CAPACITY + 10 {
+            let ua = format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{i}.0.0.0 Safari/537.36");
+            assert_eq!(classifier.classify(&ua), classify(&ua));
+            assert_eq!(classifier.classify(&ua), classify(&ua), "remembered");
+            assert!(classifier.memo.len() <= Classifier::CAPACITY);
+        }
+    }
 
     /// The table in the module docs, row by row.
     #[test]

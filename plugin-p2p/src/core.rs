@@ -2,7 +2,7 @@
 //! clock, no threads: deadlines are timers the caller runs and reports back with [`P2pCore::timer_fired`].
 
 use crate::broker::{self, BrokerError, P2pMessage};
-use crate::classify::classify;
+use crate::classify::Classifier;
 use crate::config::{Matching, P2pConfig};
 use crate::fallback::{Deadline, Deadlines};
 use crate::matching::{HostPool, PoolKey};
@@ -128,6 +128,7 @@ impl Names {
 #[derive(Debug)]
 pub struct P2pCore {
     config: P2pConfig,
+    classifier: Classifier,
     peers: HashMap<SessionId, Peer>,
     pool: HostPool,
     names: Names,
@@ -140,6 +141,7 @@ impl P2pCore {
     pub fn new(config: P2pConfig) -> Self {
         Self {
             config,
+            classifier: Classifier::default(),
             peers: HashMap::new(),
             pool: HostPool::default(),
             names: Names::default(),
@@ -165,7 +167,7 @@ impl P2pCore {
 
     /// A session opened: classify it once.
     pub fn session_opened(&mut self, a: Arrival<'_>) {
-        let class = classify(a.user_agent);
+        let class = self.classifier.classify(a.user_agent);
         let consents = !a.query.split('&').any(|kv| matches!(kv, "p2p=0" | "p2p=off" | "p2p=false" | "p2p=no"));
         let p2p = a.kind == SessionKind::Play && consents && self.config.applies_to(a.app, a.stream_name);
         let key = (self.names.id(a.stream), self.names.id(&class.browser));
