@@ -214,6 +214,9 @@ struct Sample {
     optimum_unrestricted: usize,
     stranded: usize,
     unfed: usize,
+    /// Viewers who could be clients (never matched) but play from the edge: they found no vacancy
+    /// when they arrived, and nothing moves a playing viewer.
+    passed_over: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -501,13 +504,13 @@ impl Sim {
         // Per group: [free eligible, free not eligible, once-matched eligible] (once-matched
         // viewers who cannot host can only be served by the edge).
         let mut groups: HashMap<&(usize, String), [usize; 3]> = HashMap::new();
-        let (mut from_peers, mut stranded, mut unfed) = (0, 0, 0);
+        let (mut from_peers, mut stranded, mut unfed, mut passed_over) = (0, 0, 0, 0);
         for v in self.viewers.values() {
             match v.feed {
                 Feed::Peer(h) if !self.viewers.contains_key(&h) => stranded += 1,
                 Feed::Peer(_) => from_peers += 1,
                 Feed::Nothing => unfed += 1,
-                Feed::Edge => {}
+                Feed::Edge => passed_over += (v.group.is_some() && !v.matched && !v.host_eligible) as usize,
             }
             if let Some(g) = &v.group {
                 let counts = groups.entry(g).or_default();
@@ -525,7 +528,7 @@ impl Sim {
         let optimum = groups.values().map(|&[free_e, free_n, blocked_e]| optimum_clients(free_e, free_n, blocked_e, k)).sum();
         let optimum_unrestricted =
             groups.values().map(|&[free_e, free_n, blocked_e]| optimum_clients(free_e + blocked_e, free_n, 0, k)).sum();
-        Sample { t_s: t / 1000, viewers: self.viewers.len(), from_peers, optimum, optimum_unrestricted, stranded, unfed }
+        Sample { t_s: t / 1000, viewers: self.viewers.len(), from_peers, optimum, optimum_unrestricted, stranded, unfed, passed_over }
     }
 }
 
@@ -543,12 +546,12 @@ fn optimum_clients(free_e: usize, free_n: usize, blocked_e: usize, k: usize) -> 
 fn report(cli: &Cli, sim: &Sim, samples: &[Sample], wall: std::time::Duration, errors: u64) -> anyhow::Result<()> {
     if let Some(path) = &cli.csv {
         let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
-        writeln!(f, "t_s,viewers,from_peers,optimum,optimum_unrestricted,offload,optimum_offload,optimum_unrestricted_offload,stranded,unfed")?;
+        writeln!(f, "t_s,viewers,from_peers,optimum,optimum_unrestricted,offload,optimum_offload,optimum_unrestricted_offload,stranded,unfed,passed_over")?;
         for s in samples {
             let share = |x: usize| if s.viewers == 0 { 0.0 } else { x as f64 / s.viewers as f64 };
             writeln!(
                 f,
-                "{},{},{},{},{},{:.4},{:.4},{:.4},{},{}",
+                "{},{},{},{},{},{:.4},{:.4},{:.4},{},{},{}",
                 s.t_s,
                 s.viewers,
                 s.from_peers,
@@ -558,7 +561,8 @@ fn report(cli: &Cli, sim: &Sim, samples: &[Sample], wall: std::time::Duration, e
                 share(s.optimum),
                 share(s.optimum_unrestricted),
                 s.stranded,
-                s.unfed
+                s.unfed,
+                s.passed_over
             )?;
         }
     }
@@ -587,6 +591,7 @@ fn report(cli: &Cli, sim: &Sim, samples: &[Sample], wall: std::time::Duration, e
         sim.hook_calls as f64 / sim.hook_time.as_secs_f64(),
         sim.hook_time.as_secs_f64() * 1e6 / sim.hook_calls as f64,
     );
+    eprintln!("(steady state: {:.1} % of viewers could only be clients yet play from the edge: no vacancy when they came)", 100.0 * sum(|s| s.passed_over) / viewers);
     eprintln!("({} hook calls in {:.1} s of hook time, {:.1} s wall; plugin errors logged: {errors})", sim.hook_calls, sim.hook_time.as_secs_f64(), wall.as_secs_f64());
     Ok(())
 }
