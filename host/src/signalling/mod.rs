@@ -18,6 +18,9 @@ use std::sync::Arc;
 
 const PAGE: &str = include_str!("../../assets/player.html");
 
+/// The largest signalling message accepted (an SDP offer with every candidate is well under this).
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
 /// The router: `/` (test page), `/stats`, and `/{app}/{stream}[/{file}]` (signalling).
 pub fn router(state: Arc<HostState>) -> Router {
     Router::new()
@@ -62,6 +65,9 @@ async fn signalling(
     };
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let hub = state.streams.get(&format!("{app}/{stream}")).cloned();
+    // Signalling messages are a few KiB (an SDP with its candidates): small buffers keep an idle
+    // session cheap (tungstenite's defaults reserve 128 KiB to read per socket).
+    let upgrade = upgrade.read_buffer_size(4 * 1024).write_buffer_size(0).max_message_size(MAX_MESSAGE_BYTES);
     upgrade.on_upgrade(move |mut socket| async move {
         let Some(hub) = hub else {
             tracing::info!(%remote, "refused: no stream {app}/{stream}");

@@ -4,6 +4,7 @@
 //!   load edge --viewers 10,50,100      host CPU and memory per viewer, edge only
 //!   load offload --peers 30 --k 2      share of viewers and of bytes the P2P plugin takes off the edge
 //!   load failover --rounds 20          host peer leaves -> its clients' first edge packet
+//!   load signalling --sessions 1000,10000   WebSocket sessions held open (no media): joins/s, memory
 //!
 //! Build with `--release` for figures (`cargo run --release -p tests --bin load -- ...`); the tool
 //! builds the host and plugin of the same profile itself.
@@ -57,6 +58,17 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         k: u16,
     },
+    /// N signalling sessions (WebSocket upgrade, session opened in the host and the P2P plugin,
+    /// which classifies the User-Agent) held open without media: joins per second and memory per
+    /// session. Needs `ulimit -n` above N.
+    Signalling {
+        /// Session counts to run, one fresh host each.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        sessions: Vec<usize>,
+        /// Connections being opened at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
 }
 
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -73,6 +85,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Offload { peers, k, seconds } => offload(peers, k, Duration::from_secs(seconds)).await?,
         Command::Failover { rounds, k } => failover(rounds, k).await?,
+        Command::Signalling { sessions, concurrency } => {
+            println!("| sessions | joins/s | host CPU per join | RSS idle | RSS with sessions | RSS per session | still open after 5 s |");
+            println!("|--:|--:|--:|--:|--:|--:|--:|");
+            for n in sessions {
+                signalling(n, concurrency).await?;
+            }
+        }
     }
     Ok(())
 }
@@ -225,6 +244,35 @@ async fn failover(rounds: usize, k: u16) -> anyhow::Result<()> {
         ms(pick(0.99)),
         ms(*samples.last().unwrap())
     );
+    Ok(())
+}
+
+/// Opens `n` sessions, `concurrency` at a time, and holds them.
+async fn signalling(n: usize, concurrency: usize) -> anyhow::Result<()> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    let host = HostProcess::start(|port| config_xml(port, &p2p_xml(2, 4000)))?;
+    let url = host.ws_url("app/stream");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = procstat::sample(host.pid())?;
+    let started = Instant::now();
+    let sockets: Vec<tests::signal::Signal> = stream::iter(0..n)
+        .map(|_| tests::signal::Signal::connect(&url, CHROME_WINDOWS))
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    let elapsed = started.elapsed();
+    let joined = procstat::sample(host.pid())?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let held = host.stats()?["sessions"].as_array().map_or(0, Vec::len);
+    println!(
+        "| {n} | {:.0} | {:.0} µs | {:.1} MiB | {:.1} MiB | {:.1} KiB | {held} |",
+        n as f64 / elapsed.as_secs_f64(),
+        (joined.cpu - idle.cpu).as_secs_f64() * 1e6 / n as f64,
+        mib(idle.rss),
+        mib(joined.rss),
+        joined.rss.saturating_sub(idle.rss) as f64 / 1024.0 / n as f64,
+    );
+    drop(sockets);
     Ok(())
 }
 
