@@ -54,8 +54,9 @@ impl Plugin for P2pPlugin {
         let config = config.map(P2pConfig::parse).transpose()?.unwrap_or_default();
         let summary = if config.enable {
             format!(
-                "P2P delivery on: {} clients per host peer, offer deadline {} ms, answer deadline {} ms, host penalty {} ms, excluded {:?}",
+                "P2P delivery on: {} clients per host peer, {:?} matching, offer deadline {} ms, answer deadline {} ms, host penalty {} ms, excluded {:?}",
                 config.max_client_peers_per_host_peer,
+                config.matching,
                 config.offer_timeout_ms,
                 config.answer_timeout_ms,
                 config.host_penalty_ms,
