@@ -194,11 +194,11 @@ impl EdgeConnection {
     ) -> anyhow::Result<(Self, EdgeOffer)> {
         let mut media = MediaEngine::default();
         media.register_codec(
-            RTCRtpCodecParameters { rtp_codec: video_codec(hub.video_codec), payload_type: VIDEO_PT, ..Default::default() },
+            RTCRtpCodecParameters { rtp_codec: video_codec(hub.video_codec), payload_type: VIDEO_PT },
             RtpCodecKind::Video,
         )?;
         media.register_codec(
-            RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: AUDIO_PT, ..Default::default() },
+            RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: AUDIO_PT },
             RtpCodecKind::Audio,
         )?;
         let registry = register_default_interceptors(Registry::new(), &mut media)?;

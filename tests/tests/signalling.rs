@@ -28,7 +28,7 @@ async fn bad_input_gets_the_protocols_error_and_harms_no_one_else() {
     bystander.send(json!({"command": "request_offer"})).await.unwrap();
     let offer = bystander.recv_json(T).await.unwrap();
     let id = offer["id"].as_u64().unwrap();
-    assert!(id >= 1 && id < 1 << 31);
+    assert!((1..1 << 31).contains(&id));
     assert_eq!(offer["code"], 200);
     assert!(offer["sdp"]["sdp"].as_str().unwrap().contains("a=msid:app-stream "), "stream-level msid");
     assert!(!offer["candidates"].as_array().unwrap().is_empty());

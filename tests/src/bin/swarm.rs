@@ -358,7 +358,7 @@ impl Sim {
     fn carry_out(&mut self, call: Call) {
         let t = self.t();
         match call {
-            Call::Send(id, json) => self.to_player(id, &json),
+            Call::Send(id, json) => self.message_to_player(id, &json),
             Call::ServeFromEdge(id) => self.edge_offer(id),
             Call::Close(id) => panic!("the plugin closed session {id}: the simulated players never misbehave"),
             Call::Timer(token, after) => self.at(t + after, Event::Timer(token)),
@@ -412,7 +412,7 @@ impl Sim {
     }
 
     fn edge_up(&mut self, id: SessionId, generation: u64) {
-        if !self.viewers.get(&id).is_some_and(|v| v.generation == generation) {
+        if self.viewers.get(&id).is_none_or(|v| v.generation != generation) {
             return;
         }
         self.fed(id, Feed::Edge);
@@ -442,7 +442,7 @@ impl Sim {
     }
 
     /// A message from the plugin reaches a player, who answers as OvenPlayer does.
-    fn to_player(&mut self, id: SessionId, json: &str) {
+    fn message_to_player(&mut self, id: SessionId, json: &str) {
         let Some(v) = self.viewers.get(&id) else { return };
         let (relays, feed, generation) = (v.relays, v.feed, v.generation);
         let m: Value = serde_json::from_str(json).expect("the plugin sends JSON");
