@@ -152,7 +152,19 @@ fn opus() -> RTCRtpCodec {
     }
 }
 
-/// A peer connection on loopback with the default codecs; `stats` set means it plays what it gets.
+static BIND_ADDRESS: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+
+/// Makes every peer of this process gather its candidates on `ip` instead of 127.0.0.1 (for servers
+/// that will not do ICE on loopback, e.g. Janus); call once, before the first peer.
+pub fn bind_to(ip: std::net::IpAddr) {
+    let _ = BIND_ADDRESS.set(ip);
+}
+
+fn bind_address() -> std::net::IpAddr {
+    *BIND_ADDRESS.get_or_init(|| std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+/// A peer connection on loopback (or [`bind_to`]'s address) with the default codecs; `stats` set means it plays what it gets.
 async fn connection(stats: Option<Arc<PeerStats>>, media: Media) -> anyhow::Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>)> {
     let mut engine = MediaEngine::default();
     engine.register_default_codecs()?;
@@ -168,7 +180,7 @@ async fn connection(stats: Option<Arc<PeerStats>>, media: Media) -> anyhow::Resu
         .with_interceptor_registry(registry)
         .with_setting_engine(setting)
         .with_handler(Arc::new(Handler { gathered: gathered_tx, stats, media }))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+        .with_udp_addrs(vec![format!("{}:0", bind_address())])
         .build()
         .await?;
     Ok((Arc::new(pc), gathered))
@@ -199,6 +211,16 @@ async fn play(offer: &Value, stats: &Arc<PeerStats>, media: &Media) -> anyhow::R
     pc.set_local_description(answer).await?;
     let sdp = local_sdp(&pc, gathered).await?;
     Ok((pc, sdp))
+}
+
+/// A bare player for servers with another signalling (e.g. Janus): answers `offer_sdp` and plays
+/// what arrives. Returns the connection (closing it ends playback), the answer SDP with its
+/// candidates, and what it has seen.
+pub async fn answer_offer(offer_sdp: &str) -> anyhow::Result<(Arc<dyn PeerConnection>, String, Arc<PeerStats>)> {
+    let stats = Arc::new(PeerStats { source: AtomicI64::new(0), ..Default::default() });
+    let media: Media = broadcast::channel(16).0;
+    let (pc, sdp) = play(&json!({"sdp": {"sdp": offer_sdp}}), &stats, &media).await?;
+    Ok((pc, sdp, stats))
 }
 
 /// One client of this peer acting as a host peer.
