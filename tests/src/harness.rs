@@ -8,6 +8,30 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The address of the private network namespace that [`in_network_namespace`] sets up.
+pub const NAMESPACE_ADDRESS: &str = "192.0.2.1";
+
+/// Brings up loopback and a veth pair carrying [`NAMESPACE_ADDRESS`], then runs the program.
+const NAMESPACE_SETUP: &str = "set -e
+ip link set lo up
+ip link add v0 type veth peer name v1
+ip addr add 192.0.2.1/24 dev v0
+ip link set v0 up
+ip link set v1 up
+ip route add default dev v0
+exec \"$@\"";
+
+/// A command running `program` in a fresh network namespace with one non-loopback address
+/// ([`NAMESPACE_ADDRESS`], interface `v0`): browsers and Janus do no ICE on loopback alone, and
+/// nothing reaches outside the namespace. Add the program's arguments and environment to it.
+/// Needs root, or unprivileged user namespaces (then `unshare -r` maps us to root inside).
+pub fn in_network_namespace(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut command = Command::new("unshare");
+    command.args(if root { &["-n"][..] } else { &["-r", "-n"][..] }).args(["sh", "-c", NAMESPACE_SETUP, "sh"]).arg(program);
+    command
+}
+
 /// `target/debug` (or whichever profile the tests were built with).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

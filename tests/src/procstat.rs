@@ -1,7 +1,10 @@
-//! A process's CPU time and resident memory, read from `/proc` (Linux), for the load tools.
+//! A process's CPU time and resident memory, read from `/proc` (Linux), and a server measured
+//! over a window while its viewers play: what the load tools report.
 
-use anyhow::Context;
-use std::time::Duration;
+use crate::peer::PeerStats;
+use anyhow::{bail, Context};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// CPU time (user + system) and resident set size of a process at one instant.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +47,66 @@ fn clock_ticks_per_second() -> u64 {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(100)
     })
+}
+
+/// Waits until every viewer has video (or fails after `timeout`), then 2 s more so that the joins'
+/// one-off work (ICE, DTLS) is over before a steady state is measured.
+pub async fn all_playing(viewers: &[Arc<PeerStats>], timeout: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while viewers.iter().any(|s| s.video() < 30) {
+        if started.elapsed() > timeout {
+            let waiting = viewers.iter().filter(|s| s.video() < 30).count();
+            bail!("{waiting} of {} viewers have no video after {timeout:?}", viewers.len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+/// A measurement window over a server process and its viewers.
+pub struct Window {
+    pid: u32,
+    viewers: Vec<Arc<PeerStats>>,
+    before: ProcSample,
+    packets: u64,
+    opened: Instant,
+}
+
+/// What a [`Window`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowFigures {
+    /// The process when the window opened.
+    pub before: ProcSample,
+    /// The process when it closed.
+    pub after: ProcSample,
+    /// How long it was open.
+    pub elapsed: Duration,
+    /// Video packets each viewer received per second meanwhile.
+    pub video_packets_per_viewer_s: f64,
+}
+
+impl WindowFigures {
+    /// The share of one core the process used.
+    pub fn cpu_share(&self) -> f64 {
+        (self.after.cpu - self.before.cpu).as_secs_f64() / self.elapsed.as_secs_f64()
+    }
+}
+
+impl Window {
+    /// Starts measuring process `pid` and what `viewers` receive.
+    pub fn open(pid: u32, viewers: &[Arc<PeerStats>]) -> anyhow::Result<Self> {
+        let packets = viewers.iter().map(|s| s.video()).sum();
+        Ok(Self { pid, viewers: viewers.to_vec(), before: sample(pid)?, packets, opened: Instant::now() })
+    }
+
+    /// Stops measuring.
+    pub fn close(self) -> anyhow::Result<WindowFigures> {
+        let (after, elapsed) = (sample(self.pid)?, self.opened.elapsed());
+        let received = self.viewers.iter().map(|s| s.video()).sum::<u64>() - self.packets;
+        let per_viewer = received as f64 / elapsed.as_secs_f64() / self.viewers.len().max(1) as f64;
+        Ok(WindowFigures { before: self.before, after, elapsed, video_packets_per_viewer_s: per_viewer })
+    }
 }
 
 #[cfg(test)]

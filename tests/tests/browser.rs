@@ -1,6 +1,6 @@
 //! The unmodified OvenPlayer from npm (0.10.38 and 0.10.54) and our own page, in real headless
-//! Chromium, against the real host, inside a private network namespace (`unshare -n` plus a veth
-//! pair carrying 192.0.2.1, as `../shared/TESTING.md` describes): Chromium needs a non-loopback
+//! Chromium, against the real host, inside a private network namespace
+//! ([`in_network_namespace`], as `../shared/TESTING.md` describes): Chromium needs a non-loopback
 //! address to gather ICE candidates, and nothing leaves the machine.
 //!
 //! Each test runs one scenario of `tests/browser/scenario.mjs` (playwright-core drives
@@ -11,7 +11,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
-use tests::harness::{build_artifacts, config_xml_with_ice, p2p_xml, target_dir, workspace_dir, write_config};
+use tests::harness::{
+    build_artifacts, config_xml_with_ice, in_network_namespace, p2p_xml, target_dir, workspace_dir, write_config,
+};
 
 /// Browser scenarios are heavy (a host and up to three Chromium pages on two cores): one at a
 /// time within this test binary (nextest runs them one at a time too, see `.config/nextest.toml`).
@@ -21,16 +23,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const PORT: u16 = 3333;
 /// ICE candidates: every interface (the veth address), a small port range as in OME.
 const ICE: &str = "*:10000-10019/udp";
-
-/// Sets up the namespace's network, then runs node with the scenario.
-const NAMESPACE_SETUP: &str = "set -e
-ip link set lo up
-ip link add v0 type veth peer name v1
-ip addr add 192.0.2.1/24 dev v0
-ip link set v0 up
-ip link set v1 up
-ip route add default dev v0
-exec node \"$@\"";
 
 fn browser_dir() -> PathBuf {
     workspace_dir().join("tests").join("browser")
@@ -62,11 +54,7 @@ fn run_scenario(scenario: &str, extra: &str) {
     build_artifacts();
     ensure_node_packages();
     let config = write_config(&config_xml_with_ice(PORT, ICE, extra));
-    // As root a plain network namespace; otherwise a user namespace maps us to root inside it.
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
-    let output = Command::new("unshare")
-        .args(if root { &["-n"][..] } else { &["-r", "-n"][..] })
-        .args(["sh", "-c", NAMESPACE_SETUP, "sh"])
+    let output = in_network_namespace("node")
         .arg(browser_dir().join("scenario.mjs"))
         .arg(scenario)
         .env("HOST_BIN", target_dir().join("host"))

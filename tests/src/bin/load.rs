@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use std::time::{Duration, Instant};
 use tests::harness::{config_xml, p2p_xml, HostProcess};
 use tests::peer::PeerAgent;
-use tests::procstat;
+use tests::procstat::{self, Window};
 use tests::signal::CHROME_WINDOWS;
 
 /// Real WebRTC viewers against the real host; prints figures.
@@ -107,19 +107,13 @@ async fn edge(n: usize, window: Duration) -> anyhow::Result<()> {
         viewers.push(PeerAgent::join(&url, CHROME_WINDOWS).await?);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for v in &viewers {
-        v.wait_for(JOIN_TIMEOUT, "video", |s| s.video() > 30).await?;
-    }
-    // Let the joins' one-off work (DTLS handshakes) settle before measuring the steady state.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (before, egress_before, t0) = (procstat::sample(host.pid())?, edge_egress(&host)?, Instant::now());
-    let packets_before: u64 = viewers.iter().map(|v| v.stats.video()).sum();
+    let stats: Vec<_> = viewers.iter().map(|v| v.stats.clone()).collect();
+    procstat::all_playing(&stats, JOIN_TIMEOUT).await?;
+    let (measuring, egress_before) = (Window::open(host.pid(), &stats)?, edge_egress(&host)?);
     tokio::time::sleep(window).await;
-    let (after, egress_after, elapsed) = (procstat::sample(host.pid())?, edge_egress(&host)?, t0.elapsed());
-    let packets_after: u64 = viewers.iter().map(|v| v.stats.video()).sum();
-    let cpu_share = (after.cpu - before.cpu).as_secs_f64() / elapsed.as_secs_f64();
-    let egress_bps = (egress_after - egress_before) as f64 * 8.0 / elapsed.as_secs_f64();
-    let stalled = viewers.iter().filter(|v| v.stats.video() == 0).count();
+    let (seen, egress_after) = (measuring.close()?, edge_egress(&host)?);
+    let (cpu_share, after) = (seen.cpu_share(), seen.after);
+    let egress_bps = (egress_after - egress_before) as f64 * 8.0 / seen.elapsed.as_secs_f64();
     println!(
         "| {n} | {:.1} % | {:.2} % | {:.1} MiB | {:.1} MiB | {:.2} MiB | {:.0} kbit/s |",
         cpu_share * 100.0,
@@ -130,8 +124,8 @@ async fn edge(n: usize, window: Duration) -> anyhow::Result<()> {
         egress_bps / n as f64 / 1000.0,
     );
     eprintln!(
-        "  ({n} viewers: {:.0} video packets/s per viewer received, {stalled} stalled, lagged packets at the host: {})",
-        (packets_after - packets_before) as f64 / elapsed.as_secs_f64() / n as f64,
+        "  ({n} viewers: {:.0} video packets/s per viewer received, lagged packets at the host: {})",
+        seen.video_packets_per_viewer_s,
         host.stats()?["lagged_packets"]
     );
     for v in viewers {

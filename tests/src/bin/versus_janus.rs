@@ -3,13 +3,11 @@
 //! against each, one server at a time on a freshly started process; prints server CPU seconds per
 //! viewer-minute and memory per viewer, and our/Janus ratios.
 //!
-//! Janus cannot do ICE on loopback alone: run it inside a private network namespace, e.g.
+//!   cargo run --release -p tests --bin versus_janus
 //!
-//!   cargo build --release -p tests --bin versus_janus && unshare -n sh -c 'ip link set lo up &&
-//!     ip link add v0 type veth peer name v1 && ip addr add 192.0.2.1/24 dev v0 && ip link set v0 up &&
-//!     ip link set v1 up && ip route add default dev v0 && exec target/release/versus_janus'
-//!
-//! Needs `janus` (Debian 1.1.x) and `ffmpeg`.
+//! Janus does no ICE on loopback alone: the tool re-runs itself in a private network namespace
+//! (`harness::in_network_namespace`; root or unprivileged user namespaces). Needs `janus` (Debian
+//! 1.1.x) and `ffmpeg`.
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -18,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tests::harness::{build_artifacts, config_xml_with_ice, HostProcess};
+use tests::harness::{build_artifacts, config_xml_with_ice, in_network_namespace, HostProcess, NAMESPACE_ADDRESS};
 use tests::peer::{answer_offer, PeerAgent, PeerStats};
-use tests::procstat::{self, ProcSample};
+use tests::procstat::{self, ProcSample, Window};
 use tests::signal::CHROME_WINDOWS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -39,8 +37,8 @@ struct Cli {
     event_loops: u32,
 }
 
-/// The namespace's interface address (see the module docs).
-const NAMESPACE_ADDRESS: &str = "192.0.2.1";
+/// Set in the copy of this tool that runs inside the namespace.
+const INSIDE_NAMESPACE: &str = "VERSUS_JANUS_IN_NAMESPACE";
 const JANUS_HTTP: u16 = 8088;
 const JANUS_VIDEO_PORT: u16 = 5104;
 const JANUS_AUDIO_PORT: u16 = 5106;
@@ -57,9 +55,17 @@ struct Figures {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if std::env::var_os(INSIDE_NAMESPACE).is_none() {
+        build_artifacts();
+        let status = in_network_namespace(std::env::current_exe()?)
+            .args(std::env::args_os().skip(1))
+            .env(INSIDE_NAMESPACE, "1")
+            .status()
+            .context("running unshare")?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
     // Janus gathers on the namespace's interface only (`ice_enforce_list`): so do the viewers.
     tests::peer::bind_to(NAMESPACE_ADDRESS.parse()?);
-    build_artifacts();
     let dir = std::env::temp_dir().join(format!("versus_janus-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let clip = encode_clip(&dir)?;
@@ -113,27 +119,14 @@ fn feed(clip: &Path, video_port: u16, audio_port: u16) -> anyhow::Result<Child> 
         .context("starting ffmpeg")
 }
 
-/// Waits until every viewer has video, lets the joins settle, then samples `pid` over `window`.
+/// Once every viewer plays, measures `pid` over `window`; RSS growth is counted from `idle`.
 async fn measure(pid: u32, idle: ProcSample, stats: &[Arc<PeerStats>], window: Duration) -> anyhow::Result<Figures> {
-    let started = Instant::now();
-    while stats.iter().any(|s| s.video() < 30) {
-        if started.elapsed() > JOIN_TIMEOUT {
-            let waiting = stats.iter().filter(|s| s.video() < 30).count();
-            bail!("{waiting} of {} viewers have no video after {JOIN_TIMEOUT:?}", stats.len());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (before, t0) = (procstat::sample(pid)?, Instant::now());
-    let packets: u64 = stats.iter().map(|s| s.video()).sum();
+    procstat::all_playing(stats, JOIN_TIMEOUT).await?;
+    let measuring = Window::open(pid, stats)?;
     tokio::time::sleep(window).await;
-    let (after, elapsed) = (procstat::sample(pid)?, t0.elapsed());
-    let received = stats.iter().map(|s| s.video()).sum::<u64>() - packets;
-    eprintln!("  {} viewers: {:.0} video packets/s each", stats.len(), received as f64 / elapsed.as_secs_f64() / stats.len() as f64);
-    Ok(Figures {
-        cpu_share: (after.cpu - before.cpu).as_secs_f64() / elapsed.as_secs_f64(),
-        rss_per_viewer: after.rss.saturating_sub(idle.rss) as f64 / stats.len() as f64,
-    })
+    let seen = measuring.close()?;
+    eprintln!("  {} viewers: {:.0} video packets/s each", stats.len(), seen.video_packets_per_viewer_s);
+    Ok(Figures { cpu_share: seen.cpu_share(), rss_per_viewer: seen.after.rss.saturating_sub(idle.rss) as f64 / stats.len() as f64 })
 }
 
 async fn run_ours(clip: &Path, n: usize, seconds: u64) -> anyhow::Result<Figures> {
