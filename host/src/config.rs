@@ -61,6 +61,12 @@ pub struct Config {
     pub signalling_port: u16,
     /// Where WebRTC media binds and what candidates it offers.
     pub ice_candidates: Vec<IceCandidate>,
+    /// Addresses announced instead of the bound ones (a host behind 1:1 NAT or in a container).
+    pub public_addresses: Vec<IpAddr>,
+    /// How long an edge offer waits for the player's answer before it is withdrawn.
+    pub answer_timeout: std::time::Duration,
+    /// The bounds of each stream's keyframe cache.
+    pub keyframe_cache: crate::media::gop::GopLimits,
     /// The streams this host serves, by application.
     pub applications: Vec<Application>,
     /// The plugins to load, in order.
@@ -146,15 +152,7 @@ pub struct StreamConfig {
 pub struct TestPattern {}
 
 /// A video codec the RTP ingest accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum VideoCodec {
-    /// VP8 (RFC 7741).
-    #[serde(rename = "VP8")]
-    Vp8,
-    /// H.264 (RFC 6184), packetization mode 1.
-    #[serde(rename = "H264")]
-    H264,
-}
+pub use crate::plumbing::VideoCodec;
 
 /// RTP over UDP ingest: one port for video, one for audio (Opus).
 #[derive(Debug, Clone, Deserialize)]
@@ -262,6 +260,40 @@ struct RawWebRtc {
     signalling: RawSignalling,
     #[serde(default)]
     ice_candidates: RawIceCandidates,
+    #[serde(default = "RawWebRtc::default_answer_timeout_ms")]
+    answer_timeout_ms: u64,
+    #[serde(default)]
+    keyframe_cache: RawKeyframeCache,
+}
+
+impl RawWebRtc {
+    fn default_answer_timeout_ms() -> u64 {
+        10_000
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawKeyframeCache {
+    #[serde(default = "RawKeyframeCache::default_max_bytes")]
+    max_bytes: usize,
+    #[serde(default = "RawKeyframeCache::default_max_age_ms")]
+    max_age_ms: u64,
+}
+
+impl RawKeyframeCache {
+    fn default_max_bytes() -> usize {
+        crate::media::gop::GopLimits::default().max_bytes
+    }
+    fn default_max_age_ms() -> u64 {
+        crate::media::gop::GopLimits::default().max_age.as_millis() as u64
+    }
+}
+
+impl Default for RawKeyframeCache {
+    fn default() -> Self {
+        Self { max_bytes: Self::default_max_bytes(), max_age_ms: Self::default_max_age_ms() }
+    }
 }
 
 #[derive(Deserialize)]
@@ -283,11 +315,13 @@ struct RawIceCandidates {
     /// ahead in a sequence, past the element that failed).
     #[serde(rename = "IceCandidate", default)]
     ice_candidate: Vec<String>,
+    #[serde(rename = "PublicAddress", default)]
+    public_address: Vec<IpAddr>,
 }
 
 impl Default for RawIceCandidates {
     fn default() -> Self {
-        Self { ice_candidate: vec!["*:10000-10004/udp".into()] }
+        Self { ice_candidate: vec!["*:10000-10004/udp".into()], public_address: Vec::new() }
     }
 }
 
@@ -355,6 +389,12 @@ impl Config {
             signalling_port: raw.bind.publishers.webrtc.signalling.port,
             ice_candidates: parse_ice_candidates(&raw.bind.publishers.webrtc.ice_candidates.ice_candidate, &host_text)
                 .map_err(|(offset, message)| err_at(offset, message))?,
+            public_addresses: raw.bind.publishers.webrtc.ice_candidates.public_address,
+            answer_timeout: std::time::Duration::from_millis(raw.bind.publishers.webrtc.answer_timeout_ms),
+            keyframe_cache: crate::media::gop::GopLimits {
+                max_bytes: raw.bind.publishers.webrtc.keyframe_cache.max_bytes,
+                max_age: std::time::Duration::from_millis(raw.bind.publishers.webrtc.keyframe_cache.max_age_ms),
+            },
             applications: raw.applications.application,
             plugins: raw.plugins.plugin,
             sections,

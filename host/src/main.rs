@@ -2,13 +2,16 @@
 //! plugins loaded at run time. It knows nothing about P2P: that is a plugin's business.
 
 mod config;
-mod egress;
+mod edge;
 mod media;
 mod metrics;
 mod plugins;
 mod sessions;
 mod signalling;
 mod state;
+
+/// The WebRTC plumbing shared with the test peers (the `host` library).
+pub(crate) use host::plumbing;
 
 use anyhow::Context;
 use clap::Parser;
@@ -74,12 +77,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let name = format!("{}/{}", app.name, stream.name);
             if stream.test_pattern.is_some() {
                 let clip = Arc::new(media::test_pattern::Clip::builtin().context("loading the built-in clip")?);
-                let hub = Arc::new(StreamHub::new(name.clone(), config::VideoCodec::Vp8, true));
+                let hub = Arc::new(StreamHub::new(name.clone(), config::VideoCodec::Vp8, true, config.keyframe_cache));
                 tracing::info!(stream = %name, loop_seconds = clip.duration().as_secs_f32(), "built-in test stream");
                 sources.push(tokio::spawn(media::test_pattern::play(clip, hub.clone())));
                 streams.insert(name, hub);
             } else if let Some(rtp) = &stream.rtp_ingest {
-                let hub = Arc::new(StreamHub::new(name.clone(), rtp.video_codec, rtp.audio_port.is_some()));
+                let hub = Arc::new(StreamHub::new(name.clone(), rtp.video_codec, rtp.audio_port.is_some(), config.keyframe_cache));
                 let feed = media::rtp_ingest::start(rtp, hub.clone()).await.with_context(|| format!("stream {name}"))?;
                 sources.push(tokio::spawn(feed));
                 streams.insert(name, hub);
@@ -89,14 +92,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let port = config.signalling_port;
     let state = Arc::new(state::HostState {
-        egress: egress::EgressSettings::new(config.ice_candidates.clone()),
+        edge: edge::Edge::start(&config, metrics.clone())?,
         config,
         streams,
         sessions: Default::default(),
         plugins,
         metrics,
-        egress_total: Default::default(),
-        lagged_packets: Default::default(),
     });
     tokio::spawn(plugins::run_actions(actions_rx, state.clone()));
 

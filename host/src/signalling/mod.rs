@@ -35,8 +35,8 @@ async fn stats(State(state): State<Arc<HostState>>) -> impl IntoResponse {
     Json(serde_json::json!({
         "plugins": state.plugins.names(),
         "metrics": state.metrics.snapshot(),
-        "edge_egress_bytes": state.egress_total.load(Ordering::Relaxed),
-        "lagged_packets": state.lagged_packets.load(Ordering::Relaxed),
+        "edge_egress_bytes": state.edge.counters.egress_bytes.load(Ordering::Relaxed),
+        "lagged_packets": state.edge.counters.lagged.load(Ordering::Relaxed),
         "sessions": state.sessions.stats(),
     }))
 }

@@ -2,7 +2,7 @@
 //! each moment of its life. Every exit path closes the socket and calls `session_closed` once.
 
 use super::protocol::{self, Incoming, ProtocolError};
-use crate::egress::{EdgeConnection, EdgeEvent};
+use crate::edge::{EdgeConnection, EdgeEvent};
 use crate::media::{SourceState, StreamHub};
 use crate::sessions::{SessionCommand, SessionEntry};
 use crate::state::HostState;
@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use webrtc::peer_connection::RTCIceCandidateInit;
 
 /// WebSocket ping interval.
 const PING_EVERY: Duration = Duration::from_secs(20);
@@ -70,6 +69,9 @@ struct Session {
     socket: WebSocket,
     phase: Phase,
     edge: Option<EdgeConnection>,
+    edge_events: Option<mpsc::UnboundedReceiver<EdgeEvent>>,
+    /// When the pending edge offer is withdrawn if the player has not answered it.
+    answer_deadline: Option<Instant>,
     ice_deadline: Option<Instant>,
     egress_bytes: Arc<AtomicU64>,
 }
@@ -107,6 +109,8 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
         socket,
         phase: Phase::Idle,
         edge: None,
+        edge_events: None,
+        answer_deadline: None,
         ice_deadline: None,
         egress_bytes,
     };
@@ -125,9 +129,7 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
         let _ = session.socket.send(Message::Text(protocol::error(error.code, &error.message).into())).await;
     }
     let _ = session.socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
-    if let Some(edge) = session.edge.take() {
-        edge.close().await;
-    }
+    session.drop_edge();
     state.plugins.session_closed(id, ending.reason);
     state.metrics.add("sessions_closed", 1);
     tracing::info!(session = id, reason = ?ending.reason, "session closed");
@@ -141,6 +143,7 @@ impl Session {
         let mut source = self.hub.state();
         loop {
             let ice_deadline = self.ice_deadline;
+            let answer_deadline = self.answer_deadline;
             tokio::select! {
                 message = self.socket.recv() => {
                     last_heard = Instant::now();
@@ -159,7 +162,7 @@ impl Session {
                         return ending;
                     }
                 }
-                Some(event) = next_edge_event(&mut self.edge) => match event {
+                Some(event) = next_edge_event(&mut self.edge_events) => match event {
                     EdgeEvent::Connected => {
                         self.ice_deadline = None;
                         tracing::info!(session = self.id, "edge connection up");
@@ -170,6 +173,10 @@ impl Session {
                         return Ending { reason: CloseReason::EdgeFailed, error: Some(ProtocolError { code: 500, message: "the WebRTC connection failed".into() }) };
                     }
                 },
+                _ = sleep_until_opt(answer_deadline) => {
+                    self.state.metrics.add("edge_offers_unanswered", 1);
+                    return Ending { reason: CloseReason::EdgeFailed, error: Some(ProtocolError { code: 408, message: "the offer was not answered in time".into() }) };
+                }
                 _ = sleep_until_opt(ice_deadline) => {
                     self.state.metrics.add("edge_ice_timeouts", 1);
                     return Ending { reason: CloseReason::EdgeFailed, error: Some(ProtocolError { code: 500, message: "the WebRTC connection did not come up in time".into() }) };
@@ -199,7 +206,7 @@ impl Session {
         match incoming {
             Incoming::RequestOffer => match self.state.plugins.offer_requested(self.id) {
                 OfferDecision::Handled => {
-                    self.drop_edge().await;
+                    self.drop_edge();
                     self.phase = Phase::WaitingForPlugin;
                     None
                 }
@@ -212,24 +219,15 @@ impl Session {
                 if let Err(e) = edge.accept_answer(sdp).await {
                     return Some(Ending::with_error(ProtocolError::bad(format!("the answer was refused: {e}"))));
                 }
+                self.answer_deadline = None;
                 self.ice_deadline = Some(Instant::now() + ICE_DEADLINE);
                 None
             }
-            Incoming::EdgeCandidates { candidates } => {
-                let Some(edge) = &self.edge else {
+            Incoming::EdgeCandidates { candidates: _ } => {
+                // The edge is ICE-lite: it learns the player's address from its checks and never
+                // probes the candidates a player names (see `crate::edge`).
+                if self.edge.is_none() {
                     return Some(Ending::with_error(ProtocolError::bad("candidate without an edge offer")));
-                };
-                for c in candidates.into_iter().filter(|c| !c.candidate.is_empty()) {
-                    let init = RTCIceCandidateInit {
-                        candidate: c.candidate,
-                        sdp_mid: c.sdp_mid,
-                        sdp_mline_index: c.sdp_mline_index,
-                        username_fragment: c.username_fragment,
-                        ..Default::default()
-                    };
-                    if let Err(e) = edge.add_candidate(init).await {
-                        tracing::debug!(session = self.id, "candidate ignored: {e}");
-                    }
                 }
                 None
             }
@@ -261,37 +259,33 @@ impl Session {
 
     /// Sends the player the edge's offer (replacing any earlier edge connection).
     async fn serve_from_edge(&mut self) -> Result<(), Ending> {
-        self.drop_edge().await;
-        let created = EdgeConnection::offer(
-            self.hub.clone(),
-            &self.state.egress,
-            self.egress_bytes.clone(),
-            self.state.egress_total.clone(),
-            self.state.lagged_packets.clone(),
-        )
-        .await;
-        let (edge, offer) = created.map_err(|e| {
+        self.drop_edge();
+        let created = self.state.edge.offer(self.hub.clone(), self.egress_bytes.clone()).await;
+        let (edge, events, offer) = created.map_err(|e| {
             tracing::error!(session = self.id, "cannot create the edge connection: {e:#}");
             Ending::with_error(ProtocolError { code: 500, message: "cannot create the WebRTC connection".into() })
         })?;
         self.edge = Some(edge);
+        self.edge_events = Some(events);
+        self.answer_deadline = Some(Instant::now() + self.state.config.answer_timeout);
         self.phase = Phase::Edge;
         self.state.metrics.add("edge_offers", 1);
         let message = protocol::edge_offer(self.id, &offer.sdp, &offer.candidates);
         self.socket.send(Message::Text(message.into())).await.map_err(|_| Ending::quietly(CloseReason::Disconnected))
     }
 
-    async fn drop_edge(&mut self) {
+    /// Closes the edge connection, if any (its worker frees it).
+    fn drop_edge(&mut self) {
         self.ice_deadline = None;
-        if let Some(edge) = self.edge.take() {
-            edge.close().await;
-        }
+        self.answer_deadline = None;
+        self.edge = None;
+        self.edge_events = None;
     }
 }
 
-async fn next_edge_event(edge: &mut Option<EdgeConnection>) -> Option<EdgeEvent> {
-    match edge {
-        Some(edge) => edge.events.recv().await,
+async fn next_edge_event(events: &mut Option<mpsc::UnboundedReceiver<EdgeEvent>>) -> Option<EdgeEvent> {
+    match events {
+        Some(events) => events.recv().await,
         None => std::future::pending().await,
     }
 }

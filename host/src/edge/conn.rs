@@ -1,0 +1,327 @@
+//! One viewer's edge connection: an `rtc` peer connection (sans-IO) that a worker drives, the
+//! viewer's two send-only tracks, and the rewrite of the stream's RTP into them.
+
+use super::EdgeEvent;
+use crate::media::{MediaKind, MediaPacket};
+use crate::plumbing::{self, RtpRewriter, AUDIO_PT, VIDEO_PT};
+use bytes::BytesMut;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::{configure_nack, configure_rtcp_reports};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Offer sent, no answer yet.
+    Offered,
+    /// Answer applied; ICE and DTLS under way.
+    Answered,
+    /// Up: media flows.
+    Connected,
+    /// Failed or closed: the worker removes it.
+    Done,
+}
+
+/// One of the viewer's send-only tracks.
+struct Track {
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    pt: u8,
+    rewriter: RtpRewriter,
+}
+
+/// What the connection asks of its worker after an input.
+#[derive(Debug, Default)]
+pub struct Wants {
+    /// The connection just came up: media may start.
+    pub connected: bool,
+    /// The viewer asked for a keyframe (PLI or FIR).
+    pub keyframe: bool,
+}
+
+/// One viewer's edge connection.
+pub struct ViewerConn {
+    pc: RTCPeerConnection,
+    /// The local ICE username fragment: how STUN finds this connection.
+    pub ufrag: String,
+    /// Remote addresses this connection has answered (routed to it).
+    pub addrs: Vec<SocketAddr>,
+    /// Where it stands.
+    pub phase: Phase,
+    /// The next time it wants `handle_timeout`, as last scheduled.
+    pub scheduled: Option<Instant>,
+    video: Track,
+    audio: Option<Track>,
+    /// Video waits for a keyframe (at the start, and after the viewer fell behind).
+    waiting_for_keyframe: bool,
+    /// The hub index of the next packet this viewer needs (earlier ones it has had).
+    pub next_index: u64,
+    events: mpsc::UnboundedSender<EdgeEvent>,
+    egress_bytes: Arc<AtomicU64>,
+}
+
+/// The offer the player gets.
+pub struct Offer {
+    /// The SDP (with the candidates in it).
+    pub sdp: String,
+    /// The candidates, as `candidate:...` lines.
+    pub candidates: Vec<String>,
+}
+
+/// Everything a new connection needs.
+pub struct NewConn<'a> {
+    /// The media stream id both tracks share (players play `streams[0]`).
+    pub stream_id: &'a str,
+    /// The stream's video codec.
+    pub video_codec: plumbing::VideoCodec,
+    /// Whether the stream has audio.
+    pub has_audio: bool,
+    /// The candidates to offer: the addresses this connection is reachable at.
+    pub candidates: &'a [SocketAddr],
+    /// The session's event inbox.
+    pub events: mpsc::UnboundedSender<EdgeEvent>,
+    /// Bytes sent to this viewer.
+    pub egress_bytes: Arc<AtomicU64>,
+}
+
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
+    (0..len).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+}
+
+fn track(stream_id: &str, kind: RtpCodecKind, codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec) -> (MediaStreamTrack, u32) {
+    let ssrc = rand::random::<u32>();
+    let label = if kind == RtpCodecKind::Video { "video" } else { "audio" };
+    let track = MediaStreamTrack::new(
+        stream_id.to_string(),
+        format!("{stream_id}-{label}"),
+        label.to_string(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec,
+            ..Default::default()
+        }],
+    );
+    (track, ssrc)
+}
+
+impl ViewerConn {
+    /// A new connection and its offer. ICE-lite: the edge has a reachable address and only
+    /// answers the player's checks, so it never sends a STUN request to an address a player names
+    /// (no checks to amplify) and needs no remote candidates; the player, a full agent, controls.
+    pub fn offer(now: Instant, new: NewConn<'_>) -> anyhow::Result<(Self, Offer)> {
+        let mut media = MediaEngine::default();
+        plumbing::register_codecs(&mut media, new.video_codec)?;
+        // NACK answers a viewer's retransmission requests; sender reports let it sync audio and
+        // video. No TWCC: the edge forwards one bitrate and has nothing to adapt.
+        let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut media));
+        let ufrag = random_token(16);
+        let setting = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(ufrag.clone(), random_token(32))
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .build();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(setting)
+            .build(now)?;
+        let sendonly = || RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![new.stream_id.to_string()],
+            send_encodings: vec![],
+        };
+        let (video_track, video_ssrc) = track(new.stream_id, RtpCodecKind::Video, plumbing::video_codec(new.video_codec));
+        let video_sender = sender_of(&mut pc, video_track, sendonly())?;
+        let audio = if new.has_audio {
+            let (audio_track, ssrc) = track(new.stream_id, RtpCodecKind::Audio, plumbing::opus_codec());
+            let sender = sender_of(&mut pc, audio_track, sendonly())?;
+            Some(Track { sender, ssrc, pt: AUDIO_PT, rewriter: RtpRewriter::new() })
+        } else {
+            None
+        };
+        let offer = pc.create_offer(None)?;
+        pc.set_local_description(now, offer)?;
+        let mut candidates = Vec::with_capacity(new.candidates.len());
+        for (i, addr) in new.candidates.iter().enumerate() {
+            let line = plumbing::host_candidate(i as u32 + 1, *addr);
+            pc.add_local_candidate(RTCIceCandidateInit { candidate: line.clone(), ..Default::default() })?;
+            candidates.push(line);
+        }
+        pc.add_local_candidate(RTCIceCandidateInit::default())?;
+        let sdp = pc.local_description().ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
+        let conn = Self {
+            pc,
+            ufrag,
+            addrs: Vec::new(),
+            phase: Phase::Offered,
+            scheduled: None,
+            video: Track { sender: video_sender, ssrc: video_ssrc, pt: VIDEO_PT, rewriter: RtpRewriter::new() },
+            audio,
+            waiting_for_keyframe: true,
+            next_index: 0,
+            events: new.events,
+            egress_bytes: new.egress_bytes,
+        };
+        Ok((conn, Offer { sdp, candidates }))
+    }
+
+    /// Applies the player's answer.
+    pub fn answer(&mut self, now: Instant, sdp: String) -> anyhow::Result<()> {
+        if self.phase != Phase::Offered {
+            anyhow::bail!("the offer was already answered");
+        }
+        self.pc.set_remote_description(now, RTCSessionDescription::answer(sdp)?)?;
+        self.phase = Phase::Answered;
+        Ok(())
+    }
+
+    /// A datagram for this connection.
+    pub fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> Wants {
+        let message = TaggedBytesMut {
+            now,
+            transport: TransportContext { local_addr: local, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = self.pc.handle_read(message) {
+            tracing::debug!(ufrag = %self.ufrag, "datagram refused: {e}");
+        }
+        self.after_input()
+    }
+
+    /// The connection's deadline passed.
+    pub fn timeout(&mut self, now: Instant) -> Wants {
+        if let Err(e) = self.pc.handle_timeout(now) {
+            tracing::debug!(ufrag = %self.ufrag, "timeout handling: {e}");
+        }
+        self.after_input()
+    }
+
+    /// When the connection next needs [`Self::timeout`].
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.pc.poll_timeout()
+    }
+
+    /// The next datagram to send: `(local address, remote address, bytes)`.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, BytesMut)> {
+        let out = self.pc.poll_write()?;
+        Some((out.transport.local_addr, out.transport.peer_addr, out.message))
+    }
+
+    /// The viewer fell behind its stream: resume video at the next keyframe.
+    pub fn lagged(&mut self) {
+        self.waiting_for_keyframe = true;
+    }
+
+    /// Sends one packet of the stream (numbered `index` by the hub) if this viewer takes it;
+    /// returns the RTP bytes sent.
+    pub fn send_media(&mut self, now: Instant, index: u64, packet: &MediaPacket) -> u64 {
+        if self.phase != Phase::Connected || index < self.next_index {
+            return 0;
+        }
+        let track = match packet.kind {
+            MediaKind::Video => {
+                if self.waiting_for_keyframe {
+                    if !packet.keyframe_start {
+                        return 0;
+                    }
+                    self.waiting_for_keyframe = false;
+                    self.video.rewriter.restart();
+                }
+                &mut self.video
+            }
+            MediaKind::Audio => match &mut self.audio {
+                Some(audio) => audio,
+                None => return 0,
+            },
+        };
+        self.next_index = index + 1;
+        let out = track.rewriter.rewrite(&packet.packet, track.ssrc, track.pt);
+        let size = out.payload.len() as u64 + 12;
+        let Some(mut sender) = self.pc.rtp_sender(track.sender) else { return 0 };
+        match sender.write_rtp(now, out) {
+            Ok(()) => {
+                self.egress_bytes.fetch_add(size, Ordering::Relaxed);
+                size
+            }
+            Err(e) => {
+                tracing::trace!(ufrag = %self.ufrag, "media not sent: {e}");
+                0
+            }
+        }
+    }
+
+    /// Closes the peer connection (DTLS close_notify goes out with the next transmits).
+    pub fn close(&mut self) {
+        if let Err(e) = self.pc.close() {
+            tracing::debug!(ufrag = %self.ufrag, "closing: {e}");
+        }
+        self.phase = Phase::Done;
+    }
+
+    /// Drains events and inbound RTCP after an input.
+    fn after_input(&mut self) -> Wants {
+        let mut wants = Wants::default();
+        while let Some(event) = self.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                wants.connected |= self.on_state(state);
+            }
+        }
+        while let Some(message) = self.pc.poll_read() {
+            if let RTCMessage::RtcpPacket(_, packets) = message.message {
+                wants.keyframe |= packets.iter().any(|p| {
+                    p.as_any().downcast_ref::<PictureLossIndication>().is_some()
+                        || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
+                });
+            }
+        }
+        wants
+    }
+
+    /// Follows a state change; true if the connection just came up.
+    fn on_state(&mut self, state: RTCPeerConnectionState) -> bool {
+        match state {
+            RTCPeerConnectionState::Connected if self.phase == Phase::Answered => {
+                self.phase = Phase::Connected;
+                let _ = self.events.send(EdgeEvent::Connected);
+                true
+            }
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed if self.phase != Phase::Done => {
+                self.phase = Phase::Done;
+                let _ = self.events.send(EdgeEvent::Failed);
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+fn sender_of(pc: &mut RTCPeerConnection, track: MediaStreamTrack, init: RTCRtpTransceiverInit) -> anyhow::Result<RTCRtpSenderId> {
+    let id = pc.add_transceiver_from_track(track, Some(init))?;
+    pc.rtp_transceiver(id)
+        .and_then(|t| t.sender())
+        .ok_or_else(|| anyhow::anyhow!("a send-only transceiver without a sender"))
+}

@@ -1,0 +1,224 @@
+//! Which connection a datagram on a shared port belongs to.
+//!
+//! Every viewer's ICE, DTLS and SRTP arrive on the same few sockets. A STUN binding request names
+//! its connection in the USERNAME attribute (`<our ufrag>:<their ufrag>`, RFC 8445 7.2.2): that
+//! is how a new pair is found. Everything else (DTLS, SRTP, SRTCP, STUN without a username) is
+//! routed by the remote address, which a connection gets only once it has answered a binding
+//! request from it: an address is learned from what the connection sends, never from what a
+//! stranger claims.
+//!
+//! Pure and allocation-free per datagram: no I/O, no clock.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::SocketAddr;
+
+/// Why a datagram was dropped before it reached any connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dropped {
+    /// A STUN message whose USERNAME names no connection of ours.
+    UnknownUfrag,
+    /// DTLS, SRTP or STUN without a username, from an address no connection has answered.
+    UnknownAddress,
+    /// Not STUN, DTLS or RTP/RTCP (RFC 7983's first-byte ranges), or too short to be one.
+    NotWebRtc,
+}
+
+impl Dropped {
+    /// The metric name counting this reason.
+    pub fn metric(self) -> &'static str {
+        match self {
+            Self::UnknownUfrag => "edge_datagrams_dropped_unknown_ufrag",
+            Self::UnknownAddress => "edge_datagrams_dropped_unknown_address",
+            Self::NotWebRtc => "edge_datagrams_dropped_not_webrtc",
+        }
+    }
+}
+
+/// What kind of datagram it is, by its first byte (RFC 7983 section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// STUN (0-3).
+    Stun,
+    /// DTLS (20-63).
+    Dtls,
+    /// RTP or RTCP (128-191).
+    Rtp,
+}
+
+/// Classifies a datagram by RFC 7983's first-byte ranges; `None` for anything else.
+pub fn kind(datagram: &[u8]) -> Option<Kind> {
+    match *datagram.first()? {
+        0..=3 if datagram.len() >= STUN_HEADER => Some(Kind::Stun),
+        20..=63 if datagram.len() >= 13 => Some(Kind::Dtls),
+        128..=191 if datagram.len() >= 12 => Some(Kind::Rtp),
+        _ => None,
+    }
+}
+
+const STUN_HEADER: usize = 20;
+const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+const STUN_BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
+const STUN_ATTR_USERNAME: u16 = 0x0006;
+
+/// The local ufrag of a STUN binding request (the USERNAME before its `:`), if it is one.
+pub fn binding_request_ufrag(datagram: &[u8]) -> Option<&str> {
+    if datagram.len() < STUN_HEADER || datagram[..2] != STUN_BINDING_REQUEST || datagram[4..8] != STUN_MAGIC_COOKIE {
+        return None;
+    }
+    let length = u16::from_be_bytes([datagram[2], datagram[3]]) as usize;
+    let body = datagram.get(STUN_HEADER..STUN_HEADER + length)?;
+    let mut at = 0;
+    while at + 4 <= body.len() {
+        let typ = u16::from_be_bytes([body[at], body[at + 1]]);
+        let len = u16::from_be_bytes([body[at + 2], body[at + 3]]) as usize;
+        let value = body.get(at + 4..at + 4 + len)?;
+        if typ == STUN_ATTR_USERNAME {
+            let username = std::str::from_utf8(value).ok()?;
+            return username.split_once(':').map(|(local, _)| local);
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    None
+}
+
+/// The routing table of one set of shared sockets: ufrags and learned addresses to connections.
+#[derive(Debug)]
+pub struct Demux<K> {
+    by_ufrag: HashMap<Box<str>, K>,
+    by_addr: HashMap<SocketAddr, K>,
+    addrs_per_conn: usize,
+}
+
+impl<K: Copy + Eq + Hash> Demux<K> {
+    /// A table that remembers at most `addrs_per_conn` remote addresses per connection (a browser
+    /// uses one or two; the bound keeps a peer from filling the table).
+    pub fn new(addrs_per_conn: usize) -> Self {
+        Self { by_ufrag: HashMap::new(), by_addr: HashMap::new(), addrs_per_conn }
+    }
+
+    /// Registers a connection under its local ufrag; false if the ufrag is taken.
+    pub fn add(&mut self, ufrag: &str, conn: K) -> bool {
+        if self.by_ufrag.contains_key(ufrag) {
+            return false;
+        }
+        self.by_ufrag.insert(ufrag.into(), conn);
+        true
+    }
+
+    /// Forgets a connection: its ufrag and every address learned for it.
+    pub fn remove(&mut self, ufrag: &str, conn: K, addrs: &[SocketAddr]) {
+        if self.by_ufrag.get(ufrag) == Some(&conn) {
+            self.by_ufrag.remove(ufrag);
+        }
+        for a in addrs {
+            if self.by_addr.get(a) == Some(&conn) {
+                self.by_addr.remove(a);
+            }
+        }
+    }
+
+    /// Records that `conn` sent to `addr` (it answered a check from there). Returns true if the
+    /// address is new for it; `known` is the connection's list of addresses, kept by the caller.
+    pub fn learn(&mut self, conn: K, addr: SocketAddr, known: &mut Vec<SocketAddr>) -> bool {
+        if known.contains(&addr) || known.len() >= self.addrs_per_conn {
+            return false;
+        }
+        // An address moves to the connection that answered it last (a port reused by a new peer).
+        self.by_addr.insert(addr, conn);
+        known.push(addr);
+        true
+    }
+
+    /// The connection a datagram from `from` belongs to, or why it is dropped.
+    pub fn route(&self, datagram: &[u8], from: SocketAddr) -> Result<K, Dropped> {
+        let kind = kind(datagram).ok_or(Dropped::NotWebRtc)?;
+        if kind == Kind::Stun {
+            if let Some(ufrag) = binding_request_ufrag(datagram) {
+                return self.by_ufrag.get(ufrag).copied().ok_or(Dropped::UnknownUfrag);
+            }
+        }
+        self.by_addr.get(&from).copied().ok_or(Dropped::UnknownAddress)
+    }
+
+    /// Connections registered.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.by_ufrag.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A binding request with USERNAME `user` (and a dummy PRIORITY attribute before it).
+    fn binding_request(user: &str) -> Vec<u8> {
+        let mut attrs = vec![0x00, 0x24, 0x00, 0x04, 1, 2, 3, 4];
+        attrs.extend_from_slice(&STUN_ATTR_USERNAME.to_be_bytes());
+        attrs.extend_from_slice(&(user.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(user.as_bytes());
+        attrs.resize(attrs.len().div_ceil(4) * 4, 0);
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        m.extend_from_slice(&STUN_MAGIC_COOKIE);
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&attrs);
+        m
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 9], port))
+    }
+
+    #[test]
+    fn a_binding_request_is_routed_by_its_local_ufrag() {
+        let mut d = Demux::new(4);
+        assert!(d.add("abcd", 1));
+        assert!(d.add("efgh", 2));
+        assert!(!d.add("abcd", 3), "a ufrag names one connection");
+        assert_eq!(d.route(&binding_request("efgh:remote"), addr(1)), Ok(2));
+        assert_eq!(d.route(&binding_request("abcd:x"), addr(1)), Ok(1));
+        assert_eq!(d.route(&binding_request("zzzz:x"), addr(1)), Err(Dropped::UnknownUfrag));
+        assert_eq!(d.route(&binding_request("no-colon"), addr(1)), Err(Dropped::UnknownAddress));
+    }
+
+    #[test]
+    fn other_traffic_is_routed_by_an_address_the_connection_answered() {
+        let mut d = Demux::new(2);
+        d.add("abcd", 1);
+        let dtls = [22u8; 40];
+        let srtp = [0x80u8; 40];
+        assert_eq!(d.route(&dtls, addr(5)), Err(Dropped::UnknownAddress));
+        let mut known = vec![];
+        assert!(d.learn(1, addr(5), &mut known));
+        assert!(!d.learn(1, addr(5), &mut known), "learned once");
+        assert_eq!(d.route(&dtls, addr(5)), Ok(1));
+        assert_eq!(d.route(&srtp, addr(5)), Ok(1));
+        assert_eq!(d.route(&srtp, addr(6)), Err(Dropped::UnknownAddress));
+        // Bounded: a third address is not learned.
+        assert!(d.learn(1, addr(6), &mut known));
+        assert!(!d.learn(1, addr(7), &mut known));
+        assert_eq!(d.route(&srtp, addr(7)), Err(Dropped::UnknownAddress));
+        d.remove("abcd", 1, &known);
+        assert_eq!(d.route(&srtp, addr(5)), Err(Dropped::UnknownAddress));
+        assert_eq!(d.route(&binding_request("abcd:x"), addr(5)), Err(Dropped::UnknownUfrag));
+        assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn garbage_and_truncated_datagrams_are_not_webrtc() {
+        let d: Demux<u32> = Demux::new(2);
+        for junk in [&[][..], &[0x00][..], &[0x01; 19][..], &[0xff; 100][..], &[70; 30][..], &[0x80; 11][..]] {
+            assert_eq!(d.route(junk, addr(1)), Err(Dropped::NotWebRtc), "{junk:?}");
+        }
+        // A STUN header that claims more attributes than it carries yields no ufrag.
+        let mut m = binding_request("abcd:x");
+        m.truncate(m.len() - 3);
+        assert_eq!(binding_request_ufrag(&m), None);
+        // An attribute length running past the end.
+        let mut m = binding_request("abcd:x");
+        m[STUN_HEADER + 2] = 0xff;
+        assert_eq!(binding_request_ufrag(&m), None);
+    }
+}

@@ -1,0 +1,145 @@
+//! The WebRTC edge: every viewer's connection on the configured UDP ports, shared.
+//!
+//! Built on `rtc`, the sans-IO core of webrtc-rs: the edge owns the sockets and the clock. Each
+//! configured port is one socket, bound once; the ports are split among a few [`worker`]s (one
+//! task each), and a worker drives every connection on its sockets. A viewer costs no socket and
+//! no task: a connection is an entry in its worker's table, found by the STUN USERNAME's ufrag
+//! while it is new and by its remote address once established ([`demux`]).
+//!
+//! ICE-lite: the edge is a server with a reachable address (or a configured public one), so it
+//! only answers the player's connectivity checks. It never probes addresses a player names, which
+//! also means a player cannot make it send checks anywhere; trickled remote candidates are not
+//! needed and are ignored.
+//!
+//! A joining viewer gets the stream's video since the last keyframe first ([`crate::media::gop`]),
+//! rewritten onto its own track, then live packets: its picture starts at once.
+
+pub mod conn;
+pub mod demux;
+pub mod net;
+pub mod worker;
+
+use crate::config::Config;
+use crate::media::StreamHub;
+use crate::metrics::Metrics;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use worker::{Command, ConnKey, Worker};
+
+/// What an edge connection tells its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeEvent {
+    /// ICE and DTLS are up; media flows.
+    Connected,
+    /// ICE or DTLS failed, or the connection closed.
+    Failed,
+}
+
+/// The offer to send to the player.
+pub use conn::Offer as EdgeOffer;
+
+/// A handle to one worker.
+struct WorkerHandle {
+    commands: mpsc::Sender<Command>,
+    load: Arc<AtomicUsize>,
+}
+
+/// Totals over every viewer, for `/stats`.
+#[derive(Debug, Default)]
+pub struct EdgeCounters {
+    /// RTP bytes sent to viewers since start.
+    pub egress_bytes: AtomicU64,
+    /// Times a worker fell behind a stream (its viewers resumed at the next keyframe).
+    pub lagged: AtomicU64,
+}
+
+/// The edge: its workers, shared by every session.
+pub struct Edge {
+    workers: Vec<WorkerHandle>,
+    /// Totals over every viewer.
+    pub counters: Arc<EdgeCounters>,
+}
+
+/// Failures a session can meet on the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The edge is shutting down.
+    #[error("the edge is shutting down")]
+    Gone,
+    /// The connection could not be made or refused the answer.
+    #[error(transparent)]
+    Refused(#[from] anyhow::Error),
+}
+
+impl Edge {
+    /// Binds every configured ICE port and starts the workers (one per port of the smallest
+    /// range, at most one per port in all).
+    pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let per_candidate = net::bind_all(&config.ice_candidates, &config.public_addresses)?;
+        let count = per_candidate.iter().map(Vec::len).filter(|n| *n > 0).min().unwrap_or(0);
+        anyhow::ensure!(count > 0, "no ICE candidate port to bind: configure <IceCandidate>");
+        let mut sockets: Vec<Vec<net::EdgeSocket>> = (0..count).map(|_| Vec::new()).collect();
+        for list in per_candidate {
+            for (i, s) in list.into_iter().enumerate() {
+                tracing::info!(bound = %s.bound, announced = ?s.announced, "edge UDP port");
+                sockets[i % count].push(s);
+            }
+        }
+        let counters = Arc::new(EdgeCounters::default());
+        let workers = sockets
+            .into_iter()
+            .map(|sockets| {
+                let (commands, rx) = mpsc::channel(worker::COMMAND_QUEUE);
+                let load = Arc::new(AtomicUsize::new(0));
+                tokio::spawn(Worker::new(sockets, metrics.clone(), counters.clone(), load.clone()).run(rx));
+                WorkerHandle { commands, load }
+            })
+            .collect();
+        Ok(Self { workers, counters })
+    }
+
+    /// A new connection for a viewer of `hub`, and its offer.
+    pub async fn offer(
+        &self,
+        hub: Arc<StreamHub>,
+        egress_bytes: Arc<AtomicU64>,
+    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, EdgeOffer), EdgeError> {
+        let worker = self.workers.iter().min_by_key(|w| w.load.load(Ordering::Relaxed)).ok_or(EdgeError::Gone)?;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Offer { hub, events: events_tx, egress_bytes, reply };
+        worker.commands.send(command).await.map_err(|_| EdgeError::Gone)?;
+        let (key, offer) = answer.await.map_err(|_| EdgeError::Gone)??;
+        Ok((EdgeConnection { worker: worker.commands.clone(), key }, events, offer))
+    }
+}
+
+/// A session's edge connection; dropping it closes the connection.
+pub struct EdgeConnection {
+    worker: mpsc::Sender<Command>,
+    key: ConnKey,
+}
+
+impl EdgeConnection {
+    /// Applies the player's answer.
+    pub async fn accept_answer(&self, sdp: String) -> Result<(), EdgeError> {
+        let (reply, result) = oneshot::channel();
+        self.worker.send(Command::Answer { key: self.key, sdp, reply }).await.map_err(|_| EdgeError::Gone)?;
+        Ok(result.await.map_err(|_| EdgeError::Gone)??)
+    }
+}
+
+impl Drop for EdgeConnection {
+    fn drop(&mut self) {
+        // A full queue only delays the close; the worker would otherwise hold a dead connection
+        // until ICE times it out, so wait for room off the session's path.
+        let command = Command::Close { key: self.key };
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.worker.try_send(command) {
+            let worker = self.worker.clone();
+            tokio::spawn(async move {
+                let _ = worker.send(command).await;
+            });
+        }
+    }
+}

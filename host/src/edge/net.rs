@@ -1,0 +1,162 @@
+//! The edge's UDP sockets: one per configured port, bound once at start and shared by every
+//! viewer, each with the addresses it is announced at (its interface addresses, or a configured
+//! public address for a host behind 1:1 NAT or in a container).
+
+use crate::config::IceCandidate;
+use std::collections::HashSet;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::task::{Context, Poll};
+use tokio::io::Interest;
+
+/// Datagrams read per `recvmmsg` call.
+pub const RECV_BATCH: usize = 32;
+/// The largest datagram we accept (a browser's are under 1500 bytes).
+pub const MAX_DATAGRAM: usize = 2048;
+/// Kernel buffers for a socket that many viewers share.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// One shared UDP socket.
+pub struct EdgeSocket {
+    io: tokio::net::UdpSocket,
+    state: quinn_udp::UdpSocketState,
+    /// Where it is bound (the wildcard for `*`).
+    pub bound: SocketAddr,
+    /// The addresses offered to viewers for it (same port), first the preferred.
+    pub announced: Vec<SocketAddr>,
+    /// Announced addresses are the socket's own interface addresses (not a NAT's): send from them.
+    pub pin_source: bool,
+}
+
+/// A received datagram's metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// Who sent it.
+    pub from: SocketAddr,
+    /// The announced address it arrived at: what the connection knows itself as.
+    pub local: SocketAddr,
+    /// Its length.
+    pub len: usize,
+}
+
+/// The non-loopback addresses of this machine's interfaces of `ip`'s family (IPv4 for `*`).
+pub fn interface_addresses(ipv6: bool) -> io::Result<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
+        let Some(addr) = ifa.address else { continue };
+        let ip = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+            (Some(v4), _) => IpAddr::V4(v4.ip()),
+            (_, Some(v6)) => IpAddr::V6(v6.ip()),
+            _ => continue,
+        };
+        let link_local = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+        if ip.is_loopback() || link_local || ip.is_ipv6() != ipv6 || out.contains(&ip) {
+            continue;
+        }
+        out.push(ip);
+    }
+    Ok(out)
+}
+
+/// Binds every port of every configured candidate. `public` replaces the announced addresses.
+pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Result<Vec<Vec<EdgeSocket>>> {
+    let mut per_candidate = Vec::new();
+    let mut seen = HashSet::new();
+    for c in candidates {
+        let ip = c.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let local_ips = if !public.is_empty() {
+            public.to_vec()
+        } else if ip.is_unspecified() {
+            let found = interface_addresses(ip.is_ipv6())?;
+            if found.is_empty() {
+                tracing::warn!(candidate = %c, "no non-loopback interface: this candidate announces nothing (name an address, e.g. 127.0.0.1:10000/udp)");
+            }
+            found
+        } else {
+            vec![ip]
+        };
+        let mut sockets = Vec::new();
+        for port in c.ports.clone() {
+            let bind = SocketAddr::new(ip, port);
+            if port != 0 && !seen.insert(bind) {
+                continue;
+            }
+            let socket = EdgeSocket::bind(bind, &local_ips, public.is_empty())
+                .map_err(|e| anyhow::anyhow!("cannot bind ICE candidate port {bind}: {e}"))?;
+            sockets.push(socket);
+        }
+        per_candidate.push(sockets);
+    }
+    Ok(per_candidate)
+}
+
+impl EdgeSocket {
+    fn bind(addr: SocketAddr, local_ips: &[IpAddr], pin_source: bool) -> io::Result<Self> {
+        let std = std::net::UdpSocket::bind(addr)?;
+        std.set_nonblocking(true)?;
+        let state = quinn_udp::UdpSocketState::new((&std).into())?;
+        let _ = state.set_send_buffer_size((&std).into(), SOCKET_BUFFER);
+        let _ = state.set_recv_buffer_size((&std).into(), SOCKET_BUFFER);
+        let bound = std.local_addr()?;
+        let announced = local_ips.iter().map(|ip| SocketAddr::new(*ip, bound.port())).collect();
+        Ok(Self { io: tokio::net::UdpSocket::from_std(std)?, state, bound, announced, pin_source })
+    }
+
+    /// Polls until the socket may have datagrams to read.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.poll_recv_ready(cx)
+    }
+
+    /// Reads what is waiting, up to [`RECV_BATCH`] datagrams, into `bufs`; `Ok(0)` when none.
+    pub fn try_recv(&self, bufs: &mut [[u8; MAX_DATAGRAM]], out: &mut Vec<Received>) -> io::Result<usize> {
+        let mut meta = [quinn_udp::RecvMeta::default(); RECV_BATCH];
+        let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(&mut b[..])).collect();
+        let n = match self.io.try_io(Interest::READABLE, || self.state.recv((&self.io).into(), &mut slices, &mut meta)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        out.clear();
+        for m in &meta[..n] {
+            // GRO may coalesce several datagrams of one sender into one buffer (`stride` each);
+            // the worker reads only the first of such a batch, which STUN/DTLS never produce.
+            let local = self.local_for(m.dst_ip, m.addr);
+            out.push(Received { from: normalise(m.addr), local, len: m.len.min(m.stride.max(1)) });
+        }
+        Ok(n)
+    }
+
+    /// The announced address a datagram to `dst_ip` from `from` arrived at.
+    fn local_for(&self, dst_ip: Option<IpAddr>, from: SocketAddr) -> SocketAddr {
+        let dst = dst_ip.map(normalise_ip);
+        self.announced
+            .iter()
+            .find(|a| Some(a.ip()) == dst)
+            .or_else(|| self.announced.iter().find(|a| a.is_ipv4() == normalise(from).is_ipv4()))
+            .copied()
+            .unwrap_or(self.bound)
+    }
+
+    /// Sends one datagram from announced address `local`; false if the kernel refused it now.
+    pub fn try_send(&self, local: SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
+        let transmit = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents: data,
+            segment_size: None,
+            src_ip: (self.pin_source && self.bound.ip().is_unspecified()).then_some(local.ip()),
+        };
+        self.io.try_io(Interest::WRITABLE, || self.state.try_send((&self.io).into(), &transmit)).is_ok()
+    }
+}
+
+fn normalise(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(normalise_ip(addr.ip()), addr.port())
+}
+
+fn normalise_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}

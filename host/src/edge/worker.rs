@@ -1,0 +1,385 @@
+//! A worker: one task that owns some of the edge's shared sockets and every viewer connection on
+//! them. It routes datagrams ([`Demux`]), drives each `rtc` connection's clock from one timer
+//! heap, and fans the streams' packets out to its viewers. No task and no socket per viewer.
+
+use super::conn::{NewConn, Offer, Phase, ViewerConn, Wants};
+use super::demux::Demux;
+use super::net::{EdgeSocket, Received, MAX_DATAGRAM, RECV_BATCH};
+use super::{EdgeCounters, EdgeEvent};
+use crate::media::{MediaPacket, StreamHub};
+use crate::metrics::Metrics;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// A connection's key within its worker.
+pub type ConnKey = u64;
+/// Remote addresses remembered per connection (a browser uses one; two after a network change).
+const ADDRS_PER_CONN: usize = 4;
+/// Packets from the streams queued for a worker before its feeders fall behind (and lag).
+const MEDIA_QUEUE: usize = 1024;
+/// Commands queued for a worker.
+pub const COMMAND_QUEUE: usize = 256;
+
+/// What a session asks of the worker that holds its connection.
+pub enum Command {
+    /// Create a connection for a viewer of `hub` and reply with its offer.
+    Offer {
+        hub: Arc<StreamHub>,
+        events: mpsc::UnboundedSender<EdgeEvent>,
+        egress_bytes: Arc<AtomicU64>,
+        reply: oneshot::Sender<anyhow::Result<(ConnKey, Offer)>>,
+    },
+    /// Apply the player's answer.
+    Answer { key: ConnKey, sdp: String, reply: oneshot::Sender<anyhow::Result<()>> },
+    /// Close and forget the connection.
+    Close { key: ConnKey },
+}
+
+/// A stream packet (or a gap) handed to the worker by a feeder.
+enum Fed {
+    Packet(u32, Arc<MediaPacket>),
+    Lagged(u32),
+}
+
+/// A stream with viewers on this worker.
+struct StreamSlot {
+    hub: Arc<StreamHub>,
+    viewers: Vec<ConnKey>,
+    feeder: tokio::task::JoinHandle<()>,
+}
+
+/// One connection and what the worker keeps beside it.
+struct Entry {
+    conn: ViewerConn,
+    slot: u32,
+    socket: usize,
+}
+
+/// The worker's sockets and routing: what sending and receiving need, apart from the connections.
+struct Io {
+    sockets: Vec<EdgeSocket>,
+    /// Announced address -> socket.
+    by_local: HashMap<SocketAddr, usize>,
+    demux: Demux<ConnKey>,
+    metrics: Arc<Metrics>,
+}
+
+impl Io {
+    /// Sends everything `entry` queued, learning the addresses it answers.
+    fn flush(&mut self, key: ConnKey, entry: &mut Entry) {
+        while let Some((local, to, data)) = entry.conn.poll_transmit() {
+            let socket = self.by_local.get(&local).copied().unwrap_or(entry.socket);
+            self.demux.learn(key, to, &mut entry.conn.addrs);
+            if !self.sockets[socket].try_send(local, to, &data) {
+                self.metrics.add("edge_datagrams_send_failed", 1);
+            }
+        }
+    }
+}
+
+/// The worker's state, owned by its task.
+pub struct Worker {
+    io: Io,
+    conns: HashMap<ConnKey, Entry>,
+    next_key: ConnKey,
+    next_socket: usize,
+    timers: BinaryHeap<Reverse<(Instant, ConnKey)>>,
+    streams: HashMap<u32, StreamSlot>,
+    slot_of: HashMap<String, u32>,
+    next_slot: u32,
+    media_tx: mpsc::Sender<Fed>,
+    media_rx: mpsc::Receiver<Fed>,
+    counters: Arc<EdgeCounters>,
+    load: Arc<AtomicUsize>,
+    buffers: Box<[[u8; MAX_DATAGRAM]; RECV_BATCH]>,
+}
+
+impl Worker {
+    /// A worker owning `sockets` (at least one); `load` counts its connections for placement.
+    pub fn new(sockets: Vec<EdgeSocket>, metrics: Arc<Metrics>, counters: Arc<EdgeCounters>, load: Arc<AtomicUsize>) -> Self {
+        let mut by_local = HashMap::new();
+        for (i, s) in sockets.iter().enumerate() {
+            for a in &s.announced {
+                by_local.entry(*a).or_insert(i);
+            }
+        }
+        let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+        Self {
+            io: Io { sockets, by_local, demux: Demux::new(ADDRS_PER_CONN), metrics },
+            conns: HashMap::new(),
+            next_key: 1,
+            next_socket: 0,
+            timers: BinaryHeap::new(),
+            streams: HashMap::new(),
+            slot_of: HashMap::new(),
+            next_slot: 0,
+            media_tx,
+            media_rx,
+            counters,
+            load,
+            buffers: Box::new([[0; MAX_DATAGRAM]; RECV_BATCH]),
+        }
+    }
+
+    /// Runs until every command sender is gone.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut received = Vec::with_capacity(RECV_BATCH);
+        loop {
+            let deadline = self.timers.peek().map(|Reverse((t, _))| tokio::time::Instant::from_std(*t));
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                ready = readable(&self.io.sockets) => match ready {
+                    Ok(socket) => self.read(socket, &mut received),
+                    Err(e) => {
+                        tracing::error!("edge socket: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                },
+                Some(fed) = self.media_rx.recv() => {
+                    let now = Instant::now();
+                    self.on_media(now, fed);
+                    // Drain what else is queued in one go: one clock read per batch.
+                    for _ in 0..64 {
+                        match self.media_rx.try_recv() {
+                            Ok(fed) => self.on_media(now, fed),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = sleep_until(deadline) => self.on_timers(Instant::now()),
+            }
+        }
+        let keys: Vec<ConnKey> = self.conns.keys().copied().collect();
+        for key in keys {
+            self.close(key);
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Offer { hub, events, egress_bytes, reply } => {
+                let _ = reply.send(self.create(hub, events, egress_bytes));
+            }
+            Command::Answer { key, sdp, reply } => {
+                let now = Instant::now();
+                let result = match self.conns.get_mut(&key) {
+                    Some(e) => e.conn.answer(now, sdp),
+                    None => Err(anyhow::anyhow!("the connection is gone")),
+                };
+                if result.is_ok() {
+                    self.service(now, key, Wants::default());
+                }
+                let _ = reply.send(result);
+            }
+            Command::Close { key } => self.close(key),
+        }
+    }
+
+    fn create(
+        &mut self,
+        hub: Arc<StreamHub>,
+        events: mpsc::UnboundedSender<EdgeEvent>,
+        egress_bytes: Arc<AtomicU64>,
+    ) -> anyhow::Result<(ConnKey, Offer)> {
+        let now = Instant::now();
+        let socket = self.next_socket % self.io.sockets.len();
+        self.next_socket = self.next_socket.wrapping_add(1);
+        let stream_id = hub.name.replace('/', "-");
+        let new = NewConn {
+            stream_id: &stream_id,
+            video_codec: hub.video_codec,
+            has_audio: hub.has_audio,
+            candidates: &self.io.sockets[socket].announced,
+            events,
+            egress_bytes,
+        };
+        let (conn, offer) = ViewerConn::offer(now, new)?;
+        let key = self.next_key;
+        self.next_key += 1;
+        anyhow::ensure!(self.io.demux.add(&conn.ufrag, key), "ICE ufrag collision");
+        let slot = self.subscribe(&hub);
+        self.streams.get_mut(&slot).expect("subscribed").viewers.push(key);
+        self.conns.insert(key, Entry { conn, slot, socket });
+        self.load.fetch_add(1, Ordering::Relaxed);
+        self.service(now, key, Wants::default());
+        Ok((key, offer))
+    }
+
+    /// The slot of `hub` on this worker, starting its feeder on the first viewer.
+    fn subscribe(&mut self, hub: &Arc<StreamHub>) -> u32 {
+        if let Some(slot) = self.slot_of.get(&hub.name) {
+            return *slot;
+        }
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let feeder = tokio::spawn(feed(hub.subscribe(), slot, self.media_tx.clone()));
+        self.streams.insert(slot, StreamSlot { hub: hub.clone(), viewers: Vec::new(), feeder });
+        self.slot_of.insert(hub.name.clone(), slot);
+        slot
+    }
+
+    fn close(&mut self, key: ConnKey) {
+        let Some(mut entry) = self.conns.remove(&key) else { return };
+        entry.conn.close();
+        self.io.flush(key, &mut entry);
+        self.io.demux.remove(&entry.conn.ufrag, key, &entry.conn.addrs);
+        self.load.fetch_sub(1, Ordering::Relaxed);
+        if let Some(stream) = self.streams.get_mut(&entry.slot) {
+            stream.viewers.retain(|k| *k != key);
+            if stream.viewers.is_empty() {
+                let stream = self.streams.remove(&entry.slot).expect("present");
+                stream.feeder.abort();
+                self.slot_of.remove(&stream.hub.name);
+            }
+        }
+    }
+
+    fn read(&mut self, socket: usize, received: &mut Vec<Received>) {
+        loop {
+            let n = match self.io.sockets[socket].try_recv(&mut self.buffers[..], received) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!("edge socket read: {e}");
+                    return;
+                }
+            };
+            let now = Instant::now();
+            for (i, r) in received.iter().enumerate() {
+                let data = &self.buffers[i][..r.len];
+                match self.io.demux.route(data, r.from) {
+                    Ok(key) => {
+                        let Some(entry) = self.conns.get_mut(&key) else { continue };
+                        let wants = entry.conn.datagram(now, r.local, r.from, data);
+                        self.service(now, key, wants);
+                    }
+                    Err(dropped) => self.io.metrics.add(dropped.metric(), 1),
+                }
+            }
+            if n < RECV_BATCH {
+                return;
+            }
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(entry) = self.conns.get_mut(&key) else { continue };
+            if entry.conn.scheduled != Some(t) {
+                continue; // superseded
+            }
+            entry.conn.scheduled = None;
+            let wants = entry.conn.timeout(now);
+            self.service(now, key, wants);
+        }
+        // Stale entries accumulate when deadlines move; rebuild now and then.
+        if self.timers.len() > 4 * self.conns.len() + 64 {
+            self.timers = self.conns.iter().filter_map(|(k, e)| e.conn.scheduled.map(|t| Reverse((t, *k)))).collect();
+        }
+    }
+
+    fn on_media(&mut self, now: Instant, fed: Fed) {
+        let (slot, packet) = match fed {
+            Fed::Packet(slot, packet) => (slot, packet),
+            Fed::Lagged(slot) => {
+                self.counters.lagged.fetch_add(1, Ordering::Relaxed);
+                for key in self.streams.get(&slot).map(|s| s.viewers.clone()).unwrap_or_default() {
+                    if let Some(e) = self.conns.get_mut(&key) {
+                        e.conn.lagged();
+                    }
+                }
+                return;
+            }
+        };
+        let Some(stream) = self.streams.get(&slot) else { return };
+        let mut sent = 0;
+        for key in &stream.viewers {
+            let Some(entry) = self.conns.get_mut(key) else { continue };
+            sent += entry.conn.send_media(now, packet.index, &packet);
+            self.io.flush(*key, entry);
+        }
+        self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
+    }
+
+    /// After an input to `key`: send what it queued, start media if it just came up, honour its
+    /// wishes, schedule its next timeout, and forget it if it is done.
+    fn service(&mut self, now: Instant, key: ConnKey, wants: Wants) {
+        let Some(entry) = self.conns.get_mut(&key) else { return };
+        let slot = entry.slot;
+        if wants.connected {
+            let hub = self.streams[&slot].hub.clone();
+            let cache = hub.keyframe_cache();
+            if cache.is_empty() {
+                hub.request_keyframe(now);
+            } else {
+                self.io.metrics.add("edge_keyframe_cache_joins", 1);
+            }
+            let entry = self.conns.get_mut(&key).expect("present");
+            let sent: u64 = cache.iter().map(|p| entry.conn.send_media(now, p.index, p)).sum();
+            self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
+        }
+        if wants.keyframe {
+            self.streams[&slot].hub.request_keyframe(now);
+        }
+        let entry = self.conns.get_mut(&key).expect("present");
+        if entry.conn.phase == Phase::Done {
+            self.close(key);
+            return;
+        }
+        self.io.flush(key, entry);
+        let next = entry.conn.poll_timeout();
+        if next != entry.conn.scheduled {
+            entry.conn.scheduled = next;
+            if let Some(t) = next {
+                self.timers.push(Reverse((t, key)));
+            }
+        }
+    }
+}
+
+async fn feed(mut packets: broadcast::Receiver<Arc<MediaPacket>>, slot: u32, to: mpsc::Sender<Fed>) {
+    loop {
+        let fed = match packets.recv().await {
+            Ok(p) => Fed::Packet(slot, p),
+            Err(broadcast::error::RecvError::Lagged(_)) => Fed::Lagged(slot),
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if to.send(fed).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The index of a socket that may be readable.
+async fn readable(sockets: &[EdgeSocket]) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        for (i, s) in sockets.iter().enumerate() {
+            match s.poll_readable(cx) {
+                std::task::Poll::Ready(Ok(())) => return std::task::Poll::Ready(Ok(i)),
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => {}
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,157 @@
+//! The WebRTC plumbing the edge and the test peers share, written once: the codecs and payload
+//! types the edge offers, the host candidate line, and the rewrite that turns a stream's RTP into
+//! one viewer's track (its SSRC, its payload type, one continuous run of sequence numbers).
+
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use std::net::SocketAddr;
+
+/// The payload type of video in every offer the edge (and a relaying test peer) makes.
+pub const VIDEO_PT: u8 = 96;
+/// The payload type of Opus audio.
+pub const AUDIO_PT: u8 = 111;
+
+/// A video codec a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum VideoCodec {
+    /// VP8 (RFC 7741).
+    #[serde(rename = "VP8")]
+    Vp8,
+    /// H.264 (RFC 6184), packetization mode 1.
+    #[serde(rename = "H264")]
+    H264,
+}
+
+/// The video codec as offered: NACK, PLI and FIR feedback.
+pub fn video_codec(codec: VideoCodec) -> RTCRtpCodec {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
+    let (mime, fmtp) = match codec {
+        VideoCodec::Vp8 => (MIME_TYPE_VP8, ""),
+        VideoCodec::H264 => (MIME_TYPE_H264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"),
+    };
+    RTCRtpCodec {
+        mime_type: mime.into(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: fmtp.into(),
+        rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
+    }
+}
+
+/// Opus as offered (stereo, in-band FEC).
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.into(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// Registers exactly the edge's two codecs, at [`VIDEO_PT`] and [`AUDIO_PT`].
+pub fn register_codecs(media: &mut MediaEngine, video: VideoCodec) -> Result<(), rtc::shared::error::Error> {
+    media.register_codec(RTCRtpCodecParameters { rtp_codec: video_codec(video), payload_type: VIDEO_PT }, RtpCodecKind::Video)?;
+    media.register_codec(RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: AUDIO_PT }, RtpCodecKind::Audio)
+}
+
+/// The `candidate:` line of a UDP host candidate at `addr` (RFC 8839 5.1), component 1.
+pub fn host_candidate(foundation: u32, addr: SocketAddr) -> String {
+    // Type preference 126 (host), local preference 65535 - foundation, component 1.
+    let priority = (126u32 << 24) | ((65535 - foundation.min(65535)) << 8) | 255;
+    format!("candidate:{foundation} 1 udp {priority} {} {} typ host", addr.ip(), addr.port())
+}
+
+/// Turns one source's RTP into one receiver's track: that track's SSRC and payload type, header
+/// extensions dropped (none is negotiated), and sequence numbers that run on without a gap across
+/// every restart (a viewer skipping to the next keyframe, a new source), so a receiver's decoder
+/// sees one continuous stream. Timestamps are the source's (already continuous).
+#[derive(Debug, Clone)]
+pub struct RtpRewriter {
+    /// Added to the source's sequence number; set at each restart.
+    offset: Option<u16>,
+    /// The last sequence number written.
+    last: u16,
+}
+
+impl Default for RtpRewriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RtpRewriter {
+    /// A rewriter whose first sequence number is random (RFC 3550 5.1).
+    pub fn new() -> Self {
+        Self { offset: None, last: rand::random::<u16>() }
+    }
+
+    /// The next packet starts a new run (after skipped packets): it follows the last one written.
+    pub fn restart(&mut self) {
+        self.offset = None;
+    }
+
+    /// The rewritten copy of `packet` (the payload is shared, not copied).
+    pub fn rewrite(&mut self, packet: &rtp::Packet, ssrc: u32, payload_type: u8) -> rtp::Packet {
+        let source = packet.header.sequence_number;
+        let offset = *self.offset.get_or_insert_with(|| self.last.wrapping_add(1).wrapping_sub(source));
+        let sequence_number = source.wrapping_add(offset);
+        self.last = sequence_number;
+        rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                padding: false,
+                extension: false,
+                marker: packet.header.marker,
+                payload_type,
+                sequence_number,
+                timestamp: packet.header.timestamp,
+                ssrc,
+                csrc: Vec::new(),
+                extension_profile: 0,
+                extensions: Vec::new(),
+                extensions_padding: 0,
+            },
+            payload: packet.payload.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(seq: u16) -> rtp::Packet {
+        let mut p = rtp::Packet::default();
+        p.header.sequence_number = seq;
+        p.header.ssrc = 1;
+        p.header.payload_type = 100;
+        p.header.timestamp = 9000;
+        p
+    }
+
+    #[test]
+    fn sequence_numbers_run_on_across_a_restart_and_wrap() {
+        let mut r = RtpRewriter::new();
+        let a = r.rewrite(&packet(65534), 7, VIDEO_PT);
+        let b = r.rewrite(&packet(65535), 7, VIDEO_PT);
+        let c = r.rewrite(&packet(0), 7, VIDEO_PT);
+        assert_eq!(b.header.sequence_number, a.header.sequence_number.wrapping_add(1));
+        assert_eq!(c.header.sequence_number, a.header.sequence_number.wrapping_add(2));
+        assert_eq!((c.header.ssrc, c.header.payload_type, c.header.timestamp), (7, VIDEO_PT, 9000));
+        // Skipped to a later packet (a lagging viewer): the next number still follows on.
+        r.restart();
+        let d = r.rewrite(&packet(500), 7, VIDEO_PT);
+        assert_eq!(d.header.sequence_number, c.header.sequence_number.wrapping_add(1));
+        let e = r.rewrite(&packet(501), 7, VIDEO_PT);
+        assert_eq!(e.header.sequence_number, d.header.sequence_number.wrapping_add(1));
+    }
+
+    #[test]
+    fn the_host_candidate_line_names_the_address() {
+        let line = host_candidate(1, "192.0.2.1:10000".parse().unwrap());
+        assert_eq!(line, format!("candidate:1 1 udp {} 192.0.2.1 10000 typ host", (126u32 << 24) | (65534 << 8) | 255));
+        assert!(host_candidate(2, "[2001:db8::1]:10001".parse().unwrap()).contains(" 2001:db8::1 10001 "));
+    }
+}
