@@ -253,7 +253,7 @@ struct RawPublishers {
     webrtc: RawWebRtc,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 struct RawWebRtc {
     #[serde(default)]
@@ -269,6 +269,17 @@ struct RawWebRtc {
 impl RawWebRtc {
     fn default_answer_timeout_ms() -> u64 {
         10_000
+    }
+}
+
+impl Default for RawWebRtc {
+    fn default() -> Self {
+        Self {
+            signalling: RawSignalling::default(),
+            ice_candidates: RawIceCandidates::default(),
+            answer_timeout_ms: Self::default_answer_timeout_ms(),
+            keyframe_cache: RawKeyframeCache::default(),
+        }
     }
 }
 
@@ -589,6 +600,28 @@ mod tests {
     }
 
     const MINIMAL: &str = "<Server>\n  <Applications><Application><Name>app</Name>\n    <Stream><Name>stream</Name><TestPattern/></Stream>\n  </Application></Applications>\n</Server>\n";
+
+    #[test]
+    fn public_addresses_answer_timeout_and_keyframe_cache_are_read_with_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.public_addresses.is_empty());
+        assert_eq!(c.answer_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.keyframe_cache, crate::media::gop::GopLimits::default());
+        let c = parse("<Server><Bind><Publishers><WebRTC>\n<IceCandidates><IceCandidate>*:10000/udp</IceCandidate><PublicAddress>203.0.113.7</PublicAddress><PublicAddress>2001:db8::7</PublicAddress></IceCandidates>\n<AnswerTimeoutMs>2500</AnswerTimeoutMs><KeyframeCache><MaxBytes>0</MaxBytes></KeyframeCache>\n</WebRTC></Publishers></Bind></Server>").unwrap();
+        assert_eq!(c.public_addresses, vec!["203.0.113.7".parse::<IpAddr>().unwrap(), "2001:db8::7".parse().unwrap()]);
+        assert_eq!(c.answer_timeout, std::time::Duration::from_millis(2500));
+        assert_eq!(c.keyframe_cache.max_bytes, 0);
+        assert_eq!(c.keyframe_cache.max_age, std::time::Duration::from_secs(10));
+        let err = parse("<Server><Bind><Publishers><WebRTC>\n<IceCandidates><PublicAddress>not-an-ip</PublicAddress></IceCandidates>\n</WebRTC></Publishers></Bind></Server>").unwrap_err();
+        assert!(err.to_string().contains("PublicAddress"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/Server.xml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.answer_timeout, std::time::Duration::from_secs(10));
+    }
 
     #[test]
     fn defaults_follow_ome() {
