@@ -1,0 +1,148 @@
+//! The edge on the configured UDP ports only: every viewer shares them, an unanswered offer is
+//! withdrawn, and bad datagrams aimed at a playing viewer's port are dropped and counted without
+//! the viewer noticing.
+
+use serde_json::Value;
+use std::net::UdpSocket;
+use std::time::Duration;
+use tests::harness::{config_xml_with_ice, HostProcess};
+use tests::peer::PeerAgent;
+use tests::signal::{request_offer, Received, Signal, CHROME_WINDOWS};
+
+const T: Duration = Duration::from_secs(10);
+
+/// `n` consecutive UDP ports free on loopback right now (a race is possible but unlikely).
+fn free_udp_ports(n: u16) -> std::ops::RangeInclusive<u16> {
+    loop {
+        let first = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if first > u16::MAX - n {
+            continue;
+        }
+        if (first..first + n).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
+            return first..=first + n - 1;
+        }
+    }
+}
+
+/// The ports of every candidate in an edge offer (its `candidates` and its SDP's `a=candidate`).
+fn offered_ports(offer: &Value) -> Vec<u16> {
+    let listed = offer["candidates"].as_array().unwrap().iter().map(|c| c["candidate"].as_str().unwrap().to_string());
+    let in_sdp = offer["sdp"]["sdp"].as_str().unwrap().lines().filter_map(|l| l.strip_prefix("a=")).map(str::to_string);
+    listed
+        .chain(in_sdp)
+        .filter(|c| c.starts_with("candidate:"))
+        .map(|c| c.split_whitespace().nth(5).unwrap().parse().unwrap())
+        .collect()
+}
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+fn metric(stats: &Value, name: &str) -> i64 {
+    stats["metrics"][name].as_i64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_viewers_are_offered_only_the_three_configured_ports_and_cost_no_socket_each() {
+    let ports = free_udp_ports(3);
+    let ice = format!("127.0.0.1:{}-{}/udp", ports.start(), ports.end());
+    let host = HostProcess::start(|port| config_xml_with_ice(port, &ice, "")).unwrap();
+    let before = open_descriptors(host.pid());
+    let mut sessions = Vec::new();
+    let mut used = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let mut s = Signal::connect(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+        let offer = request_offer(&mut s).await.unwrap();
+        let offered = offered_ports(&offer);
+        assert!(!offered.is_empty(), "{offer}");
+        assert!(offered.iter().all(|p| ports.contains(p)), "offered {offered:?}, configured {ports:?}");
+        assert!(offer["sdp"]["sdp"].as_str().unwrap().contains("a=ice-lite"), "the edge is ICE-lite");
+        used.extend(offered);
+        sessions.push(s);
+    }
+    assert_eq!(used.len(), 3, "viewers are spread over every configured port: {used:?}");
+    let grown = open_descriptors(host.pid()) - before;
+    assert!(grown <= 40 + 4, "40 offers open {grown} descriptors: one per WebSocket is the budget");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_left_unanswered_is_withdrawn_with_the_protocols_error() {
+    let ports = free_udp_ports(1);
+    let ice = format!("127.0.0.1:{}/udp", ports.start());
+    let host = HostProcess::start(|port| {
+        config_xml_with_ice(port, &ice, "").replace("</IceCandidates>", "</IceCandidates><AnswerTimeoutMs>600</AnswerTimeoutMs>")
+    })
+    .unwrap();
+    let mut s = Signal::connect(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+    let offer = request_offer(&mut s).await.unwrap();
+    let id = offer["id"].as_u64().unwrap();
+    let started = std::time::Instant::now();
+    let error = s.recv_json(T).await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(error["code"], 408, "{error}");
+    assert!(error.get("command").is_none(), "{error}");
+    assert!(waited >= Duration::from_millis(400), "withdrawn after the deadline, not before: {waited:?}");
+    assert_eq!(s.recv(T).await.unwrap(), Received::Closed);
+    let stats = host.stats().unwrap();
+    assert!(!stats["sessions"].as_array().unwrap().iter().any(|s| s["id"] == id), "its state is freed: {stats}");
+    assert_eq!(metric(&stats, "edge_offers_unanswered"), 1);
+}
+
+/// A STUN binding request with USERNAME `user` (no integrity: it must not matter).
+fn stun_binding_request(user: &str) -> Vec<u8> {
+    let mut attrs = vec![0x00, 0x06];
+    attrs.extend_from_slice(&(user.len() as u16).to_be_bytes());
+    attrs.extend_from_slice(user.as_bytes());
+    attrs.resize(attrs.len().div_ceil(4) * 4, 0);
+    let mut m = vec![0x00, 0x01];
+    m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    m.extend_from_slice(&rand::random::<[u8; 12]>());
+    m.extend_from_slice(&attrs);
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_datagrams_at_a_playing_viewers_port_are_dropped_and_counted_and_it_plays_on() {
+    let ports = free_udp_ports(1);
+    let port = *ports.start();
+    let host = HostProcess::start(|p| config_xml_with_ice(p, &format!("127.0.0.1:{port}/udp"), "")).unwrap();
+    let viewer = PeerAgent::join(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+    viewer.wait_for(T, "first video packet", |s| s.video() > 0).await.unwrap();
+
+    let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let truncated_stun = stun_binding_request("someone:else")[..23].to_vec();
+    let mut dtls_hello = vec![22u8, 0xfe, 0xfd];
+    dtls_hello.extend_from_slice(&[0u8; 60]);
+    let mut srtp = vec![0x80u8, 96];
+    srtp.extend_from_slice(&rand::random::<[u8; 100]>());
+    let junk: Vec<Vec<u8>> = vec![
+        stun_binding_request("nosuchufrag:x"), // unknown ufrag
+        dtls_hello,                            // DTLS from an address no one answered
+        srtp,                                  // SRTP from it
+        vec![0xff; 300],                       // not WebRTC at all
+        vec![],                                // empty
+        vec![0x80],                            // truncated RTP
+        truncated_stun,                        // truncated STUN
+    ];
+    let playing_before = viewer.stats.video();
+    for _ in 0..200 {
+        for d in &junk {
+            attacker.send_to(d, ("127.0.0.1", port)).unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = host.stats().unwrap();
+    assert!(metric(&stats, "edge_datagrams_dropped_unknown_ufrag") >= 150, "{stats}");
+    assert!(metric(&stats, "edge_datagrams_dropped_unknown_address") >= 300, "{stats}");
+    assert!(metric(&stats, "edge_datagrams_dropped_not_webrtc") >= 600, "{stats}");
+    // The viewer did not notice: it plays on, and its session is still the edge's.
+    let at = viewer.stats.video();
+    viewer.wait_for(T, "video after the attack", |s| s.video() > at + 100).await.unwrap();
+    assert!(at > playing_before, "it played during the attack too");
+    assert_eq!(viewer.stats.source(), Some(0));
+    // A new viewer still connects.
+    let second = PeerAgent::join(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+    second.wait_for(T, "a second viewer's first video", |s| s.video() > 0).await.unwrap();
+}
