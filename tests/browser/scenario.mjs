@@ -2,9 +2,10 @@
 //
 // Run by tests/tests/browser.rs inside a fresh network namespace (192.0.2.1 on a veth pair), so
 // Chromium gathers a usable ICE candidate and nothing leaves the machine:
-//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue>
+//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|firewalled-edge>
 // Environment: HOST_BIN, HOST_CONFIG (the host and its config), HOST_PORT, HOST_ADDR, CHROMIUM,
-// BROWSER_ECHO=1 to echo the pages' consoles. Exits non-zero with the reason when a check fails.
+// ICE_PORTS (firewalled-edge: the configured ICE port range, e.g. 10000-10004), BROWSER_ECHO=1 to
+// echo the pages' consoles. Exits non-zero with the reason when a check fails.
 
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
@@ -78,7 +79,11 @@ class Host {
 // ---------------------------------------------------------------------------------------------
 // Viewers: one browser context each (no shared state), instrumented without touching the player
 
-/** Records every signalling message the page receives, and counts decoded frames. */
+/**
+ * Records every signalling message the page receives (with the ICE candidates an `offer` or
+ * `candidate` carries, from its `candidates` and its SDP's `a=candidate` lines), and counts
+ * decoded frames.
+ */
 const INSTRUMENT = () => {
   window.__signals = [];
   const Native = window.WebSocket;
@@ -88,7 +93,15 @@ const INSTRUMENT = () => {
       this.addEventListener('message', (e) => {
         try {
           const m = JSON.parse(e.data);
-          window.__signals.push({ at: Date.now(), command: m.command, id: m.id, peer_id: m.peer_id, code: m.code, error: m.error });
+          const signal = { at: Date.now(), command: m.command, id: m.id, peer_id: m.peer_id, code: m.code, error: m.error };
+          if (m.command === 'offer' || m.command === 'candidate') {
+            const sdp = typeof m.sdp === 'string' ? m.sdp : String(m.sdp?.sdp ?? '');
+            signal.candidates = [
+              ...(Array.isArray(m.candidates) ? m.candidates : []).map((c) => String(c?.candidate ?? c)),
+              ...sdp.split(/\r?\n/).filter((l) => l.startsWith('a=candidate:')).map((l) => l.slice(2)),
+            ].filter((c) => c !== '');
+          }
+          window.__signals.push(signal);
         } catch { /* not JSON: the player reports it */ }
       });
     }
@@ -150,7 +163,36 @@ class Viewer {
     log(`${this.name} plays: ${await this.frames()} frames decoded`);
     return firstAt;
   }
+  /** Every ICE candidate the server sent this viewer (offers and trickled candidates), once each. */
+  async offeredCandidates() {
+    return [...new Set((await this.signals()).flatMap((s) => s.candidates ?? []))];
+  }
   async close() { await this.context.close(); log(`${this.name} closed its page`); }
+}
+
+/** `v` plays from the edge: frames decoded, every offer from the edge, the host counts its bytes. */
+async function playsFromEdge(host, v, ms = 20000) {
+  await v.playing(60, ms);
+  const id = await v.sessionId();
+  const offers = (await v.signals()).filter((s) => s.command === 'offer');
+  assert.ok(offers.every((o) => o.peer_id === 0), `${v.name}: every offer comes from the edge`);
+  assert.ok((await host.egress(id)) > 50000, `${v.name}: the host counts what it sends`);
+  if (v.player !== 'own') assert.deepEqual(await v.p2pMode(), [false], `${v.name}: p2pMode false`);
+}
+
+/** `candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...` */
+function candidatePort(candidate) {
+  const fields = candidate.replace(/^a=/, '').split(/\s+/);
+  const port = Number(fields[5]);
+  return fields.length >= 8 && fields[6] === 'typ' && Number.isInteger(port) ? port : null;
+}
+
+/** `ICE_PORTS`: `10000-10004` or a single port. */
+function icePorts() {
+  const match = /^(\d+)(?:-(\d+))?$/.exec(env.ICE_PORTS ?? '');
+  if (!match) throw new Error(`ICE_PORTS must name the configured ICE port range, e.g. 10000-10004 (got ${JSON.stringify(env.ICE_PORTS)})`);
+  const [low, high] = [Number(match[1]), Number(match[2] ?? match[1])];
+  return { low, high, has: (port) => port >= low && port <= high };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -163,14 +205,32 @@ const scenarios = {
     for (const [name, player] of [['own', 'own'], ['op54', 'ovenplayer-0.10.54'], ['op38', 'ovenplayer-0.10.38']]) {
       viewers.push(await Viewer.open(browser, name, player));
     }
-    for (const v of viewers) {
-      await v.playing();
-      const id = await v.sessionId();
-      const offers = (await v.signals()).filter((s) => s.command === 'offer');
-      assert.ok(offers.every((o) => o.peer_id === 0), `${v.name}: every offer comes from the edge`);
-      assert.ok((await host.egress(id)) > 50000, `${v.name}: the host counts what it sends`);
-      if (v.player !== 'own') assert.deepEqual(await v.p2pMode(), [false], `${v.name}: p2pMode false`);
+    for (const v of viewers) await playsFromEdge(host, v);
+  },
+
+  /**
+   * Eight viewers join at once (our page and OvenPlayer 0.10.54, one browser context each) behind
+   * a firewall that lets UDP through only on the configured ICE ports (the test installs it in the
+   * namespace): every one plays from the edge, and every candidate the host offered is in ICE_PORTS.
+   */
+  async 'firewalled-edge'(host, browser) {
+    const range = icePorts();
+    const players = Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? 'own' : 'ovenplayer-0.10.54'));
+    const viewers = await Promise.all(players.map((player, i) => Viewer.open(browser, `v${i + 1}-${player === 'own' ? 'own' : 'op54'}`, player)));
+    const played = await Promise.allSettled(viewers.map((v) => playsFromEdge(host, v, 45000)));
+
+    const problems = [];
+    for (const [i, v] of viewers.entries()) {
+      const candidates = await v.offeredCandidates();
+      const ports = candidates.map(candidatePort);
+      const outside = candidates.filter((_, j) => ports[j] === null || !range.has(ports[j]));
+      const outcome = played[i].status === 'fulfilled' ? 'plays' : `does not play (${played[i].reason?.message ?? played[i].reason})`;
+      log(`${v.name}: offered ports ${[...new Set(ports)].join(' ') || 'none'}; ${outcome}`);
+      if (played[i].status !== 'fulfilled') problems.push(`${v.name} ${outcome}`);
+      if (candidates.length === 0) problems.push(`${v.name} was offered no ICE candidate`);
+      for (const c of outside) problems.push(`${v.name} was offered a candidate outside ${range.low}-${range.high}: ${c}`);
     }
+    assert.deepEqual(problems, [], `every viewer behind the firewall plays, on candidates in ${range.low}-${range.high} only`);
   },
 
   /** OvenPlayer 0.10.38: one host peer relays to two clients; they fall back when it goes. */

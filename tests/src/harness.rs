@@ -32,6 +32,15 @@ pub fn in_network_namespace(program: impl AsRef<std::ffi::OsStr>) -> Command {
     command
 }
 
+/// [`in_network_namespace`] with an nftables ruleset (`nft -f -` syntax, e.g. a firewall opening
+/// only some UDP ports) loaded in the namespace once its veth is up, before `program` starts.
+/// Needs `nft` (Debian's `nftables`).
+pub fn in_firewalled_network_namespace(program: impl AsRef<std::ffi::OsStr>, nft_ruleset: &str) -> Command {
+    let mut command = in_network_namespace("sh");
+    command.args(["-c", "printf '%s\\n' \"$1\" | nft -f - || exit 1; shift; exec \"$@\"", "sh", nft_ruleset]).arg(program);
+    command
+}
+
 /// `target/debug` (or whichever profile the tests were built with).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

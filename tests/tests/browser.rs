@@ -5,17 +5,19 @@
 //!
 //! Each test runs one scenario of `tests/browser/scenario.mjs` (playwright-core drives
 //! `/usr/bin/chromium`) and fails with the scenario's reason and the host's log. Needs Chromium,
-//! Node.js, `ip` and `unshare` (root, or unprivileged user namespaces); `.ci/run` installs them.
+//! Node.js, `ip` and `unshare` (root, or unprivileged user namespaces), and `nft` for the
+//! firewalled scenario; `.ci/run` installs them.
 //! The node packages are installed from the committed lock file on first use.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 use tests::harness::{
-    build_artifacts, config_xml_with_ice, in_network_namespace, p2p_xml, target_dir, workspace_dir, write_config,
+    build_artifacts, config_xml_with_ice, in_firewalled_network_namespace, in_network_namespace, p2p_xml, target_dir,
+    workspace_dir, write_config,
 };
 
-/// Browser scenarios are heavy (a host and up to three Chromium pages on two cores): one at a
+/// Browser scenarios are heavy (a host and up to eight Chromium pages on two cores): one at a
 /// time within this test binary (nextest runs them one at a time too, see `.config/nextest.toml`).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -23,6 +25,25 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const PORT: u16 = 3333;
 /// ICE candidates: every interface (the veth address), a small port range as in OME.
 const ICE: &str = "*:10000-10019/udp";
+/// The firewalled scenario's ICE ports: `conf/Server.xml`'s five, fewer than its eight viewers.
+const FIREWALLED_ICE_PORTS: &str = "10000-10004";
+
+/// A firewall like a real deployment's (`../shared/TESTING.md`): UDP passes the namespace's input
+/// hook (loopback and veth alike) only when one end uses `ports`; any other UDP is dropped.
+/// One statement a line: Debian's nft 1.0.6 refuses TESTING.md's one-line form (`} }` needs a
+/// newline or `;` between the braces).
+fn firewall_opening_only(ports: &str) -> String {
+    format!(
+        "table inet fw {{
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    udp dport {ports} accept
+    udp sport {ports} accept
+    meta l4proto udp drop
+  }}
+}}"
+    )
+}
 
 fn browser_dir() -> PathBuf {
     workspace_dir().join("tests").join("browser")
@@ -47,19 +68,34 @@ fn ensure_node_packages() {
 
 /// Runs `scenario` with `extra` config (plugins, modules); panics with its output if it fails.
 fn run_scenario(scenario: &str, extra: &str) {
+    run_scenario_in(scenario, ICE, extra, None);
+}
+
+/// [`run_scenario`] with ICE candidates `ice`, and `firewall` (an nftables ruleset) loaded in the
+/// namespace before anything starts.
+fn run_scenario_in(scenario: &str, ice: &str, extra: &str, firewall: Option<&str>) {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for tool in ["/usr/bin/chromium", "/usr/bin/unshare"] {
         assert!(std::path::Path::new(tool).exists(), "{tool} is missing: apt-get install -y chromium util-linux (or run .ci/run)");
     }
+    if firewall.is_some() {
+        assert!(std::path::Path::new("/usr/sbin/nft").exists(), "/usr/sbin/nft is missing: apt-get install -y nftables (or run .ci/run)");
+    }
     build_artifacts();
     ensure_node_packages();
-    let config = write_config(&config_xml_with_ice(PORT, ICE, extra));
-    let output = in_network_namespace("node")
+    let config = write_config(&config_xml_with_ice(PORT, ice, extra));
+    let mut command = match firewall {
+        Some(ruleset) => in_firewalled_network_namespace("node", ruleset),
+        None => in_network_namespace("node"),
+    };
+    let ice_ports = ice.rsplit_once(':').map_or(ice, |(_, ports)| ports).trim_end_matches("/udp");
+    let output = command
         .arg(browser_dir().join("scenario.mjs"))
         .arg(scenario)
         .env("HOST_BIN", target_dir().join("host"))
         .env("HOST_CONFIG", &config)
         .env("HOST_PORT", PORT.to_string())
+        .env("ICE_PORTS", ice_ports)
         .output()
         .expect("running unshare");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -82,4 +118,13 @@ fn ovenplayer_0_10_38_viewers_relay_to_each_other_and_fall_back_to_the_edge() {
 #[test]
 fn a_client_of_an_ovenplayer_0_10_54_host_is_rescued_by_the_offer_deadline() {
     run_scenario("p2p-rescue", &p2p_xml(2, 4000));
+}
+
+/// Eight viewers at once (our page and OvenPlayer 0.10.54), edge only, with five ICE ports and a
+/// firewall that drops every other UDP port: a viewer offered a port outside the range never
+/// connects, so all eight must share the five ports (and no candidate may name another port).
+#[test]
+fn eight_viewers_behind_a_firewall_that_opens_only_the_configured_ports_all_play() {
+    let ice = format!("*:{FIREWALLED_ICE_PORTS}/udp");
+    run_scenario_in("firewalled-edge", &ice, "", Some(&firewall_opening_only(FIREWALLED_ICE_PORTS)));
 }
