@@ -1,15 +1,15 @@
 //! A headless player on the `webrtc` crate that speaks the host's signalling: it plays from the
 //! edge or from a host peer, and, as a host peer, relays the RTP it receives to each of its
-//! clients over its own peer connection, without transcoding (SSRC, payload type and sequence
-//! numbers rewritten per client, as webrtc 0.21 requires).
+//! clients over its own peer connection, without transcoding: codecs, payload types and the RTP
+//! rewrite are the edge's own (`host::plumbing`), so a relay sends exactly what the edge sends.
 
 use crate::signal::{Received, Signal};
 use anyhow::Context;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use host::plumbing;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -138,20 +138,6 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-fn vp8() -> RTCRtpCodec {
-    RTCRtpCodec { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90_000, channels: 0, sdp_fmtp_line: String::new(), rtcp_feedback: vec![] }
-}
-
-fn opus() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.into(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-        rtcp_feedback: vec![],
-    }
-}
-
 static BIND_ADDRESS: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
 
 /// Makes every peer of this process gather its candidates on `ip` instead of 127.0.0.1 (for servers
@@ -235,7 +221,8 @@ impl Relay {
         let (pc, gathered) = connection(None, media.clone()).await?;
         let stream = "relay".to_string();
         let mut tracks = Vec::new();
-        for (kind, codec, pt) in [(RtpCodecKind::Video, vp8(), 96u8), (RtpCodecKind::Audio, opus(), 111u8)] {
+        let video = plumbing::video_codec(plumbing::VideoCodec::Vp8);
+        for (kind, codec, pt) in [(RtpCodecKind::Video, video, plumbing::VIDEO_PT), (RtpCodecKind::Audio, plumbing::opus_codec(), plumbing::AUDIO_PT)] {
             let ssrc = rand::random::<u32>();
             let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
                 stream.clone(),
@@ -262,20 +249,15 @@ impl Relay {
         let mut received = media.subscribe();
         let stats = stats.clone();
         let forwarder = tokio::spawn(async move {
-            let mut offsets: HashMap<RtpCodecKind, u16> = HashMap::new();
+            let mut rewriters: HashMap<RtpCodecKind, plumbing::RtpRewriter> = HashMap::new();
             loop {
-                let (kind, mut packet) = match received.recv().await {
+                let (kind, packet) = match received.recv().await {
                     Ok(m) => m,
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
                 let Some((_, track, ssrc, pt)) = tracks.iter().find(|t| t.0 == kind) else { continue };
-                let offset = *offsets.entry(kind).or_insert_with(|| rand::random::<u16>().wrapping_sub(packet.header.sequence_number));
-                packet.header.ssrc = *ssrc;
-                packet.header.payload_type = *pt;
-                packet.header.sequence_number = packet.header.sequence_number.wrapping_add(offset);
-                packet.header.extension = false;
-                packet.header.extensions.clear();
+                let packet = rewriters.entry(kind).or_default().rewrite(&packet, *ssrc, *pt);
                 // Before the client connects a write is accepted and lost, which is fine here.
                 if track.write_rtp(packet).await.is_ok() {
                     stats.relayed_packets.fetch_add(1, Ordering::Relaxed);
