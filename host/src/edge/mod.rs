@@ -14,6 +14,7 @@
 //! A joining viewer gets the stream's video since the last keyframe first ([`crate::media::gop`]),
 //! rewritten onto its own track, then live packets: its picture starts at once.
 
+pub mod batch;
 pub mod conn;
 pub mod demux;
 pub mod net;

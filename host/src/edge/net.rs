@@ -137,16 +137,21 @@ impl EdgeSocket {
             .unwrap_or(self.bound)
     }
 
-    /// Sends one datagram from announced address `local`; false if the kernel refused it now.
-    pub fn try_send(&self, local: SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
-        let transmit = quinn_udp::Transmit {
-            destination: to,
-            ecn: None,
-            contents: data,
-            segment_size: None,
-            src_ip: (self.pin_source && self.bound.ip().is_unspecified()).then_some(local.ip()),
-        };
-        self.io.try_io(Interest::WRITABLE, || self.state.try_send((&self.io).into(), &transmit)).is_ok()
+    /// The source address to send from to be seen at announced address `local`: needed when a
+    /// wildcard-bound socket answers on one of several interfaces.
+    pub fn source_for(&self, local: SocketAddr) -> Option<IpAddr> {
+        (self.pin_source && self.bound.ip().is_unspecified() && self.announced.len() > 1).then_some(local.ip())
+    }
+
+    /// Whether the socket is IPv6 (IPv4 destinations are then written v4-mapped).
+    pub fn is_ipv6(&self) -> bool {
+        self.bound.is_ipv6()
+    }
+}
+
+impl std::os::fd::AsRawFd for EdgeSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.io.as_raw_fd()
     }
 }
 

@@ -3,6 +3,7 @@
 //! heap, and fans the streams' packets out to its viewers. No task and no socket per viewer.
 
 use super::conn::{NewConn, Offer, Phase, ViewerConn, Wants};
+use super::batch::{Outbox, Sent};
 use super::demux::Demux;
 use super::net::{EdgeSocket, Received, MAX_DATAGRAM, RECV_BATCH};
 use super::{EdgeCounters, EdgeEvent};
@@ -63,20 +64,38 @@ struct Entry {
 /// The worker's sockets and routing: what sending and receiving need, apart from the connections.
 struct Io {
     sockets: Vec<EdgeSocket>,
+    /// What each socket sends at the end of this turn of the loop.
+    outboxes: Vec<Outbox>,
     /// Announced address -> socket.
     by_local: HashMap<SocketAddr, usize>,
     demux: Demux<ConnKey>,
     metrics: Arc<Metrics>,
+    /// Datagrams sent and system calls made so far (reported now and then).
+    sent: Sent,
 }
 
 impl Io {
-    /// Sends everything `entry` queued, learning the addresses it answers.
+    /// Queues everything `entry` has to send, learning the addresses it answers.
     fn flush(&mut self, key: ConnKey, entry: &mut Entry) {
         while let Some((local, to, data)) = entry.conn.poll_transmit() {
             let socket = self.by_local.get(&local).copied().unwrap_or(entry.socket);
             self.demux.learn(key, to, &mut entry.conn.addrs);
-            if !self.sockets[socket].try_send(local, to, &data) {
-                self.metrics.add("edge_datagrams_send_failed", 1);
+            let s = &self.sockets[socket];
+            self.outboxes[socket].push(to, s.source_for(local), data, s.is_ipv6());
+        }
+    }
+
+    /// Sends what this turn queued, in batches.
+    fn send_all(&mut self) {
+        for (socket, outbox) in self.sockets.iter().zip(&mut self.outboxes) {
+            if outbox.is_empty() {
+                continue;
+            }
+            let sent = outbox.send(socket);
+            self.sent.datagrams += sent.datagrams;
+            self.sent.calls += sent.calls;
+            if sent.dropped > 0 {
+                self.metrics.add("edge_datagrams_send_failed", sent.dropped as i64);
             }
         }
     }
@@ -110,7 +129,14 @@ impl Worker {
         }
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
         Self {
-            io: Io { sockets, by_local, demux: Demux::new(ADDRS_PER_CONN), metrics },
+            io: Io {
+                outboxes: sockets.iter().map(|_| Outbox::default()).collect(),
+                sockets,
+                by_local,
+                demux: Demux::new(ADDRS_PER_CONN),
+                metrics,
+                sent: Sent::default(),
+            },
             conns: HashMap::new(),
             next_key: 1,
             next_socket: 0,
@@ -156,10 +182,22 @@ impl Worker {
                 }
                 _ = sleep_until(deadline) => self.on_timers(Instant::now()),
             }
+            self.io.send_all();
+            self.report_sends();
         }
         let keys: Vec<ConnKey> = self.conns.keys().copied().collect();
         for key in keys {
             self.close(key);
+        }
+        self.io.send_all();
+    }
+
+    /// Adds the datagrams sent and system calls made to the metrics, every 4096 datagrams.
+    fn report_sends(&mut self) {
+        if self.io.sent.datagrams >= 4096 {
+            let Sent { datagrams, calls, .. } = std::mem::take(&mut self.io.sent);
+            self.io.metrics.add("edge_datagrams_sent", datagrams as i64);
+            self.io.metrics.add("edge_send_calls", calls as i64);
         }
     }
 
