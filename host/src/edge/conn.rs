@@ -11,6 +11,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{configure_nack, configure_rtcp_reports};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
@@ -103,6 +104,18 @@ pub struct NewConn<'a> {
     pub events: mpsc::UnboundedSender<EdgeEvent>,
     /// Bytes sent to this viewer.
     pub egress_bytes: Arc<AtomicU64>,
+    /// The edge's DTLS certificate (one for all: a key pair per viewer would cost set-up time).
+    pub certificate: RTCCertificate,
+}
+
+/// The DTLS certificate every edge connection presents (ECDSA P-256, as browsers prefer).
+pub fn edge_certificate() -> anyhow::Result<RTCCertificate> {
+    let provider = rtc::crypto::default_provider()?;
+    Ok(RTCCertificate::generate(
+        provider.crypto(),
+        rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+        CertificateParams::new(vec!["p2p-host".to_owned()])?,
+    )?)
 }
 
 fn random_token(len: usize) -> String {
@@ -144,7 +157,7 @@ impl ViewerConn {
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .build();
         let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_configuration(RTCConfigurationBuilder::new().with_certificates(vec![new.certificate]).build())
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_setting_engine(setting)

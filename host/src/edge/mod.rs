@@ -88,12 +88,13 @@ impl Edge {
             }
         }
         let counters = Arc::new(EdgeCounters::default());
+        let certificate = conn::edge_certificate()?;
         let workers = sockets
             .into_iter()
             .map(|sockets| {
                 let (commands, rx) = mpsc::channel(worker::COMMAND_QUEUE);
                 let load = Arc::new(AtomicUsize::new(0));
-                tokio::spawn(Worker::new(sockets, metrics.clone(), counters.clone(), load.clone()).run(rx));
+                tokio::spawn(Worker::new(sockets, metrics.clone(), counters.clone(), load.clone(), certificate.clone()).run(rx));
                 WorkerHandle { commands, load }
             })
             .collect();

@@ -9,6 +9,7 @@ use super::net::{EdgeSocket, Received, MAX_DATAGRAM, RECV_BATCH};
 use super::{EdgeCounters, EdgeEvent};
 use crate::media::{MediaPacket, StreamHub};
 use crate::metrics::Metrics;
+use rtc::peer_connection::certificate::RTCCertificate;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
@@ -115,12 +116,19 @@ pub struct Worker {
     media_rx: mpsc::Receiver<Fed>,
     counters: Arc<EdgeCounters>,
     load: Arc<AtomicUsize>,
+    certificate: RTCCertificate,
     buffers: Box<[[u8; MAX_DATAGRAM]; RECV_BATCH]>,
 }
 
 impl Worker {
     /// A worker owning `sockets` (at least one); `load` counts its connections for placement.
-    pub fn new(sockets: Vec<EdgeSocket>, metrics: Arc<Metrics>, counters: Arc<EdgeCounters>, load: Arc<AtomicUsize>) -> Self {
+    pub fn new(
+        sockets: Vec<EdgeSocket>,
+        metrics: Arc<Metrics>,
+        counters: Arc<EdgeCounters>,
+        load: Arc<AtomicUsize>,
+        certificate: RTCCertificate,
+    ) -> Self {
         let mut by_local = HashMap::new();
         for (i, s) in sockets.iter().enumerate() {
             for a in &s.announced {
@@ -148,6 +156,7 @@ impl Worker {
             media_rx,
             counters,
             load,
+            certificate,
             buffers: Box::new([[0; MAX_DATAGRAM]; RECV_BATCH]),
         }
     }
@@ -238,6 +247,7 @@ impl Worker {
             candidates: &self.io.sockets[socket].announced,
             events,
             egress_bytes,
+            certificate: self.certificate.clone(),
         };
         let (conn, offer) = ViewerConn::offer(now, new)?;
         let key = self.next_key;
