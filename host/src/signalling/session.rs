@@ -165,6 +165,7 @@ impl Session {
                 Some(event) = next_edge_event(&mut self.edge_events) => match event {
                     EdgeEvent::Connected => {
                         self.ice_deadline = None;
+                        self.state.metrics.add("edge_connections_up", 1);
                         tracing::info!(session = self.id, "edge connection up");
                         self.state.plugins.session_playing(self.id);
                     }
