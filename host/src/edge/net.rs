@@ -35,6 +35,10 @@ pub struct Received {
     pub from: SocketAddr,
     /// The announced address it arrived at: what the connection knows itself as.
     pub local: SocketAddr,
+    /// Which receive buffer holds it.
+    pub buffer: usize,
+    /// Where in that buffer it starts (GRO may put several datagrams of one sender in one buffer).
+    pub offset: usize,
     /// Its length.
     pub len: usize,
 }
@@ -97,6 +101,18 @@ impl EdgeSocket {
         let state = quinn_udp::UdpSocketState::new((&std).into())?;
         let _ = state.set_send_buffer_size((&std).into(), SOCKET_BUFFER);
         let _ = state.set_recv_buffer_size((&std).into(), SOCKET_BUFFER);
+        // quinn-udp turns GRO on; our buffers are datagram-sized, so keep datagrams apart.
+        let off: libc::c_int = 0;
+        // SAFETY: a valid descriptor and an int option value of the right size.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&std),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                &off as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         let bound = std.local_addr()?;
         let announced = local_ips.iter().map(|ip| SocketAddr::new(*ip, bound.port())).collect();
         Ok(Self { io: tokio::net::UdpSocket::from_std(std)?, state, bound, announced, pin_source })
@@ -117,11 +133,19 @@ impl EdgeSocket {
             Err(e) => return Err(e),
         };
         out.clear();
-        for m in &meta[..n] {
-            // GRO may coalesce several datagrams of one sender into one buffer (`stride` each);
-            // the worker reads only the first of such a batch, which STUN/DTLS never produce.
+        for (buffer, m) in meta[..n].iter().enumerate() {
             let local = self.local_for(m.dst_ip, m.addr);
-            out.push(Received { from: normalise(m.addr), local, len: m.len.min(m.stride.max(1)) });
+            // GRO may coalesce several datagrams of one sender into one buffer, `stride` bytes each.
+            let stride = if m.stride == 0 { m.len } else { m.stride };
+            let mut offset = 0;
+            while offset < m.len {
+                let len = stride.min(m.len - offset);
+                out.push(Received { from: normalise(m.addr), local, buffer, offset, len });
+                offset += len.max(1);
+            }
+            if m.len == 0 {
+                out.push(Received { from: normalise(m.addr), local, buffer, offset: 0, len: 0 });
+            }
         }
         Ok(n)
     }

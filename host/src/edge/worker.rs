@@ -301,8 +301,8 @@ impl Worker {
                 }
             };
             let now = Instant::now();
-            for (i, r) in received.iter().enumerate() {
-                let data = &self.buffers[i][..r.len];
+            for r in received.iter() {
+                let data = &self.buffers[r.buffer][r.offset..r.offset + r.len];
                 match self.io.demux.route(data, r.from) {
                     Ok(key) => {
                         let Some(entry) = self.conns.get_mut(&key) else { continue };
