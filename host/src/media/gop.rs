@@ -86,9 +86,8 @@ mod tests {
     use rtc::rtp;
 
     fn packet(index: u64, kind: MediaKind, keyframe_start: bool, size: usize) -> Arc<MediaPacket> {
-        let mut p = rtp::Packet::default();
-        p.payload = vec![0u8; size].into();
-        Arc::new(MediaPacket { index, kind, keyframe_start, packet: p })
+        let packet = rtp::Packet { payload: vec![0u8; size].into(), ..Default::default() };
+        Arc::new(MediaPacket { index, kind, keyframe_start, packet })
     }
 
     fn indices(packets: &[Arc<MediaPacket>]) -> Vec<u64> {
