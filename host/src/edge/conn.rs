@@ -6,15 +6,14 @@ use crate::media::{MediaKind, MediaPacket};
 use crate::plumbing::{self, RtpRewriter, AUDIO_PT, VIDEO_PT};
 use bytes::BytesMut;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{NackResponderBuilder, Registry, SenderReportBuilder, Slot};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::{configure_nack, configure_rtcp_reports};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
-use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -22,7 +21,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
-use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::net::SocketAddr;
@@ -44,9 +43,11 @@ pub enum Phase {
     Done,
 }
 
+/// Packets per track a viewer can ask to have resent (~2.5 s of 1 Mbit/s video).
+const NACK_HISTORY: u16 = 256;
+
 /// One of the viewer's send-only tracks.
 struct Track {
-    sender: RTCRtpSenderId,
     ssrc: u32,
     pt: u8,
     rewriter: RtpRewriter,
@@ -147,9 +148,13 @@ impl ViewerConn {
     pub fn offer(now: Instant, new: NewConn<'_>) -> anyhow::Result<(Self, Offer)> {
         let mut media = MediaEngine::default();
         plumbing::register_codecs(&mut media, new.video_codec)?;
-        // NACK answers a viewer's retransmission requests; sender reports let it sync audio and
-        // video. No TWCC: the edge forwards one bitrate and has nothing to adapt.
-        let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut media));
+        // Send-only: a NACK responder (its history bounded at NACK_HISTORY packets per track; the
+        // payloads are shared with the stream, the buffer holds headers) and sender reports, so
+        // the player can sync audio and video. No receive-side interceptors, no TWCC: the edge
+        // forwards one bitrate and has nothing to adapt.
+        let registry = Registry::new()
+            .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
+            .with(Slot::SenderReport, SenderReportBuilder::new().build());
         let ufrag = random_token(16);
         let setting = SettingEngineBuilder::new()
             .with_lite(true)
@@ -168,11 +173,11 @@ impl ViewerConn {
             send_encodings: vec![],
         };
         let (video_track, video_ssrc) = track(new.stream_id, RtpCodecKind::Video, plumbing::video_codec(new.video_codec));
-        let video_sender = sender_of(&mut pc, video_track, sendonly())?;
+        pc.add_transceiver_from_track(video_track, Some(sendonly()))?;
         let audio = if new.has_audio {
             let (audio_track, ssrc) = track(new.stream_id, RtpCodecKind::Audio, plumbing::opus_codec());
-            let sender = sender_of(&mut pc, audio_track, sendonly())?;
-            Some(Track { sender, ssrc, pt: AUDIO_PT, rewriter: RtpRewriter::new() })
+            pc.add_transceiver_from_track(audio_track, Some(sendonly()))?;
+            Some(Track { ssrc, pt: AUDIO_PT, rewriter: RtpRewriter::new() })
         } else {
             None
         };
@@ -192,7 +197,7 @@ impl ViewerConn {
             addrs: Vec::new(),
             phase: Phase::Offered,
             scheduled: None,
-            video: Track { sender: video_sender, ssrc: video_ssrc, pt: VIDEO_PT, rewriter: RtpRewriter::new() },
+            video: Track { ssrc: video_ssrc, pt: VIDEO_PT, rewriter: RtpRewriter::new() },
             audio,
             waiting_for_keyframe: true,
             next_index: 0,
@@ -274,8 +279,11 @@ impl ViewerConn {
         self.next_index = index + 1;
         let out = track.rewriter.rewrite(&packet.packet, track.ssrc, track.pt);
         let size = out.payload.len() as u64 + 12;
-        let Some(mut sender) = self.pc.rtp_sender(track.sender) else { return 0 };
-        match sender.write_rtp(now, out) {
+        // Straight into the pipeline: `RTCRtpSender::write_rtp` would check SSRC, payload type and
+        // extensions (the rewrite guarantees them) by building the sender's parameters, several
+        // allocations per packet per viewer. The track id is not read on this path.
+        let message = TaggedRTCMessage { now, message: RTCMessage::RtpPacket(String::new(), out) };
+        match self.pc.handle_write(message) {
             Ok(()) => {
                 self.egress_bytes.fetch_add(size, Ordering::Relaxed);
                 size
@@ -330,11 +338,4 @@ impl ViewerConn {
             _ => false,
         }
     }
-}
-
-fn sender_of(pc: &mut RTCPeerConnection, track: MediaStreamTrack, init: RTCRtpTransceiverInit) -> anyhow::Result<RTCRtpSenderId> {
-    let id = pc.add_transceiver_from_track(track, Some(init))?;
-    pc.rtp_transceiver(id)
-        .and_then(|t| t.sender())
-        .ok_or_else(|| anyhow::anyhow!("a send-only transceiver without a sender"))
 }
