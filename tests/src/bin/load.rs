@@ -5,6 +5,8 @@
 //!   load offload --peers 30 --k 2      share of viewers and of bytes the P2P plugin takes off the edge
 //!   load failover --rounds 20          host peer leaves -> its clients' first edge packet
 //!   load signalling --sessions 1000,10000   WebSocket sessions held open (no media): joins/s, memory
+//!   load join --rounds 10 --gop-seconds 4 [--browser]   request_offer -> first video frame with an
+//!                                      ffmpeg ingest, keyframe cache off and on, side by side
 //!
 //! Build with `--release` for figures (`cargo run --release -p tests --bin load -- ...`); the tool
 //! builds the host and plugin of the same profile itself.
@@ -69,6 +71,39 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Join time with an ffmpeg RTP ingest (VP8 at 1 Mbit/s, a keyframe every `gop-seconds`):
+    /// request_offer -> first video frame, with the keyframe cache off (`MaxBytes` 0: the viewer
+    /// waits for the source's next keyframe) and on (the default), two hosts fed by one ffmpeg,
+    /// each viewer joining at a random moment within the GOP. Also how far behind live the first
+    /// frame is. Re-runs itself in a private network namespace (root or unprivileged user
+    /// namespaces); needs ffmpeg, and for `--browser` node, playwright-core
+    /// (tests/browser/node_modules) and /usr/bin/chromium.
+    Join {
+        /// Rust viewers per configuration.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Seconds between the source's keyframes.
+        #[arg(long, default_value_t = 4)]
+        gop_seconds: u32,
+        /// The source's frame rate.
+        #[arg(long, default_value_t = 25)]
+        fps: u32,
+        /// Send Opus audio too (the edge's cache holds video only).
+        #[arg(long)]
+        audio: bool,
+        /// How long each Rust viewer plays after its first packet, seconds.
+        #[arg(long, default_value_t = 3)]
+        watch_seconds: u64,
+        /// Also time Chromium on the host's own page (tests/browser/join-time.mjs).
+        #[arg(long)]
+        browser: bool,
+        /// Chromium viewers per configuration.
+        #[arg(long, default_value_t = 5)]
+        browser_rounds: usize,
+        /// How long each Chromium viewer plays, from its page's load (and request_offer), seconds.
+        #[arg(long, default_value_t = 16)]
+        browser_watch_seconds: u64,
+    },
 }
 
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -91,6 +126,19 @@ async fn main() -> anyhow::Result<()> {
             for n in sessions {
                 signalling(n, concurrency).await?;
             }
+        }
+        Command::Join { rounds, gop_seconds, fps, audio, watch_seconds, browser, browser_rounds, browser_watch_seconds } => {
+            let browser_rounds = if browser { browser_rounds } else { 0 };
+            join_time::run(join_time::Options {
+                rounds,
+                gop_seconds,
+                fps,
+                audio,
+                watch: Duration::from_secs(watch_seconds),
+                browser_rounds,
+                browser_watch: Duration::from_secs(browser_watch_seconds),
+            })
+            .await?
         }
     }
     Ok(())
@@ -276,4 +324,544 @@ fn edge_egress(host: &HostProcess) -> anyhow::Result<u64> {
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `load join`: request_offer -> first video frame with a long GOP, keyframe cache off and on.
+mod join_time {
+    use super::mib;
+    use anyhow::{bail, Context};
+    use serde_json::{json, Value};
+    use std::io::BufRead;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    use tests::harness::{build_artifacts, config_xml_with_ice, in_network_namespace, workspace_dir, HostProcess, NAMESPACE_ADDRESS};
+    use tests::signal::{Signal, CHROME_WINDOWS};
+    use tokio::sync::watch;
+    use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+    use webrtc::peer_connection::{
+        register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+        RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+        Registry, SettingEngineBuilder,
+    };
+
+    /// Set in the copy of the tool that runs inside the namespace.
+    const INSIDE_NAMESPACE: &str = "LOAD_JOIN_IN_NAMESPACE";
+
+    pub struct Options {
+        pub rounds: usize,
+        pub gop_seconds: u32,
+        pub fps: u32,
+        pub audio: bool,
+        pub watch: Duration,
+        pub browser_rounds: usize,
+        pub browser_watch: Duration,
+    }
+
+    /// One host: its name in the tables, its `<KeyframeCache>` (None: the element left out, i.e.
+    /// the defaults), its ICE ports and its ingest ports.
+    struct Setup {
+        name: &'static str,
+        max_bytes: Option<usize>,
+        ice: &'static str,
+        video_port: u16,
+        audio_port: u16,
+    }
+
+    const SETUPS: [Setup; 2] = [
+        Setup { name: "before (cache off, MaxBytes 0)", max_bytes: Some(0), ice: "*:10000-10004/udp", video_port: 5004, audio_port: 5006 },
+        Setup { name: "after (cache on, defaults)", max_bytes: None, ice: "*:10010-10014/udp", video_port: 5014, audio_port: 5016 },
+    ];
+
+    pub async fn run(o: Options) -> anyhow::Result<()> {
+        if std::env::var_os(INSIDE_NAMESPACE).is_none() {
+            build_artifacts();
+            let status = in_network_namespace(std::env::current_exe()?)
+                .args(std::env::args_os().skip(1))
+                .env(INSIDE_NAMESPACE, "1")
+                .status()
+                .context("running unshare")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        let dir = std::env::temp_dir().join(format!("load-join-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let clip = encode_clip(&dir, o.gop_seconds, o.fps)?;
+        let hosts: Vec<HostProcess> = SETUPS
+            .iter()
+            .map(|s| HostProcess::start(|port| config(port, s, o.audio)))
+            .collect::<anyhow::Result<_>>()?;
+        let _feed = Feed(feed(&clip, o.audio)?);
+        // The stream is live and each cache holds a GOP before the first viewer.
+        tokio::time::sleep(Duration::from_secs(o.gop_seconds as u64 + 2)).await;
+        for (host, setup) in hosts.iter().zip(&SETUPS) {
+            if host.stats().is_err() {
+                bail!("host {} is not serving:\n{}", setup.name, host.log());
+            }
+        }
+        let gop = Duration::from_secs(o.gop_seconds as u64);
+
+        let mut rust: Vec<Vec<RustSample>> = vec![Vec::new(), Vec::new()];
+        for round in 0..o.rounds {
+            // Alternate which configuration goes first.
+            for i in [round % 2, 1 - round % 2] {
+                let wait = gop.mul_f64(rand::random::<f64>());
+                tokio::time::sleep(wait).await;
+                let url = format!("ws://{NAMESPACE_ADDRESS}:{}/app/stream", hosts[i].port);
+                let sample = rust_join(&url, o.watch).await.with_context(|| format!("{}, round {round}", SETUPS[i].name))?;
+                eprintln!("rust {} round {round} (waited {:.0} ms): {sample:?}", SETUPS[i].name, ms(wait));
+                rust[i].push(sample);
+            }
+        }
+        println!(
+            "\nRust viewer (webrtc 0.21, in this process): request_offer -> first video RTP packet; {} rounds, GOP {} s, {} fps{}",
+            o.rounds,
+            o.gop_seconds,
+            o.fps,
+            if o.audio { ", with audio" } else { "" }
+        );
+        println!("| cache | samples | min | median | p90 | max | request -> offer | offer -> answer sent | answer -> connected | connected -> first packet | first frame behind live: min / median / max | burst: packets in the first 50 ms, median | packets never received (sum) | kernel receive-buffer drops (sum) |");
+        println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for (setup, samples) in SETUPS.iter().zip(&rust) {
+            let first = Stat::of(samples.iter().map(|s| ms(s.first)));
+            let median = |f: &dyn Fn(&RustSample) -> Option<f64>| Stat::of(samples.iter().filter_map(f)).median_ms();
+            let behind = Stat::of(samples.iter().map(|s| s.behind_live_ms));
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} ms | {} | {} | {} |",
+                setup.name,
+                samples.len(),
+                fmt_ms(first.min),
+                fmt_ms(first.median),
+                fmt_ms(first.p90),
+                fmt_ms(first.max),
+                median(&|s| Some(ms(s.offer))),
+                median(&|s| Some(ms(s.answer - s.offer))),
+                median(&|s| s.connected.map(|c| ms(c - s.answer))),
+                median(&|s| s.connected.map(|c| ms(s.first - c))),
+                behind.min,
+                behind.median,
+                behind.max,
+                Stat::of(samples.iter().map(|s| s.burst_packets as f64)).median,
+                samples.iter().map(|s| s.lost).sum::<u64>(),
+                samples.iter().map(|s| s.rcvbuf_errors).sum::<u64>(),
+            );
+            let not_key = samples.iter().filter(|s| !s.first_is_keyframe).count();
+            if not_key > 0 {
+                println!("  ({not_key} viewers' first video packet did not start a keyframe)");
+            }
+        }
+
+        if o.browser_rounds > 0 {
+            browser(&hosts, &o).await?;
+        }
+        for (host, setup) in hosts.iter().zip(&SETUPS) {
+            let stats = host.stats()?;
+            eprintln!(
+                "host {}: metrics {} lagged packets {}, RSS {:.1} MiB",
+                setup.name,
+                stats["metrics"],
+                stats["lagged_packets"],
+                mib(tests::procstat::sample(host.pid())?.rss)
+            );
+        }
+        // Which sockets of the namespace lost datagrams for a full receive buffer over the run:
+        // the hosts' ingest (5004/5014...), their edge ports (100xx), or the viewers' (ephemeral).
+        for (addr, drops) in udp_socket_drops() {
+            eprintln!("UDP socket {addr}: {drops} datagrams dropped (receive buffer full) over the run");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    /// The namespace's IPv4 UDP sockets with drops, from /proc/net/udp (address:port, drops).
+    fn udp_socket_drops() -> Vec<(String, u64)> {
+        let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let drops: u64 = fields.last()?.parse().ok()?;
+                let (ip, port) = fields.get(1)?.split_once(':')?;
+                let ip = std::net::Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.swap_bytes());
+                let port = u16::from_str_radix(port, 16).ok()?;
+                (drops > 0).then(|| (format!("{ip}:{port}"), drops))
+            })
+            .collect()
+    }
+
+    /// The test config with an RTP ingest at `app/stream` (so the host's own page plays it) and the
+    /// setup's keyframe cache.
+    fn config(port: u16, setup: &Setup, audio: bool) -> String {
+        let audio = if audio { format!("<AudioPort>{}</AudioPort>", setup.audio_port) } else { String::new() };
+        let cache = setup.max_bytes.map(|b| format!("<KeyframeCache><MaxBytes>{b}</MaxBytes></KeyframeCache>")).unwrap_or_default();
+        let xml = config_xml_with_ice(port, setup.ice, "");
+        assert!(xml.contains("<TestPattern/>") && xml.contains("</IceCandidates>"), "harness::config_xml_with_ice changed: {xml}");
+        xml.replace("<TestPattern/>", &format!("<RtpIngest><VideoPort>{}</VideoPort>{audio}</RtpIngest>", setup.video_port))
+            .replace("</IceCandidates>", &format!("</IceCandidates>{cache}"))
+    }
+
+    /// A clip of 5 GOPs (so that looping it keeps the keyframe spacing): a noisy test pattern at
+    /// 1 Mbit/s (plain testsrc compresses far below its target), VP8 with a keyframe every
+    /// `gop_seconds * fps` frames and no others, Opus 64 kbit/s. Encoded once, then looped with
+    /// `-c copy`, so no encoder competes with the viewers for the 2 cores while measuring.
+    fn encode_clip(dir: &Path, gop_seconds: u32, fps: u32) -> anyhow::Result<PathBuf> {
+        let clip = dir.join("clip.webm");
+        let (gop, seconds) = ((gop_seconds * fps).to_string(), (gop_seconds * 5).to_string());
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", &format!("testsrc2=size=640x360:rate={fps},noise=alls=12:allf=t")])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", &seconds])
+            .args(["-c:v", "libvpx", "-b:v", "1M", "-minrate", "1M", "-maxrate", "1M", "-g", &gop, "-keyint_min", &gop])
+            .args(["-deadline", "realtime", "-cpu-used", "4", "-lag-in-frames", "0", "-auto-alt-ref", "0"])
+            .args(["-c:a", "libopus", "-b:a", "64k"])
+            .arg(&clip)
+            .status()
+            .context("running ffmpeg (apt-get install ffmpeg)")?;
+        if !status.success() {
+            bail!("ffmpeg could not encode the clip");
+        }
+        let keyframes = Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v", "-skip_frame", "nokey", "-show_entries", "frame=pts_time", "-of", "csv=p=0"])
+            .arg(&clip)
+            .output()
+            .context("running ffprobe")?;
+        let keyframes = String::from_utf8_lossy(&keyframes.stdout).split_whitespace().collect::<Vec<_>>().join(", ");
+        eprintln!("clip {}: {seconds} s, keyframes at {keyframes} s", clip.display());
+        Ok(clip)
+    }
+
+    /// One ffmpeg looping the clip to both hosts' ingest ports (tee muxer: the same packets).
+    fn feed(clip: &Path, audio: bool) -> anyhow::Result<Child> {
+        let tee = |port: fn(&Setup) -> u16| SETUPS.iter().map(|s| format!("[f=rtp]rtp://127.0.0.1:{}", port(s))).collect::<Vec<_>>().join("|");
+        let mut ffmpeg = Command::new("ffmpeg");
+        ffmpeg.args(["-v", "error", "-re", "-stream_loop", "-1", "-i"]).arg(clip);
+        ffmpeg.args(["-map", "0:v", "-c", "copy", "-f", "tee", &tee(|s| s.video_port)]);
+        if audio {
+            ffmpeg.args(["-map", "0:a", "-c", "copy", "-f", "tee", &tee(|s| s.audio_port)]);
+        }
+        ffmpeg.stdin(Stdio::null()).stdout(Stdio::null()).spawn().context("starting ffmpeg")
+    }
+
+    /// Kills the feed when dropped.
+    struct Feed(Child);
+
+    impl Drop for Feed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// One Rust viewer's join, times from the moment its request_offer went out.
+    #[derive(Debug)]
+    struct RustSample {
+        offer: Duration,
+        answer: Duration,
+        connected: Option<Duration>,
+        first: Duration,
+        first_is_keyframe: bool,
+        /// How far behind live the first packet's picture is: 0 when sent live, up to a GOP when
+        /// it comes from the cache (what a player rendering from it at the source's pace lags by).
+        behind_live_ms: f64,
+        /// Video packets received within 50 ms of the first (the cache burst).
+        burst_packets: usize,
+        /// Sequence-number gaps in what it received.
+        lost: u64,
+        /// UDP datagrams the namespace's kernel dropped for a full receive buffer meanwhile
+        /// (`RcvbufErrors` in /proc/net/snmp; the namespace holds only the hosts and this viewer).
+        rcvbuf_errors: u64,
+    }
+
+    /// `Udp: ... RcvbufErrors` of this network namespace.
+    fn udp_rcvbuf_errors() -> u64 {
+        let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+        let (Some(names), Some(values)) = (udp.next(), udp.next()) else { return 0 };
+        names.split_whitespace().zip(values.split_whitespace()).find(|(n, _)| *n == "RcvbufErrors").and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// What the viewer's connection saw: each video packet (arrival, RTP timestamp, sequence
+    /// number, starts a VP8 keyframe), and when it came up.
+    #[derive(Default)]
+    struct Seen {
+        video: Mutex<Vec<(Instant, u32, u16, bool)>>,
+        connected: Mutex<Option<Instant>>,
+    }
+
+    struct Handler {
+        gathered: watch::Sender<bool>,
+        seen: Arc<Seen>,
+    }
+
+    #[async_trait::async_trait]
+    impl PeerConnectionEventHandler for Handler {
+        async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+            if state == RTCIceGatheringState::Complete {
+                self.gathered.send_replace(true);
+            }
+        }
+
+        async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+            if state == RTCPeerConnectionState::Connected {
+                self.seen.connected.lock().unwrap().get_or_insert_with(Instant::now);
+            }
+        }
+
+        async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+            let seen = self.seen.clone();
+            tokio::spawn(async move {
+                if track.kind().await != rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
+                    while track.poll().await.is_some() {}
+                    return;
+                }
+                while let Some(event) = track.poll().await {
+                    if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                        let entry = (Instant::now(), p.header.timestamp, p.header.sequence_number, vp8_keyframe_start(&p.payload));
+                        seen.video.lock().unwrap().push(entry);
+                    }
+                }
+            });
+        }
+    }
+
+    /// A player's peer connection on the namespace's address (the edge announces only
+    /// non-loopback addresses for `*`), as `tests::peer` builds them.
+    async fn connection(seen: Arc<Seen>) -> anyhow::Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>)> {
+        let mut engine = MediaEngine::default();
+        engine.register_default_codecs()?;
+        let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+        let setting = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            .build();
+        let (gathered_tx, gathered) = watch::channel(false);
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(setting)
+            .with_handler(Arc::new(Handler { gathered: gathered_tx, seen }))
+            .with_udp_addrs(vec![format!("{NAMESPACE_ADDRESS}:0")])
+            .build()
+            .await?;
+        Ok((Arc::new(pc), gathered))
+    }
+
+    /// Joins `url` (request_offer, offer, answer with every candidate), waits for the first video
+    /// packet, plays `watch` longer (to see the live edge), leaves.
+    async fn rust_join(url: &str, watch: Duration) -> anyhow::Result<RustSample> {
+        let mut signal = Signal::connect(url, CHROME_WINDOWS).await?;
+        let seen = Arc::new(Seen::default());
+        let drops_before = udp_rcvbuf_errors();
+        let t0 = Instant::now();
+        signal.send(json!({"command": "request_offer"})).await?;
+        let offer = loop {
+            let m = signal.recv_json(Duration::from_secs(10)).await?;
+            if m.get("error").is_some() {
+                bail!("the host answered request_offer with {m}");
+            }
+            if m["command"] == "offer" {
+                break m;
+            }
+        };
+        let offered = t0.elapsed();
+        let (pc, mut gathered) = connection(seen.clone()).await?;
+        let sdp = offer["sdp"]["sdp"].as_str().context("offer without sdp")?.to_string();
+        pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+        for c in offer["candidates"].as_array().into_iter().flatten() {
+            if let Some(candidate) = c["candidate"].as_str().filter(|c| !c.is_empty()) {
+                let init = RTCIceCandidateInit {
+                    candidate: candidate.to_string(),
+                    sdp_mline_index: c["sdpMLineIndex"].as_u64().map(|i| i as u16),
+                    sdp_mid: c["sdpMid"].as_str().map(str::to_string),
+                    ..Default::default()
+                };
+                let _ = pc.add_ice_candidate(init).await;
+            }
+        }
+        let answer = pc.create_answer(None).await?;
+        pc.set_local_description(answer).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(3), gathered.wait_for(|g| *g)).await;
+        let sdp = pc.local_description().await.context("no local description")?.sdp;
+        let (id, peer) = (offer["id"].clone(), offer["peer_id"].clone());
+        signal.send(json!({"command": "answer", "id": id, "peer_id": peer, "sdp": {"type": "answer", "sdp": sdp}})).await?;
+        let answered = t0.elapsed();
+        let deadline = t0 + Duration::from_secs(30);
+        let first_at = loop {
+            if let Some(first) = seen.video.lock().unwrap().first() {
+                break first.0;
+            }
+            if Instant::now() > deadline {
+                bail!("no video packet 30 s after request_offer");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        tokio::time::sleep((first_at + watch).saturating_duration_since(Instant::now())).await;
+        let rcvbuf_errors = udp_rcvbuf_errors() - drops_before;
+        let _ = pc.close().await;
+        signal.close().await;
+
+        let video = seen.video.lock().unwrap().clone();
+        let (t_first, ts_first, seq_first, key) = video[0];
+        // Arrival minus media time (both relative to the first packet), in ms: 0 for the first
+        // packet; its minimum over what arrived is the live edge (packets sent as the source
+        // sends them), so minus that minimum is how far behind live the first picture is.
+        let late = |(t, ts, _, _): &(Instant, u32, u16, bool)| {
+            ms(t.saturating_duration_since(t_first)) - ts.wrapping_sub(ts_first) as i32 as f64 / 90.0
+        };
+        let behind_live_ms = -video.iter().map(late).fold(f64::INFINITY, f64::min);
+        let burst_packets = video.iter().filter(|p| p.0.saturating_duration_since(t_first) <= Duration::from_millis(50)).count();
+        let last_seq = video.iter().map(|p| p.2.wrapping_sub(seq_first)).max().unwrap_or(0);
+        let lost = (last_seq as u64 + 1).saturating_sub(video.len() as u64);
+        let connected = seen.connected.lock().unwrap().map(|c| c.saturating_duration_since(t0));
+        Ok(RustSample {
+            offer: offered,
+            answer: answered,
+            connected,
+            first: first_at.saturating_duration_since(t0),
+            first_is_keyframe: key,
+            behind_live_ms,
+            burst_packets,
+            lost,
+            rcvbuf_errors,
+        })
+    }
+
+    /// VP8 (RFC 7741): the first packet of a keyframe (S=1, PID=0, the frame tag's P bit clear).
+    fn vp8_keyframe_start(payload: &[u8]) -> bool {
+        let Some(&first) = payload.first() else { return false };
+        if first & 0x10 == 0 || first & 0x07 != 0 {
+            return false;
+        }
+        let mut offset = 1;
+        if first & 0x80 != 0 {
+            let Some(&ext) = payload.get(1) else { return false };
+            offset = 2;
+            if ext & 0x80 != 0 {
+                offset += if payload.get(2).is_some_and(|b| b & 0x80 != 0) { 2 } else { 1 };
+            }
+            if ext & 0x40 != 0 {
+                offset += 1;
+            }
+            if ext & 0x30 != 0 {
+                offset += 1;
+            }
+        }
+        payload.get(offset).is_some_and(|tag| tag & 0x01 == 0)
+    }
+
+    /// Chromium on each host's own page, `browser_rounds` times, by `tests/browser/join-time.mjs`.
+    async fn browser(hosts: &[HostProcess], o: &Options) -> anyhow::Result<()> {
+        let dir = workspace_dir().join("tests/browser");
+        if !dir.join("node_modules/playwright-core").exists() {
+            bail!("tests/browser/node_modules is missing: run `npm ci` in tests/browser (or `cargo test -p tests --test browser` once)");
+        }
+        let list: Vec<Value> = hosts
+            .iter()
+            .zip(&SETUPS)
+            .map(|(h, s)| json!({"name": s.name, "url": format!("http://{NAMESPACE_ADDRESS}:{}/", h.port)}))
+            .collect();
+        let mut node = Command::new("node")
+            .arg(dir.join("join-time.mjs"))
+            .env("HOSTS", Value::Array(list).to_string())
+            .env("ROUNDS", o.browser_rounds.to_string())
+            .env("GOP_MS", (o.gop_seconds as u64 * 1000).to_string())
+            .env("WATCH_MS", o.browser_watch.as_millis().to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("running node")?;
+        let stdout = node.stdout.take().unwrap();
+        let samples = tokio::task::spawn_blocking(move || {
+            let mut samples = Vec::new();
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                match line.strip_prefix("SAMPLE ") {
+                    Some(json) => {
+                        eprintln!("chromium {json}");
+                        samples.push(serde_json::from_str::<Value>(json).unwrap_or(Value::Null));
+                    }
+                    None => eprintln!("[join-time.mjs] {line}"),
+                }
+            }
+            samples
+        })
+        .await?;
+        let status = node.wait()?;
+        if !status.success() {
+            bail!("join-time.mjs failed ({status})");
+        }
+        println!(
+            "\nChromium (/usr/bin/chromium, the host's own page): request_offer -> first frame presented (requestVideoFrameCallback); {} rounds, GOP {} s, each viewer plays {} s",
+            o.browser_rounds,
+            o.gop_seconds,
+            o.browser_watch.as_secs()
+        );
+        println!("| cache | samples | min | median | p90 | max | connected (median) | first frame behind live: min / median / max | within 100 ms of live at: min / median / max | behind live 10 s after the first frame: min / median / max | media played per second in the first second, median | frames dropped / packets lost / NACKs / freezes (sum) |");
+        println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for setup in &SETUPS {
+            let mine: Vec<&Value> = samples.iter().filter(|s| s["host"] == setup.name).collect();
+            let field = |name: &str| Stat::of(mine.iter().filter_map(|s| s[name].as_f64()));
+            let first = field("first_frame");
+            let (behind, later) = (field("first_frame_behind_live"), field("behind_live_10s"));
+            let caught = field("within_100ms_of_live");
+            let sum = |name: &str| mine.iter().filter_map(|s| s["inbound"][name].as_f64()).sum::<f64>();
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} ms | {} / {} / {} | {:.0} / {:.0} / {:.0} ms | {:.2} s | {:.0} / {:.0} / {:.0} / {:.0} |",
+                setup.name,
+                first.count,
+                fmt_ms(first.min),
+                fmt_ms(first.median),
+                fmt_ms(first.p90),
+                fmt_ms(first.max),
+                field("connected").median_ms(),
+                behind.min,
+                behind.median,
+                behind.max,
+                fmt_ms(caught.min),
+                fmt_ms(caught.median),
+                fmt_ms(caught.max),
+                later.min,
+                later.median,
+                later.max,
+                field("playout_rate_first_s").median,
+                sum("framesDropped"),
+                sum("packetsLost"),
+                sum("nackCount"),
+                sum("freezeCount"),
+            );
+        }
+        Ok(())
+    }
+
+    /// min / median / p90 / max (nearest rank) of some samples.
+    struct Stat {
+        count: usize,
+        min: f64,
+        median: f64,
+        p90: f64,
+        max: f64,
+    }
+
+    impl Stat {
+        fn of(values: impl Iterator<Item = f64>) -> Self {
+            let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+            v.sort_by(f64::total_cmp);
+            if v.is_empty() {
+                return Self { count: 0, min: f64::NAN, median: f64::NAN, p90: f64::NAN, max: f64::NAN };
+            }
+            let pick = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+            Self { count: v.len(), min: v[0], median: pick(0.5), p90: pick(0.9), max: v[v.len() - 1] }
+        }
+
+        fn median_ms(&self) -> String {
+            fmt_ms(self.median)
+        }
+    }
+
+    fn ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1000.0
+    }
+
+    fn fmt_ms(x: f64) -> String {
+        if x.is_nan() { "-".into() } else { format!("{x:.0} ms") }
+    }
 }
