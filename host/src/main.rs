@@ -10,6 +10,11 @@ mod sessions;
 mod signalling;
 mod state;
 
+/// mimalloc: the edge allocates per packet inside `rtc` (marshal, SRTP, pipeline queues) from two
+/// worker threads; glibc's allocator cost more CPU and held more memory per viewer (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The WebRTC plumbing shared with the test peers (the `host` library).
 pub(crate) use host::plumbing;
 
