@@ -9,6 +9,7 @@ mod plugins;
 mod sessions;
 mod signalling;
 mod state;
+mod udp;
 
 /// mimalloc: the edge allocates per packet inside `rtc` (marshal, SRTP, pipeline queues) from two
 /// worker threads; glibc's allocator cost more CPU and held more memory per viewer (BENCHMARKS.md).

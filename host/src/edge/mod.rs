@@ -1,8 +1,8 @@
 //! The WebRTC edge: every viewer's connection on the configured UDP ports, shared.
 //!
 //! Built on `rtc`, the sans-IO core of webrtc-rs: the edge owns the sockets and the clock. Each
-//! configured port is one socket, bound once; the ports are split among a few [`worker`]s (one
-//! task each), and a worker drives every connection on its sockets. A viewer costs no socket and
+//! configured port is one socket, bound once; the ports are split among [`worker`]s (one task
+//! per core), and a worker drives every connection on its sockets. A viewer costs no socket and
 //! no task: a connection is an entry in its worker's table, found by the STUN USERNAME's ufrag
 //! while it is new and by its remote address once established ([`demux`]).
 //!
@@ -74,11 +74,13 @@ pub enum EdgeError {
 }
 
 impl Edge {
-    /// Binds every configured ICE port and starts the workers (one per port of the smallest
-    /// range, at most one per port in all).
+    /// Binds every configured ICE port and starts the workers: one per core, each owning every
+    /// n-th port (fewer when a range has fewer ports). Fewer workers than ports means fuller
+    /// `sendmmsg` batches and fewer wake-ups per packet.
     pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let per_candidate = net::bind_all(&config.ice_candidates, &config.public_addresses)?;
-        let count = per_candidate.iter().map(Vec::len).filter(|n| *n > 0).min().unwrap_or(0);
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        let count = per_candidate.iter().map(Vec::len).filter(|n| *n > 0).min().unwrap_or(0).min(cores);
         anyhow::ensure!(count > 0, "no ICE candidate port to bind: configure <IceCandidate>");
         let mut sockets: Vec<Vec<net::EdgeSocket>> = (0..count).map(|_| Vec::new()).collect();
         for list in per_candidate {

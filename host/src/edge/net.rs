@@ -18,6 +18,8 @@ const SOCKET_BUFFER: usize = 4 << 20;
 
 /// One shared UDP socket.
 pub struct EdgeSocket {
+    /// Which configured `<IceCandidate>` it belongs to.
+    pub candidate: usize,
     io: tokio::net::UdpSocket,
     state: quinn_udp::UdpSocketState,
     /// Where it is bound (the wildcard for `*`).
@@ -66,7 +68,7 @@ pub fn interface_addresses(ipv6: bool) -> io::Result<Vec<IpAddr>> {
 pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Result<Vec<Vec<EdgeSocket>>> {
     let mut per_candidate = Vec::new();
     let mut seen = HashSet::new();
-    for c in candidates {
+    for (index, c) in candidates.iter().enumerate() {
         let ip = c.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let local_ips = if !public.is_empty() {
             public.to_vec()
@@ -85,7 +87,7 @@ pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Resul
             if port != 0 && !seen.insert(bind) {
                 continue;
             }
-            let socket = EdgeSocket::bind(bind, &local_ips, public.is_empty())
+            let socket = EdgeSocket::bind(index, bind, &local_ips, public.is_empty())
                 .map_err(|e| anyhow::anyhow!("cannot bind ICE candidate port {bind}: {e}"))?;
             sockets.push(socket);
         }
@@ -95,12 +97,12 @@ pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Resul
 }
 
 impl EdgeSocket {
-    fn bind(addr: SocketAddr, local_ips: &[IpAddr], pin_source: bool) -> io::Result<Self> {
+    fn bind(candidate: usize, addr: SocketAddr, local_ips: &[IpAddr], pin_source: bool) -> io::Result<Self> {
         let std = std::net::UdpSocket::bind(addr)?;
         std.set_nonblocking(true)?;
         let state = quinn_udp::UdpSocketState::new((&std).into())?;
-        let _ = state.set_send_buffer_size((&std).into(), SOCKET_BUFFER);
-        let _ = state.set_recv_buffer_size((&std).into(), SOCKET_BUFFER);
+        crate::udp::grow_send_buffer(&std, SOCKET_BUFFER);
+        crate::udp::grow_receive_buffer(&std, SOCKET_BUFFER);
         // quinn-udp turns GRO on; our buffers are datagram-sized, so keep datagrams apart.
         let off: libc::c_int = 0;
         // SAFETY: a valid descriptor and an int option value of the right size.
@@ -115,7 +117,7 @@ impl EdgeSocket {
         }
         let bound = std.local_addr()?;
         let announced = local_ips.iter().map(|ip| SocketAddr::new(*ip, bound.port())).collect();
-        Ok(Self { io: tokio::net::UdpSocket::from_std(std)?, state, bound, announced, pin_source })
+        Ok(Self { candidate, io: tokio::net::UdpSocket::from_std(std)?, state, bound, announced, pin_source })
     }
 
     /// Polls until the socket may have datagrams to read.

@@ -237,14 +237,13 @@ impl Worker {
         egress_bytes: Arc<AtomicU64>,
     ) -> anyhow::Result<(ConnKey, Offer)> {
         let now = Instant::now();
-        let socket = self.next_socket % self.io.sockets.len();
-        self.next_socket = self.next_socket.wrapping_add(1);
+        let (socket, candidates) = self.pick_sockets();
         let stream_id = hub.name.replace('/', "-");
         let new = NewConn {
             stream_id: &stream_id,
             video_codec: hub.video_codec,
             has_audio: hub.has_audio,
-            candidates: &self.io.sockets[socket].announced,
+            candidates: &candidates,
             events,
             egress_bytes,
             certificate: self.certificate.clone(),
@@ -259,6 +258,28 @@ impl Worker {
         self.load.fetch_add(1, Ordering::Relaxed);
         self.service(now, key, Wants::default());
         Ok((key, offer))
+    }
+
+    /// For a new connection: one socket of each configured candidate, in turn, and the addresses
+    /// they are announced at (the connection's candidates). Returns the first socket too.
+    fn pick_sockets(&mut self) -> (usize, Vec<SocketAddr>) {
+        let turn = self.next_socket;
+        self.next_socket = self.next_socket.wrapping_add(1);
+        let sockets = &self.io.sockets;
+        let mut first = None;
+        let mut candidates = Vec::new();
+        let mut seen = Vec::new();
+        for s in sockets {
+            if seen.contains(&s.candidate) {
+                continue;
+            }
+            seen.push(s.candidate);
+            let of_candidate: Vec<usize> = (0..sockets.len()).filter(|i| sockets[*i].candidate == s.candidate).collect();
+            let chosen = of_candidate[turn % of_candidate.len()];
+            first.get_or_insert(chosen);
+            candidates.extend_from_slice(&sockets[chosen].announced);
+        }
+        (first.unwrap_or(0), candidates)
     }
 
     /// The slot of `hub` on this worker, starting its feeder on the first viewer.

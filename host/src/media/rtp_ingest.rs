@@ -10,15 +10,23 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
+/// The receive buffer asked for each ingest socket.
+const INGEST_BUFFER: usize = 4 << 20;
+
 /// Binds the ingest sockets of `config` (so that a busy port fails at start) and returns the task
 /// that feeds `hub` until the host stops.
 pub async fn start(config: &RtpIngest, hub: Arc<StreamHub>) -> anyhow::Result<impl std::future::Future<Output = ()>> {
     let bind = |port: u16| {
         let addr = SocketAddr::new(config.address, port);
         async move {
-            UdpSocket::bind(addr)
+            let socket = UdpSocket::bind(addr)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot bind RTP ingest socket {addr}: {e}"))
+                .map_err(|e| anyhow::anyhow!("cannot bind RTP ingest socket {addr}: {e}"))?;
+            // A 1 Mbit/s keyframe arrives as ~100 datagrams back to back: the default buffer
+            // (208 KiB) overflowed and lost parts of keyframes (BENCHMARKS.md, join time).
+            let got = crate::udp::grow_receive_buffer(&socket, INGEST_BUFFER);
+            tracing::debug!(%addr, bytes = got, "RTP ingest receive buffer");
+            Ok::<_, anyhow::Error>(socket)
         }
     };
     let video = bind(config.video_port).await?;
