@@ -5,6 +5,8 @@
 //!   load offload --peers 30 --k 2      share of viewers and of bytes the P2P plugin takes off the edge
 //!   load failover --rounds 20          host peer leaves -> its clients' first edge packet
 //!   load signalling --sessions 1000,10000   WebSocket sessions held open (no media): joins/s, memory
+//!   load connections --connections 2000   viewer connections up (ICE + DTLS, no media) on five
+//!                                      shared ports: set-up rate, memory and descriptors each
 //!   load join --rounds 10 --gop-seconds 4 [--browser]   request_offer -> first video frame with an
 //!                                      ffmpeg ingest, keyframe cache off and on, side by side
 //!
@@ -14,7 +16,7 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use std::time::{Duration, Instant};
-use tests::harness::{config_xml, p2p_xml, HostProcess};
+use tests::harness::{config_xml, config_xml_with_ice, free_port, p2p_xml, HostProcess};
 use tests::peer::PeerAgent;
 use tests::procstat::{self, Window};
 use tests::signal::CHROME_WINDOWS;
@@ -37,6 +39,16 @@ enum Command {
         /// Measurement window once every viewer plays, in seconds.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+    },
+    /// N viewer connections brought up (ICE + DTLS) on a stream that sends nothing: set-up rate,
+    /// host memory and descriptors per connection.
+    Connections {
+        /// Connection counts to run, one fresh host each.
+        #[arg(long, value_delimiter = ',', default_value = "2000")]
+        connections: Vec<usize>,
+        /// Joins in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
     },
     /// N host-eligible peers joining one by one with the P2P plugin on: how much the edge is spared.
     Offload {
@@ -107,6 +119,8 @@ enum Command {
 }
 
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The edge's ports in the runs that measure it: five, as in `conf/Server.xml`.
+const EDGE_PORTS: &str = "127.0.0.1:41000-41004/udp";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -116,6 +130,13 @@ async fn main() -> anyhow::Result<()> {
             println!("|--:|--:|--:|--:|--:|--:|--:|");
             for n in viewers {
                 edge(n, Duration::from_secs(seconds)).await?;
+            }
+        }
+        Command::Connections { connections: counts, concurrency } => {
+            println!("| connections | set-up time | connections/s | RSS idle | RSS with connections | RSS per connection | descriptors per connection |");
+            println!("|--:|--:|--:|--:|--:|--:|--:|");
+            for n in counts {
+                connections(n, concurrency).await?;
             }
         }
         Command::Offload { peers, k, seconds } => offload(peers, k, Duration::from_secs(seconds)).await?,
@@ -146,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Joins `n` viewers, waits until each receives video, measures the host over `window`.
 async fn edge(n: usize, window: Duration) -> anyhow::Result<()> {
-    let host = HostProcess::start(|port| config_xml(port, ""))?;
+    let host = HostProcess::start(|port| config_xml_with_ice(port, EDGE_PORTS, ""))?;
     let url = host.ws_url("app/stream");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = procstat::sample(host.pid())?;
@@ -864,4 +885,81 @@ mod join_time {
     fn fmt_ms(x: f64) -> String {
         if x.is_nan() { "-".into() } else { format!("{x:.0} ms") }
     }
+}
+
+/// N viewer connections brought up (ICE + DTLS) on five shared ports, on a stream that sends
+/// nothing: how fast they come up, and what each costs the host in memory and descriptors.
+async fn connections(n: usize, concurrency: usize) -> anyhow::Result<()> {
+    raise_descriptor_limit(4 * n as u64 + 1024)?;
+    let host = HostProcess::start(|port| {
+        config_xml_with_ice(port, EDGE_PORTS, "").replace(
+            "<TestPattern/>",
+            &format!("<RtpIngest><Address>127.0.0.1</Address><VideoPort>{}</VideoPort></RtpIngest>", free_port()),
+        )
+    })?;
+    let url = host.ws_url("app/stream");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (idle, idle_fds) = (procstat::sample(host.pid())?, open_descriptors(host.pid()));
+    let started = Instant::now();
+    let mut viewers = Vec::with_capacity(n);
+    let mut joining = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        while joining.len() >= concurrency {
+            viewers.push(joining.join_next().await.context("a join")???);
+        }
+        let url = url.clone();
+        joining.spawn(async move { PeerAgent::join(&url, CHROME_WINDOWS).await });
+    }
+    while let Some(joined) = joining.join_next().await {
+        viewers.push(joined??);
+    }
+    let up = |host: &HostProcess| -> anyhow::Result<i64> {
+        Ok(host.stats()?["metrics"]["edge_connections_up"].as_i64().unwrap_or(0))
+    };
+    let deadline = Instant::now() + Duration::from_secs(120 + n as u64 / 10);
+    while up(&host)? < n as i64 {
+        if Instant::now() > deadline {
+            bail!("only {} of {n} connections came up", up(&host)?);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let setup = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (loaded, fds) = (procstat::sample(host.pid())?, open_descriptors(host.pid()));
+    println!(
+        "| {n} | {:.1} s | {:.0} /s | {:.1} MiB | {:.1} MiB | {:.0} KiB | {:.2} |",
+        setup.as_secs_f64(),
+        n as f64 / setup.as_secs_f64(),
+        mib(idle.rss),
+        mib(loaded.rss),
+        loaded.rss.saturating_sub(idle.rss) as f64 / 1024.0 / n as f64,
+        (fds - idle_fds) as f64 / n as f64,
+    );
+    for v in viewers {
+        v.leave().await;
+    }
+    Ok(())
+}
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Raises this process's open-file limit (inherited by the host it starts) to at least `want`.
+fn raise_descriptor_limit(want: u64) -> anyhow::Result<()> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain getrlimit/setrlimit on a stack value.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            bail!("getrlimit: {}", std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                bail!("setrlimit: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+    anyhow::ensure!(limit.rlim_cur >= want, "open-file limit {} < {want}: raise the hard limit (ulimit -Hn)", limit.rlim_cur);
+    Ok(())
 }
