@@ -41,6 +41,41 @@ pub fn in_firewalled_network_namespace(program: impl AsRef<std::ffi::OsStr>, nft
     command
 }
 
+/// Encodes a benchmark clip once with ffmpeg: a noisy test pattern (so the encoder really spends
+/// its 1 Mbit/s) in VP8 at `fps` with a keyframe every `gop` frames, a 440 Hz tone in Opus at
+/// 64 kbit/s, `seconds` long; `video_args` are extra libvpx options.
+pub fn encode_clip(clip: &Path, fps: u32, gop: u32, seconds: u32, video_args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", &format!("testsrc2=size=640x360:rate={fps},noise=alls=12:allf=t")])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", &seconds.to_string()])
+        .args(["-c:v", "libvpx", "-b:v", "1M", "-minrate", "1M", "-maxrate", "1M", "-g", &gop.to_string()])
+        .args(video_args)
+        .args(["-c:a", "libopus", "-b:a", "64k"])
+        .arg(clip)
+        .status()
+        .context("running ffmpeg (apt-get install ffmpeg)")?;
+    if !status.success() {
+        bail!("ffmpeg could not encode the clip");
+    }
+    Ok(())
+}
+
+/// For a tool that must run inside a private network namespace: unless `marker` is set in the
+/// environment (we are the copy inside), builds the artifacts, re-runs this executable with the
+/// same arguments inside [`in_network_namespace`] and exits with its status.
+pub fn rerun_in_network_namespace(marker: &str) -> anyhow::Result<()> {
+    if std::env::var_os(marker).is_some() {
+        return Ok(());
+    }
+    build_artifacts();
+    let status = in_network_namespace(std::env::current_exe()?)
+        .args(std::env::args_os().skip(1))
+        .env(marker, "1")
+        .status()
+        .context("running unshare")?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
 /// `target/debug` (or whichever profile the tests were built with).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

@@ -13,6 +13,7 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingPar
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,6 +153,17 @@ fn bind_address() -> std::net::IpAddr {
 
 /// A peer connection on loopback (or [`bind_to`]'s address) with the default codecs; `stats` set means it plays what it gets.
 async fn connection(stats: Option<Arc<PeerStats>>, media: Media) -> anyhow::Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>)> {
+    let (gathered_tx, gathered) = watch::channel(false);
+    let pc = build_connection(Handler { gathered: gathered_tx, stats, media }, bind_address()).await?;
+    Ok((pc, gathered))
+}
+
+/// A player's peer connection as every Rust test peer makes it: the default codecs and
+/// interceptors, no mDNS, prflx candidates accepted at once, gathering on `ip` only.
+pub async fn build_connection(
+    handler: impl PeerConnectionEventHandler + 'static,
+    ip: std::net::IpAddr,
+) -> anyhow::Result<Arc<dyn PeerConnection>> {
     let mut engine = MediaEngine::default();
     engine.register_default_codecs()?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
@@ -159,17 +171,16 @@ async fn connection(stats: Option<Arc<PeerStats>>, media: Media) -> anyhow::Resu
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         .build();
-    let (gathered_tx, gathered) = watch::channel(false);
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .with_setting_engine(setting)
-        .with_handler(Arc::new(Handler { gathered: gathered_tx, stats, media }))
-        .with_udp_addrs(vec![format!("{}:0", bind_address())])
+        .with_handler(Arc::new(handler))
+        .with_udp_addrs(vec![SocketAddr::new(ip, 0).to_string()])
         .build()
         .await?;
-    Ok((Arc::new(pc), gathered))
+    Ok(Arc::new(pc))
 }
 
 async fn local_sdp(pc: &Arc<dyn PeerConnection>, mut gathered: watch::Receiver<bool>) -> anyhow::Result<String> {
@@ -179,8 +190,15 @@ async fn local_sdp(pc: &Arc<dyn PeerConnection>, mut gathered: watch::Receiver<b
 
 /// Answers an offer (from the edge or a host peer) and plays what arrives.
 async fn play(offer: &Value, stats: &Arc<PeerStats>, media: &Media) -> anyhow::Result<(Arc<dyn PeerConnection>, String)> {
-    let sdp = offer["sdp"]["sdp"].as_str().context("offer without sdp")?.to_string();
     let (pc, gathered) = connection(Some(stats.clone()), media.clone()).await?;
+    let sdp = answer_on(&pc, gathered, offer).await?;
+    Ok((pc, sdp))
+}
+
+/// Applies an `offer` message (its SDP and candidates) to `pc` and returns the answer SDP with
+/// the candidates gathered (`gathered` turns true when gathering is complete).
+pub async fn answer_on(pc: &Arc<dyn PeerConnection>, gathered: watch::Receiver<bool>, offer: &Value) -> anyhow::Result<String> {
+    let sdp = offer["sdp"]["sdp"].as_str().context("offer without sdp")?.to_string();
     pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
     for c in offer["candidates"].as_array().into_iter().flatten() {
         if let Some(candidate) = c["candidate"].as_str().filter(|c| !c.is_empty()) {
@@ -195,8 +213,7 @@ async fn play(offer: &Value, stats: &Arc<PeerStats>, media: &Media) -> anyhow::R
     }
     let answer = pc.create_answer(None).await?;
     pc.set_local_description(answer).await?;
-    let sdp = local_sdp(&pc, gathered).await?;
-    Ok((pc, sdp))
+    local_sdp(pc, gathered).await
 }
 
 /// A bare player for servers with another signalling (e.g. Janus): answers `offer_sdp` and plays

@@ -151,52 +151,7 @@ impl StreamHub {
     }
 }
 
-/// True if `payload` is the first RTP packet of a keyframe for `codec`.
-pub fn is_keyframe_start(codec: VideoCodec, payload: &[u8]) -> bool {
-    match codec {
-        VideoCodec::Vp8 => vp8_keyframe_start(payload),
-        VideoCodec::H264 => h264_keyframe_start(payload),
-    }
-}
-
-/// VP8 (RFC 7741): start of partition 0 (S=1, PID=0) and the frame tag's P bit clear.
-fn vp8_keyframe_start(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else { return false };
-    let start_of_partition = first & 0x10 != 0 && first & 0x07 == 0;
-    if !start_of_partition {
-        return false;
-    }
-    let mut offset = 1;
-    if first & 0x80 != 0 {
-        // X: extension byte with I/L/T/K flags, then their fields.
-        let Some(&ext) = payload.get(1) else { return false };
-        offset = 2;
-        if ext & 0x80 != 0 {
-            // I: picture id, 7 or 15 bits.
-            offset += if payload.get(2).is_some_and(|b| b & 0x80 != 0) { 2 } else { 1 };
-        }
-        if ext & 0x40 != 0 {
-            offset += 1; // L: TL0PICIDX
-        }
-        if ext & 0x30 != 0 {
-            offset += 1; // T/K: TID/KEYIDX
-        }
-    }
-    payload.get(offset).is_some_and(|tag| tag & 0x01 == 0)
-}
-
-/// H.264 (RFC 6184): an IDR slice or SPS, alone, first in a STAP-A, or starting an FU-A.
-fn h264_keyframe_start(payload: &[u8]) -> bool {
-    const IDR: u8 = 5;
-    const SPS: u8 = 7;
-    let Some(&first) = payload.first() else { return false };
-    match first & 0x1f {
-        IDR | SPS => true,
-        24 => payload.get(3).is_some_and(|nal| matches!(nal & 0x1f, IDR | SPS)),
-        28 => payload.get(1).is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == IDR),
-        _ => false,
-    }
-}
+pub use crate::plumbing::is_keyframe_start;
 
 #[cfg(test)]
 mod tests {
@@ -219,28 +174,5 @@ mod tests {
             got += 1;
         }
         assert_eq!(got, 3);
-    }
-
-    #[test]
-    fn vp8_keyframes_are_recognised() {
-        // S=1, PID=0, no extension; frame tag P=0 (key) vs P=1 (delta).
-        assert!(vp8_keyframe_start(&[0x10, 0x00, 0x9d, 0x01, 0x2a]));
-        assert!(!vp8_keyframe_start(&[0x10, 0x01]));
-        // Continuation packet (S=0).
-        assert!(!vp8_keyframe_start(&[0x00, 0x00]));
-        // X=1 with a 15-bit picture id: descriptor is 4 bytes.
-        assert!(vp8_keyframe_start(&[0x90, 0x80, 0x81, 0x23, 0x00]));
-        assert!(!vp8_keyframe_start(&[0x90, 0x80, 0x81, 0x23, 0x01]));
-        assert!(!vp8_keyframe_start(&[]));
-    }
-
-    #[test]
-    fn h264_keyframes_are_recognised() {
-        assert!(h264_keyframe_start(&[0x65]));
-        assert!(h264_keyframe_start(&[0x67]));
-        assert!(!h264_keyframe_start(&[0x41]));
-        assert!(h264_keyframe_start(&[0x78, 0x00, 0x0a, 0x67]));
-        assert!(h264_keyframe_start(&[0x7c, 0x85]));
-        assert!(!h264_keyframe_start(&[0x7c, 0x05]));
     }
 }

@@ -357,15 +357,11 @@ mod join_time {
     use std::process::{Child, Command, Stdio};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
-    use tests::harness::{build_artifacts, config_xml_with_ice, in_network_namespace, workspace_dir, HostProcess, NAMESPACE_ADDRESS};
+    use tests::harness::{config_xml_with_ice, workspace_dir, HostProcess, NAMESPACE_ADDRESS};
     use tests::signal::{Signal, CHROME_WINDOWS};
     use tokio::sync::watch;
     use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-    use webrtc::peer_connection::{
-        register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-        RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-        Registry, SettingEngineBuilder,
-    };
+    use webrtc::peer_connection::{PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState};
 
     /// Set in the copy of the tool that runs inside the namespace.
     const INSIDE_NAMESPACE: &str = "LOAD_JOIN_IN_NAMESPACE";
@@ -396,15 +392,7 @@ mod join_time {
     ];
 
     pub async fn run(o: Options) -> anyhow::Result<()> {
-        if std::env::var_os(INSIDE_NAMESPACE).is_none() {
-            build_artifacts();
-            let status = in_network_namespace(std::env::current_exe()?)
-                .args(std::env::args_os().skip(1))
-                .env(INSIDE_NAMESPACE, "1")
-                .status()
-                .context("running unshare")?;
-            std::process::exit(status.code().unwrap_or(1));
-        }
+        tests::harness::rerun_in_network_namespace(INSIDE_NAMESPACE)?;
         let dir = std::env::temp_dir().join(format!("load-join-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let clip = encode_clip(&dir, o.gop_seconds, o.fps)?;
@@ -528,26 +516,16 @@ mod join_time {
     /// `-c copy`, so no encoder competes with the viewers for the 2 cores while measuring.
     fn encode_clip(dir: &Path, gop_seconds: u32, fps: u32) -> anyhow::Result<PathBuf> {
         let clip = dir.join("clip.webm");
-        let (gop, seconds) = ((gop_seconds * fps).to_string(), (gop_seconds * 5).to_string());
-        let status = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i", &format!("testsrc2=size=640x360:rate={fps},noise=alls=12:allf=t")])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", &seconds])
-            .args(["-c:v", "libvpx", "-b:v", "1M", "-minrate", "1M", "-maxrate", "1M", "-g", &gop, "-keyint_min", &gop])
-            .args(["-deadline", "realtime", "-cpu-used", "4", "-lag-in-frames", "0", "-auto-alt-ref", "0"])
-            .args(["-c:a", "libopus", "-b:a", "64k"])
-            .arg(&clip)
-            .status()
-            .context("running ffmpeg (apt-get install ffmpeg)")?;
-        if !status.success() {
-            bail!("ffmpeg could not encode the clip");
-        }
+        let gop = (gop_seconds * fps).to_string();
+        let realtime = ["-keyint_min", &gop, "-deadline", "realtime", "-cpu-used", "4", "-lag-in-frames", "0", "-auto-alt-ref", "0"];
+        tests::harness::encode_clip(&clip, fps, gop_seconds * fps, gop_seconds * 5, &realtime)?;
         let keyframes = Command::new("ffprobe")
             .args(["-v", "error", "-select_streams", "v", "-skip_frame", "nokey", "-show_entries", "frame=pts_time", "-of", "csv=p=0"])
             .arg(&clip)
             .output()
             .context("running ffprobe")?;
         let keyframes = String::from_utf8_lossy(&keyframes.stdout).split_whitespace().collect::<Vec<_>>().join(", ");
-        eprintln!("clip {}: {seconds} s, keyframes at {keyframes} s", clip.display());
+        eprintln!("clip {}: {} s, keyframes at {keyframes} s", clip.display(), gop_seconds * 5);
         Ok(clip)
     }
 
@@ -637,7 +615,7 @@ mod join_time {
                 }
                 while let Some(event) = track.poll().await {
                     if let TrackRemoteEvent::OnRtpPacket(p) = event {
-                        let entry = (Instant::now(), p.header.timestamp, p.header.sequence_number, vp8_keyframe_start(&p.payload));
+                        let entry = (Instant::now(), p.header.timestamp, p.header.sequence_number, host::plumbing::is_keyframe_start(host::plumbing::VideoCodec::Vp8, &p.payload));
                         seen.video.lock().unwrap().push(entry);
                     }
                 }
@@ -648,24 +626,9 @@ mod join_time {
     /// A player's peer connection on the namespace's address (the edge announces only
     /// non-loopback addresses for `*`), as `tests::peer` builds them.
     async fn connection(seen: Arc<Seen>) -> anyhow::Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>)> {
-        let mut engine = MediaEngine::default();
-        engine.register_default_codecs()?;
-        let registry = register_default_interceptors(Registry::new(), &mut engine)?;
-        let setting = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-            .build();
         let (gathered_tx, gathered) = watch::channel(false);
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(engine)
-            .with_interceptor_registry(registry)
-            .with_setting_engine(setting)
-            .with_handler(Arc::new(Handler { gathered: gathered_tx, seen }))
-            .with_udp_addrs(vec![format!("{NAMESPACE_ADDRESS}:0")])
-            .build()
-            .await?;
-        Ok((Arc::new(pc), gathered))
+        let pc = tests::peer::build_connection(Handler { gathered: gathered_tx, seen }, NAMESPACE_ADDRESS.parse()?).await?;
+        Ok((pc, gathered))
     }
 
     /// Joins `url` (request_offer, offer, answer with every candidate), waits for the first video
@@ -686,24 +649,8 @@ mod join_time {
             }
         };
         let offered = t0.elapsed();
-        let (pc, mut gathered) = connection(seen.clone()).await?;
-        let sdp = offer["sdp"]["sdp"].as_str().context("offer without sdp")?.to_string();
-        pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
-        for c in offer["candidates"].as_array().into_iter().flatten() {
-            if let Some(candidate) = c["candidate"].as_str().filter(|c| !c.is_empty()) {
-                let init = RTCIceCandidateInit {
-                    candidate: candidate.to_string(),
-                    sdp_mline_index: c["sdpMLineIndex"].as_u64().map(|i| i as u16),
-                    sdp_mid: c["sdpMid"].as_str().map(str::to_string),
-                    ..Default::default()
-                };
-                let _ = pc.add_ice_candidate(init).await;
-            }
-        }
-        let answer = pc.create_answer(None).await?;
-        pc.set_local_description(answer).await?;
-        let _ = tokio::time::timeout(Duration::from_secs(3), gathered.wait_for(|g| *g)).await;
-        let sdp = pc.local_description().await.context("no local description")?.sdp;
+        let (pc, gathered) = connection(seen.clone()).await?;
+        let sdp = tests::peer::answer_on(&pc, gathered, &offer).await?;
         let (id, peer) = (offer["id"].clone(), offer["peer_id"].clone());
         signal.send(json!({"command": "answer", "id": id, "peer_id": peer, "sdp": {"type": "answer", "sdp": sdp}})).await?;
         let answered = t0.elapsed();
@@ -746,29 +693,6 @@ mod join_time {
             lost,
             rcvbuf_errors,
         })
-    }
-
-    /// VP8 (RFC 7741): the first packet of a keyframe (S=1, PID=0, the frame tag's P bit clear).
-    fn vp8_keyframe_start(payload: &[u8]) -> bool {
-        let Some(&first) = payload.first() else { return false };
-        if first & 0x10 == 0 || first & 0x07 != 0 {
-            return false;
-        }
-        let mut offset = 1;
-        if first & 0x80 != 0 {
-            let Some(&ext) = payload.get(1) else { return false };
-            offset = 2;
-            if ext & 0x80 != 0 {
-                offset += if payload.get(2).is_some_and(|b| b & 0x80 != 0) { 2 } else { 1 };
-            }
-            if ext & 0x40 != 0 {
-                offset += 1;
-            }
-            if ext & 0x30 != 0 {
-                offset += 1;
-            }
-        }
-        payload.get(offset).is_some_and(|tag| tag & 0x01 == 0)
     }
 
     /// Chromium on each host's own page, `browser_rounds` times, by `tests/browser/join-time.mjs`.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tests::harness::{build_artifacts, config_xml_with_ice, in_network_namespace, HostProcess, NAMESPACE_ADDRESS};
+use tests::harness::{config_xml_with_ice, HostProcess, NAMESPACE_ADDRESS};
 use tests::peer::{answer_offer, PeerAgent, PeerStats};
 use tests::procstat::{self, ProcSample, Window};
 use tests::signal::CHROME_WINDOWS;
@@ -55,15 +55,7 @@ struct Figures {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if std::env::var_os(INSIDE_NAMESPACE).is_none() {
-        build_artifacts();
-        let status = in_network_namespace(std::env::current_exe()?)
-            .args(std::env::args_os().skip(1))
-            .env(INSIDE_NAMESPACE, "1")
-            .status()
-            .context("running unshare")?;
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    tests::harness::rerun_in_network_namespace(INSIDE_NAMESPACE)?;
     // Janus gathers on the namespace's interface only (`ice_enforce_list`): so do the viewers.
     tests::peer::bind_to(NAMESPACE_ADDRESS.parse()?);
     let dir = std::env::temp_dir().join(format!("versus_janus-{}", std::process::id()));
@@ -93,17 +85,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// A 10 s clip at 1 Mbit/s (a noisy pattern, so the encoder really spends the bitrate).
 fn encode_clip(dir: &Path) -> anyhow::Result<PathBuf> {
     let clip = dir.join("clip.webm");
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30,noise=alls=12:allf=t"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "10"])
-        .args(["-c:v", "libvpx", "-b:v", "1M", "-minrate", "1M", "-maxrate", "1M", "-g", "30", "-deadline", "good", "-cpu-used", "4"])
-        .args(["-c:a", "libopus", "-b:a", "64k"])
-        .arg(&clip)
-        .status()
-        .context("running ffmpeg (apt-get install ffmpeg)")?;
-    if !status.success() {
-        bail!("ffmpeg could not encode the clip");
-    }
+    tests::harness::encode_clip(&clip, 30, 30, 10, &["-deadline", "good", "-cpu-used", "4"])?;
     Ok(clip)
 }
 
