@@ -59,6 +59,8 @@ pub struct Config {
     pub name: String,
     /// The WebSocket signalling (and web page) port.
     pub signalling_port: u16,
+    /// The signalling server's bounds.
+    pub limits: SignallingLimits,
     /// Where WebRTC media binds and what candidates it offers.
     pub ice_candidates: Vec<IceCandidate>,
     /// Addresses announced instead of the bound ones (a host behind 1:1 NAT or in a container).
@@ -257,7 +259,7 @@ struct RawPublishers {
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 struct RawWebRtc {
     #[serde(default)]
-    signalling: RawSignalling,
+    signalling: SignallingLimits,
     #[serde(default)]
     ice_candidates: RawIceCandidates,
     #[serde(default = "RawWebRtc::default_answer_timeout_ms")]
@@ -275,7 +277,7 @@ impl RawWebRtc {
 impl Default for RawWebRtc {
     fn default() -> Self {
         Self {
-            signalling: RawSignalling::default(),
+            signalling: SignallingLimits::default(),
             ice_candidates: RawIceCandidates::default(),
             answer_timeout_ms: Self::default_answer_timeout_ms(),
             keyframe_cache: RawKeyframeCache::default(),
@@ -307,15 +309,62 @@ impl Default for RawKeyframeCache {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "PascalCase")]
-struct RawSignalling {
-    port: u16,
+/// The signalling server (`<Signalling>`): its port and bounds; every one has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase", default)]
+pub struct SignallingLimits {
+    /// The WebSocket signalling (and web page) port.
+    pub port: u16,
+    /// TCP connections open at once (HTTP requests and WebSocket sessions).
+    pub max_connections: usize,
+    /// TCP connections open at once from one IP address.
+    pub max_connections_per_address: usize,
+    /// Time for a client to send a whole HTTP request header (the WebSocket handshake included).
+    pub header_timeout_ms: u64,
+    /// The largest signalling message (and WebSocket frame) read, in bytes.
+    pub max_message_bytes: usize,
+    /// Bytes queued for one session's socket before the session is closed as a slow reader.
+    pub max_outgoing_bytes: usize,
+    /// A session whose socket takes a write for this long is closed.
+    pub write_timeout_ms: u64,
+    /// Messages one session may send per second (averaged; bursts of twice this pass).
+    pub max_messages_per_second: u32,
+    /// SDP bytes in one message.
+    pub max_sdp_bytes: usize,
+    /// ICE candidates in one message, and bytes in one candidate.
+    pub max_candidates_per_message: usize,
+    /// Bytes of one candidate line.
+    pub max_candidate_bytes: usize,
+    /// ICE candidates one session may send in all.
+    pub max_candidates_per_session: usize,
+    /// Bytes of the User-Agent kept (and given to plugins to classify).
+    pub max_user_agent_bytes: usize,
+    /// `/stats` answers with this token only (`Authorization: Bearer TOKEN`); without one
+    /// configured it answers on loopback only, and lists no User-Agent to anyone without it.
+    pub stats_access_token: Option<String>,
+    /// On SIGTERM/SIGINT: how long sessions and requests get to finish before the host exits.
+    pub drain_timeout_ms: u64,
 }
 
-impl Default for RawSignalling {
+impl Default for SignallingLimits {
     fn default() -> Self {
-        Self { port: 3333 }
+        Self {
+            port: 3333,
+            max_connections: 4096,
+            max_connections_per_address: 64,
+            header_timeout_ms: 5000,
+            max_message_bytes: 256 * 1024,
+            max_outgoing_bytes: 1 << 20,
+            write_timeout_ms: 10_000,
+            max_messages_per_second: 50,
+            max_sdp_bytes: 64 * 1024,
+            max_candidates_per_message: 64,
+            max_candidate_bytes: 512,
+            max_candidates_per_session: 512,
+            max_user_agent_bytes: 512,
+            stats_access_token: None,
+            drain_timeout_ms: 5000,
+        }
     }
 }
 
@@ -398,6 +447,7 @@ impl Config {
             file: file.to_owned(),
             name: raw.name,
             signalling_port: raw.bind.publishers.webrtc.signalling.port,
+            limits: raw.bind.publishers.webrtc.signalling.clone(),
             ice_candidates: parse_ice_candidates(&raw.bind.publishers.webrtc.ice_candidates.ice_candidate, &host_text)
                 .map_err(|(offset, message)| err_at(offset, message))?,
             public_addresses: raw.bind.publishers.webrtc.ice_candidates.public_address,
@@ -614,6 +664,18 @@ mod tests {
         assert_eq!(c.keyframe_cache.max_age, std::time::Duration::from_secs(10));
         let err = parse("<Server><Bind><Publishers><WebRTC>\n<IceCandidates><PublicAddress>not-an-ip</PublicAddress></IceCandidates>\n</WebRTC></Publishers></Bind></Server>").unwrap_err();
         assert!(err.to_string().contains("PublicAddress"), "{err}");
+    }
+
+    #[test]
+    fn signalling_limits_have_defaults_and_are_read() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.limits, SignallingLimits::default());
+        assert_eq!(c.limits.port, c.signalling_port);
+        let c = parse("<Server><Bind><Publishers><WebRTC><Signalling><Port>1</Port><MaxConnectionsPerAddress>3</MaxConnectionsPerAddress><StatsAccessToken>s3cret</StatsAccessToken></Signalling></WebRTC></Publishers></Bind></Server>").unwrap();
+        assert_eq!(c.limits.max_connections_per_address, 3);
+        assert_eq!(c.limits.stats_access_token.as_deref(), Some("s3cret"));
+        assert_eq!(c.limits.max_connections, SignallingLimits::default().max_connections);
+        assert!(parse("<Server><Bind><Publishers><WebRTC><Signalling><Port>1</Port><MaxConections>3</MaxConections></Signalling></WebRTC></Publishers></Bind></Server>").is_err(), "a misspelt limit is refused");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod edge;
 mod media;
 mod metrics;
 mod plugins;
+mod server;
 mod sessions;
 mod signalling;
 mod state;
@@ -46,6 +47,23 @@ struct Cli {
     /// The configuration file (OME-style Server.xml; see conf/Server.xml for every element).
     #[arg(short, long, default_value = "conf/Server.xml")]
     config: PathBuf,
+}
+
+/// After a stop signal: every session is told to close (the protocol's close frame, plugins told
+/// through `session_closed`), then sessions and HTTP connections get `DrainTimeoutMs` to finish.
+async fn drain(state: &Arc<state::HostState>, counts: &server::ConnectionCounts) {
+    let sessions = state.sessions.len();
+    state.sessions.command_all(|| sessions::SessionCommand::Shutdown);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(state.config.limits.drain_timeout_ms);
+    while (state.sessions.len() > 0 || counts.total() > 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tracing::info!(
+        sessions,
+        left_open = state.sessions.len(),
+        connections_left = counts.total(),
+        "stopped"
+    );
 }
 
 fn main() -> std::process::ExitCode {
@@ -121,13 +139,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     println!("Open http://127.0.0.1:{port}/ in a browser to watch {}", names.first().map(|s| s.as_str()).unwrap_or("(no stream)"));
 
-    let app = signalling::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        })
-        .await?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let counts = Arc::new(server::ConnectionCounts::default());
+    let serving = tokio::spawn(server::serve(
+        listener,
+        signalling::router(state.clone()),
+        state.config.limits.clone(),
+        counts.clone(),
+        state.metrics.clone(),
+        stop,
+    ));
+    server::shutdown_signal().await;
+    stop_tx.send_replace(true);
+    drain(&state, &counts).await;
+    serving.abort();
     sources.iter().for_each(|s| s.abort());
     Ok(())
 }

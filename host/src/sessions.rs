@@ -2,7 +2,7 @@
 
 use plugin_api::{SessionId, SessionInfo};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -22,6 +22,10 @@ pub enum SessionCommand {
     },
     /// A plugin was disabled: a session waiting for it is served from the edge.
     PluginDisabled,
+    /// The host is stopping: close with "going away".
+    Shutdown,
+    /// Look at the session's state (its outgoing queue overflowed).
+    Wake,
 }
 
 /// What the registry holds for one session.
@@ -32,6 +36,45 @@ pub struct SessionEntry {
     pub commands: mpsc::UnboundedSender<SessionCommand>,
     /// RTP bytes the edge has sent to this session.
     pub egress_bytes: Arc<AtomicU64>,
+    /// What its outgoing queue may still take.
+    pub outgoing: Arc<OutgoingBudget>,
+}
+
+/// The bytes of messages queued for one session's socket, bounded: a reader that falls behind by
+/// more than the limit is closed, not buffered for.
+#[derive(Debug)]
+pub struct OutgoingBudget {
+    queued: AtomicUsize,
+    limit: usize,
+    overflowed: AtomicBool,
+}
+
+impl OutgoingBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { queued: AtomicUsize::new(0), limit, overflowed: AtomicBool::new(false) }
+    }
+
+    /// Takes `bytes` from the budget; false (and the session marked as overflowed) if over.
+    fn reserve(&self, bytes: usize) -> bool {
+        let before = self.queued.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.limit {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            self.overflowed.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back the bytes of a message that was written (or dropped).
+    pub fn release(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether a message was refused for lack of room.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
+    }
 }
 
 /// Live sessions by id.
@@ -74,7 +117,15 @@ impl Sessions {
     /// Queues `command` for session `id`; false if there is no such session.
     pub fn command(&self, id: SessionId, command: SessionCommand) -> bool {
         let map = self.map.lock().expect("sessions lock");
-        map.get(&id).is_some_and(|s| s.commands.send(command).is_ok())
+        let Some(session) = map.get(&id) else { return false };
+        if let SessionCommand::Send(json) = &command {
+            if !session.outgoing.reserve(json.len()) {
+                // Refused, and the session closes itself at its next turn: a slow reader.
+                let _ = session.commands.send(SessionCommand::Wake);
+                return true;
+            }
+        }
+        session.commands.send(command).is_ok()
     }
 
     /// Queues a command, made per session, for every session.
@@ -84,7 +135,12 @@ impl Sessions {
         }
     }
 
-    /// A row per live session.
+    /// How many sessions are live.
+    pub fn len(&self) -> usize {
+        self.map.lock().expect("sessions lock").len()
+    }
+
+    /// One row per live session, for `/stats`.
     pub fn stats(&self) -> Vec<SessionStats> {
         let map = self.map.lock().expect("sessions lock");
         let mut rows: Vec<SessionStats> = map

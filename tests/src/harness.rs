@@ -292,6 +292,34 @@ impl HostProcess {
     }
 }
 
+impl HostProcess {
+    /// Sends the host SIGTERM (what systemd and Docker send) and waits up to `timeout` for it to
+    /// exit; its exit status, or `None` if it is still running.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// GET `path` with extra request `headers` from loopback: the status code and the body.
+    pub fn get(&self, path: &str, headers: &str) -> anyhow::Result<(u16, String)> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n{headers}\r\n")?;
+        let mut response = String::new();
+        s.read_to_string(&mut response)?;
+        let status = response.split_whitespace().nth(1).context("no status line")?.parse()?;
+        Ok((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+    }
+}
+
 impl Drop for HostProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -16,6 +16,8 @@ pub const CHROME_WINDOWS: &str =
 /// One signalling connection.
 pub struct Signal {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The code of the close frame the host sent, once it sent one.
+    pub close_code: Option<u16>,
 }
 
 /// What the host sent: a JSON message, or the socket closing.
@@ -33,7 +35,7 @@ impl Signal {
         let mut request = url.into_client_request()?;
         request.headers_mut().insert("User-Agent", user_agent.parse()?);
         let (ws, _) = tokio_tungstenite::connect_async(request).await.with_context(|| format!("connecting {url}"))?;
-        Ok(Self { ws })
+        Ok(Self { ws, close_code: None })
     }
 
     /// Sends a JSON message.
@@ -53,7 +55,11 @@ impl Signal {
             let next = tokio::time::timeout_at(deadline, self.ws.next()).await.map_err(|_| anyhow!("nothing received in {timeout:?}"))?;
             match next {
                 Some(Ok(Message::Text(t))) => return Ok(Received::Json(serde_json::from_str(&t)?)),
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(Received::Closed),
+                Some(Ok(Message::Close(frame))) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    return Ok(Received::Closed);
+                }
+                None | Some(Err(_)) => return Ok(Received::Closed),
                 Some(Ok(_)) => continue,
             }
         }

@@ -7,7 +7,9 @@ mod session;
 use crate::state::HostState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
+use crate::server::Admitted;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::Extension;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -17,9 +19,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const PAGE: &str = include_str!("../../assets/player.html");
-
-/// The largest signalling message accepted (an SDP offer with every candidate is well under this).
-const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// The router: `/` (test page), `/stats`, and `/{app}/{stream}[/{file}]` (signalling).
 pub fn router(state: Arc<HostState>) -> Router {
@@ -31,14 +30,48 @@ pub fn router(state: Arc<HostState>) -> Router {
         .with_state(state)
 }
 
-async fn stats(State(state): State<Arc<HostState>>) -> impl IntoResponse {
+/// Rows of `sessions` in one `/stats` answer at most (the response stays bounded).
+const STATS_MAX_SESSIONS: usize = 1000;
+
+/// `/stats`: with `StatsAccessToken` configured, only to `Authorization: Bearer TOKEN` (then with
+/// User-Agents); without one, only to loopback and without User-Agents.
+async fn stats(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let with_token = match &state.config.limits.stats_access_token {
+        Some(token) if bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token.as_bytes())) => true,
+        Some(_) => return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a valid access token is needed\n").into_response(),
+        None if remote.ip().is_loopback() => false,
+        None => return (StatusCode::FORBIDDEN, "/stats answers on loopback only (configure <StatsAccessToken>)\n").into_response(),
+    };
+    let mut sessions = state.sessions.stats();
+    let total = sessions.len();
+    sessions.truncate(STATS_MAX_SESSIONS);
+    if !with_token {
+        sessions.iter_mut().for_each(|s| s.user_agent.clear());
+    }
     Json(serde_json::json!({
         "plugins": state.plugins.names(),
         "metrics": state.metrics.snapshot(),
         "edge_egress_bytes": state.edge.counters.egress_bytes.load(Ordering::Relaxed),
         "lagged_packets": state.edge.counters.lagged.load(Ordering::Relaxed),
-        "sessions": state.sessions.stats(),
+        "session_count": total,
+        "sessions": sessions,
     }))
+    .into_response()
+}
+
+/// Compares without an early exit, so the time taken says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The first `max` bytes of `text`, cut at a character boundary.
+fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 async fn signalling_with_file(
@@ -48,8 +81,9 @@ async fn signalling_with_file(
     query: RawQuery,
     headers: HeaderMap,
     remote: ConnectInfo<SocketAddr>,
+    admitted: Option<Extension<Admitted>>,
 ) -> Response {
-    signalling(upgrade, State(state), Path((app, stream)), query, headers, remote).await
+    signalling(upgrade, State(state), Path((app, stream)), query, headers, remote, admitted).await
 }
 
 async fn signalling(
@@ -59,16 +93,26 @@ async fn signalling(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    admitted: Option<Extension<Admitted>>,
 ) -> Response {
     let Ok(upgrade) = upgrade else {
         return (StatusCode::BAD_REQUEST, "this is a WebSocket signalling endpoint\n").into_response();
     };
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let limits = &state.config.limits;
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let user_agent = truncated(user_agent, limits.max_user_agent_bytes).to_string();
     let hub = state.streams.get(&format!("{app}/{stream}")).cloned();
     // Signalling messages are a few KiB (an SDP with its candidates): small buffers keep an idle
     // session cheap (tungstenite's defaults reserve 128 KiB to read per socket).
-    let upgrade = upgrade.read_buffer_size(4 * 1024).write_buffer_size(0).max_message_size(MAX_MESSAGE_BYTES);
+    // Frames are limited too, so an over-long frame is refused at its header, not buffered whole.
+    let upgrade = upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes);
     upgrade.on_upgrade(move |mut socket| async move {
+        // The connection's place under the caps is held for as long as the session lives.
+        let _admitted = admitted;
         let Some(hub) = hub else {
             tracing::info!(%remote, "refused: no stream {app}/{stream}");
             state.metrics.add("sessions_refused", 1);

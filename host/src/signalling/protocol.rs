@@ -1,6 +1,7 @@
 //! The OME-compatible signalling messages (see `shared/PROTOCOL.md`): parsing what players send,
 //! with the protocol's error for anything malformed, and building what the host sends.
 
+use crate::config::SignallingLimits;
 use plugin_api::SessionId;
 use serde_json::{json, Map, Value};
 
@@ -74,10 +75,41 @@ fn int_field(obj: &Map<String, Value>, name: &str) -> Result<Option<i64>, Protoc
     }
 }
 
-/// Parses a player's text message for session `session`.
+/// Parses a player's text message for session `session` within the default bounds.
+#[cfg(test)]
 pub fn parse(text: &str, session: SessionId) -> Result<Incoming, ProtocolError> {
+    parse_bounded(text, session, &SignallingLimits::default()).map(|(incoming, _)| incoming)
+}
+
+/// Parses a player's text message for session `session`, refusing an SDP or candidates over
+/// `limits` in any message (P2P messages for the plugins included). Returns the message and how
+/// many ICE candidates it carries.
+pub fn parse_bounded(text: &str, session: SessionId, limits: &SignallingLimits) -> Result<(Incoming, usize), ProtocolError> {
     let value: Value = serde_json::from_str(text).map_err(|e| ProtocolError::bad(format!("malformed JSON: {e}")))?;
     let obj = value.as_object().ok_or_else(|| ProtocolError::bad("a message must be a JSON object"))?;
+    let candidates = check_sizes(obj, limits)?;
+    Ok((incoming(obj, session)?, candidates))
+}
+
+/// Checks the SDP and candidates of any message against `limits`; returns the candidate count.
+fn check_sizes(obj: &Map<String, Value>, limits: &SignallingLimits) -> Result<usize, ProtocolError> {
+    let sdp = obj.get("sdp").and_then(|s| s.get("sdp")).and_then(Value::as_str).map_or(0, str::len);
+    if sdp > limits.max_sdp_bytes {
+        return Err(ProtocolError::bad(format!("an SDP of {sdp} bytes is over the limit of {}", limits.max_sdp_bytes)));
+    }
+    let Some(candidates) = obj.get("candidates") else { return Ok(0) };
+    let list = candidates.as_array().ok_or_else(|| ProtocolError::bad("\"candidates\" must be an array"))?;
+    if list.len() > limits.max_candidates_per_message {
+        return Err(ProtocolError::bad(format!("{} candidates in one message; the limit is {}", list.len(), limits.max_candidates_per_message)));
+    }
+    let longest = list.iter().map(|c| c.get("candidate").and_then(Value::as_str).map_or(0, str::len)).max().unwrap_or(0);
+    if longest > limits.max_candidate_bytes {
+        return Err(ProtocolError::bad(format!("a candidate of {longest} bytes is over the limit of {}", limits.max_candidate_bytes)));
+    }
+    Ok(list.len())
+}
+
+fn incoming(obj: &Map<String, Value>, session: SessionId) -> Result<Incoming, ProtocolError> {
     let command = obj
         .get("command")
         .and_then(Value::as_str)
@@ -135,6 +167,22 @@ pub fn error(code: u16, message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sdp_and_candidates_over_the_limits_are_refused_in_any_message() {
+        let limits = SignallingLimits { max_sdp_bytes: 10, max_candidates_per_message: 2, max_candidate_bytes: 20, ..Default::default() };
+        let p2p = |body: &str| format!(r#"{{"command":"offer_p2p","id":7,"peer_id":9,{body}}}"#);
+        assert!(parse_bounded(&p2p(r#""sdp":{"type":"offer","sdp":"v=0"}"#), 7, &limits).is_ok());
+        let long_sdp = p2p(r#""sdp":{"type":"offer","sdp":"v=0 and much more"}"#);
+        assert!(parse_bounded(&long_sdp, 7, &limits).unwrap_err().message.contains("SDP"));
+        let three = r#"{"command":"candidate","id":7,"peer_id":0,"candidates":[{"candidate":"a"},{"candidate":"b"},{"candidate":"c"}]}"#;
+        assert!(parse_bounded(three, 7, &limits).unwrap_err().message.contains("3 candidates"));
+        let two = r#"{"command":"candidate_p2p","id":7,"peer_id":9,"candidates":[{"candidate":"a"},{"candidate":"b"}]}"#;
+        assert_eq!(parse_bounded(two, 7, &limits).unwrap().1, 2);
+        let long = r#"{"command":"candidate","id":7,"candidates":[{"candidate":"candidate:1 1 udp 1 192.0.2.1 9 typ host"}]}"#;
+        assert_eq!(parse_bounded(long, 7, &limits).unwrap_err().code, 400);
+        assert_eq!(parse_bounded(r#"{"command":"candidate","id":7,"candidates":{}}"#, 7, &limits).unwrap_err().code, 400);
+    }
 
     #[test]
     fn request_offer_needs_no_id() {

@@ -4,7 +4,8 @@
 use super::protocol::{self, Incoming, ProtocolError};
 use crate::edge::{EdgeConnection, EdgeEvent};
 use crate::media::{SourceState, StreamHub};
-use crate::sessions::{SessionCommand, SessionEntry};
+use crate::config::SignallingLimits;
+use crate::sessions::{OutgoingBudget, SessionCommand, SessionEntry};
 use crate::state::HostState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use plugin_api::{CloseReason, MessageVerdict, OfferDecision, SessionId, SessionInfo, SessionKind};
@@ -35,14 +36,22 @@ enum Phase {
 struct Ending {
     reason: CloseReason,
     error: Option<ProtocolError>,
+    /// The WebSocket close code: 1000 normal, 1001 the server is going away.
+    close_code: u16,
 }
 
 impl Ending {
     fn quietly(reason: CloseReason) -> Self {
-        Self { reason, error: None }
+        Self { reason, error: None, close_code: 1000 }
     }
     fn with_error(error: ProtocolError) -> Self {
-        Self { reason: CloseReason::Error, error: Some(error) }
+        Self { reason: CloseReason::Error, error: Some(error), close_code: 1000 }
+    }
+    fn failed(reason: CloseReason, code: u16, message: impl Into<String>) -> Self {
+        Self { reason, error: Some(ProtocolError { code, message: message.into() }), close_code: 1000 }
+    }
+    fn shutting_down() -> Self {
+        Self { reason: CloseReason::Disconnected, error: None, close_code: 1001 }
     }
 }
 
@@ -74,12 +83,45 @@ struct Session {
     answer_deadline: Option<Instant>,
     ice_deadline: Option<Instant>,
     egress_bytes: Arc<AtomicU64>,
+    outgoing: Arc<OutgoingBudget>,
+    rate: RateLimit,
+    /// ICE candidates received in all.
+    candidates: usize,
+    limits: SignallingLimits,
+}
+
+/// Messages per second from one player: a token bucket of twice the rate.
+struct RateLimit {
+    per_second: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> Self {
+        let per_second = f64::from(per_second.max(1));
+        Self { per_second, tokens: 2.0 * per_second, last: Instant::now() }
+    }
+
+    /// Takes one message; false if over the rate.
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(2.0 * self.per_second);
+        self.last = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
 }
 
 /// Runs a session on an accepted socket until it ends.
 pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
     let (commands_tx, mut commands) = mpsc::unbounded_channel();
     let egress_bytes = Arc::new(AtomicU64::new(0));
+    let limits = state.config.limits.clone();
+    let outgoing = Arc::new(OutgoingBudget::new(limits.max_outgoing_bytes));
     // OvenLiveKit asks to publish with `direction=send`; P2P never applies to publishers.
     let kind = if request.query.split('&').any(|kv| kv == "direction=send") { SessionKind::Publish } else { SessionKind::Play };
     let mut info = None;
@@ -95,7 +137,7 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
             &request.query,
         );
         info = Some(i.clone());
-        SessionEntry { info: i, commands: commands_tx, egress_bytes: egress_bytes.clone() }
+        SessionEntry { info: i, commands: commands_tx, egress_bytes: egress_bytes.clone(), outgoing: outgoing.clone() }
     });
     let info = info.expect("set by register");
     tracing::info!(session = id, stream = %request.hub.name, remote = %request.remote, ua = %request.user_agent, "session opened");
@@ -113,6 +155,10 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
         answer_deadline: None,
         ice_deadline: None,
         egress_bytes,
+        outgoing,
+        rate: RateLimit::new(limits.max_messages_per_second),
+        candidates: 0,
+        limits,
     };
     let ending = if kind == SessionKind::Publish {
         Ending::with_error(ProtocolError {
@@ -126,9 +172,9 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
     state.sessions.remove(id);
     if let Some(error) = &ending.error {
         tracing::info!(session = id, code = error.code, "closing session after error: {}", error.message);
-        let _ = session.socket.send(Message::Text(protocol::error(error.code, &error.message).into())).await;
+        let _ = session.send(Message::Text(protocol::error(error.code, &error.message).into())).await;
     }
-    let _ = session.socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
+    let _ = session.send(Message::Close(Some(CloseFrame { code: ending.close_code, reason: "".into() }))).await;
     session.drop_edge();
     state.plugins.session_closed(id, ending.reason);
     state.metrics.add("sessions_closed", 1);
@@ -151,13 +197,25 @@ impl Session {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Binary(_))) => return Ending::with_error(ProtocolError::bad("binary messages are not part of the protocol")),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Err(e)) if is_too_large(&e) => {
+                            let limit = self.limits.max_message_bytes;
+                            return Ending::with_error(ProtocolError::bad(format!("a message (or frame) over {limit} bytes")));
+                        }
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ending::quietly(CloseReason::Disconnected),
                     };
+                    if !self.rate.take(last_heard) {
+                        let rate = self.limits.max_messages_per_second;
+                        return Ending::failed(CloseReason::Error, 429, format!("more than {rate} messages per second"));
+                    }
                     if let Some(ending) = self.on_text(&text).await {
                         return ending;
                     }
                 }
                 Some(command) = commands.recv() => {
+                    if self.outgoing.overflowed() {
+                        self.state.metrics.add("sessions_closed_slow_reader", 1);
+                        return Ending::failed(CloseReason::Disconnected, 500, "the player reads too slowly");
+                    }
                     if let Some(ending) = self.on_command(command).await {
                         return ending;
                     }
@@ -171,28 +229,28 @@ impl Session {
                     }
                     EdgeEvent::Failed => {
                         self.state.metrics.add("edge_ice_failures", 1);
-                        return Ending { reason: CloseReason::EdgeFailed, error: Some(ProtocolError { code: 500, message: "the WebRTC connection failed".into() }) };
+                        return Ending::failed(CloseReason::EdgeFailed, 500, "the WebRTC connection failed");
                     }
                 },
                 _ = sleep_until_opt(answer_deadline) => {
                     self.state.metrics.add("edge_offers_unanswered", 1);
-                    return Ending { reason: CloseReason::EdgeFailed, error: Some(ProtocolError { code: 408, message: "the offer was not answered in time".into() }) };
+                    return Ending::failed(CloseReason::EdgeFailed, 408, "the offer was not answered in time");
                 }
                 _ = sleep_until_opt(ice_deadline) => {
                     self.state.metrics.add("edge_ice_timeouts", 1);
-                    return Ending { reason: CloseReason::EdgeFailed, error: Some(ProtocolError { code: 500, message: "the WebRTC connection did not come up in time".into() }) };
+                    return Ending::failed(CloseReason::EdgeFailed, 500, "the WebRTC connection did not come up in time");
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= SILENCE_LIMIT {
                         return Ending::quietly(CloseReason::Disconnected);
                     }
-                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                    if self.send(Message::Ping(Default::default())).await.is_err() {
                         return Ending::quietly(CloseReason::Disconnected);
                     }
                 }
                 Ok(()) = source.changed() => {
                     if *source.borrow_and_update() == SourceState::Stopped {
-                        return Ending { reason: CloseReason::StreamEnded, error: Some(ProtocolError { code: 404, message: format!("stream {} stopped", self.hub.name) }) };
+                        return Ending::failed(CloseReason::StreamEnded, 404, format!("stream {} stopped", self.hub.name));
                     }
                 }
             }
@@ -200,8 +258,15 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Option<Ending> {
-        let incoming = match protocol::parse(text, self.id) {
-            Ok(incoming) => incoming,
+        let incoming = match protocol::parse_bounded(text, self.id, &self.limits) {
+            Ok((incoming, candidates)) => {
+                self.candidates += candidates;
+                if self.candidates > self.limits.max_candidates_per_session {
+                    let limit = self.limits.max_candidates_per_session;
+                    return Some(Ending::with_error(ProtocolError::bad(format!("more than {limit} ICE candidates in one session"))));
+                }
+                incoming
+            }
             Err(error) => return Some(Ending::with_error(error)),
         };
         match incoming {
@@ -244,13 +309,18 @@ impl Session {
     async fn on_command(&mut self, command: SessionCommand) -> Option<Ending> {
         match command {
             SessionCommand::Send(json) => {
-                if self.socket.send(Message::Text(json.into())).await.is_err() {
+                let len = json.len();
+                let sent = self.send(Message::Text(json.into())).await;
+                self.outgoing.release(len);
+                if sent.is_err() {
                     return Some(Ending::quietly(CloseReason::Disconnected));
                 }
                 None
             }
+            SessionCommand::Wake => None,
             SessionCommand::ServeFromEdge => self.serve_from_edge().await.err(),
             SessionCommand::Close { code, reason } => Some(Ending::with_error(ProtocolError { code, message: reason })),
+            SessionCommand::Shutdown => Some(Ending::shutting_down()),
             SessionCommand::PluginDisabled => match self.phase {
                 Phase::WaitingForPlugin => self.serve_from_edge().await.err(),
                 Phase::Idle | Phase::Edge => None,
@@ -272,7 +342,20 @@ impl Session {
         self.phase = Phase::Edge;
         self.state.metrics.add("edge_offers", 1);
         let message = protocol::edge_offer(self.id, &offer.sdp, &offer.candidates);
-        self.socket.send(Message::Text(message.into())).await.map_err(|_| Ending::quietly(CloseReason::Disconnected))
+        self.send(Message::Text(message.into())).await.map_err(|_| Ending::quietly(CloseReason::Disconnected))
+    }
+
+    /// Writes one message, giving up after the write timeout (a player that stopped reading).
+    async fn send(&mut self, message: Message) -> Result<(), ()> {
+        let limit = Duration::from_millis(self.limits.write_timeout_ms);
+        match tokio::time::timeout(limit, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(()),
+            Err(_) => {
+                self.state.metrics.add("sessions_closed_write_timeout", 1);
+                Err(())
+            }
+        }
     }
 
     /// Closes the edge connection, if any (its worker frees it).
@@ -282,6 +365,18 @@ impl Session {
         self.edge = None;
         self.edge_events = None;
     }
+}
+
+/// Whether a read failed because a message or frame was over the size limit.
+fn is_too_large(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 async fn next_edge_event(events: &mut Option<mpsc::UnboundedReceiver<EdgeEvent>>) -> Option<EdgeEvent> {

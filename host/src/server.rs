@@ -1,0 +1,167 @@
+//! The signalling port's TCP server: accepts connections within the configured caps (in total and
+//! per remote address), gives each request header a deadline, keeps counting a connection while
+//! it is a WebSocket session, and stops gracefully.
+//!
+//! axum's own `serve` has neither caps nor a header deadline: 2,000 half-sent requests were held
+//! for as long as their senders liked. Here a connection over a cap is closed at once, and a
+//! request header not complete within `HeaderTimeoutMs` is dropped by hyper.
+
+use crate::config::SignallingLimits;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_service::Service;
+
+/// Open connections, in total and per remote address.
+#[derive(Debug, Default)]
+pub struct ConnectionCounts {
+    by_address: Mutex<HashMap<IpAddr, usize>>,
+    total: Mutex<usize>,
+}
+
+/// One admitted connection; dropping the last clone frees its place. A WebSocket session keeps
+/// a clone for as long as it lives (see [`Admitted`] in the request's extensions).
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    counts: Arc<ConnectionCounts>,
+    address: IpAddr,
+}
+
+/// The guard of the connection a request came on, in the request's extensions.
+pub type Admitted = Arc<ConnectionGuard>;
+
+impl ConnectionCounts {
+    /// Admits a connection from `address` if both caps allow it.
+    pub fn admit(self: &Arc<Self>, address: IpAddr, limits: &SignallingLimits) -> Option<ConnectionGuard> {
+        let mut total = self.total.lock().expect("counts lock");
+        let mut by_address = self.by_address.lock().expect("counts lock");
+        let mine = by_address.entry(address).or_insert(0);
+        if *total >= limits.max_connections || *mine >= limits.max_connections_per_address {
+            if *mine == 0 {
+                by_address.remove(&address);
+            }
+            return None;
+        }
+        *total += 1;
+        *mine += 1;
+        Some(ConnectionGuard { counts: self.clone(), address })
+    }
+
+    /// Connections open now.
+    pub fn total(&self) -> usize {
+        *self.total.lock().expect("counts lock")
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let mut total = self.counts.total.lock().expect("counts lock");
+        let mut by_address = self.counts.by_address.lock().expect("counts lock");
+        *total -= 1;
+        if let Some(n) = by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `stop` turns true; then stops accepting and asks every
+/// open HTTP connection to finish (sessions are ended by the caller).
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: SignallingLimits,
+    counts: Arc<ConnectionCounts>,
+    metrics: Arc<crate::metrics::Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, typically: wait rather than spin.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => return,
+        };
+        let Some(guard) = counts.admit(remote.ip(), &limits) else {
+            metrics.add("connections_refused_over_cap", 1);
+            drop(stream);
+            continue;
+        };
+        let guard: Admitted = Arc::new(guard);
+        let router = router.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                request.extensions_mut().insert(guard.clone());
+                router.clone().call(request)
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%remote, "HTTP connection: {e}");
+                    }
+                }
+                () = stopped(&mut stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Resolves on SIGTERM (systemd, Docker) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_hold_in_total_and_per_address_and_free_on_drop() {
+        let limits = SignallingLimits { max_connections: 3, max_connections_per_address: 2, ..Default::default() };
+        let counts = Arc::new(ConnectionCounts::default());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let a1 = counts.admit(a, &limits).unwrap();
+        let _a2 = counts.admit(a, &limits).unwrap();
+        assert!(counts.admit(a, &limits).is_none(), "per address");
+        let _b1 = counts.admit(b, &limits).unwrap();
+        assert!(counts.admit(b, &limits).is_none(), "in total");
+        drop(a1);
+        assert_eq!(counts.total(), 2);
+        assert!(counts.admit(b, &limits).is_some(), "a freed place is free again");
+    }
+}
