@@ -679,13 +679,6 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_config_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/Server.xml");
-        let c = Config::load(&path).unwrap();
-        assert_eq!(c.answer_timeout, std::time::Duration::from_secs(10));
-    }
-
-    #[test]
     fn defaults_follow_ome() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.signalling_port, 3333);
