@@ -351,7 +351,7 @@ impl Default for SignallingLimits {
         Self {
             port: 3333,
             max_connections: 4096,
-            max_connections_per_address: 64,
+            max_connections_per_address: 256,
             header_timeout_ms: 5000,
             max_message_bytes: 256 * 1024,
             max_outgoing_bytes: 1 << 20,
@@ -526,11 +526,19 @@ impl Config {
         Ok(modules)
     }
 
-    /// The path of a plugin library, resolved against the config file's folder.
+    /// The path of a plugin library: a relative `<Path>` is taken from the config file's folder,
+    /// made absolute (the current folder joined to the config's path as given, symbolic links
+    /// kept), so that it is that folder also when the config is a bare file name (`--config
+    /// Server.xml`, whose parent is ""). The result always holds a `/`: a bare library name would
+    /// make dlopen search `LD_LIBRARY_PATH` and the system folders instead.
     pub fn plugin_path(&self, entry: &PluginEntry) -> PathBuf {
-        match self.file.parent() {
-            Some(dir) if entry.path.is_relative() => dir.join(&entry.path),
-            _ => entry.path.clone(),
+        if entry.path.is_absolute() {
+            return entry.path.clone();
+        }
+        match std::path::absolute(&self.file) {
+            Ok(file) => file.parent().unwrap_or(Path::new("/")).join(&entry.path),
+            // No current folder (deleted since the config was read): still a path, not a name.
+            Err(_) => Path::new(".").join(self.file.parent().unwrap_or(Path::new(""))).join(&entry.path),
         }
     }
 }
@@ -685,6 +693,21 @@ mod tests {
         assert_eq!(c.ice_candidates, vec!["*:10000-10004/udp".parse::<IceCandidate>().unwrap()]);
         assert!(c.plugins.is_empty());
         assert_eq!(c.applications[0].streams[0].name, "stream");
+    }
+
+    #[test]
+    fn a_relative_plugin_path_is_taken_from_the_config_folder_made_absolute() {
+        let plugins = "<Server><Plugins><Plugin><Path>libplugin_p2p.so</Path></Plugin><Plugin><Path>/opt/libx.so</Path></Plugin></Plugins></Server>";
+        let cwd = std::env::current_dir().unwrap();
+        // A bare file name (`--config Server.xml`): its parent is "", which must not leave a bare
+        // library name that dlopen would look up in LD_LIBRARY_PATH and the system folders.
+        for (file, folder) in [("Server.xml", cwd.clone()), ("conf/Test.xml", cwd.join("conf")), ("/etc/p2p/Server.xml", "/etc/p2p".into())] {
+            let c = Config::parse(Path::new(file), plugins.to_string()).unwrap();
+            let path = c.plugin_path(&c.plugins[0]);
+            assert!(path.is_absolute(), "{file}: {}", path.display());
+            assert_eq!(path, folder.join("libplugin_p2p.so"), "{file}");
+            assert_eq!(c.plugin_path(&c.plugins[1]), Path::new("/opt/libx.so"), "an absolute path is kept");
+        }
     }
 
     #[test]

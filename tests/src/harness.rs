@@ -128,6 +128,10 @@ pub fn config_xml(port: u16, extra: &str) -> String {
     config_xml_with_ice(port, "127.0.0.1:0/udp", extra)
 }
 
+/// Every test client connects from one address (loopback or the namespace's): lift the
+/// connection caps so that thousands of test viewers fit (tests of the caps replace them).
+pub const ONE_ADDRESS_CAP: &str = "<MaxConnections>100000</MaxConnections><MaxConnectionsPerAddress>100000</MaxConnectionsPerAddress>";
+
 /// [`config_xml`] with another `<IceCandidate>` (OME's form, e.g. `*:10000-10019/udp`).
 pub fn config_xml_with_ice(port: u16, ice: &str, extra: &str) -> String {
     format!(
@@ -135,7 +139,7 @@ pub fn config_xml_with_ice(port: u16, ice: &str, extra: &str) -> String {
 <Server version="8">
   <Name>test</Name>
   <Bind><Publishers><WebRTC>
-    <Signalling><Port>{port}</Port></Signalling>
+    <Signalling><Port>{port}</Port>{ONE_ADDRESS_CAP}</Signalling>
     <IceCandidates><IceCandidate>{ice}</IceCandidate></IceCandidates>
   </WebRTC></Publishers></Bind>
   <Applications><Application><Name>app</Name><Stream><Name>stream</Name><TestPattern/></Stream></Application></Applications>

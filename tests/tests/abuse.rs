@@ -5,14 +5,14 @@ use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-use tests::harness::{config_xml, HostProcess};
+use tests::harness::{config_xml, HostProcess, ONE_ADDRESS_CAP};
 use tests::signal::{request_offer, Received, Signal, CHROME_WINDOWS};
 
 const T: Duration = Duration::from_secs(10);
 
 /// A test config with `<Signalling>` limits added after the port.
 fn with_limits(port: u16, limits: &str) -> String {
-    config_xml(port, "").replace("</Port></Signalling>", &format!("</Port>{limits}</Signalling>"))
+    config_xml(port, "").replace(ONE_ADDRESS_CAP, limits)
 }
 
 fn metric(host: &HostProcess, name: &str) -> i64 {

@@ -7,6 +7,7 @@
 //!   load signalling --sessions 1000,10000   WebSocket sessions held open (no media): joins/s, memory
 //!   load connections --connections 2000   viewer connections up (ICE + DTLS, no media) on five
 //!                                      shared ports: set-up rate, memory and descriptors each
+//!   load soak --sessions 1000 --minutes 30   churn, dying hosts, bad clients: RSS and descriptors
 //!   load join --rounds 10 --gop-seconds 4 [--browser]   request_offer -> first video frame with an
 //!                                      ffmpeg ingest, keyframe cache off and on, side by side
 //!
@@ -49,6 +50,19 @@ enum Command {
         /// Joins in flight at once.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+    },
+    /// Churning sessions, dying P2P hosts and bad clients for a while: RSS and descriptors over
+    /// time, every session freed at the end.
+    Soak {
+        /// Signalling sessions kept churning.
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+        /// Real WebRTC peers (host peers and clients) churning.
+        #[arg(long, default_value_t = 12)]
+        peers: usize,
+        /// How long, in minutes.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
     },
     /// N host-eligible peers joining one by one with the P2P plugin on: how much the edge is spared.
     Offload {
@@ -139,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
                 connections(n, concurrency).await?;
             }
         }
+        Command::Soak { sessions, peers, minutes } => soak(sessions, peers, minutes).await?,
         Command::Offload { peers, k, seconds } => offload(peers, k, Duration::from_secs(seconds)).await?,
         Command::Failover { rounds, k } => failover(rounds, k).await?,
         Command::Signalling { sessions, concurrency } => {
@@ -886,4 +901,124 @@ fn raise_descriptor_limit(want: u64) -> anyhow::Result<()> {
     }
     anyhow::ensure!(limit.rlim_cur >= want, "open-file limit {} < {want}: raise the hard limit (ulimit -Hn)", limit.rlim_cur);
     Ok(())
+}
+
+/// `load soak`: `sessions` signalling sessions that keep churning (each asks for an offer, never
+/// answers, is withdrawn at the answer deadline and comes back), `peers` real WebRTC peers with
+/// the P2P plugin (host peers and their clients; one leaves and a new one joins every few
+/// seconds), and bad clients mixed in (malformed JSON, oversized messages, half-sent requests).
+/// Samples the host's RSS, descriptors and sessions; at the end, checks every session was freed.
+async fn soak(sessions: usize, peers: usize, minutes: u64) -> anyhow::Result<()> {
+    raise_descriptor_limit(4 * sessions as u64 + 1024)?;
+    let host = HostProcess::start(|port| {
+        config_xml_with_ice(port, EDGE_PORTS, &p2p_xml(2, 4000))
+            .replace("</IceCandidates>", "</IceCandidates><AnswerTimeoutMs>10000</AnswerTimeoutMs>")
+    })?;
+    let url = host.ws_url("app/stream");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (idle, idle_fds) = (procstat::sample(host.pid())?, open_descriptors(host.pid()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..sessions {
+        tasks.spawn(churning_session(url.clone(), stop.clone(), Duration::from_millis(i as u64 * 10)));
+    }
+    tasks.spawn(churning_peers(url.clone(), peers, stop.clone()));
+    tasks.spawn(bad_clients(url.clone(), host.port, stop.clone()));
+    println!("| minute | RSS | descriptors | live sessions | sessions opened | closed |");
+    println!("|--:|--:|--:|--:|--:|--:|");
+    let started = Instant::now();
+    let mut minute = 0;
+    while started.elapsed() < Duration::from_secs(minutes * 60) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        minute += 1;
+        let stats = host.stats()?;
+        println!(
+            "| {minute} | {:.1} MiB | {} | {} | {} | {} |",
+            mib(procstat::sample(host.pid())?.rss),
+            open_descriptors(host.pid()),
+            stats["session_count"],
+            stats["metrics"]["sessions_opened"],
+            stats["metrics"]["sessions_closed"],
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = host.stats()?;
+    let (end, fds) = (procstat::sample(host.pid())?, open_descriptors(host.pid()));
+    println!(
+        "after: {} live sessions ({} opened, {} closed), {fds} descriptors (idle {idle_fds}), RSS {:.1} MiB (idle {:.1} MiB)",
+        stats["session_count"],
+        stats["metrics"]["sessions_opened"],
+        stats["metrics"]["sessions_closed"],
+        mib(end.rss),
+        mib(idle.rss)
+    );
+    anyhow::ensure!(stats["session_count"] == 0, "sessions left behind: {stats}");
+    Ok(())
+}
+
+/// Joins, asks for an offer, never answers; after the host withdraws it, comes back.
+async fn churning_session(url: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>, delay: Duration) {
+    tokio::time::sleep(delay).await;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let Ok(mut s) = tests::signal::Signal::connect(&url, CHROME_WINDOWS).await else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let _ = tests::signal::request_offer(&mut s).await;
+        // The withdrawal (408) and the close, or the end of the soak.
+        for _ in 0..15 {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            if matches!(s.recv(Duration::from_secs(1)).await, Ok(tests::signal::Received::Closed)) {
+                break;
+            }
+        }
+        s.close().await;
+    }
+}
+
+/// `peers` WebRTC peers (host-eligible); every 5 s the oldest leaves (its clients fail over) and
+/// a new one joins.
+async fn churning_peers(url: String, peers: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let mut live = std::collections::VecDeque::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if live.len() >= peers {
+            if let Some(p) = live.pop_front() {
+                PeerAgent::leave(p).await;
+            }
+        }
+        if let Ok(p) = PeerAgent::join(&url, CHROME_WINDOWS).await {
+            live.push_back(p);
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    for p in live {
+        p.leave().await;
+    }
+}
+
+/// Every second: malformed JSON, an oversized message, and a half-sent HTTP request held 10 s.
+async fn bad_clients(url: String, port: u16, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok(mut s) = tests::signal::Signal::connect(&url, "junk").await {
+            let _ = s.send_text("{not json").await;
+            let _ = s.recv(Duration::from_secs(1)).await;
+        }
+        if let Ok(mut s) = tests::signal::Signal::connect(&url, "junk").await {
+            let _ = s.send_text(&"x".repeat(300 * 1024)).await;
+            let _ = s.recv(Duration::from_secs(1)).await;
+        }
+        if let Ok(mut half) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            use tokio::io::AsyncWriteExt;
+            let _ = half.write_all(b"GET /app/stream HTTP/1.1\r\nHost: x\r\n").await;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                drop(half);
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
