@@ -1,5 +1,6 @@
-//! The loaded plugins: loading them as the config says, calling their hooks one at a time, turning
-//! their host calls into actions, and disabling a plugin that panics.
+//! The loaded plugins: loading them as the config says (each from a private copy of its library),
+//! calling their hooks one at a time, turning their host calls into actions, and disabling a plugin
+//! that panics.
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -10,6 +11,8 @@ use plugin_api::{
     CloseReason, HostServices, LoadError, LoadedPlugin, LogLevel, MessageVerdict, OfferDecision, PluginFailure,
     PluginLibrary, SessionId, SessionInfo,
 };
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -102,9 +105,12 @@ impl PluginSet {
     ) -> anyhow::Result<Self> {
         let mut slots = Vec::new();
         let mut claimed = Vec::new();
-        for entry in &config.plugins {
+        // Made at the first plugin, removed (on drop) when this function returns.
+        let copies = OnceCell::new();
+        for (index, entry) in config.plugins.iter().enumerate() {
             let path = config.plugin_path(entry);
-            let loaded = PluginLibrary::open(&path).and_then(|library| {
+            let copies = copies.get_or_init(PrivateCopies::create);
+            let loaded = open_private_copy(copies, index, &path).and_then(|(library, copy)| {
                 let section = library.config_section().and_then(|name| config.section(name));
                 let context = Context {
                     plugin: library.name(),
@@ -124,15 +130,16 @@ impl PluginSet {
                     }
                     (e, _) => e,
                 })?;
-                Ok((library, plugin))
+                Ok((library, plugin, copy))
             });
             match loaded {
-                Ok((library, plugin)) => {
+                Ok((library, plugin, copy)) => {
                     tracing::info!(
                         plugin = %library.name(),
                         version = %library.version(),
                         abi = %library.built_against(),
                         path = %path.display(),
+                        copy = %copy.display(),
                         "plugin loaded"
                     );
                     claimed.extend(library.config_section());
@@ -220,6 +227,96 @@ impl PluginSet {
             self.call(slot, |p| p.timer_fired(token));
         }
     }
+}
+
+/// The private copies of the plugin libraries: the host loads these, never the files the config
+/// names.
+///
+/// Why: the dynamic loader maps the library's file into the process. `cp new.so libplugin_p2p.so`
+/// (or a build writing its output there) truncates and rewrites that same file (same inode), so the
+/// code the host runs changes under it: SIGBUS for a page past the new end, garbage instructions
+/// (SIGSEGV, SIGILL) otherwise, at the next hook. A copy that only this process knows of is written
+/// by no one; a new library is picked up at the next start, as before.
+///
+/// Where: one folder `p2p-host-<pid>` in [`std::env::temp_dir`] (`$TMPDIR`, else `/tmp`), made with
+/// mode 0700 by a plain `mkdir`, which fails rather than reuse a folder (or symbolic link) someone
+/// made first; then `p2p-host-<pid>-<n>` is tried. Each library is copied there as
+/// `<n>-<file name>`, `n` its place in the config, so two of one file name do not collide.
+///
+/// When removed: as soon as the plugins are loaded (on drop, when [`PluginSet::load`] returns), not
+/// at exit. On Linux a mapping keeps its file's inode alive after the name is unlinked, so the
+/// loaded code stays; and removing at once leaves nothing behind when the host ends without running
+/// exit code (SIGKILL, the OOM killer, an abort). The price: the copy shows as `(deleted)` in
+/// `/proc/<pid>/maps`, and a debugger must be pointed at the original for symbols (the `plugin
+/// loaded` line names both).
+///
+/// The temporary folder must allow execution: on a `noexec` mount the loader refuses the copy (the
+/// error then says so); set `TMPDIR` to another folder. A library that loads others by a path
+/// relative to its own folder (`$ORIGIN` in its RUNPATH) would not find them from the copy;
+/// cargo's cdylibs do not.
+struct PrivateCopies {
+    dir: PathBuf,
+}
+
+impl PrivateCopies {
+    fn create() -> Result<Self, String> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let pid = std::process::id();
+        let mut attempt = 0;
+        loop {
+            let name = if attempt == 0 { format!("p2p-host-{pid}") } else { format!("p2p-host-{pid}-{attempt}") };
+            let dir = std::env::temp_dir().join(name);
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(Self { dir }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+                Err(e) => return Err(format!("cannot make a private folder for its copy ({}): {e}", dir.display())),
+            }
+        }
+    }
+
+    /// Copies the library at `original`, the config's `index`th, into the folder.
+    fn copy(&self, index: usize, original: &Path) -> std::io::Result<PathBuf> {
+        let name = original.file_name().map_or_else(|| "plugin.so".into(), |n| n.to_string_lossy());
+        let copy = self.dir.join(format!("{index}-{name}"));
+        std::fs::copy(original, &copy)?;
+        Ok(copy)
+    }
+}
+
+impl Drop for PrivateCopies {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!("cannot remove the plugins' private copies in {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Opens a private copy of the library at `path`, the config's `index`th (see [`PrivateCopies`]);
+/// returns it with the copy's path. Errors name `path`, not the copy.
+fn open_private_copy(
+    copies: &Result<PrivateCopies, String>,
+    index: usize,
+    path: &Path,
+) -> Result<(PluginLibrary, PathBuf), LoadError> {
+    let open_error = |reason: String| LoadError::Open { path: path.to_owned(), reason };
+    let copies = copies.as_ref().map_err(|e| open_error(e.clone()))?;
+    let copy = copies.copy(index, path).map_err(|e| open_error(e.to_string()))?;
+    let library = PluginLibrary::open(&copy).map_err(|e| match e {
+        LoadError::Open { reason, .. } => {
+            let mut reason = reason.replace(&copy.display().to_string(), &path.display().to_string());
+            if reason.contains("failed to map segment") {
+                reason += &format!(
+                    " (loading its private copy in {}: is that file system mounted noexec? set TMPDIR to another folder)",
+                    copies.dir.display()
+                );
+            }
+            open_error(reason)
+        }
+        LoadError::NotAPlugin { .. } => LoadError::NotAPlugin { path: path.to_owned() },
+        LoadError::Incompatible { details, .. } => LoadError::Incompatible { path: path.to_owned(), details },
+        other => other,
+    })?;
+    Ok((library, copy))
 }
 
 /// Carries out the plugins' actions, in order, until the host stops.
