@@ -40,11 +40,48 @@ pub enum PluginAction {
     Disabled,
 }
 
+/// Bytes of plugin messages waiting for [`run_actions`], per session: a plugin that sends one
+/// session more than the session's outgoing bound in one go (a relayed flood) gets the excess
+/// dropped and the session closed, instead of the host buffering it.
+#[derive(Debug)]
+pub struct PendingSends {
+    per_session: std::sync::Mutex<std::collections::HashMap<SessionId, usize>>,
+    limit: usize,
+}
+
+impl PendingSends {
+    fn new(limit: usize) -> Self {
+        Self { per_session: Default::default(), limit }
+    }
+
+    /// Takes `bytes` for session `id`; false if that would pass the bound.
+    fn reserve(&self, id: SessionId, bytes: usize) -> bool {
+        let mut map = self.per_session.lock().expect("pending lock");
+        let pending = map.entry(id).or_insert(0);
+        if *pending + bytes > self.limit {
+            return false;
+        }
+        *pending += bytes;
+        true
+    }
+
+    fn release(&self, id: SessionId, bytes: usize) {
+        let mut map = self.per_session.lock().expect("pending lock");
+        if let Some(pending) = map.get_mut(&id) {
+            *pending = pending.saturating_sub(bytes);
+            if *pending == 0 {
+                map.remove(&id);
+            }
+        }
+    }
+}
+
 /// One plugin's context: what its host calls reach.
 struct Context {
     plugin: &'static str,
     index: usize,
     actions: mpsc::UnboundedSender<PluginAction>,
+    pending: Arc<PendingSends>,
     clock: Instant,
     metrics: Arc<Metrics>,
 }
@@ -54,6 +91,12 @@ impl HostServices for Context {
         self.clock.elapsed().as_millis() as u64
     }
     fn send(&self, id: SessionId, json: &str) {
+        if !self.pending.reserve(id, json.len()) {
+            self.metrics.add("plugin_messages_dropped_over_bound", 1);
+            let reason = "too many messages queued for this session";
+            let _ = self.actions.send(PluginAction::Close(id, 500, reason.to_string()));
+            return;
+        }
         let _ = self.actions.send(PluginAction::Send(id, json.to_string()));
     }
     fn serve_from_edge(&self, id: SessionId) {
@@ -92,6 +135,8 @@ pub struct PluginSet {
     slots: Vec<Slot>,
     actions: mpsc::UnboundedSender<PluginAction>,
     metrics: Arc<Metrics>,
+    /// Plugin messages not yet handed to their sessions.
+    pub pending: Arc<PendingSends>,
 }
 
 impl PluginSet {
@@ -105,6 +150,7 @@ impl PluginSet {
     ) -> anyhow::Result<Self> {
         let mut slots = Vec::new();
         let mut claimed = Vec::new();
+        let pending = Arc::new(PendingSends::new(config.limits.max_outgoing_bytes));
         // Made at the first plugin, removed (on drop) when this function returns.
         let copies = OnceCell::new();
         for (index, entry) in config.plugins.iter().enumerate() {
@@ -116,6 +162,7 @@ impl PluginSet {
                     plugin: library.name(),
                     index: slots.len(),
                     actions: actions.clone(),
+                    pending: pending.clone(),
                     clock,
                     metrics: metrics.clone(),
                 };
@@ -154,7 +201,7 @@ impl PluginSet {
         for ignored in config.check_claimed(&claimed)? {
             tracing::warn!("<Modules><{}> is ignored: no loaded plugin handles it", ignored.name);
         }
-        Ok(Self { slots, actions, metrics })
+        Ok(Self { slots, actions, metrics, pending })
     }
 
     /// The names of the loaded plugins.
@@ -324,6 +371,7 @@ pub async fn run_actions(mut actions: mpsc::UnboundedReceiver<PluginAction>, sta
     while let Some(action) = actions.recv().await {
         match action {
             PluginAction::Send(id, json) => {
+                state.plugins.pending.release(id, json.len());
                 if !state.sessions.command(id, SessionCommand::Send(json)) {
                     tracing::debug!(session = id, "plugin message to a session that is gone");
                 }

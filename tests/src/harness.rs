@@ -90,7 +90,7 @@ pub fn build_artifacts() {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "host", "-p", "plugin-p2p", "-p", "test-plugin-panicky", "-p", "test-plugin-abi-mismatch"]);
+        cmd.args(["build", "-q", "-p", "host", "-p", "plugin-p2p", "-p", "test-plugin-panicky", "-p", "test-plugin-abi-mismatch", "-p", "test-plugin-flooder"]);
         // Cargo gives a test the variables of its own package; passed on, they would make build
         // scripts that watch them (ring watches CARGO_MANIFEST_DIR) rebuild the whole stack.
         for (key, _) in std::env::vars_os() {

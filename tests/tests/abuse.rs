@@ -133,3 +133,37 @@ async fn sigterm_closes_every_session_with_going_away_and_exits_0_despite_a_half
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert!(log.contains("session closed"), "plugins and logs see the session close:\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_that_stops_reading_is_closed_not_buffered_for() {
+    let plugin = format!("<Plugins><Plugin><Path>{}</Path></Plugin></Plugins>", tests::harness::library("test_plugin_flooder").display());
+    let host = HostProcess::start(|port| {
+        config_xml(port, &plugin).replace("</Port>", "</Port><WriteTimeoutMs>1000</WriteTimeoutMs>")
+    })
+    .unwrap();
+    let idle = tests::procstat::sample(host.pid()).unwrap().rss;
+    let mut s = Signal::connect(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+    let id = request_offer(&mut s).await.unwrap()["id"].as_u64().unwrap();
+    // Ask the plugin for 25 MiB, then read nothing.
+    s.send(json!({"command": "flood", "id": id})).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let stats = host.stats().unwrap();
+        if !stats["sessions"].as_array().unwrap().iter().any(|s| s["id"] == id) {
+            // Whichever bound bit first: the plugin's queue for the session, the session's
+            // outgoing queue, or the write deadline.
+            let bounded = ["plugin_messages_dropped_over_bound", "sessions_closed_slow_reader", "sessions_closed_write_timeout"]
+                .iter()
+                .map(|m| stats["metrics"][m].as_i64().unwrap_or(0))
+                .sum::<i64>();
+            assert!(bounded >= 1, "closed by a bound: {stats}");
+            break;
+        }
+        assert!(started.elapsed() < T, "the slow reader is still open after {T:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grown = tests::procstat::sample(host.pid()).unwrap().rss.saturating_sub(idle);
+    assert!(grown < 16 << 20, "25 MiB asked for, {} MiB held", grown >> 20);
+    let mut viewer = Signal::connect(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+    assert_eq!(request_offer(&mut viewer).await.unwrap()["code"], 200);
+}
