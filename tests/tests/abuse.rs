@@ -167,3 +167,21 @@ async fn a_player_that_stops_reading_is_closed_not_buffered_for() {
     let mut viewer = Signal::connect(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
     assert_eq!(request_offer(&mut viewer).await.unwrap()["code"], 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_naming_a_victim_make_the_edge_send_it_nothing() {
+    let host = HostProcess::start(|port| config_xml(port, "")).unwrap();
+    let victim = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = victim.local_addr().unwrap().port();
+    let mut s = Signal::connect(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+    let id = request_offer(&mut s).await.unwrap()["id"].as_u64().unwrap();
+    let candidates: Vec<_> = (0..60).map(|i| json!({"candidate": format!("candidate:{i} 1 udp {} 127.0.0.1 {port} typ host", 2_000_000_000 - i)})).collect();
+    for _ in 0..8 {
+        s.send(json!({"command": "candidate", "id": id, "peer_id": 0, "candidates": candidates})).await.unwrap();
+    }
+    victim.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 1500];
+    assert!(victim.recv(&mut buf).is_err(), "the ICE-lite edge never sends checks to a candidate a player names");
+    // 480 candidates is within the session's bound: the session lives.
+    assert!(host.stats().unwrap()["sessions"].as_array().unwrap().iter().any(|x| x["id"] == id));
+}
