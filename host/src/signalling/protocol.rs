@@ -168,6 +168,64 @@ pub fn error(code: u16, message: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Valid messages of every kind, to mutate.
+    const SEEDS: &[&str] = &[
+        r#"{"command":"request_offer"}"#,
+        r#"{"command":"answer","id":7,"peer_id":0,"sdp":{"type":"answer","sdp":"v=0\r\n"}}"#,
+        r#"{"command":"candidate","id":7,"peer_id":0,"candidates":[{"candidate":"candidate:1 1 udp 1 192.0.2.1 9 typ host","sdpMLineIndex":0}]}"#,
+        r#"{"command":"offer_p2p","id":7,"peer_id":9,"sdp":{"type":"offer","sdp":"v=0"},"candidates":[]}"#,
+        r#"{"command":"change_rendition","id":7,"auto":true}"#,
+        r#"{"command":"stop","id":7}"#,
+        r#"{"command":"pong"}"#,
+    ];
+
+    /// A seeded mutation of a seed message: bytes flipped, cut, duplicated or spliced.
+    fn mutate(rng: &mut rand::rngs::StdRng, seed: &str) -> Vec<u8> {
+        use rand::Rng;
+        let mut bytes = seed.as_bytes().to_vec();
+        for _ in 0..rng.random_range(1..6) {
+            let at = rng.random_range(0..=bytes.len());
+            match rng.random_range(0..5) {
+                0 if at < bytes.len() => bytes[at] = rng.random(),
+                1 => bytes.truncate(at),
+                2 => {
+                    const ALPHABET: &[u8] = b"{}[]\":,0-9e.\\u";
+                    bytes.insert(at, ALPHABET[rng.random_range(0..ALPHABET.len())]);
+                }
+                3 => {
+                    let other = SEEDS[rng.random_range(0..SEEDS.len())].as_bytes();
+                    let from = rng.random_range(0..other.len());
+                    bytes.splice(at..at, other[from..].iter().copied());
+                }
+                _ => bytes.extend_from_within(..at),
+            }
+        }
+        bytes
+    }
+
+    /// Random and mutated messages: every one is parsed or refused with a 400, never a panic.
+    /// `PROTOCOL_FUZZ_CASES=1000000 cargo test -p host --release protocol_fuzz` for a long run.
+    #[test]
+    fn protocol_fuzz_any_input_is_parsed_or_refused_never_a_panic() {
+        use rand::SeedableRng;
+        let cases: usize = std::env::var("PROTOCOL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+        let limits = SignallingLimits::default();
+        let (mut parsed, mut refused) = (0, 0);
+        for i in 0..cases {
+            let input = mutate(&mut rng, SEEDS[i % SEEDS.len()]);
+            let text = String::from_utf8_lossy(&input);
+            match parse_bounded(&text, 7, &limits) {
+                Ok(_) => parsed += 1,
+                Err(e) => {
+                    assert_eq!(e.code, 400, "{text:?}: {e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(parsed > 0 && refused > 0, "both outcomes are exercised: {parsed} parsed, {refused} refused");
+    }
+
     #[test]
     fn sdp_and_candidates_over_the_limits_are_refused_in_any_message() {
         let limits = SignallingLimits { max_sdp_bytes: 10, max_candidates_per_message: 2, max_candidate_bytes: 20, ..Default::default() };
