@@ -165,6 +165,63 @@ impl P2pCore {
         self.peers.get(&id).map(|p| &p.role)
     }
 
+    /// Checks the bookkeeping behind [`Self::role`] (for tests and the fuzzer): roles point at each
+    /// other and share a pool key, no host has more than k clients, the pool holds exactly the
+    /// unpenalized hosts at their loads, the dependants are counted right, and every waiting pair and
+    /// every penalty has its deadline armed.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let k = usize::from(self.config.max_client_peers_per_host_peer);
+        let armed: Vec<Deadline> = self.deadlines.armed().copied().collect();
+        let mut pool: Vec<_> = self.pool.hosts().collect();
+        let (mut pooled, mut dependants) = (Vec::new(), HashMap::new());
+        for (&id, p) in &self.peers {
+            if p.dependant() {
+                *dependants.entry(p.key).or_insert(0u32) += 1;
+            }
+            if p.penalized && !armed.contains(&Deadline::PenaltyOver { host: id }) {
+                return Err(format!("{id} is penalized with no PenaltyOver armed"));
+            }
+            match &p.role {
+                Role::Viewer => {}
+                Role::Host { clients } => {
+                    if !(p.p2p && p.host_eligible) || clients.len() > k {
+                        return Err(format!("{id} hosts {clients:?} (p2p {}, eligible {}, k {k})", p.p2p, p.host_eligible));
+                    }
+                    if !p.penalized {
+                        pooled.push((p.key, clients.len() as u16, id));
+                    }
+                    for (i, c) in clients.iter().enumerate() {
+                        let back = self.peers.get(c).filter(|cp| cp.key == p.key).map(|cp| &cp.role);
+                        if !matches!(back, Some(Role::Client { host, .. }) if *host == id) || clients[..i].contains(c) {
+                            return Err(format!("host {id} lists {c}, whose role is {back:?}"));
+                        }
+                    }
+                }
+                Role::Client { host, stage } => {
+                    let listed = matches!(self.peers.get(host).map(|h| &h.role), Some(Role::Host { clients }) if clients.contains(&id));
+                    let deadline = match stage {
+                        Stage::AwaitingOffer => Some(Deadline::HostOffer { host: *host, client: id }),
+                        Stage::AwaitingAnswer => Some(Deadline::ClientAnswer { host: *host, client: id }),
+                        Stage::Answered => None,
+                    };
+                    if !listed || !p.p2p || p.was_client || deadline.is_some_and(|d| !armed.contains(&d)) {
+                        return Err(format!("client {id} of {host} at {stage:?}: listed {listed}, p2p {}, was_client {}, deadline {deadline:?} armed: no", p.p2p, p.was_client));
+                    }
+                }
+            }
+        }
+        pool.sort_unstable();
+        pooled.sort_unstable();
+        if pool != pooled {
+            return Err(format!("pool {pool:?}, hosts {pooled:?}"));
+        }
+        if *self.pool.dependants() != dependants {
+            return Err(format!("dependants counted {:?}, actually {dependants:?}", self.pool.dependants()));
+        }
+        Ok(())
+    }
+
     /// A session opened: classify it once.
     pub fn session_opened(&mut self, a: Arrival<'_>) {
         let class = self.classifier.classify(a.user_agent);

@@ -45,6 +45,11 @@ impl Deadlines {
         self.next_token
     }
 
+    /// Every armed deadline (for `check_invariants`).
+    pub(crate) fn armed(&self) -> impl Iterator<Item = &Deadline> {
+        self.armed.values()
+    }
+
     /// The deadline of a fired timer (once).
     pub fn take(&mut self, token: u64) -> Option<Deadline> {
         self.armed.remove(&token)

@@ -63,6 +63,16 @@ impl HostPool {
         }
     }
 
+    /// Every pooled host as `(key, load, id)` (for `P2pCore::check_invariants`).
+    pub(crate) fn hosts(&self) -> impl Iterator<Item = (PoolKey, u16, SessionId)> + '_ {
+        self.pools.iter().flat_map(|(&key, set)| set.iter().map(move |&(load, id)| (key, load, id)))
+    }
+
+    /// The dependants per key (for `P2pCore::check_invariants`).
+    pub(crate) fn dependants(&self) -> &HashMap<PoolKey, u32> {
+        &self.dependants
+    }
+
     /// The least-loaded host of `key` with fewer than `capacity` clients.
     pub fn pick(&self, key: PoolKey, capacity: u16) -> Option<SessionId> {
         let &(load, id) = self.pools.get(&key)?.first()?;
