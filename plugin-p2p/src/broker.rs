@@ -48,6 +48,9 @@ pub enum BrokerError {
     /// The addressee is a live session that is not the sender's partner.
     #[error("session {0} is not your P2P partner")]
     NotPartner(SessionId),
+    /// A client answered before its host's offer reached it (it would disarm the offer deadline).
+    #[error("an answer before any offer from session {0}")]
+    AnswerBeforeOffer(SessionId),
 }
 
 /// Reads a P2P message; `Ok(None)` if `json` is not one (another command, or addressed to the edge).

@@ -320,6 +320,9 @@ impl P2pCore {
             P2pMessage::CandidateP2p { candidates, .. } => {
                 self.out(Output::Send(client, broker::relayed_host_candidates(client, host, &candidates)));
             }
+            P2pMessage::Answer { .. } if stage == Stage::AwaitingOffer => {
+                self.refuse(from, BrokerError::AnswerBeforeOffer(host));
+            }
             P2pMessage::Answer { sdp, .. } => {
                 self.out(Output::Send(host, broker::answer_p2p(host, client, &sdp)));
                 self.set_stage(client, Stage::Answered);
