@@ -56,7 +56,9 @@ async fn drain(state: &Arc<state::HostState>, counts: &server::ConnectionCounts)
     state.sessions.command_all(|| sessions::SessionCommand::Shutdown);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(state.config.limits.drain_timeout_ms);
     while (state.sessions.len() > 0 || counts.total() > 0) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // A WebSocket upgrade in flight at the signal registers its session late: tell it too.
+        state.sessions.command_all(|| sessions::SessionCommand::Shutdown);
     }
     tracing::info!(
         sessions,

@@ -57,11 +57,11 @@ impl PendingSends {
     /// Takes `bytes` for session `id`; false if that would pass the bound.
     fn reserve(&self, id: SessionId, bytes: usize) -> bool {
         let mut map = self.per_session.lock().expect("pending lock");
-        let pending = map.entry(id).or_insert(0);
-        if *pending + bytes > self.limit {
+        let pending = map.get(&id).copied().unwrap_or(0);
+        if pending + bytes > self.limit {
             return false;
         }
-        *pending += bytes;
+        map.insert(id, pending + bytes);
         true
     }
 

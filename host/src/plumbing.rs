@@ -73,6 +73,8 @@ pub struct RtpRewriter {
     offset: Option<u16>,
     /// The last sequence number written.
     last: u16,
+    /// The source's SSRC of the current run: a new one (a restarted encoder) starts a new run.
+    source: Option<u32>,
 }
 
 impl Default for RtpRewriter {
@@ -84,7 +86,7 @@ impl Default for RtpRewriter {
 impl RtpRewriter {
     /// A rewriter whose first sequence number is random (RFC 3550 5.1).
     pub fn new() -> Self {
-        Self { offset: None, last: rand::random::<u16>() }
+        Self { offset: None, last: rand::random::<u16>(), source: None }
     }
 
     /// The next packet starts a new run (after skipped packets): it follows the last one written.
@@ -94,6 +96,10 @@ impl RtpRewriter {
 
     /// The rewritten copy of `packet` (the payload is shared, not copied).
     pub fn rewrite(&mut self, packet: &rtp::Packet, ssrc: u32, payload_type: u8) -> rtp::Packet {
+        if self.source != Some(packet.header.ssrc) {
+            self.source = Some(packet.header.ssrc);
+            self.offset = None;
+        }
         let source = packet.header.sequence_number;
         let offset = *self.offset.get_or_insert_with(|| self.last.wrapping_add(1).wrapping_sub(source));
         let sequence_number = source.wrapping_add(offset);
@@ -217,6 +223,11 @@ mod tests {
         assert_eq!(d.header.sequence_number, c.header.sequence_number.wrapping_add(1));
         let e = r.rewrite(&packet(501), 7, VIDEO_PT);
         assert_eq!(e.header.sequence_number, d.header.sequence_number.wrapping_add(1));
+        // A restarted source (new SSRC, new random sequence base) also runs on.
+        let mut restarted = packet(40000);
+        restarted.header.ssrc = 2;
+        let f = r.rewrite(&restarted, 7, VIDEO_PT);
+        assert_eq!(f.header.sequence_number, e.header.sequence_number.wrapping_add(1));
     }
 
     #[test]

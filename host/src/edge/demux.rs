@@ -121,10 +121,17 @@ impl<K: Copy + Eq + Hash> Demux<K> {
     /// Records that `conn` sent to `addr` (it answered a check from there). Returns true if the
     /// address is new for it; `known` is the connection's list of addresses, kept by the caller.
     pub fn learn(&mut self, conn: K, addr: SocketAddr, known: &mut Vec<SocketAddr>) -> bool {
-        if known.contains(&addr) || known.len() >= self.addrs_per_conn {
+        // An address moves to the connection that answered it last (a port reused by a new peer,
+        // or taken back from a connection that answered a check spoofed from it).
+        if known.contains(&addr) {
+            if self.by_addr.get(&addr) != Some(&conn) {
+                self.by_addr.insert(addr, conn);
+            }
             return false;
         }
-        // An address moves to the connection that answered it last (a port reused by a new peer).
+        if known.len() >= self.addrs_per_conn {
+            return false;
+        }
         self.by_addr.insert(addr, conn);
         known.push(addr);
         true
@@ -204,6 +211,19 @@ mod tests {
         assert_eq!(d.route(&srtp, addr(5)), Err(Dropped::UnknownAddress));
         assert_eq!(d.route(&binding_request("abcd:x"), addr(5)), Err(Dropped::UnknownUfrag));
         assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn an_address_taken_by_a_spoofed_check_returns_to_its_connection_when_it_answers_again() {
+        let mut d = Demux::new(4);
+        d.add("vvvv", 1);
+        d.add("mmmm", 2);
+        let (mut v, mut m) = (vec![], vec![]);
+        d.learn(1, addr(5), &mut v);
+        d.learn(2, addr(5), &mut m); // 2 answered a check spoofed from 1's address
+        assert_eq!(d.route(&[22u8; 40], addr(5)), Ok(2));
+        d.learn(1, addr(5), &mut v); // 1 answers its own peer again
+        assert_eq!(d.route(&[22u8; 40], addr(5)), Ok(1));
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub type ConnKey = u64;
 const ADDRS_PER_CONN: usize = 4;
 /// Packets from the streams queued for a worker before its feeders fall behind (and lag).
 const MEDIA_QUEUE: usize = 1024;
+/// `recvmmsg` batches one socket gets per turn of the worker's loop.
+const READ_BATCHES_PER_TURN: usize = 8;
 /// Commands queued for a worker.
 pub const COMMAND_QUEUE: usize = 256;
 
@@ -213,7 +215,14 @@ impl Worker {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Offer { hub, events, egress_bytes, reply } => {
-                let _ = reply.send(self.create(hub, events, egress_bytes));
+                let created = self.create(hub, events, egress_bytes);
+                let key = created.as_ref().ok().map(|(key, _)| *key);
+                if reply.send(created).is_err() {
+                    // The session is gone already: nobody will close this connection but us.
+                    if let Some(key) = key {
+                        self.close(key);
+                    }
+                }
             }
             Command::Answer { key, sdp, reply } => {
                 let now = Instant::now();
@@ -312,7 +321,9 @@ impl Worker {
     }
 
     fn read(&mut self, socket: usize, received: &mut Vec<Received>) {
-        loop {
+        // At most this many batches per turn: a flood must not keep timers, media and commands
+        // waiting (the socket stays readable; the next turn reads on).
+        for _ in 0..READ_BATCHES_PER_TURN {
             let n = match self.io.sockets[socket].try_recv(&mut self.buffers[..], received) {
                 Ok(0) => return,
                 Ok(n) => n,

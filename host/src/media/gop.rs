@@ -30,12 +30,15 @@ pub struct GopCache {
     limits: GopLimits,
     packets: Vec<(Instant, Arc<MediaPacket>)>,
     bytes: usize,
+    /// The RTP timestamp of the keyframe the cache starts with: H.264 marks both its SPS/PPS
+    /// packet and its IDR's first fragment as keyframe starts, and they share this timestamp.
+    keyframe_timestamp: Option<u32>,
 }
 
 impl GopCache {
     /// An empty cache with `limits`.
     pub fn new(limits: GopLimits) -> Self {
-        Self { limits, packets: Vec::new(), bytes: 0 }
+        Self { limits, packets: Vec::new(), bytes: 0, keyframe_timestamp: None }
     }
 
     /// Takes a packet of the stream as it is published.
@@ -43,8 +46,10 @@ impl GopCache {
         if packet.kind != MediaKind::Video || self.limits.max_bytes == 0 {
             return;
         }
-        if packet.keyframe_start {
+        let timestamp = packet.packet.header.timestamp;
+        if packet.keyframe_start && self.keyframe_timestamp != Some(timestamp) {
             self.clear();
+            self.keyframe_timestamp = Some(timestamp);
         } else if self.packets.is_empty() {
             return; // no keyframe to start from yet
         }
@@ -53,6 +58,9 @@ impl GopCache {
         if self.bytes + size > self.limits.max_bytes || too_old {
             self.clear();
             return;
+        }
+        if self.packets.is_empty() {
+            self.keyframe_timestamp = Some(timestamp);
         }
         self.bytes += size;
         self.packets.push((now, packet.clone()));
@@ -77,6 +85,7 @@ impl GopCache {
     fn clear(&mut self) {
         self.packets.clear();
         self.bytes = 0;
+        self.keyframe_timestamp = None;
     }
 }
 
@@ -86,7 +95,8 @@ mod tests {
     use rtc::rtp;
 
     fn packet(index: u64, kind: MediaKind, keyframe_start: bool, size: usize) -> Arc<MediaPacket> {
-        let packet = rtp::Packet { payload: vec![0u8; size].into(), ..Default::default() };
+        let mut packet = rtp::Packet { payload: vec![0u8; size].into(), ..Default::default() };
+        packet.header.timestamp = index as u32 * 3000; // one frame per packet
         Arc::new(MediaPacket { index, kind, keyframe_start, packet })
     }
 
@@ -134,6 +144,24 @@ mod tests {
         assert!(c.snapshot(t0 + Duration::from_secs(3)).is_empty(), "source went quiet");
         c.push(t0 + Duration::from_secs(3), &packet(3, MediaKind::Video, false, 10));
         assert!(c.snapshot(t0 + Duration::from_secs(3)).is_empty());
+    }
+
+    #[test]
+    fn an_h264_keyframe_keeps_its_parameter_sets_before_the_idr() {
+        let t0 = Instant::now();
+        let mut c = GopCache::new(GopLimits::default());
+        let at = |index, keyframe_start, timestamp| {
+            let mut p = packet(index, MediaKind::Video, keyframe_start, 10);
+            Arc::get_mut(&mut p).unwrap().packet.header.timestamp = timestamp;
+            p
+        };
+        c.push(t0, &at(1, true, 9000)); // STAP-A with SPS and PPS
+        c.push(t0, &at(2, true, 9000)); // the IDR's first FU-A fragment, same frame
+        c.push(t0, &at(3, false, 9000));
+        c.push(t0, &at(4, false, 12000));
+        assert_eq!(indices(&c.snapshot(t0)), vec![1, 2, 3, 4]);
+        c.push(t0, &at(5, true, 99000)); // the next keyframe starts a new cache
+        assert_eq!(indices(&c.snapshot(t0)), vec![5]);
     }
 
     #[test]
