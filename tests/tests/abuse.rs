@@ -185,3 +185,17 @@ async fn candidates_naming_a_victim_make_the_edge_send_it_nothing() {
     // 480 candidates is within the session's bound: the session lives.
     assert!(host.stats().unwrap()["sessions"].as_array().unwrap().iter().any(|x| x["id"] == id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_user_agent_is_cut_to_its_bound_before_anyone_keeps_it() {
+    let host = HostProcess::start(|port| with_limits(port, "<StatsAccessToken>t</StatsAccessToken>")).unwrap();
+    let huge = format!("Mozilla/5.0 (Windows NT 10.0) {}", "A".repeat(200 * 1024));
+    let _s = Signal::connect(&host.ws_url("app/stream"), &huge).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = host.get("/stats", "Authorization: Bearer t\r\n").unwrap();
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let kept = stats["sessions"][0]["user_agent"].as_str().unwrap();
+    assert_eq!(kept.len(), 512, "kept (and classified) at most MaxUserAgentBytes");
+    assert!(huge.starts_with(kept));
+}
