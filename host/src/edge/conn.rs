@@ -24,6 +24,7 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingPar
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,6 +43,11 @@ pub enum Phase {
     /// Failed or closed: the worker removes it.
     Done,
 }
+
+/// Backlog packets sent per live packet of the stream while a joining viewer catches up: the
+/// keyframe cache goes out at this multiple of the stream's own rate, spread over its arrivals
+/// instead of in one burst that overflows socket buffers (ours and the viewer's).
+const BURST_PER_PACKET: usize = 16;
 
 /// Packets per track a viewer can ask to have resent (~2.5 s of 1 Mbit/s video).
 const NACK_HISTORY: u16 = 256;
@@ -79,6 +85,9 @@ pub struct ViewerConn {
     waiting_for_keyframe: bool,
     /// The hub index of the next packet this viewer needs (earlier ones it has had).
     pub next_index: u64,
+    /// Packets waiting their turn: the keyframe cache given at connect, then live packets that
+    /// arrived while it drained, in stream order. Sent [`BURST_PER_PACKET`] at a time.
+    backlog: VecDeque<Arc<MediaPacket>>,
     events: mpsc::UnboundedSender<EdgeEvent>,
     egress_bytes: Arc<AtomicU64>,
 }
@@ -201,6 +210,7 @@ impl ViewerConn {
             audio,
             waiting_for_keyframe: true,
             next_index: 0,
+            backlog: VecDeque::new(),
             events: new.events,
             egress_bytes: new.egress_bytes,
         };
@@ -252,11 +262,37 @@ impl ViewerConn {
     /// The viewer fell behind its stream: resume video at the next keyframe.
     pub fn lagged(&mut self) {
         self.waiting_for_keyframe = true;
+        self.backlog.clear();
+    }
+
+    /// A viewer that just came up starts from `cache` (the stream's video since its last keyframe).
+    pub fn start_from(&mut self, now: Instant, cache: Vec<Arc<MediaPacket>>) -> u64 {
+        self.backlog.extend(cache);
+        self.pump(now)
+    }
+
+    /// Takes one live packet of the stream: sent now, or after the backlog. Returns RTP bytes sent.
+    pub fn send_media(&mut self, now: Instant, packet: &Arc<MediaPacket>) -> u64 {
+        if self.backlog.is_empty() {
+            return self.send_one(now, packet.index, packet);
+        }
+        self.backlog.push_back(packet.clone());
+        self.pump(now)
+    }
+
+    /// Sends up to [`BURST_PER_PACKET`] packets of the backlog.
+    fn pump(&mut self, now: Instant) -> u64 {
+        let mut sent = 0;
+        for _ in 0..BURST_PER_PACKET {
+            let Some(packet) = self.backlog.pop_front() else { break };
+            sent += self.send_one(now, packet.index, &packet);
+        }
+        sent
     }
 
     /// Sends one packet of the stream (numbered `index` by the hub) if this viewer takes it;
     /// returns the RTP bytes sent.
-    pub fn send_media(&mut self, now: Instant, index: u64, packet: &MediaPacket) -> u64 {
+    fn send_one(&mut self, now: Instant, index: u64, packet: &MediaPacket) -> u64 {
         if self.phase != Phase::Connected || index < self.next_index {
             return 0;
         }

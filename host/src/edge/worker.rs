@@ -387,7 +387,7 @@ impl Worker {
         let mut sent = 0;
         for key in &stream.viewers {
             let Some(entry) = self.conns.get_mut(key) else { continue };
-            sent += entry.conn.send_media(now, packet.index, &packet);
+            sent += entry.conn.send_media(now, &packet);
             self.io.flush(*key, entry);
         }
         self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
@@ -407,7 +407,7 @@ impl Worker {
                 self.io.metrics.add("edge_keyframe_cache_joins", 1);
             }
             let entry = self.conns.get_mut(&key).expect("present");
-            let sent: u64 = cache.iter().map(|p| entry.conn.send_media(now, p.index, p)).sum();
+            let sent = entry.conn.start_from(now, cache);
             self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
         }
         if wants.keyframe {
