@@ -88,6 +88,8 @@ pub struct ViewerConn {
     /// Packets waiting their turn: the keyframe cache given at connect, then live packets that
     /// arrived while it drained, in stream order. Sent [`BURST_PER_PACKET`] at a time.
     backlog: VecDeque<Arc<MediaPacket>>,
+    /// Media tracks that have sent their first packet, and whether the worker was told.
+    first_media: (u8, bool),
     events: mpsc::UnboundedSender<EdgeEvent>,
     egress_bytes: Arc<AtomicU64>,
 }
@@ -211,6 +213,7 @@ impl ViewerConn {
             waiting_for_keyframe: true,
             next_index: 0,
             backlog: VecDeque::new(),
+            first_media: (0, false),
             events: new.events,
             egress_bytes: new.egress_bytes,
         };
@@ -280,6 +283,11 @@ impl ViewerConn {
         self.pump(now)
     }
 
+    /// True once, after a packet was sent on a track that had sent none (its timers just armed).
+    pub fn take_first_media(&mut self) -> bool {
+        std::mem::take(&mut self.first_media.1)
+    }
+
     /// Sends up to [`BURST_PER_PACKET`] packets of the backlog.
     fn pump(&mut self, now: Instant) -> u64 {
         let mut sent = 0;
@@ -319,8 +327,12 @@ impl ViewerConn {
         // extensions (the rewrite guarantees them) by building the sender's parameters, several
         // allocations per packet per viewer. The track id is not read on this path.
         let message = TaggedRTCMessage { now, message: RTCMessage::RtpPacket(String::new(), out) };
+        let bit = if packet.kind == MediaKind::Video { 1 } else { 2 };
         match self.pc.handle_write(message) {
             Ok(()) => {
+                if self.first_media.0 & bit == 0 {
+                    self.first_media = (self.first_media.0 | bit, true);
+                }
                 self.egress_bytes.fetch_add(size, Ordering::Relaxed);
                 size
             }

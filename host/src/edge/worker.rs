@@ -389,6 +389,11 @@ impl Worker {
             let Some(entry) = self.conns.get_mut(key) else { continue };
             sent += entry.conn.send_media(now, &packet);
             self.io.flush(*key, entry);
+            // rtc arms its sender-report timer at a track's first RTP packet: pick it up once,
+            // not per packet (poll_timeout walks every handler).
+            if entry.conn.take_first_media() {
+                reschedule(&mut self.timers, *key, entry);
+            }
         }
         self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
     }
@@ -419,12 +424,17 @@ impl Worker {
             return;
         }
         self.io.flush(key, entry);
-        let next = entry.conn.poll_timeout();
-        if next != entry.conn.scheduled {
-            entry.conn.scheduled = next;
-            if let Some(t) = next {
-                self.timers.push(Reverse((t, key)));
-            }
+        reschedule(&mut self.timers, key, entry);
+    }
+}
+
+/// Puts `entry`'s next deadline on the heap if it changed.
+fn reschedule(timers: &mut BinaryHeap<Reverse<(Instant, ConnKey)>>, key: ConnKey, entry: &mut Entry) {
+    let next = entry.conn.poll_timeout();
+    if next != entry.conn.scheduled {
+        entry.conn.scheduled = next;
+        if let Some(t) = next {
+            timers.push(Reverse((t, key)));
         }
     }
 }
