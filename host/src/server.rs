@@ -20,8 +20,14 @@ use tower_service::Service;
 /// Open connections, in total and per remote address.
 #[derive(Debug, Default)]
 pub struct ConnectionCounts {
-    by_address: Mutex<HashMap<IpAddr, usize>>,
-    total: Mutex<usize>,
+    /// Open connections per remote address; the total is their sum, kept beside it.
+    open: Mutex<Open>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    by_address: HashMap<IpAddr, usize>,
+    total: usize,
 }
 
 /// One admitted connection; dropping the last clone frees its place. A WebSocket session keeps
@@ -38,35 +44,30 @@ pub type Admitted = Arc<ConnectionGuard>;
 impl ConnectionCounts {
     /// Admits a connection from `address` if both caps allow it.
     pub fn admit(self: &Arc<Self>, address: IpAddr, limits: &SignallingLimits) -> Option<ConnectionGuard> {
-        let mut total = self.total.lock().expect("counts lock");
-        let mut by_address = self.by_address.lock().expect("counts lock");
-        let mine = by_address.entry(address).or_insert(0);
-        if *total >= limits.max_connections || *mine >= limits.max_connections_per_address {
-            if *mine == 0 {
-                by_address.remove(&address);
-            }
+        let mut open = self.open.lock().expect("counts lock");
+        let mine = open.by_address.get(&address).copied().unwrap_or(0);
+        if open.total >= limits.max_connections || mine >= limits.max_connections_per_address {
             return None;
         }
-        *total += 1;
-        *mine += 1;
+        open.total += 1;
+        open.by_address.insert(address, mine + 1);
         Some(ConnectionGuard { counts: self.clone(), address })
     }
 
     /// Connections open now.
     pub fn total(&self) -> usize {
-        *self.total.lock().expect("counts lock")
+        self.open.lock().expect("counts lock").total
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        let mut total = self.counts.total.lock().expect("counts lock");
-        let mut by_address = self.counts.by_address.lock().expect("counts lock");
-        *total -= 1;
-        if let Some(n) = by_address.get_mut(&self.address) {
+        let mut open = self.counts.open.lock().expect("counts lock");
+        open.total -= 1;
+        if let Some(n) = open.by_address.get_mut(&self.address) {
             *n -= 1;
             if *n == 0 {
-                by_address.remove(&self.address);
+                open.by_address.remove(&self.address);
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use super::conn::{NewConn, Offer, Phase, ViewerConn, Wants};
 use super::batch::{Outbox, Sent};
-use super::demux::Demux;
+use super::demux::{Demux, Dropped};
 use super::net::{EdgeSocket, Received, MAX_DATAGRAM, RECV_BATCH};
 use super::{EdgeCounters, EdgeEvent};
 use crate::media::{MediaPacket, StreamHub};
@@ -119,6 +119,8 @@ pub struct Worker {
     counters: Arc<EdgeCounters>,
     load: Arc<AtomicUsize>,
     certificate: RTCCertificate,
+    /// Datagrams dropped this turn, by reason (at most three entries).
+    dropped: HashMap<Dropped, i64>,
     buffers: Box<[[u8; MAX_DATAGRAM]; RECV_BATCH]>,
 }
 
@@ -159,6 +161,7 @@ impl Worker {
             counters,
             load,
             certificate,
+            dropped: HashMap::new(),
             buffers: Box::new([[0; MAX_DATAGRAM]; RECV_BATCH]),
         }
     }
@@ -321,6 +324,15 @@ impl Worker {
     }
 
     fn read(&mut self, socket: usize, received: &mut Vec<Received>) {
+        self.read_batches(socket, received);
+        // One metrics update per turn, not per dropped datagram: a flood of junk must not take
+        // the host-wide metrics lock thousands of times a second.
+        for (reason, n) in self.dropped.drain() {
+            self.io.metrics.add(reason.metric(), n);
+        }
+    }
+
+    fn read_batches(&mut self, socket: usize, received: &mut Vec<Received>) {
         // At most this many batches per turn: a flood must not keep timers, media and commands
         // waiting (the socket stays readable; the next turn reads on).
         for _ in 0..READ_BATCHES_PER_TURN {
@@ -341,7 +353,7 @@ impl Worker {
                         let wants = entry.conn.datagram(now, r.local, r.from, data);
                         self.service(now, key, wants);
                     }
-                    Err(dropped) => self.io.metrics.add(dropped.metric(), 1),
+                    Err(dropped) => *self.dropped.entry(dropped).or_insert(0) += 1,
                 }
             }
             if n < RECV_BATCH {
