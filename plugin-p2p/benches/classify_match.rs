@@ -31,6 +31,7 @@ fn arrival(id: u32) -> Arrival<'static> {
         stream_name: STREAMS[(id % 10) as usize],
         user_agent: USER_AGENTS[((id / 10) % 4) as usize],
         query: "",
+        remote: "",
     }
 }
 
@@ -41,8 +42,8 @@ fn full_pool() -> P2pCore {
     // The first arrival of each (stream, browser) key is served by the edge and becomes a host;
     // the rest would become its clients, so hosts are made by opening and playing without asking.
     for id in 1..=POOL {
-        core.session_opened(arrival(id));
-        core.session_playing(id);
+        core.session_opened(0, arrival(id));
+        core.session_playing(0, id);
     }
     core.drain_outputs().for_each(drop);
     core
@@ -50,17 +51,17 @@ fn full_pool() -> P2pCore {
 
 /// One viewer arrives and is matched (the part timed for the percentiles).
 fn join(core: &mut P2pCore, id: u32) {
-    core.session_opened(arrival(id));
-    black_box(core.offer_requested(id));
+    core.session_opened(0, arrival(id));
+    black_box(core.offer_requested(0, id));
 }
 
 /// It leaves, and its offer deadline fires as the host would fire it later: the core is back
 /// where it was.
 fn leave(core: &mut P2pCore, id: u32) {
-    core.session_closed(id);
+    core.session_closed(0, id);
     let timers: Vec<u64> = core.drain_outputs().filter_map(|o| if let Output::SetTimer(token, _) = o { Some(token) } else { None }).collect();
     for token in timers {
-        core.timer_fired(token);
+        core.timer_fired(0, token);
     }
     core.drain_outputs().for_each(drop);
 }

@@ -4,15 +4,39 @@
 //! <P2P>
 //!   <Enable>true</Enable>                                   <!-- default false, as in OME -->
 //!   <MaxClientPeersPerHostPeer>2</MaxClientPeersPerHostPeer> <!-- default 2; 0 = no clients -->
-//!   <OfferTimeoutMs>4000</OfferTimeoutMs>   <!-- a host must send offer_p2p within this -->
-//!   <AnswerTimeoutMs>4000</AnswerTimeoutMs> <!-- a client must answer the host's offer within this -->
-//!   <HostPenaltyMs>60000</HostPenaltyMs>    <!-- a host that missed a deadline is not chosen for this long -->
 //!   <Matching>balanced</Matching>           <!-- or greedy (OME's rule); see `Matching` -->
+//!   <!-- A host must send offer_p2p within OfferTimeoutP99Multiple x the p99 of the offer latency
+//!        measured from hosts that do offer (last 128 offers), never under OfferTimeoutMinMs nor
+//!        over OfferTimeoutMs; OfferTimeoutMs until 8 offers are measured. Multiple 0: always
+//!        OfferTimeoutMs. A host that misses it is never asked again on that socket (OvenPlayer
+//!        >= 0.10.39 never offers); its client is served by the edge at once. -->
+//!   <OfferTimeoutMs>4000</OfferTimeoutMs>
+//!   <OfferTimeoutMinMs>1000</OfferTimeoutMinMs>
+//!   <OfferTimeoutP99Multiple>3</OfferTimeoutP99Multiple>
+//!   <!-- A client must answer its host's offer within this; one that does not is served by the
+//!        edge from then on (its host is not blamed). -->
+//!   <AnswerTimeoutMs>4000</AnswerTimeoutMs>
+//!   <!-- Re-parenting: a viewer who plays from the edge but could be a client (it asked for an
+//!        offer, was never a client, has played from the edge for MoveAfterMs) is moved into a
+//!        vacancy of a host peer that has relayed in this session, with `stop {peer_id: 0}`
+//!        (OvenPlayer closes its edge connection and asks again; the host's offer answers it).
+//!        A viewer is moved at most twice per session (once a client, the edge serves it for good,
+//!        as OME's rule says); a player that ignores the `stop` is never moved again. -->
+//!   <MoveEdgeViewers>true</MoveEdgeViewers>
+//!   <MoveAfterMs>5000</MoveAfterMs>
+//!   <!-- Locality: a client is given a host of its own network first (a configured <Site>, else
+//!        the same IPv4 /24 or IPv6 /56), then any host of its browser kind. -->
+//!   <PreferSameNetwork>true</PreferSameNetwork>
+//!   <Site>                                  <!-- repeatable; the first site that matches wins -->
+//!     <Name>campus</Name>
+//!     <Network>10.1.0.0/16</Network>        <!-- repeatable; IPv4 or IPv6 CIDR blocks -->
+//!   </Site>
 //!   <Exclude>app</Exclude>                  <!-- no P2P for an application ... -->
 //!   <Exclude>app/stream</Exclude>           <!-- ... or for one stream; repeatable -->
 //! </P2P>
 //! ```
 
+use crate::locality::{Cidr, Locator};
 use plugin_api::ConfigError;
 use serde::Deserialize;
 
@@ -26,21 +50,48 @@ pub struct P2pConfig {
     /// Clients per host peer (k).
     #[serde(default = "P2pConfig::default_k")]
     pub max_client_peers_per_host_peer: u16,
-    /// Deadline for a host's `offer_p2p`, in ms.
+    /// The longest a host is given to send `offer_p2p`, in ms (and the deadline until offers
+    /// are measured).
     #[serde(default = "P2pConfig::default_timeout")]
     pub offer_timeout_ms: u64,
+    /// The shortest offer deadline, in ms.
+    #[serde(default = "P2pConfig::default_offer_floor")]
+    pub offer_timeout_min_ms: u64,
+    /// The offer deadline is this many times the measured p99 offer latency; 0 = fixed.
+    #[serde(default = "P2pConfig::default_p99_multiple")]
+    pub offer_timeout_p99_multiple: u64,
     /// Deadline for a client's answer to its host's offer, in ms.
     #[serde(default = "P2pConfig::default_timeout")]
     pub answer_timeout_ms: u64,
-    /// How long a host that missed a deadline is not chosen again, in ms.
-    #[serde(default = "P2pConfig::default_penalty")]
-    pub host_penalty_ms: u64,
     /// How viewers who could host are matched.
     #[serde(default)]
     pub matching: Matching,
+    /// Re-parenting: move edge viewers who could be clients into hosts' vacancies.
+    #[serde(default = "P2pConfig::yes")]
+    pub move_edge_viewers: bool,
+    /// How long a viewer plays from the edge before it may be moved, in ms.
+    #[serde(default = "P2pConfig::default_move_after")]
+    pub move_after_ms: u64,
+    /// Give a client a host of its own network first.
+    #[serde(default = "P2pConfig::yes")]
+    pub prefer_same_network: bool,
+    /// Named networks (first match wins), for `prefer_same_network`.
+    #[serde(default)]
+    pub site: Vec<SiteConfig>,
     /// Applications (`app`) or streams (`app/stream`) without P2P.
     #[serde(default)]
     pub exclude: Vec<String>,
+}
+
+/// A named network: viewers whose address is in any of its blocks are near each other.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct SiteConfig {
+    /// For the logs.
+    pub name: String,
+    /// CIDR blocks, IPv4 or IPv6.
+    #[serde(default)]
+    pub network: Vec<String>,
 }
 
 /// Whether a viewer who could host takes a vacant client slot.
@@ -64,12 +115,40 @@ impl P2pConfig {
     fn default_timeout() -> u64 {
         4000
     }
-    fn default_penalty() -> u64 {
-        60_000
+    fn default_offer_floor() -> u64 {
+        1000
+    }
+    fn default_p99_multiple() -> u64 {
+        3
+    }
+    fn default_move_after() -> u64 {
+        5_000
+    }
+    fn yes() -> bool {
+        true
+    }
+
+    /// The locator of `prefer_same_network` and the sites (blocks checked by [`Self::parse`]).
+    pub fn locator(&self) -> Locator {
+        let sites = self.site.iter().map(|s| s.network.iter().filter_map(|n| Cidr::parse(n).ok()).collect()).collect();
+        Locator::new(self.prefer_same_network, sites)
     }
 
     /// Parses the section's XML text; an error carries the byte offset of the problem.
     pub fn parse(xml: &str) -> Result<Self, ConfigError> {
+        let config = Self::deserialize(xml)?;
+        for site in &config.site {
+            if site.network.is_empty() {
+                return Err(ConfigError::new(None, format!("P2P.Site {:?} has no <Network>", site.name)));
+            }
+            for block in &site.network {
+                Cidr::parse(block).map_err(|e| ConfigError::new(None, format!("P2P.Site {:?}: {e}", site.name)))?;
+            }
+        }
+        Ok(config)
+    }
+
+    fn deserialize(xml: &str) -> Result<Self, ConfigError> {
         let mut de = quick_xml::de::Deserializer::from_str(xml);
         serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let offset = de.get_ref().get_ref().buffer_position();
@@ -116,8 +195,10 @@ mod tests {
 
     #[test]
     fn parses_every_setting() {
-        let c = P2pConfig::parse("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>0</MaxClientPeersPerHostPeer><OfferTimeoutMs>10</OfferTimeoutMs><AnswerTimeoutMs>20</AnswerTimeoutMs><HostPenaltyMs>30</HostPenaltyMs><Exclude>a</Exclude><Exclude>b/s</Exclude></P2P>").unwrap();
-        assert_eq!((c.max_client_peers_per_host_peer, c.offer_timeout_ms, c.answer_timeout_ms, c.host_penalty_ms), (0, 10, 20, 30));
+        let c = P2pConfig::parse("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>0</MaxClientPeersPerHostPeer><OfferTimeoutMs>10</OfferTimeoutMs><OfferTimeoutMinMs>5</OfferTimeoutMinMs><OfferTimeoutP99Multiple>4</OfferTimeoutP99Multiple><AnswerTimeoutMs>20</AnswerTimeoutMs><MoveEdgeViewers>false</MoveEdgeViewers><MoveAfterMs>30</MoveAfterMs><PreferSameNetwork>false</PreferSameNetwork><Site><Name>hq</Name><Network>10.0.0.0/8</Network><Network>2001:db8::/32</Network></Site><Exclude>a</Exclude><Exclude>b/s</Exclude></P2P>").unwrap();
+        assert_eq!((c.max_client_peers_per_host_peer, c.offer_timeout_ms, c.offer_timeout_min_ms, c.offer_timeout_p99_multiple, c.answer_timeout_ms), (0, 10, 5, 4, 20));
+        assert_eq!((c.move_edge_viewers, c.move_after_ms, c.prefer_same_network), (false, 30, false));
+        assert_eq!(c.site[0].network.len(), 2);
         assert!(!c.applies_to("a", "x"));
         assert!(!c.applies_to("b", "s"));
         assert!(c.applies_to("b", "t"));
@@ -131,5 +212,9 @@ mod tests {
         assert!(e.offset.into_option().is_some_and(|o| o > 0));
         let e = P2pConfig::parse("<P2P><Enable>perhaps</Enable></P2P>").unwrap_err();
         assert!(e.message.contains("Enable"), "{e}");
+        let e = P2pConfig::parse("<P2P><Site><Name>hq</Name><Network>10.0.0.0/40</Network></Site></P2P>").unwrap_err();
+        assert!(e.message.contains("hq") && e.message.contains("/40"), "{e}");
+        let e = P2pConfig::parse("<P2P><Site><Name>hq</Name></Site></P2P>").unwrap_err();
+        assert!(e.message.contains("no <Network>"), "{e}");
     }
 }

@@ -1,11 +1,14 @@
 //! The P2P state machine, sans-IO: session events in, [`Output`]s and decisions out. No I/O, no
-//! clock, no threads: deadlines are timers the caller runs and reports back with [`P2pCore::timer_fired`].
+//! clock, no threads: every event carries the time (`now`, ms on the host's monotonic clock), and
+//! deadlines are timers the caller runs and reports back with [`P2pCore::timer_fired`].
 
 use crate::broker::{self, BrokerError, P2pMessage};
 use crate::classify::Classifier;
 use crate::config::{Matching, P2pConfig};
-use crate::fallback::{Deadline, Deadlines};
+use crate::fallback::{Deadline, Deadlines, OfferDeadline};
+use crate::locality::{Locator, Site};
 use crate::matching::{HostPool, PoolKey};
+use crate::reparent::{Movable, MAX_MOVES_PER_VIEWER};
 use plugin_api::{MessageVerdict, OfferDecision, SessionId, SessionKind};
 use std::collections::HashMap;
 
@@ -41,11 +44,15 @@ pub struct Arrival<'a> {
     pub user_agent: &'a str,
     /// The URL's query string (`p2p=0` / `p2p=off` opts out).
     pub query: &'a str,
+    /// The remote address (`ip:port`), for hosts of the viewer's own network first.
+    pub remote: &'a str,
 }
 
 /// How a client's connection to its host stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// An edge viewer told `stop {peer_id: 0}` to move into this host; it has not asked again yet.
+    Moving,
     /// The host was asked to offer; nothing sent to the client yet.
     AwaitingOffer,
     /// The client has the host's offer and must answer.
@@ -76,21 +83,49 @@ pub enum Role {
 #[derive(Debug)]
 struct Peer {
     key: PoolKey,
+    /// Its network, for local hosts first.
+    site: Site,
     /// Takes part in P2P at all (plays, consents, stream not excluded, P2P on).
     p2p: bool,
     /// May be a host (classification).
     host_eligible: bool,
     role: Role,
+    /// Asked for the stream at least once: from then on it counts as needing a host.
+    asked: bool,
     /// Was a client on this socket once: from now on the edge serves it (it may still host).
     was_client: bool,
-    /// Missed a deadline; out of the pool until its penalty is over.
-    penalized: bool,
+    /// As a host, missed an offer deadline: never asked to offer again on this socket.
+    retired: bool,
+    /// As a host, a client answered its offer: its relay works.
+    proven: bool,
+    /// Plays from the edge since this instant (ms), as far as the core knows.
+    edge_since: Option<u64>,
+    /// In the movable queue since this instant (ms).
+    movable_since: Option<u64>,
+    /// Times it was moved into a host in this session.
+    moves: u8,
+    /// Was told to move and did not ask again: never moved again.
+    ignored_move: bool,
+    /// As a client, when its host was asked to offer (ms): the offer latency is measured from it.
+    host_asked_at: u64,
 }
 
 impl Peer {
-    /// Whether it counts among its pool's dependants: viewers who could only ever be clients.
+    /// Whether it counts among its pool's dependants: viewers who asked for the stream and can
+    /// only be clients (they may not host, or their player proved it cannot relay).
     fn dependant(&self) -> bool {
-        self.p2p && !self.host_eligible && !self.was_client
+        self.p2p && (!self.host_eligible || self.retired) && !self.was_client && self.asked
+    }
+
+    /// Whether it may wait in the movable queue: a dependant playing from the edge, relaying to
+    /// nobody, that can still be moved.
+    fn may_move(&self) -> bool {
+        let relays_to_nobody = match &self.role {
+            Role::Viewer => true,
+            Role::Host { clients } => clients.is_empty(),
+            Role::Client { .. } => false,
+        };
+        self.dependant() && relays_to_nobody && self.edge_since.is_some() && !self.ignored_move && self.moves < MAX_MOVES_PER_VIEWER
     }
 
     /// It was a client and is not one any more: from now on the edge serves it.
@@ -129,23 +164,30 @@ impl Names {
 pub struct P2pCore {
     config: P2pConfig,
     classifier: Classifier,
+    locator: Locator,
     peers: HashMap<SessionId, Peer>,
     pool: HostPool,
+    movable: Movable,
     names: Names,
     deadlines: Deadlines,
+    offer_deadline: OfferDeadline,
     outputs: Vec<Output>,
 }
 
 impl P2pCore {
     /// A core with these settings and no sessions.
     pub fn new(config: P2pConfig) -> Self {
+        let offer_deadline = OfferDeadline::new(config.offer_timeout_min_ms, config.offer_timeout_ms, config.offer_timeout_p99_multiple);
         Self {
+            locator: config.locator(),
             config,
             classifier: Classifier::default(),
             peers: HashMap::new(),
             pool: HostPool::default(),
+            movable: Movable::default(),
             names: Names::default(),
             deadlines: Deadlines::default(),
+            offer_deadline,
             outputs: Vec::new(),
         }
     }
@@ -165,10 +207,388 @@ impl P2pCore {
         self.peers.get(&id).map(|p| &p.role)
     }
 
+    /// The deadline the next host asked to offer gets, in ms.
+    pub fn offer_deadline_ms(&self) -> u64 {
+        self.offer_deadline.current_ms()
+    }
+
+    /// A session opened: classify it once and place it on the network.
+    pub fn session_opened(&mut self, _now: u64, a: Arrival<'_>) {
+        let class = self.classifier.classify(a.user_agent);
+        let consents = !a.query.split('&').any(|kv| matches!(kv, "p2p=0" | "p2p=off" | "p2p=false" | "p2p=no"));
+        let p2p = a.kind == SessionKind::Play && consents && self.config.applies_to(a.app, a.stream_name);
+        let peer = Peer {
+            key: (self.names.id(a.stream), self.names.id(&class.browser)),
+            site: self.locator.site(a.remote),
+            p2p,
+            host_eligible: class.host_eligible,
+            role: Role::Viewer,
+            asked: false,
+            was_client: false,
+            retired: false,
+            proven: false,
+            edge_since: None,
+            movable_since: None,
+            moves: 0,
+            ignored_move: false,
+            host_asked_at: 0,
+        };
+        self.peers.insert(a.id, peer);
+    }
+
+    /// A player asked for a stream: make it a client of a host peer, or let the edge serve it.
+    pub fn offer_requested(&mut self, now: u64, id: SessionId) -> OfferDecision {
+        if let Some(&Role::Client { host, stage: Stage::Moving }) = self.role(id) {
+            // It closed its edge connection as told: the host's offer answers it.
+            self.set_stage(id, Stage::AwaitingOffer);
+            self.ask_to_offer(now, host, id);
+            self.out(Output::Count("moves_completed", 1));
+            return OfferDecision::Handled;
+        }
+        self.unqueue(id);
+        // Whatever it was doing, it starts over: a host's clients and a client's host are released.
+        self.release(id);
+        let Some(peer) = self.peers.get_mut(&id) else { return OfferDecision::ServeFromEdge };
+        peer.edge_since = None;
+        if !peer.asked {
+            peer.asked = true;
+            if peer.dependant() {
+                self.pool.dependant_joined(peer.key);
+            }
+        }
+        let capacity = self.config.max_client_peers_per_host_peer;
+        let hosts_wanted = self.config.matching == Matching::Balanced
+            && peer.host_eligible
+            && !peer.retired
+            && self.pool.short_of_hosts(peer.key, capacity);
+        let host = (peer.p2p && !peer.was_client && !hosts_wanted).then(|| self.pool.pick(peer.key, peer.site, capacity, false)).flatten();
+        let Some(host) = host else {
+            self.out(Output::Count("edge_assignments", 1));
+            return OfferDecision::ServeFromEdge;
+        };
+        self.add_client(host, id, Stage::AwaitingOffer);
+        self.ask_to_offer(now, host, id);
+        self.out(Output::Count("p2p_assignments", 1));
+        OfferDecision::Handled
+    }
+
+    /// The session's edge connection is up: an eligible viewer becomes a host peer; one who could
+    /// only be a client may be moved into a host once it has played here for `MoveAfterMs`.
+    pub fn session_playing(&mut self, now: u64, id: SessionId) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if peer.role != Role::Viewer {
+            return;
+        }
+        peer.edge_since = Some(now);
+        if peer.p2p && peer.host_eligible {
+            peer.role = Role::Host { clients: Vec::new() };
+            if !peer.retired {
+                self.pool.insert(id, peer.key, peer.site, 0, peer.proven);
+            }
+            self.out(Output::Count("hosts", 1));
+        }
+        self.consider_moving(now, id);
+    }
+
+    /// The session ended: its partners are told, its clients fall back to the edge.
+    pub fn session_closed(&mut self, _now: u64, id: SessionId) {
+        self.unqueue(id);
+        self.release(id);
+        if let Some(peer) = self.peers.remove(&id) {
+            if peer.dependant() {
+                self.pool.dependant_left(peer.key);
+            }
+        }
+    }
+
+    /// A message the host did not handle: relay it between partners, or refuse it.
+    pub fn message_received(&mut self, now: u64, from: SessionId, json: &str) -> MessageVerdict {
+        let message = match broker::parse(json) {
+            Ok(Some(m)) => m,
+            Ok(None) => return MessageVerdict::Unknown,
+            Err(e) => {
+                self.refuse(from, e);
+                return MessageVerdict::Handled;
+            }
+        };
+        let (host, client) = match &message {
+            P2pMessage::OfferP2p { client, .. } | P2pMessage::CandidateP2p { client, .. } => (from, *client),
+            P2pMessage::Answer { host, .. } | P2pMessage::Candidate { host, .. } => (*host, from),
+        };
+        let partner = if host == from { client } else { host };
+        let stage = match self.peers.get(&client).map(|p| &p.role) {
+            // A viewer being moved has not been introduced to its host yet: nobody may address it.
+            Some(&Role::Client { host: h, stage }) if h == host && stage != Stage::Moving => stage,
+            _ if self.peers.contains_key(&partner) => {
+                self.refuse(from, BrokerError::NotPartner(partner));
+                return MessageVerdict::Handled;
+            }
+            _ => {
+                // The partner just left; its `stop` is on its way to the sender.
+                self.out(Output::Count("stale_messages", 1));
+                return MessageVerdict::Handled;
+            }
+        };
+        match message {
+            P2pMessage::OfferP2p { sdp, candidates, .. } => {
+                self.out(Output::Send(client, broker::relayed_offer(client, host, &sdp, candidates.as_ref())));
+                if stage == Stage::AwaitingOffer {
+                    let asked_at = self.peers.get(&client).map_or(now, |p| p.host_asked_at);
+                    self.offer_deadline.observe(now.saturating_sub(asked_at));
+                    self.set_stage(client, Stage::AwaitingAnswer);
+                    let token = self.deadlines.arm(Deadline::ClientAnswer { host, client });
+                    self.out(Output::SetTimer(token, self.config.answer_timeout_ms));
+                }
+            }
+            P2pMessage::CandidateP2p { candidates, .. } => {
+                self.out(Output::Send(client, broker::relayed_host_candidates(client, host, &candidates)));
+            }
+            P2pMessage::Answer { .. } if stage == Stage::AwaitingOffer => {
+                self.refuse(from, BrokerError::AnswerBeforeOffer(host));
+            }
+            P2pMessage::Answer { sdp, .. } => {
+                self.out(Output::Send(host, broker::answer_p2p(host, client, &sdp)));
+                self.set_stage(client, Stage::Answered);
+                self.proven(host);
+            }
+            P2pMessage::Candidate { candidates, .. } => {
+                self.out(Output::Send(host, broker::candidate_p2p(host, client, &candidates)));
+            }
+        }
+        MessageVerdict::Handled
+    }
+
+    /// A timer the core asked for fired.
+    pub fn timer_fired(&mut self, now: u64, token: u64) {
+        match self.deadlines.take(token) {
+            Some(Deadline::HostOffer { host, client }) if self.is_pair(host, client, Stage::AwaitingOffer) => self.offer_missed(now, host, client),
+            Some(Deadline::ClientAnswer { host, client }) if self.is_pair(host, client, Stage::AwaitingAnswer) => self.answer_missed(host, client),
+            Some(Deadline::MoveRequest { host, client }) if self.is_pair(host, client, Stage::Moving) => self.move_ignored(host, client),
+            Some(Deadline::Settled { viewer }) => self.settled(now, viewer),
+            _ => {}
+        }
+    }
+
+    fn out(&mut self, output: Output) {
+        self.outputs.push(output);
+    }
+
+    fn refuse(&mut self, id: SessionId, error: BrokerError) {
+        self.out(Output::Count("refused_messages", 1));
+        self.out(Output::Close(id, 400, error.to_string()));
+    }
+
+    fn is_pair(&self, host: SessionId, client: SessionId, stage: Stage) -> bool {
+        matches!(self.role(client), Some(&Role::Client { host: h, stage: s }) if h == host && s == stage)
+    }
+
+    fn set_stage(&mut self, client: SessionId, stage: Stage) {
+        if let Some(Peer { role: Role::Client { stage: s, .. }, .. }) = self.peers.get_mut(&client) {
+            *s = stage;
+        }
+    }
+
+    /// Sends `host` the request to offer to `client` and arms the offer deadline.
+    fn ask_to_offer(&mut self, now: u64, host: SessionId, client: SessionId) {
+        if let Some(peer) = self.peers.get_mut(&client) {
+            peer.host_asked_at = now;
+            peer.edge_since = None;
+        }
+        self.out(Output::Send(host, broker::request_offer_p2p(host, client)));
+        let token = self.deadlines.arm(Deadline::HostOffer { host, client });
+        self.out(Output::SetTimer(token, self.offer_deadline.current_ms()));
+    }
+
+    /// Makes `client` a client of `host` at `stage`, taking one of its slots.
+    fn add_client(&mut self, host: SessionId, client: SessionId, stage: Stage) {
+        let peer = self.peers.get_mut(&host).expect("a pooled host is known");
+        if let Role::Host { clients } = &mut peer.role {
+            clients.push(client);
+        }
+        let load = peer.load();
+        self.pool.set_load(host, load);
+        self.peers.get_mut(&client).expect("checked by the caller").role = Role::Client { host, stage };
+        self.out(Output::Count("clients", 1));
+    }
+
+    /// Takes `client` off `host`'s list; the freed slot may go to a waiting edge viewer.
+    fn remove_client(&mut self, host: SessionId, client: SessionId) {
+        let Some(peer) = self.peers.get_mut(&host) else { return };
+        let Role::Host { clients } = &mut peer.role else { return };
+        let before = clients.len();
+        clients.retain(|&c| c != client);
+        if clients.len() < before {
+            let (load, key) = (peer.load(), peer.key);
+            self.pool.set_load(host, load);
+            self.out(Output::Count("clients", -1));
+            self.fill_vacancies(key);
+        }
+    }
+
+    /// A client answered `host`'s offer: its relay works, and its vacancies may take moved viewers.
+    fn proven(&mut self, host: SessionId) {
+        let Some(peer) = self.peers.get_mut(&host) else { return };
+        if !peer.proven {
+            peer.proven = true;
+            let key = peer.key;
+            self.pool.set_proven(host);
+            self.fill_vacancies(key);
+        }
+    }
+
+    /// Ends every P2P relation of `id`: a client leaves its host (which is told), a host's clients
+    /// fall back to the edge. `id` becomes a plain viewer.
+    fn release(&mut self, id: SessionId) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        match std::mem::replace(&mut peer.role, Role::Viewer) {
+            Role::Viewer => {}
+            Role::Client { host, stage } => {
+                if stage != Stage::Moving {
+                    peer.end_client_life(&mut self.pool);
+                    self.out(Output::Send(host, broker::stop(host, id)));
+                }
+                self.remove_client(host, id);
+            }
+            Role::Host { clients } => {
+                self.pool.remove(id);
+                self.out(Output::Count("hosts", -1));
+                self.out(Output::Count("clients", -(clients.len() as i64)));
+                for client in clients {
+                    self.orphaned(client, id);
+                }
+            }
+        }
+    }
+
+    /// `client`'s host `host` is gone. A viewer being moved is already asking again (it is matched
+    /// anew); one still waiting for an offer gets the edge's at once; neither was a client yet.
+    /// One that had the host's offer is told `stop`, asks again, and the edge serves it.
+    fn orphaned(&mut self, client: SessionId, host: SessionId) {
+        let Some(peer) = self.peers.get_mut(&client) else { return };
+        let Role::Client { stage, .. } = std::mem::replace(&mut peer.role, Role::Viewer) else { return };
+        if matches!(stage, Stage::AwaitingAnswer | Stage::Answered) {
+            peer.end_client_life(&mut self.pool);
+        }
+        self.out(Output::Count("fallbacks", 1));
+        match stage {
+            Stage::Moving => {}
+            Stage::AwaitingOffer => self.out(Output::ServeFromEdge(client)),
+            Stage::AwaitingAnswer | Stage::Answered => self.out(Output::Send(client, broker::stop(client, host))),
+        }
+    }
+
+    /// `host` did not offer in time: it is never asked again on this socket (OvenPlayer >= 0.10.39
+    /// never offers); its client did nothing wrong and gets the edge's offer at once.
+    fn offer_missed(&mut self, now: u64, host: SessionId, client: SessionId) {
+        self.out(Output::Count("offer_timeouts", 1));
+        if let Some(peer) = self.peers.get_mut(&host) {
+            if !peer.retired {
+                let was_dependant = peer.dependant();
+                peer.retired = true;
+                if !was_dependant && peer.dependant() {
+                    self.pool.dependant_joined(peer.key);
+                }
+                self.pool.remove(host);
+                self.out(Output::Count("hosts_retired", 1));
+            }
+        }
+        self.peers.get_mut(&client).expect("checked by the caller").role = Role::Viewer;
+        self.remove_client(host, client);
+        self.out(Output::ServeFromEdge(client));
+        self.out(Output::Send(host, broker::stop(host, client)));
+        // A player that cannot relay is a fine client: it may be moved into a host that can.
+        self.consider_moving(now, host);
+    }
+
+    /// `client` did not answer its host's offer in time: the edge serves it from now on; the host
+    /// is not blamed and its slot is free again.
+    fn answer_missed(&mut self, host: SessionId, client: SessionId) {
+        self.out(Output::Count("answer_timeouts", 1));
+        let peer = self.peers.get_mut(&client).expect("checked by the caller");
+        peer.role = Role::Viewer;
+        peer.end_client_life(&mut self.pool);
+        self.remove_client(host, client);
+        self.out(Output::ServeFromEdge(client));
+        self.out(Output::Send(host, broker::stop(host, client)));
+    }
+
+    /// `client` was told to move and did not ask again: it stays on the edge, is never moved
+    /// again, and the slot kept for it is free.
+    fn move_ignored(&mut self, host: SessionId, client: SessionId) {
+        self.out(Output::Count("moves_ignored", 1));
+        let peer = self.peers.get_mut(&client).expect("checked by the caller");
+        peer.role = Role::Viewer;
+        peer.ignored_move = true;
+        self.remove_client(host, client);
+    }
+
+    /// If `id` may be moved: once it has played from the edge for `MoveAfterMs` it joins the
+    /// queue (and goes to a vacancy at once if there is one); before that, a timer is armed.
+    fn consider_moving(&mut self, now: u64, id: SessionId) {
+        let move_after = self.config.move_after_ms;
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if !self.config.move_edge_viewers || !peer.may_move() || peer.movable_since.is_some() {
+            return;
+        }
+        let settled_at = peer.edge_since.expect("may_move: on the edge").saturating_add(move_after);
+        if now < settled_at {
+            let token = self.deadlines.arm(Deadline::Settled { viewer: id });
+            self.out(Output::SetTimer(token, settled_at - now));
+            return;
+        }
+        peer.movable_since = Some(now);
+        let key = peer.key;
+        self.movable.insert(key, now, id);
+        self.fill_vacancies(key);
+    }
+
+    /// `viewer`'s settling time may be over (a timer armed by [`Self::consider_moving`]; a stale
+    /// one finds it not settled yet, or gone, and does nothing).
+    fn settled(&mut self, now: u64, viewer: SessionId) {
+        let Some(peer) = self.peers.get(&viewer) else { return };
+        let settled_at = peer.edge_since.map(|since| since.saturating_add(self.config.move_after_ms));
+        if settled_at.is_some_and(|at| now >= at) {
+            self.consider_moving(now, viewer);
+        }
+    }
+
+    /// Takes `id` out of the movable queue.
+    fn unqueue(&mut self, id: SessionId) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            if let Some(since) = peer.movable_since.take() {
+                self.movable.remove(peer.key, since, id);
+            }
+        }
+    }
+
+    /// Moves waiting edge viewers of `key` into vacancies of hosts that have relayed, each to a
+    /// host of its own network if one has room.
+    fn fill_vacancies(&mut self, key: PoolKey) {
+        if !self.config.move_edge_viewers {
+            return;
+        }
+        let capacity = self.config.max_client_peers_per_host_peer;
+        while let Some(viewer) = self.movable.first(key) {
+            let site = self.peers[&viewer].site;
+            let Some(host) = self.pool.pick(key, site, capacity, true) else { break };
+            self.unqueue(viewer);
+            if matches!(self.role(viewer), Some(Role::Host { .. })) {
+                // A host that cannot relay (retired, no clients) becomes a client.
+                self.out(Output::Count("hosts", -1));
+            }
+            self.add_client(host, viewer, Stage::Moving);
+            self.peers.get_mut(&viewer).expect("queued viewers are known").moves += 1;
+            self.out(Output::Send(viewer, broker::stop(viewer, 0)));
+            let token = self.deadlines.arm(Deadline::MoveRequest { host, client: viewer });
+            self.out(Output::SetTimer(token, self.config.offer_timeout_ms));
+            self.out(Output::Count("moves", 1));
+        }
+    }
+
     /// Checks the bookkeeping behind [`Self::role`] (for tests and the fuzzer): roles point at each
     /// other and share a pool key, no host has more than k clients, the pool holds exactly the
-    /// unpenalized hosts at their loads, the dependants are counted right, and every waiting pair and
-    /// every penalty has its deadline armed.
+    /// hosts not retired at their loads, the dependants are counted right, the movable queue holds
+    /// exactly the viewers who may move, and every waiting pair has its deadline armed.
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         let k = usize::from(self.config.max_client_peers_per_host_peer);
@@ -179,8 +599,8 @@ impl P2pCore {
             if p.dependant() {
                 *dependants.entry(p.key).or_insert(0u32) += 1;
             }
-            if p.penalized && !armed.contains(&Deadline::PenaltyOver { host: id }) {
-                return Err(format!("{id} is penalized with no PenaltyOver armed"));
+            if p.movable_since.is_some() && !p.may_move() {
+                return Err(format!("{id} is queued to move but may not ({:?}, moves {})", p.role, p.moves));
             }
             match &p.role {
                 Role::Viewer => {}
@@ -188,7 +608,7 @@ impl P2pCore {
                     if !(p.p2p && p.host_eligible) || clients.len() > k {
                         return Err(format!("{id} hosts {clients:?} (p2p {}, eligible {}, k {k})", p.p2p, p.host_eligible));
                     }
-                    if !p.penalized {
+                    if !p.retired {
                         pooled.push((p.key, clients.len() as u16, id));
                     }
                     for (i, c) in clients.iter().enumerate() {
@@ -201,6 +621,7 @@ impl P2pCore {
                 Role::Client { host, stage } => {
                     let listed = matches!(self.peers.get(host).map(|h| &h.role), Some(Role::Host { clients }) if clients.contains(&id));
                     let deadline = match stage {
+                        Stage::Moving => Some(Deadline::MoveRequest { host: *host, client: id }),
                         Stage::AwaitingOffer => Some(Deadline::HostOffer { host: *host, client: id }),
                         Stage::AwaitingAnswer => Some(Deadline::ClientAnswer { host: *host, client: id }),
                         Stage::Answered => None,
@@ -216,245 +637,15 @@ impl P2pCore {
         if pool != pooled {
             return Err(format!("pool {pool:?}, hosts {pooled:?}"));
         }
+        self.pool.check_indexes()?;
         if *self.pool.dependants() != dependants {
             return Err(format!("dependants counted {:?}, actually {dependants:?}", self.pool.dependants()));
         }
+        for (key, since, id) in self.movable.all() {
+            if !self.peers.get(&id).is_some_and(|p| p.key == key && p.movable_since == Some(since)) {
+                return Err(format!("{id} is queued to move under {key:?} since {since}, but its record says otherwise"));
+            }
+        }
         Ok(())
-    }
-
-    /// A session opened: classify it once.
-    pub fn session_opened(&mut self, a: Arrival<'_>) {
-        let class = self.classifier.classify(a.user_agent);
-        let consents = !a.query.split('&').any(|kv| matches!(kv, "p2p=0" | "p2p=off" | "p2p=false" | "p2p=no"));
-        let p2p = a.kind == SessionKind::Play && consents && self.config.applies_to(a.app, a.stream_name);
-        let key = (self.names.id(a.stream), self.names.id(&class.browser));
-        let peer = Peer { key, p2p, host_eligible: class.host_eligible, role: Role::Viewer, was_client: false, penalized: false };
-        if peer.dependant() {
-            self.pool.dependant_joined(key);
-        }
-        self.peers.insert(a.id, peer);
-    }
-
-    /// A player asked for a stream: make it a client of a host peer, or let the edge serve it.
-    pub fn offer_requested(&mut self, id: SessionId) -> OfferDecision {
-        // Whatever it was doing, it starts over: a host's clients and a client's host are released.
-        self.release(id);
-        let Some(peer) = self.peers.get(&id) else { return OfferDecision::ServeFromEdge };
-        let capacity = self.config.max_client_peers_per_host_peer;
-        let hosts_wanted = self.config.matching == Matching::Balanced
-            && peer.host_eligible
-            && !peer.penalized
-            && self.pool.short_of_hosts(peer.key, capacity);
-        let host = (peer.p2p && !peer.was_client && !hosts_wanted).then(|| self.pool.pick(peer.key, capacity)).flatten();
-        let Some(host) = host else {
-            self.out(Output::Count("edge_assignments", 1));
-            return OfferDecision::ServeFromEdge;
-        };
-        self.add_client(host, id);
-        self.peers.get_mut(&id).expect("checked").role = Role::Client { host, stage: Stage::AwaitingOffer };
-        self.out(Output::Send(host, broker::request_offer_p2p(host, id)));
-        let token = self.deadlines.arm(Deadline::HostOffer { host, client: id });
-        self.out(Output::SetTimer(token, self.config.offer_timeout_ms));
-        self.out(Output::Count("p2p_assignments", 1));
-        OfferDecision::Handled
-    }
-
-    /// The session's edge connection is up: an eligible viewer becomes a host peer.
-    pub fn session_playing(&mut self, id: SessionId) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
-        if peer.p2p && peer.host_eligible && peer.role == Role::Viewer {
-            peer.role = Role::Host { clients: Vec::new() };
-            if !peer.penalized {
-                self.pool.insert(peer.key, id, 0);
-            }
-            self.out(Output::Count("hosts", 1));
-        }
-    }
-
-    /// The session ended: its partners are told, its clients fall back to the edge.
-    pub fn session_closed(&mut self, id: SessionId) {
-        self.release(id);
-        if let Some(peer) = self.peers.remove(&id) {
-            if peer.dependant() {
-                self.pool.dependant_left(peer.key);
-            }
-        }
-    }
-
-    /// A message the host did not handle: relay it between partners, or refuse it.
-    pub fn message_received(&mut self, from: SessionId, json: &str) -> MessageVerdict {
-        let message = match broker::parse(json) {
-            Ok(Some(m)) => m,
-            Ok(None) => return MessageVerdict::Unknown,
-            Err(e) => {
-                self.refuse(from, e);
-                return MessageVerdict::Handled;
-            }
-        };
-        let (host, client) = match &message {
-            P2pMessage::OfferP2p { client, .. } | P2pMessage::CandidateP2p { client, .. } => (from, *client),
-            P2pMessage::Answer { host, .. } | P2pMessage::Candidate { host, .. } => (*host, from),
-        };
-        let partner = if host == from { client } else { host };
-        let stage = match self.peers.get(&client).map(|p| &p.role) {
-            Some(&Role::Client { host: h, stage }) if h == host => stage,
-            _ if self.peers.contains_key(&partner) => {
-                self.refuse(from, BrokerError::NotPartner(partner));
-                return MessageVerdict::Handled;
-            }
-            _ => {
-                // The partner just left; its `stop` is on its way to the sender.
-                self.out(Output::Count("stale_messages", 1));
-                return MessageVerdict::Handled;
-            }
-        };
-        match message {
-            P2pMessage::OfferP2p { sdp, candidates, .. } => {
-                self.out(Output::Send(client, broker::relayed_offer(client, host, &sdp, candidates.as_ref())));
-                if stage == Stage::AwaitingOffer {
-                    self.set_stage(client, Stage::AwaitingAnswer);
-                    let token = self.deadlines.arm(Deadline::ClientAnswer { host, client });
-                    self.out(Output::SetTimer(token, self.config.answer_timeout_ms));
-                }
-            }
-            P2pMessage::CandidateP2p { candidates, .. } => {
-                self.out(Output::Send(client, broker::relayed_host_candidates(client, host, &candidates)));
-            }
-            P2pMessage::Answer { .. } if stage == Stage::AwaitingOffer => {
-                self.refuse(from, BrokerError::AnswerBeforeOffer(host));
-            }
-            P2pMessage::Answer { sdp, .. } => {
-                self.out(Output::Send(host, broker::answer_p2p(host, client, &sdp)));
-                self.set_stage(client, Stage::Answered);
-            }
-            P2pMessage::Candidate { candidates, .. } => {
-                self.out(Output::Send(host, broker::candidate_p2p(host, client, &candidates)));
-            }
-        }
-        MessageVerdict::Handled
-    }
-
-    /// A timer the core asked for fired.
-    pub fn timer_fired(&mut self, token: u64) {
-        match self.deadlines.take(token) {
-            Some(Deadline::HostOffer { host, client }) => self.missed(host, client, Stage::AwaitingOffer, "offer_timeouts"),
-            Some(Deadline::ClientAnswer { host, client }) => self.missed(host, client, Stage::AwaitingAnswer, "answer_timeouts"),
-            Some(Deadline::PenaltyOver { host }) => {
-                if let Some(peer) = self.peers.get_mut(&host) {
-                    peer.penalized = false;
-                    if matches!(peer.role, Role::Host { .. }) {
-                        self.pool.insert(peer.key, host, peer.load());
-                    }
-                }
-            }
-            None => {}
-        }
-    }
-
-    fn out(&mut self, output: Output) {
-        self.outputs.push(output);
-    }
-
-    fn refuse(&mut self, id: SessionId, error: BrokerError) {
-        self.out(Output::Count("refused_messages", 1));
-        self.out(Output::Close(id, 400, error.to_string()));
-    }
-
-    fn set_stage(&mut self, client: SessionId, stage: Stage) {
-        if let Some(Peer { role: Role::Client { stage: s, .. }, .. }) = self.peers.get_mut(&client) {
-            *s = stage;
-        }
-    }
-
-    fn add_client(&mut self, host: SessionId, client: SessionId) {
-        let peer = self.peers.get_mut(&host).expect("a pooled host is known");
-        let old = peer.load();
-        if let Role::Host { clients } = &mut peer.role {
-            clients.push(client);
-        }
-        self.pool.reload(peer.key, host, old, old + 1);
-        self.out(Output::Count("clients", 1));
-    }
-
-    /// Takes `client` off `host`'s list, freeing the slot.
-    fn remove_client(&mut self, host: SessionId, client: SessionId) {
-        let Some(peer) = self.peers.get_mut(&host) else { return };
-        let old = peer.load();
-        if let Role::Host { clients } = &mut peer.role {
-            let before = clients.len();
-            clients.retain(|&c| c != client);
-            if clients.len() < before {
-                self.pool.reload(peer.key, host, old, old - 1);
-                self.outputs.push(Output::Count("clients", -1));
-            }
-        }
-    }
-
-    /// Ends every P2P relation of `id`: a client leaves its host (which is told), a host's clients
-    /// fall back to the edge. `id` becomes a plain viewer.
-    fn release(&mut self, id: SessionId) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
-        match std::mem::replace(&mut peer.role, Role::Viewer) {
-            Role::Viewer => {}
-            Role::Client { host, .. } => {
-                peer.end_client_life(&mut self.pool);
-                self.remove_client(host, id);
-                self.out(Output::Send(host, broker::stop(host, id)));
-            }
-            Role::Host { clients } => {
-                let key = peer.key;
-                if !peer.penalized {
-                    self.pool.remove(key, id, clients.len() as u16);
-                }
-                self.out(Output::Count("hosts", -1));
-                self.out(Output::Count("clients", -(clients.len() as i64)));
-                for client in clients {
-                    self.orphaned(client, id);
-                }
-            }
-        }
-    }
-
-    /// `client`'s host `host` is gone: a client still waiting for an offer gets the edge's at once;
-    /// one that had the host's offer is told `stop` and asks again (and the edge serves it).
-    fn orphaned(&mut self, client: SessionId, host: SessionId) {
-        let Some(peer) = self.peers.get_mut(&client) else { return };
-        let Role::Client { stage, .. } = std::mem::replace(&mut peer.role, Role::Viewer) else { return };
-        peer.end_client_life(&mut self.pool);
-        self.out(Output::Count("fallbacks", 1));
-        match stage {
-            Stage::AwaitingOffer => self.out(Output::ServeFromEdge(client)),
-            Stage::AwaitingAnswer | Stage::Answered => self.out(Output::Send(client, broker::stop(client, host))),
-        }
-    }
-
-    /// A deadline passed: if the pair is still at `stage`, the client gets the edge's offer, the
-    /// host gets `stop` and is not chosen again for a while.
-    fn missed(&mut self, host: SessionId, client: SessionId, stage: Stage, metric: &'static str) {
-        let still_waiting = matches!(self.peers.get(&client), Some(Peer { role: Role::Client { host: h, stage: s }, .. }) if *h == host && *s == stage);
-        if !still_waiting {
-            return;
-        }
-        self.out(Output::Count(metric, 1));
-        let peer = self.peers.get_mut(&client).expect("checked");
-        peer.role = Role::Viewer;
-        peer.end_client_life(&mut self.pool);
-        self.remove_client(host, client);
-        self.out(Output::ServeFromEdge(client));
-        self.out(Output::Send(host, broker::stop(host, client)));
-        self.penalize(host);
-    }
-
-    fn penalize(&mut self, host: SessionId) {
-        let Some(peer) = self.peers.get_mut(&host) else { return };
-        if peer.penalized {
-            return;
-        }
-        peer.penalized = true;
-        let (key, load) = (peer.key, peer.load());
-        self.pool.remove(key, host, load);
-        let token = self.deadlines.arm(Deadline::PenaltyOver { host });
-        self.out(Output::SetTimer(token, self.config.host_penalty_ms));
-        self.out(Output::Count("host_penalties", 1));
     }
 }

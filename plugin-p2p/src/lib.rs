@@ -16,7 +16,9 @@ pub mod classify;
 pub mod config;
 pub mod core;
 pub mod fallback;
+pub mod locality;
 pub mod matching;
+pub mod reparent;
 
 use crate::config::P2pConfig;
 use crate::core::{Arrival, Output, P2pCore};
@@ -53,13 +55,17 @@ impl Plugin for P2pPlugin {
     fn load(host: Host, config: Option<&str>) -> Result<Self, ConfigError> {
         let config = config.map(P2pConfig::parse).transpose()?.unwrap_or_default();
         let summary = if config.enable {
+            let moves = if config.move_edge_viewers { format!("after {} ms on the edge", config.move_after_ms) } else { "off".into() };
+            let sites: Vec<&str> = config.site.iter().map(|s| s.name.as_str()).collect();
             format!(
-                "P2P delivery on: {} clients per host peer, {:?} matching, offer deadline {} ms, answer deadline {} ms, host penalty {} ms, excluded {:?}",
+                "P2P delivery on: {} clients per host peer, {:?} matching, offer deadline {}-{} ms ({}x the p99 offer latency), answer deadline {} ms, moving edge viewers into hosts {moves}, same network first {} (sites {sites:?}), excluded {:?}",
                 config.max_client_peers_per_host_peer,
                 config.matching,
+                config.offer_timeout_min_ms,
                 config.offer_timeout_ms,
+                config.offer_timeout_p99_multiple,
                 config.answer_timeout_ms,
-                config.host_penalty_ms,
+                config.prefer_same_network,
                 config.exclude
             )
         } else {
@@ -71,7 +77,7 @@ impl Plugin for P2pPlugin {
 
     fn session_opened(&mut self, s: &SessionInfo) {
         let stream = format!("{}/{}/{}", s.vhost(), s.app(), s.stream());
-        self.core.session_opened(Arrival {
+        self.core.session_opened(self.host.now_ms(), Arrival {
             id: s.id(),
             kind: s.kind(),
             stream: &stream,
@@ -79,33 +85,34 @@ impl Plugin for P2pPlugin {
             stream_name: s.stream(),
             user_agent: s.user_agent(),
             query: s.query(),
+            remote: s.remote_addr(),
         });
     }
 
     fn offer_requested(&mut self, id: SessionId) -> OfferDecision {
-        let decision = self.core.offer_requested(id);
+        let decision = self.core.offer_requested(self.host.now_ms(), id);
         self.flush();
         decision
     }
 
     fn message_received(&mut self, id: SessionId, json: &str) -> MessageVerdict {
-        let verdict = self.core.message_received(id, json);
+        let verdict = self.core.message_received(self.host.now_ms(), id, json);
         self.flush();
         verdict
     }
 
     fn session_playing(&mut self, id: SessionId) {
-        self.core.session_playing(id);
+        self.core.session_playing(self.host.now_ms(), id);
         self.flush();
     }
 
     fn session_closed(&mut self, id: SessionId, _reason: CloseReason) {
-        self.core.session_closed(id);
+        self.core.session_closed(self.host.now_ms(), id);
         self.flush();
     }
 
     fn timer_fired(&mut self, token: u64) {
-        self.core.timer_fired(token);
+        self.core.timer_fired(self.host.now_ms(), token);
         self.flush();
     }
 }

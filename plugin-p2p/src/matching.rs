@@ -1,25 +1,46 @@
-//! Host/client matching: per stream and browser kind, the eligible host peers ordered by load, so
-//! a new viewer goes to the least-loaded host with a vacancy in O(log n); and how many viewers of
-//! each pool could only ever be clients, so that viewers who could host are made hosts while the
-//! pool has too few hosts for them.
+//! Host/client matching: per stream and browser kind, the host peers that may take clients,
+//! ordered so that a new client gets, in O(log n), a host of its own network if one has a vacancy,
+//! else any; among those a host that has already relayed in this session, and the least loaded.
+//! And per pool, how many viewers could only ever be clients, so that viewers who could host are
+//! made hosts while the pool has too few hosts for them.
 
+use crate::locality::Site;
 use plugin_api::SessionId;
 use std::collections::{BTreeSet, HashMap};
 
 /// Which pool a peer belongs to: its stream and its browser kind, both interned.
 pub type PoolKey = (u32, u32);
 
-/// Eligible host peers, least-loaded first, one ordered set per [`PoolKey`], and per key the
-/// number of dependants: P2P viewers who cannot host and were never a client (phones, Linux, Edge
-/// share a key with the desktops of their browser kind).
+/// A host's place in the order: proven relays first, then the least loaded (the id breaks ties).
+type Rank = (bool, u16, SessionId);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    key: PoolKey,
+    site: Site,
+    load: u16,
+    proven: bool,
+}
+
+impl Entry {
+    fn rank(&self, id: SessionId) -> Rank {
+        (!self.proven, self.load, id)
+    }
+}
+
+/// The pooled hosts, each in two ordered sets (its pool, and its pool within its site), and per
+/// pool the number of dependants: viewers who asked for the stream, cannot host and were never a
+/// client (phones, Linux, Edge share a key with the desktops of their browser kind).
 #[derive(Debug, Default)]
 pub struct HostPool {
-    pools: HashMap<PoolKey, BTreeSet<(u16, SessionId)>>,
+    hosts: HashMap<SessionId, Entry>,
+    by_key: HashMap<PoolKey, BTreeSet<Rank>>,
+    by_site: HashMap<(PoolKey, Site), BTreeSet<Rank>>,
     dependants: HashMap<PoolKey, u32>,
 }
 
 impl HostPool {
-    /// A viewer of `key` who can only be a client arrived.
+    /// A viewer of `key` who can only be a client asked for the stream.
     pub fn dependant_joined(&mut self, key: PoolKey) {
         *self.dependants.entry(key).or_default() += 1;
     }
@@ -36,36 +57,80 @@ impl HostPool {
 
     /// True if the hosts of `key`, at `capacity` clients each, cannot take all its dependants.
     pub fn short_of_hosts(&self, key: PoolKey, capacity: u16) -> bool {
-        let hosts = self.pools.get(&key).map_or(0, BTreeSet::len) as u64;
+        let hosts = self.by_key.get(&key).map_or(0, BTreeSet::len) as u64;
         let dependants = self.dependants.get(&key).copied().unwrap_or(0) as u64;
         hosts * u64::from(capacity) < dependants
     }
 
-    /// Adds host `id` with `load` clients.
-    pub fn insert(&mut self, key: PoolKey, id: SessionId, load: u16) {
-        self.pools.entry(key).or_default().insert((load, id));
+    /// Adds host `id` with `load` clients (replacing any earlier entry).
+    pub fn insert(&mut self, id: SessionId, key: PoolKey, site: Site, load: u16, proven: bool) {
+        self.remove(id);
+        let entry = Entry { key, site, load, proven };
+        self.hosts.insert(id, entry);
+        self.index(id, entry);
     }
 
-    /// Removes host `id`, which had `load` clients; true if it was there.
-    pub fn remove(&mut self, key: PoolKey, id: SessionId, load: u16) -> bool {
-        let Some(pool) = self.pools.get_mut(&key) else { return false };
-        let removed = pool.remove(&(load, id));
-        if pool.is_empty() {
-            self.pools.remove(&key);
+    /// Removes host `id`; true if it was there.
+    pub fn remove(&mut self, id: SessionId) -> bool {
+        let Some(entry) = self.hosts.remove(&id) else { return false };
+        let rank = entry.rank(id);
+        remove_ranked(&mut self.by_key, entry.key, rank);
+        if entry.site != Site::UNKNOWN {
+            remove_ranked(&mut self.by_site, (entry.key, entry.site), rank);
         }
-        removed
+        true
     }
 
-    /// Moves host `id` from `old` to `new` clients, if it is in the pool.
-    pub fn reload(&mut self, key: PoolKey, id: SessionId, old: u16, new: u16) {
-        if self.remove(key, id, old) {
-            self.insert(key, id, new);
+    /// Host `id` now has `load` clients (nothing if it is not pooled).
+    pub fn set_load(&mut self, id: SessionId, load: u16) {
+        self.update(id, |e| e.load = load);
+    }
+
+    /// Host `id` has relayed: it goes before the unproven ones.
+    pub fn set_proven(&mut self, id: SessionId) {
+        self.update(id, |e| e.proven = true);
+    }
+
+    fn update(&mut self, id: SessionId, change: impl FnOnce(&mut Entry)) {
+        if let Some(&entry) = self.hosts.get(&id) {
+            let mut new = entry;
+            change(&mut new);
+            if new != entry {
+                self.insert(id, new.key, new.site, new.load, new.proven);
+            }
         }
+    }
+
+    fn index(&mut self, id: SessionId, entry: Entry) {
+        self.by_key.entry(entry.key).or_default().insert(entry.rank(id));
+        if entry.site != Site::UNKNOWN {
+            self.by_site.entry((entry.key, entry.site)).or_default().insert(entry.rank(id));
+        }
+    }
+
+    /// Whether `id` is pooled.
+    pub fn contains(&self, id: SessionId) -> bool {
+        self.hosts.contains_key(&id)
     }
 
     /// Every pooled host as `(key, load, id)` (for `P2pCore::check_invariants`).
     pub(crate) fn hosts(&self) -> impl Iterator<Item = (PoolKey, u16, SessionId)> + '_ {
-        self.pools.iter().flat_map(|(&key, set)| set.iter().map(move |&(load, id)| (key, load, id)))
+        self.hosts.iter().map(|(&id, e)| (e.key, e.load, id))
+    }
+
+    /// Checks that both orders hold exactly the entries (for `P2pCore::check_invariants`).
+    pub(crate) fn check_indexes(&self) -> Result<(), String> {
+        let in_keys: usize = self.by_key.values().map(BTreeSet::len).sum();
+        let in_sites: usize = self.by_site.values().map(BTreeSet::len).sum();
+        let sited = self.hosts.values().filter(|e| e.site != Site::UNKNOWN).count();
+        let all_there = self.hosts.iter().all(|(&id, e)| {
+            self.by_key.get(&e.key).is_some_and(|s| s.contains(&e.rank(id)))
+                && (e.site == Site::UNKNOWN || self.by_site.get(&(e.key, e.site)).is_some_and(|s| s.contains(&e.rank(id))))
+        });
+        if in_keys != self.hosts.len() || in_sites != sited || !all_there {
+            return Err(format!("pool indexes: {in_keys} ranked by pool, {in_sites} by site, {} hosts ({sited} with a site)", self.hosts.len()));
+        }
+        Ok(())
     }
 
     /// The dependants per key (for `P2pCore::check_invariants`).
@@ -73,32 +138,88 @@ impl HostPool {
         &self.dependants
     }
 
-    /// The least-loaded host of `key` with fewer than `capacity` clients.
-    pub fn pick(&self, key: PoolKey, capacity: u16) -> Option<SessionId> {
-        let &(load, id) = self.pools.get(&key)?.first()?;
-        (load < capacity).then_some(id)
+    /// The host for a client of `key` at `site`: a host of that site with fewer than `capacity`
+    /// clients if there is one, else any of `key`; proven relays first, then the least loaded.
+    /// With `proven_only`, only hosts that have relayed.
+    pub fn pick(&self, key: PoolKey, site: Site, capacity: u16, proven_only: bool) -> Option<SessionId> {
+        let fits = |&(unproven, load, _): &Rank| load < capacity && !(proven_only && unproven);
+        let first = |set: Option<&BTreeSet<Rank>>| -> Option<SessionId> {
+            let set = set?;
+            // Proven hosts come first, least loaded first: the first vacancy of each half.
+            let proven = set.range((false, 0, 0)..(true, 0, 0)).next().filter(|r| fits(r));
+            let unproven = || set.range((true, 0, 0)..).next().filter(|r| fits(r));
+            proven.or_else(unproven).map(|r| r.2)
+        };
+        let local = (site != Site::UNKNOWN).then(|| first(self.by_site.get(&(key, site)))).flatten();
+        local.or_else(|| first(self.by_key.get(&key)))
+    }
+}
+
+fn remove_ranked<K: std::hash::Hash + Eq>(sets: &mut HashMap<K, BTreeSet<Rank>>, key: K, rank: Rank) {
+    if let Some(set) = sets.get_mut(&key) {
+        set.remove(&rank);
+        if set.is_empty() {
+            sets.remove(&key);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::locality::Locator;
+
+    const NOWHERE: Site = Site::UNKNOWN;
 
     #[test]
     fn picks_least_loaded_with_vacancy_per_key() {
         let mut pool = HostPool::default();
-        pool.insert((1, 1), 10, 1);
-        pool.insert((1, 1), 11, 0);
-        pool.insert((2, 1), 12, 0);
-        assert_eq!(pool.pick((1, 1), 2), Some(11));
-        pool.reload((1, 1), 11, 0, 2);
-        assert_eq!(pool.pick((1, 1), 2), Some(10));
-        pool.reload((1, 1), 10, 1, 2);
-        assert_eq!(pool.pick((1, 1), 2), None, "everyone full");
-        assert_eq!(pool.pick((1, 2), 2), None, "another browser kind has no host");
-        assert_eq!(pool.pick((2, 1), 0), None, "capacity 0 means no clients");
-        assert!(pool.remove((2, 1), 12, 0));
-        assert_eq!(pool.pick((2, 1), 2), None);
+        pool.insert(10, (1, 1), NOWHERE, 1, false);
+        pool.insert(11, (1, 1), NOWHERE, 0, false);
+        pool.insert(12, (2, 1), NOWHERE, 0, false);
+        assert_eq!(pool.pick((1, 1), NOWHERE, 2, false), Some(11));
+        pool.set_load(11, 2);
+        assert_eq!(pool.pick((1, 1), NOWHERE, 2, false), Some(10));
+        pool.set_load(10, 2);
+        assert_eq!(pool.pick((1, 1), NOWHERE, 2, false), None, "everyone full");
+        assert_eq!(pool.pick((1, 2), NOWHERE, 2, false), None, "another browser kind has no host");
+        assert_eq!(pool.pick((2, 1), NOWHERE, 0, false), None, "capacity 0 means no clients");
+        assert!(pool.remove(12));
+        assert_eq!(pool.pick((2, 1), NOWHERE, 2, false), None);
+        pool.check_indexes().unwrap();
+    }
+
+    #[test]
+    fn proven_relays_first_and_only_them_when_asked() {
+        let mut pool = HostPool::default();
+        pool.insert(1, (1, 1), NOWHERE, 0, false);
+        pool.insert(2, (1, 1), NOWHERE, 1, false);
+        assert_eq!(pool.pick((1, 1), NOWHERE, 2, true), None, "nobody has relayed yet");
+        pool.set_proven(2);
+        assert_eq!(pool.pick((1, 1), NOWHERE, 2, false), Some(2), "a proven relay before a less loaded stranger");
+        assert_eq!(pool.pick((1, 1), NOWHERE, 2, true), Some(2));
+        pool.set_load(2, 2);
+        assert_eq!(pool.pick((1, 1), NOWHERE, 2, false), Some(1), "the proven one is full");
+        assert_eq!(pool.pick((1, 1), NOWHERE, 2, true), None);
+        pool.check_indexes().unwrap();
+    }
+
+    #[test]
+    fn a_host_of_the_clients_network_first() {
+        let l = Locator::new(true, vec![]);
+        let (home, away) = (l.site("192.0.2.10:1"), l.site("198.51.100.7:1"));
+        let mut pool = HostPool::default();
+        pool.insert(1, (1, 1), away, 0, true);
+        pool.insert(2, (1, 1), home, 1, false);
+        assert_eq!(pool.pick((1, 1), home, 2, false), Some(2), "local, though loaded and unproven");
+        assert_eq!(pool.pick((1, 1), away, 2, false), Some(1));
+        assert_eq!(pool.pick((1, 1), l.site("203.0.113.1:1"), 2, false), Some(1), "no local host: the global order");
+        pool.set_load(2, 2);
+        assert_eq!(pool.pick((1, 1), home, 2, false), Some(1), "the local host is full");
+        assert_eq!(pool.pick((1, 1), home, 2, true), Some(1));
+        pool.remove(1);
+        pool.remove(2);
+        assert!(pool.by_site.is_empty() && pool.by_key.is_empty(), "nothing left behind");
     }
 
     #[test]
@@ -108,13 +229,12 @@ mod tests {
         assert!(!pool.short_of_hosts(key, 2), "no dependants, no need");
         pool.dependant_joined(key);
         assert!(pool.short_of_hosts(key, 2), "a dependant and no host");
-        pool.insert(key, 1, 0);
+        pool.insert(1, key, NOWHERE, 0, false);
         pool.dependant_joined(key);
         assert!(!pool.short_of_hosts(key, 2), "one host takes two");
         pool.dependant_joined(key);
         assert!(pool.short_of_hosts(key, 2), "three need two hosts");
         pool.dependant_left(key);
         assert!(!pool.short_of_hosts(key, 2));
-        assert!(!pool.short_of_hosts(key, 0) || pool.pick(key, 0).is_none(), "k = 0 gives no clients either way");
     }
 }

@@ -11,18 +11,40 @@ const FIREFOX_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:140.0) G
 const CHROME_ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Mobile Safari/537.36";
 const HEADLESS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36";
 
+const MOVE_AFTER: u64 = 10_000;
+
 fn core_with(k: u16) -> P2pCore {
     core_matching(k, "balanced")
 }
 
 fn core_matching(k: u16, matching: &str) -> P2pCore {
-    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{k}</MaxClientPeersPerHostPeer><OfferTimeoutMs>100</OfferTimeoutMs><AnswerTimeoutMs>200</AnswerTimeoutMs><HostPenaltyMs>1000</HostPenaltyMs><Matching>{matching}</Matching><Exclude>private</Exclude></P2P>");
+    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{k}</MaxClientPeersPerHostPeer><OfferTimeoutMs>4000</OfferTimeoutMs><OfferTimeoutMinMs>1000</OfferTimeoutMinMs><OfferTimeoutP99Multiple>3</OfferTimeoutP99Multiple><AnswerTimeoutMs>4000</AnswerTimeoutMs><MoveAfterMs>{MOVE_AFTER}</MoveAfterMs><Matching>{matching}</Matching><Exclude>private</Exclude></P2P>");
     P2pCore::new(P2pConfig::parse(&xml).unwrap())
 }
 
 fn open_full(core: &mut P2pCore, id: u32, ua: &str, app: &str, stream: &str, query: &str, kind: SessionKind) {
     let full = format!("default/{app}/{stream}");
-    core.session_opened(Arrival { id, kind, stream: &full, app, stream_name: stream, user_agent: ua, query });
+    core.session_opened(0, Arrival { id, kind, stream: &full, app, stream_name: stream, user_agent: ua, query, remote: "192.0.2.1:5000" });
+}
+
+/// Opens `id` from address `remote`.
+fn open_at(core: &mut P2pCore, id: u32, ua: &str, remote: &str) {
+    core.session_opened(0, Arrival { id, kind: SessionKind::Play, stream: "default/app/s", app: "app", stream_name: "s", user_agent: ua, query: "", remote });
+}
+
+/// `host` offers to `client` at `now`, and the client answers.
+fn exchange(core: &mut P2pCore, now: u64, host: u32, client: u32) {
+    let offer = format!(r#"{{"command":"offer_p2p","id":{host},"peer_id":{client},"sdp":{{}}}}"#);
+    assert_eq!(core.message_received(now, host, &offer), MessageVerdict::Handled);
+    let answer = format!(r#"{{"command":"answer","id":{client},"peer_id":{host},"sdp":{{}}}}"#);
+    assert_eq!(core.message_received(now, client, &answer), MessageVerdict::Handled);
+    assert_eq!(core.role(client), Some(&Role::Client { host, stage: Stage::Answered }));
+    outputs(core);
+}
+
+/// The timers set in `outputs` as (token, after ms).
+fn timers_with_delay(outputs: &[Output]) -> Vec<(u64, u64)> {
+    outputs.iter().filter_map(|o| if let Output::SetTimer(t, ms) = o { Some((*t, *ms)) } else { None }).collect()
 }
 
 fn open(core: &mut P2pCore, id: u32, ua: &str, stream: &str) {
@@ -32,8 +54,8 @@ fn open(core: &mut P2pCore, id: u32, ua: &str, stream: &str) {
 /// Opens `id`, has it served by the edge and playing: an eligible one becomes a host.
 fn edge_viewer(core: &mut P2pCore, id: u32, ua: &str, stream: &str) {
     open(core, id, ua, stream);
-    assert_eq!(core.offer_requested(id), OfferDecision::ServeFromEdge);
-    core.session_playing(id);
+    assert_eq!(core.offer_requested(0, id), OfferDecision::ServeFromEdge);
+    core.session_playing(0, id);
     outputs(core);
 }
 
@@ -61,7 +83,7 @@ fn fills_hosts_up_to_k_then_serves_from_the_edge() {
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
     for client in [2, 3] {
         open(&mut core, client, CHROME_WIN, "s");
-        assert_eq!(core.offer_requested(client), OfferDecision::Handled);
+        assert_eq!(core.offer_requested(0, client), OfferDecision::Handled);
         let out = sent(&outputs(&mut core));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, 1);
@@ -69,7 +91,7 @@ fn fills_hosts_up_to_k_then_serves_from_the_edge() {
         assert_eq!(out[0].1["peer_id"], client);
     }
     open(&mut core, 4, CHROME_WIN, "s");
-    assert_eq!(core.offer_requested(4), OfferDecision::ServeFromEdge, "the host is full");
+    assert_eq!(core.offer_requested(0, 4), OfferDecision::ServeFromEdge, "the host is full");
     assert_eq!(core.role(1), Some(&Role::Host { clients: vec![2, 3] }));
 }
 
@@ -79,13 +101,13 @@ fn least_loaded_host_is_chosen() {
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
     for c in [2, 3] {
         open(&mut core, c, CHROME_WIN, "s");
-        core.offer_requested(c);
+        core.offer_requested(0, c);
     }
     edge_viewer(&mut core, 4, CHROME_WIN, "s"); // 1 is full: 4 is served by the edge and hosts
     assert_eq!(core.role(4), Some(&Role::Host { clients: vec![] }));
-    core.session_closed(3); // 1 now has one client, 4 none
+    core.session_closed(0, 3); // 1 now has one client, 4 none
     open(&mut core, 5, CHROME_WIN, "s");
-    core.offer_requested(5);
+    core.offer_requested(0, 5);
     assert_eq!(core.role(5), Some(&Role::Client { host: 4, stage: Stage::AwaitingOffer }));
 }
 
@@ -94,11 +116,11 @@ fn brokers_the_whole_exchange_between_partners() {
     let mut core = core_with(2);
     edge_viewer(&mut core, 10, CHROME_WIN, "s");
     open(&mut core, 20, CHROME_WIN, "s");
-    core.offer_requested(20);
+    core.offer_requested(0, 20);
     outputs(&mut core);
 
     let offer = r#"{"command":"offer_p2p","id":10,"peer_id":20,"sdp":{"type":"offer","sdp":"v=0"},"candidates":[{"candidate":"c1"}]}"#;
-    assert_eq!(core.message_received(10, offer), MessageVerdict::Handled);
+    assert_eq!(core.message_received(0, 10, offer), MessageVerdict::Handled);
     let out = outputs(&mut core);
     let msgs = sent(&out);
     assert_eq!(msgs[0].0, 20);
@@ -109,18 +131,18 @@ fn brokers_the_whole_exchange_between_partners() {
     assert_eq!(msgs[0].1["candidates"][0]["candidate"], "c1");
     assert_eq!(timers(&out).len(), 1, "the answer deadline is armed");
 
-    core.message_received(10, r#"{"command":"candidate_p2p","id":10,"peer_id":20,"candidates":[{"candidate":"c2"}]}"#);
+    core.message_received(0, 10, r#"{"command":"candidate_p2p","id":10,"peer_id":20,"candidates":[{"candidate":"c2"}]}"#);
     let msgs = sent(&outputs(&mut core));
     assert_eq!((msgs[0].0, msgs[0].1["command"].as_str()), (20, Some("candidate")));
     assert_eq!(msgs[0].1["peer_id"], 10);
 
-    core.message_received(20, r#"{"command":"answer","id":20,"peer_id":10,"sdp":{"type":"answer","sdp":"v=0"}}"#);
+    core.message_received(0, 20, r#"{"command":"answer","id":20,"peer_id":10,"sdp":{"type":"answer","sdp":"v=0"}}"#);
     let msgs = sent(&outputs(&mut core));
     assert_eq!((msgs[0].0, msgs[0].1["command"].as_str()), (10, Some("answer_p2p")));
     assert_eq!(msgs[0].1["peer_id"], 20);
     assert_eq!(core.role(20), Some(&Role::Client { host: 10, stage: Stage::Answered }));
 
-    core.message_received(20, r#"{"command":"candidate","id":20,"peer_id":10,"candidates":[{"candidate":"c3"}]}"#);
+    core.message_received(0, 20, r#"{"command":"candidate","id":20,"peer_id":10,"candidates":[{"candidate":"c3"}]}"#);
     let msgs = sent(&outputs(&mut core));
     assert_eq!((msgs[0].0, msgs[0].1["command"].as_str()), (10, Some("candidate_p2p")));
 }
@@ -131,21 +153,21 @@ fn strangers_cannot_be_addressed() {
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
     edge_viewer(&mut core, 2, FIREFOX_WIN, "s");
     open(&mut core, 3, CHROME_WIN, "s");
-    core.offer_requested(3);
+    core.offer_requested(0, 3);
     outputs(&mut core);
     // Host 2 offers to 3, which is 1's client: refused, 2 is closed with 400.
-    core.message_received(2, r#"{"command":"offer_p2p","id":2,"peer_id":3,"sdp":{}}"#);
+    core.message_received(0, 2, r#"{"command":"offer_p2p","id":2,"peer_id":3,"sdp":{}}"#);
     assert!(matches!(outputs(&mut core).as_slice(), [Output::Close(2, 400, _)]));
     // Client 3 answers host 2, not its host: refused.
-    core.message_received(3, r#"{"command":"answer","id":3,"peer_id":2,"sdp":{}}"#);
+    core.message_received(0, 3, r#"{"command":"answer","id":3,"peer_id":2,"sdp":{}}"#);
     assert!(matches!(outputs(&mut core).as_slice(), [Output::Close(3, 400, _)]));
     // A message for a session that just left is dropped quietly.
-    assert_eq!(core.message_received(1, r#"{"command":"candidate_p2p","id":1,"peer_id":99,"candidates":[]}"#), MessageVerdict::Handled);
+    assert_eq!(core.message_received(0, 1, r#"{"command":"candidate_p2p","id":1,"peer_id":99,"candidates":[]}"#), MessageVerdict::Handled);
     assert!(outputs(&mut core).is_empty());
     // Malformed P2P messages are refused; other commands are not the plugin's.
-    core.message_received(1, r#"{"command":"offer_p2p","id":1,"sdp":{}}"#);
+    core.message_received(0, 1, r#"{"command":"offer_p2p","id":1,"sdp":{}}"#);
     assert!(matches!(outputs(&mut core).as_slice(), [Output::Close(1, 400, _)]));
-    assert_eq!(core.message_received(1, r#"{"command":"dance","id":1}"#), MessageVerdict::Unknown);
+    assert_eq!(core.message_received(0, 1, r#"{"command":"dance","id":1}"#), MessageVerdict::Unknown);
 }
 
 #[test]
@@ -154,12 +176,12 @@ fn a_leaving_host_sends_its_clients_to_the_edge() {
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
     for c in [2, 3] {
         open(&mut core, c, CHROME_WIN, "s");
-        core.offer_requested(c);
+        core.offer_requested(0, c);
     }
-    core.message_received(1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
+    core.message_received(0, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
     outputs(&mut core);
 
-    core.session_closed(1);
+    core.session_closed(0, 1);
     let out = outputs(&mut core);
     // 2 had an offer: it is told to stop. 3 was still waiting: the edge serves it at once.
     let msgs = sent(&out);
@@ -167,8 +189,8 @@ fn a_leaving_host_sends_its_clients_to_the_edge() {
     assert_eq!((msgs[0].0, msgs[0].1["command"].as_str(), msgs[0].1["peer_id"].as_u64()), (2, Some("stop"), Some(1)));
     assert!(out.contains(&Output::ServeFromEdge(3)));
     // 2 asks again and is served by the edge; it may then become a host itself.
-    assert_eq!(core.offer_requested(2), OfferDecision::ServeFromEdge);
-    core.session_playing(2);
+    assert_eq!(core.offer_requested(0, 2), OfferDecision::ServeFromEdge);
+    core.session_playing(0, 2);
     assert_eq!(core.role(2), Some(&Role::Host { clients: vec![] }));
 }
 
@@ -179,9 +201,9 @@ fn a_leaving_client_frees_its_slot_for_good() {
     for round in 0..3u32 {
         let c = 10 + round;
         open(&mut core, c, CHROME_WIN, "s");
-        assert_eq!(core.offer_requested(c), OfferDecision::Handled, "round {round}: the slot is free again");
+        assert_eq!(core.offer_requested(0, c), OfferDecision::Handled, "round {round}: the slot is free again");
         outputs(&mut core);
-        core.session_closed(c);
+        core.session_closed(0, c);
         let msgs = sent(&outputs(&mut core));
         assert_eq!((msgs[0].0, msgs[0].1["command"].as_str(), msgs[0].1["peer_id"].as_u64()), (1, Some("stop"), Some(c as u64)));
     }
@@ -193,40 +215,263 @@ fn one_pool_per_stream() {
     let mut core = core_with(2);
     edge_viewer(&mut core, 1, CHROME_WIN, "a");
     open(&mut core, 2, CHROME_WIN, "b");
-    assert_eq!(core.offer_requested(2), OfferDecision::ServeFromEdge, "a viewer of b never gets a host of a");
+    assert_eq!(core.offer_requested(0, 2), OfferDecision::ServeFromEdge, "a viewer of b never gets a host of a");
 }
 
 #[test]
 fn a_host_must_be_playing_first() {
     let mut core = core_with(2);
     open(&mut core, 1, CHROME_WIN, "s");
-    assert_eq!(core.offer_requested(1), OfferDecision::ServeFromEdge);
+    assert_eq!(core.offer_requested(0, 1), OfferDecision::ServeFromEdge);
     outputs(&mut core);
     open(&mut core, 2, CHROME_WIN, "s");
-    assert_eq!(core.offer_requested(2), OfferDecision::ServeFromEdge, "1 has an offer but is not playing yet");
+    assert_eq!(core.offer_requested(0, 2), OfferDecision::ServeFromEdge, "1 has an offer but is not playing yet");
 }
 
 #[test]
-fn a_host_that_does_not_offer_in_time_is_given_up_and_benched() {
+fn a_host_that_does_not_offer_in_time_is_never_asked_again_and_its_client_is_not_blamed() {
     let mut core = core_with(2);
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
-    open(&mut core, 2, CHROME_WIN, "s");
-    core.offer_requested(2);
+    open(&mut core, 2, CHROME_ANDROID, "s");
+    core.offer_requested(0, 2);
     let deadline = timers(&outputs(&mut core))[0];
 
-    core.timer_fired(deadline);
+    core.timer_fired(4000, deadline);
     let out = outputs(&mut core);
     assert!(out.contains(&Output::ServeFromEdge(2)));
     let msgs = sent(&out);
     assert_eq!((msgs[0].0, msgs[0].1["command"].as_str(), msgs[0].1["peer_id"].as_u64()), (1, Some("stop"), Some(2)));
-    let penalty = timers(&out)[0];
+    assert!(timers(&out).is_empty(), "no penalty to serve: it is out for good");
 
-    open(&mut core, 3, CHROME_WIN, "s");
-    assert_eq!(core.offer_requested(3), OfferDecision::ServeFromEdge, "a benched host is not chosen");
-    outputs(&mut core);
-    core.timer_fired(penalty);
+    open(&mut core, 3, CHROME_ANDROID, "s");
+    assert_eq!(core.offer_requested(0, 3), OfferDecision::ServeFromEdge, "a host that never offers is not chosen again");
+    core.timer_fired(3_600_000, deadline);
     open(&mut core, 4, CHROME_ANDROID, "s");
-    assert_eq!(core.offer_requested(4), OfferDecision::Handled, "after the penalty it hosts again");
+    assert_eq!(core.offer_requested(3_600_000, 4), OfferDecision::ServeFromEdge, "not even an hour later");
+
+    edge_viewer(&mut core, 5, CHROME_WIN, "s");
+    assert_eq!(core.offer_requested(3_600_000, 2), OfferDecision::Handled, "its client may be a client of another host");
+    assert_eq!(core.role(2), Some(&Role::Client { host: 5, stage: Stage::AwaitingOffer }));
+}
+
+#[test]
+fn a_client_that_does_not_answer_is_the_one_penalised_and_its_host_is_not() {
+    let mut core = core_with(2);
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    open(&mut core, 2, CHROME_ANDROID, "s");
+    core.offer_requested(0, 2);
+    outputs(&mut core);
+    core.message_received(100, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
+    let answer_deadline = timers(&outputs(&mut core))[0];
+    core.timer_fired(4100, answer_deadline);
+    let out = core.drain_outputs().collect::<Vec<_>>();
+    assert!(out.contains(&Output::ServeFromEdge(2)));
+    assert!(out.contains(&Output::Count("answer_timeouts", 1)));
+    assert!(!out.iter().any(|o| matches!(o, Output::Count("hosts_retired", _))), "the host did its part");
+
+    open(&mut core, 3, CHROME_ANDROID, "s");
+    assert_eq!(core.offer_requested(4200, 3), OfferDecision::Handled, "the host still takes clients");
+    assert_eq!(core.role(3), Some(&Role::Client { host: 1, stage: Stage::AwaitingOffer }));
+    assert_eq!(core.offer_requested(4200, 2), OfferDecision::ServeFromEdge, "the silent client's next requests go to the edge");
+}
+
+#[test]
+fn a_viewer_counts_as_needing_a_host_only_once_it_asked_for_an_offer() {
+    const LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+    let mut core = core_with(2);
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    for idle in 100..110 {
+        open(&mut core, idle, LINUX, "s");
+    }
+    open(&mut core, 2, CHROME_WIN, "s");
+    assert_eq!(core.offer_requested(0, 2), OfferDecision::Handled, "ten idle sockets do not make the pool short of hosts");
+    for asking in 100..103 {
+        core.offer_requested(0, asking);
+    }
+    open(&mut core, 3, CHROME_WIN, "s");
+    assert_eq!(core.offer_requested(0, 3), OfferDecision::ServeFromEdge, "three that asked do: the Windows viewer hosts instead");
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn the_offer_deadline_follows_the_offer_latency_of_hosts_that_offer() {
+    let mut core = core_with(100);
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    let mut deadlines = Vec::new();
+    for (i, client) in (10..20).enumerate() {
+        let t = 1000 * i as u64;
+        open(&mut core, client, CHROME_ANDROID, "s");
+        core.offer_requested(t, client);
+        deadlines.push(timers_with_delay(&outputs(&mut core))[0].1);
+        core.message_received(t + 400, 1, &format!(r#"{{"command":"offer_p2p","id":1,"peer_id":{client},"sdp":{{}}}}"#));
+        outputs(&mut core);
+    }
+    assert_eq!(&deadlines[..8], &[4000; 8], "the ceiling until 8 offers are measured");
+    assert_eq!(&deadlines[8..], &[1200, 1200], "then 3 x the p99 (400 ms)");
+    assert_eq!(core.offer_deadline_ms(), 1200);
+}
+
+#[test]
+fn an_edge_viewer_who_could_be_a_client_is_moved_into_a_vacancy_of_a_host_that_has_relayed() {
+    let mut core = core_with(2);
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    for phone in [2, 3] {
+        open(&mut core, phone, CHROME_ANDROID, "s");
+        core.offer_requested(0, phone);
+        outputs(&mut core);
+        exchange(&mut core, 100, 1, phone);
+    }
+    open(&mut core, 4, CHROME_ANDROID, "s");
+    assert_eq!(core.offer_requested(1000, 4), OfferDecision::ServeFromEdge, "the host is full");
+    core.session_playing(1500, 4);
+    let settle = timers_with_delay(&outputs(&mut core));
+    assert_eq!(settle.len(), 1);
+    assert_eq!(settle[0].1, MOVE_AFTER);
+    core.timer_fired(1500 + MOVE_AFTER, settle[0].0);
+    assert!(outputs(&mut core).is_empty(), "no vacancy yet: it waits");
+
+    core.session_closed(20_000, 2);
+    let out = outputs(&mut core);
+    let msgs = sent(&out);
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert_eq!((msgs[0].0, msgs[0].1["command"].as_str(), msgs[0].1["peer_id"].as_u64()), (1, Some("stop"), Some(2)), "the host is told");
+    assert_eq!((msgs[1].0, msgs[1].1["command"].as_str(), msgs[1].1["peer_id"].as_u64()), (4, Some("stop"), Some(0)), "the viewer leaves the edge");
+    assert_eq!(core.role(4), Some(&Role::Client { host: 1, stage: Stage::Moving }));
+
+    assert_eq!(core.offer_requested(20_050, 4), OfferDecision::Handled, "its next request is the host's");
+    let msgs = sent(&outputs(&mut core));
+    assert_eq!((msgs[0].0, msgs[0].1["command"].as_str(), msgs[0].1["peer_id"].as_u64()), (1, Some("request_offer_p2p"), Some(4)));
+    exchange(&mut core, 20_100, 1, 4);
+    core.check_invariants().unwrap();
+}
+
+/// H1 (k = 1) hosts phone 2; phone 3 plays from the edge since t = 0 and has settled.
+fn a_phone_waits_for_h1(proven: bool) -> P2pCore {
+    let mut core = core_with(1);
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    open(&mut core, 2, CHROME_ANDROID, "s");
+    core.offer_requested(0, 2);
+    outputs(&mut core);
+    if proven {
+        exchange(&mut core, 0, 1, 2);
+    }
+    open(&mut core, 3, CHROME_ANDROID, "s");
+    core.offer_requested(0, 3);
+    core.session_playing(0, 3);
+    let settle = timers(&outputs(&mut core))[0];
+    core.timer_fired(MOVE_AFTER, settle);
+    outputs(&mut core);
+    core
+}
+
+#[test]
+fn nobody_is_moved_into_a_host_that_has_not_relayed() {
+    let mut core = a_phone_waits_for_h1(false);
+    core.session_closed(MOVE_AFTER + 1, 2);
+    assert!(sent(&outputs(&mut core)).iter().all(|(to, _)| *to != 3), "1 never relayed: 3 stays where it plays");
+    assert_eq!(core.role(3), Some(&Role::Viewer));
+}
+
+#[test]
+fn a_viewer_who_joined_recently_is_not_moved() {
+    let mut core = core_with(1);
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    open(&mut core, 2, CHROME_ANDROID, "s");
+    core.offer_requested(0, 2);
+    exchange(&mut core, 0, 1, 2);
+    open(&mut core, 3, CHROME_ANDROID, "s");
+    core.offer_requested(0, 3);
+    core.session_playing(5000, 3);
+    let settle = timers(&outputs(&mut core))[0];
+    core.session_closed(6000, 2);
+    assert!(sent(&outputs(&mut core)).iter().all(|(to, _)| *to != 3), "3 has played for 1 s only");
+    core.timer_fired(5000 + MOVE_AFTER, settle);
+    assert_eq!(core.role(3), Some(&Role::Client { host: 1, stage: Stage::Moving }), "once settled, it takes the slot");
+}
+
+#[test]
+fn a_player_that_ignores_the_move_stays_on_the_edge_and_is_never_moved_again() {
+    let mut core = a_phone_waits_for_h1(true);
+    core.session_closed(20_000, 2);
+    let out = outputs(&mut core);
+    let (token, after) = timers_with_delay(&out)[0];
+    assert_eq!(after, 4000, "it has OfferTimeoutMs to ask again");
+    core.timer_fired(24_000, token);
+    assert_eq!(core.role(3), Some(&Role::Viewer));
+    assert_eq!(core.role(1), Some(&Role::Host { clients: vec![] }), "the slot is free again");
+    open(&mut core, 5, CHROME_ANDROID, "s");
+    core.offer_requested(25_000, 5);
+    core.session_closed(26_000, 5);
+    assert!(sent(&outputs(&mut core)).iter().all(|(to, _)| *to != 3), "never asked to move again");
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn a_viewer_is_moved_at_most_twice() {
+    let mut core = a_phone_waits_for_h1(true);
+    let mut now = 20_000;
+    for round in 0..2 {
+        // The slot opens, 3 is moved, asks again... and the host leaves before offering.
+        core.session_closed(now, 2);
+        assert!(sent(&outputs(&mut core)).iter().any(|(to, m)| *to == 3 && m["command"] == "stop"), "move {round}");
+        core.offer_requested(now, 3);
+        core.session_closed(now, 1);
+        assert!(outputs(&mut core).contains(&Output::ServeFromEdge(3)), "its host left before offering: the edge");
+        core.session_playing(now, 3);
+        let settle = timers(&outputs(&mut core));
+        assert_eq!(settle.len(), 1 - round, "after the second move it is not queued again");
+        now += MOVE_AFTER;
+        for token in settle {
+            core.timer_fired(now, token);
+        }
+        // A new proven host with one client, who leaves in the next round.
+        edge_viewer(&mut core, 1, CHROME_WIN, "s");
+        open(&mut core, 2, CHROME_ANDROID, "s");
+        core.offer_requested(now, 2);
+        exchange(&mut core, now, 1, 2);
+        core.check_invariants().unwrap();
+    }
+    core.session_closed(now, 2);
+    assert!(sent(&outputs(&mut core)).iter().all(|(to, _)| *to != 3), "no third move");
+}
+
+#[test]
+fn moves_can_be_turned_off() {
+    let xml = "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>1</MaxClientPeersPerHostPeer><MoveEdgeViewers>false</MoveEdgeViewers></P2P>";
+    let mut core = P2pCore::new(P2pConfig::parse(xml).unwrap());
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    open(&mut core, 2, CHROME_ANDROID, "s");
+    core.offer_requested(0, 2);
+    exchange(&mut core, 0, 1, 2);
+    edge_viewer(&mut core, 3, CHROME_ANDROID, "s");
+    edge_viewer(&mut core, 4, CHROME_ANDROID, "s");
+    assert!(timers(&outputs(&mut core)).is_empty(), "no settling timers");
+}
+
+#[test]
+fn a_client_gets_a_host_of_its_own_network_first() {
+    let mut core = core_with(2);
+    open_at(&mut core, 1, CHROME_WIN, "192.0.2.10:5000");
+    open_at(&mut core, 2, CHROME_WIN, "198.51.100.20:5000");
+    for host in [1, 2] {
+        core.offer_requested(0, host);
+    }
+    for host in [1, 2] {
+        core.session_playing(0, host);
+    }
+    open_at(&mut core, 3, CHROME_ANDROID, "192.0.2.77:5000");
+    core.offer_requested(0, 3);
+    exchange(&mut core, 0, 1, 3);
+    open_at(&mut core, 4, CHROME_ANDROID, "198.51.100.99:6000");
+    core.offer_requested(0, 4);
+    assert_eq!(core.role(4), Some(&Role::Client { host: 2, stage: Stage::AwaitingOffer }), "its own /24, though 1 has relayed");
+    open_at(&mut core, 5, CHROME_ANDROID, "192.0.2.5:7000");
+    core.offer_requested(0, 5);
+    assert_eq!(core.role(5), Some(&Role::Client { host: 1, stage: Stage::AwaitingOffer }), "its own /24, though 1 is more loaded");
+    open_at(&mut core, 6, CHROME_ANDROID, "203.0.113.1:7000");
+    core.offer_requested(0, 6);
+    assert_eq!(core.role(6), Some(&Role::Client { host: 2, stage: Stage::AwaitingOffer }), "no local host: any with room");
+    core.check_invariants().unwrap();
 }
 
 /// Chrome viewers of one stream, k=2: H1 hosts, phones A2 and A3 are its clients, phones A4 and
@@ -238,18 +483,18 @@ fn desktop_arrives_where_phones_wait(matching: &str) -> (bool, bool) {
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
     for phone in [2, 3] {
         open(&mut core, phone, CHROME_ANDROID, "s");
-        assert_eq!(core.offer_requested(phone), OfferDecision::Handled);
+        assert_eq!(core.offer_requested(0, phone), OfferDecision::Handled);
     }
     edge_viewer(&mut core, 4, CHROME_ANDROID, "s");
     edge_viewer(&mut core, 5, CHROME_ANDROID, "s");
-    core.session_closed(2);
+    core.session_closed(0, 2);
     open(&mut core, 6, CHROME_WIN, "s");
-    let desktop_is_client = core.offer_requested(6) == OfferDecision::Handled;
+    let desktop_is_client = core.offer_requested(0, 6) == OfferDecision::Handled;
     if !desktop_is_client {
-        core.session_playing(6);
+        core.session_playing(0, 6);
     }
     open(&mut core, 7, CHROME_ANDROID, "s");
-    let phone_is_client = core.offer_requested(7) == OfferDecision::Handled;
+    let phone_is_client = core.offer_requested(0, 7) == OfferDecision::Handled;
     (desktop_is_client, phone_is_client)
 }
 
@@ -264,13 +509,13 @@ fn a_client_that_does_not_answer_in_time_is_given_up() {
     let mut core = core_with(2);
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
     open(&mut core, 2, CHROME_WIN, "s");
-    core.offer_requested(2);
+    core.offer_requested(0, 2);
     let offer_deadline = timers(&outputs(&mut core))[0];
-    core.message_received(1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
+    core.message_received(0, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
     let answer_deadline = timers(&outputs(&mut core))[0];
-    core.timer_fired(offer_deadline);
+    core.timer_fired(0, offer_deadline);
     assert!(outputs(&mut core).is_empty(), "the host offered in time");
-    core.timer_fired(answer_deadline);
+    core.timer_fired(0, answer_deadline);
     assert!(outputs(&mut core).contains(&Output::ServeFromEdge(2)));
 }
 
@@ -279,14 +524,14 @@ fn deadlines_of_pairs_that_went_well_do_nothing() {
     let mut core = core_with(2);
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
     open(&mut core, 2, CHROME_WIN, "s");
-    core.offer_requested(2);
+    core.offer_requested(0, 2);
     let mut all = timers(&outputs(&mut core));
-    core.message_received(1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
+    core.message_received(0, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
     all.extend(timers(&outputs(&mut core)));
-    core.message_received(2, r#"{"command":"answer","id":2,"peer_id":1,"sdp":{}}"#);
+    core.message_received(0, 2, r#"{"command":"answer","id":2,"peer_id":1,"sdp":{}}"#);
     outputs(&mut core);
     for t in all {
-        core.timer_fired(t);
+        core.timer_fired(0, t);
     }
     assert!(outputs(&mut core).is_empty());
     assert_eq!(core.role(2), Some(&Role::Client { host: 1, stage: Stage::Answered }));
@@ -297,7 +542,7 @@ fn zero_clients_per_host_means_none() {
     let mut core = core_with(0);
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
     open(&mut core, 2, CHROME_WIN, "s");
-    assert_eq!(core.offer_requested(2), OfferDecision::ServeFromEdge);
+    assert_eq!(core.offer_requested(0, 2), OfferDecision::ServeFromEdge);
 }
 
 #[test]
@@ -309,28 +554,28 @@ fn who_may_host_and_who_may_be_a_client() {
     assert_eq!(core.role(2), Some(&Role::Viewer), "a headless browser never hosts");
     edge_viewer(&mut core, 3, CHROME_WIN, "s");
     open(&mut core, 4, FIREFOX_WIN, "s");
-    assert_eq!(core.offer_requested(4), OfferDecision::ServeFromEdge, "no Firefox host");
+    assert_eq!(core.offer_requested(0, 4), OfferDecision::ServeFromEdge, "no Firefox host");
     open(&mut core, 5, CHROME_ANDROID, "s");
-    assert_eq!(core.offer_requested(5), OfferDecision::Handled, "a phone may be a client of a Chrome host");
+    assert_eq!(core.offer_requested(0, 5), OfferDecision::Handled, "a phone may be a client of a Chrome host");
 }
 
 #[test]
 fn consent_exclusions_and_publishers() {
     let mut core = core_with(2);
     open_full(&mut core, 1, CHROME_WIN, "app", "s", "p2p=0", SessionKind::Play);
-    core.offer_requested(1);
-    core.session_playing(1);
+    core.offer_requested(0, 1);
+    core.session_playing(0, 1);
     assert_eq!(core.role(1), Some(&Role::Viewer), "opted out: never a host");
     edge_viewer(&mut core, 2, CHROME_WIN, "s");
     open_full(&mut core, 3, CHROME_WIN, "app", "s", "x=1&p2p=off", SessionKind::Play);
-    assert_eq!(core.offer_requested(3), OfferDecision::ServeFromEdge, "opted out: never a client");
+    assert_eq!(core.offer_requested(0, 3), OfferDecision::ServeFromEdge, "opted out: never a client");
     open_full(&mut core, 4, CHROME_WIN, "app", "s", "", SessionKind::Publish);
-    assert_eq!(core.offer_requested(4), OfferDecision::ServeFromEdge, "publishers are never P2P");
+    assert_eq!(core.offer_requested(0, 4), OfferDecision::ServeFromEdge, "publishers are never P2P");
     open_full(&mut core, 5, CHROME_WIN, "private", "s", "", SessionKind::Play);
-    core.offer_requested(5);
-    core.session_playing(5);
+    core.offer_requested(0, 5);
+    core.session_playing(0, 5);
     open_full(&mut core, 6, CHROME_WIN, "private", "s", "", SessionKind::Play);
-    assert_eq!(core.offer_requested(6), OfferDecision::ServeFromEdge, "excluded application");
+    assert_eq!(core.offer_requested(0, 6), OfferDecision::ServeFromEdge, "excluded application");
 }
 
 #[test]
@@ -338,7 +583,7 @@ fn disabled_p2p_serves_everyone_from_the_edge() {
     let mut core = P2pCore::new(P2pConfig::default());
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
     open(&mut core, 2, CHROME_WIN, "s");
-    assert_eq!(core.offer_requested(2), OfferDecision::ServeFromEdge);
+    assert_eq!(core.offer_requested(0, 2), OfferDecision::ServeFromEdge);
 }
 
 #[test]
@@ -346,10 +591,10 @@ fn a_host_that_asks_again_releases_its_clients() {
     let mut core = core_with(2);
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
     open(&mut core, 2, CHROME_WIN, "s");
-    core.offer_requested(2);
+    core.offer_requested(0, 2);
     outputs(&mut core);
-    assert_eq!(core.offer_requested(1), OfferDecision::ServeFromEdge);
+    assert_eq!(core.offer_requested(0, 1), OfferDecision::ServeFromEdge);
     assert!(outputs(&mut core).contains(&Output::ServeFromEdge(2)));
     open(&mut core, 3, CHROME_WIN, "s");
-    assert_eq!(core.offer_requested(3), OfferDecision::ServeFromEdge, "1 is not playing again yet");
+    assert_eq!(core.offer_requested(0, 3), OfferDecision::ServeFromEdge, "1 is not playing again yet");
 }

@@ -30,7 +30,7 @@ fn hook_call(c: &mut Criterion) {
     let mut core = plugin_p2p::core::P2pCore::new(plugin_p2p::config::P2pConfig::parse("<P2P><Enable>true</Enable></P2P>").unwrap());
     c.bench_function("timer_fired direct (core, no boundary)", |b| {
         b.iter(|| {
-            core.timer_fired(black_box(u64::MAX));
+            core.timer_fired(0, black_box(u64::MAX));
             core.drain_outputs().count()
         })
     });

@@ -6,3 +6,4 @@ pub mod harness;
 pub mod peer;
 pub mod procstat;
 pub mod signal;
+pub mod swarm;

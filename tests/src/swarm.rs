@@ -1,0 +1,733 @@
+//! The swarm driver: the real P2P plugin (the cdylib, loaded through `plugin-api` as the host loads
+//! it) under viewer churn, on a virtual clock. The driver plays the host (it answers the plugin's
+//! calls: messages, edge service, timers) and every player (it answers the plugin's messages as
+//! OvenPlayer does: a host offers when asked, a client answers, a player told `stop` by the peer it
+//! plays from asks again); the plugin decides everything.
+//!
+//! Like str0m's `poll`/`handle_input` loop, nothing here reads a clock: [`Swarm::progress`] takes
+//! the next due event, sets the virtual time to it, and runs it; [`Swarm::run`] repeats that to the
+//! end. So `cargo test` runs small swarms in milliseconds (`tests/tests/swarm.rs`) and the `swarm`
+//! tool runs 100k viewers for a virtual hour.
+//!
+//! What is watched at every sample: the offload ratio (share of present viewers fed by a host peer)
+//! against the offline optimum for the same population (the most clients any depth-1 assignment
+//! with the same classification, browser-kind, k and once-a-client rules could feed at that
+//! instant; a player whose relay does not work, OvenPlayer >= 0.10.39, feeds nobody as a host, so
+//! the optimum makes it a client); stranded clients (fed
+//! by a host that is gone); viewers unfed past every deadline; hosts feeding more than k clients;
+//! moves (`stop {peer_id: 0}`) per viewer and their playback gaps; how many pairs are within one
+//! network.
+
+use plugin_api::{CloseReason, HostServices, LoadedPlugin, LogLevel, OfferDecision, PluginLibrary, SessionId, SessionInfo, SessionKind};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A swarm's population and the plugin's settings.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Target concurrent viewers (arrival rate = viewers / mean watch time).
+    pub viewers: usize,
+    /// Streams the viewers spread over (Zipf: stream i gets weight 1/(i+1)).
+    pub streams: usize,
+    /// MaxClientPeersPerHostPeer.
+    pub k: u16,
+    /// The plugin's `<Matching>`: balanced or greedy.
+    pub matching: String,
+    /// Median watch time, seconds (log-normal, sigma 1).
+    pub median_watch_s: f64,
+    /// Exponential watch times with the same mean instead of log-normal.
+    pub exponential: bool,
+    /// Host deaths per host peer per hour (its socket drops, on top of normal departures).
+    pub host_deaths_per_hour: f64,
+    /// Share of host-eligible players whose relay works (OvenPlayer <= 0.10.38); the others never
+    /// send `offer_p2p` (>= 0.10.39).
+    pub relaying_share: f64,
+    /// Virtual duration, seconds.
+    pub duration_s: u64,
+    /// Sample interval, seconds.
+    pub sample_s: u64,
+    /// Random seed.
+    pub seed: u64,
+    /// Networks the viewers come from (Zipf: network i gets weight 1/(i+1)); each is one /24.
+    /// 0: everyone at one address.
+    pub sites: usize,
+    /// The plugin's `<PreferSameNetwork>`.
+    pub prefer_same_network: bool,
+    /// The plugin's `<MoveEdgeViewers>`.
+    pub move_edge_viewers: bool,
+    /// The plugin's `<MoveAfterMs>`.
+    pub move_after_ms: u64,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        Self {
+            viewers: 10_000,
+            streams: 10,
+            k: 2,
+            matching: "balanced".into(),
+            median_watch_s: 300.0,
+            exponential: false,
+            host_deaths_per_hour: 2.0,
+            relaying_share: 0.9,
+            duration_s: 3600,
+            sample_s: 10,
+            seed: 1,
+            sites: 0,
+            prefer_same_network: true,
+            move_edge_viewers: true,
+            move_after_ms: 5_000,
+        }
+    }
+}
+
+impl SwarmConfig {
+    /// The plugin's `<P2P>` section for this swarm.
+    pub fn p2p_xml(&self) -> String {
+        format!(
+            "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{OFFER_CEILING_MS}</OfferTimeoutMs><AnswerTimeoutMs>{ANSWER_DEADLINE_MS}</AnswerTimeoutMs><Matching>{}</Matching><MoveEdgeViewers>{}</MoveEdgeViewers><MoveAfterMs>{}</MoveAfterMs><PreferSameNetwork>{}</PreferSameNetwork></P2P>",
+            self.k, self.matching, self.move_edge_viewers, self.move_after_ms, self.prefer_same_network
+        )
+    }
+}
+
+/// (User-Agent, share in percent). The shares are rounded from StatCounter Global Stats' 2025
+/// platform and browser shares (desktop/mobile/tablet, then browser and OS within each).
+pub const UA_MIX: &[(&str, f64)] = &[
+    // Desktop, 40 %.
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", 20.0),
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0", 5.5),
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0", 2.5),
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 OPR/115.0.0.0", 1.0),
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", 3.5),
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15", 3.0),
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:133.0) Gecko/20100101 Firefox/133.0", 0.5),
+    ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", 1.5),
+    ("Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", 1.0),
+    ("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", 0.5),
+    ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36", 0.5),
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Vivaldi/7.0", 0.5),
+    // Mobile, 58 %.
+    ("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36", 36.0),
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1", 15.0),
+    ("Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36", 3.5),
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/131.0.6778.73 Mobile/15E148 Safari/604.1", 2.0),
+    ("Mozilla/5.0 (Android 14; Mobile; rv:133.0) Gecko/133.0 Firefox/133.0", 1.5),
+    // Tablet, 2 %: iPadOS asks for desktop pages by default (it looks like a Mac).
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15", 1.5),
+    ("Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", 0.5),
+];
+
+/// Player-side latencies (virtual ms): signalling round trips and connection set-up.
+const OPEN_TO_REQUEST_MS: u64 = 50;
+const EDGE_SETUP_MS: u64 = 400;
+const HOST_OFFER_MS: u64 = 150;
+const CLIENT_ANSWER_MS: u64 = 100;
+const P2P_SETUP_MS: u64 = 500;
+const STOP_TO_REQUEST_MS: u64 = 50;
+
+/// The offer deadline's ceiling and the answer deadline given to the plugin (its defaults).
+pub const OFFER_CEILING_MS: u64 = 4000;
+/// The answer deadline given to the plugin (its default).
+pub const ANSWER_DEADLINE_MS: u64 = 4000;
+/// A viewer without feed for longer than this waited past every deadline the plugin has (offer,
+/// then answer) plus the edge's set-up: the plugin failed it.
+pub const UNFED_LIMIT_MS: u64 = OFFER_CEILING_MS + ANSWER_DEADLINE_MS + EDGE_SETUP_MS + P2P_SETUP_MS + 2 * STOP_TO_REQUEST_MS;
+/// exp(sigma^2 / 2) for sigma = 1.
+const LOGNORMAL_MEAN_OVER_MEDIAN: f64 = 1.648_721_270_700_128;
+
+/// The plugin's calls into the host, queued while a hook runs and carried out after it returns.
+enum Call {
+    Send(SessionId, String),
+    ServeFromEdge(SessionId),
+    Close(SessionId),
+    Timer(u64, u64),
+}
+
+/// The simulated host's side of the ABI: a virtual clock and a queue.
+struct SimHost {
+    now: Arc<AtomicU64>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    errors: Arc<AtomicU64>,
+}
+
+impl HostServices for SimHost {
+    fn now_ms(&self) -> u64 {
+        self.now.load(Ordering::Relaxed)
+    }
+    fn send(&self, id: SessionId, json: &str) {
+        self.calls.lock().unwrap().push(Call::Send(id, json.to_string()));
+    }
+    fn serve_from_edge(&self, id: SessionId) {
+        self.calls.lock().unwrap().push(Call::ServeFromEdge(id));
+    }
+    fn close(&self, id: SessionId, _code: u16, _reason: &str) {
+        self.calls.lock().unwrap().push(Call::Close(id));
+    }
+    fn set_timer(&self, token: u64, after_ms: u64) {
+        self.calls.lock().unwrap().push(Call::Timer(token, after_ms));
+    }
+    fn log(&self, level: LogLevel, message: &str) {
+        if matches!(level, LogLevel::Error) {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            eprintln!("plugin error: {message}");
+        }
+    }
+    fn count(&self, _name: &str, _delta: i64) {}
+}
+
+/// Something due at a virtual instant.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Arrive,
+    RequestOffer(SessionId),
+    EdgeUp { id: SessionId, generation: u64 },
+    Deliver(SessionId, String),
+    PeerUp { client: SessionId, host: SessionId, generation: u64 },
+    Timer(u64),
+    Leave(SessionId),
+    HostDeath,
+    Sample,
+}
+
+/// What feeds a viewer now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    Nothing,
+    Edge,
+    Peer(SessionId),
+}
+
+struct Viewer {
+    /// Pool of the optimum: (stream, browser kind), or None if it can never take part.
+    group: Option<(usize, String)>,
+    host_eligible: bool,
+    relays: bool,
+    /// Its network.
+    site: usize,
+    feed: Feed,
+    /// Since when it has had no feed (virtual ms).
+    unfed_since: u64,
+    /// Bumped whenever the player starts over: a set-up scheduled before that is void.
+    generation: u64,
+    /// It received a host peer's offer once: by the rules it may not be a client again.
+    matched: bool,
+    /// Times it was told `stop {peer_id: 0}` while playing from the edge.
+    moves: u32,
+    /// Left the edge for a move and is not fed yet.
+    moving: bool,
+}
+
+/// One sample of the swarm.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Virtual time, seconds.
+    pub t_s: u64,
+    /// Viewers present.
+    pub viewers: usize,
+    /// Viewers fed by a host peer.
+    pub from_peers: usize,
+    /// The optimum with the same rules.
+    pub optimum: usize,
+    /// The optimum without the rule that a viewer once matched is never a client again.
+    pub optimum_unrestricted: usize,
+    /// Clients fed by a host that is gone.
+    pub stranded: usize,
+    /// Viewers without feed (joining, or between feeds).
+    pub unfed: usize,
+    /// Viewers who could only be clients, were never one, and play from the edge.
+    pub passed_over: usize,
+    /// Pairs whose host and client share a network.
+    pub local_pairs: usize,
+}
+
+/// What a run came to: steady-state means over its second half, and the worst seen.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Mean viewers present.
+    pub mean_present: f64,
+    /// Share of viewers fed by peers.
+    pub offload: f64,
+    /// The optimum's share.
+    pub optimum: f64,
+    /// Offload over the optimum: mean, and the worst sample.
+    pub of_optimum: f64,
+    /// The worst sample's offload over its optimum.
+    pub of_optimum_min: f64,
+    /// The optimum without the once-a-client rule.
+    pub optimum_unrestricted: f64,
+    /// Share of viewers who could only be clients and play from the edge.
+    pub passed_over: f64,
+    /// Share of P2P pairs within one network.
+    pub local_pairs: f64,
+    /// The most stranded clients at any sample.
+    pub stranded_max: usize,
+    /// Viewers who went without feed past every deadline.
+    pub unfed_past_deadline: u64,
+    /// The longest any viewer went without feed, ms.
+    pub unfed_max_ms: u64,
+    /// The most clients any host fed at once, over k (0 if never).
+    pub over_capacity_max: usize,
+    /// Moves (`stop {peer_id: 0}` to an edge viewer).
+    pub moves: u64,
+    /// Moves per viewer-hour present.
+    pub moves_per_viewer_hour: f64,
+    /// The most moves of one viewer.
+    pub max_moves_per_viewer: u32,
+    /// Playback gaps of moved viewers (edge closed -> fed by the host), ms: median and max.
+    pub move_gap_ms: (u64, u64),
+    /// Host deaths.
+    pub host_deaths: u64,
+    /// Arrivals.
+    pub arrivals: u64,
+    /// Hook calls, and the wall time spent in them.
+    pub hook_calls: u64,
+    /// Wall time inside the plugin.
+    pub hook_time: Duration,
+    /// Errors the plugin logged.
+    pub errors: u64,
+}
+
+/// A swarm on a virtual clock around one instance of the plugin.
+pub struct Swarm {
+    config: SwarmConfig,
+    rng: SmallRng,
+    now: Arc<AtomicU64>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    errors: Arc<AtomicU64>,
+    plugin: LoadedPlugin,
+    queue: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    seq: u64,
+    viewers: HashMap<SessionId, Viewer>,
+    next_id: SessionId,
+    hook_calls: u64,
+    hook_time: Duration,
+    ua_weights: Vec<f64>,
+    stream_weights: Vec<f64>,
+    site_weights: Vec<f64>,
+    arrival_rate_per_ms: f64,
+    mean_watch_s: f64,
+    stranded_max: usize,
+    unfed_max_ms: u64,
+    unfed_past_deadline: u64,
+    over_capacity_max: usize,
+    host_deaths: u64,
+    arrivals: u64,
+    moves: u64,
+    max_moves: u32,
+    move_gaps: Vec<u64>,
+    viewer_ms: u128,
+    samples: Vec<Sample>,
+}
+
+impl Swarm {
+    /// A swarm around a new instance of the plugin in `library`, nothing scheduled but the first
+    /// arrival, the first sample and the host-death clock.
+    pub fn new(config: SwarmConfig, library: &PluginLibrary) -> anyhow::Result<Self> {
+        let now = Arc::new(AtomicU64::new(0));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(AtomicU64::new(0));
+        let host = SimHost { now: now.clone(), calls: calls.clone(), errors: errors.clone() };
+        let plugin = library.instantiate(host, Some(&config.p2p_xml())).map_err(|e| anyhow::anyhow!("instantiating the plugin: {e:?}"))?;
+        // Exponential watch times get the log-normal's mean, so both runs hold the same population.
+        let mean_watch_s = config.median_watch_s * LOGNORMAL_MEAN_OVER_MEDIAN;
+        let mut swarm = Self {
+            rng: SmallRng::seed_from_u64(config.seed),
+            now,
+            calls,
+            errors,
+            plugin,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            viewers: HashMap::new(),
+            next_id: 1,
+            hook_calls: 0,
+            hook_time: Duration::ZERO,
+            ua_weights: UA_MIX.iter().map(|(_, w)| *w).collect(),
+            stream_weights: (0..config.streams).map(|i| 1.0 / (i + 1) as f64).collect(),
+            site_weights: (0..config.sites).map(|i| 1.0 / (i + 1) as f64).collect(),
+            arrival_rate_per_ms: config.viewers as f64 / (mean_watch_s * 1000.0),
+            mean_watch_s,
+            stranded_max: 0,
+            unfed_max_ms: 0,
+            unfed_past_deadline: 0,
+            over_capacity_max: 0,
+            host_deaths: 0,
+            arrivals: 0,
+            moves: 0,
+            max_moves: 0,
+            move_gaps: Vec::new(),
+            viewer_ms: 0,
+            samples: Vec::new(),
+            config,
+        };
+        swarm.at(0, Event::Arrive);
+        swarm.at(0, Event::HostDeath);
+        swarm.at(0, Event::Sample);
+        Ok(swarm)
+    }
+
+    /// The virtual time, ms.
+    pub fn now_ms(&self) -> u64 {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    /// The samples so far.
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+
+    /// Runs the next due event (the clock jumps to it); false once the run's duration is over.
+    pub fn progress(&mut self) -> bool {
+        let end = self.config.duration_s * 1000;
+        let Some(Reverse((t, _, event))) = self.queue.pop() else { return false };
+        if t > end {
+            return false;
+        }
+        self.now.store(t, Ordering::Relaxed);
+        match event {
+            Event::Arrive => {
+                self.arrive();
+                let gap = exponential(&mut self.rng, 1.0 / self.arrival_rate_per_ms);
+                self.at(t + gap as u64, Event::Arrive);
+            }
+            Event::RequestOffer(id) => self.request_offer(id),
+            Event::EdgeUp { id, generation } => self.edge_up(id, generation),
+            Event::Deliver(id, json) => self.deliver(id, &json),
+            Event::PeerUp { client, host, generation } => self.peer_up(client, host, generation),
+            Event::Timer(token) => self.hook(|p| p.timer_fired(token).map(drop)),
+            Event::Leave(id) => self.leave(id, CloseReason::Disconnected),
+            Event::HostDeath => self.host_deaths_this_second(),
+            Event::Sample => {
+                let sample = self.sample();
+                self.samples.push(sample);
+                self.at(t + self.config.sample_s * 1000, Event::Sample);
+            }
+        }
+        true
+    }
+
+    /// Runs to the end and sums up.
+    pub fn run(&mut self) -> Summary {
+        while self.progress() {}
+        self.summary()
+    }
+
+    fn at(&mut self, t: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((t, self.seq, event)));
+    }
+
+    fn t(&self) -> u64 {
+        self.now_ms()
+    }
+
+    /// Calls a hook, times it, then carries out what the plugin asked for.
+    fn hook<R>(&mut self, call: impl FnOnce(&mut LoadedPlugin) -> Result<R, plugin_api::PluginFailure>) -> R {
+        let started = Instant::now();
+        let result = call(&mut self.plugin).unwrap_or_else(|failure| panic!("the plugin failed: {failure:?}"));
+        self.hook_time += started.elapsed();
+        self.hook_calls += 1;
+        let calls = std::mem::take(&mut *self.calls.lock().unwrap());
+        for call in calls {
+            self.carry_out(call);
+        }
+        result
+    }
+
+    fn carry_out(&mut self, call: Call) {
+        let t = self.t();
+        match call {
+            Call::Send(id, json) => self.message_to_player(id, &json),
+            Call::ServeFromEdge(id) => self.edge_offer(id),
+            Call::Close(id) => panic!("the plugin closed session {id}: the simulated players never misbehave"),
+            Call::Timer(token, after) => self.at(t + after, Event::Timer(token)),
+        }
+    }
+
+    /// Each host peer dies at `host_deaths_per_hour`: every second, a Poisson draw over them all.
+    fn host_deaths_this_second(&mut self) {
+        let t = self.t();
+        let rate_per_ms = self.config.host_deaths_per_hour / 3_600_000.0;
+        let hosts = self.hosts();
+        let mut elapsed = exponential(&mut self.rng, 1.0 / (rate_per_ms * hosts.len().max(1) as f64));
+        while elapsed < 1000.0 && !hosts.is_empty() {
+            let victim = hosts[self.rng.random_range(0..hosts.len())];
+            if self.viewers.contains_key(&victim) {
+                self.host_deaths += 1;
+                self.leave(victim, CloseReason::EdgeFailed);
+            }
+            elapsed += exponential(&mut self.rng, 1.0 / (rate_per_ms * hosts.len() as f64));
+        }
+        self.at(t + 1000, Event::HostDeath);
+    }
+
+    fn arrive(&mut self) {
+        self.arrivals += 1;
+        let id = self.next_id;
+        self.next_id += 1;
+        let ua = UA_MIX[weighted(&mut self.rng, &self.ua_weights)].0;
+        let stream = weighted(&mut self.rng, &self.stream_weights);
+        let site = if self.site_weights.is_empty() { 0 } else { weighted(&mut self.rng, &self.site_weights) };
+        let class = plugin_p2p::classify::classify(ua);
+        let group = (class.browser != "UNKNOWN").then(|| (stream, class.browser.clone()));
+        let relays = self.rng.random::<f64>() < self.config.relaying_share;
+        let t = self.t();
+        let viewer = Viewer {
+            group,
+            host_eligible: class.host_eligible,
+            relays,
+            site,
+            feed: Feed::Nothing,
+            unfed_since: t,
+            generation: 0,
+            matched: false,
+            moves: 0,
+            moving: false,
+        };
+        self.viewers.insert(id, viewer);
+        let watch_s = if self.config.exponential {
+            exponential(&mut self.rng, self.mean_watch_s)
+        } else {
+            // Log-normal, sigma 1 (Box-Muller).
+            let (u1, u2): (f64, f64) = (1.0 - self.rng.random::<f64>(), self.rng.random());
+            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+            self.config.median_watch_s * z.exp()
+        };
+        self.at(t + (watch_s * 1000.0) as u64, Event::Leave(id));
+        // Network i is 10.x.y.0/24; everyone at one address when there are no networks.
+        let remote = format!("10.{}.{}.{}:50000", (site >> 8) & 255, site & 255, 1 + id % 250);
+        let info = SessionInfo::new(id, SessionKind::Play, "default", "app", &format!("s{stream}"), ua, &remote, "");
+        self.hook(|p| p.session_opened(&info));
+        self.at(t + OPEN_TO_REQUEST_MS, Event::RequestOffer(id));
+    }
+
+    fn request_offer(&mut self, id: SessionId) {
+        if !self.viewers.contains_key(&id) {
+            return;
+        }
+        if self.hook(|p| p.offer_requested(id)) == OfferDecision::ServeFromEdge {
+            self.edge_offer(id);
+        }
+    }
+
+    /// The edge answers the player's request: its connection is up after the set-up time.
+    fn edge_offer(&mut self, id: SessionId) {
+        let t = self.t();
+        let Some(v) = self.viewers.get_mut(&id) else { return };
+        v.generation += 1;
+        let generation = v.generation;
+        self.at(t + EDGE_SETUP_MS, Event::EdgeUp { id, generation });
+    }
+
+    fn edge_up(&mut self, id: SessionId, generation: u64) {
+        if self.viewers.get(&id).is_none_or(|v| v.generation != generation) {
+            return;
+        }
+        self.fed(id, Feed::Edge);
+        self.hook(|p| p.session_playing(id));
+    }
+
+    fn peer_up(&mut self, client: SessionId, host: SessionId, generation: u64) {
+        // The pair connects only if neither started over since the answer (a `stop` voids it).
+        let host_there = self.viewers.get(&host).is_some_and(|h| h.feed == Feed::Edge);
+        if host_there && self.viewers.get(&client).is_some_and(|v| v.generation == generation) {
+            self.fed(client, Feed::Peer(host));
+        }
+    }
+
+    /// `id` is now fed by `feed`; records how long it went without.
+    fn fed(&mut self, id: SessionId, feed: Feed) {
+        let t = self.t();
+        let v = self.viewers.get_mut(&id).expect("checked by the caller");
+        if v.feed == Feed::Nothing {
+            let waited = t - v.unfed_since;
+            self.unfed_max_ms = self.unfed_max_ms.max(waited);
+            if waited > UNFED_LIMIT_MS {
+                self.unfed_past_deadline += 1;
+            }
+            if std::mem::take(&mut v.moving) {
+                self.move_gaps.push(waited);
+            }
+        }
+        v.feed = feed;
+    }
+
+    /// A message from the plugin reaches a player, who answers as OvenPlayer does.
+    fn message_to_player(&mut self, id: SessionId, json: &str) {
+        let Some(v) = self.viewers.get(&id) else { return };
+        let (relays, feed, generation) = (v.relays, v.feed, v.generation);
+        let m: Value = serde_json::from_str(json).expect("the plugin sends JSON");
+        let peer = m["peer_id"].as_u64().unwrap_or(0) as SessionId;
+        let t = self.t();
+        match m["command"].as_str().unwrap_or("") {
+            "request_offer_p2p" => {
+                if !relays {
+                    return;
+                }
+                let offer = json!({"command": "offer_p2p", "id": id, "peer_id": peer, "sdp": {"type": "offer", "sdp": "v=0"}, "candidates": []});
+                self.at(t + HOST_OFFER_MS, Event::Deliver(id, offer.to_string()));
+            }
+            "offer" if peer != 0 => {
+                self.viewers.get_mut(&id).expect("checked").matched = true;
+                let answer = json!({"command": "answer", "id": id, "peer_id": peer, "sdp": {"type": "answer", "sdp": "v=0"}});
+                self.at(t + CLIENT_ANSWER_MS, Event::Deliver(id, answer.to_string()));
+                self.at(t + CLIENT_ANSWER_MS + P2P_SETUP_MS, Event::PeerUp { client: id, host: peer, generation });
+            }
+            // OvenPlayer: `stop` naming the peer of its main connection (0 for the edge) closes
+            // that connection and asks again; naming anyone else closes that client's connection.
+            "stop" if peer == 0 && feed == Feed::Edge => {
+                let v = self.viewers.get_mut(&id).expect("checked");
+                v.feed = Feed::Nothing;
+                v.unfed_since = t;
+                v.generation += 1;
+                v.moves += 1;
+                v.moving = true;
+                self.moves += 1;
+                self.max_moves = self.max_moves.max(v.moves);
+                self.at(t + STOP_TO_REQUEST_MS, Event::RequestOffer(id));
+            }
+            // To a client (fed by that host, or still connecting to it): the host is gone.
+            "stop" if peer != 0 && feed != Feed::Edge => {
+                let v = self.viewers.get_mut(&id).expect("checked");
+                if feed == Feed::Peer(peer) {
+                    v.feed = Feed::Nothing;
+                    v.unfed_since = t;
+                }
+                v.generation += 1;
+                self.at(t + STOP_TO_REQUEST_MS, Event::RequestOffer(id));
+            }
+            _ => {}
+        }
+    }
+
+    fn deliver(&mut self, id: SessionId, json: &str) {
+        if self.viewers.contains_key(&id) {
+            self.hook(|p| p.message_received(id, json).map(drop));
+        }
+    }
+
+    fn leave(&mut self, id: SessionId, reason: CloseReason) {
+        if self.viewers.remove(&id).is_none() {
+            return;
+        }
+        self.hook(|p| p.session_closed(id, reason));
+    }
+
+    fn hosts(&self) -> Vec<SessionId> {
+        let mut hosts: Vec<SessionId> =
+            self.viewers.iter().filter(|(_, v)| v.host_eligible && v.feed == Feed::Edge).map(|(&id, _)| id).collect();
+        hosts.sort_unstable();
+        hosts
+    }
+
+    fn sample(&mut self) -> Sample {
+        let t = self.t();
+        // Per group: [free eligible, free not eligible, once-matched eligible] (once-matched
+        // viewers who cannot host can only be served by the edge).
+        let mut groups: HashMap<&(usize, String), [usize; 3]> = HashMap::new();
+        let (mut from_peers, mut stranded, mut unfed, mut passed_over, mut local_pairs) = (0, 0, 0, 0, 0);
+        let mut fed_by: HashMap<SessionId, usize> = HashMap::new();
+        for v in self.viewers.values() {
+            match v.feed {
+                Feed::Peer(h) => match self.viewers.get(&h) {
+                    None => stranded += 1,
+                    Some(host) => {
+                        from_peers += 1;
+                        local_pairs += usize::from(host.site == v.site);
+                        *fed_by.entry(h).or_default() += 1;
+                    }
+                },
+                Feed::Nothing => unfed += 1,
+                Feed::Edge => passed_over += (v.group.is_some() && !v.matched && !v.host_eligible) as usize,
+            }
+            if let Some(g) = &v.group {
+                let counts = groups.entry(g).or_default();
+                let blocked = v.matched && !matches!(v.feed, Feed::Peer(_));
+                // A player that cannot relay feeds nobody as a host: the optimum makes it a client.
+                match (blocked, v.host_eligible && v.relays) {
+                    (false, true) => counts[0] += 1,
+                    (false, false) => counts[1] += 1,
+                    (true, true) => counts[2] += 1,
+                    (true, false) => {}
+                }
+            }
+        }
+        let k = usize::from(self.config.k);
+        let most = fed_by.values().copied().max().unwrap_or(0);
+        self.over_capacity_max = self.over_capacity_max.max(most.saturating_sub(k));
+        self.stranded_max = self.stranded_max.max(stranded);
+        self.viewer_ms += self.viewers.len() as u128 * u128::from(self.config.sample_s * 1000);
+        let optimum = groups.values().map(|&[free_e, free_n, blocked_e]| optimum_clients(free_e, free_n, blocked_e, k)).sum();
+        let optimum_unrestricted =
+            groups.values().map(|&[free_e, free_n, blocked_e]| optimum_clients(free_e + blocked_e, free_n, 0, k)).sum();
+        Sample { t_s: t / 1000, viewers: self.viewers.len(), from_peers, optimum, optimum_unrestricted, stranded, unfed, passed_over, local_pairs }
+    }
+
+    /// Steady state: the second half of the run (the population has grown to its target).
+    pub fn summary(&self) -> Summary {
+        let steady: Vec<&Sample> = self.samples.iter().filter(|s| s.t_s * 2 >= self.config.duration_s).collect();
+        let sum = |f: fn(&Sample) -> usize| steady.iter().map(|s| f(s)).sum::<usize>() as f64;
+        let (viewers, peers, optimum) = (sum(|s| s.viewers), sum(|s| s.from_peers), sum(|s| s.optimum));
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let of_optimum_min = steady.iter().filter(|s| s.optimum > 0).map(|s| s.from_peers as f64 / s.optimum as f64).fold(1.0, f64::min);
+        let mut gaps = self.move_gaps.clone();
+        gaps.sort_unstable();
+        Summary {
+            mean_present: ratio(viewers, steady.len() as f64),
+            offload: ratio(peers, viewers),
+            optimum: ratio(optimum, viewers),
+            of_optimum: ratio(peers, optimum),
+            of_optimum_min,
+            optimum_unrestricted: ratio(sum(|s| s.optimum_unrestricted), viewers),
+            passed_over: ratio(sum(|s| s.passed_over), viewers),
+            local_pairs: ratio(sum(|s| s.local_pairs), peers),
+            stranded_max: self.stranded_max,
+            unfed_past_deadline: self.unfed_past_deadline,
+            unfed_max_ms: self.unfed_max_ms,
+            over_capacity_max: self.over_capacity_max,
+            moves: self.moves,
+            moves_per_viewer_hour: ratio(self.moves as f64, self.viewer_ms as f64 / 3_600_000.0),
+            max_moves_per_viewer: self.max_moves,
+            move_gap_ms: (gaps.get(gaps.len() / 2).copied().unwrap_or(0), gaps.last().copied().unwrap_or(0)),
+            host_deaths: self.host_deaths,
+            arrivals: self.arrivals,
+            hook_calls: self.hook_calls,
+            hook_time: self.hook_time,
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn exponential(rng: &mut SmallRng, mean: f64) -> f64 {
+    -mean * (1.0 - rng.random::<f64>()).ln()
+}
+
+fn weighted(rng: &mut SmallRng, weights: &[f64]) -> usize {
+    let total: f64 = weights.iter().sum();
+    let mut x = rng.random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        if x < *w {
+            return i;
+        }
+        x -= w;
+    }
+    weights.len() - 1
+}
+
+/// The most clients one pool can have at depth 1 with k clients per host, given `free_e`
+/// viewers who may host or be clients, `free_n` who may only be clients, and `blocked_e` who may
+/// only host (matched once already). Blocked ones host first (they cost no client); then `h` of
+/// the free eligible: clients = min(free_e - h + free_n, k (blocked_e + h)), best at the balance.
+pub fn optimum_clients(free_e: usize, free_n: usize, blocked_e: usize, k: usize) -> usize {
+    let clients = |h: usize| (free_e - h + free_n).min(k * (blocked_e + h));
+    let candidates = free_e + free_n;
+    let balance = candidates.saturating_sub(k * blocked_e).div_ceil(k + 1).min(free_e);
+    [balance.saturating_sub(1), balance].into_iter().map(clients).max().unwrap_or(0)
+}
