@@ -1,10 +1,12 @@
 //! P2P delivery for live WebRTC streams, as a plugin of the streaming host: viewers relay the
 //! stream to each other, so the edge carries a fraction of the traffic.
 //!
-//! The logic is a sans-IO state machine ([`core::P2pCore`]) made of four concepts:
-//! [`classify`] (who may host, by User-Agent), [`matching`] (which host a new viewer gets),
-//! [`broker`] (relaying the player-to-player signalling between partners only) and [`fallback`]
-//! (deadlines, and the edge taking over when a host goes). [`P2pPlugin`] wraps it: it turns hooks
+//! The logic is a sans-IO state machine ([`core::P2pCore`]; time is an input) made of these
+//! concepts: [`classify`] (who may host, by User-Agent), [`matching`] (which host a new viewer
+//! gets), [`locality`] (which viewers are near each other), [`broker`] (relaying the
+//! player-to-player signalling between partners only), [`fallback`] (deadlines, the offer deadline
+//! from measured latency, and the edge taking over when a host goes) and [`reparent`] (moving
+//! edge viewers into hosts' free slots). [`P2pPlugin`] wraps it: it turns hooks
 //! into core inputs and core outputs into host calls, and does nothing else.
 //!
 //! Enable it in `Server.xml` (see [`config`] for every setting):

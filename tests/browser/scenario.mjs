@@ -2,8 +2,9 @@
 //
 // Run by tests/tests/browser.rs inside a fresh network namespace (192.0.2.1 on a veth pair), so
 // Chromium gathers a usable ICE candidate and nothing leaves the machine:
-//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|firewalled-edge>
-// Environment: HOST_BIN, HOST_CONFIG (the host and its config), HOST_PORT, HOST_ADDR, CHROMIUM,
+//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge>
+// Environment: HOST_BIN, HOST_CONFIG (the host and its config; P2P scenarios read their timing
+// settings from it), HOST_PORT, HOST_ADDR, CHROMIUM,
 // ICE_PORTS (firewalled-edge: the configured ICE port range, e.g. 10000-10004), BROWSER_ECHO=1 to
 // echo the pages' consoles. Exits non-zero with the reason when a check fails.
 
@@ -21,6 +22,9 @@ const ADDR = env.HOST_ADDR ?? '192.0.2.1';
 const WS_URL = `ws://${ADDR}:${PORT}/app/stream`;
 /** A desktop Windows Chrome: host-eligible under the classification rules (headless is not). */
 const DESKTOP_CHROME = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
+/** Chrome on desktop Linux: never a host (OS Linux), but the same browser kind as DESKTOP_CHROME,
+ *  so it may be a client of a DESKTOP_CHROME host. */
+const LINUX_CHROME = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
 const CHROMIUM_ARGS = [
   '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
   '--disable-sync', '--no-first-run', '--allow-loopback-in-peer-connection',
@@ -30,6 +34,12 @@ const CHROMIUM_ARGS = [
 const started = Date.now();
 const log = (line) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A `<P2P>` setting of HOST_CONFIG in ms, or the plugin's default when the config omits it. */
+function configuredMs(tag, fallback) {
+  const match = new RegExp(`<${tag}>\\s*(\\d+)\\s*</${tag}>`).exec(readFileSync(env.HOST_CONFIG, 'utf8'));
+  return match ? Number(match[1]) : fallback;
+}
 
 /** Polls `probe` until it returns a truthy value; fails naming `what` after `ms`. */
 async function waitFor(what, ms, probe) {
@@ -81,13 +91,23 @@ class Host {
 
 /**
  * Records every signalling message the page receives (with the ICE candidates an `offer` or
- * `candidate` carries, from its `candidates` and its SDP's `a=candidate` lines), and counts
- * decoded frames.
+ * `candidate` carries, from its `candidates` and its SDP's `a=candidate` lines) and every one it
+ * sends, counts decoded frames, and timestamps every presented video frame
+ * (`requestVideoFrameCallback`, in `window.__frameTimes`).
  */
 const INSTRUMENT = () => {
   window.__signals = [];
+  window.__sent = [];
+  window.__frameTimes = [];
   const Native = window.WebSocket;
   window.WebSocket = class extends Native {
+    send(data) {
+      try {
+        const m = JSON.parse(data);
+        window.__sent.push({ at: Date.now(), command: m.command, id: m.id, peer_id: m.peer_id });
+      } catch { /* not JSON */ }
+      return super.send(data);
+    }
     constructor(...args) {
       super(...args);
       this.addEventListener('message', (e) => {
@@ -108,6 +128,19 @@ const INSTRUMENT = () => {
   };
   window.__frames = () => [...document.querySelectorAll('video')]
     .reduce((n, v) => n + (v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0), 0);
+  // The player creates its <video> later: hook every one as it appears. The callback stays
+  // registered across `srcObject` changes (a new connection plays into the same element).
+  const onFrame = (video) => () => {
+    window.__frameTimes.push(Date.now());
+    video.requestVideoFrameCallback(onFrame(video));
+  };
+  setInterval(() => {
+    for (const video of document.querySelectorAll('video')) {
+      if (video.__timed || !video.requestVideoFrameCallback) continue;
+      video.__timed = true;
+      video.requestVideoFrameCallback(onFrame(video));
+    }
+  }, 20);
 };
 
 const ovenplayerPage = (wsUrl) => `<!doctype html><html><body>
@@ -117,14 +150,19 @@ const ovenplayerPage = (wsUrl) => `<!doctype html><html><body>
   window.__p2pMode = [];
   window.__errors = [];
   const player = OvenPlayer.create('player', { autoStart: true, mute: true, sources: [{ type: 'webrtc', file: ${JSON.stringify(wsUrl)} }] });
+  window.__states = [];
   player.on('p2pMode', (on) => window.__p2pMode.push(on));
+  player.on('stateChanged', (e) => window.__states.push({ at: Date.now(), state: e.newstate }));
   player.on('error', (e) => window.__errors.push(JSON.stringify(e)));
 </script></body></html>`;
 
 class Viewer {
-  /** `player` is `ovenplayer-0.10.38`, `ovenplayer-0.10.54` or `own` (the host's page at `/`). */
-  static async open(browser, name, player) {
-    const context = await browser.newContext({ userAgent: DESKTOP_CHROME });
+  /**
+   * `player` is `ovenplayer-0.10.38`, `ovenplayer-0.10.54` or `own` (the host's page at `/`);
+   * `userAgent` is what both the page and its WebSocket upgrade say (classification reads it).
+   */
+  static async open(browser, name, player, userAgent = DESKTOP_CHROME) {
+    const context = await browser.newContext({ userAgent });
     const page = await context.newPage();
     if (env.BROWSER_ECHO) page.on('console', (m) => log(`${name} console: ${m.text()}`));
     page.on('pageerror', (e) => log(`${name} page error: ${e.message}`));
@@ -140,25 +178,46 @@ class Viewer {
       });
       await page.goto('http://player.test/');
     }
-    log(`${name} opened (${player})`);
+    log(`${name} opened (${player}${userAgent === DESKTOP_CHROME ? '' : userAgent === LINUX_CHROME ? ', Linux Chrome' : `, ${userAgent}`})`);
     return Object.assign(new Viewer(), { name, player, context, page });
   }
   frames() { return this.page.evaluate(() => window.__frames()); }
   signals() { return this.page.evaluate(() => window.__signals); }
+  /** Every message this page sent, as `{at, command, id, peer_id}`. */
+  sent() { return this.page.evaluate(() => window.__sent); }
+  /** When (Date.now()) each video frame was presented, in order. */
+  frameTimes() { return this.page.evaluate(() => window.__frameTimes); }
   p2pMode() { return this.page.evaluate(() => window.__p2pMode ?? []); }
+  /** The player's state changes (`stateChanged`), as `{at, state}`. */
+  states() { return this.page.evaluate(() => window.__states ?? []); }
+  /**
+   * Whether the page has a video element and none is paused. `frames()` cannot tell: a paused
+   * element still counts the frames its MediaStream decodes.
+   */
+  unpaused() {
+    return this.page.evaluate(() => {
+      const videos = [...document.querySelectorAll('video')];
+      return videos.length > 0 && videos.every((v) => !v.paused);
+    });
+  }
   /** This viewer's session id: the `id` of the first offer it received. */
   async sessionId() {
     const offer = await waitFor(`${this.name}'s first offer`, 15000, async () => (await this.signals()).find((s) => s.command === 'offer'));
     return offer.id;
   }
-  /** Waits until `count` more frames are decoded; returns when the first of them arrived. */
+  /**
+   * Waits until `count` more frames are decoded; returns when the first of them arrived. The
+   * element's count starts again from 0 when the player plays a new connection into it.
+   */
   async playing(count = 60, ms = 20000) {
     const from = await this.frames();
-    let firstAt = null;
+    let [last, decoded, firstAt] = [from, 0, null];
     await waitFor(`${this.name} to decode ${count} frames (from ${from})`, ms, async () => {
       const now = await this.frames();
-      if (now > from && firstAt === null) firstAt = Date.now();
-      return now >= from + count;
+      decoded += now >= last ? now - last : now;
+      last = now;
+      if (decoded > 0 && firstAt === null) firstAt = Date.now();
+      return decoded >= count;
     });
     log(`${this.name} plays: ${await this.frames()} frames decoded`);
     return firstAt;
@@ -287,12 +346,152 @@ const scenarios = {
     await a.playing(30);
     log(`RESCUE_MS ${firstFrame - askedAt} (B opened -> first frame from the edge)`);
 
-    // A failed as a host: it is not chosen again for a while; the next viewer goes to the edge.
+    // A failed as a host: it is never chosen again on that socket, so the next viewer is not sent
+    // to A. (B, a 0.10.54 host itself since the edge serves it, may be asked instead and miss the
+    // same deadline: no offer has been measured, so that is OfferTimeoutMs again.) The edge serves C.
+    const cOpened = Date.now();
     const c = await Viewer.open(browser, 'C', 'ovenplayer-0.10.54');
-    await c.playing();
+    const cFirstFrame = await c.playing();
     assert.deepEqual((await c.signals()).filter((s) => s.command === 'offer').map((o) => o.peer_id), [0], 'C is served by the edge');
     assert.equal((await a.signals()).filter((s) => s.command === 'request_offer_p2p').length, 1, 'A was not asked again');
+    const bAsked = (await b.signals()).some((s) => s.command === 'request_offer_p2p');
+    log(`C opened -> first frame from the edge: ${cFirstFrame - cOpened} ms (B ${bAsked ? 'was' : 'was not'} asked to offer to C first)`);
     assert.equal(aId === bId, false);
+  },
+
+  /**
+   * Re-parenting (k = 1, OvenPlayer 0.10.38): C, who cannot host, plays from the edge because
+   * host A is full with B; once B leaves, C (on the edge for more than MoveAfterMs) is told
+   * `stop {peer_id: 0}`, asks again, gets A's offer and plays from A. Logs the playback gap.
+   */
+  async 'p2p-move'(host, browser) {
+    const moveAfterMs = configuredMs('MoveAfterMs', 5000);
+    const a = await Viewer.open(browser, 'A', 'ovenplayer-0.10.38');
+    await a.playing();
+    const aId = await a.sessionId();
+    const b = await Viewer.open(browser, 'B', 'ovenplayer-0.10.38', LINUX_CHROME);
+    const bOffer = await waitFor("B's offer", 15000, async () => (await b.signals()).find((s) => s.command === 'offer'));
+    assert.equal(bOffer.peer_id, aId, "B's offer comes from host peer A");
+    const bId = bOffer.id;
+    await b.playing();
+    assert.deepEqual(await b.p2pMode(), [true], 'B: p2pMode true');
+
+    // A is full (k = 1): C plays from the edge, and stays there while A has no vacancy.
+    const c = await Viewer.open(browser, 'C', 'ovenplayer-0.10.38', LINUX_CHROME);
+    await playsFromEdge(host, c);
+    const cId = await c.sessionId();
+    await sleep(moveAfterMs + 1000);
+    assert.equal((await c.signals()).some((s) => s.command === 'stop'), false, 'C is not moved while A is full');
+    assert.equal(await host.metric('p2p.moves'), 0, 'no move while A is full');
+    const edgeBefore = await host.egress(cId);
+    await c.playing(30);
+    assert.ok((await host.egress(cId)) > edgeBefore, 'the edge still serves C');
+    assert.ok((await c.frameTimes()).length > 0, 'requestVideoFrameCallback timestamps C\'s frames');
+    log(`C has played from the edge for more than MoveAfterMs (${moveAfterMs} ms); B leaves`);
+
+    await b.close();
+    const stop = await waitFor("C's stop {peer_id: 0}", 5000, async () => (await c.signals()).find((s) => s.command === 'stop'));
+    assert.deepEqual([stop.id, stop.peer_id], [cId, 0], 'C is told stop {id: C, peer_id: 0}');
+    await waitFor("C's request_offer after the stop", 5000, async () => (await c.sent()).some((m) => m.command === 'request_offer' && m.at >= stop.at));
+    const moved = await waitFor("C's offer after the stop", 10000, async () => (await c.signals()).find((s) => s.command === 'offer' && s.at >= stop.at));
+    assert.equal(moved.peer_id, aId, "C's new offer comes from host peer A");
+    await c.playing(60, 20000);
+    assert.deepEqual(await c.p2pMode(), [false, true], 'C: p2pMode false (edge) then true (A)');
+    const asked = (await a.signals()).filter((s) => s.command === 'request_offer_p2p').map((s) => s.peer_id);
+    assert.deepEqual(asked, [bId, cId], 'A was asked to offer to B, then to C');
+    assert.ok((await a.signals()).some((s) => s.command === 'stop' && s.peer_id === bId), 'A was told B left');
+    assert.ok((await a.signals()).some((s) => s.command === 'answer_p2p' && s.peer_id === cId), "A got C's answer");
+    const edgeAfter = await host.egress(cId);
+    await sleep(2000);
+    await c.playing(30);
+    assert.equal(await host.egress(cId), edgeAfter, 'the edge sends C nothing any more: A carries it');
+    assert.equal(await host.metric('p2p.moves'), 1, 'one move');
+    assert.equal(await host.metric('p2p.moves_completed'), 1, 'the move completed');
+
+    // The gap: last frame presented before A's offer arrived (from the edge) -> first after it.
+    const times = await c.frameTimes();
+    const lastFromEdge = times.filter((t) => t < moved.at).pop();
+    const firstFromA = times.find((t) => t > moved.at);
+    assert.ok(lastFromEdge !== undefined && firstFromA !== undefined, 'C presented frames before and after the move');
+    const betweenStopAndOffer = times.filter((t) => t > stop.at && t < moved.at).length;
+    assert.ok(await c.unpaused(), 'C plays on after the move, without any user action');
+    const around = (await c.states()).filter((e) => e.at >= stop.at - 1000).map((e) => `${e.state} (+${e.at - stop.at} ms)`);
+    log(`C's player states from the stop on: ${around.join(', ')}`);
+    log(`C: stop received; last edge frame presented at ${lastFromEdge - stop.at >= 0 ? '+' : ''}${lastFromEdge - stop.at} ms (${betweenStopAndOffer} after the stop); A's offer at +${moved.at - stop.at} ms; first frame from A at +${firstFromA - stop.at} ms`);
+    log(`MOVE_GAP_MS ${firstFromA - lastFromEdge} (C's last frame from the edge -> first frame from A)`);
+  },
+
+  /**
+   * The offer deadline follows the measured offer latency: host A (0.10.38) offers to ten
+   * short-lived clients in turn, so the deadline drops from OfferTimeoutMs to its floor; then a
+   * client Y of a 0.10.54 host X (which never offers) plays from the edge within 2 s of X being
+   * asked, and X is never asked again.
+   */
+  async 'p2p-fast-rescue'(host, browser) {
+    const [floor, ceiling] = [configuredMs('OfferTimeoutMinMs', 1000), configuredMs('OfferTimeoutMs', 4000)];
+    const multiple = configuredMs('OfferTimeoutP99Multiple', 3);
+    const a = await Viewer.open(browser, 'A', 'ovenplayer-0.10.38');
+    await a.playing();
+    const aId = await a.sessionId();
+    const ROUNDS = 10;
+    for (let i = 1; i <= ROUNDS; i += 1) {
+      const v = await Viewer.open(browser, `c${i}`, 'ovenplayer-0.10.38', LINUX_CHROME);
+      const offer = await waitFor(`c${i}'s offer`, 15000, async () => (await v.signals()).find((s) => s.command === 'offer'));
+      assert.equal(offer.peer_id, aId, `c${i}'s offer comes from host peer A`);
+      await waitFor(`A to get c${i}'s answer`, 15000, async () => (await a.signals()).some((s) => s.command === 'answer_p2p' && s.peer_id === offer.id));
+      if (i === 1) await v.playing(30);
+      await v.close();
+    }
+    // The latency as A saw it (request_offer_p2p received -> offer_p2p sent); the plugin's adds
+    // a signalling round trip.
+    const [aSignals, aSent] = [await a.signals(), await a.sent()];
+    const latencies = aSignals.filter((s) => s.command === 'request_offer_p2p').map((s) => {
+      const offered = aSent.find((m) => m.command === 'offer_p2p' && m.peer_id === s.peer_id);
+      assert.ok(offered, `A offered to ${s.peer_id}`);
+      return offered.at - s.at;
+    });
+    assert.equal(latencies.length, ROUNDS, `A was asked ${ROUNDS} times`);
+    const p99 = [...latencies].sort((x, y) => x - y)[Math.ceil(latencies.length * 0.99) - 1];
+    const expected = Math.min(Math.max(p99 * multiple, floor), ceiling);
+    log(`OFFER_LATENCY_MS ${latencies.join(' ')} (at A): p99 ${p99}, deadline about ${expected} ms (${multiple} x p99 in [${floor}, ${ceiling}])`);
+    assert.equal(await host.metric('p2p.offer_timeouts'), 0, 'A met every deadline');
+    // A has proven its relay: it would come first. It leaves, so the next client goes to X.
+    await a.close();
+
+    const x = await Viewer.open(browser, 'X', 'ovenplayer-0.10.54');
+    await playsFromEdge(host, x);
+    const xId = await x.sessionId();
+    const openedAt = Date.now();
+    const y = await Viewer.open(browser, 'Y', 'ovenplayer-0.10.54', LINUX_CHROME);
+    const asked = await waitFor('X to be asked for an offer to Y', 15000, async () => (await x.signals()).find((s) => s.command === 'request_offer_p2p'));
+    await playsFromEdge(host, y);
+    const yId = await y.sessionId();
+    assert.equal(asked.peer_id, yId, 'X was asked to offer to Y');
+    const edgeOffer = (await y.signals()).find((s) => s.command === 'offer');
+    const firstFrame = (await y.frameTimes())[0];
+    assert.ok(firstFrame !== undefined, "Y's frames are timestamped");
+    assert.equal(await host.metric('p2p.offer_timeouts'), 1, 'the offer deadline fired once');
+    await waitFor('X to be told to stop relaying to Y', 5000, async () => (await x.signals()).some((s) => s.command === 'stop' && s.peer_id === yId));
+    const deadline = edgeOffer.at - asked.at;
+    const rescue = firstFrame - asked.at;
+    log(`DEADLINE_MS ${deadline} (X asked -> Y's edge offer; the ceiling is ${ceiling})`);
+    log(`ASKED_TO_FRAME_MS ${rescue} (X asked -> Y's first frame from the edge)`);
+    log(`RESCUE_MS ${firstFrame - openedAt} (Y opened -> first frame from the edge)`);
+    assert.ok(deadline >= floor - 50, `the deadline (${deadline} ms) is never under OfferTimeoutMinMs (${floor} ms)`);
+    assert.ok(deadline < ceiling / 2, `the deadline (${deadline} ms) went down from OfferTimeoutMs (${ceiling} ms)`);
+    assert.ok(rescue < 2000, `Y plays from the edge within 2 s of X being asked (${rescue} ms)`);
+
+    // X missed its deadline: it is never asked again on that socket. Z, who cannot host, finds no
+    // host and is served by the edge at once.
+    const z = await Viewer.open(browser, 'Z', 'ovenplayer-0.10.54', LINUX_CHROME);
+    await playsFromEdge(host, z);
+    const zAsked = (await z.sent()).find((m) => m.command === 'request_offer');
+    const zOffer = (await z.signals()).find((s) => s.command === 'offer');
+    log(`Z: request_offer -> edge offer ${zOffer.at - zAsked.at} ms`);
+    assert.ok(zOffer.at - zAsked.at < 500, `Z's edge offer came at once (${zOffer.at - zAsked.at} ms), not after a deadline`);
+    assert.equal((await x.signals()).filter((s) => s.command === 'request_offer_p2p').length, 1, 'X was not asked again');
+    assert.equal(await host.metric('p2p.offer_timeouts'), 1, 'no other deadline fired');
+    assert.notEqual(xId, yId);
   },
 };
 

@@ -34,6 +34,9 @@ pub struct PeerStats {
     pub id: AtomicU64,
     /// RTP video packets received.
     pub video_packets: AtomicU64,
+    /// RTP video packets with a sequence number past the highest one seen on their track: what
+    /// was delivered once and in time (no duplicates, no late retransmissions).
+    pub video_packets_new: AtomicU64,
     /// RTP audio packets received.
     pub audio_packets: AtomicU64,
     /// Who it plays from: -1 nobody, 0 the edge, else the host peer's id.
@@ -54,6 +57,10 @@ impl PeerStats {
     /// RTP video packets received so far.
     pub fn video(&self) -> u64 {
         self.video_packets.load(Ordering::Relaxed)
+    }
+    /// Video packets received so far that advanced their track's sequence number.
+    pub fn video_new(&self) -> u64 {
+        self.video_packets_new.load(Ordering::Relaxed)
     }
     /// Its session id.
     pub fn id(&self) -> u32 {
@@ -128,10 +135,16 @@ impl PeerConnectionEventHandler for Handler {
         let (Some(stats), media) = (self.stats.clone(), self.media.clone()) else { return };
         tokio::spawn(async move {
             let kind = track.kind().await;
+            let mut highest: Option<u16> = None;
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(packet) = event {
                     let counter = if kind == RtpCodecKind::Video { &stats.video_packets } else { &stats.audio_packets };
                     counter.fetch_add(1, Ordering::Relaxed);
+                    let seq = packet.header.sequence_number;
+                    if kind == RtpCodecKind::Video && highest.is_none_or(|h| (1..0x8000).contains(&seq.wrapping_sub(h))) {
+                        highest = Some(seq);
+                        stats.video_packets_new.fetch_add(1, Ordering::Relaxed);
+                    }
                     let _ = media.send((kind, packet));
                 }
             }

@@ -629,9 +629,10 @@ impl Swarm {
 
     fn sample(&mut self) -> Sample {
         let t = self.t();
-        // Per group: [free eligible, free not eligible, once-matched eligible] (once-matched
-        // viewers who cannot host can only be served by the edge).
-        let mut groups: HashMap<&(usize, String), [usize; 3]> = HashMap::new();
+        // Per group: [free eligible, free not eligible, once-matched eligible, once-matched not
+        // eligible] (by the rules, once-matched viewers who cannot host can only be served by the
+        // edge; the unrestricted optimum ignores that rule).
+        let mut groups: HashMap<&(usize, String), [usize; 4]> = HashMap::new();
         let (mut from_peers, mut stranded, mut unfed, mut passed_over, mut local_pairs) = (0, 0, 0, 0, 0);
         let mut fed_by: HashMap<SessionId, usize> = HashMap::new();
         for v in self.viewers.values() {
@@ -655,7 +656,7 @@ impl Swarm {
                     (false, true) => counts[0] += 1,
                     (false, false) => counts[1] += 1,
                     (true, true) => counts[2] += 1,
-                    (true, false) => {}
+                    (true, false) => counts[3] += 1,
                 }
             }
         }
@@ -664,9 +665,9 @@ impl Swarm {
         self.over_capacity_max = self.over_capacity_max.max(most.saturating_sub(k));
         self.stranded_max = self.stranded_max.max(stranded);
         self.viewer_ms += self.viewers.len() as u128 * u128::from(self.config.sample_s * 1000);
-        let optimum = groups.values().map(|&[free_e, free_n, blocked_e]| optimum_clients(free_e, free_n, blocked_e, k)).sum();
+        let optimum = groups.values().map(|&[free_e, free_n, blocked_e, _]| optimum_clients(free_e, free_n, blocked_e, k)).sum();
         let optimum_unrestricted =
-            groups.values().map(|&[free_e, free_n, blocked_e]| optimum_clients(free_e + blocked_e, free_n, 0, k)).sum();
+            groups.values().map(|&[free_e, free_n, blocked_e, blocked_n]| optimum_clients(free_e + blocked_e, free_n + blocked_n, 0, k)).sum();
         Sample { t_s: t / 1000, viewers: self.viewers.len(), from_peers, optimum, optimum_unrestricted, stranded, unfed, passed_over, local_pairs }
     }
 

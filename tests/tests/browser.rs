@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 use tests::harness::{
-    build_artifacts, config_xml_with_ice, in_firewalled_network_namespace, in_network_namespace, p2p_xml, target_dir,
-    workspace_dir, write_config,
+    build_artifacts, config_xml_with_ice, in_firewalled_network_namespace, in_network_namespace, library, p2p_xml,
+    target_dir, workspace_dir, write_config,
 };
 
 /// Browser scenarios are heavy (a host and up to eight Chromium pages on two cores): one at a
@@ -118,6 +118,33 @@ fn ovenplayer_0_10_38_viewers_relay_to_each_other_and_fall_back_to_the_edge() {
 #[test]
 fn a_client_of_an_ovenplayer_0_10_54_host_is_rescued_by_the_offer_deadline() {
     run_scenario("p2p-rescue", &p2p_xml(2, 4000));
+}
+
+/// The P2P plugin with `settings` (children of `<P2P>`) and nothing else set: every other setting,
+/// the offer deadline's included, at the plugin's defaults (unlike [`p2p_xml`], which fixes
+/// `OfferTimeoutMs`).
+fn p2p_xml_with(settings: &str) -> String {
+    format!(
+        "<Plugins><Plugin><Path>{}</Path></Plugin></Plugins>\n<Modules><P2P><Enable>true</Enable>{settings}</P2P></Modules>",
+        library("plugin_p2p").display()
+    )
+}
+
+/// Re-parenting, k = 1: C (Linux Chrome: may not host) plays from the edge while host A is full
+/// with B; when B leaves, C is told `stop {peer_id: 0}`, asks again and plays from A. The scenario
+/// logs the playback gap (`MOVE_GAP_MS`). `MoveAfterMs` is 2000 (default 5000) to keep it short;
+/// the scenario reads it from the config.
+#[test]
+fn an_ovenplayer_0_10_38_viewer_on_the_edge_is_moved_into_a_host_when_a_slot_opens() {
+    run_scenario("p2p-move", &p2p_xml_with("<MaxClientPeersPerHostPeer>1</MaxClientPeersPerHostPeer><MoveAfterMs>2000</MoveAfterMs>"));
+}
+
+/// The offer deadline at its defaults (3 x the p99 offer latency, within 1000-4000 ms): once a
+/// 0.10.38 host has offered to ten clients, a client of a 0.10.54 host (which never offers) plays
+/// from the edge within 2 s of the host being asked, and that host is never asked again.
+#[test]
+fn once_offers_are_measured_a_client_of_an_ovenplayer_0_10_54_host_plays_from_the_edge_within_2_s() {
+    run_scenario("p2p-fast-rescue", &p2p_xml_with(""));
 }
 
 /// Eight viewers at once (our page and OvenPlayer 0.10.54), edge only, with five ICE ports and a

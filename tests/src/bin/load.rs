@@ -10,6 +10,8 @@
 //!   load soak --sessions 1000 --minutes 30   churn, dying hosts, bad clients: RSS and descriptors
 //!   load join --rounds 10 --gop-seconds 4 [--browser]   request_offer -> first video frame with an
 //!                                      ffmpeg ingest, keyframe cache off and on, side by side
+//!   load capacity --cpu-share 0.1      the most viewers a host held to 10 % of one core sustains
+//!                                      without stalls, P2P off and on (root: a cgroup CPU quota)
 //!
 //! Build with `--release` for figures (`cargo run --release -p tests --bin load -- ...`); the tool
 //! builds the host and plugin of the same profile itself.
@@ -97,6 +99,26 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// The most viewers the host sustains without stalls with its CPU capped (pinned to core 0,
+    /// a cgroup v1 quota), P2P off and then on (everyone host-eligible): what P2P buys the edge.
+    /// Needs root and two cores.
+    Capacity {
+        /// The host's CPU cap, as a share of one core.
+        #[arg(long, default_value_t = 0.1)]
+        cpu_share: f64,
+        /// MaxClientPeersPerHostPeer with P2P on.
+        #[arg(long, default_value_t = 2)]
+        k: u16,
+        /// Viewers added per step.
+        #[arg(long, default_value_t = 10)]
+        step: usize,
+        /// The most viewers to try.
+        #[arg(long, default_value_t = 600)]
+        max: usize,
+        /// Measurement window per step, in seconds.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Join time with an ffmpeg RTP ingest (VP8 at 1 Mbit/s, a keyframe every `gop-seconds`):
     /// request_offer -> first video frame, with the keyframe cache off (`MaxBytes` 0: the viewer
     /// waits for the source's next keyframe) and on (the default), two hosts fed by one ffmpeg,
@@ -132,6 +154,9 @@ enum Command {
     },
 }
 
+#[path = "load/capacity.rs"]
+mod capacity;
+
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// The edge's ports in the runs that measure it: five, as in `conf/Server.xml`.
 const EDGE_PORTS: &str = "127.0.0.1:41000-41004/udp";
@@ -162,6 +187,9 @@ async fn main() -> anyhow::Result<()> {
             for n in sessions {
                 signalling(n, concurrency).await?;
             }
+        }
+        Command::Capacity { cpu_share, k, step, max, seconds } => {
+            capacity::run(capacity::Options { cpu_share, k, step, max, window: Duration::from_secs(seconds) }).await?
         }
         Command::Join { rounds, gop_seconds, fps, audio, watch_seconds, browser, browser_rounds, browser_watch_seconds } => {
             let browser_rounds = if browser { browser_rounds } else { 0 };
