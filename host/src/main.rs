@@ -41,12 +41,37 @@ use std::time::Instant;
 /// player), http://HOST:PORT/stats (sessions, egress bytes, metrics as JSON).
 ///
 /// Logging: RUST_LOG (e.g. RUST_LOG=debug, RUST_LOG=host=debug,webrtc=warn); default info.
+/// Colours only on a terminal (and never with NO_COLOR set).
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
     /// The configuration file (OME-style Server.xml; see conf/Server.xml for every element).
     #[arg(short, long, default_value = "conf/Server.xml")]
     config: PathBuf,
+    /// Log lines as text for people, or as one JSON object per line for log collectors
+    /// (journald, Loki, Elasticsearch): {"timestamp", "level", "fields": {"message", ...}, "target"}.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written (to standard output).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the log subscriber: RUST_LOG's filter, the chosen format, colour only on a terminal.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_dtls=warn".into());
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.with_ansi(colour).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 /// After a stop signal: every session is told to close (the protocol's close frame, plugins told
@@ -81,12 +106,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn,rtc_ice=warn,rtc_dtls=warn".into()),
-        )
-        .init();
+    init_logging(cli.log_format);
     let config = Config::load(&cli.config)?;
     let clock = Instant::now();
     let metrics = Arc::new(metrics::Metrics::default());

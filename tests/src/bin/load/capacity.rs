@@ -211,9 +211,10 @@ impl CpuCap {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {} (root and cgroup v1's cpu controller needed)", dir.display()))?;
         // A short period: the host runs at most 9 ms late, not 90 ms (a real-time server capped
         // with the default 100 ms period sends its packets in bursts).
-        let period = 10_000u64;
+        // (The kernel's smallest quota is 1 ms: below 10 % the period grows to keep the share.)
+        let period = (1000.0 / share).max(10_000.0) as u64;
         std::fs::write(dir.join("cpu.cfs_period_us"), period.to_string())?;
-        std::fs::write(dir.join("cpu.cfs_quota_us"), ((share * period as f64) as u64).max(1000).to_string())?;
+        std::fs::write(dir.join("cpu.cfs_quota_us"), ((share * period as f64) as u64).to_string())?;
         std::fs::write(dir.join("cgroup.procs"), pid.to_string()).context("moving the host into its cgroup")?;
         Ok(Self { dir })
     }
