@@ -20,10 +20,15 @@
 //!        offer, was never a client, has played from the edge for MoveAfterMs) is moved into a
 //!        vacancy of a host peer that has relayed in this session, with `stop {peer_id: 0}`
 //!        (OvenPlayer closes its edge connection and asks again; the host's offer answers it).
-//!        A viewer is moved at most twice per session (once a client, the edge serves it for good,
-//!        as OME's rule says); a player that ignores the `stop` is never moved again. -->
+//!        A viewer is moved at most twice per session; a player that ignores the `stop` is never
+//!        moved again. -->
 //!   <MoveEdgeViewers>true</MoveEdgeViewers>
 //!   <MoveAfterMs>5000</MoveAfterMs>
+//!   <!-- A former client (its host left or it failed to answer) is served by the edge when it
+//!        asks again, as OME does; true: it may later be moved into a host like any edge viewer
+//!        (within the two moves); false: OME's rule, the edge serves it for the rest of its
+//!        session. -->
+//!   <MoveFormerClients>true</MoveFormerClients>
 //!   <!-- Locality: a client is given a host of its own network first (a configured <Site>, else
 //!        the same IPv4 /24 or IPv6 /56), then any host of its browser kind. -->
 //!   <PreferSameNetwork>true</PreferSameNetwork>
@@ -69,6 +74,9 @@ pub struct P2pConfig {
     /// Re-parenting: move edge viewers who could be clients into hosts' vacancies.
     #[serde(default = "P2pConfig::yes")]
     pub move_edge_viewers: bool,
+    /// Former clients may be moved too (else the edge serves them for good, OME's rule).
+    #[serde(default = "P2pConfig::yes")]
+    pub move_former_clients: bool,
     /// How long a viewer plays from the edge before it may be moved, in ms.
     #[serde(default = "P2pConfig::default_move_after")]
     pub move_after_ms: u64,
@@ -191,13 +199,16 @@ mod tests {
         let c = P2pConfig::default();
         assert!(!c.enable);
         assert_eq!(c.max_client_peers_per_host_peer, 2);
+        assert_eq!((c.offer_timeout_ms, c.offer_timeout_min_ms, c.offer_timeout_p99_multiple, c.answer_timeout_ms), (4000, 1000, 3, 4000));
+        assert!(c.move_edge_viewers && c.move_former_clients && c.prefer_same_network);
+        assert_eq!(c.move_after_ms, 5000);
     }
 
     #[test]
     fn parses_every_setting() {
-        let c = P2pConfig::parse("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>0</MaxClientPeersPerHostPeer><OfferTimeoutMs>10</OfferTimeoutMs><OfferTimeoutMinMs>5</OfferTimeoutMinMs><OfferTimeoutP99Multiple>4</OfferTimeoutP99Multiple><AnswerTimeoutMs>20</AnswerTimeoutMs><MoveEdgeViewers>false</MoveEdgeViewers><MoveAfterMs>30</MoveAfterMs><PreferSameNetwork>false</PreferSameNetwork><Site><Name>hq</Name><Network>10.0.0.0/8</Network><Network>2001:db8::/32</Network></Site><Exclude>a</Exclude><Exclude>b/s</Exclude></P2P>").unwrap();
+        let c = P2pConfig::parse("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>0</MaxClientPeersPerHostPeer><OfferTimeoutMs>10</OfferTimeoutMs><OfferTimeoutMinMs>5</OfferTimeoutMinMs><OfferTimeoutP99Multiple>4</OfferTimeoutP99Multiple><AnswerTimeoutMs>20</AnswerTimeoutMs><MoveEdgeViewers>false</MoveEdgeViewers><MoveFormerClients>false</MoveFormerClients><MoveAfterMs>30</MoveAfterMs><PreferSameNetwork>false</PreferSameNetwork><Site><Name>hq</Name><Network>10.0.0.0/8</Network><Network>2001:db8::/32</Network></Site><Exclude>a</Exclude><Exclude>b/s</Exclude></P2P>").unwrap();
         assert_eq!((c.max_client_peers_per_host_peer, c.offer_timeout_ms, c.offer_timeout_min_ms, c.offer_timeout_p99_multiple, c.answer_timeout_ms), (0, 10, 5, 4, 20));
-        assert_eq!((c.move_edge_viewers, c.move_after_ms, c.prefer_same_network), (false, 30, false));
+        assert_eq!((c.move_edge_viewers, c.move_former_clients, c.move_after_ms, c.prefer_same_network), (false, false, 30, false));
         assert_eq!(c.site[0].network.len(), 2);
         assert!(!c.applies_to("a", "x"));
         assert!(!c.applies_to("b", "s"));

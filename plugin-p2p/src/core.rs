@@ -108,24 +108,37 @@ struct Peer {
     ignored_move: bool,
     /// As a client, when its host was asked to offer (ms): the offer latency is measured from it.
     host_asked_at: u64,
+    /// As a client, the token of the deadline its pair must meet now: only that timer may end
+    /// the pair (one armed for an earlier pairing of the same two sessions does nothing).
+    pair_deadline: u64,
 }
 
 impl Peer {
-    /// Whether it counts among its pool's dependants: viewers who asked for the stream and can
-    /// only be clients (they may not host, or their player proved it cannot relay).
-    fn dependant(&self) -> bool {
-        self.p2p && (!self.host_eligible || self.retired) && !self.was_client && self.asked
+    /// Whether it asked for the stream and can only be a client (it may not host, or its player
+    /// proved it cannot relay).
+    fn client_only(&self) -> bool {
+        self.p2p && (!self.host_eligible || self.retired) && self.asked
     }
 
-    /// Whether it may wait in the movable queue: a dependant playing from the edge, relaying to
-    /// nobody, that can still be moved.
-    fn may_move(&self) -> bool {
+    /// Whether it counts among its pool's dependants: client-only viewers who were never a client.
+    fn dependant(&self) -> bool {
+        self.client_only() && !self.was_client
+    }
+
+    /// Whether it may wait in the movable queue: a client-only viewer playing from the edge,
+    /// relaying to nobody, that can still be moved (a former client only if `former_clients`).
+    fn may_move(&self, former_clients: bool) -> bool {
         let relays_to_nobody = match &self.role {
             Role::Viewer => true,
             Role::Host { clients } => clients.is_empty(),
             Role::Client { .. } => false,
         };
-        self.dependant() && relays_to_nobody && self.edge_since.is_some() && !self.ignored_move && self.moves < MAX_MOVES_PER_VIEWER
+        self.client_only()
+            && (!self.was_client || former_clients)
+            && relays_to_nobody
+            && self.edge_since.is_some()
+            && !self.ignored_move
+            && self.moves < MAX_MOVES_PER_VIEWER
     }
 
     /// It was a client and is not one any more: from now on the edge serves it.
@@ -232,6 +245,7 @@ impl P2pCore {
             moves: 0,
             ignored_move: false,
             host_asked_at: 0,
+            pair_deadline: 0,
         };
         self.peers.insert(a.id, peer);
     }
@@ -282,10 +296,13 @@ impl P2pCore {
         peer.edge_since = Some(now);
         if peer.p2p && peer.host_eligible {
             peer.role = Role::Host { clients: Vec::new() };
+            let key = peer.key;
             if !peer.retired {
-                self.pool.insert(id, peer.key, peer.site, 0, peer.proven);
+                self.pool.insert(id, key, peer.site, 0, peer.proven);
             }
             self.out(Output::Count("hosts", 1));
+            // A host that has relayed before takes the viewers waiting to move at once.
+            self.fill_vacancies(key);
         }
         self.consider_moving(now, id);
     }
@@ -336,8 +353,7 @@ impl P2pCore {
                     let asked_at = self.peers.get(&client).map_or(now, |p| p.host_asked_at);
                     self.offer_deadline.observe(now.saturating_sub(asked_at));
                     self.set_stage(client, Stage::AwaitingAnswer);
-                    let token = self.deadlines.arm(Deadline::ClientAnswer { host, client });
-                    self.out(Output::SetTimer(token, self.config.answer_timeout_ms));
+                    self.arm_pair_deadline(client, Deadline::ClientAnswer { host, client }, self.config.answer_timeout_ms);
                 }
             }
             P2pMessage::CandidateP2p { candidates, .. } => {
@@ -361,9 +377,9 @@ impl P2pCore {
     /// A timer the core asked for fired.
     pub fn timer_fired(&mut self, now: u64, token: u64) {
         match self.deadlines.take(token) {
-            Some(Deadline::HostOffer { host, client }) if self.is_pair(host, client, Stage::AwaitingOffer) => self.offer_missed(now, host, client),
-            Some(Deadline::ClientAnswer { host, client }) if self.is_pair(host, client, Stage::AwaitingAnswer) => self.answer_missed(host, client),
-            Some(Deadline::MoveRequest { host, client }) if self.is_pair(host, client, Stage::Moving) => self.move_ignored(host, client),
+            Some(Deadline::HostOffer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingOffer) => self.offer_missed(now, host, client),
+            Some(Deadline::ClientAnswer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingAnswer) => self.answer_missed(host, client),
+            Some(Deadline::MoveRequest { host, client }) if self.is_pair(token, host, client, Stage::Moving) => self.move_ignored(host, client),
             Some(Deadline::Settled { viewer }) => self.settled(now, viewer),
             _ => {}
         }
@@ -378,8 +394,18 @@ impl P2pCore {
         self.out(Output::Close(id, 400, error.to_string()));
     }
 
-    fn is_pair(&self, host: SessionId, client: SessionId, stage: Stage) -> bool {
-        matches!(self.role(client), Some(&Role::Client { host: h, stage: s }) if h == host && s == stage)
+    /// Whether the timer `token` is the current deadline of `client`, still `host`'s client at `stage`.
+    fn is_pair(&self, token: u64, host: SessionId, client: SessionId, stage: Stage) -> bool {
+        matches!(self.peers.get(&client), Some(Peer { role: Role::Client { host: h, stage: s }, pair_deadline, .. }) if *h == host && *s == stage && *pair_deadline == token)
+    }
+
+    /// Arms `deadline` as `client`'s current pair deadline, due in `after_ms`.
+    fn arm_pair_deadline(&mut self, client: SessionId, deadline: Deadline, after_ms: u64) {
+        let token = self.deadlines.arm(deadline);
+        if let Some(peer) = self.peers.get_mut(&client) {
+            peer.pair_deadline = token;
+        }
+        self.out(Output::SetTimer(token, after_ms));
     }
 
     fn set_stage(&mut self, client: SessionId, stage: Stage) {
@@ -395,8 +421,7 @@ impl P2pCore {
             peer.edge_since = None;
         }
         self.out(Output::Send(host, broker::request_offer_p2p(host, client)));
-        let token = self.deadlines.arm(Deadline::HostOffer { host, client });
-        self.out(Output::SetTimer(token, self.offer_deadline.current_ms()));
+        self.arm_pair_deadline(client, Deadline::HostOffer { host, client }, self.offer_deadline.current_ms());
     }
 
     /// Makes `client` a client of `host` at `stage`, taking one of its slots.
@@ -492,12 +517,24 @@ impl P2pCore {
                 self.out(Output::Count("hosts_retired", 1));
             }
         }
+        self.drop_moving_clients(host);
         self.peers.get_mut(&client).expect("checked by the caller").role = Role::Viewer;
         self.remove_client(host, client);
         self.out(Output::ServeFromEdge(client));
         self.out(Output::Send(host, broker::stop(host, client)));
         // A player that cannot relay is a fine client: it may be moved into a host that can.
         self.consider_moving(now, host);
+    }
+
+    /// Ends `host`'s pairs with viewers still moving to it: they were told to leave the edge and
+    /// will ask again, and are matched anew (never to a host that was just given up on).
+    fn drop_moving_clients(&mut self, host: SessionId) {
+        let Some(Peer { role: Role::Host { clients }, .. }) = self.peers.get(&host) else { return };
+        let moving: Vec<SessionId> = clients.iter().copied().filter(|&c| matches!(self.role(c), Some(Role::Client { stage: Stage::Moving, .. }))).collect();
+        for client in moving {
+            self.peers.get_mut(&client).expect("a listed client is known").role = Role::Viewer;
+            self.remove_client(host, client);
+        }
     }
 
     /// `client` did not answer its host's offer in time: the edge serves it from now on; the host
@@ -527,7 +564,7 @@ impl P2pCore {
     fn consider_moving(&mut self, now: u64, id: SessionId) {
         let move_after = self.config.move_after_ms;
         let Some(peer) = self.peers.get_mut(&id) else { return };
-        if !self.config.move_edge_viewers || !peer.may_move() || peer.movable_since.is_some() {
+        if !self.config.move_edge_viewers || !peer.may_move(self.config.move_former_clients) || peer.movable_since.is_some() {
             return;
         }
         let settled_at = peer.edge_since.expect("may_move: on the edge").saturating_add(move_after);
@@ -579,8 +616,7 @@ impl P2pCore {
             self.add_client(host, viewer, Stage::Moving);
             self.peers.get_mut(&viewer).expect("queued viewers are known").moves += 1;
             self.out(Output::Send(viewer, broker::stop(viewer, 0)));
-            let token = self.deadlines.arm(Deadline::MoveRequest { host, client: viewer });
-            self.out(Output::SetTimer(token, self.config.offer_timeout_ms));
+            self.arm_pair_deadline(viewer, Deadline::MoveRequest { host, client: viewer }, self.config.offer_timeout_ms);
             self.out(Output::Count("moves", 1));
         }
     }
@@ -592,14 +628,13 @@ impl P2pCore {
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         let k = usize::from(self.config.max_client_peers_per_host_peer);
-        let armed: Vec<Deadline> = self.deadlines.armed().copied().collect();
         let mut pool: Vec<_> = self.pool.hosts().collect();
         let (mut pooled, mut dependants) = (Vec::new(), HashMap::new());
         for (&id, p) in &self.peers {
             if p.dependant() {
                 *dependants.entry(p.key).or_insert(0u32) += 1;
             }
-            if p.movable_since.is_some() && !p.may_move() {
+            if p.movable_since.is_some() && !p.may_move(self.config.move_former_clients) {
                 return Err(format!("{id} is queued to move but may not ({:?}, moves {})", p.role, p.moves));
             }
             match &p.role {
@@ -626,8 +661,10 @@ impl P2pCore {
                         Stage::AwaitingAnswer => Some(Deadline::ClientAnswer { host: *host, client: id }),
                         Stage::Answered => None,
                     };
-                    if !listed || !p.p2p || p.was_client || deadline.is_some_and(|d| !armed.contains(&d)) {
-                        return Err(format!("client {id} of {host} at {stage:?}: listed {listed}, p2p {}, was_client {}, deadline {deadline:?} armed: no", p.p2p, p.was_client));
+                    let former = p.was_client && !(self.config.move_former_clients && p.moves > 0);
+                    let current = deadline.is_none_or(|d| self.deadlines.get(p.pair_deadline) == Some(&d));
+                    if !listed || !p.p2p || former || !current {
+                        return Err(format!("client {id} of {host} at {stage:?}: listed {listed}, p2p {}, was_client {}, deadline {deadline:?} current: {current}", p.p2p, p.was_client));
                     }
                 }
             }

@@ -57,7 +57,10 @@ impl Plugin for P2pPlugin {
     fn load(host: Host, config: Option<&str>) -> Result<Self, ConfigError> {
         let config = config.map(P2pConfig::parse).transpose()?.unwrap_or_default();
         let summary = if config.enable {
-            let moves = if config.move_edge_viewers { format!("after {} ms on the edge", config.move_after_ms) } else { "off".into() };
+            let moves = match (config.move_edge_viewers, config.move_former_clients) {
+                (false, _) => "off".to_string(),
+                (true, former) => format!("after {} ms on the edge{}", config.move_after_ms, if former { ", former clients too" } else { "" }),
+            };
             let sites: Vec<&str> = config.site.iter().map(|s| s.name.as_str()).collect();
             format!(
                 "P2P delivery on: {} clients per host peer, {:?} matching, offer deadline {}-{} ms ({}x the p99 offer latency), answer deadline {} ms, moving edge viewers into hosts {moves}, same network first {} (sites {sites:?}), excluded {:?}",

@@ -1,6 +1,7 @@
 //! Re-parenting: the edge viewers who may be moved into a host peer's vacancy, per pool, oldest
-//! first. Who qualifies (asked for the stream, never a client, cannot host, played from the edge
-//! long enough, did not ignore a move) is the core's rule; this module only keeps the queue.
+//! first. Who qualifies (asked for the stream, can only be a client, relays to nobody, played from
+//! the edge long enough, did not ignore a move, moved fewer than twice) is the core's rule; this
+//! module only keeps the queue.
 //!
 //! OvenPlayer answers `stop {id, peer_id: 0}` (its main connection's peer is the edge) by closing
 //! its edge connection and sending `request_offer` again, which the core answers with the host's
@@ -10,9 +11,10 @@ use crate::matching::PoolKey;
 use plugin_api::SessionId;
 use std::collections::{BTreeSet, HashMap};
 
-/// Moves of one viewer in one session, at most. A successful move makes it a client, and a
-/// client never becomes one again; a viewer comes back to the edge without having been a client
-/// only when its new host failed or left before offering.
+/// Moves of one viewer in one session, at most: a viewer is moved again only after it came back
+/// to the edge (its new host left or failed, and `MoveFormerClients` lets a former client move),
+/// and each move costs it a short gap, so two is the bound (raising it to 4 gained nothing in the
+/// swarm simulation, BENCHMARKS.md).
 pub const MAX_MOVES_PER_VIEWER: u8 = 2;
 
 /// Edge viewers waiting for a vacancy, per pool, by the time they became movable (ms): the first

@@ -241,7 +241,8 @@ fn a_host_that_does_not_offer_in_time_is_never_asked_again_and_its_client_is_not
     assert!(out.contains(&Output::ServeFromEdge(2)));
     let msgs = sent(&out);
     assert_eq!((msgs[0].0, msgs[0].1["command"].as_str(), msgs[0].1["peer_id"].as_u64()), (1, Some("stop"), Some(2)));
-    assert!(timers(&out).is_empty(), "no penalty to serve: it is out for good");
+    let delays: Vec<u64> = timers_with_delay(&out).iter().map(|&(_, ms)| ms).collect();
+    assert_eq!(delays, [MOVE_AFTER - 4000], "no penalty to serve (it is out for good); only its own settling: a player that cannot relay may be moved into a host as a client");
 
     open(&mut core, 3, CHROME_ANDROID, "s");
     assert_eq!(core.offer_requested(0, 3), OfferDecision::ServeFromEdge, "a host that never offers is not chosen again");
@@ -597,4 +598,39 @@ fn a_host_that_asks_again_releases_its_clients() {
     assert!(outputs(&mut core).contains(&Output::ServeFromEdge(2)));
     open(&mut core, 3, CHROME_WIN, "s");
     assert_eq!(core.offer_requested(0, 3), OfferDecision::ServeFromEdge, "1 is not playing again yet");
+}
+
+/// Phone 3 was host 1's client; 1 leaves. Host 2 (relayed to phone 4) then gets a free slot.
+fn a_former_client_waits_on_the_edge(former_clients: bool) -> P2pCore {
+    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>1</MaxClientPeersPerHostPeer><MoveAfterMs>{MOVE_AFTER}</MoveAfterMs><MoveFormerClients>{former_clients}</MoveFormerClients></P2P>");
+    let mut core = P2pCore::new(P2pConfig::parse(&xml).unwrap());
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    open(&mut core, 3, CHROME_ANDROID, "s");
+    core.offer_requested(0, 3);
+    exchange(&mut core, 0, 1, 3);
+    edge_viewer(&mut core, 2, CHROME_WIN, "s");
+    open(&mut core, 4, CHROME_ANDROID, "s");
+    core.offer_requested(0, 4);
+    exchange(&mut core, 0, 2, 4);
+    core.session_closed(1000, 1);
+    let msgs = sent(&outputs(&mut core));
+    assert_eq!((msgs[0].0, msgs[0].1["command"].as_str()), (3, Some("stop")), "3 is told its host left");
+    assert_eq!(core.offer_requested(1050, 3), OfferDecision::ServeFromEdge, "a former client asking again gets the edge, as OME's rule says");
+    core.session_playing(1500, 3);
+    for token in timers(&outputs(&mut core)) {
+        core.timer_fired(1500 + MOVE_AFTER, token);
+    }
+    outputs(&mut core);
+    core.session_closed(20_000, 4);
+    core
+}
+
+#[test]
+fn a_former_client_may_be_moved_back_into_a_host_later_unless_omes_rule_is_kept() {
+    let mut core = a_former_client_waits_on_the_edge(true);
+    assert_eq!(core.role(3), Some(&Role::Client { host: 2, stage: Stage::Moving }), "moved into 2's free slot");
+    core.check_invariants().unwrap();
+    let mut core = a_former_client_waits_on_the_edge(false);
+    assert_eq!(core.role(3), Some(&Role::Viewer), "MoveFormerClients false: the edge serves it for good");
+    assert!(sent(&outputs(&mut core)).iter().all(|(to, _)| *to != 3));
 }

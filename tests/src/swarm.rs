@@ -63,6 +63,8 @@ pub struct SwarmConfig {
     pub move_edge_viewers: bool,
     /// The plugin's `<MoveAfterMs>`.
     pub move_after_ms: u64,
+    /// The plugin's `<MoveFormerClients>`.
+    pub move_former_clients: bool,
 }
 
 impl Default for SwarmConfig {
@@ -83,6 +85,7 @@ impl Default for SwarmConfig {
             prefer_same_network: true,
             move_edge_viewers: true,
             move_after_ms: 5_000,
+            move_former_clients: true,
         }
     }
 }
@@ -91,8 +94,8 @@ impl SwarmConfig {
     /// The plugin's `<P2P>` section for this swarm.
     pub fn p2p_xml(&self) -> String {
         format!(
-            "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{OFFER_CEILING_MS}</OfferTimeoutMs><AnswerTimeoutMs>{ANSWER_DEADLINE_MS}</AnswerTimeoutMs><Matching>{}</Matching><MoveEdgeViewers>{}</MoveEdgeViewers><MoveAfterMs>{}</MoveAfterMs><PreferSameNetwork>{}</PreferSameNetwork></P2P>",
-            self.k, self.matching, self.move_edge_viewers, self.move_after_ms, self.prefer_same_network
+            "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{OFFER_CEILING_MS}</OfferTimeoutMs><AnswerTimeoutMs>{ANSWER_DEADLINE_MS}</AnswerTimeoutMs><Matching>{}</Matching><MoveEdgeViewers>{}</MoveEdgeViewers><MoveAfterMs>{}</MoveAfterMs><MoveFormerClients>{}</MoveFormerClients><PreferSameNetwork>{}</PreferSameNetwork></P2P>",
+            self.k, self.matching, self.move_edge_viewers, self.move_after_ms, self.move_former_clients, self.prefer_same_network
         )
     }
 }
@@ -262,6 +265,9 @@ pub struct Summary {
     pub of_optimum_min: f64,
     /// The optimum without the once-a-client rule.
     pub optimum_unrestricted: f64,
+    /// Offload over the optimum without the once-a-client rule (the rule the plugin follows with
+    /// `MoveFormerClients` on, which moves former clients back into hosts).
+    pub of_unrestricted: f64,
     /// Share of viewers who could only be clients and play from the edge.
     pub passed_over: f64,
     /// Share of P2P pairs within one network.
@@ -687,6 +693,7 @@ impl Swarm {
             of_optimum: ratio(peers, optimum),
             of_optimum_min,
             optimum_unrestricted: ratio(sum(|s| s.optimum_unrestricted), viewers),
+            of_unrestricted: ratio(peers, sum(|s| s.optimum_unrestricted)),
             passed_over: ratio(sum(|s| s.passed_over), viewers),
             local_pairs: ratio(sum(|s| s.local_pairs), peers),
             stranded_max: self.stranded_max,
