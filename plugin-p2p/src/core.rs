@@ -575,7 +575,7 @@ impl P2pCore {
         }
         peer.movable_since = Some(now);
         let key = peer.key;
-        self.movable.insert(key, now, id);
+        self.movable.insert(key, peer.site, now, id);
         self.fill_vacancies(key);
     }
 
@@ -593,21 +593,21 @@ impl P2pCore {
     fn unqueue(&mut self, id: SessionId) {
         if let Some(peer) = self.peers.get_mut(&id) {
             if let Some(since) = peer.movable_since.take() {
-                self.movable.remove(peer.key, since, id);
+                self.movable.remove(peer.key, peer.site, since, id);
             }
         }
     }
 
-    /// Moves waiting edge viewers of `key` into vacancies of hosts that have relayed, each to a
-    /// host of its own network if one has room.
+    /// Moves waiting edge viewers of `key` into vacancies of hosts that have relayed: each vacancy
+    /// (least-loaded host first) to the viewer of the host's own network who has waited longest,
+    /// else to the one of any network who has.
     fn fill_vacancies(&mut self, key: PoolKey) {
         if !self.config.move_edge_viewers {
             return;
         }
         let capacity = self.config.max_client_peers_per_host_peer;
-        while let Some(viewer) = self.movable.first(key) {
-            let site = self.peers[&viewer].site;
-            let Some(host) = self.pool.pick(key, site, capacity, true) else { break };
+        while let Some(host) = self.pool.pick(key, Site::UNKNOWN, capacity, true) {
+            let Some(viewer) = self.movable.first(key, self.peers[&host].site) else { break };
             self.unqueue(viewer);
             if matches!(self.role(viewer), Some(Role::Host { .. })) {
                 // A host that cannot relay (retired, no clients) becomes a client.
@@ -678,10 +678,15 @@ impl P2pCore {
         if *self.pool.dependants() != dependants {
             return Err(format!("dependants counted {:?}, actually {dependants:?}", self.pool.dependants()));
         }
+        let mut sited = 0;
         for (key, since, id) in self.movable.all() {
-            if !self.peers.get(&id).is_some_and(|p| p.key == key && p.movable_since == Some(since)) {
+            let Some(p) = self.peers.get(&id).filter(|p| p.key == key && p.movable_since == Some(since)) else {
                 return Err(format!("{id} is queued to move under {key:?} since {since}, but its record says otherwise"));
-            }
+            };
+            sited += usize::from(p.site != Site::UNKNOWN);
+        }
+        if sited != self.movable.sited() {
+            return Err(format!("{} queued by network, {sited} expected", self.movable.sited()));
         }
         Ok(())
     }

@@ -634,3 +634,26 @@ fn a_former_client_may_be_moved_back_into_a_host_later_unless_omes_rule_is_kept(
     assert_eq!(core.role(3), Some(&Role::Viewer), "MoveFormerClients false: the edge serves it for good");
     assert!(sent(&outputs(&mut core)).iter().all(|(to, _)| *to != 3));
 }
+
+#[test]
+fn a_vacancy_goes_to_a_waiting_viewer_of_the_hosts_network_first() {
+    let mut core = core_with(1);
+    open_at(&mut core, 1, CHROME_WIN, "192.0.2.10:5000");
+    core.offer_requested(0, 1);
+    core.session_playing(0, 1);
+    open_at(&mut core, 2, CHROME_ANDROID, "192.0.2.20:5000");
+    core.offer_requested(0, 2);
+    exchange(&mut core, 0, 1, 2);
+    // Two phones wait on the edge: 3 from elsewhere (it has waited longer), 4 from 1's network.
+    for (id, remote, at) in [(3, "198.51.100.3:5000", 0), (4, "192.0.2.44:5000", 1000)] {
+        open_at(&mut core, id, CHROME_ANDROID, remote);
+        assert_eq!(core.offer_requested(at, id), OfferDecision::ServeFromEdge);
+        core.session_playing(at, id);
+        let settle = timers(&outputs(&mut core))[0];
+        core.timer_fired(at + MOVE_AFTER, settle);
+    }
+    core.session_closed(20_000, 2);
+    assert_eq!(core.role(4), Some(&Role::Client { host: 1, stage: Stage::Moving }), "the host's neighbour first");
+    assert_eq!(core.role(3), Some(&Role::Viewer), "the one from elsewhere waits");
+    core.check_invariants().unwrap();
+}
