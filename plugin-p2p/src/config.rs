@@ -21,7 +21,9 @@
 //!        vacancy of a host peer that has relayed in this session, with `stop {peer_id: 0}`
 //!        (OvenPlayer closes its edge connection and asks again; the host's offer answers it).
 //!        A viewer is moved at most twice per session; a player that ignores the `stop` is never
-//!        moved again. -->
+//!        moved again. OvenPlayer's `stop` handler pauses the player (WebRTCLoader.js); it plays
+//!        on by itself only when created with `autoStart: true`: turn moves off for pages that
+//!        use `autoStart: false`. -->
 //!   <MoveEdgeViewers>true</MoveEdgeViewers>
 //!   <MoveAfterMs>5000</MoveAfterMs>
 //!   <!-- A former client (its host left or it failed to answer) is served by the edge when it

@@ -627,7 +627,7 @@ fn a_former_client_waits_on_the_edge(former_clients: bool) -> P2pCore {
 
 #[test]
 fn a_former_client_may_be_moved_back_into_a_host_later_unless_omes_rule_is_kept() {
-    let mut core = a_former_client_waits_on_the_edge(true);
+    let core = a_former_client_waits_on_the_edge(true);
     assert_eq!(core.role(3), Some(&Role::Client { host: 2, stage: Stage::Moving }), "moved into 2's free slot");
     core.check_invariants().unwrap();
     let mut core = a_former_client_waits_on_the_edge(false);

@@ -37,6 +37,9 @@ pub struct PeerStats {
     /// RTP video packets with a sequence number past the highest one seen on their track: what
     /// was delivered once and in time (no duplicates, no late retransmissions).
     pub video_packets_new: AtomicU64,
+    /// How far those packets advanced the sequence numbers in all: `video_packets_new` over
+    /// this is the share delivered (1.0 when nothing was lost or came late).
+    pub video_seq_span: AtomicU64,
     /// RTP audio packets received.
     pub audio_packets: AtomicU64,
     /// Who it plays from: -1 nobody, 0 the edge, else the host peer's id.
@@ -61,6 +64,10 @@ impl PeerStats {
     /// Video packets received so far that advanced their track's sequence number.
     pub fn video_new(&self) -> u64 {
         self.video_packets_new.load(Ordering::Relaxed)
+    }
+    /// Sequence numbers those packets advanced over, in all (lost and late ones included).
+    pub fn video_span(&self) -> u64 {
+        self.video_seq_span.load(Ordering::Relaxed)
     }
     /// Its session id.
     pub fn id(&self) -> u32 {
@@ -142,8 +149,10 @@ impl PeerConnectionEventHandler for Handler {
                     counter.fetch_add(1, Ordering::Relaxed);
                     let seq = packet.header.sequence_number;
                     if kind == RtpCodecKind::Video && highest.is_none_or(|h| (1..0x8000).contains(&seq.wrapping_sub(h))) {
+                        let advance = highest.map_or(1, |h| seq.wrapping_sub(h));
                         highest = Some(seq);
                         stats.video_packets_new.fetch_add(1, Ordering::Relaxed);
+                        stats.video_seq_span.fetch_add(u64::from(advance), Ordering::Relaxed);
                     }
                     let _ = media.send((kind, packet));
                 }
