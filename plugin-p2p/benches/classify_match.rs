@@ -1,4 +1,5 @@
-//! One viewer's arrival with 100k peers in the pool (the core remembers the User-Agents it has
+//! One viewer's arrival with 100k peers in the pool (over 256 networks, each host ranked in its
+//! pool and in its pool's network) (the core remembers the User-Agents it has
 //! classified: these four are parsed once; the woothee parse alone is benched separately): `session_opened` (classification by
 //! User-Agent) plus `offer_requested` (matching to the least-loaded host of its stream and browser
 //! kind), then its departure so the pool stays the same size. Criterion gives the mean of the whole
@@ -22,6 +23,12 @@ const USER_AGENTS: [&str; 4] = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 OPR/115.0.0.0",
 ];
 
+/// 256 networks (/24s): every host is also ranked within its network (locality on).
+fn remote(id: u32) -> &'static str {
+    static REMOTES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    &REMOTES.get_or_init(|| (0..256).map(|n| format!("10.0.{n}.7:50000")).collect())[(id % 256) as usize]
+}
+
 fn arrival(id: u32) -> Arrival<'static> {
     Arrival {
         id,
@@ -31,7 +38,7 @@ fn arrival(id: u32) -> Arrival<'static> {
         stream_name: STREAMS[(id % 10) as usize],
         user_agent: USER_AGENTS[((id / 10) % 4) as usize],
         query: "",
-        remote: "",
+        remote: remote(id),
     }
 }
 
