@@ -3,6 +3,7 @@
 //! RTP timestamps and sequence numbers that run on across loops as if it were one live source.
 
 use super::{MediaKind, StreamHub};
+use crate::plumbing::{AUDIO_PT, VIDEO_PT};
 use bytes::Bytes;
 use rtc::media::io::ivf_reader::IVFReader;
 use rtc::media::io::ogg_reader::OggReader;
@@ -21,8 +22,6 @@ const VIDEO_CLOCK: u64 = 90_000;
 const AUDIO_CLOCK: u64 = 48_000;
 const OPUS_PACKET_SAMPLES: u64 = 960;
 const RTP_MTU: usize = 1200;
-const VIDEO_PT: u8 = 96;
-const AUDIO_PT: u8 = 111;
 
 /// One packet of the clip, with its send time relative to the clip's start.
 struct ClipPacket {
