@@ -3,6 +3,7 @@
 
 mod config;
 mod edge;
+mod effects;
 mod media;
 mod metrics;
 mod plugins;
@@ -145,7 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         plugins,
         metrics,
     });
-    tokio::spawn(plugins::run_actions(actions_rx, state.clone()));
+    tokio::spawn(effects::run(actions_rx, state.clone()));
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
         .await

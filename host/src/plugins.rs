@@ -4,43 +4,34 @@
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::sessions::SessionCommand;
-use crate::state::HostState;
 use anyhow::Context as _;
 use plugin_api::{
-    CloseReason, HostServices, LoadError, LoadedPlugin, LogLevel, MessageVerdict, OfferDecision, PluginFailure,
+    CloseReason, HostCall, HostServices, LoadError, LoadedPlugin, LogLevel, MessageVerdict, OfferDecision, PluginFailure,
     PluginLibrary, SessionId, SessionInfo,
 };
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::mpsc;
 
-/// An effect a plugin asked for, carried out by [`run_actions`] after its hook returned.
+/// What the plugins asked for, carried out in order by [`crate::effects::run`] after each hook
+/// returned.
 #[derive(Debug)]
 pub enum PluginAction {
-    /// Queue a message to a session.
-    Send(SessionId, String),
-    /// Serve a session's pending offer request from the edge.
-    ServeFromEdge(SessionId),
-    /// Close a session with an error.
-    Close(SessionId, u16, String),
-    /// Call `timer_fired(token)` on plugin number `plugin` after a delay.
-    SetTimer {
+    /// A host call of plugin number `plugin` (its index in the set, for its timers).
+    Call {
         /// Index of the plugin in the set.
         plugin: usize,
-        /// The plugin's token.
-        token: u64,
-        /// The delay.
-        after: Duration,
+        /// What it asked for.
+        call: HostCall,
     },
     /// A plugin was disabled after a panic.
     Disabled,
 }
 
-/// Bytes of plugin messages waiting for [`run_actions`], per session: a plugin that sends one
+/// Bytes of plugin messages waiting for [`crate::effects::run`], per session: a plugin that sends one
 /// session more than the session's outgoing bound in one go (a relayed flood) gets the excess
 /// dropped and the session closed, instead of the host buffering it.
 #[derive(Debug)]
@@ -65,7 +56,7 @@ impl PendingSends {
         true
     }
 
-    fn release(&self, id: SessionId, bytes: usize) {
+    pub(crate) fn release(&self, id: SessionId, bytes: usize) {
         let mut map = self.per_session.lock().expect("pending lock");
         if let Some(pending) = map.get_mut(&id) {
             *pending = pending.saturating_sub(bytes);
@@ -86,6 +77,12 @@ struct Context {
     metrics: Arc<Metrics>,
 }
 
+impl Context {
+    fn queue(&self, call: HostCall) {
+        let _ = self.actions.send(PluginAction::Call { plugin: self.index, call });
+    }
+}
+
 impl HostServices for Context {
     fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
@@ -93,21 +90,19 @@ impl HostServices for Context {
     fn send(&self, id: SessionId, json: &str) {
         if !self.pending.reserve(id, json.len()) {
             self.metrics.add("plugin_messages_dropped_over_bound", 1);
-            let reason = "too many messages queued for this session";
-            let _ = self.actions.send(PluginAction::Close(id, 500, reason.to_string()));
+            self.queue(HostCall::Close(id, 500, "too many messages queued for this session".into()));
             return;
         }
-        let _ = self.actions.send(PluginAction::Send(id, json.to_string()));
+        self.queue(HostCall::Send(id, json.to_string()));
     }
     fn serve_from_edge(&self, id: SessionId) {
-        let _ = self.actions.send(PluginAction::ServeFromEdge(id));
+        self.queue(HostCall::ServeFromEdge(id));
     }
     fn close(&self, id: SessionId, code: u16, reason: &str) {
-        let _ = self.actions.send(PluginAction::Close(id, code, reason.to_string()));
+        self.queue(HostCall::Close(id, code, reason.to_string()));
     }
     fn set_timer(&self, token: u64, after_ms: u64) {
-        let after = Duration::from_millis(after_ms);
-        let _ = self.actions.send(PluginAction::SetTimer { plugin: self.index, token, after });
+        self.queue(HostCall::SetTimer { token, after_ms });
     }
     fn log(&self, level: LogLevel, message: &str) {
         let plugin = self.plugin;
@@ -364,32 +359,4 @@ fn open_private_copy(
         other => other,
     })?;
     Ok((library, copy))
-}
-
-/// Carries out the plugins' actions, in order, until the host stops.
-pub async fn run_actions(mut actions: mpsc::UnboundedReceiver<PluginAction>, state: Arc<HostState>) {
-    while let Some(action) = actions.recv().await {
-        match action {
-            PluginAction::Send(id, json) => {
-                state.plugins.pending.release(id, json.len());
-                if !state.sessions.command(id, SessionCommand::Send(json)) {
-                    tracing::debug!(session = id, "plugin message to a session that is gone");
-                }
-            }
-            PluginAction::ServeFromEdge(id) => {
-                state.sessions.command(id, SessionCommand::ServeFromEdge);
-            }
-            PluginAction::Close(id, code, reason) => {
-                state.sessions.command(id, SessionCommand::Close { code, reason });
-            }
-            PluginAction::SetTimer { plugin, token, after } => {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    state.plugins.timer_fired(plugin, token);
-                });
-            }
-            PluginAction::Disabled => state.sessions.command_all(|| SessionCommand::PluginDisabled),
-        }
-    }
 }

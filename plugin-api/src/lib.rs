@@ -25,6 +25,10 @@
 //! | [`Host::log`]              | log through the host's logger, tagged with the plugin name  |
 //! | [`Host::count`]            | add to a named metric (counter or gauge) the host reports   |
 //!
+//! The four calls whose effect comes after the hook (`send`, `serve_from_edge`, `close`,
+//! `set_timer`) are also data, [`HostCall`]: the host queues them and carries them out in one
+//! place; simulators and benches queue them the same way.
+//!
 //! **Threading.** The host makes one call at a time into a plugin (it holds the plugin behind a
 //! mutex), so a plugin needs `Send` but not `Sync`, and needs no locks of its own. Host calls never
 //! re-enter the plugin: their effects are queued and carried out, in order, after the hook returns.
@@ -47,7 +51,7 @@ mod types;
 pub use host_side::{HostServices, LoadError, LoadedPlugin, PluginFailure, PluginLibrary};
 pub use plugin_side::{Host, Plugin};
 pub use types::{
-    CloseReason, ConfigError, LogLevel, MessageVerdict, OfferDecision, SessionId, SessionInfo,
+    CloseReason, ConfigError, HostCall, LogLevel, MessageVerdict, OfferDecision, SessionId, SessionInfo,
     SessionKind,
 };
 

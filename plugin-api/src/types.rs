@@ -167,3 +167,23 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A host call whose effect is carried out after the hook that made it returns, as data: the one
+/// effect type the host executes ([`crate::HostServices`] implementations queue these), which
+/// simulators and benches queue the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostCall {
+    /// [`crate::Host::send`]: a JSON text message to a session.
+    Send(SessionId, String),
+    /// [`crate::Host::serve_from_edge`]: answer the session's pending `request_offer` from the edge.
+    ServeFromEdge(SessionId),
+    /// [`crate::Host::close`]: the protocol's error `{code, error}`, then close the session.
+    Close(SessionId, u16, String),
+    /// [`crate::Host::set_timer`]: call `timer_fired(token)` after `after_ms`.
+    SetTimer {
+        /// The plugin's token.
+        token: u64,
+        /// The delay, in ms.
+        after_ms: u64,
+    },
+}

@@ -3,27 +3,14 @@
 //! armed, so both sides do the same (tiny) work and the difference is the boundary.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use plugin_api::{HostServices, LogLevel, PluginLibrary, SessionId};
+use plugin_api::PluginLibrary;
+use tests::sim_host::SimHost;
 use std::hint::black_box;
-
-struct NoHost;
-
-impl HostServices for NoHost {
-    fn now_ms(&self) -> u64 {
-        0
-    }
-    fn send(&self, _: SessionId, _: &str) {}
-    fn serve_from_edge(&self, _: SessionId) {}
-    fn close(&self, _: SessionId, _: u16, _: &str) {}
-    fn set_timer(&self, _: u64, _: u64) {}
-    fn log(&self, _: LogLevel, _: &str) {}
-    fn count(&self, _: &str, _: i64) {}
-}
 
 fn hook_call(c: &mut Criterion) {
     tests::harness::build_artifacts();
     let library = PluginLibrary::open(&tests::harness::library("plugin_p2p")).expect("the P2P plugin loads");
-    let mut across = library.instantiate(NoHost, Some("<P2P><Enable>true</Enable></P2P>")).expect("instantiates");
+    let mut across = library.instantiate(SimHost::default(), Some("<P2P><Enable>true</Enable></P2P>")).expect("instantiates");
     c.bench_function("timer_fired across the ABI (cdylib)", |b| b.iter(|| across.timer_fired(black_box(u64::MAX)).unwrap()));
 
     // The plugin's `timer_fired` body (core call + draining its outputs), linked statically.

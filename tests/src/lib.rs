@@ -6,4 +6,5 @@ pub mod harness;
 pub mod peer;
 pub mod procstat;
 pub mod signal;
+pub mod sim_host;
 pub mod swarm;

@@ -18,14 +18,13 @@
 //! moves (`stop {peer_id: 0}`) per viewer and their playback gaps; how many pairs are within one
 //! network.
 
-use plugin_api::{CloseReason, HostServices, LoadedPlugin, LogLevel, OfferDecision, PluginLibrary, SessionId, SessionInfo, SessionKind};
+use crate::sim_host::SimHost;
+use plugin_api::{CloseReason, HostCall, LoadedPlugin, OfferDecision, PluginLibrary, SessionId, SessionInfo, SessionKind};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A swarm's population and the plugin's settings.
@@ -144,46 +143,6 @@ pub const ANSWER_DEADLINE_MS: u64 = 4000;
 pub const UNFED_LIMIT_MS: u64 = OFFER_CEILING_MS + ANSWER_DEADLINE_MS + EDGE_SETUP_MS + P2P_SETUP_MS + 2 * STOP_TO_REQUEST_MS;
 /// exp(sigma^2 / 2) for sigma = 1.
 const LOGNORMAL_MEAN_OVER_MEDIAN: f64 = 1.648_721_270_700_128;
-
-/// The plugin's calls into the host, queued while a hook runs and carried out after it returns.
-enum Call {
-    Send(SessionId, String),
-    ServeFromEdge(SessionId),
-    Close(SessionId),
-    Timer(u64, u64),
-}
-
-/// The simulated host's side of the ABI: a virtual clock and a queue.
-struct SimHost {
-    now: Arc<AtomicU64>,
-    calls: Arc<Mutex<Vec<Call>>>,
-    errors: Arc<AtomicU64>,
-}
-
-impl HostServices for SimHost {
-    fn now_ms(&self) -> u64 {
-        self.now.load(Ordering::Relaxed)
-    }
-    fn send(&self, id: SessionId, json: &str) {
-        self.calls.lock().unwrap().push(Call::Send(id, json.to_string()));
-    }
-    fn serve_from_edge(&self, id: SessionId) {
-        self.calls.lock().unwrap().push(Call::ServeFromEdge(id));
-    }
-    fn close(&self, id: SessionId, _code: u16, _reason: &str) {
-        self.calls.lock().unwrap().push(Call::Close(id));
-    }
-    fn set_timer(&self, token: u64, after_ms: u64) {
-        self.calls.lock().unwrap().push(Call::Timer(token, after_ms));
-    }
-    fn log(&self, level: LogLevel, message: &str) {
-        if matches!(level, LogLevel::Error) {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-            eprintln!("plugin error: {message}");
-        }
-    }
-    fn count(&self, _name: &str, _delta: i64) {}
-}
 
 /// Something due at a virtual instant.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -304,9 +263,7 @@ pub struct Summary {
 pub struct Swarm {
     config: SwarmConfig,
     rng: SmallRng,
-    now: Arc<AtomicU64>,
-    calls: Arc<Mutex<Vec<Call>>>,
-    errors: Arc<AtomicU64>,
+    host: SimHost,
     plugin: LoadedPlugin,
     queue: BinaryHeap<Reverse<(u64, u64, Event)>>,
     seq: u64,
@@ -336,18 +293,13 @@ impl Swarm {
     /// A swarm around a new instance of the plugin in `library`, nothing scheduled but the first
     /// arrival, the first sample and the host-death clock.
     pub fn new(config: SwarmConfig, library: &PluginLibrary) -> anyhow::Result<Self> {
-        let now = Arc::new(AtomicU64::new(0));
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let errors = Arc::new(AtomicU64::new(0));
-        let host = SimHost { now: now.clone(), calls: calls.clone(), errors: errors.clone() };
-        let plugin = library.instantiate(host, Some(&config.p2p_xml())).map_err(|e| anyhow::anyhow!("instantiating the plugin: {e:?}"))?;
+        let host = SimHost::default();
+        let plugin = library.instantiate(host.clone(), Some(&config.p2p_xml())).map_err(|e| anyhow::anyhow!("instantiating the plugin: {e:?}"))?;
         // Exponential watch times get the log-normal's mean, so both runs hold the same population.
         let mean_watch_s = config.median_watch_s * LOGNORMAL_MEAN_OVER_MEDIAN;
         let mut swarm = Self {
             rng: SmallRng::seed_from_u64(config.seed),
-            now,
-            calls,
-            errors,
+            host,
             plugin,
             queue: BinaryHeap::new(),
             seq: 0,
@@ -381,7 +333,7 @@ impl Swarm {
 
     /// The virtual time, ms.
     pub fn now_ms(&self) -> u64 {
-        self.now.load(Ordering::Relaxed)
+        self.host.now()
     }
 
     /// The samples so far.
@@ -396,7 +348,7 @@ impl Swarm {
         if t > end {
             return false;
         }
-        self.now.store(t, Ordering::Relaxed);
+        self.host.set_now(t);
         match event {
             Event::Arrive => {
                 self.arrive();
@@ -440,20 +392,19 @@ impl Swarm {
         let result = call(&mut self.plugin).unwrap_or_else(|failure| panic!("the plugin failed: {failure:?}"));
         self.hook_time += started.elapsed();
         self.hook_calls += 1;
-        let calls = std::mem::take(&mut *self.calls.lock().unwrap());
-        for call in calls {
+        for call in self.host.take_calls() {
             self.carry_out(call);
         }
         result
     }
 
-    fn carry_out(&mut self, call: Call) {
+    fn carry_out(&mut self, call: HostCall) {
         let t = self.t();
         match call {
-            Call::Send(id, json) => self.message_to_player(id, &json),
-            Call::ServeFromEdge(id) => self.edge_offer(id),
-            Call::Close(id) => panic!("the plugin closed session {id}: the simulated players never misbehave"),
-            Call::Timer(token, after) => self.at(t + after, Event::Timer(token)),
+            HostCall::Send(id, json) => self.message_to_player(id, &json),
+            HostCall::ServeFromEdge(id) => self.edge_offer(id),
+            HostCall::Close(id, code, reason) => panic!("the plugin closed session {id} ({code} {reason}): the simulated players never misbehave"),
+            HostCall::SetTimer { token, after_ms } => self.at(t + after_ms, Event::Timer(token)),
         }
     }
 
@@ -708,7 +659,7 @@ impl Swarm {
             arrivals: self.arrivals,
             hook_calls: self.hook_calls,
             hook_time: self.hook_time,
-            errors: self.errors.load(Ordering::Relaxed),
+            errors: self.host.errors(),
         }
     }
 }

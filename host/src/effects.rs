@@ -1,0 +1,46 @@
+//! What plugins asked for, carried out in one place: each [`HostCall`] queued while a hook ran
+//! (see [`crate::plugins`]) becomes a command to its session, or a timer that calls the plugin
+//! back, in the order the plugins made them.
+
+use crate::plugins::PluginAction;
+use crate::sessions::SessionCommand;
+use crate::state::HostState;
+use plugin_api::HostCall;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Carries out the plugins' actions, in order, until the host stops.
+pub async fn run(mut actions: mpsc::UnboundedReceiver<PluginAction>, state: Arc<HostState>) {
+    while let Some(action) = actions.recv().await {
+        match action {
+            PluginAction::Call { plugin, call } => carry_out(&state, plugin, call),
+            PluginAction::Disabled => state.sessions.command_all(|| SessionCommand::PluginDisabled),
+        }
+    }
+}
+
+/// One host call of plugin number `plugin`.
+fn carry_out(state: &Arc<HostState>, plugin: usize, call: HostCall) {
+    match call {
+        HostCall::Send(id, json) => {
+            state.plugins.pending.release(id, json.len());
+            if !state.sessions.command(id, SessionCommand::Send(json)) {
+                tracing::debug!(session = id, "plugin message to a session that is gone");
+            }
+        }
+        HostCall::ServeFromEdge(id) => {
+            state.sessions.command(id, SessionCommand::ServeFromEdge);
+        }
+        HostCall::Close(id, code, reason) => {
+            state.sessions.command(id, SessionCommand::Close { code, reason });
+        }
+        HostCall::SetTimer { token, after_ms } => {
+            let state = state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                state.plugins.timer_fired(plugin, token);
+            });
+        }
+    }
+}
