@@ -1,6 +1,6 @@
 //! What plugins asked for, carried out in one place: each [`HostCall`] queued while a hook ran
-//! (see [`crate::plugins`]) becomes a command to its session, or a timer that calls the plugin
-//! back, in the order the plugins made them.
+//! (see [`crate::plugins`]) becomes a command to its session, a timer that calls the plugin back,
+//! or a count in the host's metrics, in the order the plugins made them.
 
 use crate::plugins::PluginAction;
 use crate::sessions::SessionCommand;
@@ -42,5 +42,6 @@ fn carry_out(state: &Arc<HostState>, plugin: usize, call: HostCall) {
                 state.plugins.timer_fired(plugin, token);
             });
         }
+        HostCall::Count(name, delta) => state.metrics.add(&format!("{}.{name}", state.plugins.name(plugin)), delta),
     }
 }

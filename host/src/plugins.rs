@@ -115,7 +115,7 @@ impl HostServices for Context {
         }
     }
     fn count(&self, name: &str, delta: i64) {
-        self.metrics.add(&format!("{}.{name}", self.plugin), delta);
+        self.queue(HostCall::Count(name.to_string(), delta));
     }
 }
 
@@ -200,6 +200,12 @@ impl PluginSet {
     }
 
     /// The names of the loaded plugins.
+    /// The name of plugin number `index`.
+    pub fn name(&self, index: usize) -> &'static str {
+        self.slots[index].name
+    }
+
+    /// The loaded plugins' names, in config order.
     pub fn names(&self) -> Vec<&'static str> {
         self.slots.iter().map(|s| s.name).collect()
     }

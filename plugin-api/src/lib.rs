@@ -25,9 +25,9 @@
 //! | [`Host::log`]              | log through the host's logger, tagged with the plugin name  |
 //! | [`Host::count`]            | add to a named metric (counter or gauge) the host reports   |
 //!
-//! The four calls whose effect comes after the hook (`send`, `serve_from_edge`, `close`,
-//! `set_timer`) are also data, [`HostCall`]: the host queues them and carries them out in one
-//! place; simulators and benches queue them the same way.
+//! The calls whose effect comes after the hook (`send`, `serve_from_edge`, `close`, `set_timer`,
+//! `count`) are also data, [`HostCall`]: the host queues them and carries them out in one place,
+//! in order; simulators and benches queue them the same way. (`now_ms` and `log` act at once.)
 //!
 //! **Threading.** The host makes one call at a time into a plugin (it holds the plugin behind a
 //! mutex), so a plugin needs `Send` but not `Sync`, and needs no locks of its own. Host calls never

@@ -186,4 +186,6 @@ pub enum HostCall {
         /// The delay, in ms.
         after_ms: u64,
     },
+    /// [`crate::Host::count`]: add `delta` to the plugin's metric `name`.
+    Count(String, i64),
 }

@@ -58,5 +58,7 @@ impl HostServices for SimHost {
             eprintln!("plugin error: {message}");
         }
     }
-    fn count(&self, _name: &str, _delta: i64) {}
+    fn count(&self, name: &str, delta: i64) {
+        self.queue(HostCall::Count(name.to_string(), delta));
+    }
 }

@@ -405,6 +405,7 @@ impl Swarm {
             HostCall::ServeFromEdge(id) => self.edge_offer(id),
             HostCall::Close(id, code, reason) => panic!("the plugin closed session {id} ({code} {reason}): the simulated players never misbehave"),
             HostCall::SetTimer { token, after_ms } => self.at(t + after_ms, Event::Timer(token)),
+            HostCall::Count(..) => {}
         }
     }
 
