@@ -57,14 +57,11 @@ fn bits_of(ip: IpAddr) -> u128 {
     }
 }
 
-/// The top `bits` of a `max`-bit address.
+/// The top `bits` of a `max`-bit address (`bits` <= `max`).
 fn mask(bits: u8, max: u8) -> u128 {
     let width = if max == 32 { u128::from(u32::MAX) } else { u128::MAX };
-    if bits == 0 {
-        0
-    } else {
-        width & !(width >> bits)
-    }
+    // A shift by the whole width (/128) is no shift at all in Rust's release builds: spell it out.
+    width & !width.checked_shr(u32::from(bits)).unwrap_or(0)
 }
 
 /// Turns a remote address into a [`Site`].
@@ -72,7 +69,7 @@ fn mask(bits: u8, max: u8) -> u128 {
 pub struct Locator {
     /// Off: every viewer is at [`Site::UNKNOWN`].
     enabled: bool,
-    /// Configured sites, first match wins: (site number from 1, its blocks).
+    /// Configured sites, first match wins: each one's blocks (its index is its number).
     sites: Vec<Vec<Cidr>>,
 }
 
@@ -148,5 +145,10 @@ mod tests {
         assert!(!Cidr::parse("::/0").unwrap().contains("10.0.0.1".parse().unwrap()), "families stay apart");
         assert!(Cidr::parse("10.9.9.9").unwrap().contains("10.9.9.9".parse().unwrap()));
         assert!(Cidr::parse("10.9.9.9/8").unwrap().contains("10.1.1.1".parse().unwrap()), "host bits are masked");
+        let one = Cidr::parse("2001:db8::1").unwrap();
+        assert!(one.contains("2001:db8::1".parse().unwrap()) && !one.contains("2001:db8::2".parse().unwrap()), "a bare IPv6 address is one host");
+        assert_eq!(Cidr::parse("2001:db8::1/128").unwrap(), one);
+        assert!(!Cidr::parse("10.0.0.1/32").unwrap().contains("10.0.0.2".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("203.0.113.9".parse().unwrap()));
     }
 }
