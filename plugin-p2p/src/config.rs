@@ -16,11 +16,12 @@
 //!   <!-- A client must answer its host's offer within this; one that does not is served by the
 //!        edge from then on (its host is not blamed). -->
 //!   <AnswerTimeoutMs>4000</AnswerTimeoutMs>
-//!   <!-- Re-parenting: a viewer who plays from the edge but could be a client (it asked for an
-//!        offer, was never a client, has played from the edge for MoveAfterMs) is moved into a
-//!        vacancy of a host peer that has relayed in this session, with `stop {peer_id: 0}`
-//!        (OvenPlayer closes its edge connection and asks again; the host's offer answers it).
-//!        A viewer is moved at most twice per session; a player that ignores the `stop` is never
+//!   <!-- Re-parenting: a viewer who plays from the edge but can only be a client (it asked for an
+//!        offer, may not host or cannot relay, relays to nobody, has played from the edge for
+//!        MoveAfterMs) is moved into a vacancy of a host peer that has relayed in this session,
+//!        with `stop {peer_id: 0}` (OvenPlayer closes its edge connection and asks again; the
+//!        host's offer answers it). A viewer is moved at most twice per session; one that does
+//!        not ask again within OfferTimeoutMs, or that once failed to answer a host, is never
 //!        moved again. OvenPlayer's `stop` handler pauses the player (WebRTCLoader.js); it plays
 //!        on by itself only when created with `autoStart: true`: turn moves off for pages that
 //!        use `autoStart: false`. -->

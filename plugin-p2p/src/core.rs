@@ -66,7 +66,7 @@ pub enum Stage {
 pub enum Role {
     /// Served by the edge, or not served yet.
     Viewer,
-    /// Plays from the edge and relays to these clients.
+    /// Plays from the edge and relays to these clients (a retired one takes no new ones).
     Host {
         /// Its clients, at most k.
         clients: Vec<SessionId>,
@@ -92,7 +92,8 @@ struct Peer {
     role: Role,
     /// Asked for the stream at least once: from then on it counts as needing a host.
     asked: bool,
-    /// Was a client on this socket once: from now on the edge serves it (it may still host).
+    /// Was a client on this socket once: its requests are served by the edge from now on (OME's
+    /// rule; it may still host, and with `MoveFormerClients` it may still be moved into a host).
     was_client: bool,
     /// As a host, missed an offer deadline: never asked to offer again on this socket.
     retired: bool,
@@ -104,10 +105,14 @@ struct Peer {
     movable_since: Option<u64>,
     /// Times it was moved into a host in this session.
     moves: u8,
-    /// Was told to move and did not ask again: never moved again.
-    ignored_move: bool,
-    /// As a client, when its host was asked to offer (ms): the offer latency is measured from it.
-    host_asked_at: u64,
+    /// Ignored a move (did not ask again), or failed to answer a host: never moved again.
+    unmovable: bool,
+    /// The host of its latest pairing (kept after the pair ended): a message of that pair still on
+    /// the wire when it ended is dropped as stale, not refused.
+    last_host: Option<SessionId>,
+    /// As a client, when its host was asked to offer (ms), until the offer is measured: the offer
+    /// latency is measured from it, once per pairing.
+    host_asked_at: Option<u64>,
     /// As a client, the token of the deadline its pair must meet now: only that timer may end
     /// the pair (one armed for an earlier pairing of the same two sessions does nothing).
     pair_deadline: u64,
@@ -137,11 +142,11 @@ impl Peer {
             && (!self.was_client || former_clients)
             && relays_to_nobody
             && self.edge_since.is_some()
-            && !self.ignored_move
+            && !self.unmovable
             && self.moves < MAX_MOVES_PER_VIEWER
     }
 
-    /// It was a client and is not one any more: from now on the edge serves it.
+    /// It was a client and is not one any more: its requests go to the edge from now on.
     fn end_client_life(&mut self, pool: &mut HostPool) {
         if self.dependant() {
             pool.dependant_left(self.key);
@@ -243,8 +248,9 @@ impl P2pCore {
             edge_since: None,
             movable_since: None,
             moves: 0,
-            ignored_move: false,
-            host_asked_at: 0,
+            unmovable: false,
+            last_host: None,
+            host_asked_at: None,
             pair_deadline: 0,
         };
         self.peers.insert(a.id, peer);
@@ -336,6 +342,16 @@ impl P2pCore {
         let stage = match self.peers.get(&client).map(|p| &p.role) {
             // A viewer being moved has not been introduced to its host yet: nobody may address it.
             Some(&Role::Client { host: h, stage }) if h == host && stage != Stage::Moving => stage,
+            _ if self.peers.get(&client).is_some_and(|p| p.last_host == Some(host)) => {
+                // Their pair just ended (a deadline passed, or one of them started over) and this
+                // crossed the `stop` on the wire: dropped, never held against the sender. A late
+                // offer still says how long hosts take, so the deadline can grow back.
+                if matches!(message, P2pMessage::OfferP2p { .. }) {
+                    self.measure_offer(now, client);
+                }
+                self.out(Output::Count("stale_messages", 1));
+                return MessageVerdict::Handled;
+            }
             _ if self.peers.contains_key(&partner) => {
                 self.refuse(from, BrokerError::NotPartner(partner));
                 return MessageVerdict::Handled;
@@ -350,8 +366,7 @@ impl P2pCore {
             P2pMessage::OfferP2p { sdp, candidates, .. } => {
                 self.out(Output::Send(client, broker::relayed_offer(client, host, &sdp, candidates.as_ref())));
                 if stage == Stage::AwaitingOffer {
-                    let asked_at = self.peers.get(&client).map_or(now, |p| p.host_asked_at);
-                    self.offer_deadline.observe(now.saturating_sub(asked_at));
+                    self.measure_offer(now, client);
                     self.set_stage(client, Stage::AwaitingAnswer);
                     self.arm_pair_deadline(client, Deadline::ClientAnswer { host, client }, self.config.answer_timeout_ms);
                 }
@@ -377,10 +392,11 @@ impl P2pCore {
     /// A timer the core asked for fired.
     pub fn timer_fired(&mut self, now: u64, token: u64) {
         match self.deadlines.take(token) {
-            Some(Deadline::HostOffer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingOffer) => self.offer_missed(now, host, client),
+            Some(Deadline::HostOffer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingOffer) => self.offer_missed(host, client),
             Some(Deadline::ClientAnswer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingAnswer) => self.answer_missed(host, client),
             Some(Deadline::MoveRequest { host, client }) if self.is_pair(token, host, client, Stage::Moving) => self.move_ignored(host, client),
             Some(Deadline::Settled { viewer }) => self.settled(now, viewer),
+            Some(Deadline::MoveCheck { viewer }) => self.consider_moving(now, viewer),
             _ => {}
         }
     }
@@ -414,10 +430,18 @@ impl P2pCore {
         }
     }
 
+    /// A host offered to `client` (in time or late): its latency feeds the offer deadline, once
+    /// per pairing.
+    fn measure_offer(&mut self, now: u64, client: SessionId) {
+        if let Some(asked_at) = self.peers.get_mut(&client).and_then(|p| p.host_asked_at.take()) {
+            self.offer_deadline.observe(now.saturating_sub(asked_at));
+        }
+    }
+
     /// Sends `host` the request to offer to `client` and arms the offer deadline.
     fn ask_to_offer(&mut self, now: u64, host: SessionId, client: SessionId) {
         if let Some(peer) = self.peers.get_mut(&client) {
-            peer.host_asked_at = now;
+            peer.host_asked_at = Some(now);
             peer.edge_since = None;
         }
         self.out(Output::Send(host, broker::request_offer_p2p(host, client)));
@@ -432,7 +456,9 @@ impl P2pCore {
         }
         let load = peer.load();
         self.pool.set_load(host, load);
-        self.peers.get_mut(&client).expect("checked by the caller").role = Role::Client { host, stage };
+        let peer = self.peers.get_mut(&client).expect("checked by the caller");
+        peer.role = Role::Client { host, stage };
+        peer.last_host = Some(host);
         self.out(Output::Count("clients", 1));
     }
 
@@ -444,9 +470,16 @@ impl P2pCore {
         clients.retain(|&c| c != client);
         if clients.len() < before {
             let (load, key) = (peer.load(), peer.key);
+            let retired_and_free = peer.retired && load == 0;
             self.pool.set_load(host, load);
             self.out(Output::Count("clients", -1));
             self.fill_vacancies(key);
+            if retired_and_free && self.config.move_edge_viewers {
+                // A host that cannot relay and now relays to nobody is a fine client: it may be
+                // moved into a host that can (checked at once: the timer knows the time).
+                let token = self.deadlines.arm(Deadline::MoveCheck { viewer: host });
+                self.out(Output::SetTimer(token, 0));
+            }
         }
     }
 
@@ -504,7 +537,7 @@ impl P2pCore {
 
     /// `host` did not offer in time: it is never asked again on this socket (OvenPlayer >= 0.10.39
     /// never offers); its client did nothing wrong and gets the edge's offer at once.
-    fn offer_missed(&mut self, now: u64, host: SessionId, client: SessionId) {
+    fn offer_missed(&mut self, host: SessionId, client: SessionId) {
         self.out(Output::Count("offer_timeouts", 1));
         if let Some(peer) = self.peers.get_mut(&host) {
             if !peer.retired {
@@ -522,8 +555,6 @@ impl P2pCore {
         self.remove_client(host, client);
         self.out(Output::ServeFromEdge(client));
         self.out(Output::Send(host, broker::stop(host, client)));
-        // A player that cannot relay is a fine client: it may be moved into a host that can.
-        self.consider_moving(now, host);
     }
 
     /// Ends `host`'s pairs with viewers still moving to it: they were told to leave the edge and
@@ -543,6 +574,7 @@ impl P2pCore {
         self.out(Output::Count("answer_timeouts", 1));
         let peer = self.peers.get_mut(&client).expect("checked by the caller");
         peer.role = Role::Viewer;
+        peer.unmovable = true;
         peer.end_client_life(&mut self.pool);
         self.remove_client(host, client);
         self.out(Output::ServeFromEdge(client));
@@ -555,7 +587,7 @@ impl P2pCore {
         self.out(Output::Count("moves_ignored", 1));
         let peer = self.peers.get_mut(&client).expect("checked by the caller");
         peer.role = Role::Viewer;
-        peer.ignored_move = true;
+        peer.unmovable = true;
         self.remove_client(host, client);
     }
 
@@ -599,8 +631,8 @@ impl P2pCore {
     }
 
     /// Moves waiting edge viewers of `key` into vacancies of hosts that have relayed: each vacancy
-    /// (least-loaded host first) to the viewer of the host's own network who has waited longest,
-    /// else to the one of any network who has.
+    /// (of the least-loaded relayed host, whatever its network) to the viewer of the host's own
+    /// network who has waited longest, else to the one of any network who has.
     fn fill_vacancies(&mut self, key: PoolKey) {
         if !self.config.move_edge_viewers {
             return;

@@ -34,6 +34,12 @@ pub enum Deadline {
         /// The edge viewer.
         viewer: SessionId,
     },
+    /// Whether `viewer` may be moved, now or once settled (armed at once, when a retired host
+    /// loses its last client: the hook that did it has the time, the removal does not).
+    MoveCheck {
+        /// The retired host peer.
+        viewer: SessionId,
+    },
 }
 
 /// Armed deadlines by timer token. A deadline is checked against the state when it fires, so a

@@ -22,18 +22,29 @@
 //! first, relayed hosts first, least loaded; balanced matching from its own count of dependants),
 //! what every timer stands for (the `SetTimer` right after a `request_offer_p2p` is the host's offer
 //! deadline, after a relayed offer the client's answer deadline, after a `stop {peer_id: 0}` the
-//! move's deadline, in `playing` the settling timer) and what it must do when it fires, the adaptive
-//! offer deadline (its own p99 of the offer latencies it saw), the metrics, and the gauges.
+//! move's deadline, in `playing` the settling timer, the 0-ms settling check of a retired host left
+//! without clients) and what it must do when it fires, the adaptive offer deadline (its own p99 of
+//! the offer latencies it saw: each pairing's latency once, from its `request_offer_p2p` to the
+//! first offer, in time or late), the metrics, and the gauges.
+//! Messages: a P2P message between the two sides of a pair at a stage past `Moving` is relayed;
+//! one between a client and its `last_host` (the host of its latest pairing, a move included, kept
+//! after the pair ends) that are no such pair any more, or are a moving pair, crossed the pair's end
+//! on the wire: it is stale (dropped, `stale_messages`, nobody closed), and a late `offer_p2p`
+//! measures its pairing's latency if no offer did yet; one to any other live session is refused
+//! (400, close); one to a session that is gone is stale.
 //! A pair's deadline acts only if it is the pair's current one: a timer armed for an earlier
 //! pairing of the same two sessions does nothing when it fires. Blame: a host that misses its offer
 //! deadline is *retired* (never asked to offer again, never given a client, never a move target);
 //! its client is not blamed, and the viewers being moved into it are released at once (they were
 //! told to leave the edge and are matched anew when they ask again); a client that misses its
-//! answer deadline is a former client. A former client (also one whose host left after offering) is
+//! answer deadline is a former client and is never moved. A former client (also one whose host left after offering) is
 //! served by the edge whenever it asks. Moves: an edge viewer that could only be a client, asked,
 //! relays to nobody, is no former client unless `MoveFormerClients` is on, was moved fewer than
-//! twice, did not ignore a move and has played from the edge for `MoveAfterMs` waits in its pool's
-//! queue; every `stop {peer_id: 0}` must fill the vacancy the rules pick (the least-loaded relayed
+//! twice, did not ignore a move nor miss an answer deadline and has played from the edge for
+//! `MoveAfterMs` waits in its pool's queue (a retired host that loses its last client gets a
+//! settling check at once, `SetTimer(_, 0)` right after the `clients` gauge and the moves that slot
+//! made: when it fires it joins the queue if on the edge for `MoveAfterMs`, else its settling timer
+//! for the rest is owed); every `stop {peer_id: 0}` must fill the vacancy the rules pick (the least-loaded relayed
 //! host of its pool with room, not retired) with the viewer of that host's network who has waited
 //! longest, else the one of any network who has, in a call that frees a
 //! slot, proves a host, brings a host back by `playing` or settles a viewer, and after every call
@@ -293,8 +304,12 @@ struct Sess {
     moves: u8,
     /// Told to move while a former client (it may become a client again that way only).
     moved_as_former: bool,
-    /// Told to move, did not ask again in time: never moved again.
-    ignored_move: bool,
+    /// Told to move and did not ask again in time, or missed its answer deadline as a client:
+    /// never moved again.
+    unmovable: bool,
+    /// The host of its latest pairing (a move included), kept after the pair ended: a message of
+    /// that pair that comes later is stale (dropped), not refused.
+    last_host: Option<SessionId>,
     /// Asked for an offer, the core took it, and neither its host's offer nor the edge's came yet.
     pending: bool,
     /// The core closed it (400); the host will call `session_closed`.
@@ -315,11 +330,15 @@ type Key = (String, String);
 enum Expect {
     /// Not a P2P command: not the plugin's, no output.
     Unknown,
-    /// Malformed, or addressed to a live non-partner (a moving pair is not partners yet): the
-    /// sender is closed with 400, nothing sent.
+    /// Malformed, or addressed to a live non-partner that is not the other side of the client's
+    /// latest pair (see `Late`): the sender is closed with 400, nothing sent.
     Refuse,
     /// Addressed to a session that is gone: dropped quietly.
     Stale,
+    /// A message of the client's latest pair (its `last_host`), which has ended or is a move
+    /// (not partners yet): dropped quietly as stale; a late `offer_p2p` still measures the offer
+    /// latency if that pairing's was not measured yet.
+    Late { client: SessionId, offer: bool },
     /// Relayed to the sender's partner, once.
     Relay(SessionId),
 }
@@ -335,6 +354,9 @@ enum Timer {
     MoveRequest { host: SessionId, client: SessionId },
     /// The viewer may have settled on the edge (`MoveAfterMs` after its `playing`).
     Settled(SessionId),
+    /// A retired host lost its last client (0 ms): it may be moved; it joins the queue if it has
+    /// played from the edge for `MoveAfterMs`, else its settling timer for the rest is owed.
+    Emptied(SessionId),
 }
 
 /// Which call the outputs being checked answer (some fields only show in failure messages).
@@ -368,6 +390,8 @@ struct Plan {
     fill: Option<Key>,
     /// This viewer's settling timer is owed, of this many ms (till `MoveAfterMs` on the edge).
     settle: Option<(SessionId, u64)>,
+    /// This retired host lost its last client (with moves on): its 0-ms settling check is owed.
+    check: Option<SessionId>,
 }
 
 /// What the sessions were sent, for the honest players to react to.
@@ -430,6 +454,10 @@ pub struct Stats {
     relayed: u64,
     refused: u64,
     stale: u64,
+    /// Late messages of an ended (or moving) pair, dropped as stale.
+    late: u64,
+    /// Of those, late offers whose latency was measured (the pair ended before any offer came).
+    late_offers_measured: u64,
     unknown: u64,
     timers_fired: u64,
     timers_early: u64,
@@ -462,6 +490,10 @@ pub struct Stats {
     /// Pair deadlines that fired after their pair was formed again (a newer deadline current):
     /// they did nothing.
     stale_pair_deadlines: u64,
+    /// Retired hosts that lost their last client: their 0-ms settling check was armed.
+    emptied_checks: u64,
+    /// Of those checks, the ones that queued the host at once (on the edge for `MoveAfterMs`).
+    emptied_queued: u64,
     max_live: usize,
     max_pairs: usize,
 }
@@ -470,9 +502,9 @@ impl Stats {
     fn add(&mut self, o: &Stats) {
         macro_rules! sum { ($($f:ident),*) => { $(self.$f += o.$f;)* } }
         sum!(
-            cases, calls, opens, requests, handled, playing, closes, messages, relayed, refused, stale, unknown, timers_fired, timers_early, timers_bogus, offers_relayed,
+            cases, calls, opens, requests, handled, playing, closes, messages, relayed, refused, stale, late, late_offers_measured, unknown, timers_fired, timers_early, timers_bogus, offers_relayed,
             answers_relayed, stops, edge_fallbacks, offer_timeouts, answer_timeouts, hosts_retired, adaptive_deadlines, settled, moves, moves_completed, moves_ignored,
-            moves_dropped, moves_released, former_clients_moved, former_clients_rejoined, moves_into_returning_hosts, stale_pair_deadlines
+            moves_dropped, moves_released, former_clients_moved, former_clients_rejoined, moves_into_returning_hosts, stale_pair_deadlines, emptied_checks, emptied_queued
         );
         self.max_live = self.max_live.max(o.max_live);
         self.max_pairs = self.max_pairs.max(o.max_pairs);
@@ -493,7 +525,8 @@ pub struct Harness {
     /// client -> the token of its pair's current deadline (offer, answer or move); an older
     /// token of the same two sessions is not this pair's deadline.
     deadline: HashMap<SessionId, u64>,
-    /// client -> when its host was asked to offer to it.
+    /// client -> when its host was last asked to offer to it, until an offer measured it (once per
+    /// pairing: in time at `AwaitingOffer`, or late, after the pair ended).
     asked_at: HashMap<SessionId, u64>,
     offer_clock: OfferClock,
     /// Outstanding timers: token -> (due, what it stands for).
@@ -586,7 +619,7 @@ impl Harness {
             && (!s.was_client || self.config.move_former_clients)
             && relays_to_nobody
             && s.edge_since.is_some()
-            && !s.ignored_move
+            && !s.unmovable
             && s.moves < MAX_MOVES_PER_VIEWER
     }
 
@@ -704,7 +737,8 @@ impl Harness {
                         queued: None,
                         moves: 0,
                         moved_as_former: false,
-                        ignored_move: false,
+                        unmovable: false,
+                        last_host: None,
                         pending: false,
                         closing: false,
                     },
@@ -816,6 +850,15 @@ impl Harness {
                         self.stats.stale += 1;
                         plan.counts.insert("stale_messages", 1);
                     }
+                    Expect::Late { client, offer } => {
+                        self.stats.late += 1;
+                        plan.counts.insert("stale_messages", 1);
+                        // A late offer still says how long its host took, once per pairing.
+                        if let Some(asked) = offer.then(|| self.asked_at.remove(&client)).flatten() {
+                            self.offer_clock.observe(now - asked);
+                            self.stats.late_offers_measured += 1;
+                        }
+                    }
                     Expect::Relay(_) => self.stats.relayed += 1,
                 }
                 let (verdict, outputs) = self.call("message_received", |c| c.message_received(now, from, json))?;
@@ -825,7 +868,7 @@ impl Harness {
                 let ok = match expect {
                     Expect::Unknown => verdict == MessageVerdict::Unknown && outputs.is_empty(),
                     Expect::Refuse => verdict == MessageVerdict::Handled && closes == 1 && sends == 0,
-                    Expect::Stale => verdict == MessageVerdict::Handled && others == 0,
+                    Expect::Stale | Expect::Late { .. } => verdict == MessageVerdict::Handled && others == 0,
                     // The relay first; moves may follow an answer that proves a host.
                     Expect::Relay(_) => verdict == MessageVerdict::Handled && sends >= 1 && closes == 0,
                 };
@@ -877,6 +920,7 @@ impl Harness {
                 self.sessions.get_mut(&x).expect("live").was_client = true;
             }
             plan.fill = Some(self.key(h));
+            self.emptied(h, plan);
         }
         let s = self.sessions.get_mut(&x).expect("live");
         if !std::mem::replace(&mut s.host, false) {
@@ -919,6 +963,15 @@ impl Harness {
     /// host is not blamed); a moved viewer that did not ask again stays on the edge and is never
     /// moved again. A settling timer queues a viewer still movable and on the edge for
     /// `MoveAfterMs`; so does the retirement of a host that relays to nobody.
+    /// A client left `host`: if it is retired and relays to nobody now (with moves on), its 0-ms
+    /// settling check is owed (it may be moved into a host that can relay).
+    fn emptied(&mut self, host: SessionId, plan: &mut Plan) {
+        let retired = self.sessions.get(&host).is_some_and(|s| s.host && s.retired);
+        if self.config.move_edge_viewers && retired && !self.pairs.values().any(|&(h, _)| h == host) {
+            plan.check = Some(host);
+        }
+    }
+
     fn deadline_passed(&mut self, timer: Timer, token: u64, plan: &mut Plan) {
         let current = |h: &mut Self, c: SessionId, host: SessionId, stage: Stage| {
             if h.pairs.get(&c) != Some(&(host, stage)) {
@@ -950,26 +1003,36 @@ impl Harness {
                 plan.edge.insert(client);
                 plan.stops.insert((host, client));
                 plan.fill = Some(self.key(host));
-                // A player that cannot relay is a fine client: it may be moved into one that can.
-                self.consider_moving(host, plan);
+                // A player that cannot relay is a fine client: if it relays to nobody now, its
+                // settling check is owed (it may be moved into a host that can).
+                self.emptied(host, plan);
             }
             Timer::ClientAnswer { host, client } if current(self, client, host, Stage::AwaitingAnswer) => {
                 self.stats.answer_timeouts += 1;
                 plan.counts.insert("answer_timeouts", 1);
                 self.pairs.remove(&client);
                 self.deadline.remove(&client);
-                self.sessions.get_mut(&client).expect("a client is live").was_client = true;
+                let c = self.sessions.get_mut(&client).expect("a client is live");
+                c.was_client = true;
+                c.unmovable = true;
                 plan.edge.insert(client);
                 plan.stops.insert((host, client));
                 plan.fill = Some(self.key(host));
+                self.emptied(host, plan);
             }
             Timer::MoveRequest { host, client } if current(self, client, host, Stage::Moving) => {
                 self.stats.moves_ignored += 1;
                 plan.counts.insert("moves_ignored", 1);
                 self.pairs.remove(&client);
                 self.deadline.remove(&client);
-                self.sessions.get_mut(&client).expect("a client is live").ignored_move = true;
+                self.sessions.get_mut(&client).expect("a client is live").unmovable = true;
                 plan.fill = Some(self.key(host));
+                self.emptied(host, plan);
+            }
+            // A retired host's settling check: the usual rule, at once.
+            Timer::Emptied(v) if self.sessions.contains_key(&v) => {
+                self.consider_moving(v, plan);
+                self.stats.emptied_queued += u64::from(self.sessions[&v].queued.is_some());
             }
             // A stale one (the viewer played again since, or left the edge) does nothing.
             Timer::Settled(v) if self.sessions.get(&v).and_then(|s| s.edge_since).is_some_and(|since| self.now >= since.saturating_add(self.config.move_after_ms)) => {
@@ -1004,6 +1067,9 @@ impl Harness {
                 return Expect::Refuse;
             }
             Expect::Relay(peer)
+        } else if self.sessions.get(&client).is_some_and(|c| c.last_host == Some(host)) {
+            // Their pair ended (or is a move, not introduced yet) and this crossed it on the wire.
+            Expect::Late { client, offer: command == "offer_p2p" }
         } else if self.sessions.contains_key(&peer) {
             Expect::Refuse
         } else {
@@ -1103,7 +1169,8 @@ impl Harness {
                 }
                 Output::SetTimer(token, ms) => {
                     let settle = plan.settle.take_if(|_| want.is_none());
-                    let Some(timer) = want.take().or(settle.map(|(v, _)| Timer::Settled(v))) else {
+                    let check = plan.check.take_if(|_| want.is_none() && settle.is_none());
+                    let Some(timer) = want.take().or(settle.map(|(v, _)| Timer::Settled(v))).or(check.map(Timer::Emptied)) else {
                         return fail(format!("timer: SetTimer({token}, {ms}) in {ctx:?}, after nothing it could be the deadline of, and no settling timer owed"));
                     };
                     let c = &self.config;
@@ -1112,10 +1179,12 @@ impl Harness {
                         Timer::ClientAnswer { .. } => c.answer_timeout_ms,
                         Timer::MoveRequest { .. } => c.offer_timeout_ms,
                         Timer::Settled(_) => settle.expect("owed").1,
+                        Timer::Emptied(_) => 0,
                     };
                     if ms != due || !self.issued.insert(token) {
                         return fail(format!("timer: SetTimer({token}, {ms}) for {timer:?} in {ctx:?}: {due} ms due, or a reused token"));
                     }
+                    self.stats.emptied_checks += u64::from(matches!(timer, Timer::Emptied(_)));
                     if matches!(timer, Timer::HostOffer { .. }) && ms < c.offer_timeout_ms {
                         self.stats.adaptive_deadlines += 1;
                     }
@@ -1136,6 +1205,9 @@ impl Harness {
         }
         if let Some((v, ms)) = plan.settle {
             return fail(format!("timer: {v}'s settling timer ({ms} ms) was not armed ({ctx:?})"));
+        }
+        if let Some(v) = plan.check {
+            return fail(format!("timer: {v}, a retired host left without clients, got no settling check ({ctx:?})"));
         }
         if !plan.edge.is_empty() || !plan.stops.is_empty() {
             return fail(format!("fallback: {ctx:?} owed the edge to {:?} and stop (to, peer) {:?}, never sent", plan.edge, plan.stops));
@@ -1170,7 +1242,7 @@ impl Harness {
                     self.stats.offers_relayed += 1;
                     self.sessions.get_mut(&to).expect("live").pending = false;
                     if stage == Stage::AwaitingOffer {
-                        let asked = self.asked_at.get(&to).copied().expect("asked before");
+                        let asked = self.asked_at.remove(&to).expect("asked, not measured yet");
                         self.offer_clock.observe(self.now - asked);
                         self.pairs.insert(to, (from, Stage::AwaitingAnswer));
                         self.deadline.remove(&to);
@@ -1242,6 +1314,7 @@ impl Harness {
             }
         }
         self.pairs.insert(c, (host, Stage::AwaitingOffer));
+        self.sessions.get_mut(&c).expect("live").last_host = Some(host);
         self.asked_at.insert(c, self.now);
         self.stats.max_pairs = self.stats.max_pairs.max(self.pairs.len());
         Ok(())
@@ -1306,6 +1379,7 @@ impl Harness {
         s.queued = None;
         s.moves += 1;
         s.moved_as_former = s.was_client;
+        s.last_host = Some(host);
         // A retired host without clients that is moved becomes a client.
         s.host = false;
         self.pairs.insert(v, (host, Stage::Moving));
@@ -1850,6 +1924,9 @@ fn fuzz_short_bounded_pass() {
         ("deadlines of an earlier pairing", stats.stale_pair_deadlines),
         ("refused", stats.refused),
         ("stale", stats.stale),
+        ("late messages of an ended pair", stats.late),
+        ("stale late offers measured", stats.late_offers_measured),
+        ("emptied retired hosts checked", stats.emptied_checks),
     ];
     let missed: Vec<&str> = reached.iter().filter(|(_, n)| *n == 0).map(|(what, _)| *what).collect();
     assert!(missed.is_empty(), "the pass reaches every path; not reached: {missed:?} in {stats:?}");
@@ -2014,10 +2091,13 @@ fn the_oracle_rejects_what_it_should() {
     assert_eq!(h.pairs.get(&3), Some(&(1, Stage::Moving)));
     h.sessions.get_mut(&1).unwrap().retired = true;
     assert!(h.apply(&moves[12]).unwrap_err().starts_with("retired"), "1 is asked to offer though retired");
-    // A moving pair is not partners yet.
+    // A moving pair is not partners yet: an offer to a moving viewer is dropped as stale (3's
+    // `last_host` is 1), nothing relayed, nobody closed; a stranger's is refused.
     let mut h = harness_after(&setup, &moves[..12]);
     h.apply(&offer(1, 3)).unwrap();
-    assert!(h.closing.contains(&1), "an offer to a moving viewer is refused");
+    assert!(!h.closing.contains(&1) && h.stats.late == 1, "an offer to a moving viewer is stale: {:?}", h.stats);
+    h.sessions.get_mut(&3).unwrap().last_host = None;
+    assert!(h.apply(&offer(1, 3)).unwrap_err().starts_with("verdict"), "a model that expects a refusal disagrees");
 
     // Blame: the host that does not offer is retired, its client is not blamed.
     let silent_host = [

@@ -242,7 +242,7 @@ fn a_host_that_does_not_offer_in_time_is_never_asked_again_and_its_client_is_not
     let msgs = sent(&out);
     assert_eq!((msgs[0].0, msgs[0].1["command"].as_str(), msgs[0].1["peer_id"].as_u64()), (1, Some("stop"), Some(2)));
     let delays: Vec<u64> = timers_with_delay(&out).iter().map(|&(_, ms)| ms).collect();
-    assert_eq!(delays, [MOVE_AFTER - 4000], "no penalty to serve (it is out for good); only its own settling: a player that cannot relay may be moved into a host as a client");
+    assert_eq!(delays, [0], "no penalty to serve (it is out for good); only a settling check: a player that cannot relay may be moved into a host as a client");
 
     open(&mut core, 3, CHROME_ANDROID, "s");
     assert_eq!(core.offer_requested(0, 3), OfferDecision::ServeFromEdge, "a host that never offers is not chosen again");
@@ -655,5 +655,128 @@ fn a_vacancy_goes_to_a_waiting_viewer_of_the_hosts_network_first() {
     core.session_closed(20_000, 2);
     assert_eq!(core.role(4), Some(&Role::Client { host: 1, stage: Stage::Moving }), "the host's neighbour first");
     assert_eq!(core.role(3), Some(&Role::Viewer), "the one from elsewhere waits");
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn an_offer_or_answer_that_crosses_its_deadline_is_dropped_not_punished_with_a_close() {
+    let mut core = core_with(2);
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    open(&mut core, 2, CHROME_ANDROID, "s");
+    core.offer_requested(0, 2);
+    let deadline = timers(&outputs(&mut core))[0];
+    core.timer_fired(4000, deadline);
+    outputs(&mut core);
+    // 1's offer was on the wire when the deadline passed: stale, 1 is not closed.
+    assert_eq!(core.message_received(4010, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#), MessageVerdict::Handled);
+    assert!(outputs(&mut core).is_empty(), "no close, nothing relayed");
+
+    open(&mut core, 3, CHROME_ANDROID, "s");
+    edge_viewer(&mut core, 4, CHROME_WIN, "s");
+    core.offer_requested(5000, 3);
+    outputs(&mut core);
+    core.message_received(5100, 4, r#"{"command":"offer_p2p","id":4,"peer_id":3,"sdp":{}}"#);
+    let answer_deadline = timers(&outputs(&mut core))[0];
+    core.timer_fired(9100, answer_deadline);
+    outputs(&mut core);
+    // 3's answer crossed its deadline: stale, 3 is not closed (it plays from the edge).
+    core.message_received(9110, 3, r#"{"command":"answer","id":3,"peer_id":4,"sdp":{}}"#);
+    assert!(outputs(&mut core).is_empty(), "no close, nothing relayed");
+    // A stranger is still refused.
+    core.message_received(9200, 3, r#"{"command":"answer","id":3,"peer_id":1,"sdp":{}}"#);
+    assert!(matches!(outputs(&mut core).as_slice(), [Output::Close(3, 400, _)]));
+}
+
+#[test]
+fn late_offers_still_teach_the_deadline_so_it_can_grow_back() {
+    let mut core = core_with(100);
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    let mut t = 0;
+    for client in 10..20 {
+        open(&mut core, client, CHROME_ANDROID, "s");
+        core.offer_requested(t, client);
+        outputs(&mut core);
+        core.message_received(t + 100, 1, &format!(r#"{{"command":"offer_p2p","id":1,"peer_id":{client},"sdp":{{}}}}"#));
+        outputs(&mut core);
+        t += 1000;
+    }
+    assert_eq!(core.offer_deadline_ms(), 1000, "fast hosts: the floor");
+    // Hosts slow down to 2.5 s: every offer misses the 1 s deadline and arrives late.
+    for (i, host) in (30..40).enumerate() {
+        let client = 100 + i as u32;
+        edge_viewer(&mut core, host, CHROME_WIN, &format!("t{i}"));
+        open(&mut core, client, CHROME_ANDROID, &format!("t{i}"));
+        core.offer_requested(t, client);
+        let deadline = timers(&outputs(&mut core))[0];
+        core.timer_fired(t + 1000, deadline);
+        outputs(&mut core);
+        core.message_received(t + 2500, host, &format!(r#"{{"command":"offer_p2p","id":{host},"peer_id":{client},"sdp":{{}}}}"#));
+        outputs(&mut core);
+        t += 3000;
+    }
+    assert_eq!(core.offer_deadline_ms(), 4000, "the late offers raised the p99: the ceiling again");
+}
+
+#[test]
+fn a_client_that_failed_to_answer_is_never_moved_into_a_host() {
+    let mut core = core_with(1);
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    open(&mut core, 2, CHROME_ANDROID, "s");
+    core.offer_requested(0, 2);
+    exchange(&mut core, 0, 1, 2);
+    open(&mut core, 3, CHROME_ANDROID, "s");
+    edge_viewer(&mut core, 4, CHROME_WIN, "s");
+    core.offer_requested(0, 3);
+    outputs(&mut core);
+    core.message_received(100, 4, r#"{"command":"offer_p2p","id":4,"peer_id":3,"sdp":{}}"#);
+    let answer_deadline = timers(&outputs(&mut core))[0];
+    core.timer_fired(4100, answer_deadline);
+    outputs(&mut core);
+    core.session_playing(4500, 3);
+    assert!(timers(&outputs(&mut core)).is_empty(), "no settling: it will not be moved");
+    core.session_closed(20_000, 2);
+    assert_eq!(core.role(3), Some(&Role::Viewer), "1's free slot does not go to 3");
+}
+
+#[test]
+fn a_retired_host_whose_last_client_leaves_may_be_moved_as_a_client() {
+    let mut core = core_with(2);
+    for host in [1, 9] {
+        open(&mut core, host, CHROME_WIN, "s");
+        core.offer_requested(0, host);
+    }
+    for host in [1, 9] {
+        core.session_playing(0, host);
+    }
+    outputs(&mut core);
+    let host_of = |core: &P2pCore, c| match core.role(c) {
+        Some(&Role::Client { host, .. }) => host,
+        role => panic!("{c} is {role:?}"),
+    };
+    // X relays to 2, then misses its offer to 3 (proven hosts come first): retired, 2 stays.
+    open(&mut core, 2, CHROME_ANDROID, "s");
+    core.offer_requested(0, 2);
+    let x = host_of(&core, 2);
+    exchange(&mut core, 0, x, 2);
+    open(&mut core, 3, CHROME_ANDROID, "s");
+    core.offer_requested(0, 3);
+    assert_eq!(host_of(&core, 3), x);
+    let deadline = timers(&outputs(&mut core))[0];
+    core.timer_fired(4000, deadline);
+    outputs(&mut core);
+    // Y relays to 5.
+    open(&mut core, 5, CHROME_ANDROID, "s");
+    core.offer_requested(5000, 5);
+    let y = host_of(&core, 5);
+    assert_ne!(x, y, "a retired host takes no new client");
+    exchange(&mut core, 5000, y, 5);
+    // 2 leaves: X relays to nobody now, and cannot relay: it is moved into Y's free slot.
+    core.session_closed(10_000, 2);
+    let checks = timers_with_delay(&outputs(&mut core));
+    assert!(checks.iter().any(|&(_, ms)| ms == 0), "a settling check for the emptied retired host: {checks:?}");
+    for (token, _) in checks {
+        core.timer_fired(10_000, token);
+    }
+    assert_eq!(core.role(x), Some(&Role::Client { host: y, stage: Stage::Moving }), "moved into the host that relays");
     core.check_invariants().unwrap();
 }
