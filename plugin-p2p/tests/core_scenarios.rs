@@ -32,6 +32,16 @@ fn open_at(core: &mut P2pCore, id: u32, ua: &str, remote: &str) {
     core.session_opened(0, Arrival { id, kind: SessionKind::Play, stream: "default/app/s", app: "app", stream_name: "s", user_agent: ua, query: "", remote });
 }
 
+/// k clients per host; host 1 (desktop Chrome) plays from the edge; viewer 2 (`ua`) asked for
+/// the stream at t = 0 and was given to 1, which was asked to offer (outputs not drained).
+fn host_1_asked_for_client_2(k: u16, ua: &str) -> P2pCore {
+    let mut core = core_with(k);
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    open(&mut core, 2, ua, "s");
+    assert_eq!(core.offer_requested(0, 2), OfferDecision::Handled);
+    core
+}
+
 /// `host` offers to `client` at `now`, and the client answers.
 fn exchange(core: &mut P2pCore, now: u64, host: u32, client: u32) {
     let offer = format!(r#"{{"command":"offer_p2p","id":{host},"peer_id":{client},"sdp":{{}}}}"#);
@@ -230,10 +240,7 @@ fn a_host_must_be_playing_first() {
 
 #[test]
 fn a_host_that_does_not_offer_in_time_is_never_asked_again_and_its_client_is_not_blamed() {
-    let mut core = core_with(2);
-    edge_viewer(&mut core, 1, CHROME_WIN, "s");
-    open(&mut core, 2, CHROME_ANDROID, "s");
-    core.offer_requested(0, 2);
+    let mut core = host_1_asked_for_client_2(2, CHROME_ANDROID);
     let deadline = timers(&outputs(&mut core))[0];
 
     core.timer_fired(4000, deadline);
@@ -257,10 +264,7 @@ fn a_host_that_does_not_offer_in_time_is_never_asked_again_and_its_client_is_not
 
 #[test]
 fn a_client_that_does_not_answer_is_the_one_penalised_and_its_host_is_not() {
-    let mut core = core_with(2);
-    edge_viewer(&mut core, 1, CHROME_WIN, "s");
-    open(&mut core, 2, CHROME_ANDROID, "s");
-    core.offer_requested(0, 2);
+    let mut core = host_1_asked_for_client_2(2, CHROME_ANDROID);
     outputs(&mut core);
     core.message_received(100, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
     let answer_deadline = timers(&outputs(&mut core))[0];
@@ -348,10 +352,7 @@ fn an_edge_viewer_who_could_be_a_client_is_moved_into_a_vacancy_of_a_host_that_h
 
 /// H1 (k = 1) hosts phone 2; phone 3 plays from the edge since t = 0 and has settled.
 fn a_phone_waits_for_h1(proven: bool) -> P2pCore {
-    let mut core = core_with(1);
-    edge_viewer(&mut core, 1, CHROME_WIN, "s");
-    open(&mut core, 2, CHROME_ANDROID, "s");
-    core.offer_requested(0, 2);
+    let mut core = host_1_asked_for_client_2(1, CHROME_ANDROID);
     outputs(&mut core);
     if proven {
         exchange(&mut core, 0, 1, 2);
@@ -375,10 +376,7 @@ fn nobody_is_moved_into_a_host_that_has_not_relayed() {
 
 #[test]
 fn a_viewer_who_joined_recently_is_not_moved() {
-    let mut core = core_with(1);
-    edge_viewer(&mut core, 1, CHROME_WIN, "s");
-    open(&mut core, 2, CHROME_ANDROID, "s");
-    core.offer_requested(0, 2);
+    let mut core = host_1_asked_for_client_2(1, CHROME_ANDROID);
     exchange(&mut core, 0, 1, 2);
     open(&mut core, 3, CHROME_ANDROID, "s");
     core.offer_requested(0, 3);
@@ -507,10 +505,7 @@ fn balanced_matching_makes_a_viewer_who_could_host_a_host_while_the_pool_is_shor
 
 #[test]
 fn a_client_that_does_not_answer_in_time_is_given_up() {
-    let mut core = core_with(2);
-    edge_viewer(&mut core, 1, CHROME_WIN, "s");
-    open(&mut core, 2, CHROME_WIN, "s");
-    core.offer_requested(0, 2);
+    let mut core = host_1_asked_for_client_2(2, CHROME_WIN);
     let offer_deadline = timers(&outputs(&mut core))[0];
     core.message_received(0, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
     let answer_deadline = timers(&outputs(&mut core))[0];
@@ -522,10 +517,7 @@ fn a_client_that_does_not_answer_in_time_is_given_up() {
 
 #[test]
 fn deadlines_of_pairs_that_went_well_do_nothing() {
-    let mut core = core_with(2);
-    edge_viewer(&mut core, 1, CHROME_WIN, "s");
-    open(&mut core, 2, CHROME_WIN, "s");
-    core.offer_requested(0, 2);
+    let mut core = host_1_asked_for_client_2(2, CHROME_WIN);
     let mut all = timers(&outputs(&mut core));
     core.message_received(0, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
     all.extend(timers(&outputs(&mut core)));
@@ -589,10 +581,7 @@ fn disabled_p2p_serves_everyone_from_the_edge() {
 
 #[test]
 fn a_host_that_asks_again_releases_its_clients() {
-    let mut core = core_with(2);
-    edge_viewer(&mut core, 1, CHROME_WIN, "s");
-    open(&mut core, 2, CHROME_WIN, "s");
-    core.offer_requested(0, 2);
+    let mut core = host_1_asked_for_client_2(2, CHROME_WIN);
     outputs(&mut core);
     assert_eq!(core.offer_requested(0, 1), OfferDecision::ServeFromEdge);
     assert!(outputs(&mut core).contains(&Output::ServeFromEdge(2)));
@@ -660,10 +649,7 @@ fn a_vacancy_goes_to_a_waiting_viewer_of_the_hosts_network_first() {
 
 #[test]
 fn an_offer_or_answer_that_crosses_its_deadline_is_dropped_not_punished_with_a_close() {
-    let mut core = core_with(2);
-    edge_viewer(&mut core, 1, CHROME_WIN, "s");
-    open(&mut core, 2, CHROME_ANDROID, "s");
-    core.offer_requested(0, 2);
+    let mut core = host_1_asked_for_client_2(2, CHROME_ANDROID);
     let deadline = timers(&outputs(&mut core))[0];
     core.timer_fired(4000, deadline);
     outputs(&mut core);
@@ -719,10 +705,7 @@ fn late_offers_still_teach_the_deadline_so_it_can_grow_back() {
 
 #[test]
 fn a_client_that_failed_to_answer_is_never_moved_into_a_host() {
-    let mut core = core_with(1);
-    edge_viewer(&mut core, 1, CHROME_WIN, "s");
-    open(&mut core, 2, CHROME_ANDROID, "s");
-    core.offer_requested(0, 2);
+    let mut core = host_1_asked_for_client_2(1, CHROME_ANDROID);
     exchange(&mut core, 0, 1, 2);
     open(&mut core, 3, CHROME_ANDROID, "s");
     edge_viewer(&mut core, 4, CHROME_WIN, "s");
