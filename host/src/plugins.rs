@@ -77,32 +77,19 @@ struct Context {
     metrics: Arc<Metrics>,
 }
 
-impl Context {
-    fn queue(&self, call: HostCall) {
-        let _ = self.actions.send(PluginAction::Call { plugin: self.index, call });
-    }
-}
-
 impl HostServices for Context {
     fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
     }
-    fn send(&self, id: SessionId, json: &str) {
-        if !self.pending.reserve(id, json.len()) {
-            self.metrics.add("plugin_messages_dropped_over_bound", 1);
-            self.queue(HostCall::Close(id, 500, "too many messages queued for this session".into()));
-            return;
-        }
-        self.queue(HostCall::Send(id, json.to_string()));
-    }
-    fn serve_from_edge(&self, id: SessionId) {
-        self.queue(HostCall::ServeFromEdge(id));
-    }
-    fn close(&self, id: SessionId, code: u16, reason: &str) {
-        self.queue(HostCall::Close(id, code, reason.to_string()));
-    }
-    fn set_timer(&self, token: u64, after_ms: u64) {
-        self.queue(HostCall::SetTimer { token, after_ms });
+    fn queue(&self, call: HostCall) {
+        let call = match call {
+            HostCall::Send(id, json) if !self.pending.reserve(id, json.len()) => {
+                self.metrics.add("plugin_messages_dropped_over_bound", 1);
+                HostCall::Close(id, 500, "too many messages queued for this session".into())
+            }
+            call => call,
+        };
+        let _ = self.actions.send(PluginAction::Call { plugin: self.index, call });
     }
     fn log(&self, level: LogLevel, message: &str) {
         let plugin = self.plugin;
@@ -113,9 +100,6 @@ impl HostServices for Context {
             LogLevel::Debug => tracing::debug!(plugin, "{message}"),
             LogLevel::Trace => tracing::trace!(plugin, "{message}"),
         }
-    }
-    fn count(&self, name: &str, delta: i64) {
-        self.queue(HostCall::Count(name.to_string(), delta));
     }
 }
 

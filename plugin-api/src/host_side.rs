@@ -4,7 +4,7 @@
 use crate::ffi::{FfiHooksBox, FfiHost, FfiHost_TO, PluginModuleRef};
 use crate::plugin_side::panic_message;
 use crate::types::{
-    CloseReason, ConfigError, LogLevel, MessageVerdict, OfferDecision, SessionId, SessionInfo,
+    CloseReason, ConfigError, HostCall, LogLevel, MessageVerdict, OfferDecision, SessionId, SessionInfo,
 };
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::sabi_trait::TD_Opaque;
@@ -14,24 +14,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 /// What the host offers a plugin; the safe counterpart of [`crate::Host`], one value per plugin.
+/// The plugin's `send`, `serve_from_edge`, `close`, `set_timer` and `count` arrive as one
+/// [`HostCall`] each, in the order it made them.
 ///
-/// Implementations must not call back into the plugin: queue the effect and carry it out after
+/// Implementations must not call back into the plugin: queue the call and carry it out after
 /// the hook returns. A panic here is caught and logged to stderr, never unwound into the plugin.
 pub trait HostServices: Send + Sync + 'static {
     /// The host's monotonic clock, in milliseconds.
     fn now_ms(&self) -> u64;
-    /// Queue `json` for session `id`.
-    fn send(&self, id: SessionId, json: &str);
-    /// Answer session `id`'s pending `request_offer` from the edge.
-    fn serve_from_edge(&self, id: SessionId);
-    /// Send error `{code, error: reason}` to session `id`, then close it.
-    fn close(&self, id: SessionId, code: u16, reason: &str);
-    /// Call the plugin's `timer_fired(token)` after `after_ms` milliseconds.
-    fn set_timer(&self, token: u64, after_ms: u64);
-    /// Log a line from the plugin.
+    /// Log a line from the plugin (at once).
     fn log(&self, level: LogLevel, message: &str);
-    /// Add `delta` to the plugin's metric `name`.
-    fn count(&self, name: &str, delta: i64);
+    /// Queue what the plugin asked for, to be carried out after the hook returns.
+    fn queue(&self, call: HostCall);
 }
 
 /// Why a plugin library was refused at load.
@@ -269,21 +263,21 @@ impl<S: HostServices> FfiHost for GuardedServices<S> {
         self.run("now_ms", |s| s.now_ms())
     }
     fn send(&self, id: SessionId, json: RStr<'_>) {
-        self.run("send", |s| s.send(id, json.as_str()))
+        self.run("send", |s| s.queue(HostCall::Send(id, json.as_str().to_owned())))
     }
     fn serve_from_edge(&self, id: SessionId) {
-        self.run("serve_from_edge", |s| s.serve_from_edge(id))
+        self.run("serve_from_edge", |s| s.queue(HostCall::ServeFromEdge(id)))
     }
     fn close(&self, id: SessionId, code: u16, reason: RStr<'_>) {
-        self.run("close", |s| s.close(id, code, reason.as_str()))
+        self.run("close", |s| s.queue(HostCall::Close(id, code, reason.as_str().to_owned())))
     }
     fn set_timer(&self, token: u64, after_ms: u64) {
-        self.run("set_timer", |s| s.set_timer(token, after_ms))
+        self.run("set_timer", |s| s.queue(HostCall::SetTimer { token, after_ms }))
     }
     fn log(&self, level: LogLevel, message: RStr<'_>) {
         self.run("log", |s| s.log(level, message.as_str()))
     }
     fn count(&self, name: RStr<'_>, delta: i64) {
-        self.run("count", |s| s.count(name.as_str(), delta))
+        self.run("count", |s| s.queue(HostCall::Count(name.as_str().to_owned(), delta)))
     }
 }

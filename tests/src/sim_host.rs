@@ -2,7 +2,7 @@
 //! plugin's host calls queued as [`HostCall`]s, the host's own effect type, for the caller to
 //! carry out after each hook returns, as the real host does.
 
-use plugin_api::{HostCall, HostServices, LogLevel, SessionId};
+use plugin_api::{HostCall, HostServices, LogLevel};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -31,26 +31,11 @@ impl SimHost {
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
-    fn queue(&self, call: HostCall) {
-        self.calls.lock().unwrap().push(call);
-    }
 }
 
 impl HostServices for SimHost {
     fn now_ms(&self) -> u64 {
         self.now()
-    }
-    fn send(&self, id: SessionId, json: &str) {
-        self.queue(HostCall::Send(id, json.to_string()));
-    }
-    fn serve_from_edge(&self, id: SessionId) {
-        self.queue(HostCall::ServeFromEdge(id));
-    }
-    fn close(&self, id: SessionId, code: u16, reason: &str) {
-        self.queue(HostCall::Close(id, code, reason.to_string()));
-    }
-    fn set_timer(&self, token: u64, after_ms: u64) {
-        self.queue(HostCall::SetTimer { token, after_ms });
     }
     fn log(&self, level: LogLevel, message: &str) {
         if matches!(level, LogLevel::Error) {
@@ -58,7 +43,7 @@ impl HostServices for SimHost {
             eprintln!("plugin error: {message}");
         }
     }
-    fn count(&self, name: &str, delta: i64) {
-        self.queue(HostCall::Count(name.to_string(), delta));
+    fn queue(&self, call: HostCall) {
+        self.calls.lock().unwrap().push(call);
     }
 }
