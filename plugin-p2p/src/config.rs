@@ -139,6 +139,29 @@ impl P2pConfig {
         true
     }
 
+    /// One line for the log: every setting in force.
+    pub fn summary(&self) -> String {
+        if !self.enable {
+            return "P2P delivery is off (<P2P><Enable>true</Enable></P2P> turns it on)".to_string();
+        }
+        let moves = match (self.move_edge_viewers, self.move_former_clients) {
+            (false, _) => "off".to_string(),
+            (true, former) => format!("after {} ms on the edge{}", self.move_after_ms, if former { ", former clients too" } else { "" }),
+        };
+        let sites: Vec<&str> = self.site.iter().map(|s| s.name.as_str()).collect();
+        format!(
+            "P2P delivery on: {} clients per host peer, {:?} matching, offer deadline {}-{} ms ({}x the p99 offer latency), answer deadline {} ms, moving edge viewers into hosts {moves}, same network first {} (sites {sites:?}), excluded {:?}",
+            self.max_client_peers_per_host_peer,
+            self.matching,
+            self.offer_timeout_min_ms,
+            self.offer_timeout_ms,
+            self.offer_timeout_p99_multiple,
+            self.answer_timeout_ms,
+            self.prefer_same_network,
+            self.exclude
+        )
+    }
+
     /// The locator of `prefer_same_network` and the sites (blocks checked by [`Self::parse`]).
     pub fn locator(&self) -> Locator {
         let sites = self.site.iter().map(|s| s.network.iter().filter_map(|n| Cidr::parse(n).ok()).collect()).collect();

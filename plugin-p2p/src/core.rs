@@ -451,9 +451,8 @@ impl P2pCore {
     /// Makes `client` a client of `host` at `stage`, taking one of its slots.
     fn add_client(&mut self, host: SessionId, client: SessionId, stage: Stage) {
         let peer = self.peers.get_mut(&host).expect("a pooled host is known");
-        if let Role::Host { clients } = &mut peer.role {
-            clients.push(client);
-        }
+        let Role::Host { clients } = &mut peer.role else { unreachable!("only hosts are pooled: {host} is {:?}", peer.role) };
+        clients.push(client);
         let load = peer.load();
         self.pool.set_load(host, load);
         let peer = self.peers.get_mut(&client).expect("checked by the caller");

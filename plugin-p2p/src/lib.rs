@@ -56,27 +56,7 @@ impl Plugin for P2pPlugin {
 
     fn load(host: Host, config: Option<&str>) -> Result<Self, ConfigError> {
         let config = config.map(P2pConfig::parse).transpose()?.unwrap_or_default();
-        let summary = if config.enable {
-            let moves = match (config.move_edge_viewers, config.move_former_clients) {
-                (false, _) => "off".to_string(),
-                (true, former) => format!("after {} ms on the edge{}", config.move_after_ms, if former { ", former clients too" } else { "" }),
-            };
-            let sites: Vec<&str> = config.site.iter().map(|s| s.name.as_str()).collect();
-            format!(
-                "P2P delivery on: {} clients per host peer, {:?} matching, offer deadline {}-{} ms ({}x the p99 offer latency), answer deadline {} ms, moving edge viewers into hosts {moves}, same network first {} (sites {sites:?}), excluded {:?}",
-                config.max_client_peers_per_host_peer,
-                config.matching,
-                config.offer_timeout_min_ms,
-                config.offer_timeout_ms,
-                config.offer_timeout_p99_multiple,
-                config.answer_timeout_ms,
-                config.prefer_same_network,
-                config.exclude
-            )
-        } else {
-            "P2P delivery is off (<P2P><Enable>true</Enable></P2P> turns it on)".to_string()
-        };
-        host.log(LogLevel::Info, &summary);
+        host.log(LogLevel::Info, &config.summary());
         Ok(Self { host, core: P2pCore::new(config) })
     }
 
