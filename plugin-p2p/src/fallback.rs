@@ -112,7 +112,10 @@ impl OfferDeadline {
             self.next = (self.next + 1) % LATENCY_WINDOW;
         }
         if self.window.len() >= MIN_LATENCY_SAMPLES {
-            let mut sorted = self.window.clone();
+            // A copy on the stack to partition (no allocation per offer).
+            let mut scratch = [0u32; LATENCY_WINDOW];
+            let sorted = &mut scratch[..self.window.len()];
+            sorted.copy_from_slice(&self.window);
             let rank = (sorted.len() * 99).div_ceil(100) - 1;
             let (_, &mut p99, _) = sorted.select_nth_unstable(rank);
             self.current_ms = (u64::from(p99) * self.multiple).clamp(self.floor_ms, self.ceiling_ms);
@@ -126,24 +129,19 @@ mod tests {
 
     #[test]
     fn the_offer_deadline_follows_the_p99_between_floor_and_ceiling() {
+        let observe = |d: &mut OfferDeadline, n: usize, ms: u64| (0..n).for_each(|_| d.observe(ms));
         let mut d = OfferDeadline::new(1000, 4000, 3);
-        for _ in 0..MIN_LATENCY_SAMPLES - 1 {
-            d.observe(100);
-        }
+        observe(&mut d, MIN_LATENCY_SAMPLES - 1, 100);
         assert_eq!(d.current_ms(), 4000, "too few offers measured: the ceiling");
         d.observe(100);
         assert_eq!(d.current_ms(), 1000, "3 x 100 ms is under the floor");
-        for _ in 0..LATENCY_WINDOW {
-            d.observe(500);
-        }
+        observe(&mut d, LATENCY_WINDOW, 500);
         assert_eq!(d.current_ms(), 1500);
         d.observe(5000);
         assert_eq!(d.current_ms(), 1500, "one slow offer in 128 is above the p99");
         d.observe(5000);
         assert_eq!(d.current_ms(), 4000, "two are the p99: capped at the ceiling");
-        for _ in 0..LATENCY_WINDOW {
-            d.observe(400);
-        }
+        observe(&mut d, LATENCY_WINDOW, 400);
         assert_eq!(d.current_ms(), 1200, "old samples leave the window");
         let mut fixed = OfferDeadline::new(1000, 4000, 0);
         fixed.observe(10);

@@ -4,6 +4,8 @@
 //! gets). A site is a plain number computed from the address: nothing is remembered per network,
 //! so a million distinct networks cost no memory.
 
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 
 /// A viewer's network: equal sites mean "near each other". [`Site::UNKNOWN`] matches nothing.
@@ -111,6 +113,75 @@ impl Locator {
     }
 }
 
+/// Ordered sets of entries per key, and per key and network, for "the first of this network,
+/// else the first of any" in O(log n). An entry at [`Site::UNKNOWN`] is in its key's set only.
+/// Emptied sets are dropped: the maps hold nothing but what is indexed.
+#[derive(Debug)]
+pub struct NearIndex<K, T> {
+    by_key: HashMap<K, BTreeSet<T>>,
+    by_site: HashMap<(K, Site), BTreeSet<T>>,
+}
+
+impl<K, T> Default for NearIndex<K, T> {
+    fn default() -> Self {
+        Self { by_key: HashMap::new(), by_site: HashMap::new() }
+    }
+}
+
+impl<K: Hash + Eq + Copy, T: Ord + Copy> NearIndex<K, T> {
+    /// Indexes `entry` under `key`, at `site`.
+    pub fn insert(&mut self, key: K, site: Site, entry: T) {
+        self.by_key.entry(key).or_default().insert(entry);
+        if site != Site::UNKNOWN {
+            self.by_site.entry((key, site)).or_default().insert(entry);
+        }
+    }
+
+    /// Unindexes `entry`, which was inserted with this `key` and `site`.
+    pub fn remove(&mut self, key: K, site: Site, entry: T) {
+        remove_from(&mut self.by_key, key, entry);
+        if site != Site::UNKNOWN {
+            remove_from(&mut self.by_site, (key, site), entry);
+        }
+    }
+
+    /// What `pick` finds in the set of `key` at `site`, else in the set of `key`.
+    pub fn find<R>(&self, key: K, site: Site, pick: impl Fn(&BTreeSet<T>) -> Option<R>) -> Option<R> {
+        let local = (site != Site::UNKNOWN).then(|| self.by_site.get(&(key, site)).and_then(&pick)).flatten();
+        local.or_else(|| self.by_key.get(&key).and_then(&pick))
+    }
+
+    /// How many entries `key` has.
+    pub fn len(&self, key: K) -> usize {
+        self.by_key.get(&key).map_or(0, BTreeSet::len)
+    }
+
+    /// Whether `entry` is indexed under `key` and, unless unknown, under `site` (for invariants).
+    pub fn contains(&self, key: K, site: Site, entry: &T) -> bool {
+        self.by_key.get(&key).is_some_and(|s| s.contains(entry))
+            && (site == Site::UNKNOWN || self.by_site.get(&(key, site)).is_some_and(|s| s.contains(entry)))
+    }
+
+    /// Entries indexed by key, and by key and network (for invariants).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.by_key.values().map(BTreeSet::len).sum(), self.by_site.values().map(BTreeSet::len).sum())
+    }
+
+    /// Every entry, with its key.
+    pub fn iter(&self) -> impl Iterator<Item = (K, T)> + '_ {
+        self.by_key.iter().flat_map(|(&key, set)| set.iter().map(move |&entry| (key, entry)))
+    }
+}
+
+fn remove_from<K: Hash + Eq, T: Ord>(sets: &mut HashMap<K, BTreeSet<T>>, key: K, entry: T) {
+    if let Some(set) = sets.get_mut(&key) {
+        set.remove(&entry);
+        if set.is_empty() {
+            sets.remove(&key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +205,26 @@ mod tests {
         assert_eq!(l.site("10.1.2.3:1"), l.site("10.1.200.3:1"));
         assert_eq!(l.site("10.1.2.3:1"), l.site("[2001:db8:1:5::1]:1"), "one site over both families");
         assert_ne!(l.site("10.2.2.3:1"), l.site("10.1.2.3:1"));
+    }
+
+    #[test]
+    fn the_near_index_looks_in_the_network_first_and_drops_empty_sets() {
+        let l = Locator::new(true, vec![]);
+        let (here, there) = (l.site("192.0.2.1:1"), l.site("198.51.100.1:1"));
+        let mut index: NearIndex<u32, u32> = NearIndex::default();
+        index.insert(1, there, 5);
+        index.insert(1, here, 9);
+        index.insert(1, Site::UNKNOWN, 2);
+        let first = |s: &BTreeSet<u32>| s.first().copied();
+        assert_eq!(index.find(1, here, first), Some(9), "its network first");
+        assert_eq!(index.find(1, Site::UNKNOWN, first), Some(2), "no network: the first of any");
+        assert_eq!(index.find(2, here, first), None, "another key");
+        assert_eq!((index.len(1), index.counts()), (3, (3, 2)));
+        for (site, entry) in [(there, 5), (here, 9), (Site::UNKNOWN, 2)] {
+            assert!(index.contains(1, site, &entry));
+            index.remove(1, site, entry);
+        }
+        assert!(index.by_key.is_empty() && index.by_site.is_empty(), "nothing left behind");
     }
 
     #[test]

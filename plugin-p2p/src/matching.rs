@@ -4,7 +4,7 @@
 //! And per pool, how many viewers could only ever be clients, so that viewers who could host are
 //! made hosts while the pool has too few hosts for them.
 
-use crate::locality::Site;
+use crate::locality::{NearIndex, Site};
 use plugin_api::SessionId;
 use std::collections::{BTreeSet, HashMap};
 
@@ -28,14 +28,13 @@ impl Entry {
     }
 }
 
-/// The pooled hosts, each in two ordered sets (its pool, and its pool within its site), and per
-/// pool the number of dependants: viewers who asked for the stream, cannot host and were never a
+/// The pooled hosts, ranked in their pool and in their pool's network, and per pool the number
+/// of dependants: viewers who asked for the stream, cannot host and were never a
 /// client (phones, Linux, Edge share a key with the desktops of their browser kind).
 #[derive(Debug, Default)]
 pub struct HostPool {
     hosts: HashMap<SessionId, Entry>,
-    by_key: HashMap<PoolKey, BTreeSet<Rank>>,
-    by_site: HashMap<(PoolKey, Site), BTreeSet<Rank>>,
+    ranks: NearIndex<PoolKey, Rank>,
     dependants: HashMap<PoolKey, u32>,
 }
 
@@ -57,7 +56,7 @@ impl HostPool {
 
     /// True if the hosts of `key`, at `capacity` clients each, cannot take all its dependants.
     pub fn short_of_hosts(&self, key: PoolKey, capacity: u16) -> bool {
-        let hosts = self.by_key.get(&key).map_or(0, BTreeSet::len) as u64;
+        let hosts = self.ranks.len(key) as u64;
         let dependants = self.dependants.get(&key).copied().unwrap_or(0) as u64;
         hosts * u64::from(capacity) < dependants
     }
@@ -67,17 +66,13 @@ impl HostPool {
         self.remove(id);
         let entry = Entry { key, site, load, proven };
         self.hosts.insert(id, entry);
-        self.index(id, entry);
+        self.ranks.insert(key, site, entry.rank(id));
     }
 
     /// Removes host `id`; true if it was there.
     pub fn remove(&mut self, id: SessionId) -> bool {
         let Some(entry) = self.hosts.remove(&id) else { return false };
-        let rank = entry.rank(id);
-        remove_ranked(&mut self.by_key, entry.key, rank);
-        if entry.site != Site::UNKNOWN {
-            remove_ranked(&mut self.by_site, (entry.key, entry.site), rank);
-        }
+        self.ranks.remove(entry.key, entry.site, entry.rank(id));
         true
     }
 
@@ -101,18 +96,6 @@ impl HostPool {
         }
     }
 
-    fn index(&mut self, id: SessionId, entry: Entry) {
-        self.by_key.entry(entry.key).or_default().insert(entry.rank(id));
-        if entry.site != Site::UNKNOWN {
-            self.by_site.entry((entry.key, entry.site)).or_default().insert(entry.rank(id));
-        }
-    }
-
-    /// Whether `id` is pooled.
-    pub fn contains(&self, id: SessionId) -> bool {
-        self.hosts.contains_key(&id)
-    }
-
     /// Every pooled host as `(key, load, id)` (for `P2pCore::check_invariants`).
     pub(crate) fn hosts(&self) -> impl Iterator<Item = (PoolKey, u16, SessionId)> + '_ {
         self.hosts.iter().map(|(&id, e)| (e.key, e.load, id))
@@ -120,13 +103,9 @@ impl HostPool {
 
     /// Checks that both orders hold exactly the entries (for `P2pCore::check_invariants`).
     pub(crate) fn check_indexes(&self) -> Result<(), String> {
-        let in_keys: usize = self.by_key.values().map(BTreeSet::len).sum();
-        let in_sites: usize = self.by_site.values().map(BTreeSet::len).sum();
+        let (in_keys, in_sites) = self.ranks.counts();
         let sited = self.hosts.values().filter(|e| e.site != Site::UNKNOWN).count();
-        let all_there = self.hosts.iter().all(|(&id, e)| {
-            self.by_key.get(&e.key).is_some_and(|s| s.contains(&e.rank(id)))
-                && (e.site == Site::UNKNOWN || self.by_site.get(&(e.key, e.site)).is_some_and(|s| s.contains(&e.rank(id))))
-        });
+        let all_there = self.hosts.iter().all(|(&id, e)| self.ranks.contains(e.key, e.site, &e.rank(id)));
         if in_keys != self.hosts.len() || in_sites != sited || !all_there {
             return Err(format!("pool indexes: {in_keys} ranked by pool, {in_sites} by site, {} hosts ({sited} with a site)", self.hosts.len()));
         }
@@ -143,24 +122,12 @@ impl HostPool {
     /// With `proven_only`, only hosts that have relayed.
     pub fn pick(&self, key: PoolKey, site: Site, capacity: u16, proven_only: bool) -> Option<SessionId> {
         let fits = |&(unproven, load, _): &Rank| load < capacity && !(proven_only && unproven);
-        let first = |set: Option<&BTreeSet<Rank>>| -> Option<SessionId> {
-            let set = set?;
+        self.ranks.find(key, site, |set: &BTreeSet<Rank>| {
             // Proven hosts come first, least loaded first: the first vacancy of each half.
             let proven = set.range((false, 0, 0)..(true, 0, 0)).next().filter(|r| fits(r));
             let unproven = || set.range((true, 0, 0)..).next().filter(|r| fits(r));
             proven.or_else(unproven).map(|r| r.2)
-        };
-        let local = (site != Site::UNKNOWN).then(|| first(self.by_site.get(&(key, site)))).flatten();
-        local.or_else(|| first(self.by_key.get(&key)))
-    }
-}
-
-fn remove_ranked<K: std::hash::Hash + Eq>(sets: &mut HashMap<K, BTreeSet<Rank>>, key: K, rank: Rank) {
-    if let Some(set) = sets.get_mut(&key) {
-        set.remove(&rank);
-        if set.is_empty() {
-            sets.remove(&key);
-        }
+        })
     }
 }
 
@@ -219,7 +186,7 @@ mod tests {
         assert_eq!(pool.pick((1, 1), home, 2, true), Some(1));
         pool.remove(1);
         pool.remove(2);
-        assert!(pool.by_site.is_empty() && pool.by_key.is_empty(), "nothing left behind");
+        assert_eq!(pool.ranks.counts(), (0, 0), "nothing left behind");
     }
 
     #[test]

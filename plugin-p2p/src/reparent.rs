@@ -7,10 +7,9 @@
 //! its edge connection and sending `request_offer` again, which the core answers with the host's
 //! offer; the cost is one short gap in playback (PROTOCOL.md, "How OvenPlayer handles stop").
 
-use crate::locality::Site;
+use crate::locality::{NearIndex, Site};
 use crate::matching::PoolKey;
 use plugin_api::SessionId;
-use std::collections::{BTreeSet, HashMap};
 
 /// Moves of one viewer in one session, at most: a viewer is moved again only after it came back
 /// to the edge (its new host left or failed, and `MoveFormerClients` lets a former client move),
@@ -22,49 +21,32 @@ pub const MAX_MOVES_PER_VIEWER: u8 = 2;
 /// became movable (ms): the first is the one who has waited longest.
 #[derive(Debug, Default)]
 pub struct Movable {
-    by_key: HashMap<PoolKey, BTreeSet<(u64, SessionId)>>,
-    by_site: HashMap<(PoolKey, Site), BTreeSet<(u64, SessionId)>>,
+    queue: NearIndex<PoolKey, (u64, SessionId)>,
 }
 
 impl Movable {
     /// `id` of `key`, at `site`, may be moved from `since` on.
     pub fn insert(&mut self, key: PoolKey, site: Site, since: u64, id: SessionId) {
-        self.by_key.entry(key).or_default().insert((since, id));
-        if site != Site::UNKNOWN {
-            self.by_site.entry((key, site)).or_default().insert((since, id));
-        }
+        self.queue.insert(key, site, (since, id));
     }
 
     /// `id`, movable since `since`, may no longer be moved (it asked again, left, or was moved).
     pub fn remove(&mut self, key: PoolKey, site: Site, since: u64, id: SessionId) {
-        remove_from(&mut self.by_key, key, (since, id));
-        if site != Site::UNKNOWN {
-            remove_from(&mut self.by_site, (key, site), (since, id));
-        }
+        self.queue.remove(key, site, (since, id));
     }
 
     /// The viewer of `key` at `site` who has waited longest, else the one of `key`.
     pub fn first(&self, key: PoolKey, site: Site) -> Option<SessionId> {
-        let local = (site != Site::UNKNOWN).then(|| self.by_site.get(&(key, site))?.first()).flatten();
-        local.or_else(|| self.by_key.get(&key)?.first()).map(|&(_, id)| id)
+        self.queue.find(key, site, |set| set.first().map(|&(_, id)| id))
     }
 
     /// Every movable viewer as `(key, since, id)` (for `P2pCore::check_invariants`).
     pub(crate) fn all(&self) -> impl Iterator<Item = (PoolKey, u64, SessionId)> + '_ {
-        self.by_key.iter().flat_map(|(&key, set)| set.iter().map(move |&(since, id)| (key, since, id)))
+        self.queue.iter().map(|(key, (since, id))| (key, since, id))
     }
 
     /// How many are indexed by network (for `P2pCore::check_invariants`).
     pub(crate) fn sited(&self) -> usize {
-        self.by_site.values().map(BTreeSet::len).sum()
-    }
-}
-
-fn remove_from<K: std::hash::Hash + Eq>(sets: &mut HashMap<K, BTreeSet<(u64, SessionId)>>, key: K, entry: (u64, SessionId)) {
-    if let Some(set) = sets.get_mut(&key) {
-        set.remove(&entry);
-        if set.is_empty() {
-            sets.remove(&key);
-        }
+        self.queue.counts().1
     }
 }

@@ -555,6 +555,12 @@ fn lower<R: Ord>(best: Option<R>, r: R) -> Option<R> {
 }
 
 impl Harness {
+    /// Ends `client`'s pair in the model, and forgets its current deadline.
+    fn unpair(&mut self, client: SessionId) {
+        self.pairs.remove(&client);
+        self.deadline.remove(&client);
+    }
+
     pub fn new(setup: &Setup) -> Self {
         let config = setup.config();
         Self {
@@ -929,8 +935,7 @@ impl Harness {
         let clients: Vec<(SessionId, Stage)> = self.pairs.iter().filter(|(_, &(h, _))| h == x).map(|(&c, &(_, st))| (c, st)).collect();
         plan.counts.insert("fallbacks", clients.len() as i64);
         for (c, stage) in clients {
-            self.pairs.remove(&c);
-            self.deadline.remove(&c);
+            self.unpair(c);
             match stage {
                 Stage::Moving => self.stats.moves_dropped += 1,
                 Stage::AwaitingOffer => drop(plan.edge.insert(c)),
@@ -994,12 +999,10 @@ impl Harness {
                 // Its moving pairs end at once; no message, no metric but the gauge.
                 let moving: Vec<SessionId> = self.pairs.iter().filter(|(_, &p)| p == (host, Stage::Moving)).map(|(&c, _)| c).collect();
                 for c in moving {
-                    self.pairs.remove(&c);
-                    self.deadline.remove(&c);
+                    self.unpair(c);
                     self.stats.moves_released += 1;
                 }
-                self.pairs.remove(&client);
-                self.deadline.remove(&client);
+                self.unpair(client);
                 plan.edge.insert(client);
                 plan.stops.insert((host, client));
                 plan.fill = Some(self.key(host));
@@ -1010,8 +1013,7 @@ impl Harness {
             Timer::ClientAnswer { host, client } if current(self, client, host, Stage::AwaitingAnswer) => {
                 self.stats.answer_timeouts += 1;
                 plan.counts.insert("answer_timeouts", 1);
-                self.pairs.remove(&client);
-                self.deadline.remove(&client);
+                self.unpair(client);
                 let c = self.sessions.get_mut(&client).expect("a client is live");
                 c.was_client = true;
                 c.unmovable = true;
@@ -1023,8 +1025,7 @@ impl Harness {
             Timer::MoveRequest { host, client } if current(self, client, host, Stage::Moving) => {
                 self.stats.moves_ignored += 1;
                 plan.counts.insert("moves_ignored", 1);
-                self.pairs.remove(&client);
-                self.deadline.remove(&client);
+                self.unpair(client);
                 self.sessions.get_mut(&client).expect("a client is live").unmovable = true;
                 plan.fill = Some(self.key(host));
                 self.emptied(host, plan);

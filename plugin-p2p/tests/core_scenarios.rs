@@ -42,12 +42,20 @@ fn host_1_asked_for_client_2(k: u16, ua: &str) -> P2pCore {
     core
 }
 
+/// `offer_p2p` from `host` to `client`, with an empty SDP.
+fn offer_p2p(host: u32, client: u32) -> String {
+    format!(r#"{{"command":"offer_p2p","id":{host},"peer_id":{client},"sdp":{{}}}}"#)
+}
+
+/// `answer` from `client` to `host`, with an empty SDP.
+fn answer(client: u32, host: u32) -> String {
+    format!(r#"{{"command":"answer","id":{client},"peer_id":{host},"sdp":{{}}}}"#)
+}
+
 /// `host` offers to `client` at `now`, and the client answers.
 fn exchange(core: &mut P2pCore, now: u64, host: u32, client: u32) {
-    let offer = format!(r#"{{"command":"offer_p2p","id":{host},"peer_id":{client},"sdp":{{}}}}"#);
-    assert_eq!(core.message_received(now, host, &offer), MessageVerdict::Handled);
-    let answer = format!(r#"{{"command":"answer","id":{client},"peer_id":{host},"sdp":{{}}}}"#);
-    assert_eq!(core.message_received(now, client, &answer), MessageVerdict::Handled);
+    assert_eq!(core.message_received(now, host, &offer_p2p(host, client)), MessageVerdict::Handled);
+    assert_eq!(core.message_received(now, client, &answer(client, host)), MessageVerdict::Handled);
     assert_eq!(core.role(client), Some(&Role::Client { host, stage: Stage::Answered }));
     outputs(core);
 }
@@ -166,10 +174,10 @@ fn strangers_cannot_be_addressed() {
     core.offer_requested(0, 3);
     outputs(&mut core);
     // Host 2 offers to 3, which is 1's client: refused, 2 is closed with 400.
-    core.message_received(0, 2, r#"{"command":"offer_p2p","id":2,"peer_id":3,"sdp":{}}"#);
+    core.message_received(0, 2, &offer_p2p(2, 3));
     assert!(matches!(outputs(&mut core).as_slice(), [Output::Close(2, 400, _)]));
     // Client 3 answers host 2, not its host: refused.
-    core.message_received(0, 3, r#"{"command":"answer","id":3,"peer_id":2,"sdp":{}}"#);
+    core.message_received(0, 3, &answer(3, 2));
     assert!(matches!(outputs(&mut core).as_slice(), [Output::Close(3, 400, _)]));
     // A message for a session that just left is dropped quietly.
     assert_eq!(core.message_received(0, 1, r#"{"command":"candidate_p2p","id":1,"peer_id":99,"candidates":[]}"#), MessageVerdict::Handled);
@@ -188,7 +196,7 @@ fn a_leaving_host_sends_its_clients_to_the_edge() {
         open(&mut core, c, CHROME_WIN, "s");
         core.offer_requested(0, c);
     }
-    core.message_received(0, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
+    core.message_received(0, 1, &offer_p2p(1, 2));
     outputs(&mut core);
 
     core.session_closed(0, 1);
@@ -266,7 +274,7 @@ fn a_host_that_does_not_offer_in_time_is_never_asked_again_and_its_client_is_not
 fn a_client_that_does_not_answer_is_the_one_penalised_and_its_host_is_not() {
     let mut core = host_1_asked_for_client_2(2, CHROME_ANDROID);
     outputs(&mut core);
-    core.message_received(100, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
+    core.message_received(100, 1, &offer_p2p(1, 2));
     let answer_deadline = timers(&outputs(&mut core))[0];
     core.timer_fired(4100, answer_deadline);
     let out = core.drain_outputs().collect::<Vec<_>>();
@@ -308,7 +316,7 @@ fn the_offer_deadline_follows_the_offer_latency_of_hosts_that_offer() {
         open(&mut core, client, CHROME_ANDROID, "s");
         core.offer_requested(t, client);
         deadlines.push(timers_with_delay(&outputs(&mut core))[0].1);
-        core.message_received(t + 400, 1, &format!(r#"{{"command":"offer_p2p","id":1,"peer_id":{client},"sdp":{{}}}}"#));
+        core.message_received(t + 400, 1, &offer_p2p(1, client));
         outputs(&mut core);
     }
     assert_eq!(&deadlines[..8], &[4000; 8], "the ceiling until 8 offers are measured");
@@ -507,7 +515,7 @@ fn balanced_matching_makes_a_viewer_who_could_host_a_host_while_the_pool_is_shor
 fn a_client_that_does_not_answer_in_time_is_given_up() {
     let mut core = host_1_asked_for_client_2(2, CHROME_WIN);
     let offer_deadline = timers(&outputs(&mut core))[0];
-    core.message_received(0, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
+    core.message_received(0, 1, &offer_p2p(1, 2));
     let answer_deadline = timers(&outputs(&mut core))[0];
     core.timer_fired(0, offer_deadline);
     assert!(outputs(&mut core).is_empty(), "the host offered in time");
@@ -519,9 +527,9 @@ fn a_client_that_does_not_answer_in_time_is_given_up() {
 fn deadlines_of_pairs_that_went_well_do_nothing() {
     let mut core = host_1_asked_for_client_2(2, CHROME_WIN);
     let mut all = timers(&outputs(&mut core));
-    core.message_received(0, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#);
+    core.message_received(0, 1, &offer_p2p(1, 2));
     all.extend(timers(&outputs(&mut core)));
-    core.message_received(0, 2, r#"{"command":"answer","id":2,"peer_id":1,"sdp":{}}"#);
+    core.message_received(0, 2, &answer(2, 1));
     outputs(&mut core);
     for t in all {
         core.timer_fired(0, t);
@@ -654,22 +662,22 @@ fn an_offer_or_answer_that_crosses_its_deadline_is_dropped_not_punished_with_a_c
     core.timer_fired(4000, deadline);
     outputs(&mut core);
     // 1's offer was on the wire when the deadline passed: stale, 1 is not closed.
-    assert_eq!(core.message_received(4010, 1, r#"{"command":"offer_p2p","id":1,"peer_id":2,"sdp":{}}"#), MessageVerdict::Handled);
+    assert_eq!(core.message_received(4010, 1, &offer_p2p(1, 2)), MessageVerdict::Handled);
     assert!(outputs(&mut core).is_empty(), "no close, nothing relayed");
 
     open(&mut core, 3, CHROME_ANDROID, "s");
     edge_viewer(&mut core, 4, CHROME_WIN, "s");
     core.offer_requested(5000, 3);
     outputs(&mut core);
-    core.message_received(5100, 4, r#"{"command":"offer_p2p","id":4,"peer_id":3,"sdp":{}}"#);
+    core.message_received(5100, 4, &offer_p2p(4, 3));
     let answer_deadline = timers(&outputs(&mut core))[0];
     core.timer_fired(9100, answer_deadline);
     outputs(&mut core);
     // 3's answer crossed its deadline: stale, 3 is not closed (it plays from the edge).
-    core.message_received(9110, 3, r#"{"command":"answer","id":3,"peer_id":4,"sdp":{}}"#);
+    core.message_received(9110, 3, &answer(3, 4));
     assert!(outputs(&mut core).is_empty(), "no close, nothing relayed");
     // A stranger is still refused.
-    core.message_received(9200, 3, r#"{"command":"answer","id":3,"peer_id":1,"sdp":{}}"#);
+    core.message_received(9200, 3, &answer(3, 1));
     assert!(matches!(outputs(&mut core).as_slice(), [Output::Close(3, 400, _)]));
 }
 
@@ -682,7 +690,7 @@ fn late_offers_still_teach_the_deadline_so_it_can_grow_back() {
         open(&mut core, client, CHROME_ANDROID, "s");
         core.offer_requested(t, client);
         outputs(&mut core);
-        core.message_received(t + 100, 1, &format!(r#"{{"command":"offer_p2p","id":1,"peer_id":{client},"sdp":{{}}}}"#));
+        core.message_received(t + 100, 1, &offer_p2p(1, client));
         outputs(&mut core);
         t += 1000;
     }
@@ -696,7 +704,7 @@ fn late_offers_still_teach_the_deadline_so_it_can_grow_back() {
         let deadline = timers(&outputs(&mut core))[0];
         core.timer_fired(t + 1000, deadline);
         outputs(&mut core);
-        core.message_received(t + 2500, host, &format!(r#"{{"command":"offer_p2p","id":{host},"peer_id":{client},"sdp":{{}}}}"#));
+        core.message_received(t + 2500, host, &offer_p2p(host, client));
         outputs(&mut core);
         t += 3000;
     }
@@ -711,7 +719,7 @@ fn a_client_that_failed_to_answer_is_never_moved_into_a_host() {
     edge_viewer(&mut core, 4, CHROME_WIN, "s");
     core.offer_requested(0, 3);
     outputs(&mut core);
-    core.message_received(100, 4, r#"{"command":"offer_p2p","id":4,"peer_id":3,"sdp":{}}"#);
+    core.message_received(100, 4, &offer_p2p(4, 3));
     let answer_deadline = timers(&outputs(&mut core))[0];
     core.timer_fired(4100, answer_deadline);
     outputs(&mut core);
