@@ -57,8 +57,6 @@ pub struct Config {
     pub file: PathBuf,
     /// The server's name, for logs.
     pub name: String,
-    /// The WebSocket signalling (and web page) port.
-    pub signalling_port: u16,
     /// The signalling server's bounds.
     pub limits: SignallingLimits,
     /// Where WebRTC media binds and what candidates it offers.
@@ -331,7 +329,7 @@ pub struct SignallingLimits {
     pub max_messages_per_second: u32,
     /// SDP bytes in one message.
     pub max_sdp_bytes: usize,
-    /// ICE candidates in one message, and bytes in one candidate.
+    /// ICE candidates in one message.
     pub max_candidates_per_message: usize,
     /// Bytes of one candidate line.
     pub max_candidate_bytes: usize,
@@ -446,7 +444,6 @@ impl Config {
         let config = Self {
             file: file.to_owned(),
             name: raw.name,
-            signalling_port: raw.bind.publishers.webrtc.signalling.port,
             limits: raw.bind.publishers.webrtc.signalling.clone(),
             ice_candidates: parse_ice_candidates(&raw.bind.publishers.webrtc.ice_candidates.ice_candidate, &host_text)
                 .map_err(|(offset, message)| err_at(offset, message))?,
@@ -678,7 +675,7 @@ mod tests {
     fn signalling_limits_have_defaults_and_are_read() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.limits, SignallingLimits::default());
-        assert_eq!(c.limits.port, c.signalling_port);
+        assert_eq!(c.limits.port, 3333, "the signalling port is read with its limits");
         let c = parse("<Server><Bind><Publishers><WebRTC><Signalling><Port>1</Port><MaxConnectionsPerAddress>3</MaxConnectionsPerAddress><StatsAccessToken>s3cret</StatsAccessToken></Signalling></WebRTC></Publishers></Bind></Server>").unwrap();
         assert_eq!(c.limits.max_connections_per_address, 3);
         assert_eq!(c.limits.stats_access_token.as_deref(), Some("s3cret"));
@@ -689,7 +686,7 @@ mod tests {
     #[test]
     fn defaults_follow_ome() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.signalling_port, 3333);
+        assert_eq!(c.limits.port, 3333);
         assert_eq!(c.ice_candidates, vec!["*:10000-10004/udp".parse::<IceCandidate>().unwrap()]);
         assert!(c.plugins.is_empty());
         assert_eq!(c.applications[0].streams[0].name, "stream");

@@ -137,7 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 
-    let port = config.signalling_port;
+    let port = config.limits.port;
     let state = Arc::new(state::HostState {
         edge: edge::Edge::start(&config, metrics.clone())?,
         config,

@@ -183,7 +183,6 @@ impl PluginSet {
         Ok(Self { slots, actions, metrics, pending })
     }
 
-    /// The names of the loaded plugins.
     /// The name of plugin number `index`.
     pub fn name(&self, index: usize) -> &'static str {
         self.slots[index].name

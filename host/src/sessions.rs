@@ -55,15 +55,15 @@ impl OutgoingBudget {
         Self { queued: AtomicUsize::new(0), limit, overflowed: AtomicBool::new(false) }
     }
 
-    /// Takes `bytes` from the budget; false (and the session marked as overflowed) if over.
-    fn reserve(&self, bytes: usize) -> bool {
+    /// Takes `bytes` from the budget; if over, marks the session as overflowed and says whether
+    /// this was the first refusal (`Err(true)`).
+    fn reserve(&self, bytes: usize) -> Result<(), bool> {
         let before = self.queued.fetch_add(bytes, Ordering::Relaxed);
         if before + bytes > self.limit {
             self.queued.fetch_sub(bytes, Ordering::Relaxed);
-            self.overflowed.store(true, Ordering::Relaxed);
-            return false;
+            return Err(!self.overflowed.swap(true, Ordering::Relaxed));
         }
-        true
+        Ok(())
     }
 
     /// Gives back the bytes of a message that was written (or dropped).
@@ -119,9 +119,12 @@ impl Sessions {
         let map = self.map.lock().expect("sessions lock");
         let Some(session) = map.get(&id) else { return false };
         if let SessionCommand::Send(json) = &command {
-            if !session.outgoing.reserve(json.len()) {
-                // Refused, and the session closes itself at its next turn: a slow reader.
-                let _ = session.commands.send(SessionCommand::Wake);
+            if let Err(first) = session.outgoing.reserve(json.len()) {
+                // Refused, and the session closes itself at its next turn (a slow reader): one
+                // wake-up is enough, however many messages are refused before that turn.
+                if first {
+                    let _ = session.commands.send(SessionCommand::Wake);
+                }
                 return true;
             }
         }
@@ -141,18 +144,58 @@ impl Sessions {
     }
 
     /// One row per live session, for `/stats`.
-    pub fn stats(&self) -> Vec<SessionStats> {
+    /// How many sessions are live, and a row for each of the first `limit` of them by id (rows
+    /// are built for those only).
+    pub fn stats(&self, limit: usize) -> (usize, Vec<SessionStats>) {
         let map = self.map.lock().expect("sessions lock");
-        let mut rows: Vec<SessionStats> = map
-            .values()
-            .map(|s| SessionStats {
-                id: s.info.id(),
-                stream: format!("{}/{}", s.info.app(), s.info.stream()),
-                user_agent: s.info.user_agent().to_string(),
-                egress_bytes: s.egress_bytes.load(Ordering::Relaxed),
+        let mut ids: Vec<SessionId> = map.keys().copied().collect();
+        ids.sort_unstable();
+        let rows = ids
+            .iter()
+            .take(limit)
+            .map(|id| {
+                let s = &map[id];
+                SessionStats {
+                    id: *id,
+                    stream: format!("{}/{}", s.info.app(), s.info.stream()),
+                    user_agent: s.info.user_agent().to_string(),
+                    egress_bytes: s.egress_bytes.load(Ordering::Relaxed),
+                }
             })
             .collect();
-        rows.sort_by_key(|r| r.id);
-        rows
+        (ids.len(), rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outgoing_budget_refuses_past_its_limit_and_reports_the_first_refusal_once() {
+        let budget = OutgoingBudget::new(100);
+        assert_eq!(budget.reserve(60), Ok(()));
+        assert_eq!(budget.reserve(60), Err(true), "over the limit: the first refusal");
+        assert_eq!(budget.reserve(60), Err(false), "and not again");
+        assert!(budget.overflowed());
+        budget.release(60);
+        assert_eq!(budget.reserve(100), Ok(()), "what was written is given back");
+    }
+
+    #[test]
+    fn stats_rows_are_bounded_and_the_total_still_counts_everyone() {
+        let sessions = Sessions::default();
+        for _ in 0..5 {
+            sessions.register(|id| SessionEntry {
+                info: SessionInfo::new(id, plugin_api::SessionKind::Play, "default", "app", "s", "ua", "192.0.2.1:1", ""),
+                commands: mpsc::unbounded_channel().0,
+                egress_bytes: Arc::default(),
+                outgoing: Arc::new(OutgoingBudget::new(1)),
+            });
+        }
+        let (total, rows) = sessions.stats(2);
+        assert_eq!((total, rows.len()), (5, 2));
+        assert!(rows[0].id < rows[1].id, "the first by id");
+        assert_eq!(rows[0].stream, "app/s");
     }
 }

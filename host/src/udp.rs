@@ -2,6 +2,10 @@
 
 use std::os::fd::AsRawFd;
 
+/// The kernel buffers asked for a media socket (edge or ingest): a 1 Mbit/s keyframe, or a
+/// burst to many viewers sharing the socket, fits several times over.
+pub const MEDIA_SOCKET_BUFFER: usize = 4 << 20;
+
 /// Asks for a receive buffer of `bytes` (past `net.core.rmem_max` where the process may, with
 /// `SO_RCVBUFFORCE`), and returns what the kernel granted.
 pub fn grow_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> usize {
@@ -36,7 +40,7 @@ mod tests {
     fn a_larger_receive_buffer_is_granted() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let before = super::grow_receive_buffer(&socket, 1);
-        let after = super::grow_receive_buffer(&socket, 4 << 20);
+        let after = super::grow_receive_buffer(&socket, super::MEDIA_SOCKET_BUFFER);
         assert!(after > before, "{before} -> {after}");
     }
 }

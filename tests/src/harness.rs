@@ -280,13 +280,8 @@ impl HostProcess {
 
     /// GET `/stats` as JSON.
     pub fn stats(&self) -> anyhow::Result<Value> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET /stats HTTP/1.0\r\nHost: test\r\n\r\n")?;
-        let mut response = String::new();
-        s.read_to_string(&mut response)?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b).context("no HTTP body")?;
-        Ok(serde_json::from_str(body)?)
+        let (_, body) = self.get("/stats", "")?;
+        Ok(serde_json::from_str(&body)?)
     }
 
     /// The edge egress bytes of session `id` (None if it is not live).

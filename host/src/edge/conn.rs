@@ -277,7 +277,7 @@ impl ViewerConn {
     /// Takes one live packet of the stream: sent now, or after the backlog. Returns RTP bytes sent.
     pub fn send_media(&mut self, now: Instant, packet: &Arc<MediaPacket>) -> u64 {
         if self.backlog.is_empty() {
-            return self.send_one(now, packet.index, packet);
+            return self.send_one(now, packet);
         }
         self.backlog.push_back(packet.clone());
         self.pump(now)
@@ -293,14 +293,15 @@ impl ViewerConn {
         let mut sent = 0;
         for _ in 0..BURST_PER_PACKET {
             let Some(packet) = self.backlog.pop_front() else { break };
-            sent += self.send_one(now, packet.index, &packet);
+            sent += self.send_one(now, &packet);
         }
         sent
     }
 
-    /// Sends one packet of the stream (numbered `index` by the hub) if this viewer takes it;
-    /// returns the RTP bytes sent.
-    fn send_one(&mut self, now: Instant, index: u64, packet: &MediaPacket) -> u64 {
+    /// Sends one packet of the stream (numbered `packet.index` by the hub) if this viewer takes
+    /// it; returns the RTP bytes sent.
+    fn send_one(&mut self, now: Instant, packet: &MediaPacket) -> u64 {
+        let index = packet.index;
         if self.phase != Phase::Connected || index < self.next_index {
             return 0;
         }

@@ -25,6 +25,9 @@ pub enum Dropped {
 }
 
 impl Dropped {
+    /// Every reason, in the order of their discriminants (the index of a per-reason count).
+    pub const ALL: [Dropped; 3] = [Self::UnknownUfrag, Self::UnknownAddress, Self::NotWebRtc];
+
     /// The metric name counting this reason.
     pub fn metric(self) -> &'static str {
         match self {
@@ -158,6 +161,11 @@ impl<K: Copy + Eq + Hash> Demux<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_reasons_are_listed_in_discriminant_order() {
+        assert!(Dropped::ALL.iter().enumerate().all(|(i, &d)| d as usize == i));
+    }
 
     /// A binding request with USERNAME `user` (and a dummy PRIORITY attribute before it).
     fn binding_request(user: &str) -> Vec<u8> {

@@ -13,8 +13,6 @@ use tokio::io::Interest;
 pub const RECV_BATCH: usize = 32;
 /// The largest datagram we accept (a browser's are under 1500 bytes).
 pub const MAX_DATAGRAM: usize = 2048;
-/// Kernel buffers for a socket that many viewers share.
-const SOCKET_BUFFER: usize = 4 << 20;
 
 /// One shared UDP socket.
 pub struct EdgeSocket {
@@ -101,8 +99,8 @@ impl EdgeSocket {
         let std = std::net::UdpSocket::bind(addr)?;
         std.set_nonblocking(true)?;
         let state = quinn_udp::UdpSocketState::new((&std).into())?;
-        crate::udp::grow_send_buffer(&std, SOCKET_BUFFER);
-        crate::udp::grow_receive_buffer(&std, SOCKET_BUFFER);
+        crate::udp::grow_send_buffer(&std, crate::udp::MEDIA_SOCKET_BUFFER);
+        crate::udp::grow_receive_buffer(&std, crate::udp::MEDIA_SOCKET_BUFFER);
         // quinn-udp turns GRO on; our buffers are datagram-sized, so keep datagrams apart.
         let off: libc::c_int = 0;
         // SAFETY: a valid descriptor and an int option value of the right size.

@@ -119,8 +119,8 @@ pub struct Worker {
     counters: Arc<EdgeCounters>,
     load: Arc<AtomicUsize>,
     certificate: RTCCertificate,
-    /// Datagrams dropped this turn, by reason (at most three entries).
-    dropped: HashMap<Dropped, i64>,
+    /// Datagrams dropped this turn, by reason (indexed by discriminant).
+    dropped: [i64; Dropped::ALL.len()],
     buffers: Box<[[u8; MAX_DATAGRAM]; RECV_BATCH]>,
 }
 
@@ -161,7 +161,7 @@ impl Worker {
             counters,
             load,
             certificate,
-            dropped: HashMap::new(),
+            dropped: [0; Dropped::ALL.len()],
             buffers: Box::new([[0; MAX_DATAGRAM]; RECV_BATCH]),
         }
     }
@@ -327,8 +327,11 @@ impl Worker {
         self.read_batches(socket, received);
         // One metrics update per turn, not per dropped datagram: a flood of junk must not take
         // the host-wide metrics lock thousands of times a second.
-        for (reason, n) in self.dropped.drain() {
-            self.io.metrics.add(reason.metric(), n);
+        for reason in Dropped::ALL {
+            let n = std::mem::take(&mut self.dropped[reason as usize]);
+            if n > 0 {
+                self.io.metrics.add(reason.metric(), n);
+            }
         }
     }
 
@@ -353,7 +356,7 @@ impl Worker {
                         let wants = entry.conn.datagram(now, r.local, r.from, data);
                         self.service(now, key, wants);
                     }
-                    Err(dropped) => *self.dropped.entry(dropped).or_insert(0) += 1,
+                    Err(dropped) => self.dropped[dropped as usize] += 1,
                 }
             }
             if n < RECV_BATCH {

@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
-/// The receive buffer asked for each ingest socket.
-const INGEST_BUFFER: usize = 4 << 20;
 
 /// Binds the ingest sockets of `config` (so that a busy port fails at start) and returns the task
 /// that feeds `hub` until the host stops.
@@ -24,7 +22,7 @@ pub async fn start(config: &RtpIngest, hub: Arc<StreamHub>) -> anyhow::Result<im
                 .map_err(|e| anyhow::anyhow!("cannot bind RTP ingest socket {addr}: {e}"))?;
             // A 1 Mbit/s keyframe arrives as ~100 datagrams back to back: the default buffer
             // (208 KiB) overflowed and lost parts of keyframes (BENCHMARKS.md, join time).
-            let got = crate::udp::grow_receive_buffer(&socket, INGEST_BUFFER);
+            let got = crate::udp::grow_receive_buffer(&socket, crate::udp::MEDIA_SOCKET_BUFFER);
             tracing::debug!(%addr, bytes = got, "RTP ingest receive buffer");
             Ok::<_, anyhow::Error>(socket)
         }

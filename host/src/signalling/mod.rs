@@ -43,9 +43,7 @@ async fn stats(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectI
         None if remote.ip().is_loopback() => false,
         None => return (StatusCode::FORBIDDEN, "/stats answers on loopback only (configure <StatsAccessToken>)\n").into_response(),
     };
-    let mut sessions = state.sessions.stats();
-    let total = sessions.len();
-    sessions.truncate(STATS_MAX_SESSIONS);
+    let (total, mut sessions) = state.sessions.stats(STATS_MAX_SESSIONS);
     if !with_token {
         sessions.iter_mut().for_each(|s| s.user_agent.clear());
     }
@@ -63,15 +61,6 @@ async fn stats(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectI
 /// Compares without an early exit, so the time taken says nothing about the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The first `max` bytes of `text`, cut at a character boundary.
-fn truncated(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 async fn signalling_with_file(
@@ -100,7 +89,7 @@ async fn signalling(
     };
     let limits = &state.config.limits;
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let user_agent = truncated(user_agent, limits.max_user_agent_bytes).to_string();
+    let user_agent = user_agent[..user_agent.floor_char_boundary(limits.max_user_agent_bytes)].to_string();
     let hub = state.streams.get(&format!("{app}/{stream}")).cloned();
     // Signalling messages are a few KiB (an SDP with its candidates): small buffers keep an idle
     // session cheap (tungstenite's defaults reserve 128 KiB to read per socket).
