@@ -76,15 +76,14 @@ fn init_logging(format: LogFormat) {
 }
 
 /// After a stop signal: every session is told to close (the protocol's close frame, plugins told
-/// through `session_closed`), then sessions and HTTP connections get `DrainTimeoutMs` to finish.
+/// through `session_closed`), as is any that registers later (an upgrade in flight at the
+/// signal), then sessions and HTTP connections get `DrainTimeoutMs` to finish.
 async fn drain(state: &Arc<state::HostState>, counts: &server::ConnectionCounts) {
     let sessions = state.sessions.len();
-    state.sessions.command_all(|| sessions::SessionCommand::Shutdown);
+    state.sessions.shut_down_all();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(state.config.limits.drain_timeout_ms);
     while (state.sessions.len() > 0 || counts.total() > 0) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        // A WebSocket upgrade in flight at the signal registers its session late: tell it too.
-        state.sessions.command_all(|| sessions::SessionCommand::Shutdown);
     }
     tracing::info!(
         sessions,

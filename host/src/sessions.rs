@@ -81,6 +81,8 @@ impl OutgoingBudget {
 #[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<SessionId, SessionEntry>>,
+    /// The host is stopping: a session registered from now on is told at once.
+    shutting_down: AtomicBool,
 }
 
 /// A row of `/stats`: one live session.
@@ -103,7 +105,10 @@ impl Sessions {
         loop {
             let id = rand::random_range(1..=i32::MAX as u32);
             if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(id) {
-                slot.insert(make(id));
+                let entry = slot.insert(make(id));
+                if self.shutting_down.load(Ordering::Relaxed) {
+                    let _ = entry.commands.send(SessionCommand::Shutdown);
+                }
                 return id;
             }
         }
@@ -129,6 +134,16 @@ impl Sessions {
             }
         }
         session.commands.send(command).is_ok()
+    }
+
+    /// The host is stopping: every session, and any registered from now on (a WebSocket upgrade
+    /// in flight at the signal), is told once.
+    pub fn shut_down_all(&self) {
+        let map = self.map.lock().expect("sessions lock");
+        self.shutting_down.store(true, Ordering::Relaxed);
+        for s in map.values() {
+            let _ = s.commands.send(SessionCommand::Shutdown);
+        }
     }
 
     /// Queues a command, made per session, for every session.
@@ -180,6 +195,26 @@ mod tests {
         assert!(budget.overflowed());
         budget.release(60);
         assert_eq!(budget.reserve(100), Ok(()), "what was written is given back");
+    }
+
+    #[test]
+    fn a_session_registered_while_the_host_stops_is_told_at_once() {
+        let sessions = Sessions::default();
+        let entry = |id, tx| SessionEntry {
+            info: SessionInfo::new(id, plugin_api::SessionKind::Play, "default", "app", "s", "ua", "192.0.2.1:1", ""),
+            commands: tx,
+            egress_bytes: Arc::default(),
+            outgoing: Arc::new(OutgoingBudget::new(1)),
+        };
+        let (early_tx, mut early) = mpsc::unbounded_channel();
+        sessions.register(|id| entry(id, early_tx));
+        sessions.shut_down_all();
+        let (late_tx, mut late) = mpsc::unbounded_channel();
+        sessions.register(|id| entry(id, late_tx));
+        for rx in [&mut early, &mut late] {
+            assert!(matches!(rx.try_recv(), Ok(SessionCommand::Shutdown)));
+            assert!(rx.try_recv().is_err(), "told once");
+        }
     }
 
     #[test]

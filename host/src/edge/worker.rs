@@ -273,23 +273,19 @@ impl Worker {
     }
 
     /// For a new connection: one socket of each configured candidate, in turn, and the addresses
-    /// they are announced at (the connection's candidates). Returns the first socket too.
+    /// they are announced at (the connection's candidates). Returns the first socket too. A
+    /// worker's sockets are grouped by candidate (`Edge::start` hands them out candidate by
+    /// candidate).
     fn pick_sockets(&mut self) -> (usize, Vec<SocketAddr>) {
         let turn = self.next_socket;
         self.next_socket = self.next_socket.wrapping_add(1);
         let sockets = &self.io.sockets;
-        let mut first = None;
-        let mut candidates = Vec::new();
-        let mut seen = Vec::new();
-        for s in sockets {
-            if seen.contains(&s.candidate) {
-                continue;
-            }
-            seen.push(s.candidate);
-            let of_candidate: Vec<usize> = (0..sockets.len()).filter(|i| sockets[*i].candidate == s.candidate).collect();
-            let chosen = of_candidate[turn % of_candidate.len()];
+        let (mut first, mut offset, mut candidates) = (None, 0, Vec::new());
+        for group in sockets.chunk_by(|a, b| a.candidate == b.candidate) {
+            let chosen = offset + turn % group.len();
             first.get_or_insert(chosen);
             candidates.extend_from_slice(&sockets[chosen].announced);
+            offset += group.len();
         }
         (first.unwrap_or(0), candidates)
     }
