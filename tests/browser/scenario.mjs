@@ -2,7 +2,7 @@
 //
 // Run by tests/tests/browser.rs inside a fresh network namespace (192.0.2.1 on a veth pair), so
 // Chromium gathers a usable ICE candidate and nothing leaves the machine:
-//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge>
+//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay>
 // Environment: HOST_BIN, HOST_CONFIG (the host and its config; P2P scenarios read their timing
 // settings from it), HOST_PORT, HOST_ADDR, CHROMIUM,
 // ICE_PORTS (firewalled-edge: the configured ICE port range, e.g. 10000-10004), BROWSER_ECHO=1 to
@@ -492,6 +492,80 @@ const scenarios = {
     assert.equal((await x.signals()).filter((s) => s.command === 'request_offer_p2p').length, 1, 'X was not asked again');
     assert.equal(await host.metric('p2p.offer_timeouts'), 1, 'no other deadline fired');
     assert.notEqual(xId, yId);
+  },
+
+  /**
+   * Our own page in both P2P roles (k = 2): tab A (desktop Windows Chrome) plays from the edge and
+   * relays to tabs B and C (Linux Chrome: clients only), which say so on the page and decode
+   * frames on their connection to A while the edge sends them nothing. A closes: B and C are told
+   * `stop`, ask again by themselves (no click) and play from the edge. Logs how long that takes.
+   */
+  async 'own-p2p-relay'(host, browser) {
+    const text = (v, id) => v.page.evaluate((i) => document.getElementById(i).textContent, id);
+    /** Waits until the page's `#frames` (framesDecoded of its main connection) grows by `count`. */
+    const decodes = async (v, count = 30) => {
+      const from = Number(await text(v, 'frames'));
+      await waitFor(`${v.name}'s #frames to grow by ${count} from ${from}`, 15000, async () => Number(await text(v, 'frames')) >= from + count);
+    };
+    const a = await Viewer.open(browser, 'A', 'own');
+    await playsFromEdge(host, a);
+    const aId = await a.sessionId();
+    await waitFor("A's page to say it plays from the edge", 5000, async () => (await text(a, 'source')) === 'the edge');
+    await decodes(a);
+
+    const clients = [await Viewer.open(browser, 'B', 'own', LINUX_CHROME), await Viewer.open(browser, 'C', 'own', LINUX_CHROME)];
+    // When the page puts a new stream into its <video> (frames presented after that are the new
+    // connection's; a frame of the old one may still be presented just after its stop).
+    for (const v of clients) await v.page.evaluate(() => { window.__loads = []; document.getElementById('video').addEventListener('loadstart', () => window.__loads.push(Date.now())); });
+    const ids = [];
+    for (const v of clients) {
+      const offer = await waitFor(`${v.name}'s offer`, 15000, async () => (await v.signals()).find((s) => s.command === 'offer'));
+      assert.equal(offer.peer_id, aId, `${v.name}'s offer comes from host peer A`);
+      ids.push(offer.id);
+      await waitFor(`${v.name}'s page to say it plays from A`, 5000, async () => (await text(v, 'source')) === `peer ${aId}`);
+      await v.playing();
+      await decodes(v);
+      const answer = (await v.sent()).find((m) => m.command === 'answer');
+      assert.deepEqual([answer.id, answer.peer_id], [offer.id, aId], `${v.name} answers {id: itself, peer_id: A}`);
+      assert.ok((await v.sent()).some((m) => m.command === 'candidate' && m.peer_id === aId), `${v.name} trickles candidates to A`);
+    }
+    const aSent = await a.sent();
+    for (const id of ids) {
+      assert.ok(aSent.some((m) => m.command === 'offer_p2p' && m.id === aId && m.peer_id === id), `A sent offer_p2p to ${id}`);
+      assert.ok(aSent.some((m) => m.command === 'candidate_p2p' && m.id === aId && m.peer_id === id), `A sent candidate_p2p to ${id}`);
+      assert.ok((await a.signals()).some((s) => s.command === 'answer_p2p' && s.peer_id === id), `A got ${id}'s answer`);
+    }
+    await waitFor("A's page to say it relays to two clients", 5000, async () => (await text(a, 'clients')) === '2');
+    const listed = (await text(a, 'client-list')).match(/\d+/g).map(Number).sort();
+    assert.deepEqual(listed, [...ids].sort(), "A's page lists B and C");
+    await sleep(2000);
+    for (const [i, v] of clients.entries()) {
+      assert.equal(await host.egress(ids[i]), 0, `the edge sends nothing to ${v.name}`);
+      await decodes(v);
+    }
+    log(`edge egress to A ${await host.egress(aId)} bytes, to B and C 0; A's page: "${(await a.page.evaluate(() => document.body.innerText)).split('\n').find((l) => l.startsWith('Session'))}"`);
+
+    const closedAt = Date.now();
+    await a.close();
+    const back = await Promise.all(clients.map(async (v, i) => {
+      const stop = await waitFor(`${v.name}'s stop from A`, 5000, async () => (await v.signals()).find((s) => s.command === 'stop' && s.peer_id === aId));
+      await waitFor(`${v.name}'s request_offer after the stop`, 5000, async () => (await v.sent()).some((m) => m.command === 'request_offer' && m.at >= stop.at));
+      const offer = await waitFor(`${v.name}'s edge offer`, 10000, async () => (await v.signals()).find((s) => s.command === 'offer' && s.peer_id === 0));
+      await waitFor(`${v.name}'s page to say it plays from the edge`, 10000, async () => (await text(v, 'source')) === 'the edge');
+      await v.playing(60, 30000);
+      await decodes(v);
+      assert.ok(await v.unpaused(), `${v.name} plays on without any user action`);
+      assert.ok((await host.egress(ids[i])) > 0, `the edge serves ${v.name} now`);
+      const times = await v.frameTimes();
+      const loaded = (await v.page.evaluate(() => window.__loads)).find((t) => t >= offer.at);
+      assert.ok(loaded !== undefined, `${v.name}'s page put the edge's stream into its <video>`);
+      const lastFromA = times.filter((t) => t < loaded).pop();
+      const firstFromEdge = times.find((t) => t > loaded);
+      log(`${v.name}: stop +${stop.at - closedAt} ms, edge offer +${offer.at - closedAt} ms, edge stream in <video> +${loaded - closedAt} ms, first edge frame +${firstFromEdge - closedAt} ms after A closed (gap ${firstFromEdge - lastFromA} ms since its last frame from A)`);
+      return firstFromEdge - closedAt;
+    }));
+    log(`BACK_TO_EDGE_MS ${back.join(' ')} (A's page closed -> first frame from the edge)`);
+    for (const ms of back) assert.ok(ms < 3000, `back on the edge within 3 s of A closing (${ms} ms)`);
   },
 };
 

@@ -155,3 +155,12 @@ fn eight_viewers_behind_a_firewall_that_opens_only_the_configured_ports_all_play
     let ice = format!("*:{FIREWALLED_ICE_PORTS}/udp");
     run_scenario_in("firewalled-edge", &ice, "", Some(&firewall_opening_only(FIREWALLED_ICE_PORTS)));
 }
+
+/// The host's own page (`host/assets/player.html`) in both P2P roles, k = 2: the first tab (a
+/// desktop Windows Chrome) relays to the two others (Linux Chrome: clients only), whose pages say
+/// they play from it; when it closes, both play from the edge again without a click, within 3 s
+/// (the scenario logs `BACK_TO_EDGE_MS`).
+#[test]
+fn three_tabs_of_the_hosts_page_relay_two_from_the_first_and_return_to_the_edge_when_it_closes() {
+    run_scenario("own-p2p-relay", &p2p_xml(2, 4000));
+}
