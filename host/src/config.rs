@@ -73,7 +73,19 @@ pub struct Config {
     pub plugins: Vec<PluginEntry>,
     /// Plugin config sections cut out of the file.
     pub sections: Vec<Section>,
+    /// The stats API (OME's), if a port is configured.
+    pub api: Option<ApiConfig>,
+    /// The token of the stats API, `/metrics` and the P2P page (OME's `<Managers><API><AccessToken>`):
+    /// asked for as HTTP Basic credentials; without one they answer on loopback only.
+    pub access_token: Option<String>,
     text: String,
+}
+
+/// The stats API's listener (OME's `<Bind><Managers><API>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Its TCP port (OME's examples use 8081).
+    pub port: u16,
 }
 
 /// One `<IceCandidate>`: `ADDRESS:PORT[-PORT][/udp]`, with `*` for every interface (as in OME)
@@ -231,6 +243,39 @@ struct RawServer {
     // Its children were cut out as plugin sections; what is left is whitespace.
     #[serde(rename = "Modules", default)]
     _modules: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    managers: Option<RawManagers>,
+}
+
+/// `<Managers>`: OME's `<Host><Names>` (kept for OME files; it names TLS certificates there, and
+/// this host has no TLS) and `<API><AccessToken>`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawManagers {
+    #[serde(rename = "Host", default)]
+    _host: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "API", default)]
+    api: Option<RawManagersApi>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawManagersApi {
+    access_token: Option<String>,
+}
+
+/// `<Bind><Managers><API><Port>`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawBindManagers {
+    #[serde(rename = "API")]
+    api: RawBindApi,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawBindApi {
+    port: u16,
 }
 
 impl RawServer {
@@ -244,6 +289,8 @@ impl RawServer {
 struct RawBind {
     #[serde(default)]
     publishers: RawPublishers,
+    #[serde(default)]
+    managers: Option<RawBindManagers>,
 }
 
 #[derive(Default, Deserialize)]
@@ -441,7 +488,14 @@ impl Config {
             err_at(Some(offset), if path == "." { what } else { format!("{path}: {what}") })
         })?;
 
+        let access_token = raw.managers.and_then(|m| m.api).and_then(|a| a.access_token);
+        if access_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            let at = host_text.find("<AccessToken");
+            return Err(err_at(at, "an empty <AccessToken> is not allowed (leave the element out to answer on loopback only)".into()));
+        }
         let config = Self {
+            api: raw.bind.managers.map(|m| ApiConfig { port: m.api.port }),
+            access_token,
             file: file.to_owned(),
             name: raw.name,
             limits: raw.bind.publishers.webrtc.signalling.clone(),

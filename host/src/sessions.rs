@@ -1,7 +1,8 @@
 //! The registry of live signalling sessions: how anything (a plugin, a source) reaches a session.
 
-use plugin_api::{SessionId, SessionInfo};
-use std::collections::HashMap;
+use crate::media::StreamHub;
+use plugin_api::{Delivery, SessionId, SessionInfo};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -38,6 +39,29 @@ pub struct SessionEntry {
     pub egress_bytes: Arc<AtomicU64>,
     /// What its outgoing queue may still take.
     pub outgoing: Arc<OutgoingBudget>,
+    /// The stream it plays.
+    pub hub: Arc<StreamHub>,
+    /// How it gets the stream.
+    pub view: ViewerState,
+}
+
+/// How a viewer gets the stream: its edge connection, and what a plugin reported.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ViewerState {
+    /// Its edge connection is up (media flows from the edge).
+    pub edge_up: bool,
+    /// The latest delivery a plugin reported (default: the edge, relaying to nobody).
+    pub delivery: Delivery,
+    /// While it plays from a peer: the stream's ingest bytes when that began (for the estimate
+    /// of what peers carried).
+    peer_since: Option<u64>,
+}
+
+impl ViewerState {
+    /// Plays from a peer (as far as the plugin knows).
+    pub fn from_peer(&self) -> bool {
+        self.delivery.upstream != 0 && self.delivery.connected
+    }
 }
 
 /// The bytes of messages queued for one session's socket, bounded: a reader that falls behind by
@@ -83,6 +107,49 @@ pub struct Sessions {
     map: Mutex<HashMap<SessionId, SessionEntry>>,
     /// The host is stopping: a session registered from now on is told at once.
     shutting_down: AtomicBool,
+    /// Bumped whenever a session comes, goes or changes how it gets the stream.
+    changes: Changes,
+}
+
+/// A counter of changes that watchers (the P2P page) wait on.
+pub struct Changes(tokio::sync::watch::Sender<u64>);
+
+impl Default for Changes {
+    fn default() -> Self {
+        Self(tokio::sync::watch::channel(0).0)
+    }
+}
+
+/// One stream's live sessions, summed (for metrics and the stats API).
+#[derive(Debug, Clone, Default)]
+pub struct StreamLive {
+    /// Sessions open.
+    pub sessions: u64,
+    /// Viewers whose edge connection is up.
+    pub edge_viewers: u64,
+    /// Viewers playing from a peer.
+    pub peer_viewers: u64,
+    /// Viewers relaying to at least one other.
+    pub relaying: u64,
+    /// Free relay slots of the viewers that may relay.
+    pub free_relay_slots: u64,
+    /// Edge RTP bytes sent to the open sessions.
+    pub egress_bytes: u64,
+    /// Estimated bytes the open sessions got from peers so far.
+    pub peer_bytes: u64,
+}
+
+/// A node of the delivery tree of one stream (the P2P page).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TreeNode {
+    /// The session.
+    pub id: SessionId,
+    /// The viewer it plays from (0: the edge).
+    pub upstream: SessionId,
+    /// Media flows from `upstream` (for the edge: its connection is up).
+    pub connected: bool,
+    /// More viewers it may relay to.
+    pub free_relay_slots: u16,
 }
 
 /// A row of `/stats`: one live session.
@@ -102,6 +169,7 @@ impl Sessions {
     /// Registers a new session under a fresh random id in `1..2^31` and returns that id.
     pub fn register(&self, make: impl FnOnce(SessionId) -> SessionEntry) -> SessionId {
         let mut map = self.map.lock().expect("sessions lock");
+        self.changes.0.send_modify(|n| *n += 1);
         loop {
             let id = rand::random_range(1..=i32::MAX as u32);
             if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(id) {
@@ -114,9 +182,78 @@ impl Sessions {
         }
     }
 
-    /// Removes a session.
+    /// Removes a session (ending its P2P link's estimate).
     pub fn remove(&self, id: SessionId) {
-        self.map.lock().expect("sessions lock").remove(&id);
+        if let Some(mut entry) = self.map.lock().expect("sessions lock").remove(&id) {
+            end_peer_link(&mut entry);
+            self.changes.0.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// A plugin reported how session `id` gets the stream; nothing if it is gone.
+    pub fn set_delivery(&self, id: SessionId, delivery: Delivery) {
+        let mut map = self.map.lock().expect("sessions lock");
+        let Some(entry) = map.get_mut(&id) else { return };
+        let was_peer = entry.view.from_peer();
+        entry.view.delivery = delivery;
+        if was_peer && !entry.view.from_peer() {
+            end_peer_link(entry);
+        } else if !was_peer && entry.view.from_peer() {
+            entry.view.peer_since = Some(entry.hub.counters.ingest_bytes.load(Ordering::Relaxed));
+        }
+        self.changes.0.send_modify(|n| *n += 1);
+    }
+
+    /// Session `id`'s edge connection came up or went.
+    pub fn set_edge_up(&self, id: SessionId, up: bool) {
+        let mut map = self.map.lock().expect("sessions lock");
+        if let Some(entry) = map.get_mut(&id).filter(|e| e.view.edge_up != up) {
+            entry.view.edge_up = up;
+            self.changes.0.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// A receiver that sees every change of sessions or deliveries.
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.0.subscribe()
+    }
+
+    /// The live sessions of each stream (by `app/stream`), summed.
+    pub fn per_stream(&self) -> BTreeMap<String, StreamLive> {
+        let map = self.map.lock().expect("sessions lock");
+        let relaying: std::collections::HashSet<SessionId> =
+            map.values().map(|e| e.view.delivery.upstream).filter(|&u| u != 0).collect();
+        let mut streams: BTreeMap<String, StreamLive> = BTreeMap::new();
+        for (id, e) in map.iter() {
+            let live = streams.entry(e.hub.name.clone()).or_default();
+            live.sessions += 1;
+            live.edge_viewers += u64::from(e.view.edge_up);
+            live.peer_viewers += u64::from(e.view.from_peer());
+            live.relaying += u64::from(relaying.contains(id));
+            live.free_relay_slots += u64::from(e.view.delivery.free_relay_slots);
+            live.egress_bytes += e.egress_bytes.load(Ordering::Relaxed);
+            if let Some(since) = e.view.peer_since {
+                live.peer_bytes += e.hub.counters.ingest_bytes.load(Ordering::Relaxed).saturating_sub(since);
+            }
+        }
+        streams
+    }
+
+    /// The sessions of stream `name` (`app/stream`) as tree nodes, at most `limit`, by id.
+    pub fn tree(&self, name: &str, limit: usize) -> Vec<TreeNode> {
+        let map = self.map.lock().expect("sessions lock");
+        let mut nodes: Vec<TreeNode> = map
+            .iter()
+            .filter(|(_, e)| e.hub.name == name)
+            .map(|(&id, e)| {
+                let d = e.view.delivery;
+                let connected = if d.upstream == 0 { e.view.edge_up } else { d.connected };
+                TreeNode { id, upstream: d.upstream, connected, free_relay_slots: d.free_relay_slots }
+            })
+            .collect();
+        nodes.sort_unstable_by_key(|n| n.id);
+        nodes.truncate(limit);
+        nodes
     }
 
     /// Queues `command` for session `id`; false if there is no such session.
@@ -182,9 +319,65 @@ impl Sessions {
     }
 }
 
+/// Ends `entry`'s P2P link, if it had one: what it got from its peer joins the stream's total.
+fn end_peer_link(entry: &mut SessionEntry) {
+    if let Some(since) = entry.view.peer_since.take() {
+        let counters = &entry.hub.counters;
+        let carried = counters.ingest_bytes.load(Ordering::Relaxed).saturating_sub(since);
+        counters.peer_bytes_ended.fetch_add(carried, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hub() -> Arc<StreamHub> {
+        Arc::new(StreamHub::new("app/s".into(), crate::config::VideoCodec::Vp8, false, Default::default()))
+    }
+
+    fn entry(id: SessionId, commands: mpsc::UnboundedSender<SessionCommand>, hub: Arc<StreamHub>) -> SessionEntry {
+        SessionEntry {
+            info: SessionInfo::new(id, plugin_api::SessionKind::Play, "default", "app", "s", "ua", "192.0.2.1:1", ""),
+            commands,
+            egress_bytes: Arc::default(),
+            outgoing: Arc::new(OutgoingBudget::new(1)),
+            hub,
+            view: ViewerState::default(),
+        }
+    }
+
+    fn publish(hub: &StreamHub, payload_bytes: usize) {
+        let packet = rtc::rtp::Packet { payload: vec![0u8; payload_bytes].into(), ..Default::default() };
+        hub.publish(crate::media::MediaKind::Audio, packet);
+    }
+
+    #[test]
+    fn what_peers_carried_is_the_streams_bytes_while_each_peer_link_was_up() {
+        let (sessions, hub) = (Sessions::default(), hub());
+        let host = sessions.register(|id| entry(id, mpsc::unbounded_channel().0, hub.clone()));
+        let client = sessions.register(|id| entry(id, mpsc::unbounded_channel().0, hub.clone()));
+        sessions.set_edge_up(host, true);
+        sessions.set_delivery(host, Delivery { free_relay_slots: 1, ..Delivery::default() });
+        publish(&hub, 88); // 100 bytes before the link: not carried by the peer
+        sessions.set_delivery(client, Delivery { upstream: host, connected: false, free_relay_slots: 0 });
+        publish(&hub, 88); // connecting: not yet
+        sessions.set_delivery(client, Delivery { upstream: host, connected: true, free_relay_slots: 0 });
+        publish(&hub, 188);
+        let live = &sessions.per_stream()["app/s"];
+        assert_eq!((live.sessions, live.edge_viewers, live.peer_viewers, live.relaying, live.free_relay_slots), (2, 1, 1, 1, 1));
+        assert_eq!(live.peer_bytes, 200);
+        sessions.set_delivery(client, Delivery::default()); // back on the edge
+        publish(&hub, 88);
+        assert_eq!(hub.counters.peer_bytes_ended.load(Ordering::Relaxed), 200);
+        assert_eq!(sessions.per_stream()["app/s"].peer_bytes, 0, "ended links are counted once, in the stream's total");
+        sessions.set_delivery(client, Delivery { upstream: host, connected: true, free_relay_slots: 0 });
+        publish(&hub, 88);
+        sessions.remove(client);
+        assert_eq!(hub.counters.peer_bytes_ended.load(Ordering::Relaxed), 300, "a link ends with its session");
+        sessions.set_delivery(client, Delivery { upstream: host, connected: true, free_relay_slots: 0 });
+        assert_eq!(sessions.per_stream()["app/s"].sessions, 1, "a report for a session that is gone is dropped");
+    }
 
     #[test]
     fn the_outgoing_budget_refuses_past_its_limit_and_reports_the_first_refusal_once() {
@@ -200,12 +393,7 @@ mod tests {
     #[test]
     fn a_session_registered_while_the_host_stops_is_told_at_once() {
         let sessions = Sessions::default();
-        let entry = |id, tx| SessionEntry {
-            info: SessionInfo::new(id, plugin_api::SessionKind::Play, "default", "app", "s", "ua", "192.0.2.1:1", ""),
-            commands: tx,
-            egress_bytes: Arc::default(),
-            outgoing: Arc::new(OutgoingBudget::new(1)),
-        };
+        let entry = |id, tx| entry(id, tx, hub());
         let (early_tx, mut early) = mpsc::unbounded_channel();
         sessions.register(|id| entry(id, early_tx));
         sessions.shut_down_all();
@@ -221,12 +409,7 @@ mod tests {
     fn stats_rows_are_bounded_and_the_total_still_counts_everyone() {
         let sessions = Sessions::default();
         for _ in 0..5 {
-            sessions.register(|id| SessionEntry {
-                info: SessionInfo::new(id, plugin_api::SessionKind::Play, "default", "app", "s", "ua", "192.0.2.1:1", ""),
-                commands: mpsc::unbounded_channel().0,
-                egress_bytes: Arc::default(),
-                outgoing: Arc::new(OutgoingBudget::new(1)),
-            });
+            sessions.register(|id| entry(id, mpsc::unbounded_channel().0, hub()));
         }
         let (total, rows) = sessions.stats(2);
         assert_eq!((total, rows.len()), (5, 2));

@@ -2,16 +2,19 @@
 //! boundary. Neither host nor plugin authors use these directly; the safe [`crate::Plugin`] trait,
 //! [`crate::Host`] handle, [`crate::LoadedPlugin`] and [`crate::export_plugin!`] sit on top.
 //!
-//! Growing the ABI: a new hook or host call goes after the `#[sabi(last_prefix_field)]` marker of
-//! its table, so libraries built against the older table still load (the host sees the new entry
-//! as missing and must not call it). Anything else (a changed signature, a new enum variant, a new
-//! field) changes the layout and needs a new minor version of `plugin-api` (major while 0.x).
+//! Growing the ABI (see the version rules in the crate's documentation): a new hook or host call
+//! goes at the end of its table, after the `#[sabi(last_prefix_field)]` marker, which never moves
+//! (it marks what every 0.1 library has), and **must have a default body**. abi_stable makes an
+//! entry with a default body optional in the vtable: called through a table built by an older
+//! library, which lacks it, the call runs the default body instead. So a host calls an added hook
+//! of an old plugin safely (it gets the default), and a new plugin's added host call on an old
+//! host does the default (nothing). Without a default body the call would panic.
 
 // The `sabi_trait` expansion defines trait impls inside generated items.
 #![allow(non_local_definitions)]
 
 use crate::types::{
-    CloseReason, ConfigError, LogLevel, MessageVerdict, OfferDecision, SessionId, SessionInfo,
+    CloseReason, ConfigError, Delivery, LogLevel, MessageVerdict, OfferDecision, SessionId, SessionInfo,
 };
 use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
@@ -54,6 +57,10 @@ pub trait FfiHost: Send + Sync {
     /// Add `delta` to the metric `name`.
     #[sabi(last_prefix_field)]
     fn count(&self, name: RStr<'_>, delta: i64);
+    /// (0.1.1) Session `id` now gets the stream as `delivery` says. On a 0.1.0 host: nothing.
+    fn report_delivery(&self, id: SessionId, delivery: Delivery) {
+        let _ = (id, delivery);
+    }
 }
 
 /// An owned plugin instance behind its vtable.

@@ -4,7 +4,7 @@
 use crate::ffi::{FfiHooksBox, FfiHost, FfiHost_TO, PluginModuleRef};
 use crate::plugin_side::panic_message;
 use crate::types::{
-    CloseReason, ConfigError, HostCall, LogLevel, MessageVerdict, OfferDecision, SessionId, SessionInfo,
+    CloseReason, ConfigError, Delivery, HostCall, LogLevel, MessageVerdict, OfferDecision, SessionId, SessionInfo,
 };
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::sabi_trait::TD_Opaque;
@@ -99,6 +99,26 @@ fn summarise_library_error(err: &LibraryError) -> String {
         LibraryError::Many(errors) => {
             errors.iter().map(summarise_library_error).collect::<Vec<_>>().join("; ")
         }
+        LibraryError::AbiInstability(_) => {
+            // abi_stable prints both layouts whole; what differs is on the `Error:` lines, each
+            // followed by its `Expected:` and `Found:` values.
+            let full = err.to_string();
+            let lines: Vec<&str> = full.lines().map(str::trim).collect();
+            let differences: Vec<String> = lines
+                .iter()
+                .enumerate()
+                .filter_map(|(i, line)| line.strip_prefix("Error:").map(|what| (i, what)))
+                .take(3)
+                .map(|(i, what)| {
+                    let value = |label: &str| {
+                        let at = lines[i..].iter().position(|l| *l == label)?;
+                        lines.get(i + at + 1).copied()
+                    };
+                    format!("{what} (expected {}, found {})", value("Expected:").unwrap_or("?"), value("Found:").unwrap_or("?"))
+                })
+                .collect();
+            if differences.is_empty() { "its types' layouts differ".to_string() } else { differences.join("; ") }
+        }
         other => {
             let full = other.to_string();
             let wanted: Vec<&str> = full
@@ -118,6 +138,21 @@ fn summarise_library_error(err: &LibraryError) -> String {
             }
         }
     }
+}
+
+/// Whether the library was built against an earlier patch of this minor version: its tables end
+/// sooner than ours and are otherwise the same.
+///
+/// abi_stable's own check accepts a library whose prefix types (the hook and host-call tables,
+/// the root module) have *at least* the interface's fields: a plugin built against this
+/// `plugin-api` or a later patch. A plugin built against an earlier patch has fewer, and abi_stable
+/// refuses it ("too many fields"); the same check the other way round (the library's layout as the
+/// interface, ours as the implementation) accepts exactly the libraries whose tables are prefixes
+/// of ours. The version check (same minor) has already passed when this is asked.
+fn built_by_an_earlier_patch(header: &abi_stable::library::LibHeader) -> bool {
+    use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
+    let ours = <PluginModuleRef as abi_stable::StableAbi>::LAYOUT;
+    header.layout().is_some_and(|theirs| check_layout_compatibility(theirs, ours).is_ok())
 }
 
 /// An opened plugin library whose ABI matched; [`PluginLibrary::instantiate`] makes the plugin.
@@ -140,9 +175,17 @@ impl PluginLibrary {
             other => LoadError::Incompatible { path: path.to_owned(), details: summarise_library_error(&other) },
         })?;
         let built_against = header.version_strings().version.to_string();
-        let module = header
-            .init_root_module::<PluginModuleRef>()
-            .map_err(|err| LoadError::Incompatible { path: path.to_owned(), details: summarise_library_error(&err) })?;
+        let incompatible = |err: &LibraryError| LoadError::Incompatible { path: path.to_owned(), details: summarise_library_error(err) };
+        let module = match header.init_root_module::<PluginModuleRef>() {
+            Ok(module) => module,
+            Err(err @ LibraryError::AbiInstability(_)) if built_by_an_earlier_patch(header) => {
+                // SAFETY: `built_by_an_earlier_patch` checked the library's layout against ours,
+                // with the library's tables as the interface: each is a prefix of ours, and every
+                // entry past its end has a default body that runs in its place (see `ffi`).
+                unsafe { header.init_root_module_with_unchecked_layout::<PluginModuleRef>() }.map_err(|_| incompatible(&err))?
+            }
+            Err(err) => return Err(incompatible(&err)),
+        };
         Ok(Self { module, path: path.to_owned(), built_against })
     }
 
@@ -279,5 +322,8 @@ impl<S: HostServices> FfiHost for GuardedServices<S> {
     }
     fn count(&self, name: RStr<'_>, delta: i64) {
         self.run("count", |s| s.queue(HostCall::Count(name.as_str().to_owned(), delta)))
+    }
+    fn report_delivery(&self, id: SessionId, delivery: Delivery) {
+        self.run("report_delivery", |s| s.queue(HostCall::ReportDelivery(id, delivery)))
     }
 }

@@ -24,9 +24,10 @@
 //! | [`Host::set_timer`]        | call `timer_fired(token)` after a delay                     |
 //! | [`Host::log`]              | log through the host's logger, tagged with the plugin name  |
 //! | [`Host::count`]            | add to a named metric (counter or gauge) the host reports   |
+//! | [`Host::report_delivery`]  | (0.1.1) how a viewer gets the stream: edge, or which peer    |
 //!
 //! The calls whose effect comes after the hook (`send`, `serve_from_edge`, `close`, `set_timer`,
-//! `count`) are also data, [`HostCall`]: the host queues them and carries them out in one place,
+//! `count`, `report_delivery`) are also data, [`HostCall`]: the host queues them and carries them out in one place,
 //! in order; simulators and benches queue them the same way. (`now_ms` and `log` act at once.)
 //!
 //! **Threading.** The host makes one call at a time into a plugin (it holds the plugin behind a
@@ -38,6 +39,22 @@
 //! host logs it with the plugin's name and disables the plugin, serving every session from the
 //! edge. A library built against an incompatible `plugin-api` is refused at load with a message
 //! naming the library and what differs (see [`LoadError`]).
+//!
+//! **Versions.** A library records the `plugin-api` version it was built against; the host
+//! refuses one of another minor version (0.1 vs 0.2), naming both. Within a minor version:
+//! - a patch release (0.1.0 -> 0.1.1) may only *add* hooks and host calls at the end of their
+//!   table, each with a default body ([`ffi`] says how); it may add new types used only by them;
+//! - an old plugin on a new host works unchanged: an added hook it lacks runs its default (the
+//!   host never panics on a missing entry), an added host call it never makes;
+//! - a new plugin on an old host loads too: an added host call it makes does nothing there.
+//! Anything else (a changed signature, a new enum variant or struct field in an existing type, a
+//! removed or reordered entry) is a new minor version. `tests/plugins/abi-0.1.0` keeps a plugin
+//! built against the 0.1.0 tables, which every host of 0.1 must load and run.
+//!
+//! | version | added                                                                   |
+//! |---------|-------------------------------------------------------------------------|
+//! | 0.1.0   | the hooks and host calls above, up to `timer_fired` and `count`          |
+//! | 0.1.1   | host call `report_delivery`, type [`Delivery`]                           |
 //!
 //! A plugin crate implements [`Plugin`] and calls [`export_plugin!`] once. It must list
 //! `abi_stable` among its dependencies (the export macro's expansion names that crate), but it
@@ -51,7 +68,7 @@ mod types;
 pub use host_side::{HostServices, LoadError, LoadedPlugin, PluginFailure, PluginLibrary};
 pub use plugin_side::{Host, Plugin};
 pub use types::{
-    CloseReason, ConfigError, HostCall, LogLevel, MessageVerdict, OfferDecision, SessionId, SessionInfo,
+    CloseReason, ConfigError, Delivery, HostCall, LogLevel, MessageVerdict, OfferDecision, SessionId, SessionInfo,
     SessionKind,
 };
 

@@ -3,7 +3,7 @@
 
 use crate::ffi::{FfiHooks, FfiHooksBox, FfiHostBox, FfiHooks_TO, PluginModule, PluginModuleRef};
 use crate::types::{
-    CloseReason, ConfigError, LogLevel, MessageVerdict, OfferDecision, SessionId, SessionInfo,
+    CloseReason, ConfigError, Delivery, LogLevel, MessageVerdict, OfferDecision, SessionId, SessionInfo,
 };
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
@@ -83,6 +83,12 @@ impl Host {
     /// Adds `delta` to the metric `name` (a counter if it only grows, else a gauge).
     pub fn count(&self, name: &str, delta: i64) {
         self.inner.count(name.into(), delta)
+    }
+    /// Tells the host how session `id` gets the stream now (0.1.1; on a 0.1.0 host it does
+    /// nothing). Call it whenever that changes, for every viewer it changes for; the host keeps
+    /// the latest per session and forgets it when the session closes.
+    pub fn report_delivery(&self, id: SessionId, delivery: Delivery) {
+        self.inner.report_delivery(id, delivery)
     }
 }
 

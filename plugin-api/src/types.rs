@@ -188,4 +188,22 @@ pub enum HostCall {
     },
     /// [`crate::Host::count`]: add `delta` to the plugin's metric `name`.
     Count(String, i64),
+    /// [`crate::Host::report_delivery`] (0.1.1): how a viewer gets the stream now.
+    ReportDelivery(SessionId, Delivery),
+}
+
+/// How a viewer gets the stream, as a plugin that serves viewers from each other reports it
+/// with [`crate::Host::report_delivery`] (added in 0.1.1). The host shows it (metrics, its P2P
+/// page, the stats API) and acts on nothing in it. A viewer never reported plays from the edge
+/// and relays to nobody: `Delivery::default()`.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Delivery {
+    /// The viewer it plays from; 0: the edge (or nobody yet).
+    pub upstream: SessionId,
+    /// With an `upstream`: media flows from it (as far as the plugin knows: for a WebRTC pair,
+    /// the viewer answered its upstream's offer); false while they connect.
+    pub connected: bool,
+    /// How many viewers it may relay to now, besides those it does (0: it takes none).
+    pub free_relay_slots: u16,
 }

@@ -9,7 +9,7 @@ use crate::fallback::{Deadline, Deadlines, OfferDeadline};
 use crate::locality::{Locator, Site};
 use crate::matching::{HostPool, PoolKey};
 use crate::reparent::{Movable, MAX_MOVES_PER_VIEWER};
-use plugin_api::{MessageVerdict, OfferDecision, SessionId, SessionKind};
+use plugin_api::{Delivery, MessageVerdict, OfferDecision, SessionId, SessionKind};
 use std::collections::HashMap;
 
 /// What the core asks of the outside world.
@@ -23,8 +23,42 @@ pub enum Output {
     Close(SessionId, u16, String),
     /// Call [`P2pCore::timer_fired`] with this token after this many ms.
     SetTimer(u64, u64),
-    /// Add to a metric.
+    /// Add to a metric (one of [`counts`]).
     Count(&'static str, i64),
+    /// How a viewer gets the stream changed (see [`P2pCore::delivery`]); the latest per session
+    /// holds, and is forgotten when the session closes.
+    Delivery(SessionId, Delivery),
+}
+
+/// The metrics the core counts, named for the host's `/metrics` (`p2p_` is prefixed there): a
+/// name ending in `_total` is a counter, any other a gauge; labels in Prometheus's own syntax.
+pub mod counts {
+    /// Gauge: viewers acting as host peers (eligible, playing from the edge).
+    pub const HOST_PEERS: &str = "host_peers";
+    /// Gauge: viewers paired with a host peer, at any stage.
+    pub const CLIENTS: &str = "clients";
+    /// Offer requests served by the edge.
+    pub const TO_EDGE: &str = r#"assignments_total{to="edge"}"#;
+    /// Offer requests given to a host peer.
+    pub const TO_PEER: &str = r#"assignments_total{to="peer"}"#;
+    /// Clients sent back to the edge because their host peer left (or started over).
+    pub const FALLBACK_HOST_LEFT: &str = r#"fallbacks_total{reason="host_left"}"#;
+    /// Clients sent to the edge because their host peer missed its offer deadline.
+    pub const FALLBACK_OFFER_DEADLINE: &str = r#"fallbacks_total{reason="offer_deadline"}"#;
+    /// Clients sent to the edge because they missed their answer deadline.
+    pub const FALLBACK_ANSWER_DEADLINE: &str = r#"fallbacks_total{reason="answer_deadline"}"#;
+    /// Host peers never asked again (missed an offer deadline).
+    pub const HOSTS_RETIRED: &str = "hosts_retired_total";
+    /// Edge viewers told to move into a host peer.
+    pub const MOVES: &str = "moves_total";
+    /// Moved viewers that asked again as told.
+    pub const MOVES_COMPLETED: &str = "moves_completed_total";
+    /// Moved viewers that did not ask again in time.
+    pub const MOVES_IGNORED: &str = "moves_ignored_total";
+    /// P2P messages refused (the sender was closed with 400).
+    pub const MESSAGES_REFUSED: &str = "messages_refused_total";
+    /// P2P messages of a pair that had just ended, dropped.
+    pub const MESSAGES_STALE: &str = "messages_stale_total";
 }
 
 /// A session as the core sees it when it opens.
@@ -116,6 +150,8 @@ struct Peer {
     /// As a client, the token of the deadline its pair must meet now: only that timer may end
     /// the pair (one armed for an earlier pairing of the same two sessions does nothing).
     pair_deadline: u64,
+    /// Its delivery as last reported to the host.
+    reported: Delivery,
 }
 
 impl Peer {
@@ -190,6 +226,8 @@ pub struct P2pCore {
     deadlines: Deadlines,
     offer_deadline: OfferDeadline,
     outputs: Vec<Output>,
+    /// Sessions whose delivery may have changed since the outputs were last drained.
+    touched: Vec<SessionId>,
 }
 
 impl P2pCore {
@@ -207,6 +245,7 @@ impl P2pCore {
             deadlines: Deadlines::default(),
             offer_deadline,
             outputs: Vec::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -215,9 +254,43 @@ impl P2pCore {
         &self.config
     }
 
-    /// Takes the outputs produced so far, in order.
+    /// Takes the outputs produced so far, in order; the deliveries that changed come last.
     pub fn drain_outputs(&mut self) -> std::vec::Drain<'_, Output> {
+        self.report_deliveries();
         self.outputs.drain(..)
+    }
+
+    /// How session `id` gets the stream now: from its host once paired (connected once it
+    /// answered; a viewer told to move still plays from the edge), or from the edge, relaying to
+    /// as many more as its free slots if it is a host peer that may take clients.
+    pub fn delivery(&self, id: SessionId) -> Option<Delivery> {
+        let peer = self.peers.get(&id)?;
+        let k = self.config.max_client_peers_per_host_peer;
+        Some(match &peer.role {
+            Role::Client { host, stage } if *stage != Stage::Moving => {
+                Delivery { upstream: *host, connected: *stage == Stage::Answered, free_relay_slots: 0 }
+            }
+            Role::Host { clients } if !peer.retired => {
+                Delivery { free_relay_slots: k.saturating_sub(clients.len() as u16), ..Delivery::default() }
+            }
+            _ => Delivery::default(),
+        })
+    }
+
+    /// Reports each touched session whose delivery differs from what was last reported.
+    fn report_deliveries(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched.drain(..) {
+            let Some(now) = self.delivery(id) else { continue };
+            let peer = self.peers.get_mut(&id).expect("delivery: known");
+            if peer.reported != now {
+                peer.reported = now;
+                self.outputs.push(Output::Delivery(id, now));
+            }
+        }
+        self.touched = touched;
     }
 
     /// The role of session `id`, if the core knows it.
@@ -252,6 +325,7 @@ impl P2pCore {
             last_host: None,
             host_asked_at: None,
             pair_deadline: 0,
+            reported: Delivery::default(),
         };
         self.peers.insert(a.id, peer);
     }
@@ -262,7 +336,7 @@ impl P2pCore {
             // It closed its edge connection as told: the host's offer answers it.
             self.set_stage(id, Stage::AwaitingOffer);
             self.ask_to_offer(now, host, id);
-            self.out(Output::Count("moves_completed", 1));
+            self.out(Output::Count(counts::MOVES_COMPLETED, 1));
             return OfferDecision::Handled;
         }
         self.unqueue(id);
@@ -283,12 +357,12 @@ impl P2pCore {
             && self.pool.short_of_hosts(peer.key, capacity);
         let host = (peer.p2p && !peer.was_client && !hosts_wanted).then(|| self.pool.pick(peer.key, peer.site, capacity, false)).flatten();
         let Some(host) = host else {
-            self.out(Output::Count("edge_assignments", 1));
+            self.out(Output::Count(counts::TO_EDGE, 1));
             return OfferDecision::ServeFromEdge;
         };
         self.add_client(host, id, Stage::AwaitingOffer);
         self.ask_to_offer(now, host, id);
-        self.out(Output::Count("p2p_assignments", 1));
+        self.out(Output::Count(counts::TO_PEER, 1));
         OfferDecision::Handled
     }
 
@@ -303,10 +377,11 @@ impl P2pCore {
         if peer.p2p && peer.host_eligible {
             peer.role = Role::Host { clients: Vec::new() };
             let key = peer.key;
+            self.touched.push(id);
             if !peer.retired {
                 self.pool.insert(id, key, peer.site, 0, peer.proven);
             }
-            self.out(Output::Count("hosts", 1));
+            self.out(Output::Count(counts::HOST_PEERS, 1));
             // A host that has relayed before takes the viewers waiting to move at once.
             self.fill_vacancies(key);
         }
@@ -349,7 +424,7 @@ impl P2pCore {
                 if matches!(message, P2pMessage::OfferP2p { .. }) {
                     self.measure_offer(now, client);
                 }
-                self.out(Output::Count("stale_messages", 1));
+                self.out(Output::Count(counts::MESSAGES_STALE, 1));
                 return MessageVerdict::Handled;
             }
             _ if self.peers.contains_key(&partner) => {
@@ -358,7 +433,7 @@ impl P2pCore {
             }
             _ => {
                 // The partner just left; its `stop` is on its way to the sender.
-                self.out(Output::Count("stale_messages", 1));
+                self.out(Output::Count(counts::MESSAGES_STALE, 1));
                 return MessageVerdict::Handled;
             }
         };
@@ -405,8 +480,13 @@ impl P2pCore {
         self.outputs.push(output);
     }
 
+    /// `ids`' deliveries may have changed: checked (and reported if so) when outputs are drained.
+    fn touch(&mut self, ids: &[SessionId]) {
+        self.touched.extend_from_slice(ids);
+    }
+
     fn refuse(&mut self, id: SessionId, error: BrokerError) {
-        self.out(Output::Count("refused_messages", 1));
+        self.out(Output::Count(counts::MESSAGES_REFUSED, 1));
         self.out(Output::Close(id, 400, error.to_string()));
     }
 
@@ -425,6 +505,7 @@ impl P2pCore {
     }
 
     fn set_stage(&mut self, client: SessionId, stage: Stage) {
+        self.touch(&[client]);
         if let Some(Peer { role: Role::Client { stage: s, .. }, .. }) = self.peers.get_mut(&client) {
             *s = stage;
         }
@@ -450,6 +531,7 @@ impl P2pCore {
 
     /// Makes `client` a client of `host` at `stage`, taking one of its slots.
     fn add_client(&mut self, host: SessionId, client: SessionId, stage: Stage) {
+        self.touch(&[host, client]);
         let peer = self.peers.get_mut(&host).expect("a pooled host is known");
         let Role::Host { clients } = &mut peer.role else { unreachable!("only hosts are pooled: {host} is {:?}", peer.role) };
         clients.push(client);
@@ -458,11 +540,12 @@ impl P2pCore {
         let peer = self.peers.get_mut(&client).expect("checked by the caller");
         peer.role = Role::Client { host, stage };
         peer.last_host = Some(host);
-        self.out(Output::Count("clients", 1));
+        self.out(Output::Count(counts::CLIENTS, 1));
     }
 
     /// Takes `client` off `host`'s list; the freed slot may go to a waiting edge viewer.
     fn remove_client(&mut self, host: SessionId, client: SessionId) {
+        self.touch(&[host, client]);
         let Some(peer) = self.peers.get_mut(&host) else { return };
         let Role::Host { clients } = &mut peer.role else { return };
         let before = clients.len();
@@ -471,7 +554,7 @@ impl P2pCore {
             let (load, key) = (peer.load(), peer.key);
             let retired_and_free = peer.retired && load == 0;
             self.pool.set_load(host, load);
-            self.out(Output::Count("clients", -1));
+            self.out(Output::Count(counts::CLIENTS, -1));
             self.fill_vacancies(key);
             if retired_and_free && self.config.move_edge_viewers {
                 // A host that cannot relay and now relays to nobody is a fine client: it may be
@@ -496,6 +579,7 @@ impl P2pCore {
     /// Ends every P2P relation of `id`: a client leaves its host (which is told), a host's clients
     /// fall back to the edge. `id` becomes a plain viewer.
     fn release(&mut self, id: SessionId) {
+        self.touch(&[id]);
         let Some(peer) = self.peers.get_mut(&id) else { return };
         match std::mem::replace(&mut peer.role, Role::Viewer) {
             Role::Viewer => {}
@@ -508,8 +592,8 @@ impl P2pCore {
             }
             Role::Host { clients } => {
                 self.pool.remove(id);
-                self.out(Output::Count("hosts", -1));
-                self.out(Output::Count("clients", -(clients.len() as i64)));
+                self.out(Output::Count(counts::HOST_PEERS, -1));
+                self.out(Output::Count(counts::CLIENTS, -(clients.len() as i64)));
                 for client in clients {
                     self.orphaned(client, id);
                 }
@@ -521,12 +605,13 @@ impl P2pCore {
     /// anew); one still waiting for an offer gets the edge's at once; neither was a client yet.
     /// One that had the host's offer is told `stop`, asks again, and the edge serves it.
     fn orphaned(&mut self, client: SessionId, host: SessionId) {
+        self.touch(&[client]);
         let Some(peer) = self.peers.get_mut(&client) else { return };
         let Role::Client { stage, .. } = std::mem::replace(&mut peer.role, Role::Viewer) else { return };
         if matches!(stage, Stage::AwaitingAnswer | Stage::Answered) {
             peer.end_client_life(&mut self.pool);
         }
-        self.out(Output::Count("fallbacks", 1));
+        self.out(Output::Count(counts::FALLBACK_HOST_LEFT, 1));
         match stage {
             Stage::Moving => {}
             Stage::AwaitingOffer => self.out(Output::ServeFromEdge(client)),
@@ -537,7 +622,8 @@ impl P2pCore {
     /// `host` did not offer in time: it is never asked again on this socket (OvenPlayer >= 0.10.39
     /// never offers); its client did nothing wrong and gets the edge's offer at once.
     fn offer_missed(&mut self, host: SessionId, client: SessionId) {
-        self.out(Output::Count("offer_timeouts", 1));
+        self.touch(&[host]);
+        self.out(Output::Count(counts::FALLBACK_OFFER_DEADLINE, 1));
         if let Some(peer) = self.peers.get_mut(&host) {
             if !peer.retired {
                 let was_dependant = peer.dependant();
@@ -546,7 +632,7 @@ impl P2pCore {
                     self.pool.dependant_joined(peer.key);
                 }
                 self.pool.remove(host);
-                self.out(Output::Count("hosts_retired", 1));
+                self.out(Output::Count(counts::HOSTS_RETIRED, 1));
             }
         }
         self.drop_moving_clients(host);
@@ -570,7 +656,7 @@ impl P2pCore {
     /// `client` did not answer its host's offer in time: the edge serves it from now on; the host
     /// is not blamed and its slot is free again.
     fn answer_missed(&mut self, host: SessionId, client: SessionId) {
-        self.out(Output::Count("answer_timeouts", 1));
+        self.out(Output::Count(counts::FALLBACK_ANSWER_DEADLINE, 1));
         let peer = self.peers.get_mut(&client).expect("checked by the caller");
         peer.role = Role::Viewer;
         peer.unmovable = true;
@@ -583,7 +669,7 @@ impl P2pCore {
     /// `client` was told to move and did not ask again: it stays on the edge, is never moved
     /// again, and the slot kept for it is free.
     fn move_ignored(&mut self, host: SessionId, client: SessionId) {
-        self.out(Output::Count("moves_ignored", 1));
+        self.out(Output::Count(counts::MOVES_IGNORED, 1));
         let peer = self.peers.get_mut(&client).expect("checked by the caller");
         peer.role = Role::Viewer;
         peer.unmovable = true;
@@ -642,13 +728,13 @@ impl P2pCore {
             self.unqueue(viewer);
             if matches!(self.role(viewer), Some(Role::Host { .. })) {
                 // A host that cannot relay (retired, no clients) becomes a client.
-                self.out(Output::Count("hosts", -1));
+                self.out(Output::Count(counts::HOST_PEERS, -1));
             }
             self.add_client(host, viewer, Stage::Moving);
             self.peers.get_mut(&viewer).expect("queued viewers are known").moves += 1;
             self.out(Output::Send(viewer, broker::stop(viewer, 0)));
             self.arm_pair_deadline(viewer, Deadline::MoveRequest { host, client: viewer }, self.config.offer_timeout_ms);
-            self.out(Output::Count("moves", 1));
+            self.out(Output::Count(counts::MOVES, 1));
         }
     }
 

@@ -44,6 +44,7 @@ impl P2pPlugin {
                 Output::Close(id, code, reason) => self.host.close(id, code, &reason),
                 Output::SetTimer(token, after_ms) => self.host.set_timer(token, after_ms),
                 Output::Count(name, delta) => self.host.count(name, delta),
+                Output::Delivery(id, delivery) => self.host.report_delivery(id, delivery),
             }
         }
     }

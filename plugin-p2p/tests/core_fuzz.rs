@@ -66,7 +66,8 @@
 use plugin_api::{MessageVerdict, OfferDecision, SessionId, SessionKind};
 use plugin_p2p::classify::classify;
 use plugin_p2p::config::{Matching, P2pConfig};
-use plugin_p2p::core::{Arrival, Output, P2pCore, Role, Stage};
+use plugin_p2p::core::{counts, Arrival, Output, P2pCore, Role, Stage};
+use plugin_api::Delivery;
 use plugin_p2p::fallback::MIN_LATENCY_SAMPLES;
 use plugin_p2p::reparent::MAX_MOVES_PER_VIEWER;
 use rand::rngs::StdRng;
@@ -534,6 +535,8 @@ pub struct Harness {
     issued: HashSet<u64>,
     max_token: u64,
     gauges: HashMap<&'static str, i64>,
+    /// The latest delivery reported per session, from the outputs.
+    deliveries: HashMap<SessionId, Delivery>,
     inbox: VecDeque<(SessionId, Inbox)>,
     stats: Stats,
     /// Print every call's outputs (see [`fuzz_trace`]).
@@ -579,6 +582,7 @@ impl Harness {
             issued: HashSet::new(),
             max_token: 0,
             gauges: HashMap::new(),
+            deliveries: HashMap::new(),
             inbox: VecDeque::new(),
             stats: Stats::default(),
             trace: false,
@@ -766,13 +770,13 @@ impl Harness {
                 s.queued = None;
                 let mut plan = Plan::default();
                 if moving {
-                    plan.counts.insert("moves_completed", 1);
+                    plan.counts.insert(counts::MOVES_COMPLETED, 1);
                 } else {
                     self.release(id, &mut plan);
                 }
                 let (decision, outputs) = self.call("offer_requested", |c| c.offer_requested(now, id))?;
                 if !moving {
-                    plan.counts.insert(if decision == OfferDecision::Handled { "p2p_assignments" } else { "edge_assignments" }, 1);
+                    plan.counts.insert(if decision == OfferDecision::Handled { counts::TO_PEER } else { counts::TO_EDGE }, 1);
                 }
                 let new_host = self.outputs(if moving { Ctx::MoveDone(id) } else { Ctx::Request(id) }, plan, outputs)?;
                 match (decision, new_host) {
@@ -827,6 +831,7 @@ impl Harness {
                 let mut plan = Plan::default();
                 self.release(id, &mut plan);
                 self.sessions.remove(&id);
+                self.deliveries.remove(&id);
                 self.asked_at.remove(&id);
                 let ((), outputs) = self.call("session_closed", |c| c.session_closed(now, id))?;
                 self.outputs(Ctx::Closed(id), plan, outputs)?;
@@ -850,15 +855,15 @@ impl Harness {
                     Expect::Unknown => self.stats.unknown += 1,
                     Expect::Refuse => {
                         self.stats.refused += 1;
-                        plan.counts.insert("refused_messages", 1);
+                        plan.counts.insert(counts::MESSAGES_REFUSED, 1);
                     }
                     Expect::Stale => {
                         self.stats.stale += 1;
-                        plan.counts.insert("stale_messages", 1);
+                        plan.counts.insert(counts::MESSAGES_STALE, 1);
                     }
                     Expect::Late { client, offer } => {
                         self.stats.late += 1;
-                        plan.counts.insert("stale_messages", 1);
+                        plan.counts.insert(counts::MESSAGES_STALE, 1);
                         // A late offer still says how long its host took, once per pairing.
                         if let Some(asked) = offer.then(|| self.asked_at.remove(&client)).flatten() {
                             self.offer_clock.observe(now - asked);
@@ -933,7 +938,7 @@ impl Harness {
             return;
         }
         let clients: Vec<(SessionId, Stage)> = self.pairs.iter().filter(|(_, &(h, _))| h == x).map(|(&c, &(_, st))| (c, st)).collect();
-        plan.counts.insert("fallbacks", clients.len() as i64);
+        plan.counts.insert(counts::FALLBACK_HOST_LEFT, clients.len() as i64);
         for (c, stage) in clients {
             self.unpair(c);
             match stage {
@@ -989,12 +994,12 @@ impl Harness {
         match timer {
             Timer::HostOffer { host, client } if current(self, client, host, Stage::AwaitingOffer) => {
                 self.stats.offer_timeouts += 1;
-                plan.counts.insert("offer_timeouts", 1);
+                plan.counts.insert(counts::FALLBACK_OFFER_DEADLINE, 1);
                 let h = self.sessions.get_mut(&host).expect("a paired host is live");
                 if !h.retired {
                     h.retired = true;
                     self.stats.hosts_retired += 1;
-                    plan.counts.insert("hosts_retired", 1);
+                    plan.counts.insert(counts::HOSTS_RETIRED, 1);
                 }
                 // Its moving pairs end at once; no message, no metric but the gauge.
                 let moving: Vec<SessionId> = self.pairs.iter().filter(|(_, &p)| p == (host, Stage::Moving)).map(|(&c, _)| c).collect();
@@ -1012,7 +1017,7 @@ impl Harness {
             }
             Timer::ClientAnswer { host, client } if current(self, client, host, Stage::AwaitingAnswer) => {
                 self.stats.answer_timeouts += 1;
-                plan.counts.insert("answer_timeouts", 1);
+                plan.counts.insert(counts::FALLBACK_ANSWER_DEADLINE, 1);
                 self.unpair(client);
                 let c = self.sessions.get_mut(&client).expect("a client is live");
                 c.was_client = true;
@@ -1024,7 +1029,7 @@ impl Harness {
             }
             Timer::MoveRequest { host, client } if current(self, client, host, Stage::Moving) => {
                 self.stats.moves_ignored += 1;
-                plan.counts.insert("moves_ignored", 1);
+                plan.counts.insert(counts::MOVES_IGNORED, 1);
                 self.unpair(client);
                 self.sessions.get_mut(&client).expect("a client is live").unmovable = true;
                 plan.fill = Some(self.key(host));
@@ -1112,7 +1117,7 @@ impl Harness {
         let mut counted: BTreeMap<&'static str, i64> = BTreeMap::new();
         let (mut moved, mut relayed) = (0, false);
         for output in outputs {
-            if let Some(w) = want.filter(|_| !matches!(output, Output::SetTimer(..) | Output::Count(..))) {
+            if let Some(w) = want.filter(|_| !matches!(output, Output::SetTimer(..) | Output::Count(..) | Output::Delivery(..))) {
                 return fail(format!("timer: {w:?} was not armed before {output:?} ({ctx:?})"));
             }
             match output {
@@ -1195,8 +1200,16 @@ impl Harness {
                     self.max_token = self.max_token.max(token);
                     self.timers.insert(token, (self.now + ms, timer));
                 }
+                Output::Delivery(id, delivery) => {
+                    if !self.sessions.contains_key(&id) {
+                        return fail(format!("delivery: reported for {id}, which is gone ({ctx:?})"));
+                    }
+                    if self.deliveries.insert(id, delivery) == Some(delivery) {
+                        return fail(format!("delivery: {id}'s {delivery:?} reported again, unchanged ({ctx:?})"));
+                    }
+                }
                 Output::Count(name, delta) => match name {
-                    "hosts" | "clients" => *self.gauges.entry(name).or_default() += delta,
+                    counts::HOST_PEERS | counts::CLIENTS => *self.gauges.entry(name).or_default() += delta,
                     _ => *counted.entry(name).or_default() += delta,
                 },
             }
@@ -1216,7 +1229,7 @@ impl Harness {
         if matches!(ctx, Ctx::Message(_, Expect::Relay(_))) && !relayed {
             return fail(format!("relay: nothing relayed in {ctx:?}"));
         }
-        if counted.remove("moves").unwrap_or(0) != moved {
+        if counted.remove(counts::MOVES).unwrap_or(0) != moved {
             return fail(format!("count: {moved} viewers told to move in {ctx:?}, the `moves` metric says otherwise"));
         }
         counted.retain(|_, n| *n != 0);
@@ -1425,8 +1438,8 @@ impl Harness {
         }
         let hosts = self.sessions.values().filter(|s| s.host).count() as i64;
         let gauge = |name| self.gauges.get(name).copied().unwrap_or(0);
-        if gauge("hosts") != hosts || gauge("clients") != self.pairs.len() as i64 {
-            return fail(format!("gauges: hosts {} clients {}, actually {hosts} and {}", gauge("hosts"), gauge("clients"), self.pairs.len()));
+        if gauge(counts::HOST_PEERS) != hosts || gauge(counts::CLIENTS) != self.pairs.len() as i64 {
+            return fail(format!("gauges: hosts {} clients {}, actually {hosts} and {}", gauge(counts::HOST_PEERS), gauge(counts::CLIENTS), self.pairs.len()));
         }
         if self.core.offer_deadline_ms() != self.offer_clock.current {
             return fail(format!("deadline: the offer deadline is {} ms, the p99 rule says {} ({:?})", self.core.offer_deadline_ms(), self.offer_clock.current, self.offer_clock));
@@ -1436,6 +1449,21 @@ impl Harness {
         }
         if let Some((v, h)) = self.missed_moves() {
             return fail(format!("missed move: {v} waits to be moved since {:?}, and {h}, a relayed host of its pool, has a vacancy", self.sessions[&v].queued));
+        }
+        for (&id, s) in &self.sessions {
+            let expected = match self.pairs.get(&id) {
+                Some(&(_, Stage::Moving)) => Delivery::default(),
+                Some(&(h, stage)) => Delivery { upstream: h, connected: stage == Stage::Answered, free_relay_slots: 0 },
+                None if s.host && !s.retired => {
+                    let free = self.k - load.get(&id).map_or(0, Vec::len);
+                    Delivery { free_relay_slots: free as u16, ..Delivery::default() }
+                }
+                None => Delivery::default(),
+            };
+            let reported = self.deliveries.get(&id).copied().unwrap_or_default();
+            if reported != expected {
+                return fail(format!("delivery: {id} was last reported as {reported:?}; the model says {expected:?}"));
+            }
         }
         Ok(())
     }
@@ -1472,7 +1500,7 @@ impl Harness {
             self.apply(&Event::Close(id))?;
         }
         self.run_clock()?;
-        if self.gauges.get("hosts").copied().unwrap_or(0) != 0 || self.gauges.get("clients").copied().unwrap_or(0) != 0 {
+        if self.gauges.get(counts::HOST_PEERS).copied().unwrap_or(0) != 0 || self.gauges.get(counts::CLIENTS).copied().unwrap_or(0) != 0 {
             return fail(format!("leak: all gone, gauges {:?}", self.gauges));
         }
         Ok(())
@@ -2039,19 +2067,28 @@ fn the_oracle_rejects_what_it_should() {
     let mut h = harness_after(&setup, &honest[..5]);
     h.sessions.get_mut(&2).unwrap().pending = true;
     h.pairs.clear();
-    h.gauges.insert("clients", 0);
-    h.gauges.insert("hosts", 0);
+    h.gauges.insert(counts::CLIENTS, 0);
+    h.gauges.insert(counts::HOST_PEERS, 0);
     h.core.session_closed(h.now, 1);
     h.core.drain_outputs().for_each(drop);
     h.sessions.remove(&1);
+    h.deliveries.clear();
     assert!(h.finish().unwrap_err().starts_with("liveness"), "a session left waiting is reported");
+    // Deliveries: what was reported must be what the model says, once per change.
+    let mut h = harness_after(&setup, &honest[..7]);
+    h.check().expect("the answered pair was reported");
+    h.deliveries.insert(2, plugin_api::Delivery::default());
+    assert!(h.check().unwrap_err().starts_with("delivery"), "a client reported on the edge");
+    let mut h = harness_after(&setup, &honest[..7]);
+    let again = Output::Delivery(2, h.deliveries[&2]);
+    assert!(h.outputs(Ctx::Open, Plan::default(), vec![again]).unwrap_err().starts_with("delivery"), "an unchanged report");
     // Outputs the call does not owe.
     let mut h = harness_after(&setup, &honest[..5]);
     let err = h.outputs(Ctx::Timer(None), Plan::default(), vec![Output::ServeFromEdge(2)]).unwrap_err();
     assert!(err.starts_with("edge"), "an edge fallback nobody owes: {err}");
     let err = h.outputs(Ctx::Closed(9), Plan::default(), vec![stop_to(1, 2)]).unwrap_err();
     assert!(err.starts_with("stop"), "a stop nobody owes: {err}");
-    let err = h.outputs(Ctx::Open, Plan::default(), vec![Output::Count("hosts_retired", 1)]).unwrap_err();
+    let err = h.outputs(Ctx::Open, Plan::default(), vec![Output::Count(counts::HOSTS_RETIRED, 1)]).unwrap_err();
     assert!(err.starts_with("count"), "a metric nothing happened for: {err}");
     let err = h.outputs(Ctx::Timer(None), Plan::default(), vec![Output::SetTimer(999, 100)]).unwrap_err();
     assert!(err.starts_with("timer"), "a timer that is nobody's deadline: {err}");

@@ -19,7 +19,7 @@
 //! network.
 
 use crate::sim_host::SimHost;
-use plugin_api::{CloseReason, HostCall, LoadedPlugin, OfferDecision, PluginLibrary, SessionId, SessionInfo, SessionKind};
+use plugin_api::{CloseReason, Delivery, HostCall, LoadedPlugin, OfferDecision, PluginLibrary, SessionId, SessionInfo, SessionKind};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -207,6 +207,9 @@ pub struct Sample {
     pub passed_over: usize,
     /// Pairs whose host and client share a network.
     pub local_pairs: usize,
+    /// Viewers the plugin's latest `report_delivery` describes otherwise than the swarm sees them
+    /// (fed by host H, or not fed by a peer); pairs answered but not connected yet count here.
+    pub misreported: usize,
 }
 
 /// What a run came to: steady-state means over its second half, and the worst seen.
@@ -257,6 +260,8 @@ pub struct Summary {
     pub hook_time: Duration,
     /// Errors the plugin logged.
     pub errors: u64,
+    /// The most viewers misreported at any sample, as a share of those present.
+    pub misreported_max: f64,
 }
 
 /// A swarm on a virtual clock around one instance of the plugin.
@@ -285,6 +290,8 @@ pub struct Swarm {
     moves: u64,
     max_moves: u32,
     move_gaps: Vec<u64>,
+    /// The plugin's latest delivery report per viewer.
+    reported: HashMap<SessionId, Delivery>,
     viewer_ms: u128,
     samples: Vec<Sample>,
 }
@@ -321,6 +328,7 @@ impl Swarm {
             moves: 0,
             max_moves: 0,
             move_gaps: Vec::new(),
+            reported: HashMap::new(),
             viewer_ms: 0,
             samples: Vec::new(),
             config,
@@ -406,6 +414,10 @@ impl Swarm {
             HostCall::Close(id, code, reason) => panic!("the plugin closed session {id} ({code} {reason}): the simulated players never misbehave"),
             HostCall::SetTimer { token, after_ms } => self.at(t + after_ms, Event::Timer(token)),
             HostCall::Count(..) => {}
+            HostCall::ReportDelivery(id, delivery) => {
+                assert!(self.viewers.contains_key(&id), "a delivery reported for {id}, who left");
+                self.reported.insert(id, delivery);
+            }
         }
     }
 
@@ -575,6 +587,7 @@ impl Swarm {
         if self.viewers.remove(&id).is_none() {
             return;
         }
+        self.reported.remove(&id);
         self.hook(|p| p.session_closed(id, reason));
     }
 
@@ -592,8 +605,11 @@ impl Swarm {
         // edge; the unrestricted optimum ignores that rule).
         let mut groups: HashMap<&(usize, String), [usize; 4]> = HashMap::new();
         let (mut from_peers, mut stranded, mut unfed, mut passed_over, mut local_pairs) = (0, 0, 0, 0, 0);
+        let mut misreported = 0;
         let mut fed_by: HashMap<SessionId, usize> = HashMap::new();
-        for v in self.viewers.values() {
+        for (id, v) in &self.viewers {
+            let reported = self.reported.get(id).filter(|d| d.connected).map(|d| d.upstream);
+            misreported += usize::from(reported != if let Feed::Peer(h) = v.feed { Some(h) } else { None });
             match v.feed {
                 Feed::Peer(h) => match self.viewers.get(&h) {
                     None => stranded += 1,
@@ -626,7 +642,7 @@ impl Swarm {
         let optimum = groups.values().map(|&[free_e, free_n, blocked_e, _]| optimum_clients(free_e, free_n, blocked_e, k)).sum();
         let optimum_unrestricted =
             groups.values().map(|&[free_e, free_n, blocked_e, blocked_n]| optimum_clients(free_e + blocked_e, free_n + blocked_n, 0, k)).sum();
-        Sample { t_s: t / 1000, viewers: self.viewers.len(), from_peers, optimum, optimum_unrestricted, stranded, unfed, passed_over, local_pairs }
+        Sample { t_s: t / 1000, viewers: self.viewers.len(), from_peers, optimum, optimum_unrestricted, stranded, unfed, passed_over, local_pairs, misreported }
     }
 
     /// Steady state: the second half of the run (the population has grown to its target).
@@ -661,6 +677,7 @@ impl Swarm {
             hook_calls: self.hook_calls,
             hook_time: self.hook_time,
             errors: self.host.errors(),
+            misreported_max: self.samples.iter().filter(|s| s.viewers > 0).map(|s| s.misreported as f64 / s.viewers as f64).fold(0.0, f64::max),
         }
     }
 }

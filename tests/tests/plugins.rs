@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tests::harness::{build_artifacts, config_xml, free_port, library, p2p_xml, run_to_exit, target_dir, write_config, HostProcess};
+use tests::peer::PeerAgent;
 use tests::signal::{request_offer, Received, Signal, CHROME_WINDOWS};
 
 const T: Duration = Duration::from_secs(10);
@@ -19,7 +20,7 @@ fn p2p_plugin_is_loaded_and_named() {
     let host = HostProcess::start(|port| config_xml(port, &p2p_xml(2, 4000))).unwrap();
     let log = host.log();
     let line = log.lines().find(|l| l.contains("plugin loaded")).unwrap_or_else(|| panic!("no load line: {log}"));
-    assert!(line.contains("plugin=p2p") && line.contains("abi=0.1.0"), "{line}");
+    assert!(line.contains("plugin=p2p") && line.contains(&format!("abi={}", plugin_api::ABI_VERSION)), "{line}");
     assert!(log.contains("P2P delivery on: 2 clients per host peer"), "{log}");
     assert_eq!(host.stats().unwrap()["plugins"], json!(["p2p"]));
 }
@@ -31,7 +32,7 @@ fn a_library_of_another_abi_is_refused_with_a_clear_message() {
     let (ok, out) = run_to_exit(&config, T);
     assert!(!ok, "{out}");
     assert!(out.contains(&lib.display().to_string()), "names the library: {out}");
-    assert!(out.contains("is incompatible with this host (plugin-api 0.1.0)"), "{out}");
+    assert!(out.contains(&format!("is incompatible with this host (plugin-api {})", plugin_api::ABI_VERSION)), "{out}");
     assert!(out.lines().count() < 15, "readable, not a layout dump: {out}");
 }
 
@@ -104,6 +105,61 @@ async fn a_panicking_plugin_is_contained_and_viewers_are_served_by_the_edge() {
     let stats = host.stats().unwrap();
     assert_eq!(stats["metrics"]["plugin_failures"], 1);
     assert_eq!(stats["metrics"]["edge_offers"], 2);
+}
+
+/// Builds the plugin of `tests/plugins/abi-0.1.0` (its own workspace: a frozen copy of plugin-api
+/// 0.1.0 and a plugin built against it) into the main target folder; returns the library.
+fn old_abi_fixture() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let workspace = tests::harness::workspace_dir();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-q", "--offline", "--locked", "--manifest-path"])
+                .arg(workspace.join("tests/plugins/abi-0.1.0/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(target_dir().parent().expect("target/<profile>"));
+            if target_dir().ends_with("release") {
+                cmd.arg("--release");
+            }
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if key.starts_with("CARGO_PKG_") || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&&*key) {
+                    cmd.env_remove(&*key);
+                }
+            }
+            assert!(cmd.status().expect("running cargo build").success(), "building the 0.1.0 fixture failed");
+            library("test_plugin_old_table")
+        })
+        .clone()
+}
+
+/// A plugin built against plugin-api 0.1.0's tables (before `report_delivery` was added after
+/// their `last_prefix_field`) loads into this host and runs: each 0.1.0 hook is called and each
+/// 0.1.0 host call works. It serves its viewer from the edge through a timer; the viewer plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_against_the_0_1_0_tables_loads_and_runs_on_this_host() {
+    let lib = old_abi_fixture();
+    let host = HostProcess::start(|port| config_xml(port, &format!("<Plugins><Plugin><Path>{}</Path></Plugin></Plugins>", lib.display()))).unwrap();
+    let log = host.log();
+    let line = log.lines().find(|l| l.contains("plugin loaded")).unwrap_or_else(|| panic!("no load line: {log}"));
+    assert!(line.contains("plugin=old-table") && line.contains("abi=0.1.0"), "{line}");
+    assert_ne!(plugin_api::ABI_VERSION, "0.1.0", "the host is newer than the fixture");
+
+    let viewer = PeerAgent::join(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+    viewer.wait_for(T, "video from the edge", |s| s.video() >= 30).await.unwrap();
+    viewer.leave().await;
+    let started = Instant::now();
+    let metric = |name: &str| host.stats().unwrap()["metrics"][format!("old-table.{name}")].as_i64().unwrap_or(0);
+    while metric("closed") < 1 {
+        assert!(started.elapsed() < T, "session_closed never reached the plugin: {}", host.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for name in ["opened", "served_late", "playing", "closed"] {
+        assert_eq!(metric(name), 1, "{name}: {}", host.stats().unwrap());
+    }
+    assert!(!host.log().contains("panicked"), "{}", host.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Media sources and their fan-out point: every stream has one [`StreamHub`] that its source
 //! feeds RTP packets into and every viewer's edge connection reads from.
 
+pub mod counters;
 pub mod gop;
 pub mod rtp_ingest;
 pub mod test_pattern;
@@ -64,6 +65,8 @@ pub struct StreamHub {
     published: AtomicU64,
     gop: Mutex<GopCache>,
     keyframe_requests: Mutex<KeyframeRequests>,
+    /// What the stream has carried, for metrics and the stats API.
+    pub counters: counters::StreamCounters,
 }
 
 /// At most one keyframe request per stream per [`KEYFRAME_REQUEST_INTERVAL`], however many viewers
@@ -92,6 +95,7 @@ impl StreamHub {
             published: AtomicU64::new(0),
             gop: Mutex::new(GopCache::new(gop)),
             keyframe_requests: Mutex::default(),
+            counters: counters::StreamCounters::new(),
         }
     }
 
@@ -102,6 +106,7 @@ impl StreamHub {
             tracing::info!(stream = %self.name, "source is live");
         }
         self.state.send_if_modified(|s| std::mem::replace(s, SourceState::Live) != SourceState::Live);
+        self.counters.received(&packet);
         let index = self.published.fetch_add(1, Ordering::Relaxed);
         let packet = Arc::new(MediaPacket { index, kind, keyframe_start, packet });
         self.gop.lock().expect("gop lock").push(Instant::now(), &packet);

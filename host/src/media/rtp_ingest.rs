@@ -1,7 +1,7 @@
 //! RTP over UDP ingest (e.g. `ffmpeg ... -f rtp rtp://127.0.0.1:5004`): one socket per track.
 //! A source silent for longer than its timeout is reported stopped; its viewers are told.
 
-use super::{MediaKind, StreamHub};
+use super::{counters, MediaKind, StreamHub};
 use crate::config::RtpIngest;
 use rtc::rtp;
 use rtc::shared::marshal::Unmarshal;
@@ -38,6 +38,7 @@ pub async fn start(config: &RtpIngest, hub: Arc<StreamHub>) -> anyhow::Result<im
         let mut video_buf = vec![0u8; 2048];
         let mut audio_buf = vec![0u8; 2048];
         let mut live = false;
+        let mut losses = [counters::LossCounter::default(), counters::LossCounter::default()];
         loop {
             let received = tokio::time::timeout(silence, async {
                 tokio::select! {
@@ -67,6 +68,8 @@ pub async fn start(config: &RtpIngest, hub: Arc<StreamHub>) -> anyhow::Result<im
                             packet.header.extension = false;
                             packet.header.extensions.clear();
                             live = true;
+                            let lost = losses[usize::from(kind == MediaKind::Audio)].arrived(packet.header.sequence_number);
+                            hub.counters.ingest_lost.fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
                             hub.publish(kind, packet);
                         }
                         Err(e) => tracing::debug!(stream = %hub.name, "not an RTP packet ({n} bytes): {e}"),

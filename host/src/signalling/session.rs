@@ -137,11 +137,19 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
             &request.query,
         );
         info = Some(i.clone());
-        SessionEntry { info: i, commands: commands_tx, egress_bytes: egress_bytes.clone(), outgoing: outgoing.clone() }
+        SessionEntry {
+            info: i,
+            commands: commands_tx,
+            egress_bytes: egress_bytes.clone(),
+            outgoing: outgoing.clone(),
+            hub: request.hub.clone(),
+            view: Default::default(),
+        }
     });
     let info = info.expect("set by register");
     tracing::info!(session = id, stream = %request.hub.name, remote = %request.remote, ua = %request.user_agent, "session opened");
     state.metrics.add("sessions_opened", 1);
+    request.hub.counters.session_opened();
     state.plugins.session_opened(&info);
 
     let mut session = Session {
@@ -176,6 +184,7 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
     }
     let _ = session.send(Message::Close(Some(CloseFrame { code: ending.close_code, reason: "".into() }))).await;
     session.drop_edge();
+    session.hub.counters.session_closed(ending.reason, session.egress_bytes.load(std::sync::atomic::Ordering::Relaxed));
     state.plugins.session_closed(id, ending.reason);
     state.metrics.add("sessions_closed", 1);
     tracing::info!(session = id, reason = ?ending.reason, "session closed");
@@ -224,6 +233,7 @@ impl Session {
                     EdgeEvent::Connected => {
                         self.ice_deadline = None;
                         self.state.metrics.add("edge_connections_up", 1);
+                        self.state.sessions.set_edge_up(self.id, true);
                         tracing::info!(session = self.id, "edge connection up");
                         self.state.plugins.session_playing(self.id);
                     }
@@ -360,6 +370,9 @@ impl Session {
 
     /// Closes the edge connection, if any (its worker frees it).
     fn drop_edge(&mut self) {
+        if self.edge.is_some() {
+            self.state.sessions.set_edge_up(self.id, false);
+        }
         self.ice_deadline = None;
         self.answer_deadline = None;
         self.edge = None;
