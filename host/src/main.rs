@@ -1,6 +1,7 @@
 //! `host`: a minimal WebRTC streaming host with OvenMediaEngine-compatible signalling and session
 //! plugins loaded at run time. It knows nothing about P2P: that is a plugin's business.
 
+mod api;
 mod config;
 mod edge;
 mod effects;
@@ -39,7 +40,12 @@ use std::time::Instant;
 /// `plugin-api`) see every session and may serve viewers another way, e.g. from each other (P2P).
 ///
 /// On the signalling port: ws://HOST:PORT/{app}/{stream} (signalling), http://HOST:PORT/ (a test
-/// player), http://HOST:PORT/stats (sessions, egress bytes, metrics as JSON).
+/// player that also relays to other viewers), http://HOST:PORT/p2p (the live P2P tree),
+/// http://HOST:PORT/stats (sessions, egress bytes, metrics as JSON).
+/// On the API port, if configured (<Bind><Managers><API><Port>): OME's stats API
+/// (/v1/stats/current/vhosts/default/apps/{app}/streams/{stream}, ...) and /metrics (Prometheus).
+/// The API, /metrics and /p2p ask for <Managers><API><AccessToken> as HTTP Basic credentials (as
+/// OME does); without a token they answer on loopback only.
 ///
 /// Logging: RUST_LOG (e.g. RUST_LOG=debug, RUST_LOG=host=debug,webrtc=warn); default info.
 /// Colours only on a terminal (and never with NO_COLOR set).
@@ -144,8 +150,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         sessions: Default::default(),
         plugins,
         metrics,
+        book: Default::default(),
     });
     tokio::spawn(effects::run(actions_rx, state.clone()));
+    tokio::spawn(api::sample_every_second(state.clone()));
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
         .await
@@ -160,7 +168,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "signalling on ws://0.0.0.0:{port}/{{app}}/{{stream}}; waiting for viewers"
     );
     println!("Open http://127.0.0.1:{port}/ in a browser to watch {}", names.first().map(|s| s.as_str()).unwrap_or("(no stream)"));
-
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let counts = Arc::new(server::ConnectionCounts::default());
     let serving = tokio::spawn(server::serve(
@@ -171,10 +178,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         state.metrics.clone(),
         stop,
     ));
+    let api_server = match &state.config.api {
+        Some(api) => {
+            let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], api.port)))
+                .await
+                .with_context(|| format!("cannot listen on the API port {}", api.port))?;
+            let access = if state.config.access_token.is_some() { "HTTP Basic with <AccessToken>" } else { "loopback only" };
+            tracing::info!(access, "stats API (OME's /v1/stats/current/...) and /metrics on http://0.0.0.0:{}/", api.port);
+            let counts = Arc::new(server::ConnectionCounts::default());
+            let limits = state.config.limits.clone();
+            Some(tokio::spawn(server::serve(listener, api::router(state.clone()), limits, counts, state.metrics.clone(), stop_tx.subscribe())))
+        }
+        None => None,
+    };
     server::shutdown_signal().await;
     stop_tx.send_replace(true);
     drain(&state, &counts).await;
     serving.abort();
+    api_server.iter().for_each(|s| s.abort());
     sources.iter().for_each(|s| s.abort());
     Ok(())
 }

@@ -193,18 +193,23 @@ impl PluginSet {
         self.slots.iter().map(|s| s.name).collect()
     }
 
-    /// Calls `hook` on one plugin unless disabled; a panic disables it and yields `None`.
-    fn call<T>(&self, slot: &Slot, hook: impl FnOnce(&mut LoadedPlugin) -> Result<T, PluginFailure>) -> Option<T> {
+    /// Calls `hook` (named `name`) on one plugin unless disabled, timing it; a panic disables the
+    /// plugin and yields `None`.
+    fn call<T>(&self, slot: &Slot, name: &'static str, hook: impl FnOnce(&mut LoadedPlugin) -> Result<T, PluginFailure>) -> Option<T> {
         if slot.disabled.load(Ordering::Acquire) {
             return None;
         }
         let mut plugin = slot.plugin.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match hook(&mut plugin) {
+        let started = Instant::now();
+        let result = hook(&mut plugin);
+        self.metrics.hook_took(slot.name, name, started.elapsed());
+        match result {
             Ok(value) => Some(value),
             Err(failure) => {
                 slot.disabled.store(true, Ordering::Release);
                 tracing::error!("{failure}; plugin disabled, sessions are served from the edge");
                 self.metrics.add("plugin_failures", 1);
+                self.metrics.add(&format!("plugin_panics.{}", slot.name), 1);
                 let _ = self.actions.send(PluginAction::Disabled);
                 None
             }
@@ -214,13 +219,13 @@ impl PluginSet {
     /// A session opened.
     pub fn session_opened(&self, info: &SessionInfo) {
         for s in &self.slots {
-            self.call(s, |p| p.session_opened(info));
+            self.call(s, "session_opened", |p| p.session_opened(info));
         }
     }
 
     /// A player asked for an offer: the first plugin that takes it wins; else the edge serves it.
     pub fn offer_requested(&self, id: SessionId) -> OfferDecision {
-        let handled = self.slots.iter().any(|s| self.call(s, |p| p.offer_requested(id)) == Some(OfferDecision::Handled));
+        let handled = self.slots.iter().any(|s| self.call(s, "offer_requested", |p| p.offer_requested(id)) == Some(OfferDecision::Handled));
         if handled { OfferDecision::Handled } else { OfferDecision::ServeFromEdge }
     }
 
@@ -229,7 +234,7 @@ impl PluginSet {
     pub fn message_received(&self, id: SessionId, json: &str) -> MessageVerdict {
         for slot in &self.slots {
             let was_enabled = !slot.disabled.load(Ordering::Acquire);
-            match self.call(slot, |p| p.message_received(id, json)) {
+            match self.call(slot, "message_received", |p| p.message_received(id, json)) {
                 Some(MessageVerdict::Handled) => return MessageVerdict::Handled,
                 None if was_enabled => return MessageVerdict::Handled,
                 _ => {}
@@ -241,21 +246,21 @@ impl PluginSet {
     /// The session's edge connection is up.
     pub fn session_playing(&self, id: SessionId) {
         for s in &self.slots {
-            self.call(s, |p| p.session_playing(id));
+            self.call(s, "session_playing", |p| p.session_playing(id));
         }
     }
 
     /// The session ended.
     pub fn session_closed(&self, id: SessionId, reason: CloseReason) {
         for s in &self.slots {
-            self.call(s, |p| p.session_closed(id, reason));
+            self.call(s, "session_closed", |p| p.session_closed(id, reason));
         }
     }
 
     /// A plugin's timer is due.
     pub fn timer_fired(&self, plugin: usize, token: u64) {
         if let Some(slot) = self.slots.get(plugin) {
-            self.call(slot, |p| p.timer_fired(token));
+            self.call(slot, "timer_fired", |p| p.timer_fired(token));
         }
     }
 }

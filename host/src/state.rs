@@ -23,4 +23,6 @@ pub struct HostState {
     pub metrics: Arc<Metrics>,
     /// The WebRTC edge: every viewer's connection.
     pub edge: Edge,
+    /// OME's statistics, sampled once a second.
+    pub book: crate::api::book::StatsBook,
 }

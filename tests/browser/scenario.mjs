@@ -341,7 +341,7 @@ const scenarios = {
     const offers = (await b.signals()).filter((s) => s.command === 'offer');
     assert.deepEqual(offers.map((o) => o.peer_id), [0], 'B got exactly one offer, from the edge');
     assert.equal(await b.sessionId(), bId);
-    assert.equal(await host.metric('p2p.offer_timeouts'), 1, 'the offer deadline fired once');
+    assert.equal(await host.metric('p2p.fallbacks_total{reason="offer_deadline"}'), 1, 'the offer deadline fired once');
     await waitFor('A to be told to stop relaying to B', 5000, async () => (await a.signals()).some((s) => s.command === 'stop' && s.peer_id === bId));
     await a.playing(30);
     log(`RESCUE_MS ${firstFrame - askedAt} (B opened -> first frame from the edge)`);
@@ -382,7 +382,7 @@ const scenarios = {
     const cId = await c.sessionId();
     await sleep(moveAfterMs + 1000);
     assert.equal((await c.signals()).some((s) => s.command === 'stop'), false, 'C is not moved while A is full');
-    assert.equal(await host.metric('p2p.moves'), 0, 'no move while A is full');
+    assert.equal(await host.metric('p2p.moves_total'), 0, 'no move while A is full');
     const edgeBefore = await host.egress(cId);
     await c.playing(30);
     assert.ok((await host.egress(cId)) > edgeBefore, 'the edge still serves C');
@@ -405,8 +405,8 @@ const scenarios = {
     await sleep(2000);
     await c.playing(30);
     assert.equal(await host.egress(cId), edgeAfter, 'the edge sends C nothing any more: A carries it');
-    assert.equal(await host.metric('p2p.moves'), 1, 'one move');
-    assert.equal(await host.metric('p2p.moves_completed'), 1, 'the move completed');
+    assert.equal(await host.metric('p2p.moves_total'), 1, 'one move');
+    assert.equal(await host.metric('p2p.moves_completed_total'), 1, 'the move completed');
 
     // The gap: last frame presented before A's offer arrived (from the edge) -> first after it.
     const times = await c.frameTimes();
@@ -454,7 +454,7 @@ const scenarios = {
     const p99 = [...latencies].sort((x, y) => x - y)[Math.ceil(latencies.length * 0.99) - 1];
     const expected = Math.min(Math.max(p99 * multiple, floor), ceiling);
     log(`OFFER_LATENCY_MS ${latencies.join(' ')} (at A): p99 ${p99}, deadline about ${expected} ms (${multiple} x p99 in [${floor}, ${ceiling}])`);
-    assert.equal(await host.metric('p2p.offer_timeouts'), 0, 'A met every deadline');
+    assert.equal(await host.metric('p2p.fallbacks_total{reason="offer_deadline"}'), 0, 'A met every deadline');
     // A has proven its relay: it would come first. It leaves, so the next client goes to X.
     await a.close();
 
@@ -470,7 +470,7 @@ const scenarios = {
     const edgeOffer = (await y.signals()).find((s) => s.command === 'offer');
     const firstFrame = (await y.frameTimes())[0];
     assert.ok(firstFrame !== undefined, "Y's frames are timestamped");
-    assert.equal(await host.metric('p2p.offer_timeouts'), 1, 'the offer deadline fired once');
+    assert.equal(await host.metric('p2p.fallbacks_total{reason="offer_deadline"}'), 1, 'the offer deadline fired once');
     await waitFor('X to be told to stop relaying to Y', 5000, async () => (await x.signals()).some((s) => s.command === 'stop' && s.peer_id === yId));
     const deadline = edgeOffer.at - asked.at;
     const rescue = firstFrame - asked.at;
@@ -490,7 +490,7 @@ const scenarios = {
     log(`Z: request_offer -> edge offer ${zOffer.at - zAsked.at} ms`);
     assert.ok(zOffer.at - zAsked.at < 500, `Z's edge offer came at once (${zOffer.at - zAsked.at} ms), not after a deadline`);
     assert.equal((await x.signals()).filter((s) => s.command === 'request_offer_p2p').length, 1, 'X was not asked again');
-    assert.equal(await host.metric('p2p.offer_timeouts'), 1, 'no other deadline fired');
+    assert.equal(await host.metric('p2p.fallbacks_total{reason="offer_deadline"}'), 1, 'no other deadline fired');
     assert.notEqual(xId, yId);
   },
 

@@ -40,7 +40,7 @@ async fn clients_play_from_their_host_peer_and_fall_back_to_the_edge_when_it_goe
         assert!(host.session_egress(c.stats.id() as u64).unwrap().unwrap() > 0, "the edge serves it now");
     }
     let stats = host.stats().unwrap();
-    assert_eq!(stats["metrics"]["p2p.fallbacks"], 2, "{stats}");
+    assert_eq!(stats["metrics"][r#"p2p.fallbacks_total{reason="host_left"}"#], 2, "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,8 @@ pub fn router(state: Arc<HostState>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/stats", get(stats))
+        .route("/p2p", get(crate::api::tree::page))
+        .route("/p2p/events", get(crate::api::tree::events))
         .route("/{app}/{stream}", get(signalling))
         .route("/{app}/{stream}/{file}", get(signalling_with_file))
         .with_state(state)

@@ -1,0 +1,206 @@
+//! What operators read: OME's REST stats API and `/metrics` on the API port (OME's
+//! `<Bind><Managers><API><Port>`), and the live P2P page on the signalling port ([`tree`]), all
+//! behind OME's access token ([`access`]).
+//!
+//! The API answers as OME does (`controllers/root_controller.cpp` and `v1/` of OME's
+//! `api_server`): `{"message":"OK","response":...,"statusCode":200}`, errors as
+//! `{"message":"[HTTP] <what> (<code>)","statusCode":<code>}`, keys in alphabetical order, a 404
+//! "Controller not found" for any other path or method; OPTIONS needs no credentials.
+
+pub mod access;
+pub mod book;
+pub mod prometheus;
+mod time;
+pub mod tree;
+
+use crate::state::HostState;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use book::VHOST;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The API port's router: OME's stats and listing paths, `/v1/version` and `/metrics`.
+pub fn router(state: Arc<HostState>) -> Router {
+    Router::new()
+        .route("/v1/version", get(version))
+        .route("/v1/stats/current", get(server_stats))
+        .route("/v1/stats/current/vhosts/{vhost}", get(vhost_stats))
+        .route("/v1/stats/current/vhosts/{vhost}/apps/{app}", get(app_stats))
+        .route("/v1/stats/current/vhosts/{vhost}/apps/{app}/streams/{stream}", get(stream_stats))
+        .route("/v1/vhosts", get(vhosts))
+        .route("/v1/vhosts/{vhost}", get(vhost))
+        .route("/v1/vhosts/{vhost}/apps", get(apps))
+        .route("/v1/vhosts/{vhost}/apps/{app}", get(app))
+        .route("/v1/vhosts/{vhost}/apps/{app}/streams", get(streams))
+        .route("/v1/vhosts/{vhost}/apps/{app}/streams/{stream}", get(stream))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "Controller not found") })
+        .method_not_allowed_fallback(|| async { error(StatusCode::NOT_FOUND, "Controller not found") })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// OPTIONS passes (CORS preflight, as in OME); anything else needs the token.
+async fn guard(State(state): State<Arc<HostState>>, ConnectInfo(remote): ConnectInfo<SocketAddr>, request: Request, next: Next) -> Response {
+    if request.method() == Method::OPTIONS {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    match access::check(state.config.access_token.as_deref(), request.headers(), remote.ip()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refused(&refusal),
+    }
+}
+
+/// The answer to a refused request: OME's 401 with its challenge, or 403 off loopback.
+pub fn refused(refusal: &access::Refusal) -> Response {
+    let status = StatusCode::from_u16(refusal.status()).expect("401 or 403");
+    let mut response = error(status, &refusal.to_string());
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"OvenMediaEngine\""));
+    }
+    response
+}
+
+/// OME's JSON content type.
+const JSON: &str = "application/json;charset=UTF-8";
+
+fn envelope(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    response.headers_mut().insert(header::SERVER, HeaderValue::from_static("OvenMediaEngine-compatible p2p-host"));
+    response
+}
+
+fn ok(response: Value) -> Response {
+    envelope(StatusCode::OK, json!({"message": "OK", "response": response, "statusCode": 200}))
+}
+
+fn error(status: StatusCode, what: &str) -> Response {
+    let code = status.as_u16();
+    envelope(status, json!({"message": format!("[HTTP] {what} ({code})"), "statusCode": code}))
+}
+
+fn no_vhost(vhost: &str) -> Response {
+    error(StatusCode::NOT_FOUND, &format!("Could not find the virtual host: [{vhost}]"))
+}
+
+fn no_app(vhost: &str, app: &str) -> Response {
+    error(StatusCode::NOT_FOUND, &format!("Could not find the application: [{vhost}/{app}]"))
+}
+
+fn no_stream(vhost: &str, app: &str, stream: &str) -> Response {
+    error(StatusCode::NOT_FOUND, &format!("Could not find the stream: [{vhost}/#{vhost}#{app}/{stream}]"))
+}
+
+/// Checks that `vhost` (and `app`, `stream`, when given) exist; the 404 to answer if not.
+fn find(state: &HostState, vhost: &str, app: Option<&str>, stream: Option<&str>) -> Result<(), Response> {
+    if vhost != VHOST {
+        return Err(no_vhost(vhost));
+    }
+    let Some(app) = app else { return Ok(()) };
+    let Some(config) = state.config.applications.iter().find(|a| a.name == app) else { return Err(no_app(vhost, app)) };
+    match stream {
+        Some(stream) if !config.streams.iter().any(|s| s.name == stream) => Err(no_stream(vhost, app, stream)),
+        _ => Ok(()),
+    }
+}
+
+/// The stats of the level `key`: a level not sampled yet (the first second) reads as zeros.
+fn stats_of(state: &HostState, key: &str) -> Response {
+    ok(book::ome_stats(&state.book.level(key).unwrap_or_default()))
+}
+
+async fn version() -> Response {
+    ok(json!({"version": env!("CARGO_PKG_VERSION"), "gitVersion": concat!("p2p-host-", env!("CARGO_PKG_VERSION"))}))
+}
+
+async fn server_stats(State(state): State<Arc<HostState>>) -> Response {
+    stats_of(&state, "")
+}
+
+async fn vhost_stats(State(state): State<Arc<HostState>>, Path(vhost): Path<String>) -> Response {
+    find(&state, &vhost, None, None).map_or_else(|e| e, |()| stats_of(&state, &vhost))
+}
+
+async fn app_stats(State(state): State<Arc<HostState>>, Path((vhost, app)): Path<(String, String)>) -> Response {
+    find(&state, &vhost, Some(&app), None).map_or_else(|e| e, |()| stats_of(&state, &format!("{vhost}/{app}")))
+}
+
+async fn stream_stats(State(state): State<Arc<HostState>>, Path((vhost, app, stream)): Path<(String, String, String)>) -> Response {
+    find(&state, &vhost, Some(&app), Some(&stream)).map_or_else(|e| e, |()| stats_of(&state, &format!("{vhost}/{app}/{stream}")))
+}
+
+async fn vhosts() -> Response {
+    ok(json!([VHOST]))
+}
+
+async fn vhost(State(state): State<Arc<HostState>>, Path(vhost): Path<String>) -> Response {
+    find(&state, &vhost, None, None).map_or_else(|e| e, |()| ok(json!({"name": VHOST})))
+}
+
+async fn apps(State(state): State<Arc<HostState>>, Path(vhost): Path<String>) -> Response {
+    let names: Vec<&str> = state.config.applications.iter().map(|a| a.name.as_str()).collect();
+    find(&state, &vhost, None, None).map_or_else(|e| e, |()| ok(json!(names)))
+}
+
+async fn app(State(state): State<Arc<HostState>>, Path((vhost, app)): Path<(String, String)>) -> Response {
+    find(&state, &vhost, Some(&app), None).map_or_else(|e| e, |()| ok(json!({"name": app, "dynamic": false, "type": "live"})))
+}
+
+async fn streams(State(state): State<Arc<HostState>>, Path((vhost, app)): Path<(String, String)>) -> Response {
+    if let Err(e) = find(&state, &vhost, Some(&app), None) {
+        return e;
+    }
+    let config = state.config.applications.iter().find(|a| a.name == app).expect("found");
+    ok(json!(config.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()))
+}
+
+/// A stream's description, OME's `{name, input: {sourceType, createdTime, tracks}, outputs}`.
+async fn stream(State(state): State<Arc<HostState>>, Path((vhost, app, stream)): Path<(String, String, String)>) -> Response {
+    if let Err(e) = find(&state, &vhost, Some(&app), Some(&stream)) {
+        return e;
+    }
+    let config = state.config.applications.iter().find(|a| a.name == app).and_then(|a| a.streams.iter().find(|s| s.name == stream)).expect("found");
+    let Some(hub) = state.streams.get(&format!("{app}/{stream}")) else { return no_stream(&vhost, &app, &stream) };
+    let mut tracks = vec![json!({"id": 0, "name": "video", "type": "Video", "video": {"codec": codec_name(hub.video_codec), "bypass": true}})];
+    if hub.has_audio {
+        tracks.push(json!({"id": 1, "name": "audio", "type": "Audio", "audio": {"codec": "OPUS", "bypass": true, "samplerate": 48000, "channel": 2}}));
+    }
+    let source = if config.rtp_ingest.is_some() { "Rtp" } else { "TestPattern" };
+    ok(json!({
+        "name": stream,
+        "input": {"sourceType": source, "createdTime": time::iso8601(hub.counters.created_ms), "tracks": tracks},
+        "outputs": [{"name": stream, "tracks": tracks, "playlists": []}],
+    }))
+}
+
+fn codec_name(codec: crate::config::VideoCodec) -> &'static str {
+    match codec {
+        crate::config::VideoCodec::Vp8 => "VP8",
+        crate::config::VideoCodec::H264 => "H264",
+    }
+}
+
+async fn metrics(State(state): State<Arc<HostState>>) -> Response {
+    ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], prometheus::render(&state)).into_response()
+}
+
+/// Samples the stats book once a second until the host stops.
+pub async fn sample_every_second(state: Arc<HostState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        state.book.sample(&state);
+    }
+}
+
+/// Whether `headers` and `remote` may see the P2P page (the same rule as the API).
+pub fn page_access(state: &HostState, headers: &HeaderMap, remote: SocketAddr) -> Result<(), Response> {
+    access::check(state.config.access_token.as_deref(), headers, remote.ip()).map_err(|r| refused(&r))
+}

@@ -1,0 +1,97 @@
+//! `/metrics`: the Prometheus text, built at each scrape from the live state, the streams'
+//! counters and the host's metrics (see [`crate::metrics`] for the rules on names and labels).
+
+use crate::media::counters::{close_reason_label, CLOSE_REASONS};
+use crate::metrics::{Series, Snapshot};
+use crate::state::HostState;
+use prometheus_client::metrics::MetricType::{Counter, Gauge};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
+
+/// The exposition, in the Prometheus text format (version 0.0.4).
+pub fn render(state: &HostState) -> String {
+    let mut registry = Registry::default();
+    let mut families = per_stream(state);
+    families.extend(host_wide(state));
+    families.extend(state.metrics.plugin_families());
+    registry.register_collector(Box::new(Snapshot(families)));
+    registry.register("plugin_hook_duration_seconds", "How long plugin hooks took", state.metrics.hook_latency());
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).expect("writing to a String");
+    text
+}
+
+/// The content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Families labelled by application and stream.
+fn per_stream(state: &HostState) -> Vec<Series> {
+    let live = state.sessions.per_stream();
+    let mut viewers = Series::new("viewers", "Viewers playing, by where the stream comes from (the edge, or a peer)", Gauge);
+    let mut sessions = Series::new("sessions", "Signalling sessions open", Gauge);
+    let mut relaying = Series::new("relaying_viewers", "Viewers relaying the stream to at least one other (host peers)", Gauge);
+    let mut slots = Series::new("free_relay_slots", "More viewers the relaying-capable viewers may take", Gauge);
+    let mut egress = Series::new("edge_egress_bytes", "RTP bytes the edge sent to viewers", Counter);
+    let mut peer = Series::new("peer_bytes_estimated", "Bytes viewers got from peers: the stream's RTP bytes while each P2P link was up", Counter);
+    let mut offload = Series::new("offload_ratio", "Share of the bytes viewers got that peers carried (since start)", Gauge);
+    let mut opened = Series::new("sessions_opened", "Signalling sessions opened", Counter);
+    let mut closed = Series::new("sessions_closed", "Signalling sessions closed, by reason", Counter);
+    let mut ingest = Series::new("ingest_bytes", "RTP bytes from the stream's source", Counter);
+    let mut packets = Series::new("ingest_packets", "RTP packets from the stream's source", Counter);
+    let mut lost = Series::new("ingest_packets_lost", "RTP packets the source sent that never arrived (sequence gaps)", Counter);
+    let mut names: Vec<&String> = state.streams.keys().collect();
+    names.sort();
+    for name in names {
+        let c = &state.streams[name].counters;
+        let (app, stream) = name.split_once('/').unwrap_or((name, ""));
+        let at = |extra: &[(&str, &str)]| {
+            let mut l = labels(&[("app", app), ("stream", stream)]);
+            l.extend(labels(extra));
+            l
+        };
+        let l = live.get(name).cloned().unwrap_or_default();
+        let out = c.egress_bytes_ended.load(Ordering::Relaxed) + l.egress_bytes;
+        let carried = c.peer_bytes_ended.load(Ordering::Relaxed) + l.peer_bytes;
+        viewers.push(at(&[("delivery", "edge")]), l.edge_viewers as f64);
+        viewers.push(at(&[("delivery", "p2p")]), l.peer_viewers as f64);
+        sessions.push(at(&[]), l.sessions as f64);
+        relaying.push(at(&[]), l.relaying as f64);
+        slots.push(at(&[]), l.free_relay_slots as f64);
+        egress.push(at(&[]), out as f64);
+        peer.push(at(&[]), carried as f64);
+        offload.push(at(&[]), if out + carried == 0 { 0.0 } else { carried as f64 / (out + carried) as f64 });
+        opened.push(at(&[]), c.opened.load(Ordering::Relaxed) as f64);
+        for (i, reason) in CLOSE_REASONS.iter().enumerate() {
+            closed.push(at(&[("reason", close_reason_label(*reason))]), c.closed[i].load(Ordering::Relaxed) as f64);
+        }
+        ingest.push(at(&[]), c.ingest_bytes.load(Ordering::Relaxed) as f64);
+        packets.push(at(&[]), c.ingest_packets.load(Ordering::Relaxed) as f64);
+        lost.push(at(&[]), c.ingest_lost.load(Ordering::Relaxed) as f64);
+    }
+    vec![viewers, sessions, relaying, slots, egress, peer, offload, opened, closed, ingest, packets, lost]
+}
+
+/// Families of the whole host.
+fn host_wide(state: &HostState) -> Vec<Series> {
+    let m = &state.metrics;
+    let mut ice = Series::new("edge_ice_failures", "Edge WebRTC connections that failed (ICE or DTLS) or did not come up in time", Counter);
+    ice.push(labels(&[("reason", "failed")]), m.get("edge_ice_failures") as f64);
+    ice.push(labels(&[("reason", "timeout")]), m.get("edge_ice_timeouts") as f64);
+    let mut unanswered = Series::new("edge_offers_unanswered", "Edge offers withdrawn: no answer in time", Counter);
+    unanswered.push(vec![], m.get("edge_offers_unanswered") as f64);
+    let mut panics = Series::new("plugin_panics", "Plugin hooks that panicked (the plugin is then disabled)", Counter);
+    for name in state.plugins.names() {
+        panics.push(labels(&[("plugin", name)]), m.get(&format!("plugin_panics.{name}")) as f64);
+    }
+    let mut refused = Series::new("connections_refused", "TCP connections closed at once, over a connection cap", Counter);
+    refused.push(vec![], m.get("connections_refused_over_cap") as f64);
+    let mut plugin_refused = Series::new("plugin_metrics_refused", "Plugin counts dropped: a malformed name, or past the series bound", Counter);
+    plugin_refused.push(vec![], m.get("plugin_metrics_refused") as f64);
+    let mut lagged = Series::new("edge_lagged", "Times the edge fell behind a stream (its viewers resumed at the next keyframe)", Counter);
+    lagged.push(vec![], state.edge.counters.lagged.load(Ordering::Relaxed) as f64);
+    vec![ice, unanswered, panics, refused, plugin_refused, lagged]
+}
