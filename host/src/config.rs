@@ -36,7 +36,7 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 /// Elements of `<Server>` the host itself understands.
-const HOST_ELEMENTS: &[&str] = &["Name", "Bind", "Applications", "Plugins", "Modules"];
+const HOST_ELEMENTS: &[&str] = &["Name", "Bind", "Managers", "Applications", "Plugins", "Modules"];
 
 /// A refused configuration: where and what.
 #[derive(Debug, thiserror::Error)]

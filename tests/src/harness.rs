@@ -307,16 +307,25 @@ impl HostProcess {
         None
     }
 
-    /// GET `path` with extra request `headers` from loopback: the status code and the body.
+    /// GET `path` on the signalling port with extra request `headers` from loopback: the status
+    /// code and the body.
     pub fn get(&self, path: &str, headers: &str) -> anyhow::Result<(u16, String)> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n{headers}\r\n")?;
-        let mut response = String::new();
-        s.read_to_string(&mut response)?;
-        let status = response.split_whitespace().nth(1).context("no status line")?.parse()?;
-        Ok((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+        let (status, _, body) = http("GET", self.port, path, headers)?;
+        Ok((status, body))
     }
+}
+
+/// Sends `method path` to `127.0.0.1:port` with extra request `headers` (each ending in `\r\n`):
+/// the status code, the response's headers and its body.
+pub fn http(method: &str, port: u16, path: &str, headers: &str) -> anyhow::Result<(u16, String, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: test\r\n{headers}\r\n")?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).context("no status line")?.parse()?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Ok((status, head.to_string(), body.to_string()))
 }
 
 impl Drop for HostProcess {

@@ -42,6 +42,8 @@ pub struct PeerStats {
     pub video_seq_span: AtomicU64,
     /// RTP audio packets received.
     pub audio_packets: AtomicU64,
+    /// RTP bytes received (12-byte header and payload), audio and video.
+    pub rtp_bytes: AtomicU64,
     /// Who it plays from: -1 nobody, 0 the edge, else the host peer's id.
     pub source: AtomicI64,
     /// Offers it accepted.
@@ -147,6 +149,7 @@ impl PeerConnectionEventHandler for Handler {
                 if let TrackRemoteEvent::OnRtpPacket(packet) = event {
                     let counter = if kind == RtpCodecKind::Video { &stats.video_packets } else { &stats.audio_packets };
                     counter.fetch_add(1, Ordering::Relaxed);
+                    stats.rtp_bytes.fetch_add(packet.payload.len() as u64 + 12, Ordering::Relaxed);
                     let seq = packet.header.sequence_number;
                     if kind == RtpCodecKind::Video && highest.is_none_or(|h| (1..0x8000).contains(&seq.wrapping_sub(h))) {
                         let advance = highest.map_or(1, |h| seq.wrapping_sub(h));
