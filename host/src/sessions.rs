@@ -59,7 +59,7 @@ pub struct ViewerState {
 
 impl ViewerState {
     /// Plays from a peer (as far as the plugin knows).
-    pub fn from_peer(&self) -> bool {
+    pub fn plays_from_peer(&self) -> bool {
         self.delivery.upstream != 0 && self.delivery.connected
     }
 }
@@ -194,11 +194,11 @@ impl Sessions {
     pub fn set_delivery(&self, id: SessionId, delivery: Delivery) {
         let mut map = self.map.lock().expect("sessions lock");
         let Some(entry) = map.get_mut(&id) else { return };
-        let was_peer = entry.view.from_peer();
+        let was_peer = entry.view.plays_from_peer();
         entry.view.delivery = delivery;
-        if was_peer && !entry.view.from_peer() {
+        if was_peer && !entry.view.plays_from_peer() {
             end_peer_link(entry);
-        } else if !was_peer && entry.view.from_peer() {
+        } else if !was_peer && entry.view.plays_from_peer() {
             entry.view.peer_since = Some(entry.hub.counters.ingest_bytes.load(Ordering::Relaxed));
         }
         self.changes.0.send_modify(|n| *n += 1);
@@ -228,7 +228,7 @@ impl Sessions {
             let live = streams.entry(e.hub.name.clone()).or_default();
             live.sessions += 1;
             live.edge_viewers += u64::from(e.view.edge_up);
-            live.peer_viewers += u64::from(e.view.from_peer());
+            live.peer_viewers += u64::from(e.view.plays_from_peer());
             live.relaying += u64::from(relaying.contains(id));
             live.free_relay_slots += u64::from(e.view.delivery.free_relay_slots);
             live.egress_bytes += e.egress_bytes.load(Ordering::Relaxed);

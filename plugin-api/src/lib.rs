@@ -47,6 +47,7 @@
 //! - an old plugin on a new host works unchanged: an added hook it lacks runs its default (the
 //!   host never panics on a missing entry), an added host call it never makes;
 //! - a new plugin on an old host loads too: an added host call it makes does nothing there.
+//!
 //! Anything else (a changed signature, a new enum variant or struct field in an existing type, a
 //! removed or reordered entry) is a new minor version. `tests/plugins/abi-0.1.0` keeps a plugin
 //! built against the 0.1.0 tables, which every host of 0.1 must load and run.

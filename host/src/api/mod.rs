@@ -86,27 +86,32 @@ fn error(status: StatusCode, what: &str) -> Response {
     envelope(status, json!({"message": format!("[HTTP] {what} ({code})"), "statusCode": code}))
 }
 
-fn no_vhost(vhost: &str) -> Response {
-    error(StatusCode::NOT_FOUND, &format!("Could not find the virtual host: [{vhost}]"))
+/// What a path names that does not exist, worded as OME words it (`helpers.cpp`).
+#[derive(Debug, thiserror::Error)]
+enum NotFound {
+    #[error("Could not find the virtual host: [{0}]")]
+    Vhost(String),
+    #[error("Could not find the application: [{0}/{1}]")]
+    App(String, String),
+    #[error("Could not find the stream: [{0}/#{0}#{1}/{2}]")]
+    Stream(String, String, String),
 }
 
-fn no_app(vhost: &str, app: &str) -> Response {
-    error(StatusCode::NOT_FOUND, &format!("Could not find the application: [{vhost}/{app}]"))
+impl IntoResponse for NotFound {
+    fn into_response(self) -> Response {
+        error(StatusCode::NOT_FOUND, &self.to_string())
+    }
 }
 
-fn no_stream(vhost: &str, app: &str, stream: &str) -> Response {
-    error(StatusCode::NOT_FOUND, &format!("Could not find the stream: [{vhost}/#{vhost}#{app}/{stream}]"))
-}
-
-/// Checks that `vhost` (and `app`, `stream`, when given) exist; the 404 to answer if not.
-fn find(state: &HostState, vhost: &str, app: Option<&str>, stream: Option<&str>) -> Result<(), Response> {
+/// Checks that `vhost` (and `app`, `stream`, when given) exist.
+fn find(state: &HostState, vhost: &str, app: Option<&str>, stream: Option<&str>) -> Result<(), NotFound> {
     if vhost != VHOST {
-        return Err(no_vhost(vhost));
+        return Err(NotFound::Vhost(vhost.into()));
     }
     let Some(app) = app else { return Ok(()) };
-    let Some(config) = state.config.applications.iter().find(|a| a.name == app) else { return Err(no_app(vhost, app)) };
+    let Some(config) = state.config.applications.iter().find(|a| a.name == app) else { return Err(NotFound::App(vhost.into(), app.into())) };
     match stream {
-        Some(stream) if !config.streams.iter().any(|s| s.name == stream) => Err(no_stream(vhost, app, stream)),
+        Some(stream) if !config.streams.iter().any(|s| s.name == stream) => Err(NotFound::Stream(vhost.into(), app.into(), stream.into())),
         _ => Ok(()),
     }
 }
@@ -125,15 +130,15 @@ async fn server_stats(State(state): State<Arc<HostState>>) -> Response {
 }
 
 async fn vhost_stats(State(state): State<Arc<HostState>>, Path(vhost): Path<String>) -> Response {
-    find(&state, &vhost, None, None).map_or_else(|e| e, |()| stats_of(&state, &vhost))
+    find(&state, &vhost, None, None).map_or_else(IntoResponse::into_response, |()| stats_of(&state, &vhost))
 }
 
 async fn app_stats(State(state): State<Arc<HostState>>, Path((vhost, app)): Path<(String, String)>) -> Response {
-    find(&state, &vhost, Some(&app), None).map_or_else(|e| e, |()| stats_of(&state, &format!("{vhost}/{app}")))
+    find(&state, &vhost, Some(&app), None).map_or_else(IntoResponse::into_response, |()| stats_of(&state, &format!("{vhost}/{app}")))
 }
 
 async fn stream_stats(State(state): State<Arc<HostState>>, Path((vhost, app, stream)): Path<(String, String, String)>) -> Response {
-    find(&state, &vhost, Some(&app), Some(&stream)).map_or_else(|e| e, |()| stats_of(&state, &format!("{vhost}/{app}/{stream}")))
+    find(&state, &vhost, Some(&app), Some(&stream)).map_or_else(IntoResponse::into_response, |()| stats_of(&state, &format!("{vhost}/{app}/{stream}")))
 }
 
 async fn vhosts() -> Response {
@@ -141,21 +146,21 @@ async fn vhosts() -> Response {
 }
 
 async fn vhost(State(state): State<Arc<HostState>>, Path(vhost): Path<String>) -> Response {
-    find(&state, &vhost, None, None).map_or_else(|e| e, |()| ok(json!({"name": VHOST})))
+    find(&state, &vhost, None, None).map_or_else(IntoResponse::into_response, |()| ok(json!({"name": VHOST})))
 }
 
 async fn apps(State(state): State<Arc<HostState>>, Path(vhost): Path<String>) -> Response {
     let names: Vec<&str> = state.config.applications.iter().map(|a| a.name.as_str()).collect();
-    find(&state, &vhost, None, None).map_or_else(|e| e, |()| ok(json!(names)))
+    find(&state, &vhost, None, None).map_or_else(IntoResponse::into_response, |()| ok(json!(names)))
 }
 
 async fn app(State(state): State<Arc<HostState>>, Path((vhost, app)): Path<(String, String)>) -> Response {
-    find(&state, &vhost, Some(&app), None).map_or_else(|e| e, |()| ok(json!({"name": app, "dynamic": false, "type": "live"})))
+    find(&state, &vhost, Some(&app), None).map_or_else(IntoResponse::into_response, |()| ok(json!({"name": app, "dynamic": false, "type": "live"})))
 }
 
 async fn streams(State(state): State<Arc<HostState>>, Path((vhost, app)): Path<(String, String)>) -> Response {
     if let Err(e) = find(&state, &vhost, Some(&app), None) {
-        return e;
+        return e.into_response();
     }
     let config = state.config.applications.iter().find(|a| a.name == app).expect("found");
     ok(json!(config.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()))
@@ -164,10 +169,10 @@ async fn streams(State(state): State<Arc<HostState>>, Path((vhost, app)): Path<(
 /// A stream's description, OME's `{name, input: {sourceType, createdTime, tracks}, outputs}`.
 async fn stream(State(state): State<Arc<HostState>>, Path((vhost, app, stream)): Path<(String, String, String)>) -> Response {
     if let Err(e) = find(&state, &vhost, Some(&app), Some(&stream)) {
-        return e;
+        return e.into_response();
     }
     let config = state.config.applications.iter().find(|a| a.name == app).and_then(|a| a.streams.iter().find(|s| s.name == stream)).expect("found");
-    let Some(hub) = state.streams.get(&format!("{app}/{stream}")) else { return no_stream(&vhost, &app, &stream) };
+    let Some(hub) = state.streams.get(&format!("{app}/{stream}")) else { return NotFound::Stream(vhost, app, stream).into_response() };
     let mut tracks = vec![json!({"id": 0, "name": "video", "type": "Video", "video": {"codec": codec_name(hub.video_codec), "bypass": true}})];
     if hub.has_audio {
         tracks.push(json!({"id": 1, "name": "audio", "type": "Audio", "audio": {"codec": "OPUS", "bypass": true, "samplerate": 48000, "channel": 2}}));
@@ -201,6 +206,6 @@ pub async fn sample_every_second(state: Arc<HostState>) {
 }
 
 /// Whether `headers` and `remote` may see the P2P page (the same rule as the API).
-pub fn page_access(state: &HostState, headers: &HeaderMap, remote: SocketAddr) -> Result<(), Response> {
-    access::check(state.config.access_token.as_deref(), headers, remote.ip()).map_err(|r| refused(&r))
+pub fn page_access(state: &HostState, headers: &HeaderMap, remote: SocketAddr) -> Result<(), access::Refusal> {
+    access::check(state.config.access_token.as_deref(), headers, remote.ip())
 }

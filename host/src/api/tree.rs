@@ -35,14 +35,14 @@ static WATCHERS: AtomicUsize = AtomicUsize::new(0);
 pub async fn page(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
     match super::page_access(&state, &headers, remote) {
         Ok(()) => Html(PAGE).into_response(),
-        Err(refused) => refused,
+        Err(refusal) => super::refused(&refusal),
     }
 }
 
 /// `/p2p/events`: the tree, pushed.
 pub async fn events(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
-    if let Err(refused) = super::page_access(&state, &headers, remote) {
-        return refused;
+    if let Err(refusal) = super::page_access(&state, &headers, remote) {
+        return super::refused(&refusal);
     }
     if WATCHERS.fetch_add(1, Ordering::Relaxed) >= MAX_WATCHERS {
         WATCHERS.fetch_sub(1, Ordering::Relaxed);
