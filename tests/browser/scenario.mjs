@@ -2,16 +2,17 @@
 //
 // Run by tests/tests/browser.rs inside a fresh network namespace (192.0.2.1 on a veth pair), so
 // Chromium gathers a usable ICE candidate and nothing leaves the machine:
-//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay>
+//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay|p2p-tree>
 // Environment: HOST_BIN, HOST_CONFIG (the host and its config; P2P scenarios read their timing
-// settings from it), HOST_PORT, HOST_ADDR, CHROMIUM,
-// ICE_PORTS (firewalled-edge: the configured ICE port range, e.g. 10000-10004), BROWSER_ECHO=1 to
-// echo the pages' consoles. Exits non-zero with the reason when a check fails.
+// settings from it, p2p-tree its <AccessToken>), HOST_PORT, HOST_ADDR, CHROMIUM,
+// ICE_PORTS (firewalled-edge: the configured ICE port range, e.g. 10000-10004), RESULTS_DIR (where
+// p2p-tree saves its screenshots; default tests/results), BROWSER_ECHO=1 to echo the pages'
+// consoles. Exits non-zero with the reason when a check fails.
 
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -20,6 +21,7 @@ const env = process.env;
 const PORT = env.HOST_PORT ?? '3333';
 const ADDR = env.HOST_ADDR ?? '192.0.2.1';
 const WS_URL = `ws://${ADDR}:${PORT}/app/stream`;
+const RESULTS_DIR = env.RESULTS_DIR ?? path.join(here, '..', 'results');
 /** A desktop Windows Chrome: host-eligible under the classification rules (headless is not). */
 const DESKTOP_CHROME = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
 /** Chrome on desktop Linux: never a host (OS Linux), but the same browser kind as DESKTOP_CHROME,
@@ -39,6 +41,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 function configuredMs(tag, fallback) {
   const match = new RegExp(`<${tag}>\\s*(\\d+)\\s*</${tag}>`).exec(readFileSync(env.HOST_CONFIG, 'utf8'));
   return match ? Number(match[1]) : fallback;
+}
+
+/** HOST_CONFIG's `<Managers><API><AccessToken>`, or null when it has none. */
+function configuredAccessToken() {
+  const match = /<AccessToken>([^<]*)<\/AccessToken>/.exec(readFileSync(env.HOST_CONFIG, 'utf8'));
+  return match ? match[1].trim() : null;
 }
 
 /** Polls `probe` until it returns a truthy value; fails naming `what` after `ms`. */
@@ -253,6 +261,28 @@ function icePorts() {
   const [low, high] = [Number(match[1]), Number(match[2] ?? match[1])];
   return { low, high, has: (port) => port >= low && port <= high };
 }
+
+// ---------------------------------------------------------------------------------------------
+// The host's live P2P page (/p2p)
+
+/**
+ * Installed in the /p2p page: `window.__shownTree(stream)` is what the page shows for `stream`,
+ * the viewers directly under the edge, each as its data-* attributes (strings: id, upstream,
+ * connected, clients) with `fed`, the viewers nested under it; null until the stream is drawn.
+ */
+const SHOWN_TREE = () => {
+  const fed = (li) => [...(li.querySelector(':scope > ul')?.children ?? [])]
+    .filter((child) => child.matches('li.viewer'))
+    .map((child) => ({ ...child.dataset, fed: fed(child) }));
+  window.__shownTree = (stream) => {
+    const section = [...document.querySelectorAll('section')].find((s) => s.dataset.stream === stream);
+    const edge = section?.querySelector(':scope > ul > li.edge');
+    return edge ? fed(edge) : null;
+  };
+};
+
+/** The ids of `nodes`, sorted, for comparing with the ids expected. */
+const idsOf = (nodes) => (nodes ?? []).map((n) => n.id).sort();
 
 // ---------------------------------------------------------------------------------------------
 // Scenarios
@@ -566,6 +596,153 @@ const scenarios = {
     }));
     log(`BACK_TO_EDGE_MS ${back.join(' ')} (A's page closed -> first frame from the edge)`);
     for (const ms of back) assert.ok(ms < 3000, `back on the edge within 3 s of A closing (${ms} ms)`);
+  },
+
+  /**
+   * The live P2P page (/p2p, updated by Server-Sent Events) behind the API's access token, from
+   * the namespace's address (not loopback): plain requests without credentials or with wrong ones
+   * get 401 and a Basic challenge; a browser context with the token as HTTP Basic credentials
+   * (OME's `user:password` form) gets the page. Opened before anyone plays; OvenPlayer 0.10.38
+   * viewers join: A (desktop Windows Chrome: a host), then B and C (Linux Chrome: clients only).
+   * The page shows A alone under the edge, relaying to two, and B and C under A, connected. A's
+   * page closes: the page shows B and C under the edge and A gone, by push (its update count grew,
+   * the document was never reloaded). Logs how long that took (`TREE_UPDATE_MS`) and how long the
+   * figures above the tree (from the stats book's once-a-second sample) still counted A
+   * (`SESSION_COUNT_MS`), and saves a screenshot of each state in RESULTS_DIR (p2p-tree.png,
+   * p2p-tree-after.png).
+   */
+  async 'p2p-tree'(host, browser) {
+    const STREAM = 'app/stream';
+    const token = configuredAccessToken();
+    assert.ok(token?.includes(':'), 'HOST_CONFIG configures <Managers><API><AccessToken> in the form user:password');
+    const [username, password] = [token.slice(0, token.indexOf(':')), token.slice(token.indexOf(':') + 1)];
+    const pageUrl = `http://${ADDR}:${PORT}/p2p`;
+    const basic = (text) => ({ Authorization: `Basic ${Buffer.from(text).toString('base64')}` });
+    for (const [url, what, headers] of [
+      [pageUrl, 'no credentials', {}],
+      [pageUrl, 'wrong credentials', basic(`${username}:not-${password}`)],
+      [`${pageUrl}/events`, 'no credentials', {}],
+      [`${pageUrl}/events`, 'wrong credentials', basic(`${username}:not-${password}`)],
+    ]) {
+      const response = await fetch(url, { headers });
+      await response.body?.cancel();
+      assert.equal(response.status, 401, `${url} with ${what}: 401`);
+      assert.match(response.headers.get('www-authenticate') ?? '', /^Basic /i, `${url} with ${what}: a Basic challenge`);
+    }
+    const allowed = await fetch(pageUrl, { headers: basic(token) });
+    assert.equal(allowed.status, 200, `${pageUrl} with the token: 200`);
+    assert.match(await allowed.text(), /<section|EventSource/, 'the token gets the P2P page');
+    log(`${pageUrl} from ${ADDR}: 401 without credentials and with wrong ones (the page and its events), 200 with the token`);
+
+    // The P2P page, in a browser context of its own holding the token as HTTP Basic credentials.
+    const context = await browser.newContext({ httpCredentials: { username, password }, viewport: { width: 900, height: 480 } });
+    const tree = await context.newPage();
+    tree.on('pageerror', (e) => log(`/p2p page error: ${e.message}`));
+    if (env.BROWSER_ECHO) tree.on('console', (m) => log(`/p2p console: ${m.text()}`));
+    let documents = 0;
+    tree.on('framenavigated', (frame) => { if (frame === tree.mainFrame()) documents += 1; });
+    await tree.addInitScript(SHOWN_TREE);
+    const opened = await tree.goto(pageUrl);
+    assert.equal(opened.status(), 200, 'the browser gets /p2p with the credentials');
+    const updates = () => tree.evaluate(() => Number(document.body.dataset.updates ?? 0));
+    await waitFor('the /p2p page to get its first update', 10000, async () => (await updates()) > 0);
+    await tree.evaluate(() => { window.__sameDocument = true; });
+    const shown = () => tree.evaluate((stream) => window.__shownTree(stream), STREAM);
+    assert.deepEqual(await shown(), [], 'before anyone plays: the edge alone');
+    log(`/p2p opened with the credentials (update ${await updates()}): the edge, no viewer`);
+    /** Polls the page until `test(tree)` holds; fails with the last tree shown. */
+    const pageShows = async (what, ms, test) => {
+      let last;
+      try {
+        return await waitFor(what, ms, async () => { last = await shown(); return test(last) ? last : null; });
+      } catch (e) {
+        throw new Error(`${e.message}; the page shows ${JSON.stringify(last)}`);
+      }
+    };
+
+    const a = await Viewer.open(browser, 'A', 'ovenplayer-0.10.38');
+    await a.playing();
+    const aId = await a.sessionId();
+    const clients = [await Viewer.open(browser, 'B', 'ovenplayer-0.10.38', LINUX_CHROME), await Viewer.open(browser, 'C', 'ovenplayer-0.10.38', LINUX_CHROME)];
+    for (const v of clients) {
+      const offer = await waitFor(`${v.name}'s offer`, 15000, async () => (await v.signals()).find((s) => s.command === 'offer'));
+      assert.equal(offer.peer_id, aId, `${v.name}'s offer comes from host peer A`);
+      await v.playing();
+      assert.deepEqual(await v.p2pMode(), [true], `${v.name}: p2pMode true`);
+    }
+    const [A, B, C] = [aId, await clients[0].sessionId(), await clients[1].sessionId()].map(String);
+    const before = await pageShows('the /p2p page to show A alone under the edge relaying to B and C, all connected', 20000, (t) =>
+      t?.length === 1 && t[0].id === A && t[0].upstream === '0' && t[0].connected === 'true' && t[0].clients === '2'
+      && JSON.stringify(idsOf(t[0].fed)) === JSON.stringify([B, C].sort())
+      && t[0].fed.every((v) => v.upstream === A && v.connected === 'true' && v.clients === '0' && v.fed.length === 0));
+    assert.deepEqual(before.flatMap((v) => [v.id, ...v.fed.map((w) => w.id)]).sort(), [A, B, C].sort(), 'nobody else is shown');
+    const section = () => tree.evaluate((stream) => [...document.querySelectorAll('section')].find((s) => s.dataset.stream === stream).innerText.replace(/\n+/g, ' | '), STREAM);
+    log(`/p2p (update ${await updates()}): ${await section()}`);
+    mkdirSync(RESULTS_DIR, { recursive: true });
+    await tree.screenshot({ path: path.join(RESULTS_DIR, 'p2p-tree.png'), fullPage: true });
+    log(`saved ${path.join(RESULTS_DIR, 'p2p-tree.png')}`);
+
+    // A leaves. The page stamps when each stage first shows (checked at every change of its DOM).
+    const STAGES = {
+      shown: 'B and C directly under the edge, A gone',
+      upstream: 'B and C on the edge (data-upstream 0)',
+      connected: 'B and C connected to the edge',
+    };
+    await tree.evaluate(([stream, a, bc]) => {
+      window.__stageAt = {};
+      window.__shownSince = [];
+      /** `id<-upstream` for every viewer shown, `?` after a viewer not connected yet. */
+      const flatten = (nodes) => nodes.flatMap((v) => [`${v.id}<-${v.upstream}${v.connected === 'true' ? '' : '?'}`, ...flatten(v.fed)]);
+      const check = () => {
+        const t = window.__shownTree(stream);
+        const flat = JSON.stringify(flatten(t ?? []));
+        if (window.__shownSince.at(-1)?.flat !== flat) window.__shownSince.push({ at: Date.now(), flat });
+        const shown = t !== null && JSON.stringify(t.map((v) => v.id).sort()) === JSON.stringify(bc) && !t.some((v) => v.fed.length > 0)
+          && ![...document.querySelectorAll('li.viewer')].some((li) => li.dataset.id === a);
+        const upstream = shown && t.every((v) => v.upstream === '0');
+        const connected = upstream && t.every((v) => v.connected === 'true');
+        const section = [...document.querySelectorAll('section')].find((s) => s.dataset.stream === stream);
+        const counted = shown && (section.querySelector('.figures')?.textContent ?? '').startsWith(`${bc.length} session(s)`);
+        for (const [stage, holds] of Object.entries({ shown, upstream, connected, counted })) {
+          if (holds && !(stage in window.__stageAt)) window.__stageAt[stage] = Date.now();
+        }
+      };
+      new MutationObserver(check).observe(document.body, { subtree: true, childList: true, attributes: true });
+      check();
+    }, [STREAM, A, [B, C].sort()]);
+    assert.deepEqual(await tree.evaluate(() => window.__stageAt), {}, 'no stage shows while A is there');
+    const updatesBefore = await updates();
+    const closedAt = Date.now();
+    await a.close();
+    const at = {};
+    for (const [stage, what] of Object.entries(STAGES)) {
+      try {
+        at[stage] = await waitFor(`the /p2p page to show ${what}`, 20000, () => tree.evaluate((s) => window.__stageAt[s] ?? null, stage));
+      } catch (e) {
+        throw new Error(`${e.message}; it shows ${JSON.stringify(await shown())}`);
+      }
+    }
+    log(`/p2p (update ${await updates()}): ${await section()}`);
+    const history = await tree.evaluate(() => window.__shownSince);
+    log(`the trees shown (viewer<-upstream, ? not connected): ${history.map((h) => `${h.at - closedAt >= 0 ? '+' : ''}${h.at - closedAt} ms ${h.flat}`).join('; ')}`);
+    log(`TREE_UPDATE_MS ${at.shown - closedAt} (A's page closed -> the /p2p page shows B and C under the edge, A gone); data-upstream 0 at +${at.upstream - closedAt} ms, both connected to the edge at +${at.connected - closedAt} ms`);
+    assert.ok((await updates()) > updatesBefore, `the page was updated by push (updates ${updatesBefore} -> ${await updates()})`);
+    assert.equal(documents, 1, 'the /p2p page was never reloaded or navigated');
+    assert.equal(await tree.evaluate(() => window.__sameDocument), true, 'the /p2p page is the document first loaded');
+    for (const v of clients) {
+      await waitFor(`${v.name}'s edge offer`, 10000, async () => (await v.signals()).some((s) => s.command === 'offer' && s.peer_id === 0));
+      await v.playing(30, 30000);
+    }
+    // The figures above the tree come from the stats book's once-a-second sample (the tree is
+    // live): the session count may say 3 until the next sample is pushed.
+    const countedAt = await waitFor("the /p2p page's figures to count 2 sessions", 10000, () => tree.evaluate(() => window.__stageAt.counted ?? null));
+    log(`SESSION_COUNT_MS ${countedAt - closedAt} (A's page closed -> the figures above the tree say 2 session(s))`);
+    const after = await shown();
+    assert.deepEqual(idsOf(after), [B, C].sort(), 'B and C stay under the edge');
+    assert.ok(after.every((v) => v.upstream === '0' && v.connected === 'true' && v.clients === '0'), `B and C play from the edge: ${JSON.stringify(after)}`);
+    await tree.screenshot({ path: path.join(RESULTS_DIR, 'p2p-tree-after.png'), fullPage: true });
+    log(`saved ${path.join(RESULTS_DIR, 'p2p-tree-after.png')}`);
+    await context.close();
   },
 };
 

@@ -164,3 +164,20 @@ fn eight_viewers_behind_a_firewall_that_opens_only_the_configured_ports_all_play
 fn three_tabs_of_the_hosts_page_relay_two_from_the_first_and_return_to_the_edge_when_it_closes() {
     run_scenario("own-p2p-relay", &p2p_xml(2, 4000));
 }
+
+/// The API's access token in OME's `user:password` form (`<Managers>` is a child of `<Server>`):
+/// the P2P page then answers HTTP Basic credentials whose decoded text is the token, from any
+/// address.
+const API_ACCESS_TOKEN: &str = "<Managers><API><AccessToken>user:secret</AccessToken></API></Managers>";
+
+/// The live P2P page (`/p2p`, pushed by Server-Sent Events), k = 2, behind the access token and
+/// opened from the namespace's address (not loopback): without credentials or with wrong ones it
+/// answers 401; with the token as HTTP Basic credentials it shows OvenPlayer 0.10.38 viewer A
+/// under the edge relaying to B and C (connected), then, once A's page closes, B and C under the
+/// edge and A gone, without a reload. The scenario logs how long that took (`TREE_UPDATE_MS`) and
+/// until the session count above the tree dropped to 2 (`SESSION_COUNT_MS`), and saves both
+/// screenshots (`tests/results/p2p-tree.png`, `tests/results/p2p-tree-after.png`).
+#[test]
+fn the_live_p2p_page_shows_one_host_with_two_clients_then_both_on_the_edge_when_the_host_leaves() {
+    run_scenario("p2p-tree", &format!("{}\n{API_ACCESS_TOKEN}", p2p_xml(2, 4000)));
+}
