@@ -118,22 +118,8 @@ impl StatsBook {
     /// Takes a sample of every level from the host's state.
     pub fn sample(&self, state: &HostState) {
         let now_ms = unix_ms();
-        let live = state.sessions.per_stream();
         let mut sums: BTreeMap<String, Totals> = BTreeMap::new();
-        for (name, hub) in &state.streams {
-            let c = &hub.counters;
-            let l = live.get(name).cloned().unwrap_or_default();
-            let stream = Totals {
-                bytes_in: c.ingest_bytes.load(Ordering::Relaxed),
-                bytes_out: c.egress_bytes_ended.load(Ordering::Relaxed) + l.egress_bytes,
-                connections: l.sessions,
-                last_recv_ms: c.last_received_ms.load(Ordering::Relaxed),
-                edge_viewers: l.edge_viewers,
-                peer_viewers: l.peer_viewers,
-                relaying: l.relaying,
-                free_relay_slots: l.free_relay_slots,
-                peer_bytes: c.peer_bytes_ended.load(Ordering::Relaxed) + l.peer_bytes,
-            };
+        for (name, stream) in stream_totals(state) {
             let app = name.split('/').next().unwrap_or_default();
             for key in [String::new(), VHOST.to_string(), format!("{VHOST}/{app}"), format!("{VHOST}/{name}")] {
                 sums.entry(key).or_default().add(&stream);
@@ -152,6 +138,28 @@ impl StatsBook {
     pub fn level(&self, key: &str) -> Option<Level> {
         self.levels.lock().expect("book lock").get(key).cloned()
     }
+}
+
+/// Each stream's totals now (by `app/stream`): its counters plus its live sessions.
+pub fn stream_totals(state: &HostState) -> BTreeMap<String, Totals> {
+    let live = state.sessions.per_stream();
+    let totals = state.streams.iter().map(|(name, hub)| {
+        let c = &hub.counters;
+        let l = live.get(name).cloned().unwrap_or_default();
+        let totals = Totals {
+            bytes_in: c.ingest_bytes.load(Ordering::Relaxed),
+            bytes_out: c.egress_bytes_ended.load(Ordering::Relaxed) + l.egress_bytes,
+            connections: l.sessions,
+            last_recv_ms: c.last_received_ms.load(Ordering::Relaxed),
+            edge_viewers: l.edge_viewers,
+            peer_viewers: l.peer_viewers,
+            relaying: l.relaying,
+            free_relay_slots: l.free_relay_slots,
+            peer_bytes: c.peer_bytes_ended.load(Ordering::Relaxed) + l.peer_bytes,
+        };
+        (name.clone(), totals)
+    });
+    totals.collect()
 }
 
 /// A level's stats object with OME's field names (and a `p2p` object OME does not have).

@@ -30,7 +30,6 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// Families labelled by application and stream.
 fn per_stream(state: &HostState) -> Vec<Series> {
-    let live = state.sessions.per_stream();
     let mut viewers = Series::new("viewers", "Viewers playing, by where the stream comes from (the edge, or a peer)", Gauge);
     let mut sessions = Series::new("sessions", "Signalling sessions open", Gauge);
     let mut relaying = Series::new("relaying_viewers", "Viewers relaying the stream to at least one other (host peers)", Gauge);
@@ -43,32 +42,27 @@ fn per_stream(state: &HostState) -> Vec<Series> {
     let mut ingest = Series::new("ingest_bytes", "RTP bytes from the stream's source", Counter);
     let mut packets = Series::new("ingest_packets", "RTP packets from the stream's source", Counter);
     let mut lost = Series::new("ingest_packets_lost", "RTP packets the source sent that never arrived (sequence gaps)", Counter);
-    let mut names: Vec<&String> = state.streams.keys().collect();
-    names.sort();
-    for name in names {
-        let c = &state.streams[name].counters;
-        let (app, stream) = name.split_once('/').unwrap_or((name, ""));
+    for (name, t) in super::book::stream_totals(state) {
+        let c = &state.streams[&name].counters;
+        let (app, stream) = name.split_once('/').unwrap_or((&name, ""));
         let at = |extra: &[(&str, &str)]| {
             let mut l = labels(&[("app", app), ("stream", stream)]);
             l.extend(labels(extra));
             l
         };
-        let l = live.get(name).cloned().unwrap_or_default();
-        let out = c.egress_bytes_ended.load(Ordering::Relaxed) + l.egress_bytes;
-        let carried = c.peer_bytes_ended.load(Ordering::Relaxed) + l.peer_bytes;
-        viewers.push(at(&[("delivery", "edge")]), l.edge_viewers as f64);
-        viewers.push(at(&[("delivery", "p2p")]), l.peer_viewers as f64);
-        sessions.push(at(&[]), l.sessions as f64);
-        relaying.push(at(&[]), l.relaying as f64);
-        slots.push(at(&[]), l.free_relay_slots as f64);
-        egress.push(at(&[]), out as f64);
-        peer.push(at(&[]), carried as f64);
-        offload.push(at(&[]), if out + carried == 0 { 0.0 } else { carried as f64 / (out + carried) as f64 });
+        viewers.push(at(&[("delivery", "edge")]), t.edge_viewers as f64);
+        viewers.push(at(&[("delivery", "p2p")]), t.peer_viewers as f64);
+        sessions.push(at(&[]), t.connections as f64);
+        relaying.push(at(&[]), t.relaying as f64);
+        slots.push(at(&[]), t.free_relay_slots as f64);
+        egress.push(at(&[]), t.bytes_out as f64);
+        peer.push(at(&[]), t.peer_bytes as f64);
+        offload.push(at(&[]), t.offload());
         opened.push(at(&[]), c.opened.load(Ordering::Relaxed) as f64);
         for (i, reason) in CLOSE_REASONS.iter().enumerate() {
             closed.push(at(&[("reason", close_reason_label(*reason))]), c.closed[i].load(Ordering::Relaxed) as f64);
         }
-        ingest.push(at(&[]), c.ingest_bytes.load(Ordering::Relaxed) as f64);
+        ingest.push(at(&[]), t.bytes_in as f64);
         packets.push(at(&[]), c.ingest_packets.load(Ordering::Relaxed) as f64);
         lost.push(at(&[]), c.ingest_lost.load(Ordering::Relaxed) as f64);
     }

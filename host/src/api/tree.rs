@@ -4,7 +4,7 @@
 //! (changes within [`COALESCE`] make one), and every [`REFRESH`] for the byte counts. Behind the
 //! same access rule as the API.
 
-use super::book::{Totals, VHOST};
+use super::book::stream_totals;
 use crate::sessions::TreeNode;
 use crate::state::HostState;
 use axum::extract::{ConnectInfo, State};
@@ -96,16 +96,13 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
 
 /// Every stream's tree: `{streams: [{name, totals..., viewers: [TreeNode], listed_all}]}`.
 pub fn snapshot(state: &HostState) -> serde_json::Value {
-    let mut names: Vec<&String> = state.streams.keys().collect();
-    names.sort();
-    let streams: Vec<serde_json::Value> = names
+    let streams: Vec<serde_json::Value> = stream_totals(state)
         .into_iter()
-        .map(|name| {
-            let nodes: Vec<TreeNode> = state.sessions.tree(name, MAX_NODES + 1);
-            let totals: Totals = state.book.level(&format!("{VHOST}/{name}")).map(|l| l.now).unwrap_or_default();
+        .map(|(name, totals)| {
+            let nodes: Vec<TreeNode> = state.sessions.tree(&name, MAX_NODES + 1);
             serde_json::json!({
                 "name": name,
-                "sessions": totals.connections.max(nodes.len() as u64),
+                "sessions": totals.connections,
                 "offload": totals.offload(),
                 "peer_bytes": totals.peer_bytes,
                 "edge_bytes": totals.bytes_out,
