@@ -260,8 +260,9 @@ pub struct Summary {
     pub hook_time: Duration,
     /// Errors the plugin logged.
     pub errors: u64,
-    /// The most viewers misreported at any sample, as a share of those present.
-    pub misreported_max: f64,
+    /// Viewers misreported, as a share of those present (steady state; pairs still connecting
+    /// count, so it is not 0).
+    pub misreported: f64,
 }
 
 /// A swarm on a virtual clock around one instance of the plugin.
@@ -677,7 +678,7 @@ impl Swarm {
             hook_calls: self.hook_calls,
             hook_time: self.hook_time,
             errors: self.host.errors(),
-            misreported_max: self.samples.iter().filter(|s| s.viewers > 0).map(|s| s.misreported as f64 / s.viewers as f64).fold(0.0, f64::max),
+            misreported: ratio(sum(|s| s.misreported), viewers),
         }
     }
 }
