@@ -144,6 +144,37 @@ pub struct Application {
     /// The application's streams.
     #[serde(rename = "Stream", default)]
     pub streams: Vec<StreamConfig>,
+    /// Whether, and how, publishers (OvenLiveKit, WHIP) may bring streams to it.
+    #[serde(default)]
+    pub publish: Option<PublishConfig>,
+}
+
+/// `<Publish>`: who may publish to an application over WebRTC (OME's WebSocket signalling with
+/// `?direction=send`, or WHIP with `?direction=whip`), and what.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct PublishConfig {
+    /// The publish token: `?token=` on the signalling URL, `Authorization: Bearer` for WHIP.
+    /// Without one, anyone who reaches the port may publish.
+    pub token: Option<String>,
+    /// The stream names that may be published; none listed: any name (but a configured
+    /// stream's).
+    #[serde(rename = "Stream", default)]
+    pub streams: Vec<String>,
+    /// A second publisher of a stream takes it over (the first is closed); else it gets 409.
+    #[serde(default)]
+    pub take_over: bool,
+    /// How long a stream whose publisher left waits for it to come back (its viewers wait with
+    /// it); 0: the stream ends at once.
+    #[serde(default)]
+    pub grace_ms: u64,
+}
+
+impl PublishConfig {
+    /// Whether `stream` may be published.
+    pub fn allows(&self, stream: &str) -> bool {
+        self.streams.is_empty() || self.streams.iter().any(|s| s == stream)
+    }
 }
 
 /// A stream and where its media comes from.

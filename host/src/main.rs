@@ -8,8 +8,10 @@ mod effects;
 mod media;
 mod metrics;
 mod plugins;
+mod publish;
 mod server;
 mod sessions;
+mod streams;
 mod signalling;
 mod state;
 mod udp;
@@ -87,6 +89,7 @@ fn init_logging(format: LogFormat) {
 async fn drain(state: &Arc<state::HostState>, counts: &server::ConnectionCounts) {
     let sessions = state.sessions.len();
     state.sessions.shut_down_all();
+    state.publishers.stop_all();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(state.config.limits.drain_timeout_ms);
     while (state.sessions.len() > 0 || counts.total() > 0) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -143,6 +146,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     let port = config.limits.port;
+    let publishing = config.applications.iter().filter_map(|a| Some((a.name.clone(), a.publish.clone()?))).collect();
+    let streams = streams::Streams::new(streams, publishing, config.keyframe_cache);
     let state = Arc::new(state::HostState {
         edge: edge::Edge::start(&config, metrics.clone())?,
         config,
@@ -151,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         plugins,
         metrics,
         book: Default::default(),
+        publishers: Default::default(),
     });
     tokio::spawn(effects::run(actions_rx, state.clone()));
     tokio::spawn(api::sample_every_second(state.clone()));
@@ -159,8 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on signalling port {port}"))?;
     let candidates: Vec<String> = state.config.ice_candidates.iter().map(ToString::to_string).collect();
-    let mut names: Vec<&String> = state.streams.keys().collect();
-    names.sort();
+    let names: Vec<String> = state.streams.all().iter().map(|h| h.name.clone()).collect();
     tracing::info!(
         server = %state.config.name,
         streams = ?names,

@@ -56,6 +56,17 @@ pub fn register_codecs(media: &mut MediaEngine, video: VideoCodec) -> Result<(),
     media.register_codec(RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: AUDIO_PT }, RtpCodecKind::Audio)
 }
 
+/// The payload type of H.264 where a publisher may choose between the video codecs.
+pub const H264_PT: u8 = 102;
+
+/// Registers what the edge takes from a publisher: VP8 (at [`VIDEO_PT`]) or H.264 (at
+/// [`H264_PT`]), the publisher's choice, and Opus.
+pub fn register_ingest_codecs(media: &mut MediaEngine) -> Result<(), rtc::shared::error::Error> {
+    media.register_codec(RTCRtpCodecParameters { rtp_codec: video_codec(VideoCodec::Vp8), payload_type: VIDEO_PT }, RtpCodecKind::Video)?;
+    media.register_codec(RTCRtpCodecParameters { rtp_codec: video_codec(VideoCodec::H264), payload_type: H264_PT }, RtpCodecKind::Video)?;
+    media.register_codec(RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: AUDIO_PT }, RtpCodecKind::Audio)
+}
+
 /// The `candidate:` line of a UDP host candidate at `addr` (RFC 8839 5.1), component 1.
 pub fn host_candidate(foundation: u32, addr: SocketAddr) -> String {
     // Type preference 126 (host), local preference 65535 - foundation, component 1.

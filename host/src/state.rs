@@ -2,19 +2,18 @@
 
 use crate::config::Config;
 use crate::edge::Edge;
-use crate::media::StreamHub;
 use crate::metrics::Metrics;
 use crate::plugins::PluginSet;
 use crate::sessions::Sessions;
-use std::collections::HashMap;
+use crate::streams::Streams;
 use std::sync::Arc;
 
 /// The host's shared state.
 pub struct HostState {
     /// The configuration it runs with.
     pub config: Config,
-    /// Stream hubs by `app/stream`.
-    pub streams: HashMap<String, Arc<StreamHub>>,
+    /// The streams: configured, and published.
+    pub streams: Streams,
     /// Live signalling sessions.
     pub sessions: Sessions,
     /// Loaded plugins.
@@ -23,6 +22,8 @@ pub struct HostState {
     pub metrics: Arc<Metrics>,
     /// The WebRTC edge: every viewer's connection.
     pub edge: Edge,
+    /// The publishers publishing now.
+    pub publishers: crate::publish::Publishers,
     /// OME's statistics, sampled once a second.
     pub book: crate::api::book::StatsBook,
 }

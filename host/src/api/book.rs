@@ -6,6 +6,8 @@
 //! `avgThroughput*` the same in bits per second, `maxThroughput*` the highest `avgThroughput*`.
 
 use crate::media::counters::unix_ms;
+use crate::media::StreamHub;
+use std::sync::Arc;
 use crate::state::HostState;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -119,7 +121,8 @@ impl StatsBook {
     pub fn sample(&self, state: &HostState) {
         let now_ms = unix_ms();
         let mut sums: BTreeMap<String, Totals> = BTreeMap::new();
-        for (name, stream) in stream_totals(state) {
+        for (hub, stream) in stream_totals(state) {
+            let name = &hub.name;
             let app = name.split('/').next().unwrap_or_default();
             for key in [String::new(), VHOST.to_string(), format!("{VHOST}/{app}"), format!("{VHOST}/{name}")] {
                 sums.entry(key).or_default().add(&stream);
@@ -140,12 +143,12 @@ impl StatsBook {
     }
 }
 
-/// Each stream's totals now (by `app/stream`): its counters plus its live sessions.
-pub fn stream_totals(state: &HostState) -> BTreeMap<String, Totals> {
+/// Each stream's hub and totals now: its counters plus its live sessions.
+pub fn stream_totals(state: &HostState) -> Vec<(Arc<StreamHub>, Totals)> {
     let live = state.sessions.per_stream();
-    let totals = state.streams.iter().map(|(name, hub)| {
+    let totals = state.streams.all().into_iter().map(|hub| {
         let c = &hub.counters;
-        let l = live.get(name).cloned().unwrap_or_default();
+        let l = live.get(&hub.name).cloned().unwrap_or_default();
         let totals = Totals {
             bytes_in: c.ingest_bytes.load(Ordering::Relaxed),
             bytes_out: c.egress_bytes_ended.load(Ordering::Relaxed) + l.egress_bytes,
@@ -157,7 +160,7 @@ pub fn stream_totals(state: &HostState) -> BTreeMap<String, Totals> {
             free_relay_slots: l.free_relay_slots,
             peer_bytes: c.peer_bytes_ended.load(Ordering::Relaxed) + l.peer_bytes,
         };
-        (name.clone(), totals)
+        (hub, totals)
     });
     totals.collect()
 }

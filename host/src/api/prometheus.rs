@@ -42,9 +42,9 @@ fn per_stream(state: &HostState) -> Vec<Series> {
     let mut ingest = Series::new("ingest_bytes", "RTP bytes from the stream's source", Counter);
     let mut packets = Series::new("ingest_packets", "RTP packets from the stream's source", Counter);
     let mut lost = Series::new("ingest_packets_lost", "RTP packets the source sent that never arrived (sequence gaps)", Counter);
-    for (name, t) in super::book::stream_totals(state) {
-        let c = &state.streams[&name].counters;
-        let (app, stream) = name.split_once('/').unwrap_or((&name, ""));
+    for (hub, t) in super::book::stream_totals(state) {
+        let c = &hub.counters;
+        let (app, stream) = hub.name.split_once('/').unwrap_or((&hub.name, ""));
         let at = |extra: &[(&str, &str)]| {
             let mut l = labels(&[("app", app), ("stream", stream)]);
             l.extend(labels(extra));

@@ -98,10 +98,10 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
 pub fn snapshot(state: &HostState) -> serde_json::Value {
     let streams: Vec<serde_json::Value> = stream_totals(state)
         .into_iter()
-        .map(|(name, totals)| {
-            let nodes: Vec<TreeNode> = state.sessions.tree(&name, MAX_NODES + 1);
+        .map(|(hub, totals)| {
+            let nodes: Vec<TreeNode> = state.sessions.tree(&hub.name, MAX_NODES + 1);
             serde_json::json!({
-                "name": name,
+                "name": hub.name,
                 "sessions": totals.connections,
                 "offload": totals.offload(),
                 "peer_bytes": totals.peer_bytes,

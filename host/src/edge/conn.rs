@@ -90,8 +90,15 @@ pub struct ViewerConn {
     backlog: VecDeque<Arc<MediaPacket>>,
     /// Media tracks that have sent their first packet, and whether the worker was told.
     first_media: (u8, bool),
+    /// The stream's video codec (for the error when a player takes none of it).
+    codec: plumbing::VideoCodec,
     events: mpsc::UnboundedSender<EdgeEvent>,
     egress_bytes: Arc<AtomicU64>,
+}
+
+/// Whether an answer turns the video down (`m=video 0`: no codec in common).
+fn rejects_video(answer: &str) -> bool {
+    answer.split("\nm=").skip(1).any(|section| section.starts_with("video 0 "))
 }
 
 /// The offer the player gets.
@@ -130,6 +137,39 @@ pub fn edge_certificate() -> anyhow::Result<RTCCertificate> {
     )?)
 }
 
+/// ICE-lite with fresh credentials and no mDNS: the settings of every edge connection, and its
+/// local ufrag (how STUN finds it).
+pub fn edge_certificate_settings() -> (rtc::peer_connection::configuration::setting_engine::SettingEngine, String) {
+    let ufrag = random_token(16);
+    let setting = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(ufrag.clone(), random_token(32))
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .build();
+    (setting, ufrag)
+}
+
+/// Adds a host candidate for each of `addrs` (then the end of candidates); their lines.
+pub fn host_candidates(pc: &mut RTCPeerConnection, addrs: &[SocketAddr]) -> anyhow::Result<Vec<String>> {
+    let mut candidates = Vec::with_capacity(addrs.len());
+    for (i, addr) in addrs.iter().enumerate() {
+        let line = plumbing::host_candidate(i as u32 + 1, *addr);
+        pc.add_local_candidate(RTCIceCandidateInit { candidate: line.clone(), ..Default::default() })?;
+        candidates.push(line);
+    }
+    pc.add_local_candidate(RTCIceCandidateInit::default())?;
+    Ok(candidates)
+}
+
+/// A received datagram as `rtc` takes it.
+pub fn tagged(now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> TaggedBytesMut {
+    TaggedBytesMut {
+        now,
+        transport: TransportContext { local_addr: local, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP },
+        message: BytesMut::from(data),
+    }
+}
+
 fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
     (0..len).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
@@ -166,12 +206,7 @@ impl ViewerConn {
         let registry = Registry::new()
             .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
             .with(Slot::SenderReport, SenderReportBuilder::new().build());
-        let ufrag = random_token(16);
-        let setting = SettingEngineBuilder::new()
-            .with_lite(true)
-            .with_ice_credentials(ufrag.clone(), random_token(32))
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .build();
+        let (setting, ufrag) = edge_certificate_settings();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().with_certificates(vec![new.certificate]).build())
             .with_media_engine(media)
@@ -194,13 +229,7 @@ impl ViewerConn {
         };
         let offer = pc.create_offer(None)?;
         pc.set_local_description(now, offer)?;
-        let mut candidates = Vec::with_capacity(new.candidates.len());
-        for (i, addr) in new.candidates.iter().enumerate() {
-            let line = plumbing::host_candidate(i as u32 + 1, *addr);
-            pc.add_local_candidate(RTCIceCandidateInit { candidate: line.clone(), ..Default::default() })?;
-            candidates.push(line);
-        }
-        pc.add_local_candidate(RTCIceCandidateInit::default())?;
+        let candidates = host_candidates(&mut pc, new.candidates)?;
         let sdp = pc.local_description().ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
         let conn = Self {
             pc,
@@ -214,6 +243,7 @@ impl ViewerConn {
             next_index: 0,
             backlog: VecDeque::new(),
             first_media: (0, false),
+            codec: new.video_codec,
             events: new.events,
             egress_bytes: new.egress_bytes,
         };
@@ -225,6 +255,9 @@ impl ViewerConn {
         if self.phase != Phase::Offered {
             anyhow::bail!("the offer was already answered");
         }
+        if rejects_video(&sdp) {
+            anyhow::bail!("the player takes none of the stream's video codec ({:?}): it cannot play this stream", self.codec);
+        }
         self.pc.set_remote_description(now, RTCSessionDescription::answer(sdp)?)?;
         self.phase = Phase::Answered;
         Ok(())
@@ -232,12 +265,7 @@ impl ViewerConn {
 
     /// A datagram for this connection.
     pub fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> Wants {
-        let message = TaggedBytesMut {
-            now,
-            transport: TransportContext { local_addr: local, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP },
-            message: BytesMut::from(data),
-        };
-        if let Err(e) = self.pc.handle_read(message) {
+        if let Err(e) = self.pc.handle_read(tagged(now, local, from, data)) {
             tracing::debug!(ufrag = %self.ufrag, "datagram refused: {e}");
         }
         self.after_input()

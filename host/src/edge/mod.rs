@@ -17,6 +17,7 @@
 pub mod batch;
 pub mod conn;
 pub mod demux;
+pub mod ingest;
 pub mod net;
 pub mod worker;
 
@@ -119,6 +120,23 @@ impl Edge {
     }
 }
 
+impl Edge {
+    /// A new connection for a publisher. With its `offer` (WHIP): the answer, and what it will
+    /// send. Without (OME's signalling): the edge's offer; [`EdgeConnection::accept_publisher_answer`]
+    /// then says what it will send.
+    pub async fn publish(
+        &self,
+        offer: Option<String>,
+    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, EdgeOffer, Option<ingest::Tracks>), EdgeError> {
+        let worker = self.workers.iter().min_by_key(|w| w.load.load(Ordering::Relaxed)).ok_or(EdgeError::Gone)?;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (reply, answer) = oneshot::channel();
+        worker.commands.send(Command::Publish { offer, events: events_tx, reply }).await.map_err(|_| EdgeError::Gone)?;
+        let (key, sdp, tracks) = answer.await.map_err(|_| EdgeError::Gone)??;
+        Ok((EdgeConnection { worker: worker.commands.clone(), key }, events, sdp, tracks))
+    }
+}
+
 /// A session's edge connection; dropping it closes the connection.
 pub struct EdgeConnection {
     worker: mpsc::Sender<Command>,
@@ -131,6 +149,23 @@ impl EdgeConnection {
         let (reply, result) = oneshot::channel();
         self.worker.send(Command::Answer { key: self.key, sdp, reply }).await.map_err(|_| EdgeError::Gone)?;
         Ok(result.await.map_err(|_| EdgeError::Gone)??)
+    }
+}
+
+impl EdgeConnection {
+    /// Applies a publisher's answer to the edge's offer: what it will send.
+    pub async fn accept_publisher_answer(&self, sdp: String) -> Result<ingest::Tracks, EdgeError> {
+        let (reply, result) = oneshot::channel();
+        self.worker.send(Command::PublisherAnswer { key: self.key, sdp, reply }).await.map_err(|_| EdgeError::Gone)?;
+        Ok(result.await.map_err(|_| EdgeError::Gone)??)
+    }
+
+    /// The publisher's media goes to `hub` from now on, and `hub`'s keyframe requests to it.
+    pub async fn publish_to(&self, hub: &Arc<StreamHub>) -> Result<(), EdgeError> {
+        self.worker.send(Command::PublishTo { key: self.key, hub: hub.clone() }).await.map_err(|_| EdgeError::Gone)?;
+        let (worker, key) = (self.worker.clone(), self.key);
+        hub.set_keyframe_sink(Some(Box::new(move || worker.try_send(Command::RequestKeyframe { key }).is_ok())));
+        Ok(())
     }
 }
 

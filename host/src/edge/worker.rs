@@ -1,8 +1,11 @@
-//! A worker: one task that owns some of the edge's shared sockets and every viewer connection on
-//! them. It routes datagrams ([`Demux`]), drives each `rtc` connection's clock from one timer
-//! heap, and fans the streams' packets out to its viewers. No task and no socket per viewer.
+//! A worker: one task that owns some of the edge's shared sockets and every connection on them,
+//! viewers' and publishers'. It routes datagrams ([`Demux`]), drives each `rtc` connection's
+//! clock from one timer heap, and fans the streams' packets out to its viewers (a publisher's
+//! packets go to its stream's hub, and from there to every worker's viewers). No task and no
+//! socket per connection.
 
 use super::conn::{NewConn, Offer, Phase, ViewerConn, Wants};
+use super::ingest::{NewPublisher, PublisherConn, Tracks};
 use super::batch::{Outbox, Sent};
 use super::demux::{Demux, Dropped};
 use super::net::{EdgeSocket, Received, MAX_DATAGRAM, RECV_BATCH};
@@ -40,6 +43,20 @@ pub enum Command {
     },
     /// Apply the player's answer.
     Answer { key: ConnKey, sdp: String, reply: oneshot::Sender<anyhow::Result<()>> },
+    /// Create a connection for a publisher: with `offer` (WHIP), answer it; without (OME's
+    /// signalling), make the offer. Replies with the key, the SDP to send, and what the
+    /// publisher sends (known now for WHIP, after [`Command::PublisherAnswer`] for OME).
+    Publish {
+        offer: Option<String>,
+        events: mpsc::UnboundedSender<EdgeEvent>,
+        reply: oneshot::Sender<anyhow::Result<(ConnKey, Offer, Option<Tracks>)>>,
+    },
+    /// Apply a publisher's answer (OME's signalling).
+    PublisherAnswer { key: ConnKey, sdp: String, reply: oneshot::Sender<anyhow::Result<Tracks>> },
+    /// From now on the publisher's media goes to `hub`.
+    PublishTo { key: ConnKey, hub: Arc<StreamHub> },
+    /// Ask the publisher for a keyframe.
+    RequestKeyframe { key: ConnKey },
     /// Close and forget the connection.
     Close { key: ConnKey },
 }
@@ -59,9 +76,81 @@ struct StreamSlot {
 
 /// One connection and what the worker keeps beside it.
 struct Entry {
-    conn: ViewerConn,
-    slot: u32,
+    link: Link,
     socket: usize,
+}
+
+/// A viewer's connection (and the slot of the stream it plays) or a publisher's.
+enum Link {
+    Viewer { conn: ViewerConn, slot: u32 },
+    Publisher(PublisherConn),
+}
+
+/// What both kinds of connection answer, in one place.
+macro_rules! either {
+    ($link:expr, $c:ident => $body:expr) => {
+        match $link {
+            Link::Viewer { conn: $c, .. } => $body,
+            Link::Publisher($c) => $body,
+        }
+    };
+}
+
+impl Link {
+    fn ufrag(&self) -> &str {
+        either!(self, c => &c.ufrag)
+    }
+    fn addrs(&self) -> &[SocketAddr] {
+        either!(self, c => &c.addrs)
+    }
+    fn addrs_mut(&mut self) -> &mut Vec<SocketAddr> {
+        either!(self, c => &mut c.addrs)
+    }
+    fn phase(&self) -> Phase {
+        either!(self, c => c.phase)
+    }
+    fn scheduled(&mut self) -> &mut Option<Instant> {
+        either!(self, c => &mut c.scheduled)
+    }
+    fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, bytes::BytesMut)> {
+        either!(self, c => c.poll_transmit())
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        either!(self, c => c.poll_timeout())
+    }
+    fn close(&mut self) {
+        either!(self, c => c.close())
+    }
+    fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> Wants {
+        match self {
+            Link::Viewer { conn, .. } => conn.datagram(now, local, from, data),
+            Link::Publisher(conn) => {
+                conn.datagram(now, local, from, data);
+                Wants::default()
+            }
+        }
+    }
+    fn timeout(&mut self, now: Instant) -> Wants {
+        match self {
+            Link::Viewer { conn, .. } => conn.timeout(now),
+            Link::Publisher(conn) => {
+                conn.timeout(now);
+                Wants::default()
+            }
+        }
+    }
+    fn viewer(&mut self) -> Option<&mut ViewerConn> {
+        match self {
+            Link::Viewer { conn, .. } => Some(conn),
+            Link::Publisher(_) => None,
+        }
+    }
+    fn slot(&self) -> Option<u32> {
+        match self {
+            Link::Viewer { slot, .. } => Some(*slot),
+            Link::Publisher(_) => None,
+        }
+    }
 }
 
 /// The worker's sockets and routing: what sending and receiving need, apart from the connections.
@@ -80,9 +169,9 @@ struct Io {
 impl Io {
     /// Queues everything `entry` has to send, learning the addresses it answers.
     fn flush(&mut self, key: ConnKey, entry: &mut Entry) {
-        while let Some((local, to, data)) = entry.conn.poll_transmit() {
+        while let Some((local, to, data)) = entry.link.poll_transmit() {
             let socket = self.by_local.get(&local).copied().unwrap_or(entry.socket);
-            self.demux.learn(key, to, &mut entry.conn.addrs);
+            self.demux.learn(key, to, entry.link.addrs_mut());
             let s = &self.sockets[socket];
             self.outboxes[socket].push(to, s.source_for(local), data, s.is_ipv6());
         }
@@ -112,7 +201,7 @@ pub struct Worker {
     next_socket: usize,
     timers: BinaryHeap<Reverse<(Instant, ConnKey)>>,
     streams: HashMap<u32, StreamSlot>,
-    slot_of: HashMap<String, u32>,
+    slot_of: HashMap<usize, u32>,
     next_slot: u32,
     media_tx: mpsc::Sender<Fed>,
     media_rx: mpsc::Receiver<Fed>,
@@ -229,8 +318,8 @@ impl Worker {
             }
             Command::Answer { key, sdp, reply } => {
                 let now = Instant::now();
-                let result = match self.conns.get_mut(&key) {
-                    Some(e) => e.conn.answer(now, sdp),
+                let result = match self.conns.get_mut(&key).and_then(|e| e.link.viewer()) {
+                    Some(conn) => conn.answer(now, sdp),
                     None => Err(anyhow::anyhow!("the connection is gone")),
                 };
                 if result.is_ok() {
@@ -239,6 +328,40 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Command::Close { key } => self.close(key),
+            Command::Publish { offer, events, reply } => {
+                let created = self.create_publisher(offer, events);
+                let key = created.as_ref().ok().map(|(key, ..)| *key);
+                if reply.send(created).is_err() {
+                    if let Some(key) = key {
+                        self.close(key);
+                    }
+                }
+            }
+            Command::PublisherAnswer { key, sdp, reply } => {
+                let now = Instant::now();
+                let result = match self.conns.get_mut(&key).map(|e| &mut e.link) {
+                    Some(Link::Publisher(conn)) => conn.answer(now, sdp),
+                    _ => Err(anyhow::anyhow!("the connection is gone")),
+                };
+                if result.is_ok() {
+                    self.service(now, key, Wants::default());
+                }
+                let _ = reply.send(result);
+            }
+            Command::PublishTo { key, hub } => {
+                if let Some(Link::Publisher(conn)) = self.conns.get_mut(&key).map(|e| &mut e.link) {
+                    conn.publish_to(hub);
+                }
+            }
+            Command::RequestKeyframe { key } => {
+                let now = Instant::now();
+                if let Some(Link::Publisher(conn)) = self.conns.get_mut(&key).map(|e| &mut e.link) {
+                    if conn.request_keyframe(now) {
+                        self.io.metrics.add("ingest_keyframe_requests", 1);
+                    }
+                    self.service(now, key, Wants::default());
+                }
+            }
         }
     }
 
@@ -266,10 +389,37 @@ impl Worker {
         anyhow::ensure!(self.io.demux.add(&conn.ufrag, key), "ICE ufrag collision");
         let slot = self.subscribe(&hub);
         self.streams.get_mut(&slot).expect("subscribed").viewers.push(key);
-        self.conns.insert(key, Entry { conn, slot, socket });
+        self.conns.insert(key, Entry { link: Link::Viewer { conn, slot }, socket });
         self.load.fetch_add(1, Ordering::Relaxed);
         self.service(now, key, Wants::default());
         Ok((key, offer))
+    }
+
+    fn create_publisher(
+        &mut self,
+        offer: Option<String>,
+        events: mpsc::UnboundedSender<EdgeEvent>,
+    ) -> anyhow::Result<(ConnKey, Offer, Option<Tracks>)> {
+        let now = Instant::now();
+        let (socket, candidates) = self.pick_sockets();
+        let new = NewPublisher { candidates: &candidates, events, certificate: self.certificate.clone() };
+        let (conn, sdp, tracks) = match offer {
+            None => {
+                let (conn, offer) = PublisherConn::offer(now, new)?;
+                (conn, offer, None)
+            }
+            Some(offer) => {
+                let (conn, answer, tracks) = PublisherConn::answer_offer(now, new, offer)?;
+                (conn, Offer { sdp: answer, candidates: Vec::new() }, Some(tracks))
+            }
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        anyhow::ensure!(self.io.demux.add(&conn.ufrag, key), "ICE ufrag collision");
+        self.conns.insert(key, Entry { link: Link::Publisher(conn), socket });
+        self.load.fetch_add(1, Ordering::Relaxed);
+        self.service(now, key, Wants::default());
+        Ok((key, sdp, tracks))
     }
 
     /// For a new connection: one socket of each configured candidate, in turn, and the addresses
@@ -290,31 +440,33 @@ impl Worker {
         (first.unwrap_or(0), candidates)
     }
 
-    /// The slot of `hub` on this worker, starting its feeder on the first viewer.
+    /// The slot of `hub` on this worker, starting its feeder on the first viewer. Hubs are told
+    /// apart by identity: a stream published again under its name is another hub.
     fn subscribe(&mut self, hub: &Arc<StreamHub>) -> u32 {
-        if let Some(slot) = self.slot_of.get(&hub.name) {
+        if let Some(slot) = self.slot_of.get(&hub_id(hub)) {
             return *slot;
         }
         let slot = self.next_slot;
         self.next_slot += 1;
         let feeder = tokio::spawn(feed(hub.subscribe(), slot, self.media_tx.clone()));
         self.streams.insert(slot, StreamSlot { hub: hub.clone(), viewers: Vec::new(), feeder });
-        self.slot_of.insert(hub.name.clone(), slot);
+        self.slot_of.insert(hub_id(hub), slot);
         slot
     }
 
     fn close(&mut self, key: ConnKey) {
         let Some(mut entry) = self.conns.remove(&key) else { return };
-        entry.conn.close();
+        entry.link.close();
         self.io.flush(key, &mut entry);
-        self.io.demux.remove(&entry.conn.ufrag, key, &entry.conn.addrs);
+        self.io.demux.remove(entry.link.ufrag(), key, entry.link.addrs());
         self.load.fetch_sub(1, Ordering::Relaxed);
-        if let Some(stream) = self.streams.get_mut(&entry.slot) {
+        let Some(slot) = entry.link.slot() else { return };
+        if let Some(stream) = self.streams.get_mut(&slot) {
             stream.viewers.retain(|k| *k != key);
             if stream.viewers.is_empty() {
-                let stream = self.streams.remove(&entry.slot).expect("present");
+                let stream = self.streams.remove(&slot).expect("present");
                 stream.feeder.abort();
-                self.slot_of.remove(&stream.hub.name);
+                self.slot_of.remove(&hub_id(&stream.hub));
             }
         }
     }
@@ -349,7 +501,7 @@ impl Worker {
                 match self.io.demux.route(data, r.from) {
                     Ok(key) => {
                         let Some(entry) = self.conns.get_mut(&key) else { continue };
-                        let wants = entry.conn.datagram(now, r.local, r.from, data);
+                        let wants = entry.link.datagram(now, r.local, r.from, data);
                         self.service(now, key, wants);
                     }
                     Err(dropped) => self.dropped[dropped as usize] += 1,
@@ -368,16 +520,16 @@ impl Worker {
             }
             self.timers.pop();
             let Some(entry) = self.conns.get_mut(&key) else { continue };
-            if entry.conn.scheduled != Some(t) {
+            if *entry.link.scheduled() != Some(t) {
                 continue; // superseded
             }
-            entry.conn.scheduled = None;
-            let wants = entry.conn.timeout(now);
+            *entry.link.scheduled() = None;
+            let wants = entry.link.timeout(now);
             self.service(now, key, wants);
         }
         // Stale entries accumulate when deadlines move; rebuild now and then.
         if self.timers.len() > 4 * self.conns.len() + 64 {
-            self.timers = self.conns.iter().filter_map(|(k, e)| e.conn.scheduled.map(|t| Reverse((t, *k)))).collect();
+            self.timers = self.conns.iter_mut().filter_map(|(k, e)| e.link.scheduled().map(|t| Reverse((t, *k)))).collect();
         }
     }
 
@@ -387,8 +539,8 @@ impl Worker {
             Fed::Lagged(slot) => {
                 self.counters.lagged.fetch_add(1, Ordering::Relaxed);
                 for key in self.streams.get(&slot).map(|s| s.viewers.clone()).unwrap_or_default() {
-                    if let Some(e) = self.conns.get_mut(&key) {
-                        e.conn.lagged();
+                    if let Some(conn) = self.conns.get_mut(&key).and_then(|e| e.link.viewer()) {
+                        conn.lagged();
                     }
                 }
                 return;
@@ -398,11 +550,13 @@ impl Worker {
         let mut sent = 0;
         for key in &stream.viewers {
             let Some(entry) = self.conns.get_mut(key) else { continue };
-            sent += entry.conn.send_media(now, &packet);
+            let Some(conn) = entry.link.viewer() else { continue };
+            sent += conn.send_media(now, &packet);
+            let first_media = conn.take_first_media();
             self.io.flush(*key, entry);
             // rtc arms its sender-report timer at a track's first RTP packet: pick it up once,
             // not per packet (poll_timeout walks every handler).
-            if entry.conn.take_first_media() {
+            if first_media {
                 reschedule(&mut self.timers, *key, entry);
             }
         }
@@ -413,8 +567,8 @@ impl Worker {
     /// wishes, schedule its next timeout, and forget it if it is done.
     fn service(&mut self, now: Instant, key: ConnKey, wants: Wants) {
         let Some(entry) = self.conns.get_mut(&key) else { return };
-        let slot = entry.slot;
-        if wants.connected {
+        let slot = entry.link.slot();
+        if let (true, Some(slot)) = (wants.connected, slot) {
             let hub = self.streams[&slot].hub.clone();
             let cache = hub.keyframe_cache();
             if cache.is_empty() {
@@ -422,15 +576,15 @@ impl Worker {
             } else {
                 self.io.metrics.add("edge_keyframe_cache_joins", 1);
             }
-            let entry = self.conns.get_mut(&key).expect("present");
-            let sent = entry.conn.start_from(now, cache);
+            let conn = self.conns.get_mut(&key).and_then(|e| e.link.viewer()).expect("a viewer");
+            let sent = conn.start_from(now, cache);
             self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
         }
-        if wants.keyframe {
+        if let (true, Some(slot)) = (wants.keyframe, slot) {
             self.streams[&slot].hub.request_keyframe(now);
         }
         let entry = self.conns.get_mut(&key).expect("present");
-        if entry.conn.phase == Phase::Done {
+        if entry.link.phase() == Phase::Done {
             self.close(key);
             return;
         }
@@ -441,13 +595,18 @@ impl Worker {
 
 /// Puts `entry`'s next deadline on the heap if it changed.
 fn reschedule(timers: &mut BinaryHeap<Reverse<(Instant, ConnKey)>>, key: ConnKey, entry: &mut Entry) {
-    let next = entry.conn.poll_timeout();
-    if next != entry.conn.scheduled {
-        entry.conn.scheduled = next;
+    let next = entry.link.poll_timeout();
+    if next != *entry.link.scheduled() {
+        *entry.link.scheduled() = next;
         if let Some(t) = next {
             timers.push(Reverse((t, key)));
         }
     }
+}
+
+/// A hub's identity on this worker.
+fn hub_id(hub: &Arc<StreamHub>) -> usize {
+    Arc::as_ptr(hub) as usize
 }
 
 async fn feed(mut packets: broadcast::Receiver<Arc<MediaPacket>>, slot: u32, to: mpsc::Sender<Fed>) {

@@ -74,13 +74,16 @@ pub struct StreamHub {
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The coalescing of keyframe requests to a source.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct KeyframeRequests {
     last_sent: Option<Instant>,
     /// A way to ask the source (a WebRTC publisher takes RTCP PLI); `None` for the built-in clip
-    /// and RTP ingest, whose keyframes come on their own schedule.
-    sink: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+    /// and RTP ingest, whose keyframes come on their own schedule. True if the request went out.
+    sink: Option<KeyframeSink>,
 }
+
+/// How a source is asked for a keyframe.
+pub type KeyframeSink = Box<dyn Fn() -> bool + Send + Sync>;
 
 impl StreamHub {
     /// A hub for stream `name` whose source sends `video_codec` (and Opus if `has_audio`).
@@ -118,10 +121,10 @@ impl StreamHub {
         self.gop.lock().expect("gop lock").snapshot(Instant::now())
     }
 
-    /// Lets the source be asked for keyframes (one `()` per request, already coalesced).
-    #[allow(dead_code)] // the WebRTC ingest (a later issue) is the first source that can take them
-    pub fn set_keyframe_sink(&self, sink: tokio::sync::mpsc::UnboundedSender<()>) {
-        self.keyframe_requests.lock().expect("keyframe lock").sink = Some(sink);
+    /// Lets the source be asked for keyframes (`sink` is called once per request, already
+    /// coalesced); `None`: it cannot be asked any more (its publisher left).
+    pub fn set_keyframe_sink(&self, sink: Option<KeyframeSink>) {
+        self.keyframe_requests.lock().expect("keyframe lock").sink = sink;
     }
 
     /// A viewer needs a keyframe (joined with an empty cache, failed over, sent a PLI). Returns
@@ -132,7 +135,7 @@ impl StreamHub {
         if r.last_sent.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
             return false;
         }
-        let sent = sink.send(()).is_ok();
+        let sent = sink();
         r.last_sent = Some(now);
         sent
     }
@@ -168,7 +171,7 @@ mod tests {
         let t0 = Instant::now();
         assert!(!hub.request_keyframe(t0), "a source that cannot take requests gets none");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        hub.set_keyframe_sink(tx);
+        hub.set_keyframe_sink(Some(Box::new(move || tx.send(()).is_ok())));
         let sent: Vec<bool> = [0, 10, 500, 999, 1000, 1500, 2100]
             .iter()
             .map(|ms| hub.request_keyframe(t0 + Duration::from_millis(*ms)))

@@ -2,7 +2,9 @@
 //! `/stats`, all on the signalling port.
 
 pub mod protocol;
+mod publisher;
 mod session;
+mod whip;
 
 use crate::state::HostState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -27,8 +29,8 @@ pub fn router(state: Arc<HostState>) -> Router {
         .route("/stats", get(stats))
         .route("/p2p", get(crate::api::tree::page))
         .route("/p2p/events", get(crate::api::tree::events))
-        .route("/{app}/{stream}", get(signalling))
-        .route("/{app}/{stream}/{file}", get(signalling_with_file))
+        .route("/{app}/{stream}", get(signalling).post(whip::post).options(whip::options))
+        .route("/{app}/{stream}/{file}", get(signalling_with_file).delete(whip::delete).patch(whip::patch).options(whip::options))
         .with_state(state)
 }
 
@@ -92,7 +94,7 @@ async fn signalling(
     let limits = &state.config.limits;
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let user_agent = user_agent[..user_agent.floor_char_boundary(limits.max_user_agent_bytes)].to_string();
-    let hub = state.streams.get(&format!("{app}/{stream}")).cloned();
+    let hub = state.streams.get(&format!("{app}/{stream}"));
     // Signalling messages are a few KiB (an SDP with its candidates): small buffers keep an idle
     // session cheap (tungstenite's defaults reserve 128 KiB to read per socket).
     // Frames are limited too, so an over-long frame is refused at its header, not buffered whole.
@@ -101,9 +103,13 @@ async fn signalling(
         .write_buffer_size(0)
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes);
+    let publishing = query.as_deref().is_some_and(|q| q.split('&').any(|kv| kv == "direction=send"));
     upgrade.on_upgrade(move |mut socket| async move {
         // The connection's place under the caps is held for as long as the session lives.
         let _admitted = admitted;
+        if publishing {
+            return publisher::run(socket, state, app, stream, query.unwrap_or_default()).await;
+        }
         let Some(hub) = hub else {
             tracing::info!(%remote, "refused: no stream {app}/{stream}");
             state.metrics.add("sessions_refused", 1);

@@ -122,8 +122,8 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
     let egress_bytes = Arc::new(AtomicU64::new(0));
     let limits = state.config.limits.clone();
     let outgoing = Arc::new(OutgoingBudget::new(limits.max_outgoing_bytes));
-    // OvenLiveKit asks to publish with `direction=send`; P2P never applies to publishers.
-    let kind = if request.query.split('&').any(|kv| kv == "direction=send") { SessionKind::Publish } else { SessionKind::Play };
+    // Publishers (`direction=send`) are served by `super::publisher`: a session here plays.
+    let kind = SessionKind::Play;
     let mut info = None;
     let id = state.sessions.register(|id| {
         let i = SessionInfo::new(
@@ -168,14 +168,7 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
         candidates: 0,
         limits,
     };
-    let ending = if kind == SessionKind::Publish {
-        Ending::with_error(ProtocolError {
-            code: 403,
-            message: "publishing over WebRTC is not supported by this host; use RTP ingest".into(),
-        })
-    } else {
-        session.serve(&mut commands).await
-    };
+    let ending = session.serve(&mut commands).await;
 
     state.sessions.remove(id);
     if let Some(error) = &ending.error {

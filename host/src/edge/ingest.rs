@@ -1,0 +1,259 @@
+//! A publisher's edge connection: an `rtc` peer connection that receives one video track (VP8
+//! or H.264) and one Opus track on the shared ports, and hands their RTP to the stream's hub.
+//!
+//! Two ways in, both as OvenMediaEngine does them: over OME's WebSocket signalling the server
+//! offers (receive-only video, both codecs, then audio) and the publisher answers
+//! ([`PublisherConn::offer`]); over WHIP the publisher offers and the server answers
+//! ([`PublisherConn::answer_offer`]). ICE-lite either way, like the viewers' connections.
+
+use super::conn::{edge_certificate_settings, host_candidates, tagged, Offer, Phase};
+use super::EdgeEvent;
+use crate::media::{MediaKind, StreamHub};
+use crate::plumbing::{self, VideoCodec};
+use bytes::BytesMut;
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrackId;
+use rtc::peer_connection::certificate::RTCCertificate;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// What a publisher's stream carries, learned from the negotiated SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracks {
+    /// The video codec the publisher sends.
+    pub video: VideoCodec,
+    /// Whether it sends audio.
+    pub audio: bool,
+}
+
+/// Everything a new publisher connection needs.
+pub struct NewPublisher<'a> {
+    /// The addresses it is reachable at (its candidates).
+    pub candidates: &'a [SocketAddr],
+    /// The session's event inbox.
+    pub events: mpsc::UnboundedSender<EdgeEvent>,
+    /// The edge's DTLS certificate.
+    pub certificate: RTCCertificate,
+}
+
+/// One publisher's edge connection.
+pub struct PublisherConn {
+    pc: RTCPeerConnection,
+    /// The local ICE username fragment: how STUN finds this connection.
+    pub ufrag: String,
+    /// Remote addresses this connection has answered (routed to it).
+    pub addrs: Vec<SocketAddr>,
+    /// Where it stands.
+    pub phase: Phase,
+    /// The next time it wants `handle_timeout`, as last scheduled.
+    pub scheduled: Option<Instant>,
+    /// The hub its media goes to, once the negotiation said what the stream carries.
+    hub: Option<Arc<StreamHub>>,
+    /// Its tracks by id, as they opened: their kind and the receiver that reads them.
+    tracks: HashMap<MediaStreamTrackId, (MediaKind, RTCRtpReceiverId, u32)>,
+    events: mpsc::UnboundedSender<EdgeEvent>,
+}
+
+/// A peer connection that receives: both video codecs and Opus, rtc's default receive-side
+/// interceptors (NACK generation, receiver reports, transport-wide congestion feedback, so the
+/// browser's encoder ramps up), ICE-lite.
+fn receiving_pc(now: Instant, certificate: RTCCertificate) -> anyhow::Result<(RTCPeerConnection, String)> {
+    let mut media = MediaEngine::default();
+    plumbing::register_ingest_codecs(&mut media)?;
+    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    let (setting, ufrag) = edge_certificate_settings();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().with_certificates(vec![certificate]).build())
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(setting)
+        .build(now)?;
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        let recvonly = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, streams: vec![], send_encodings: vec![] };
+        pc.add_transceiver_from_kind(kind, Some(recvonly))?;
+    }
+    Ok((pc, ufrag))
+}
+
+impl PublisherConn {
+    fn new(pc: RTCPeerConnection, ufrag: String, events: mpsc::UnboundedSender<EdgeEvent>) -> Self {
+        Self { pc, ufrag, addrs: Vec::new(), phase: Phase::Offered, scheduled: None, hub: None, tracks: HashMap::new(), events }
+    }
+
+    /// OME's way: the server offers; [`Self::answer`] takes the publisher's answer.
+    pub fn offer(now: Instant, new: NewPublisher<'_>) -> anyhow::Result<(Self, Offer)> {
+        let (mut pc, ufrag) = receiving_pc(now, new.certificate)?;
+        let offer = pc.create_offer(None)?;
+        pc.set_local_description(now, offer)?;
+        let candidates = host_candidates(&mut pc, new.candidates)?;
+        let sdp = pc.local_description().ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
+        Ok((Self::new(pc, ufrag, new.events), Offer { sdp, candidates }))
+    }
+
+    /// The publisher's answer to [`Self::offer`]: what it will send.
+    pub fn answer(&mut self, now: Instant, sdp: String) -> anyhow::Result<Tracks> {
+        anyhow::ensure!(self.phase == Phase::Offered, "the offer was already answered");
+        let tracks = negotiated(&sdp)?;
+        self.pc.set_remote_description(now, RTCSessionDescription::answer(sdp)?)?;
+        self.phase = Phase::Answered;
+        Ok(tracks)
+    }
+
+    /// WHIP's way: the publisher's offer in, the answer (with the candidates in it) out.
+    pub fn answer_offer(now: Instant, new: NewPublisher<'_>, offer: String) -> anyhow::Result<(Self, String, Tracks)> {
+        let (mut pc, ufrag) = receiving_pc(now, new.certificate)?;
+        pc.set_remote_description(now, RTCSessionDescription::offer(offer)?)?;
+        let answer = pc.create_answer(None)?;
+        pc.set_local_description(now, answer)?;
+        host_candidates(&mut pc, new.candidates)?;
+        let sdp = pc.local_description().ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
+        let tracks = negotiated(&sdp)?;
+        let mut conn = Self::new(pc, ufrag, new.events);
+        conn.phase = Phase::Answered;
+        Ok((conn, sdp, tracks))
+    }
+
+    /// From now on its media goes to `hub`.
+    pub fn publish_to(&mut self, hub: Arc<StreamHub>) {
+        self.hub = Some(hub);
+    }
+
+    /// A datagram for this connection; true if it just came up.
+    pub fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool {
+        if let Err(e) = self.pc.handle_read(tagged(now, local, from, data)) {
+            tracing::debug!(ufrag = %self.ufrag, "datagram refused: {e}");
+        }
+        self.after_input()
+    }
+
+    /// The connection's deadline passed; true if it just came up.
+    pub fn timeout(&mut self, now: Instant) -> bool {
+        if let Err(e) = self.pc.handle_timeout(now) {
+            tracing::debug!(ufrag = %self.ufrag, "timeout handling: {e}");
+        }
+        self.after_input()
+    }
+
+    /// When the connection next needs [`Self::timeout`].
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.pc.poll_timeout()
+    }
+
+    /// The next datagram to send: `(local address, remote address, bytes)`.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, BytesMut)> {
+        let out = self.pc.poll_write()?;
+        Some((out.transport.local_addr, out.transport.peer_addr, out.message))
+    }
+
+    /// Asks the publisher for a keyframe (a PLI on its video track); false if it has none yet.
+    pub fn request_keyframe(&mut self, now: Instant) -> bool {
+        let Some((_, receiver, ssrc)) = self.tracks.values().find(|(kind, ..)| *kind == MediaKind::Video).copied() else { return false };
+        let Some(mut receiver) = self.pc.rtp_receiver(receiver) else { return false };
+        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
+        receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok()
+    }
+
+    /// Closes the peer connection.
+    pub fn close(&mut self) {
+        if let Err(e) = self.pc.close() {
+            tracing::debug!(ufrag = %self.ufrag, "closing: {e}");
+        }
+        self.phase = Phase::Done;
+    }
+
+    /// Follows events and hands received RTP to the hub; true if the connection just came up.
+    fn after_input(&mut self) -> bool {
+        let mut connected = false;
+        while let Some(event) = self.pc.poll_event() {
+            match event {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => connected |= self.on_state(state),
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    let kind = self.pc.rtp_receiver(init.receiver_id).map(|r| r.track().kind());
+                    let kind = if kind == Some(RtpCodecKind::Audio) { MediaKind::Audio } else { MediaKind::Video };
+                    self.tracks.insert(init.track_id, (kind, init.receiver_id, init.ssrc));
+                }
+                _ => {}
+            }
+        }
+        while let Some(message) = self.pc.poll_read() {
+            let RTCMessage::RtpPacket(track, mut packet) = message.message else { continue };
+            let (Some(hub), Some((kind, ..))) = (&self.hub, self.tracks.get(&track)) else { continue };
+            // Viewers negotiate no header extensions: the publisher's stay here.
+            packet.header.extension = false;
+            packet.header.extensions.clear();
+            hub.publish(*kind, packet);
+        }
+        connected
+    }
+
+    /// Follows a state change; true if the connection just came up.
+    fn on_state(&mut self, state: RTCPeerConnectionState) -> bool {
+        match state {
+            RTCPeerConnectionState::Connected if self.phase == Phase::Answered => {
+                self.phase = Phase::Connected;
+                let _ = self.events.send(EdgeEvent::Connected);
+                true
+            }
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed if self.phase != Phase::Done => {
+                self.phase = Phase::Done;
+                let _ = self.events.send(EdgeEvent::Failed);
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What the negotiated `sdp` (an answer, or the server's own answer) says the publisher sends:
+/// the first payload type of its video section names the codec; an audio section that is not
+/// rejected means audio.
+pub fn negotiated(sdp: &str) -> anyhow::Result<Tracks> {
+    let mut sections = sdp.split("\nm=").skip(1);
+    let video = sections.clone().find(|s| s.starts_with("video ")).ok_or_else(|| anyhow::anyhow!("no video in the SDP"))?;
+    let first_pt = video.split_whitespace().nth(3).ok_or_else(|| anyhow::anyhow!("a video section without payload types"))?;
+    let rtpmap = format!("a=rtpmap:{first_pt} ");
+    let codec_name = video
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix(&rtpmap))
+        .and_then(|c| c.split('/').next())
+        .ok_or_else(|| anyhow::anyhow!("no rtpmap for video payload type {first_pt}"))?;
+    let video = match codec_name.to_ascii_uppercase().as_str() {
+        "VP8" => VideoCodec::Vp8,
+        "H264" => VideoCodec::H264,
+        other => anyhow::bail!("the publisher's video is {other}; this host takes VP8 or H264"),
+    };
+    let audio = sections.any(|s| s.starts_with("audio ") && !s.starts_with("audio 0 "));
+    Ok(Tracks { video, audio })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_negotiated_codec_is_the_first_video_payload_type() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert_eq!(negotiated(sdp).unwrap(), Tracks { video: VideoCodec::H264, audio: true });
+        let no_audio = sdp.replace("m=audio 9", "m=audio 0");
+        assert_eq!(negotiated(&no_audio).unwrap(), Tracks { video: VideoCodec::H264, audio: false });
+        let vp9 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 98\r\na=rtpmap:98 VP9/90000\r\n";
+        assert!(negotiated(vp9).unwrap_err().to_string().contains("VP9"));
+        assert!(negotiated("v=0\r\nm=audio 9 X 111\r\n").is_err());
+    }
+}

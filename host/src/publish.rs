@@ -1,0 +1,175 @@
+//! Publishing: what both ways in (OME's WebSocket signalling, WHIP) share. A publisher is
+//! authorized by its application's token, claims the stream's name, negotiates its edge
+//! connection, and its media then goes into the stream's hub; when it leaves, the stream ends or
+//! waits out its grace time. Publishers are not signalling sessions of the viewers' kind: plugins
+//! never see them (P2P never applies to publishing).
+
+use crate::config::PublishConfig;
+use crate::edge::ingest::Tracks;
+use crate::edge::EdgeConnection;
+use crate::media::StreamHub;
+use crate::state::HostState;
+use crate::streams::{ClaimError, Claimed, Released};
+use plugin_api::SessionId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// Why a publisher was refused or stopped, with the HTTP status that says it (WHIP's status, the
+/// `code` of OME's error message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The application takes no publishers, or not this name (403: the name exists or not,
+    /// publishing it is not allowed).
+    #[error("{0}")]
+    NotPublishable(String),
+    /// No token presented where one is needed.
+    #[error("publishing to {0} needs its token")]
+    Unauthorized(String),
+    /// A wrong token.
+    #[error("the token is not {0}'s")]
+    Forbidden(String),
+    /// Another publisher has the stream.
+    #[error("{0}")]
+    Taken(String),
+    /// The offer or answer cannot be used.
+    #[error("{0}")]
+    BadSdp(String),
+    /// The edge could not make the connection.
+    #[error("cannot create the WebRTC connection")]
+    Edge,
+}
+
+impl PublishError {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotPublishable(_) => 403,
+            Self::Unauthorized(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::Taken(_) => 409,
+            Self::BadSdp(_) => 400,
+            Self::Edge => 500,
+        }
+    }
+}
+
+impl From<ClaimError> for PublishError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::NotPublishable(_) => Self::NotPublishable(e.to_string()),
+            ClaimError::Taken(_) => Self::Taken(e.to_string()),
+        }
+    }
+}
+
+/// Checks `presented` against the application's token (none configured: anyone may publish).
+pub fn authorize(app: &str, rules: Option<&PublishConfig>, presented: Option<&str>) -> Result<(), PublishError> {
+    let Some(rules) = rules else { return Err(PublishError::NotPublishable(format!("application {app} takes no publishers"))) };
+    match (&rules.token, presented) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(PublishError::Unauthorized(app.to_string())),
+        (Some(token), Some(p)) if crate::api::access::constant_time_eq(token.as_bytes(), p.as_bytes()) => Ok(()),
+        (Some(_), Some(_)) => Err(PublishError::Forbidden(app.to_string())),
+    }
+}
+
+/// The live publications: how a take-over or a WHIP `DELETE` stops one.
+#[derive(Default)]
+pub struct Publishers {
+    live: Mutex<HashMap<SessionId, Live>>,
+}
+
+struct Live {
+    name: String,
+    stop: Arc<Notify>,
+    /// Its WHIP resource key, if it came by WHIP.
+    whip_key: Option<String>,
+}
+
+impl Publishers {
+    /// A new publisher id (never 0, never one in use).
+    fn new_id(&self) -> SessionId {
+        let live = self.live.lock().expect("publishers lock");
+        loop {
+            let id = rand::random_range(1..=i32::MAX as u32);
+            if !live.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Stops publisher `id`, if it is live.
+    fn stop(&self, id: SessionId) {
+        if let Some(live) = self.live.lock().expect("publishers lock").get(&id) {
+            live.stop.notify_one();
+        }
+    }
+
+    /// Stops the WHIP publication of `name` with resource `key`; false if there is none.
+    pub fn stop_whip(&self, name: &str, key: &str) -> bool {
+        let live = self.live.lock().expect("publishers lock");
+        let found = live.values().find(|l| l.name == name && l.whip_key.as_deref() == Some(key));
+        found.inspect(|l| l.stop.notify_one()).is_some()
+    }
+
+    /// The host is stopping: every publisher stops.
+    pub fn stop_all(&self) {
+        self.live.lock().expect("publishers lock").values().for_each(|l| l.stop.notify_one());
+    }
+}
+
+/// A publisher that holds its stream's name.
+pub struct Publication {
+    /// Its id (the `id` of OME's messages).
+    pub id: SessionId,
+    /// `app/stream`.
+    pub name: String,
+    /// Notified when it must stop (taken over, or a WHIP `DELETE`).
+    pub stop: Arc<Notify>,
+    state: Arc<HostState>,
+}
+
+impl Publication {
+    /// Claims `app/stream` for a new publisher (stopping the one it takes over, if the
+    /// application allows that). `whip_key` names its WHIP resource.
+    pub fn claim(state: &Arc<HostState>, app: &str, stream: &str, whip_key: Option<String>) -> Result<Self, PublishError> {
+        let id = state.publishers.new_id();
+        if let Claimed::TookOver(old) = state.streams.claim(app, stream, id)? {
+            tracing::info!(stream = %format!("{app}/{stream}"), old, new = id, "publisher taken over");
+            state.publishers.stop(old);
+        }
+        let name = format!("{app}/{stream}");
+        let stop = Arc::new(Notify::new());
+        state.publishers.live.lock().expect("publishers lock").insert(id, Live { name: name.clone(), stop: stop.clone(), whip_key });
+        Ok(Self { id, name, stop, state: state.clone() })
+    }
+
+    /// The negotiation said what it sends: its media goes to the stream's hub from now on.
+    pub async fn activate(&self, edge: &EdgeConnection, tracks: Tracks) -> Result<Arc<StreamHub>, PublishError> {
+        let hub = self.state.streams.activate(&self.name, self.id, tracks.video, tracks.audio).ok_or_else(|| PublishError::Taken(format!("{} was taken over", self.name)))?;
+        edge.publish_to(&hub).await.map_err(|_| PublishError::Edge)?;
+        tracing::info!(stream = %self.name, publisher = self.id, video = ?tracks.video, audio = tracks.audio, "publishing");
+        self.state.metrics.add("publishers_started", 1);
+        Ok(hub)
+    }
+}
+
+impl Drop for Publication {
+    /// The publisher left: the stream ends, or waits out its grace time.
+    fn drop(&mut self) {
+        self.state.publishers.live.lock().expect("publishers lock").remove(&self.id);
+        match self.state.streams.release(&self.name, self.id) {
+            Released::Ended => tracing::info!(stream = %self.name, publisher = self.id, "publisher left; the stream ended"),
+            Released::Waiting { grace, generation } => {
+                tracing::info!(stream = %self.name, publisher = self.id, grace_ms = grace.as_millis() as u64, "publisher left; the stream waits for it");
+                let (state, name) = (self.state.clone(), self.name.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    state.streams.grace_over(&name, generation);
+                });
+            }
+            Released::NotHeld => {}
+        }
+    }
+}
