@@ -158,3 +158,62 @@ impl Streams {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streams(rules: PublishConfig) -> Streams {
+        let configured = HashMap::from([("live/fixed".to_string(), Arc::new(StreamHub::new("live/fixed".into(), VideoCodec::Vp8, true, GopLimits::default())))]);
+        Streams::new(configured, HashMap::from([("live".to_string(), rules)]), GopLimits::default())
+    }
+
+    #[test]
+    fn a_name_is_published_by_one_publisher_at_a_time_and_freed_when_it_leaves() {
+        let s = streams(PublishConfig::default());
+        assert_eq!(s.claim("live", "cam", 1), Ok(Claimed::Free));
+        assert_eq!(s.claim("live", "cam", 2), Err(ClaimError::Taken("live/cam".into())));
+        assert!(matches!(s.claim("live", "fixed", 3), Err(ClaimError::NotPublishable(_))), "a configured stream");
+        assert!(matches!(s.claim("other", "cam", 3), Err(ClaimError::NotPublishable(_))), "an application without <Publish>");
+        assert!(s.get("live/cam").is_none(), "no hub before the negotiation");
+        let hub = s.activate("live/cam", 1, VideoCodec::H264, true).unwrap();
+        assert!(Arc::ptr_eq(&s.get("live/cam").unwrap(), &hub));
+        assert_eq!(s.release("live/cam", 2), Released::NotHeld, "not 2's to release");
+        assert_eq!(s.release("live/cam", 1), Released::Ended);
+        assert_eq!(*hub.state().borrow(), crate::media::SourceState::Stopped, "its viewers are told");
+        assert!(s.get("live/cam").is_none());
+        assert_eq!(s.claim("live", "cam", 2), Ok(Claimed::Free));
+    }
+
+    #[test]
+    fn only_listed_names_are_published_and_a_take_over_names_the_publisher_to_close() {
+        let s = streams(PublishConfig { streams: vec!["cam".into()], take_over: true, ..PublishConfig::default() });
+        assert!(matches!(s.claim("live", "other", 1), Err(ClaimError::NotPublishable(_))));
+        assert_eq!(s.claim("live", "cam", 1), Ok(Claimed::Free));
+        let first = s.activate("live/cam", 1, VideoCodec::Vp8, true).unwrap();
+        assert_eq!(s.claim("live", "cam", 2), Ok(Claimed::TookOver(1)));
+        assert!(s.activate("live/cam", 1, VideoCodec::Vp8, true).is_none(), "the old publisher's negotiation is void");
+        let second = s.activate("live/cam", 2, VideoCodec::Vp8, true).unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "same codecs: viewers keep their hub");
+        assert_eq!(s.release("live/cam", 1), Released::NotHeld, "the old publisher leaving changes nothing");
+    }
+
+    #[test]
+    fn in_the_grace_time_the_hub_waits_for_its_publisher_and_a_new_codec_gets_a_new_hub() {
+        let s = streams(PublishConfig { grace_ms: 5000, ..PublishConfig::default() });
+        s.claim("live", "cam", 1).unwrap();
+        let hub = s.activate("live/cam", 1, VideoCodec::Vp8, true).unwrap();
+        let Released::Waiting { generation, .. } = s.release("live/cam", 1) else { panic!("a grace time") };
+        assert!(s.get("live/cam").is_some(), "viewers still find it");
+        s.claim("live", "cam", 2).unwrap();
+        s.grace_over("live/cam", generation);
+        assert!(s.get("live/cam").is_some(), "republished in time: the old grace timer does nothing");
+        let h264 = s.activate("live/cam", 2, VideoCodec::H264, true).unwrap();
+        assert!(!Arc::ptr_eq(&hub, &h264), "another codec: another hub");
+        assert_eq!(*hub.state().borrow(), crate::media::SourceState::Stopped, "the old hub's viewers are told");
+        let Released::Waiting { generation, .. } = s.release("live/cam", 2) else { panic!("a grace time") };
+        s.grace_over("live/cam", generation);
+        assert!(s.get("live/cam").is_none(), "nobody came back");
+        assert_eq!(*h264.state().borrow(), crate::media::SourceState::Stopped);
+    }
+}

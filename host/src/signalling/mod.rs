@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 const PAGE: &str = include_str!("../../assets/player.html");
 
-/// The router: `/` (test page), `/stats`, and `/{app}/{stream}[/{file}]` (signalling).
+/// The router: `/` (test page), `/stats`, `/p2p` (the live tree), `/{app}/{stream}[/{file}]`
+/// (signalling; WHIP with `?direction=whip`).
 pub fn router(state: Arc<HostState>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
@@ -31,6 +32,8 @@ pub fn router(state: Arc<HostState>) -> Router {
         .route("/p2p/events", get(crate::api::tree::events))
         .route("/{app}/{stream}", get(signalling).post(whip::post).options(whip::options))
         .route("/{app}/{stream}/{file}", get(signalling_with_file).delete(whip::delete).patch(whip::patch).options(whip::options))
+        // The only bodies are WHIP offers: read no more than an SDP may be (413 past it).
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.limits.max_sdp_bytes))
         .with_state(state)
 }
 
