@@ -31,6 +31,10 @@ const CHROMIUM_ARGS = [
   '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
   '--disable-sync', '--no-first-run', '--allow-loopback-in-peer-connection',
   '--disable-features=WebRtcHideLocalIpsWithMdns', '--autoplay-policy=no-user-gesture-required',
+  // Publishing pages: a fake camera and microphone (a test pattern and a beep), granted without
+  // asking; getUserMedia needs a secure context, which plain http pages are not otherwise.
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  `--unsafely-treat-insecure-origin-as-secure=http://player.test,http://${ADDR}:${PORT}`,
 ];
 
 const started = Date.now();

@@ -49,12 +49,14 @@ fn browser_dir() -> PathBuf {
     workspace_dir().join("tests").join("browser")
 }
 
-/// Installs the pinned node packages (playwright-core, both OvenPlayer releases) if missing.
+/// Installs the pinned node packages (playwright-core, both OvenPlayer releases, OvenLiveKit) if
+/// missing.
 fn ensure_node_packages() {
     let dir = browser_dir();
     if dir.join("node_modules/playwright-core").exists()
         && dir.join("node_modules/ovenplayer-0.10.38/dist/ovenplayer.js").exists()
         && dir.join("node_modules/ovenplayer-0.10.54/dist/ovenplayer.js").exists()
+        && dir.join("node_modules/ovenlivekit/dist/OvenLiveKit.min.js").exists()
     {
         return;
     }
