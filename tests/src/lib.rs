@@ -5,6 +5,7 @@
 pub mod harness;
 pub mod peer;
 pub mod procstat;
+pub mod publisher;
 pub mod signal;
 pub mod sim_host;
 pub mod swarm;
