@@ -1,10 +1,11 @@
-// Real OvenPlayer releases in real headless Chromium against the real host.
+// Real OvenPlayer releases (and OvenLiveKit publishing) in real headless Chromium against the
+// real host.
 //
 // Run by tests/tests/browser.rs inside a fresh network namespace (192.0.2.1 on a veth pair), so
 // Chromium gathers a usable ICE candidate and nothing leaves the machine:
-//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay|p2p-tree>
+//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay|p2p-tree|olk-publish>
 // Environment: HOST_BIN, HOST_CONFIG (the host and its config; P2P scenarios read their timing
-// settings from it, p2p-tree its <AccessToken>), HOST_PORT, HOST_ADDR, CHROMIUM,
+// settings from it, p2p-tree its <AccessToken>, publishing ones the <Publish><Token>), HOST_PORT, HOST_ADDR, CHROMIUM,
 // ICE_PORTS (firewalled-edge: the configured ICE port range, e.g. 10000-10004), RESULTS_DIR (where
 // p2p-tree saves its screenshots; default tests/results), BROWSER_ECHO=1 to echo the pages'
 // consoles. Exits non-zero with the reason when a check fails.
@@ -20,7 +21,6 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 const PORT = env.HOST_PORT ?? '3333';
 const ADDR = env.HOST_ADDR ?? '192.0.2.1';
-const WS_URL = `ws://${ADDR}:${PORT}/app/stream`;
 const RESULTS_DIR = env.RESULTS_DIR ?? path.join(here, '..', 'results');
 /** A desktop Windows Chrome: host-eligible under the classification rules (headless is not). */
 const DESKTOP_CHROME = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
@@ -50,6 +50,12 @@ function configuredMs(tag, fallback) {
 /** HOST_CONFIG's `<Managers><API><AccessToken>`, or null when it has none. */
 function configuredAccessToken() {
   const match = /<AccessToken>([^<]*)<\/AccessToken>/.exec(readFileSync(env.HOST_CONFIG, 'utf8'));
+  return match ? match[1].trim() : null;
+}
+
+/** HOST_CONFIG's first `<Publish><Token>`, or null when it has none. */
+function configuredPublishToken() {
+  const match = /<Publish>[\s\S]*?<Token>([^<]*)<\/Token>/.exec(readFileSync(env.HOST_CONFIG, 'utf8'));
   return match ? match[1].trim() : null;
 }
 
@@ -171,26 +177,27 @@ const ovenplayerPage = (wsUrl) => `<!doctype html><html><body>
 class Viewer {
   /**
    * `player` is `ovenplayer-0.10.38`, `ovenplayer-0.10.54` or `own` (the host's page at `/`);
-   * `userAgent` is what both the page and its WebSocket upgrade say (classification reads it).
+   * `userAgent` is what both the page and its WebSocket upgrade say (classification reads it);
+   * `stream` is the `app/stream` it plays.
    */
-  static async open(browser, name, player, userAgent = DESKTOP_CHROME) {
+  static async open(browser, name, player, userAgent = DESKTOP_CHROME, stream = 'app/stream') {
     const context = await browser.newContext({ userAgent });
     const page = await context.newPage();
     if (env.BROWSER_ECHO) page.on('console', (m) => log(`${name} console: ${m.text()}`));
     page.on('pageerror', (e) => log(`${name} page error: ${e.message}`));
     await page.addInitScript(INSTRUMENT);
     if (player === 'own') {
-      await page.goto(`http://${ADDR}:${PORT}/`);
+      await page.goto(`http://${ADDR}:${PORT}/${stream === 'app/stream' ? '' : `?stream=${stream}`}`);
     } else {
       const script = readFileSync(path.join(here, 'node_modules', player, 'dist', 'ovenplayer.js'));
       await page.route('http://player.test/**', (route) => {
         const url = new URL(route.request().url());
         if (url.pathname === '/ovenplayer.js') return route.fulfill({ body: script, contentType: 'text/javascript' });
-        return route.fulfill({ body: ovenplayerPage(WS_URL), contentType: 'text/html' });
+        return route.fulfill({ body: ovenplayerPage(`ws://${ADDR}:${PORT}/${stream}`), contentType: 'text/html' });
       });
       await page.goto('http://player.test/');
     }
-    log(`${name} opened (${player}${userAgent === DESKTOP_CHROME ? '' : userAgent === LINUX_CHROME ? ', Linux Chrome' : `, ${userAgent}`})`);
+    log(`${name} opened (${player}${userAgent === DESKTOP_CHROME ? '' : userAgent === LINUX_CHROME ? ', Linux Chrome' : `, ${userAgent}`}${stream === 'app/stream' ? '' : `, ${stream}`})`);
     return Object.assign(new Viewer(), { name, player, context, page });
   }
   frames() { return this.page.evaluate(() => window.__frames()); }
@@ -264,6 +271,88 @@ function icePorts() {
   if (!match) throw new Error(`ICE_PORTS must name the configured ICE port range, e.g. 10000-10004 (got ${JSON.stringify(env.ICE_PORTS)})`);
   const [low, high] = [Number(match[1]), Number(match[2] ?? match[1])];
   return { low, high, has: (port) => port >= low && port <= high };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Publishers: OvenLiveKit 1.5.8 (OME's publishing library) with Chromium's fake camera and
+// microphone (a test pattern and a beep)
+
+/** The publishing page: `window.publish(url, config)` starts a new OvenLiveKit instance (the last
+ *  one removed) and records what its callbacks report in `window.__olk`. */
+const olkPage = () => `<!doctype html><html><body>
+<video id="preview" muted autoplay playsinline></video>
+<script src="/OvenLiveKit.min.js"></script>
+<script>
+  window.publish = async (url, config) => {
+    window.__kit?.remove();
+    const olk = window.__olk = { errors: [], closed: [], ice: [], connectedAt: null };
+    const kit = window.__kit = OvenLiveKit.create({ callbacks: {
+      error: (e) => olk.errors.push(typeof e === 'string' ? e : String(e?.message ?? e?.type ?? e)),
+      connected: () => { olk.connectedAt ??= Date.now(); },
+      connectionClosed: (type) => olk.closed.push(type),
+      iceStateChange: (state) => olk.ice.push(state),
+    } });
+    kit.attachMedia(document.getElementById('preview'));
+    await kit.getUserMedia({ video: { width: 640, height: 360, frameRate: 30 }, audio: true });
+    kit.startStreaming(url, config);
+  };
+  /** What the publisher's connection sends: frames encoded, keyframes, bytes, the codec. */
+  window.__sending = async () => {
+    const pc = window.__kit?.peerConnection;
+    if (!pc) return null;
+    const stats = [...(await pc.getStats()).values()];
+    const video = stats.find((s) => s.type === 'outbound-rtp' && s.kind === 'video');
+    const codec = stats.find((s) => s.id === video?.codecId)?.mimeType;
+    return video ? { frames: video.framesEncoded ?? 0, keyframes: video.keyFramesEncoded ?? 0, plis: video.pliCount ?? 0, bytes: video.bytesSent ?? 0, codec } : null;
+  };
+</script></body></html>`;
+
+class Publisher {
+  /** A page of its own (one browser context) holding OvenLiveKit and the fake camera. */
+  static async open(browser, name) {
+    const context = await browser.newContext({ userAgent: DESKTOP_CHROME });
+    const page = await context.newPage();
+    if (env.BROWSER_ECHO) page.on('console', (m) => log(`${name} console: ${m.text()}`));
+    page.on('pageerror', (e) => log(`${name} page error: ${e.message}`));
+    await page.addInitScript(INSTRUMENT);
+    const script = readFileSync(path.join(here, 'node_modules', 'ovenlivekit', 'dist', 'OvenLiveKit.min.js'));
+    await page.route('http://player.test/**', (route) => {
+      const url = new URL(route.request().url());
+      if (url.pathname === '/OvenLiveKit.min.js') return route.fulfill({ body: script, contentType: 'text/javascript' });
+      return route.fulfill({ body: olkPage(), contentType: 'text/html' });
+    });
+    await page.goto('http://player.test/publish');
+    log(`${name} opened (OvenLiveKit ${await page.evaluate(() => OvenLiveKit.getVersion())})`);
+    return Object.assign(new Publisher(), { name, context, page });
+  }
+  /** Starts publishing to `url` (ws:// OME's signalling, http:// WHIP) with OvenLiveKit's `config`. */
+  async publish(url, config = {}) {
+    await this.page.evaluate(([u, c]) => window.publish(u, c), [url, config]);
+    log(`${this.name} publishes to ${url}${config.httpHeaders ? ` with ${JSON.stringify(config.httpHeaders)}` : ''}`);
+  }
+  /** What OvenLiveKit's callbacks said: `{errors, closed, ice, connectedAt}`. */
+  olk() { return this.page.evaluate(() => window.__olk); }
+  sending() { return this.page.evaluate(() => window.__sending()); }
+  signals() { return this.page.evaluate(() => window.__signals); }
+  sent() { return this.page.evaluate(() => window.__sent); }
+  /** Waits for OvenLiveKit's first error callback; returns every error it reported. */
+  async refused(ms = 10000) {
+    return waitFor(`${this.name}'s OvenLiveKit error callback`, ms, async () => {
+      const errors = (await this.olk()).errors;
+      return errors.length > 0 ? errors : null;
+    });
+  }
+  /** Waits until ICE is connected and `frames` frames went out; returns the sender's figures. */
+  async sends(frames = 30, ms = 20000) {
+    await waitFor(`${this.name}'s connection (OvenLiveKit connected)`, ms, async () => (await this.olk()).connectedAt);
+    const sending = await waitFor(`${this.name} to send ${frames} frames`, ms, async () => {
+      const s = await this.sending();
+      return s && s.frames >= frames && s.bytes > 0 ? s : null;
+    });
+    log(`${this.name} sends: ${sending.codec}, ${sending.frames} frames (${sending.keyframes} keyframes), ${sending.bytes} bytes`);
+    return sending;
+  }
+  async close() { await this.context.close(); log(`${this.name} closed its page`); }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -600,6 +689,63 @@ const scenarios = {
     }));
     log(`BACK_TO_EDGE_MS ${back.join(' ')} (A's page closed -> first frame from the edge)`);
     for (const ms of back) assert.ok(ms < 3000, `back on the edge within 3 s of A closing (${ms} ms)`);
+  },
+
+  /**
+   * OvenLiveKit 1.5.8 publishes the fake camera and microphone over OME's WebSocket signalling
+   * (`ws://.../live/cam?direction=send&token=T`; application `live` takes publishers with the
+   * token HOST_CONFIG names). First refused: a wrong token gets OvenLiveKit's error callback with
+   * the host's 403 message, no token its 401 message. Then with the token: the offer comes from the
+   * edge (peer_id 0, code 200), OvenLiveKit connects and sends; OvenPlayer 0.10.54 plays
+   * `live/cam` (frames decoded and presented, advancing). The publisher's page closes: the viewer
+   * is told the stream ended (logs what OvenPlayer reports).
+   */
+  async 'olk-publish'(host, browser) {
+    const token = configuredPublishToken();
+    assert.ok(token, 'HOST_CONFIG configures a <Publish><Token>');
+    const url = (t) => `ws://${ADDR}:${PORT}/live/cam?direction=send${t === null ? '' : `&token=${t}`}`;
+    const p = await Publisher.open(browser, 'P');
+    for (const [what, presented, code, message] of [
+      ['a wrong token', `not-${token}`, 403, "the token is not live's"],
+      ['no token', null, 401, 'publishing to live needs its token'],
+    ]) {
+      const from = Date.now();
+      await p.publish(url(presented));
+      const errors = await p.refused();
+      const error = (await p.signals()).find((m) => m.at >= from && m.code !== undefined);
+      assert.deepEqual([error?.code, error?.error], [code, message], `${what}: the host's error message`);
+      assert.deepEqual(errors, [message], `${what}: OvenLiveKit's error callback gets the host's message`);
+      assert.equal((await p.signals()).some((m) => m.at >= from && m.command === 'offer'), false, `${what}: no offer`);
+      log(`${what}: {code: ${error.code}, error: "${error.error}"}; OvenLiveKit error callback: ${JSON.stringify(errors)}; closed: ${JSON.stringify((await p.olk()).closed)}`);
+    }
+
+    await p.publish(url(token));
+    await p.sends();
+    const offer = (await p.signals()).find((m) => m.command === 'offer');
+    assert.deepEqual([offer.peer_id, offer.code], [0, 200], 'the offer comes from the edge with code 200');
+    assert.ok(offer.candidates.length > 0, 'the offer carries the edge\'s candidates');
+    const sent = (await p.sent()).map((m) => m.command);
+    assert.ok(sent.includes('answer'), 'OvenLiveKit answered the offer');
+
+    const v = await Viewer.open(browser, 'V', 'ovenplayer-0.10.54', DESKTOP_CHROME, 'live/cam');
+    await v.playing(60, 20000);
+    const presented = (await v.frameTimes()).length;
+    await sleep(1000);
+    const advanced = (await v.frameTimes()).length - presented;
+    assert.ok(advanced >= 10, `V presents new frames (${advanced} in 1 s)`);
+    const vId = await v.sessionId();
+    assert.ok((await host.egress(vId)) > 50000, 'the edge serves V');
+    log(`V presented ${advanced} frames in 1 s; P sends ${JSON.stringify(await p.sending())}`);
+
+    const closedAt = Date.now();
+    await p.close();
+    const ended = await waitFor("V to be told the stream ended", 10000, async () => (await v.signals()).find((m) => m.code !== undefined && m.at >= closedAt));
+    assert.deepEqual([ended.code, ended.error], [404, 'stream live/cam stopped'], "V's error message");
+    await sleep(1000);
+    const errors = await v.page.evaluate(() => window.__errors);
+    const states = (await v.states()).filter((e) => e.at >= closedAt).map((e) => `${e.state} (+${e.at - closedAt} ms)`);
+    log(`V: {code: ${ended.code}, error: "${ended.error}"} +${ended.at - closedAt} ms after P's page closed; OvenPlayer error events: ${errors.join(' ') || 'none'}; states: ${states.join(', ') || 'none'}`);
+    assert.ok(errors.length > 0, 'OvenPlayer reports an error when the stream ends');
   },
 
   /**

@@ -76,6 +76,11 @@ fn run_scenario(scenario: &str, extra: &str) {
 /// [`run_scenario`] with ICE candidates `ice`, and `firewall` (an nftables ruleset) loaded in the
 /// namespace before anything starts.
 fn run_scenario_in(scenario: &str, ice: &str, extra: &str, firewall: Option<&str>) {
+    run_scenario_with_config(scenario, &config_xml_with_ice(PORT, ice, extra), ice, firewall);
+}
+
+/// [`run_scenario_in`] with the whole config given (`xml`, whose ICE candidates are `ice`).
+fn run_scenario_with_config(scenario: &str, xml: &str, ice: &str, firewall: Option<&str>) {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for tool in ["/usr/bin/chromium", "/usr/bin/unshare"] {
         assert!(std::path::Path::new(tool).exists(), "{tool} is missing: apt-get install -y chromium util-linux (or run .ci/run)");
@@ -85,7 +90,7 @@ fn run_scenario_in(scenario: &str, ice: &str, extra: &str, firewall: Option<&str
     }
     build_artifacts();
     ensure_node_packages();
-    let config = write_config(&config_xml_with_ice(PORT, ice, extra));
+    let config = write_config(xml);
     let mut command = match firewall {
         Some(ruleset) => in_firewalled_network_namespace("node", ruleset),
         None => in_network_namespace("node"),
@@ -182,4 +187,30 @@ const API_ACCESS_TOKEN: &str = "<Managers><API><AccessToken>user:secret</AccessT
 #[test]
 fn the_live_p2p_page_shows_one_host_with_two_clients_then_both_on_the_edge_when_the_host_leaves() {
     run_scenario("p2p-tree", &format!("{}\n{API_ACCESS_TOKEN}", p2p_xml(2, 4000)));
+}
+
+/// The application that takes publishers in the publishing scenarios: `live`, token [`PUBLISH_TOKEN`].
+const PUBLISH_TOKEN: &str = "s3cret";
+
+/// The harness's config (application `app` with the built-in stream, and `extra`) with a second
+/// application, `live`, that takes publishers presenting [`PUBLISH_TOKEN`].
+fn config_with_live_application(extra: &str) -> String {
+    config_xml_with_ice(PORT, ICE, extra).replace(
+        "</Applications>",
+        &format!("<Application><Name>live</Name><Publish><Token>{PUBLISH_TOKEN}</Token></Publish></Application></Applications>"),
+    )
+}
+
+/// Runs a publishing `scenario` with [`config_with_live_application`].
+fn run_publish_scenario(scenario: &str, extra: &str) {
+    run_scenario_with_config(scenario, &config_with_live_application(extra), ICE, None);
+}
+
+/// OvenLiveKit 1.5.8 publishes Chromium's fake camera and microphone over OME's WebSocket
+/// signalling (`?direction=send&token=`): a wrong token gets its error callback with the host's
+/// 403 message, none the 401 one; with the token OvenPlayer 0.10.54 plays `live/cam`, and is told
+/// the stream ended when the publisher's page closes.
+#[test]
+fn ovenlivekit_publishes_over_omes_signalling_and_ovenplayer_plays_it() {
+    run_publish_scenario("olk-publish", "");
 }
