@@ -64,7 +64,7 @@ pub struct StreamHub {
     /// Packets published so far: the next packet's index.
     published: AtomicU64,
     gop: Mutex<GopCache>,
-    keyframe_requests: Mutex<KeyframeRequests>,
+    keyframe_requests: Arc<Mutex<KeyframeRequests>>,
     /// What the stream has carried, for metrics and the stats API.
     pub counters: counters::StreamCounters,
 }
@@ -73,10 +73,14 @@ pub struct StreamHub {
 /// join, fail over or send PLIs.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The coalescing of keyframe requests to a source.
+/// The coalescing of keyframe requests to a source: one goes out at once, those within the next
+/// [`KEYFRAME_REQUEST_INTERVAL`] make one more at its end (a viewer that asked after the first
+/// keyframe was made still gets one).
 #[derive(Default)]
 struct KeyframeRequests {
     last_sent: Option<Instant>,
+    /// A request is owed at the end of the interval.
+    owed: bool,
     /// A way to ask the source (a WebRTC publisher takes RTCP PLI); `None` for the built-in clip
     /// and RTP ingest, whose keyframes come on their own schedule. True if the request went out.
     sink: Option<KeyframeSink>,
@@ -97,7 +101,7 @@ impl StreamHub {
             announced: AtomicBool::new(false),
             published: AtomicU64::new(0),
             gop: Mutex::new(GopCache::new(gop)),
-            keyframe_requests: Mutex::default(),
+            keyframe_requests: Arc::default(),
             counters: counters::StreamCounters::new(),
         }
     }
@@ -128,16 +132,33 @@ impl StreamHub {
     }
 
     /// A viewer needs a keyframe (joined with an empty cache, failed over, sent a PLI). Returns
-    /// true if a request went to the source now, false if coalesced or the source cannot take one.
+    /// true if a request went to the source now; false if it will go at the end of the current
+    /// interval (coalesced with the others there), or if the source cannot take one.
     pub fn request_keyframe(&self, now: Instant) -> bool {
         let mut r = self.keyframe_requests.lock().expect("keyframe lock");
         let Some(sink) = &r.sink else { return false };
-        if r.last_sent.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
-            return false;
+        match r.last_sent.map(|t| t + KEYFRAME_REQUEST_INTERVAL).filter(|due| now < *due) {
+            None => {
+                let sent = sink();
+                r.last_sent = Some(now);
+                sent
+            }
+            Some(due) => {
+                if !std::mem::replace(&mut r.owed, true) {
+                    let requests = self.keyframe_requests.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(due.into()).await;
+                        let mut r = requests.lock().expect("keyframe lock");
+                        r.owed = false;
+                        if let Some(sink) = &r.sink {
+                            sink();
+                            r.last_sent = Some(Instant::now());
+                        }
+                    });
+                }
+                false
+            }
         }
-        let sent = sink();
-        r.last_sent = Some(now);
-        sent
     }
 
     /// Marks the source as stopped (silent); viewers watching [`Self::state`] end their sessions.
@@ -165,22 +186,21 @@ pub use crate::plumbing::is_keyframe_start;
 mod tests {
     use super::*;
 
-    #[test]
-    fn keyframe_requests_are_coalesced_to_one_per_second_per_stream() {
+    #[tokio::test]
+    async fn keyframe_requests_are_coalesced_to_one_per_second_and_none_is_lost() {
         let hub = StreamHub::new("app/s".into(), VideoCodec::Vp8, false, GopLimits::default());
         let t0 = Instant::now();
         assert!(!hub.request_keyframe(t0), "a source that cannot take requests gets none");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        hub.set_keyframe_sink(Some(Box::new(move || tx.send(()).is_ok())));
-        let sent: Vec<bool> = [0, 10, 500, 999, 1000, 1500, 2100]
-            .iter()
-            .map(|ms| hub.request_keyframe(t0 + Duration::from_millis(*ms)))
-            .collect();
-        assert_eq!(sent, [true, false, false, false, true, false, true]);
-        let mut got = 0;
-        while rx.try_recv().is_ok() {
-            got += 1;
-        }
-        assert_eq!(got, 3);
+        hub.set_keyframe_sink(Some(Box::new(move || tx.send(Instant::now()).is_ok())));
+        let sent: Vec<bool> = [0, 10, 500, 999].iter().map(|ms| hub.request_keyframe(t0 + Duration::from_millis(*ms))).collect();
+        assert_eq!(sent, [true, false, false, false], "one at once, the rest owed");
+        let first = rx.recv().await.unwrap();
+        let trailing = rx.recv().await.unwrap();
+        assert!(trailing >= t0 + KEYFRAME_REQUEST_INTERVAL, "the owed one waits for the interval's end");
+        assert!(trailing.duration_since(first) >= Duration::from_millis(900));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(rx.try_recv().is_err(), "three requests owed make one");
+        assert!(hub.request_keyframe(Instant::now() + KEYFRAME_REQUEST_INTERVAL), "a quiet interval later: at once");
     }
 }
