@@ -420,6 +420,8 @@ pub struct SignallingLimits {
     pub stats_access_token: Option<String>,
     /// On SIGTERM/SIGINT: how long sessions and requests get to finish before the host exits.
     pub drain_timeout_ms: u64,
+    /// WebRTC publishers (OvenLiveKit, WHIP) at once; past it a publisher gets 503.
+    pub max_publishers: usize,
 }
 
 impl Default for SignallingLimits {
@@ -440,6 +442,7 @@ impl Default for SignallingLimits {
             max_user_agent_bytes: 512,
             stats_access_token: None,
             drain_timeout_ms: 5000,
+            max_publishers: 64,
         }
     }
 }

@@ -132,12 +132,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let name = format!("{}/{}", app.name, stream.name);
             if stream.test_pattern.is_some() {
                 let clip = Arc::new(media::test_pattern::Clip::builtin().context("loading the built-in clip")?);
-                let hub = Arc::new(StreamHub::new(name.clone(), config::VideoCodec::Vp8, true, config.keyframe_cache));
+                let hub = Arc::new(StreamHub::new(name.clone(), media::SourceKind::TestPattern, config::VideoCodec::Vp8, true, config.keyframe_cache));
                 tracing::info!(stream = %name, loop_seconds = clip.duration().as_secs_f32(), "built-in test stream");
                 sources.push(tokio::spawn(media::test_pattern::play(clip, hub.clone())));
                 streams.insert(name, hub);
             } else if let Some(rtp) = &stream.rtp_ingest {
-                let hub = Arc::new(StreamHub::new(name.clone(), rtp.video_codec, rtp.audio_port.is_some(), config.keyframe_cache));
+                let hub = Arc::new(StreamHub::new(name.clone(), media::SourceKind::Rtp, rtp.video_codec, rtp.audio_port.is_some(), config.keyframe_cache));
                 let feed = media::rtp_ingest::start(rtp, hub.clone()).await.with_context(|| format!("stream {name}"))?;
                 sources.push(tokio::spawn(feed));
                 streams.insert(name, hub);

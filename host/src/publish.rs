@@ -38,6 +38,9 @@ pub enum PublishError {
     /// The edge could not make the connection.
     #[error("cannot create the WebRTC connection")]
     Edge,
+    /// As many publishers as `<MaxPublishers>` publish already.
+    #[error("this host takes no more publishers now")]
+    Full,
 }
 
 impl PublishError {
@@ -50,6 +53,7 @@ impl PublishError {
             Self::Taken(_) => 409,
             Self::BadSdp(_) => 400,
             Self::Edge => 500,
+            Self::Full => 503,
         }
     }
 }
@@ -88,15 +92,22 @@ struct Live {
 }
 
 impl Publishers {
-    /// A new publisher id (never 0, never one in use).
-    fn new_id(&self) -> SessionId {
-        let live = self.live.lock().expect("publishers lock");
-        loop {
+    /// Admits a publisher of `name` if fewer than `max` publish: its id (never 0, never one in
+    /// use) and what stops it.
+    fn admit(&self, name: &str, whip_key: Option<String>, max: usize) -> Result<(SessionId, Arc<Notify>), PublishError> {
+        let mut live = self.live.lock().expect("publishers lock");
+        if live.len() >= max {
+            return Err(PublishError::Full);
+        }
+        let id = loop {
             let id = rand::random_range(1..=i32::MAX as u32);
             if !live.contains_key(&id) {
-                return id;
+                break id;
             }
-        }
+        };
+        let stop = Arc::new(Notify::new());
+        live.insert(id, Live { name: name.to_string(), stop: stop.clone(), whip_key });
+        Ok((id, stop))
     }
 
     /// Stops publisher `id`, if it is live.
@@ -134,14 +145,21 @@ impl Publication {
     /// Claims `app/stream` for a new publisher (stopping the one it takes over, if the
     /// application allows that). `whip_key` names its WHIP resource.
     pub fn claim(state: &Arc<HostState>, app: &str, stream: &str, whip_key: Option<String>) -> Result<Self, PublishError> {
-        let id = state.publishers.new_id();
-        if let Claimed::TookOver(old) = state.streams.claim(app, stream, id)? {
-            tracing::info!(stream = %format!("{app}/{stream}"), old, new = id, "publisher taken over");
-            state.publishers.stop(old);
-        }
         let name = format!("{app}/{stream}");
-        let stop = Arc::new(Notify::new());
-        state.publishers.live.lock().expect("publishers lock").insert(id, Live { name: name.clone(), stop: stop.clone(), whip_key });
+        let (id, stop) = state.publishers.admit(&name, whip_key, state.config.limits.max_publishers).inspect_err(|_| {
+            state.metrics.add("publishers_refused_over_cap", 1);
+        })?;
+        match state.streams.claim(app, stream, id) {
+            Ok(Claimed::Free) => {}
+            Ok(Claimed::TookOver(old)) => {
+                tracing::info!(stream = %name, old, new = id, "publisher taken over");
+                state.publishers.stop(old);
+            }
+            Err(e) => {
+                state.publishers.live.lock().expect("publishers lock").remove(&id);
+                return Err(e.into());
+            }
+        }
         Ok(Self { id, name, stop, state: state.clone() })
     }
 

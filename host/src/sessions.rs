@@ -333,7 +333,7 @@ mod tests {
     use super::*;
 
     fn hub() -> Arc<StreamHub> {
-        Arc::new(StreamHub::new("app/s".into(), crate::config::VideoCodec::Vp8, false, Default::default()))
+        Arc::new(StreamHub::new("app/s".into(), crate::media::SourceKind::TestPattern, crate::config::VideoCodec::Vp8, false, Default::default()))
     }
 
     fn entry(id: SessionId, commands: mpsc::UnboundedSender<SessionCommand>, hub: Arc<StreamHub>) -> SessionEntry {

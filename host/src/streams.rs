@@ -9,7 +9,7 @@
 
 use crate::config::{PublishConfig, VideoCodec};
 use crate::media::gop::GopLimits;
-use crate::media::StreamHub;
+use crate::media::{SourceKind, StreamHub};
 use plugin_api::SessionId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -124,7 +124,7 @@ impl Streams {
                 old.source_stopped();
             }
         }
-        let hub = entry.hub.get_or_insert_with(|| Arc::new(StreamHub::new(name.to_string(), video, audio, self.gop)));
+        let hub = entry.hub.get_or_insert_with(|| Arc::new(StreamHub::new(name.to_string(), SourceKind::WebRtc, video, audio, self.gop)));
         Some(hub.clone())
     }
 
@@ -164,7 +164,7 @@ mod tests {
     use super::*;
 
     fn streams(rules: PublishConfig) -> Streams {
-        let configured = HashMap::from([("live/fixed".to_string(), Arc::new(StreamHub::new("live/fixed".into(), VideoCodec::Vp8, true, GopLimits::default())))]);
+        let configured = HashMap::from([("live/fixed".to_string(), Arc::new(StreamHub::new("live/fixed".into(), SourceKind::TestPattern, VideoCodec::Vp8, true, GopLimits::default())))]);
         Streams::new(configured, HashMap::from([("live".to_string(), rules)]), GopLimits::default())
     }
 

@@ -95,6 +95,32 @@ async fn only_the_token_holder_publishes_and_a_published_name_is_not_taken_twice
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_publishers_a_publisher_gets_503() {
+    let host = HostProcess::start(|port| {
+        config_xml(port, "")
+            .replace("</Applications>", &format!("<Application><Name>live</Name><Publish><Token>{TOKEN}</Token></Publish></Application></Applications>"))
+            .replacen("</Signalling>", "<MaxPublishers>1</MaxPublishers></Signalling>", 1)
+    })
+    .unwrap();
+    let first = Publisher::whip(&whip_url(&host, "a"), Some(TOKEN), VideoCodec::Vp8).await.unwrap();
+    first.wait_sending(LONG).await.unwrap();
+    let second = Publisher::whip(&whip_url(&host, "b"), Some(TOKEN), VideoCodec::Vp8).await;
+    assert_eq!(second.err().and_then(|e| e.code()), Some(503));
+    first.stop().await.unwrap();
+    let started = Instant::now();
+    loop {
+        match Publisher::whip(&whip_url(&host, "b"), Some(TOKEN), VideoCodec::Vp8).await {
+            Ok(p) => {
+                p.wait_sending(LONG).await.unwrap();
+                break;
+            }
+            Err(e) if e.code() == Some(503) && started.elapsed() < LONG => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("the place was not freed: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_take_over_a_second_publisher_replaces_the_first_and_viewers_keep_playing() {
     let host = host_publishing("<TakeOver>true</TakeOver>", "");
     let first = Publisher::whip(&whip_url(&host, "cam"), Some(TOKEN), VideoCodec::Vp8).await.unwrap();

@@ -109,9 +109,11 @@ fn find(state: &HostState, vhost: &str, app: Option<&str>, stream: Option<&str>)
         return Err(NotFound::Vhost(vhost.into()));
     }
     let Some(app) = app else { return Ok(()) };
-    let Some(config) = state.config.applications.iter().find(|a| a.name == app) else { return Err(NotFound::App(vhost.into(), app.into())) };
+    if !state.config.applications.iter().any(|a| a.name == app) {
+        return Err(NotFound::App(vhost.into(), app.into()));
+    }
     match stream {
-        Some(stream) if !config.streams.iter().any(|s| s.name == stream) => Err(NotFound::Stream(vhost.into(), app.into(), stream.into())),
+        Some(stream) if state.streams.get(&format!("{app}/{stream}")).is_none() => Err(NotFound::Stream(vhost.into(), app.into(), stream.into())),
         _ => Ok(()),
     }
 }
@@ -162,8 +164,9 @@ async fn streams(State(state): State<Arc<HostState>>, Path((vhost, app)): Path<(
     if let Err(e) = find(&state, &vhost, Some(&app), None) {
         return e.into_response();
     }
-    let config = state.config.applications.iter().find(|a| a.name == app).expect("found");
-    ok(json!(config.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()))
+    let prefix = format!("{app}/");
+    let names: Vec<String> = state.streams.all().iter().filter_map(|h| h.name.strip_prefix(&prefix).map(str::to_string)).collect();
+    ok(json!(names))
 }
 
 /// A stream's description, OME's `{name, input: {sourceType, createdTime, tracks}, outputs}`.
@@ -171,16 +174,14 @@ async fn stream(State(state): State<Arc<HostState>>, Path((vhost, app, stream)):
     if let Err(e) = find(&state, &vhost, Some(&app), Some(&stream)) {
         return e.into_response();
     }
-    let config = state.config.applications.iter().find(|a| a.name == app).and_then(|a| a.streams.iter().find(|s| s.name == stream)).expect("found");
     let Some(hub) = state.streams.get(&format!("{app}/{stream}")) else { return NotFound::Stream(vhost, app, stream).into_response() };
     let mut tracks = vec![json!({"id": 0, "name": "video", "type": "Video", "video": {"codec": codec_name(hub.video_codec), "bypass": true}})];
     if hub.has_audio {
         tracks.push(json!({"id": 1, "name": "audio", "type": "Audio", "audio": {"codec": "OPUS", "bypass": true, "samplerate": 48000, "channel": 2}}));
     }
-    let source = if config.rtp_ingest.is_some() { "Rtp" } else { "TestPattern" };
     ok(json!({
         "name": stream,
-        "input": {"sourceType": source, "createdTime": time::iso8601(hub.counters.created_ms), "tracks": tracks},
+        "input": {"sourceType": hub.source.ome_name(), "createdTime": time::iso8601(hub.counters.created_ms), "tracks": tracks},
         "outputs": [{"name": stream, "tracks": tracks, "playlists": []}],
     }))
 }

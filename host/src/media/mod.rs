@@ -36,6 +36,28 @@ pub struct MediaPacket {
     pub packet: rtp::Packet,
 }
 
+/// What feeds a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The built-in looping clip.
+    TestPattern,
+    /// RTP over UDP (ffmpeg, GStreamer).
+    Rtp,
+    /// A WebRTC publisher (OvenLiveKit, WHIP).
+    WebRtc,
+}
+
+impl SourceKind {
+    /// The name OME's API gives it (`input.sourceType`).
+    pub fn ome_name(self) -> &'static str {
+        match self {
+            Self::TestPattern => "TestPattern",
+            Self::Rtp => "Rtp",
+            Self::WebRtc => "WebRTC",
+        }
+    }
+}
+
 /// Whether a stream's source is sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceState {
@@ -58,6 +80,8 @@ pub struct StreamHub {
     pub video_codec: VideoCodec,
     /// Whether the source sends audio.
     pub has_audio: bool,
+    /// What feeds it.
+    pub source: SourceKind,
     packets: broadcast::Sender<Arc<MediaPacket>>,
     state: watch::Sender<SourceState>,
     announced: AtomicBool,
@@ -90,12 +114,13 @@ struct KeyframeRequests {
 pub type KeyframeSink = Box<dyn Fn() -> bool + Send + Sync>;
 
 impl StreamHub {
-    /// A hub for stream `name` whose source sends `video_codec` (and Opus if `has_audio`).
-    pub fn new(name: String, video_codec: VideoCodec, has_audio: bool, gop: GopLimits) -> Self {
+    /// A hub for stream `name` whose `source` sends `video_codec` (and Opus if `has_audio`).
+    pub fn new(name: String, source: SourceKind, video_codec: VideoCodec, has_audio: bool, gop: GopLimits) -> Self {
         Self {
             name,
             video_codec,
             has_audio,
+            source,
             packets: broadcast::channel(FANOUT_CAPACITY).0,
             state: watch::channel(SourceState::Waiting).0,
             announced: AtomicBool::new(false),
@@ -188,7 +213,7 @@ mod tests {
 
     #[tokio::test]
     async fn keyframe_requests_are_coalesced_to_one_per_second_and_none_is_lost() {
-        let hub = StreamHub::new("app/s".into(), VideoCodec::Vp8, false, GopLimits::default());
+        let hub = StreamHub::new("app/s".into(), SourceKind::WebRtc, VideoCodec::Vp8, false, GopLimits::default());
         let t0 = Instant::now();
         assert!(!hub.request_keyframe(t0), "a source that cannot take requests gets none");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
