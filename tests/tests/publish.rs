@@ -12,16 +12,21 @@ use tests::signal::{Signal, CHROME_WINDOWS};
 const LONG: Duration = Duration::from_secs(20);
 const TOKEN: &str = "s3cret";
 
-/// A host whose application `live` takes publishers with `rules` (children of `<Publish>`), and
-/// `extra` children of `<Server>`.
-fn host_publishing(rules: &str, extra: &str) -> HostProcess {
+/// A host whose application `live` takes publishers with `rules` (children of `<Publish>`), its
+/// config edited by `edit`.
+fn host_publishing_with(rules: &str, edit: impl FnOnce(String) -> String) -> HostProcess {
     HostProcess::start(|port| {
-        config_xml(port, extra).replace(
+        edit(config_xml(port, "").replace(
             "</Applications>",
             &format!("<Application><Name>live</Name><Publish><Token>{TOKEN}</Token>{rules}</Publish></Application></Applications>"),
-        )
+        ))
     })
     .unwrap()
+}
+
+/// [`host_publishing_with`] the config as it is.
+fn host_publishing(rules: &str) -> HostProcess {
+    host_publishing_with(rules, |xml| xml)
 }
 
 fn whip_url(host: &HostProcess, stream: &str) -> String {
@@ -34,7 +39,7 @@ async fn viewer(host: &HostProcess, stream: &str) -> PeerAgent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whip_publisher_feeds_a_stream_rust_viewers_play_and_its_leaving_ends_it() {
-    let host = host_publishing("", "");
+    let host = host_publishing("");
     let publisher = Publisher::whip(&whip_url(&host, "cam"), Some(TOKEN), VideoCodec::Vp8).await.unwrap();
     publisher.wait_sending(LONG).await.unwrap();
     assert!(publisher.location().unwrap().contains("/live/cam/"), "{:?}", publisher.location());
@@ -54,7 +59,7 @@ async fn a_whip_publisher_feeds_a_stream_rust_viewers_play_and_its_leaving_ends_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h264_publisher_over_omes_signalling_is_played_in_h264() {
-    let host = host_publishing("", "");
+    let host = host_publishing("");
     let url = host.ws_url(&format!("live/h264?direction=send&token={TOKEN}"));
     let publisher = Publisher::ome(&url, VideoCodec::H264).await.unwrap();
     publisher.wait_sending(LONG).await.unwrap();
@@ -77,7 +82,7 @@ async fn an_h264_publisher_over_omes_signalling_is_played_in_h264() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_token_holder_publishes_and_a_published_name_is_not_taken_twice() {
-    let host = host_publishing("<Stream>cam</Stream>", "");
+    let host = host_publishing("<Stream>cam</Stream>");
     let code = |r: Result<Publisher, tests::publisher::PublishError>| r.err().and_then(|e| e.code());
     assert_eq!(code(Publisher::whip(&whip_url(&host, "cam"), None, VideoCodec::Vp8).await), Some(401));
     assert_eq!(code(Publisher::whip(&whip_url(&host, "cam"), Some("wrong"), VideoCodec::Vp8).await), Some(403));
@@ -96,12 +101,7 @@ async fn only_the_token_holder_publishes_and_a_published_name_is_not_taken_twice
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_publishers_a_publisher_gets_503() {
-    let host = HostProcess::start(|port| {
-        config_xml(port, "")
-            .replace("</Applications>", &format!("<Application><Name>live</Name><Publish><Token>{TOKEN}</Token></Publish></Application></Applications>"))
-            .replacen("</Signalling>", "<MaxPublishers>1</MaxPublishers></Signalling>", 1)
-    })
-    .unwrap();
+    let host = host_publishing_with("", |xml| xml.replacen("</Signalling>", "<MaxPublishers>1</MaxPublishers></Signalling>", 1));
     let first = Publisher::whip(&whip_url(&host, "a"), Some(TOKEN), VideoCodec::Vp8).await.unwrap();
     first.wait_sending(LONG).await.unwrap();
     let second = Publisher::whip(&whip_url(&host, "b"), Some(TOKEN), VideoCodec::Vp8).await;
@@ -122,7 +122,7 @@ async fn past_max_publishers_a_publisher_gets_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_take_over_a_second_publisher_replaces_the_first_and_viewers_keep_playing() {
-    let host = host_publishing("<TakeOver>true</TakeOver>", "");
+    let host = host_publishing("<TakeOver>true</TakeOver>");
     let first = Publisher::whip(&whip_url(&host, "cam"), Some(TOKEN), VideoCodec::Vp8).await.unwrap();
     first.wait_sending(LONG).await.unwrap();
     let v = viewer(&host, "cam").await;
@@ -138,7 +138,7 @@ async fn with_take_over_a_second_publisher_replaces_the_first_and_viewers_keep_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_the_grace_time_viewers_wait_for_their_publisher_to_come_back() {
-    let host = host_publishing("<GraceMs>5000</GraceMs>", "");
+    let host = host_publishing("<GraceMs>5000</GraceMs>");
     let first = Publisher::whip(&whip_url(&host, "cam"), Some(TOKEN), VideoCodec::Vp8).await.unwrap();
     first.wait_sending(LONG).await.unwrap();
     let v = viewer(&host, "cam").await;
@@ -169,12 +169,7 @@ async fn timed_joins(host: &HostProcess, stream: &str, n: usize) -> Vec<u128> {
 /// requests. Eight viewers joining at once ask it at most once a second, and every one plays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_reach_the_publisher_as_at_most_one_keyframe_request_per_second() {
-    let host = HostProcess::start(|port| {
-        config_xml(port, "")
-            .replace("</Applications>", &format!("<Application><Name>live</Name><Publish><Token>{TOKEN}</Token></Publish></Application></Applications>"))
-            .replacen("</WebRTC>", "<KeyframeCache><MaxBytes>0</MaxBytes></KeyframeCache></WebRTC>", 1)
-    })
-    .unwrap();
+    let host = host_publishing_with("", |xml| xml.replacen("</WebRTC>", "<KeyframeCache><MaxBytes>0</MaxBytes></KeyframeCache></WebRTC>", 1));
     let sparse = |on_request| PublishOptions { keyframes: Keyframes::EveryFrames(300), keyframe_on_request: on_request, ..PublishOptions::new(VideoCodec::Vp8) };
     let deaf = Publisher::whip_with(&whip_url(&host, "deaf"), Some(TOKEN), sparse(false)).await.unwrap();
     let answering = Publisher::whip_with(&whip_url(&host, "cam"), Some(TOKEN), sparse(true)).await.unwrap();

@@ -1,48 +1,30 @@
-//! One viewer's edge connection: an `rtc` peer connection (sans-IO) that a worker drives, the
-//! viewer's two send-only tracks, and the rewrite of the stream's RTP into them.
+//! One viewer's edge connection: its [`RtcLink`], the viewer's two send-only tracks, and the
+//! rewrite of the stream's RTP into them.
 
+use super::link::{edge_settings, host_candidates, Phase, RtcLink};
 use super::EdgeEvent;
 use crate::media::{MediaKind, MediaPacket};
 use crate::plumbing::{self, RtpRewriter, AUDIO_PT, VIDEO_PT};
-use bytes::BytesMut;
-use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{NackResponderBuilder, Registry, SenderReportBuilder, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::RTCIceCandidateInit;
-use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
-
-/// Where the connection stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Offer sent, no answer yet.
-    Offered,
-    /// Answer applied; ICE and DTLS under way.
-    Answered,
-    /// Up: media flows.
-    Connected,
-    /// Failed or closed: the worker removes it.
-    Done,
-}
 
 /// Backlog packets sent per live packet of the stream while a joining viewer catches up: the
 /// keyframe cache goes out at this multiple of the stream's own rate, spread over its arrivals
@@ -70,15 +52,8 @@ pub struct Wants {
 
 /// One viewer's edge connection.
 pub struct ViewerConn {
-    pc: RTCPeerConnection,
-    /// The local ICE username fragment: how STUN finds this connection.
-    pub ufrag: String,
-    /// Remote addresses this connection has answered (routed to it).
-    pub addrs: Vec<SocketAddr>,
-    /// Where it stands.
-    pub phase: Phase,
-    /// The next time it wants `handle_timeout`, as last scheduled.
-    pub scheduled: Option<Instant>,
+    /// The connection itself.
+    pub link: RtcLink,
     video: Track,
     audio: Option<Track>,
     /// Video waits for a keyframe (at the start, and after the viewer fell behind).
@@ -92,7 +67,6 @@ pub struct ViewerConn {
     first_media: (u8, bool),
     /// The stream's video codec (for the error when a player takes none of it).
     codec: plumbing::VideoCodec,
-    events: mpsc::UnboundedSender<EdgeEvent>,
     egress_bytes: Arc<AtomicU64>,
 }
 
@@ -137,44 +111,6 @@ pub fn edge_certificate() -> anyhow::Result<RTCCertificate> {
     )?)
 }
 
-/// ICE-lite with fresh credentials and no mDNS: the settings of every edge connection, and its
-/// local ufrag (how STUN finds it).
-pub fn edge_certificate_settings() -> (rtc::peer_connection::configuration::setting_engine::SettingEngine, String) {
-    let ufrag = random_token(16);
-    let setting = SettingEngineBuilder::new()
-        .with_lite(true)
-        .with_ice_credentials(ufrag.clone(), random_token(32))
-        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-        .build();
-    (setting, ufrag)
-}
-
-/// Adds a host candidate for each of `addrs` (then the end of candidates); their lines.
-pub fn host_candidates(pc: &mut RTCPeerConnection, addrs: &[SocketAddr]) -> anyhow::Result<Vec<String>> {
-    let mut candidates = Vec::with_capacity(addrs.len());
-    for (i, addr) in addrs.iter().enumerate() {
-        let line = plumbing::host_candidate(i as u32 + 1, *addr);
-        pc.add_local_candidate(RTCIceCandidateInit { candidate: line.clone(), ..Default::default() })?;
-        candidates.push(line);
-    }
-    pc.add_local_candidate(RTCIceCandidateInit::default())?;
-    Ok(candidates)
-}
-
-/// A received datagram as `rtc` takes it.
-pub fn tagged(now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> TaggedBytesMut {
-    TaggedBytesMut {
-        now,
-        transport: TransportContext { local_addr: local, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP },
-        message: BytesMut::from(data),
-    }
-}
-
-fn random_token(len: usize) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
-    (0..len).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
-}
-
 fn track(stream_id: &str, kind: RtpCodecKind, codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec) -> (MediaStreamTrack, u32) {
     let ssrc = rand::random::<u32>();
     let label = if kind == RtpCodecKind::Video { "video" } else { "audio" };
@@ -206,7 +142,7 @@ impl ViewerConn {
         let registry = Registry::new()
             .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
             .with(Slot::SenderReport, SenderReportBuilder::new().build());
-        let (setting, ufrag) = edge_certificate_settings();
+        let (setting, ufrag) = edge_settings();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().with_certificates(vec![new.certificate]).build())
             .with_media_engine(media)
@@ -232,11 +168,7 @@ impl ViewerConn {
         let candidates = host_candidates(&mut pc, new.candidates)?;
         let sdp = pc.local_description().ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
         let conn = Self {
-            pc,
-            ufrag,
-            addrs: Vec::new(),
-            phase: Phase::Offered,
-            scheduled: None,
+            link: RtcLink::new(pc, ufrag, Phase::Offered, new.events),
             video: Track { ssrc: video_ssrc, pt: VIDEO_PT, rewriter: RtpRewriter::new() },
             audio,
             waiting_for_keyframe: true,
@@ -244,7 +176,6 @@ impl ViewerConn {
             backlog: VecDeque::new(),
             first_media: (0, false),
             codec: new.video_codec,
-            events: new.events,
             egress_bytes: new.egress_bytes,
         };
         Ok((conn, Offer { sdp, candidates }))
@@ -252,42 +183,27 @@ impl ViewerConn {
 
     /// Applies the player's answer.
     pub fn answer(&mut self, now: Instant, sdp: String) -> anyhow::Result<()> {
-        if self.phase != Phase::Offered {
+        if self.link.phase != Phase::Offered {
             anyhow::bail!("the offer was already answered");
         }
         if rejects_video(&sdp) {
             anyhow::bail!("the player takes none of the stream's video codec ({:?}): it cannot play this stream", self.codec);
         }
-        self.pc.set_remote_description(now, RTCSessionDescription::answer(sdp)?)?;
-        self.phase = Phase::Answered;
+        self.link.pc.set_remote_description(now, RTCSessionDescription::answer(sdp)?)?;
+        self.link.phase = Phase::Answered;
         Ok(())
     }
 
     /// A datagram for this connection.
     pub fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> Wants {
-        if let Err(e) = self.pc.handle_read(tagged(now, local, from, data)) {
-            tracing::debug!(ufrag = %self.ufrag, "datagram refused: {e}");
-        }
+        self.link.read(now, local, from, data);
         self.after_input()
     }
 
     /// The connection's deadline passed.
     pub fn timeout(&mut self, now: Instant) -> Wants {
-        if let Err(e) = self.pc.handle_timeout(now) {
-            tracing::debug!(ufrag = %self.ufrag, "timeout handling: {e}");
-        }
+        self.link.timeout(now);
         self.after_input()
-    }
-
-    /// When the connection next needs [`Self::timeout`].
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.pc.poll_timeout()
-    }
-
-    /// The next datagram to send: `(local address, remote address, bytes)`.
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, BytesMut)> {
-        let out = self.pc.poll_write()?;
-        Some((out.transport.local_addr, out.transport.peer_addr, out.message))
     }
 
     /// The viewer fell behind its stream: resume video at the next keyframe.
@@ -330,7 +246,7 @@ impl ViewerConn {
     /// it; returns the RTP bytes sent.
     fn send_one(&mut self, now: Instant, packet: &MediaPacket) -> u64 {
         let index = packet.index;
-        if self.phase != Phase::Connected || index < self.next_index {
+        if self.link.phase != Phase::Connected || index < self.next_index {
             return 0;
         }
         let track = match packet.kind {
@@ -357,7 +273,7 @@ impl ViewerConn {
         // allocations per packet per viewer. The track id is not read on this path.
         let message = TaggedRTCMessage { now, message: RTCMessage::RtpPacket(String::new(), out) };
         let bit = if packet.kind == MediaKind::Video { 1 } else { 2 };
-        match self.pc.handle_write(message) {
+        match self.link.pc.handle_write(message) {
             Ok(()) => {
                 if self.first_media.0 & bit == 0 {
                     self.first_media = (self.first_media.0 | bit, true);
@@ -366,29 +282,21 @@ impl ViewerConn {
                 size
             }
             Err(e) => {
-                tracing::trace!(ufrag = %self.ufrag, "media not sent: {e}");
+                tracing::trace!(ufrag = %self.link.ufrag, "media not sent: {e}");
                 0
             }
         }
     }
 
-    /// Closes the peer connection (DTLS close_notify goes out with the next transmits).
-    pub fn close(&mut self) {
-        if let Err(e) = self.pc.close() {
-            tracing::debug!(ufrag = %self.ufrag, "closing: {e}");
-        }
-        self.phase = Phase::Done;
-    }
-
     /// Drains events and inbound RTCP after an input.
     fn after_input(&mut self) -> Wants {
         let mut wants = Wants::default();
-        while let Some(event) = self.pc.poll_event() {
+        while let Some(event) = self.link.pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
-                wants.connected |= self.on_state(state);
+                wants.connected |= self.link.on_state(state);
             }
         }
-        while let Some(message) = self.pc.poll_read() {
+        while let Some(message) = self.link.pc.poll_read() {
             if let RTCMessage::RtcpPacket(_, packets) = message.message {
                 wants.keyframe |= packets.iter().any(|p| {
                     p.as_any().downcast_ref::<PictureLossIndication>().is_some()
@@ -398,21 +306,15 @@ impl ViewerConn {
         }
         wants
     }
+}
 
-    /// Follows a state change; true if the connection just came up.
-    fn on_state(&mut self, state: RTCPeerConnectionState) -> bool {
-        match state {
-            RTCPeerConnectionState::Connected if self.phase == Phase::Answered => {
-                self.phase = Phase::Connected;
-                let _ = self.events.send(EdgeEvent::Connected);
-                true
-            }
-            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed if self.phase != Phase::Done => {
-                self.phase = Phase::Done;
-                let _ = self.events.send(EdgeEvent::Failed);
-                false
-            }
-            _ => false,
-        }
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_answer_that_turns_the_video_down_is_told_apart() {
+        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert!(!super::rejects_video(answer));
+        assert!(super::rejects_video(&answer.replace("m=video 9", "m=video 0")));
+        assert!(!super::rejects_video(&answer.replace("m=audio 9", "m=audio 0")), "audio alone does not matter");
     }
 }

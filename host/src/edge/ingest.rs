@@ -6,11 +6,11 @@
 //! ([`PublisherConn::offer`]); over WHIP the publisher offers and the server answers
 //! ([`PublisherConn::answer_offer`]). ICE-lite either way, like the viewers' connections.
 
-use super::conn::{edge_certificate_settings, host_candidates, tagged, Offer, Phase};
+use super::conn::Offer;
+use super::link::{edge_settings, host_candidates, Phase, RtcLink};
 use super::EdgeEvent;
 use crate::media::{MediaKind, StreamHub};
 use crate::plumbing::{self, VideoCodec};
-use bytes::BytesMut;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::certificate::RTCCertificate;
@@ -20,7 +20,6 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
@@ -54,20 +53,12 @@ pub struct NewPublisher<'a> {
 
 /// One publisher's edge connection.
 pub struct PublisherConn {
-    pc: RTCPeerConnection,
-    /// The local ICE username fragment: how STUN finds this connection.
-    pub ufrag: String,
-    /// Remote addresses this connection has answered (routed to it).
-    pub addrs: Vec<SocketAddr>,
-    /// Where it stands.
-    pub phase: Phase,
-    /// The next time it wants `handle_timeout`, as last scheduled.
-    pub scheduled: Option<Instant>,
+    /// The connection itself.
+    pub link: RtcLink,
     /// The hub its media goes to, once the negotiation said what the stream carries.
     hub: Option<Arc<StreamHub>>,
-    /// Its tracks by id, as they opened: their kind and the receiver that reads them.
+    /// Its tracks by id, as they opened: their kind, the receiver that reads them, their SSRC.
     tracks: HashMap<MediaStreamTrackId, (MediaKind, RTCRtpReceiverId, u32)>,
-    events: mpsc::UnboundedSender<EdgeEvent>,
 }
 
 /// A peer connection that receives: both video codecs and Opus, rtc's default receive-side
@@ -77,7 +68,7 @@ fn receiving_pc(now: Instant, certificate: RTCCertificate) -> anyhow::Result<(RT
     let mut media = MediaEngine::default();
     plumbing::register_ingest_codecs(&mut media)?;
     let registry = register_default_interceptors(Registry::new(), &mut media)?;
-    let (setting, ufrag) = edge_certificate_settings();
+    let (setting, ufrag) = edge_settings();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().with_certificates(vec![certificate]).build())
         .with_media_engine(media)
@@ -92,8 +83,8 @@ fn receiving_pc(now: Instant, certificate: RTCCertificate) -> anyhow::Result<(RT
 }
 
 impl PublisherConn {
-    fn new(pc: RTCPeerConnection, ufrag: String, events: mpsc::UnboundedSender<EdgeEvent>) -> Self {
-        Self { pc, ufrag, addrs: Vec::new(), phase: Phase::Offered, scheduled: None, hub: None, tracks: HashMap::new(), events }
+    fn new(pc: RTCPeerConnection, ufrag: String, phase: Phase, events: mpsc::UnboundedSender<EdgeEvent>) -> Self {
+        Self { link: RtcLink::new(pc, ufrag, phase, events), hub: None, tracks: HashMap::new() }
     }
 
     /// OME's way: the server offers; [`Self::answer`] takes the publisher's answer.
@@ -103,15 +94,15 @@ impl PublisherConn {
         pc.set_local_description(now, offer)?;
         let candidates = host_candidates(&mut pc, new.candidates)?;
         let sdp = pc.local_description().ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
-        Ok((Self::new(pc, ufrag, new.events), Offer { sdp, candidates }))
+        Ok((Self::new(pc, ufrag, Phase::Offered, new.events), Offer { sdp, candidates }))
     }
 
     /// The publisher's answer to [`Self::offer`]: what it will send.
     pub fn answer(&mut self, now: Instant, sdp: String) -> anyhow::Result<Tracks> {
-        anyhow::ensure!(self.phase == Phase::Offered, "the offer was already answered");
+        anyhow::ensure!(self.link.phase == Phase::Offered, "the offer was already answered");
         let tracks = negotiated(&sdp)?;
-        self.pc.set_remote_description(now, RTCSessionDescription::answer(sdp)?)?;
-        self.phase = Phase::Answered;
+        self.link.pc.set_remote_description(now, RTCSessionDescription::answer(sdp)?)?;
+        self.link.phase = Phase::Answered;
         Ok(tracks)
     }
 
@@ -124,9 +115,7 @@ impl PublisherConn {
         host_candidates(&mut pc, new.candidates)?;
         let sdp = pc.local_description().ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
         let tracks = negotiated(&sdp)?;
-        let mut conn = Self::new(pc, ufrag, new.events);
-        conn.phase = Phase::Answered;
-        Ok((conn, sdp, tracks))
+        Ok((Self::new(pc, ufrag, Phase::Answered, new.events), sdp, tracks))
     }
 
     /// From now on its media goes to `hub`.
@@ -134,88 +123,48 @@ impl PublisherConn {
         self.hub = Some(hub);
     }
 
-    /// A datagram for this connection; true if it just came up.
-    pub fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool {
-        if let Err(e) = self.pc.handle_read(tagged(now, local, from, data)) {
-            tracing::debug!(ufrag = %self.ufrag, "datagram refused: {e}");
-        }
-        self.after_input()
+    /// A datagram for this connection.
+    pub fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
+        self.link.read(now, local, from, data);
+        self.after_input();
     }
 
-    /// The connection's deadline passed; true if it just came up.
-    pub fn timeout(&mut self, now: Instant) -> bool {
-        if let Err(e) = self.pc.handle_timeout(now) {
-            tracing::debug!(ufrag = %self.ufrag, "timeout handling: {e}");
-        }
-        self.after_input()
-    }
-
-    /// When the connection next needs [`Self::timeout`].
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.pc.poll_timeout()
-    }
-
-    /// The next datagram to send: `(local address, remote address, bytes)`.
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, BytesMut)> {
-        let out = self.pc.poll_write()?;
-        Some((out.transport.local_addr, out.transport.peer_addr, out.message))
+    /// The connection's deadline passed.
+    pub fn timeout(&mut self, now: Instant) {
+        self.link.timeout(now);
+        self.after_input();
     }
 
     /// Asks the publisher for a keyframe (a PLI on its video track); false if it has none yet.
     pub fn request_keyframe(&mut self, now: Instant) -> bool {
         let Some((_, receiver, ssrc)) = self.tracks.values().find(|(kind, ..)| *kind == MediaKind::Video).copied() else { return false };
-        let Some(mut receiver) = self.pc.rtp_receiver(receiver) else { return false };
+        let Some(mut receiver) = self.link.pc.rtp_receiver(receiver) else { return false };
         let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
         receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok()
     }
 
-    /// Closes the peer connection.
-    pub fn close(&mut self) {
-        if let Err(e) = self.pc.close() {
-            tracing::debug!(ufrag = %self.ufrag, "closing: {e}");
-        }
-        self.phase = Phase::Done;
-    }
-
-    /// Follows events and hands received RTP to the hub; true if the connection just came up.
-    fn after_input(&mut self) -> bool {
-        let mut connected = false;
-        while let Some(event) = self.pc.poll_event() {
+    /// Follows events (the session hears of the state) and hands received RTP to the hub.
+    fn after_input(&mut self) {
+        while let Some(event) = self.link.pc.poll_event() {
             match event {
-                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => connected |= self.on_state(state),
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                    self.link.on_state(state);
+                }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                    let kind = self.pc.rtp_receiver(init.receiver_id).map(|r| r.track().kind());
+                    let kind = self.link.pc.rtp_receiver(init.receiver_id).map(|r| r.track().kind());
                     let kind = if kind == Some(RtpCodecKind::Audio) { MediaKind::Audio } else { MediaKind::Video };
                     self.tracks.insert(init.track_id, (kind, init.receiver_id, init.ssrc));
                 }
                 _ => {}
             }
         }
-        while let Some(message) = self.pc.poll_read() {
+        while let Some(message) = self.link.pc.poll_read() {
             let RTCMessage::RtpPacket(track, mut packet) = message.message else { continue };
             let (Some(hub), Some((kind, ..))) = (&self.hub, self.tracks.get(&track)) else { continue };
             // Viewers negotiate no header extensions: the publisher's stay here.
             packet.header.extension = false;
             packet.header.extensions.clear();
             hub.publish(*kind, packet);
-        }
-        connected
-    }
-
-    /// Follows a state change; true if the connection just came up.
-    fn on_state(&mut self, state: RTCPeerConnectionState) -> bool {
-        match state {
-            RTCPeerConnectionState::Connected if self.phase == Phase::Answered => {
-                self.phase = Phase::Connected;
-                let _ = self.events.send(EdgeEvent::Connected);
-                true
-            }
-            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed if self.phase != Phase::Done => {
-                self.phase = Phase::Done;
-                let _ = self.events.send(EdgeEvent::Failed);
-                false
-            }
-            _ => false,
         }
     }
 }

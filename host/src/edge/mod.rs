@@ -18,6 +18,7 @@ pub mod batch;
 pub mod conn;
 pub mod demux;
 pub mod ingest;
+pub mod link;
 pub mod net;
 pub mod worker;
 

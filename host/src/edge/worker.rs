@@ -4,7 +4,8 @@
 //! packets go to its stream's hub, and from there to every worker's viewers). No task and no
 //! socket per connection.
 
-use super::conn::{NewConn, Offer, Phase, ViewerConn, Wants};
+use super::conn::{NewConn, Offer, ViewerConn, Wants};
+use super::link::{Phase, RtcLink};
 use super::ingest::{NewPublisher, PublisherConn, Tracks};
 use super::batch::{Outbox, Sent};
 use super::demux::{Demux, Dropped};
@@ -86,47 +87,20 @@ enum Link {
     Publisher(PublisherConn),
 }
 
-/// What both kinds of connection answer, in one place.
-macro_rules! either {
-    ($link:expr, $c:ident => $body:expr) => {
-        match $link {
-            Link::Viewer { conn: $c, .. } => $body,
-            Link::Publisher($c) => $body,
-        }
-    };
-}
-
 impl Link {
-    fn ufrag(&self) -> &str {
-        either!(self, c => &c.ufrag)
-    }
-    fn addrs(&self) -> &[SocketAddr] {
-        either!(self, c => &c.addrs)
-    }
-    fn addrs_mut(&mut self) -> &mut Vec<SocketAddr> {
-        either!(self, c => &mut c.addrs)
-    }
-    fn phase(&self) -> Phase {
-        either!(self, c => c.phase)
-    }
-    fn scheduled(&mut self) -> &mut Option<Instant> {
-        either!(self, c => &mut c.scheduled)
-    }
-    fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, bytes::BytesMut)> {
-        either!(self, c => c.poll_transmit())
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        either!(self, c => c.poll_timeout())
-    }
-    fn close(&mut self) {
-        either!(self, c => c.close())
+    /// The `rtc` side both kinds share.
+    fn rtc(&mut self) -> &mut RtcLink {
+        match self {
+            Link::Viewer { conn, .. } => &mut conn.link,
+            Link::Publisher(conn) => &mut conn.link,
+        }
     }
     fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> Wants {
         match self {
             Link::Viewer { conn, .. } => conn.datagram(now, local, from, data),
             Link::Publisher(conn) => {
                 conn.datagram(now, local, from, data);
-                Wants::default()
+                Wants::default() // the session hears of its state itself; it wants nothing here
             }
         }
     }
@@ -169,9 +143,10 @@ struct Io {
 impl Io {
     /// Queues everything `entry` has to send, learning the addresses it answers.
     fn flush(&mut self, key: ConnKey, entry: &mut Entry) {
-        while let Some((local, to, data)) = entry.link.poll_transmit() {
+        while let Some((local, to, data)) = entry.link.rtc().poll_transmit() {
             let socket = self.by_local.get(&local).copied().unwrap_or(entry.socket);
-            self.demux.learn(key, to, entry.link.addrs_mut());
+            let rtc = entry.link.rtc();
+            self.demux.learn(key, to, &mut rtc.addrs);
             let s = &self.sockets[socket];
             self.outboxes[socket].push(to, s.source_for(local), data, s.is_ipv6());
         }
@@ -386,7 +361,7 @@ impl Worker {
         let (conn, offer) = ViewerConn::offer(now, new)?;
         let key = self.next_key;
         self.next_key += 1;
-        anyhow::ensure!(self.io.demux.add(&conn.ufrag, key), "ICE ufrag collision");
+        anyhow::ensure!(self.io.demux.add(&conn.link.ufrag, key), "ICE ufrag collision");
         let slot = self.subscribe(&hub);
         self.streams.get_mut(&slot).expect("subscribed").viewers.push(key);
         self.conns.insert(key, Entry { link: Link::Viewer { conn, slot }, socket });
@@ -415,7 +390,7 @@ impl Worker {
         };
         let key = self.next_key;
         self.next_key += 1;
-        anyhow::ensure!(self.io.demux.add(&conn.ufrag, key), "ICE ufrag collision");
+        anyhow::ensure!(self.io.demux.add(&conn.link.ufrag, key), "ICE ufrag collision");
         self.conns.insert(key, Entry { link: Link::Publisher(conn), socket });
         self.load.fetch_add(1, Ordering::Relaxed);
         self.service(now, key, Wants::default());
@@ -456,9 +431,10 @@ impl Worker {
 
     fn close(&mut self, key: ConnKey) {
         let Some(mut entry) = self.conns.remove(&key) else { return };
-        entry.link.close();
+        entry.link.rtc().close();
         self.io.flush(key, &mut entry);
-        self.io.demux.remove(entry.link.ufrag(), key, entry.link.addrs());
+        let rtc = entry.link.rtc();
+        self.io.demux.remove(&rtc.ufrag, key, &rtc.addrs);
         self.load.fetch_sub(1, Ordering::Relaxed);
         let Some(slot) = entry.link.slot() else { return };
         if let Some(stream) = self.streams.get_mut(&slot) {
@@ -520,16 +496,16 @@ impl Worker {
             }
             self.timers.pop();
             let Some(entry) = self.conns.get_mut(&key) else { continue };
-            if *entry.link.scheduled() != Some(t) {
+            if entry.link.rtc().scheduled != Some(t) {
                 continue; // superseded
             }
-            *entry.link.scheduled() = None;
+            entry.link.rtc().scheduled = None;
             let wants = entry.link.timeout(now);
             self.service(now, key, wants);
         }
         // Stale entries accumulate when deadlines move; rebuild now and then.
         if self.timers.len() > 4 * self.conns.len() + 64 {
-            self.timers = self.conns.iter_mut().filter_map(|(k, e)| e.link.scheduled().map(|t| Reverse((t, *k)))).collect();
+            self.timers = self.conns.iter_mut().filter_map(|(k, e)| e.link.rtc().scheduled.map(|t| Reverse((t, *k)))).collect();
         }
     }
 
@@ -584,7 +560,7 @@ impl Worker {
             self.streams[&slot].hub.request_keyframe(now);
         }
         let entry = self.conns.get_mut(&key).expect("present");
-        if entry.link.phase() == Phase::Done {
+        if entry.link.rtc().phase == Phase::Done {
             self.close(key);
             return;
         }
@@ -595,9 +571,10 @@ impl Worker {
 
 /// Puts `entry`'s next deadline on the heap if it changed.
 fn reschedule(timers: &mut BinaryHeap<Reverse<(Instant, ConnKey)>>, key: ConnKey, entry: &mut Entry) {
-    let next = entry.link.poll_timeout();
-    if next != *entry.link.scheduled() {
-        *entry.link.scheduled() = next;
+    let rtc = entry.link.rtc();
+    let next = rtc.poll_timeout();
+    if next != rtc.scheduled {
+        rtc.scheduled = next;
         if let Some(t) = next {
             timers.push(Reverse((t, key)));
         }

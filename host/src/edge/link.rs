@@ -1,0 +1,142 @@
+//! What every edge connection is, a viewer's or a publisher's: an `rtc` peer connection (sans-IO)
+//! that a worker drives, found by its ICE ufrag and then by the addresses it answered, with its
+//! phase, its next deadline, and its session's event inbox. [`super::conn`] (viewers) and
+//! [`super::ingest`] (publishers) add what they carry.
+
+use super::EdgeEvent;
+use crate::plumbing;
+use bytes::BytesMut;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::net::SocketAddr;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Offer sent, no answer yet.
+    Offered,
+    /// Answer applied; ICE and DTLS under way.
+    Answered,
+    /// Up: media flows.
+    Connected,
+    /// Failed or closed: the worker removes it.
+    Done,
+}
+
+/// One edge connection's `rtc` side.
+pub struct RtcLink {
+    /// The peer connection.
+    pub pc: RTCPeerConnection,
+    /// The local ICE username fragment: how STUN finds this connection.
+    pub ufrag: String,
+    /// Remote addresses this connection has answered (routed to it).
+    pub addrs: Vec<SocketAddr>,
+    /// Where it stands.
+    pub phase: Phase,
+    /// The next time it wants `handle_timeout`, as last scheduled.
+    pub scheduled: Option<Instant>,
+    events: mpsc::UnboundedSender<EdgeEvent>,
+}
+
+impl RtcLink {
+    /// A link at `phase` whose session hears of it through `events`.
+    pub fn new(pc: RTCPeerConnection, ufrag: String, phase: Phase, events: mpsc::UnboundedSender<EdgeEvent>) -> Self {
+        Self { pc, ufrag, addrs: Vec::new(), phase, scheduled: None, events }
+    }
+
+    /// Hands a datagram to the peer connection.
+    pub fn read(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
+        if let Err(e) = self.pc.handle_read(tagged(now, local, from, data)) {
+            tracing::debug!(ufrag = %self.ufrag, "datagram refused: {e}");
+        }
+    }
+
+    /// The deadline passed.
+    pub fn timeout(&mut self, now: Instant) {
+        if let Err(e) = self.pc.handle_timeout(now) {
+            tracing::debug!(ufrag = %self.ufrag, "timeout handling: {e}");
+        }
+    }
+
+    /// When the connection next needs [`Self::timeout`].
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.pc.poll_timeout()
+    }
+
+    /// The next datagram to send: `(local address, remote address, bytes)`.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, BytesMut)> {
+        let out = self.pc.poll_write()?;
+        Some((out.transport.local_addr, out.transport.peer_addr, out.message))
+    }
+
+    /// Closes the peer connection (DTLS close_notify goes out with the next transmits).
+    pub fn close(&mut self) {
+        if let Err(e) = self.pc.close() {
+            tracing::debug!(ufrag = %self.ufrag, "closing: {e}");
+        }
+        self.phase = Phase::Done;
+    }
+
+    /// Follows a state change, telling the session; true if the connection just came up.
+    pub fn on_state(&mut self, state: RTCPeerConnectionState) -> bool {
+        match state {
+            RTCPeerConnectionState::Connected if self.phase == Phase::Answered => {
+                self.phase = Phase::Connected;
+                let _ = self.events.send(EdgeEvent::Connected);
+                true
+            }
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed if self.phase != Phase::Done => {
+                self.phase = Phase::Done;
+                let _ = self.events.send(EdgeEvent::Failed);
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+/// ICE-lite with fresh credentials and no mDNS: the settings of every edge connection, and its
+/// local ufrag (how STUN finds it).
+pub fn edge_settings() -> (SettingEngine, String) {
+    let ufrag = random_token(16);
+    let setting = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(ufrag.clone(), random_token(32))
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .build();
+    (setting, ufrag)
+}
+
+/// Adds a host candidate for each of `addrs` (then the end of candidates); their lines.
+pub fn host_candidates(pc: &mut RTCPeerConnection, addrs: &[SocketAddr]) -> anyhow::Result<Vec<String>> {
+    let mut candidates = Vec::with_capacity(addrs.len());
+    for (i, addr) in addrs.iter().enumerate() {
+        let line = plumbing::host_candidate(i as u32 + 1, *addr);
+        pc.add_local_candidate(RTCIceCandidateInit { candidate: line.clone(), ..Default::default() })?;
+        candidates.push(line);
+    }
+    pc.add_local_candidate(RTCIceCandidateInit::default())?;
+    Ok(candidates)
+}
+
+/// A received datagram as `rtc` takes it.
+fn tagged(now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> TaggedBytesMut {
+    TaggedBytesMut {
+        now,
+        transport: TransportContext { local_addr: local, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP },
+        message: BytesMut::from(data),
+    }
+}
+
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
+    (0..len).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+}
+
