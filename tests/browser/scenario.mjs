@@ -3,7 +3,7 @@
 //
 // Run by tests/tests/browser.rs inside a fresh network namespace (192.0.2.1 on a veth pair), so
 // Chromium gathers a usable ICE candidate and nothing leaves the machine:
-//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay|p2p-tree|olk-publish>
+//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay|p2p-tree|olk-publish|olk-whip|olk-join>
 // Environment: HOST_BIN, HOST_CONFIG (the host and its config; P2P scenarios read their timing
 // settings from it, p2p-tree its <AccessToken>, publishing ones the <Publish><Token>), HOST_PORT, HOST_ADDR, CHROMIUM,
 // ICE_PORTS (firewalled-edge: the configured ICE port range, e.g. 10000-10004), RESULTS_DIR (where
@@ -12,6 +12,7 @@
 
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -20,6 +21,8 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 const PORT = env.HOST_PORT ?? '3333';
+/** Where the publishing page is served (inside the namespace, beside the host). */
+const PAGES_PORT = 8090;
 const ADDR = env.HOST_ADDR ?? '192.0.2.1';
 const RESULTS_DIR = env.RESULTS_DIR ?? path.join(here, '..', 'results');
 /** A desktop Windows Chrome: host-eligible under the classification rules (headless is not). */
@@ -34,7 +37,7 @@ const CHROMIUM_ARGS = [
   // Publishing pages: a fake camera and microphone (a test pattern and a beep), granted without
   // asking; getUserMedia needs a secure context, which plain http pages are not otherwise.
   '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-  `--unsafely-treat-insecure-origin-as-secure=http://player.test,http://${ADDR}:${PORT}`,
+  `--unsafely-treat-insecure-origin-as-secure=http://player.test,http://${ADDR}:${PORT},http://${ADDR}:${PAGES_PORT}`,
 ];
 
 const started = Date.now();
@@ -258,6 +261,21 @@ async function playsFromEdge(host, v, ms = 20000) {
   if (v.player !== 'own') assert.deepEqual(await v.p2pMode(), [false], `${v.name}: p2pMode false`);
 }
 
+/**
+ * Waits until `v` is told that `stream` ended (the host's 404 `stream ... stopped`, after `since`,
+ * when `cause` happened), and logs what OvenPlayer reported; returns the message.
+ */
+async function streamEnded(v, stream, since, cause) {
+  const ended = await waitFor(`${v.name} to be told ${stream} ended`, 15000, async () => (await v.signals()).find((m) => m.code !== undefined && m.at >= since));
+  assert.deepEqual([ended.code, ended.error], [404, `stream ${stream} stopped`], `${v.name}'s error message`);
+  await sleep(500);
+  const errors = await v.page.evaluate(() => window.__errors);
+  const states = (await v.states()).filter((e) => e.at >= since).map((e) => `${e.state} (+${e.at - since} ms)`);
+  log(`${v.name}: {code: ${ended.code}, error: "${ended.error}"} +${ended.at - since} ms after ${cause}; OvenPlayer error events: ${errors.join(' ') || 'none'}; states: ${states.join(', ') || 'none'}`);
+  assert.ok(errors.length > 0, `OvenPlayer (${v.name}) reports an error when the stream ends`);
+  return ended;
+}
+
 /** `candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...` */
 function candidatePort(candidate) {
   const fields = candidate.replace(/^a=/, '').split(/\s+/);
@@ -283,6 +301,14 @@ const olkPage = () => `<!doctype html><html><body>
 <video id="preview" muted autoplay playsinline></video>
 <script src="/OvenLiveKit.min.js"></script>
 <script>
+  // Every HTTP exchange (WHIP): method, URL, status, Location.
+  window.__http = [];
+  const nativeFetch = window.fetch;
+  window.fetch = async (url, options = {}) => {
+    const response = await nativeFetch(url, options);
+    window.__http.push({ at: Date.now(), method: options.method ?? 'GET', url: String(url), status: response.status, location: response.headers.get('location') });
+    return response;
+  };
   window.publish = async (url, config) => {
     window.__kit?.remove();
     const olk = window.__olk = { errors: [], closed: [], ice: [], connectedAt: null };
@@ -292,6 +318,8 @@ const olkPage = () => `<!doctype html><html><body>
       connectionClosed: (type) => olk.closed.push(type),
       iceStateChange: (state) => olk.ice.push(state),
     } });
+    // WHIP's fetch failing (network, CORS) rejects a promise OvenLiveKit never handles.
+    window.onunhandledrejection = (e) => olk.errors.push('unhandled rejection: ' + e.reason);
     kit.attachMedia(document.getElementById('preview'));
     await kit.getUserMedia({ video: { width: 640, height: 360, frameRate: 30 }, audio: true });
     kit.startStreaming(url, config);
@@ -307,6 +335,24 @@ const olkPage = () => `<!doctype html><html><body>
   };
 </script></body></html>`;
 
+/**
+ * The publishing page's own web server (on ADDR, a port of its own), started on first use; its
+ * origin. Not a Playwright route: the page's requests to the host (WHIP) are cross-origin, and a
+ * routed page would have Playwright answer their CORS preflights instead of the host.
+ */
+let pagesServer = null;
+async function pagesOrigin() {
+  if (!pagesServer) {
+    const script = readFileSync(path.join(here, 'node_modules', 'ovenlivekit', 'dist', 'OvenLiveKit.min.js'));
+    pagesServer = http.createServer((request, response) => {
+      const [body, type] = request.url === '/OvenLiveKit.min.js' ? [script, 'text/javascript'] : [olkPage(), 'text/html'];
+      response.writeHead(200, { 'Content-Type': type }).end(body);
+    });
+    await new Promise((resolve) => pagesServer.listen(PAGES_PORT, ADDR, resolve));
+  }
+  return `http://${ADDR}:${PAGES_PORT}`;
+}
+
 class Publisher {
   /** A page of its own (one browser context) holding OvenLiveKit and the fake camera. */
   static async open(browser, name) {
@@ -315,13 +361,7 @@ class Publisher {
     if (env.BROWSER_ECHO) page.on('console', (m) => log(`${name} console: ${m.text()}`));
     page.on('pageerror', (e) => log(`${name} page error: ${e.message}`));
     await page.addInitScript(INSTRUMENT);
-    const script = readFileSync(path.join(here, 'node_modules', 'ovenlivekit', 'dist', 'OvenLiveKit.min.js'));
-    await page.route('http://player.test/**', (route) => {
-      const url = new URL(route.request().url());
-      if (url.pathname === '/OvenLiveKit.min.js') return route.fulfill({ body: script, contentType: 'text/javascript' });
-      return route.fulfill({ body: olkPage(), contentType: 'text/html' });
-    });
-    await page.goto('http://player.test/publish');
+    await page.goto(`${await pagesOrigin()}/publish`);
     log(`${name} opened (OvenLiveKit ${await page.evaluate(() => OvenLiveKit.getVersion())})`);
     return Object.assign(new Publisher(), { name, context, page });
   }
@@ -335,6 +375,10 @@ class Publisher {
   sending() { return this.page.evaluate(() => window.__sending()); }
   signals() { return this.page.evaluate(() => window.__signals); }
   sent() { return this.page.evaluate(() => window.__sent); }
+  /** The page's HTTP exchanges (WHIP), as `{at, method, url, status, location}`. */
+  http() { return this.page.evaluate(() => window.__http); }
+  /** OvenLiveKit's `stopStreaming()` (WHIP: closes the connection, then DELETEs the resource). */
+  async stop() { await this.page.evaluate(() => window.__kit.stopStreaming()); log(`${this.name} stopped streaming`); }
   /** Waits for OvenLiveKit's first error callback; returns every error it reported. */
   async refused(ms = 10000) {
     return waitFor(`${this.name}'s OvenLiveKit error callback`, ms, async () => {
@@ -344,7 +388,11 @@ class Publisher {
   }
   /** Waits until ICE is connected and `frames` frames went out; returns the sender's figures. */
   async sends(frames = 30, ms = 20000) {
-    await waitFor(`${this.name}'s connection (OvenLiveKit connected)`, ms, async () => (await this.olk()).connectedAt);
+    await waitFor(`${this.name}'s connection (OvenLiveKit connected)`, ms, async () => {
+      const olk = await this.olk();
+      if (olk.errors.length > 0) throw new Error(`${this.name}: OvenLiveKit reported ${JSON.stringify(olk.errors)}`);
+      return olk.connectedAt;
+    });
     const sending = await waitFor(`${this.name} to send ${frames} frames`, ms, async () => {
       const s = await this.sending();
       return s && s.frames >= frames && s.bytes > 0 ? s : null;
@@ -739,13 +787,130 @@ const scenarios = {
 
     const closedAt = Date.now();
     await p.close();
-    const ended = await waitFor("V to be told the stream ended", 10000, async () => (await v.signals()).find((m) => m.code !== undefined && m.at >= closedAt));
-    assert.deepEqual([ended.code, ended.error], [404, 'stream live/cam stopped'], "V's error message");
-    await sleep(1000);
-    const errors = await v.page.evaluate(() => window.__errors);
-    const states = (await v.states()).filter((e) => e.at >= closedAt).map((e) => `${e.state} (+${e.at - closedAt} ms)`);
-    log(`V: {code: ${ended.code}, error: "${ended.error}"} +${ended.at - closedAt} ms after P's page closed; OvenPlayer error events: ${errors.join(' ') || 'none'}; states: ${states.join(', ') || 'none'}`);
-    assert.ok(errors.length > 0, 'OvenPlayer reports an error when the stream ends');
+    await streamEnded(v, 'live/cam', closedAt, "P's page closed");
+  },
+
+  /**
+   * OvenLiveKit 1.5.8 in WHIP mode (`POST http://.../live/cam2?direction=whip`, its `httpHeaders`
+   * carrying `Authorization: Bearer T`; it prefers H.264 and sends no trickle): 201 with a
+   * Location, it connects and sends; OvenPlayer 0.10.54 plays `live/cam2`. A second OvenLiveKit
+   * page publishing the same name gets its error callback `Failed to fetch 409`; plain requests
+   * from node get 401 without the token and 403 with a wrong one. The first publisher's
+   * `stopStreaming()` DELETEs its resource (200): the viewer is told the stream ended, and the
+   * second publisher may then publish the name (201); a new viewer plays it.
+   */
+  async 'olk-whip'(host, browser) {
+    const token = configuredPublishToken();
+    assert.ok(token, 'HOST_CONFIG configures a <Publish><Token>');
+    const url = `http://${ADDR}:${PORT}/live/cam2?direction=whip`;
+    const bearer = { httpHeaders: { Authorization: `Bearer ${token}` } };
+    // The publishing page is on another origin: the browser asks the host first (CORS preflight)
+    // whether it may send OvenLiveKit's request headers (`Oven-Capabilities`: the camera's size
+    // and frame rate); `*` would not cover Authorization.
+    const wanted = ['authorization', 'content-type', 'oven-capabilities'];
+    const preflight = await fetch(url, { method: 'OPTIONS', headers: { Origin: await pagesOrigin(), 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': wanted.join(',') } });
+    const allowed = (preflight.headers.get('access-control-allow-headers') ?? '').toLowerCase().split(/\s*,\s*/);
+    log(`CORS preflight: ${preflight.status}, Access-Control-Allow-Headers: ${preflight.headers.get('access-control-allow-headers')}`);
+    const missing = wanted.filter((h) => !allowed.includes(h) && !(h !== 'authorization' && allowed.includes('*')));
+    assert.deepEqual(missing, [], `the host's CORS preflight allows every header OvenLiveKit's WHIP POST carries (missing: ${missing.join(', ')}): else the browser never sends the POST`);
+    const p1 = await Publisher.open(browser, 'P1');
+    await p1.publish(url, bearer);
+    const sending = await p1.sends();
+    const [post] = await p1.http();
+    assert.deepEqual([post.method, post.status], ['POST', 201], "P1's offer: 201 Created");
+    assert.match(post.location ?? '', /^\/live\/cam2\/[0-9a-f]+\?direction=whip$/, 'the Location names the resource');
+    assert.deepEqual((await p1.olk()).errors, [], 'no OvenLiveKit error');
+    log(`P1: POST ${post.status}, Location ${post.location}, sends ${sending.codec}`);
+
+    const v = await Viewer.open(browser, 'V', 'ovenplayer-0.10.54', DESKTOP_CHROME, 'live/cam2');
+    await v.playing(60, 20000);
+    assert.ok((await host.egress(await v.sessionId())) > 50000, 'the edge serves V');
+
+    // The name is taken: a second publisher gets 409, whatever it sends.
+    const p2 = await Publisher.open(browser, 'P2');
+    await p2.publish(url, bearer);
+    assert.deepEqual(await p2.refused(), ['Failed to fetch 409'], "P2's OvenLiveKit error callback");
+    log(`P2 (same name): OvenLiveKit error callback "Failed to fetch 409"`);
+    const offer = 'v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n';
+    for (const [what, headers, status] of [
+      ['no token', {}, 401],
+      ['a wrong token', { Authorization: `Bearer not-${token}` }, 403],
+      ['the token (the name is taken)', { Authorization: `Bearer ${token}` }, 409],
+    ]) {
+      const response = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/sdp', ...headers }, body: offer });
+      const text = (await response.text()).trim();
+      assert.equal(response.status, status, `POST with ${what}: ${status} (${text})`);
+      log(`POST from node with ${what}: ${response.status} "${text}"`);
+    }
+    await v.playing(30);
+
+    // P1 stops: OvenLiveKit closes its connection and DELETEs the resource; the stream ends.
+    const stoppedAt = Date.now();
+    await p1.stop();
+    const del = await waitFor("P1's DELETE", 5000, async () => (await p1.http()).find((h) => h.method === 'DELETE'));
+    assert.equal(del.status, 200, 'DELETE on the resource: 200');
+    assert.equal(new URL(del.url).pathname + new URL(del.url).search, post.location, 'the DELETE goes to the Location');
+    await streamEnded(v, 'live/cam2', stoppedAt, "P1's stopStreaming()");
+
+    // The name is free again.
+    await p2.publish(url, bearer);
+    await p2.sends();
+    assert.equal((await p2.http()).at(-1).status, 201, "P2's second offer: 201");
+    const w = await Viewer.open(browser, 'W', 'ovenplayer-0.10.54', DESKTOP_CHROME, 'live/cam2');
+    await w.playing(60, 20000);
+  },
+
+  /**
+   * Join time on a published stream (issue 12, item 5). OvenLiveKit publishes `live/keys` over OME's
+   * signalling; Chrome's encoder sends a keyframe only when asked, so once the keyframe cache has
+   * aged out (its MaxAge, 10 s by default) a joining viewer finds it empty and the host must ask the
+   * publisher for one (RTCP PLI). Three rounds: 15 s after the last keyframe, an OvenPlayer 0.10.54
+   * viewer joins (the host asks: `ingest_keyframe_requests` grows, the publisher counts a PLI and
+   * encodes a keyframe); right after it, a second viewer joins from the fresh cache. Logs
+   * `JOIN_MS` (the page's request_offer -> its first presented frame, requestVideoFrameCallback)
+   * for both kinds.
+   */
+  async 'olk-join'(host, browser) {
+    const token = configuredPublishToken();
+    const p = await Publisher.open(browser, 'P');
+    await p.publish(`ws://${ADDR}:${PORT}/live/keys?direction=send&token=${token}`);
+    await p.sends();
+    /** One viewer joins, plays 30 frames and leaves: its join time and what it cost the source. */
+    const join = async (name) => {
+      const [before, metrics] = [await p.sending(), (await host.stats()).metrics];
+      const v = await Viewer.open(browser, name, 'ovenplayer-0.10.54', DESKTOP_CHROME, 'live/keys');
+      await v.playing(30, 20000);
+      const asked = (await v.sent()).find((m) => m.command === 'request_offer');
+      const offer = (await v.signals()).find((m) => m.command === 'offer');
+      const first = (await v.frameTimes())[0];
+      const after = await p.sending();
+      const now = (await host.stats()).metrics;
+      const delta = (key) => (now[key] ?? 0) - (metrics[key] ?? 0);
+      const sample = {
+        join: first - asked.at, offer: offer.at - asked.at,
+        hostAsked: delta('ingest_keyframe_requests'), cacheJoins: delta('edge_keyframe_cache_joins'),
+        plis: after.plis - before.plis, keyframes: after.keyframes - before.keyframes,
+      };
+      await v.close();
+      log(`${name}: request_offer -> offer ${sample.offer} ms -> first frame ${sample.join} ms; host keyframe requests +${sample.hostAsked}, cache joins +${sample.cacheJoins}; publisher PLIs +${sample.plis}, keyframes +${sample.keyframes}`);
+      return sample;
+    };
+    const [pli, cached] = [[], []];
+    let lastKeyframeAt = Date.now();
+    for (let round = 1; round <= 3; round += 1) {
+      await sleep(Math.max(0, lastKeyframeAt + 15000 - Date.now()));
+      const cold = await join(`cold${round}`);
+      lastKeyframeAt = Date.now();
+      assert.ok(cold.hostAsked >= 1, `cold${round}: the host asked the publisher for a keyframe (ingest_keyframe_requests)`);
+      assert.ok(cold.plis >= 1 && cold.keyframes >= 1, `cold${round}: the publisher got a PLI and sent a keyframe`);
+      pli.push(cold.join);
+      const warm = await join(`warm${round}`);
+      assert.ok(warm.cacheJoins >= 1, `warm${round} started from the keyframe cache`);
+      cached.push(warm.join);
+    }
+    log(`JOIN_MS ${pli.join(' ')} (15 s after the last keyframe: the host asks the publisher, PLI)`);
+    log(`JOIN_MS_CACHE ${cached.join(' ')} (from the keyframe cache)`);
+    log(`metrics: ingest_keyframe_requests ${await host.metric('ingest_keyframe_requests')}, edge_keyframe_cache_joins ${await host.metric('edge_keyframe_cache_joins')}; publisher ${JSON.stringify(await p.sending())}`);
   },
 
   /**
@@ -917,6 +1082,7 @@ try {
   console.error(`scenario ${name} FAILED: ${e.stack ?? e}`);
 } finally {
   await browser?.close().catch(() => {});
+  pagesServer?.close();
   host.stop();
   if (failed || env.HOST_ECHO) console.error(`--- host log ---\n${host.log}`);
   process.exit(failed ? 1 : 0);

@@ -214,3 +214,22 @@ fn run_publish_scenario(scenario: &str, extra: &str) {
 fn ovenlivekit_publishes_over_omes_signalling_and_ovenplayer_plays_it() {
     run_publish_scenario("olk-publish", "");
 }
+
+/// OvenLiveKit 1.5.8 in WHIP mode (`?direction=whip`, `Authorization: Bearer` from its
+/// `httpHeaders`): 201 with a Location, OvenPlayer 0.10.54 plays the stream; a second publisher of
+/// the name gets `Failed to fetch 409` (plain POSTs: 401 without the token, 403 with a wrong one);
+/// `stopStreaming()` DELETEs the resource, the viewer is told the stream ended and the name is
+/// free again.
+#[test]
+fn ovenlivekit_publishes_over_whip_and_a_second_publisher_of_the_name_gets_409() {
+    run_publish_scenario("olk-whip", "");
+}
+
+/// Join time on a stream OvenLiveKit publishes (Chrome's encoder sends keyframes only when asked):
+/// a viewer joining 15 s after the last keyframe (the cache has aged out) makes the host send the
+/// publisher a PLI, and still plays; one joining right after starts from the keyframe cache. The
+/// scenario logs both (`JOIN_MS`, `JOIN_MS_CACHE`: request_offer -> first frame presented).
+#[test]
+fn a_viewer_joining_a_published_stream_long_after_its_last_keyframe_gets_one_by_pli() {
+    run_publish_scenario("olk-join", "");
+}
