@@ -3,7 +3,7 @@
 //
 // Run by tests/tests/browser.rs inside a fresh network namespace (192.0.2.1 on a veth pair), so
 // Chromium gathers a usable ICE candidate and nothing leaves the machine:
-//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay|p2p-tree|olk-publish|olk-whip|olk-join>
+//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay|p2p-tree|olk-publish|olk-whip|olk-join|olk-p2p>
 // Environment: HOST_BIN, HOST_CONFIG (the host and its config; P2P scenarios read their timing
 // settings from it, p2p-tree its <AccessToken>, publishing ones the <Publish><Token>), HOST_PORT, HOST_ADDR, CHROMIUM,
 // ICE_PORTS (firewalled-edge: the configured ICE port range, e.g. 10000-10004), RESULTS_DIR (where
@@ -276,6 +276,48 @@ async function streamEnded(v, stream, since, cause) {
   return ended;
 }
 
+/**
+ * OvenPlayer 0.10.38 on `stream`: A (a desktop Windows Chrome: a host) plays from the edge and
+ * relays to B and C (`clientUserAgent`), which play with p2pMode true while the edge sends them
+ * nothing; A's page closes: both are told `stop`, get the edge's offer and play again. Logs
+ * `FAILOVER_MS`.
+ */
+async function relaysAndFallsBack(host, browser, stream, clientUserAgent) {
+  const a = await Viewer.open(browser, 'A', 'ovenplayer-0.10.38', DESKTOP_CHROME, stream);
+  await a.playing();
+  const aId = await a.sessionId();
+  const b = await Viewer.open(browser, 'B', 'ovenplayer-0.10.38', clientUserAgent, stream);
+  const c = await Viewer.open(browser, 'C', 'ovenplayer-0.10.38', clientUserAgent, stream);
+  const clients = [b, c];
+  for (const v of clients) {
+    const offer = await waitFor(`${v.name}'s offer`, 15000, async () => (await v.signals()).find((s) => s.command === 'offer'));
+    assert.equal(offer.peer_id, aId, `${v.name}'s offer comes from host peer A`);
+    await v.playing();
+    assert.deepEqual(await v.p2pMode(), [true], `${v.name}: p2pMode true`);
+  }
+  const asked = (await a.signals()).filter((s) => s.command === 'request_offer_p2p').map((s) => s.peer_id).sort();
+  const ids = [await b.sessionId(), await c.sessionId()];
+  assert.deepEqual(asked, [...ids].sort(), 'A was asked to offer to B and C');
+  await sleep(2000);
+  for (const [v, id] of clients.map((v, i) => [v, ids[i]])) {
+    assert.equal(await host.egress(id), 0, `the edge sends nothing to ${v.name}`);
+    await v.playing(30);
+  }
+  log(`edge egress to A ${await host.egress(aId)} bytes, to B and C 0: the host peer carries them`);
+
+  const closedAt = Date.now();
+  await a.close();
+  const rescued = await Promise.all(clients.map(async (v, i) => {
+    await waitFor(`${v.name}'s stop from the host`, 5000, async () => (await v.signals()).some((s) => s.command === 'stop' && s.peer_id === aId));
+    await waitFor(`${v.name}'s edge offer`, 10000, async () => (await v.signals()).some((s) => s.command === 'offer' && s.peer_id === 0));
+    const firstFrame = await v.playing(60, 30000);
+    assert.deepEqual(await v.p2pMode(), [true, false], `${v.name}: p2pMode true then false`);
+    assert.ok((await host.egress(ids[i])) > 0, `the edge serves ${v.name} now`);
+    return firstFrame - closedAt;
+  }));
+  log(`FAILOVER_MS ${rescued.join(' ')} (host page closed -> first frame from the edge)`);
+}
+
 /** `candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...` */
 function candidatePort(candidate) {
   const fields = candidate.replace(/^a=/, '').split(/\s+/);
@@ -465,39 +507,7 @@ const scenarios = {
 
   /** OvenPlayer 0.10.38: one host peer relays to two clients; they fall back when it goes. */
   async 'p2p-relay'(host, browser) {
-    const a = await Viewer.open(browser, 'A', 'ovenplayer-0.10.38');
-    await a.playing();
-    const aId = await a.sessionId();
-    const b = await Viewer.open(browser, 'B', 'ovenplayer-0.10.38');
-    const c = await Viewer.open(browser, 'C', 'ovenplayer-0.10.38');
-    const clients = [b, c];
-    for (const v of clients) {
-      const offer = await waitFor(`${v.name}'s offer`, 15000, async () => (await v.signals()).find((s) => s.command === 'offer'));
-      assert.equal(offer.peer_id, aId, `${v.name}'s offer comes from host peer A`);
-      await v.playing();
-      assert.deepEqual(await v.p2pMode(), [true], `${v.name}: p2pMode true`);
-    }
-    const asked = (await a.signals()).filter((s) => s.command === 'request_offer_p2p').map((s) => s.peer_id).sort();
-    const ids = [await b.sessionId(), await c.sessionId()];
-    assert.deepEqual(asked, [...ids].sort(), 'A was asked to offer to B and C');
-    await sleep(2000);
-    for (const [v, id] of clients.map((v, i) => [v, ids[i]])) {
-      assert.equal(await host.egress(id), 0, `the edge sends nothing to ${v.name}`);
-      await v.playing(30);
-    }
-    log(`edge egress to A ${await host.egress(aId)} bytes, to B and C 0: the host peer carries them`);
-
-    const closedAt = Date.now();
-    await a.close();
-    const rescued = await Promise.all(clients.map(async (v, i) => {
-      await waitFor(`${v.name}'s stop from the host`, 5000, async () => (await v.signals()).some((s) => s.command === 'stop' && s.peer_id === aId));
-      await waitFor(`${v.name}'s edge offer`, 10000, async () => (await v.signals()).some((s) => s.command === 'offer' && s.peer_id === 0));
-      const firstFrame = await v.playing(60, 30000);
-      assert.deepEqual(await v.p2pMode(), [true, false], `${v.name}: p2pMode true then false`);
-      assert.ok((await host.egress(ids[i])) > 0, `the edge serves ${v.name} now`);
-      return firstFrame - closedAt;
-    }));
-    log(`FAILOVER_MS ${rescued.join(' ')} (host page closed -> first frame from the edge)`);
+    await relaysAndFallsBack(host, browser, 'app/stream', DESKTOP_CHROME);
   },
 
   /** OvenPlayer 0.10.54 as host never offers; its client is rescued by the offer deadline. */
@@ -858,6 +868,22 @@ const scenarios = {
     assert.equal((await p2.http()).at(-1).status, 201, "P2's second offer: 201");
     const w = await Viewer.open(browser, 'W', 'ovenplayer-0.10.54', DESKTOP_CHROME, 'live/cam2');
     await w.playing(60, 20000);
+  },
+
+  /**
+   * P2P on a published stream: OvenLiveKit publishes `live/p2p` over OME's signalling; OvenPlayer
+   * 0.10.38 viewers: A (desktop Windows Chrome) plays from the edge and relays to B and C (Linux
+   * Chrome: clients only), whom the edge sends nothing; A leaves, both play from the edge again.
+   * The publisher is never part of P2P (never asked to relay).
+   */
+  async 'olk-p2p'(host, browser) {
+    const p = await Publisher.open(browser, 'P');
+    await p.publish(`ws://${ADDR}:${PORT}/live/p2p?direction=send&token=${configuredPublishToken()}`);
+    await p.sends();
+    await relaysAndFallsBack(host, browser, 'live/p2p', LINUX_CHROME);
+    const toPublisher = [...new Set((await p.signals()).map((m) => m.command))];
+    assert.deepEqual(toPublisher, ['offer'], `the publisher got its offer and nothing else (got ${toPublisher.join(', ')})`);
+    log(`P sends ${JSON.stringify(await p.sending())}`);
   },
 
   /**

@@ -233,3 +233,11 @@ fn ovenlivekit_publishes_over_whip_and_a_second_publisher_of_the_name_gets_409()
 fn a_viewer_joining_a_published_stream_long_after_its_last_keyframe_gets_one_by_pli() {
     run_publish_scenario("olk-join", "");
 }
+
+/// P2P on a stream OvenLiveKit publishes, k = 2: OvenPlayer 0.10.38 viewer A (desktop Windows
+/// Chrome) relays `live/p2p` to B and C (Linux Chrome), whom the edge sends nothing; when A's page
+/// closes both play from the edge again. The publisher is never asked to relay.
+#[test]
+fn ovenplayer_0_10_38_viewers_of_an_ovenlivekit_stream_relay_to_each_other_and_fall_back_to_the_edge() {
+    run_publish_scenario("olk-p2p", &p2p_xml(2, 4000));
+}
