@@ -3,7 +3,7 @@
 //
 // Run by tests/tests/browser.rs inside a fresh network namespace (192.0.2.1 on a veth pair), so
 // Chromium gathers a usable ICE candidate and nothing leaves the machine:
-//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay|p2p-tree|olk-publish|olk-whip|olk-join|olk-p2p>
+//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay|p2p-tree|olk-publish|olk-whip|olk-join|olk-p2p|page-publish>
 // Environment: HOST_BIN, HOST_CONFIG (the host and its config; P2P scenarios read their timing
 // settings from it, p2p-tree its <AccessToken>, publishing ones the <Publish><Token>), HOST_PORT, HOST_ADDR, CHROMIUM,
 // ICE_PORTS (firewalled-edge: the configured ICE port range, e.g. 10000-10004), RESULTS_DIR (where
@@ -884,6 +884,61 @@ const scenarios = {
     const toPublisher = [...new Set((await p.signals()).map((m) => m.command))];
     assert.deepEqual(toPublisher, ['offer'], `the publisher got its offer and nothing else (got ${toPublisher.join(', ')})`);
     log(`P sends ${JSON.stringify(await p.sending())}`);
+  },
+
+  /**
+   * The host's own page publishes (WHIP with plain fetch): tab P (`/?stream=live/page`) with a
+   * wrong token says the host refused it (403); with the token it publishes Chromium's fake camera
+   * and says it is connected. Two more tabs of the page play `live/page` from the edge. P stops:
+   * its DELETE gets 200 and both viewers are told the stream ended. Then a tab whose camera is
+   * missing (getUserMedia rejects) publishes its canvas test pattern to `live/pattern`, and a tab
+   * plays that.
+   */
+  async 'page-publish'(host, browser) {
+    const token = configuredPublishToken();
+    const text = (v, id) => v.page.evaluate((i) => document.getElementById(i).textContent, id);
+    /** Sets the page's token and presses its Publish (or Stop publishing) button. */
+    const press = async (v, withToken) => {
+      await v.page.fill('#token', withToken);
+      await v.page.click('#publish');
+    };
+    const says = (v, id, what, ms, test) => waitFor(`${v.name}'s page to say ${what}`, ms, async () => {
+      const shown = await text(v, id);
+      return test(shown) ? shown : null;
+    });
+
+    const p = await Viewer.open(browser, 'P', 'own', DESKTOP_CHROME, 'live/page');
+    await press(p, `not-${token}`);
+    log(`P with a wrong token: "${await says(p, 'publishing', 'the host refused it', 10000, (t) => t.startsWith('Publishing failed: 403'))}"`);
+    await press(p, token);
+    log(`P: "${await says(p, 'publishing', 'it publishes the camera, connected', 15000, (t) => t === 'Publishing the camera to live/page: connected.')}"`);
+    assert.equal(await text(p, 'publish'), 'Stop publishing', "P's button now stops publishing");
+
+    const viewers = [];
+    for (const name of ['V1', 'V2']) {
+      const v = await Viewer.open(browser, name, 'own', DESKTOP_CHROME, 'live/page');
+      await playsFromEdge(host, v);
+      await says(v, 'source', 'it plays from the edge', 5000, (t) => t === 'the edge');
+      viewers.push(v);
+    }
+
+    const stoppedAt = Date.now();
+    await p.page.click('#publish');
+    log(`P: "${await says(p, 'publishing', 'its DELETE got 200', 5000, (t) => t === 'Not publishing (DELETE: 200).')}"`);
+    for (const v of viewers) {
+      const ended = await waitFor(`${v.name} to be told live/page ended`, 10000, async () => (await v.signals()).find((m) => m.code !== undefined && m.at >= stoppedAt));
+      assert.deepEqual([ended.code, ended.error], [404, 'stream live/page stopped'], `${v.name}'s error message`);
+      const status = await says(v, 'status', 'the stream ended', 5000, (t) => t.includes('error 404: stream live/page stopped'));
+      log(`${v.name}: +${ended.at - stoppedAt} ms after P stopped: "${status.replace(/\n/g, ' / ')}"`);
+    }
+
+    // No camera: the page publishes its test pattern instead.
+    const q = await Viewer.open(browser, 'Q', 'own', DESKTOP_CHROME, 'live/pattern');
+    await q.page.evaluate(() => { navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('no camera here', 'NotFoundError')); });
+    await press(q, token);
+    log(`Q (no camera): "${await says(q, 'publishing', 'it publishes its test pattern, connected', 15000, (t) => t === 'Publishing a test pattern (no camera) to live/pattern: connected.')}"`);
+    const w = await Viewer.open(browser, 'W', 'own', DESKTOP_CHROME, 'live/pattern');
+    await playsFromEdge(host, w);
   },
 
   /**

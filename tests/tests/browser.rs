@@ -241,3 +241,12 @@ fn a_viewer_joining_a_published_stream_long_after_its_last_keyframe_gets_one_by_
 fn ovenplayer_0_10_38_viewers_of_an_ovenlivekit_stream_relay_to_each_other_and_fall_back_to_the_edge() {
     run_publish_scenario("olk-p2p", &p2p_xml(2, 4000));
 }
+
+/// The host's own page publishes over WHIP (plain fetch, `Authorization: Bearer` from its token
+/// field): Chromium's fake camera from one tab (a wrong token first: the page says 403), two more
+/// tabs of the page play it from the edge and are told it ended when the first stops (DELETE);
+/// a tab without a camera publishes its canvas test pattern, which another tab plays.
+#[test]
+fn the_hosts_page_publishes_the_camera_over_whip_and_two_tabs_of_it_play_the_stream() {
+    run_publish_scenario("page-publish", "");
+}
