@@ -25,12 +25,13 @@ pub fn is_whip(query: Option<&str>) -> bool {
     query.is_some_and(|q| q.split('&').any(|kv| kv == "direction=whip"))
 }
 
-/// CORS for browser publishers on other origins: the resource and ETag must be readable.
+/// CORS for browser publishers on other origins: the resource and ETag must be readable, and
+/// OvenLiveKit's `Oven-Capabilities` header (its capture size) may be sent.
 fn cors(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, DELETE, OPTIONS"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization, Content-Type"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization, Content-Type, Oven-Capabilities, If-Match"));
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Location, Link, ETag"));
     response
 }
