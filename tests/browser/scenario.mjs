@@ -265,8 +265,8 @@ async function playsFromEdge(host, v, ms = 20000) {
  * Waits until `v` is told that `stream` ended (the host's 404 `stream ... stopped`, after `since`,
  * when `cause` happened), and logs what OvenPlayer reported; returns the message.
  */
-async function streamEnded(v, stream, since, cause) {
-  const ended = await waitFor(`${v.name} to be told ${stream} ended`, 15000, async () => (await v.signals()).find((m) => m.code !== undefined && m.at >= since));
+async function streamEnded(v, stream, since, cause, ms = 15000) {
+  const ended = await waitFor(`${v.name} to be told ${stream} ended`, ms, async () => (await v.signals()).find((m) => m.code !== undefined && m.at >= since));
   assert.deepEqual([ended.code, ended.error], [404, `stream ${stream} stopped`], `${v.name}'s error message`);
   await sleep(500);
   const errors = await v.page.evaluate(() => window.__errors);
@@ -807,7 +807,9 @@ const scenarios = {
    * page publishing the same name gets its error callback `Failed to fetch 409`; plain requests
    * from node get 401 without the token and 403 with a wrong one. The first publisher's
    * `stopStreaming()` DELETEs its resource (200): the viewer is told the stream ended, and the
-   * second publisher may then publish the name (201); a new viewer plays it.
+   * second publisher may then publish the name (201); a new viewer plays it. The second
+   * publisher's page closes without a DELETE: the viewer is told the stream ended once the host
+   * notices the connection is gone (logs `WHIP_GONE_MS`).
    */
   async 'olk-whip'(host, browser) {
     const token = configuredPublishToken();
@@ -868,6 +870,12 @@ const scenarios = {
     assert.equal((await p2.http()).at(-1).status, 201, "P2's second offer: 201");
     const w = await Viewer.open(browser, 'W', 'ovenplayer-0.10.54', DESKTOP_CHROME, 'live/cam2');
     await w.playing(60, 20000);
+
+    // P2's page closes without a DELETE: the host notices the connection is gone.
+    const closedAt = Date.now();
+    await p2.close();
+    const ended = await streamEnded(w, 'live/cam2', closedAt, "P2's page closed (no DELETE)", 60000);
+    log(`WHIP_GONE_MS ${ended.at - closedAt} (a WHIP publisher's page closed without DELETE -> its viewer told the stream ended)`);
   },
 
   /**

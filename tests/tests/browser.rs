@@ -219,7 +219,8 @@ fn ovenlivekit_publishes_over_omes_signalling_and_ovenplayer_plays_it() {
 /// `httpHeaders`): 201 with a Location, OvenPlayer 0.10.54 plays the stream; a second publisher of
 /// the name gets `Failed to fetch 409` (plain POSTs: 401 without the token, 403 with a wrong one);
 /// `stopStreaming()` DELETEs the resource, the viewer is told the stream ended and the name is
-/// free again.
+/// free again; a publisher whose page closes without a DELETE ends its stream too, once the host
+/// notices (the scenario logs `WHIP_GONE_MS`).
 #[test]
 fn ovenlivekit_publishes_over_whip_and_a_second_publisher_of_the_name_gets_409() {
     run_publish_scenario("olk-whip", "");
