@@ -3,7 +3,7 @@
 //
 // Run by tests/tests/browser.rs inside a fresh network namespace (192.0.2.1 on a veth pair), so
 // Chromium gathers a usable ICE candidate and nothing leaves the machine:
-//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay|p2p-tree|olk-publish|olk-whip|olk-join|olk-p2p|page-publish>
+//   node scenario.mjs <edge-play|p2p-relay|p2p-rescue|p2p-move|p2p-fast-rescue|firewalled-edge|own-p2p-relay|p2p-tree|olk-publish|olk-h264|olk-whip|olk-join|olk-p2p|page-publish>
 // Environment: HOST_BIN, HOST_CONFIG (the host and its config; P2P scenarios read their timing
 // settings from it, p2p-tree its <AccessToken>, publishing ones the <Publish><Token>), HOST_PORT, HOST_ADDR, CHROMIUM,
 // ICE_PORTS (firewalled-edge: the configured ICE port range, e.g. 10000-10004), RESULTS_DIR (where
@@ -798,6 +798,20 @@ const scenarios = {
     const closedAt = Date.now();
     await p.close();
     await streamEnded(v, 'live/cam', closedAt, "P's page closed");
+  },
+
+  /**
+   * H.264 from a browser: OvenLiveKit publishes over OME's signalling with `preferredVideoFormat:
+   * 'H264'` (it moves H.264 first in the host's offer and in its answer), so Chromium sends H.264;
+   * OvenPlayer 0.10.54 and 0.10.38 and our page play it from the edge.
+   */
+  async 'olk-h264'(host, browser) {
+    const p = await Publisher.open(browser, 'P');
+    await p.publish(`ws://${ADDR}:${PORT}/live/h264?direction=send&token=${configuredPublishToken()}`, { preferredVideoFormat: 'H264' });
+    assert.equal((await p.sends()).codec, 'video/H264', 'Chromium sends H.264');
+    for (const [name, player] of [['op54', 'ovenplayer-0.10.54'], ['op38', 'ovenplayer-0.10.38'], ['own', 'own']]) {
+      await playsFromEdge(host, await Viewer.open(browser, name, player, DESKTOP_CHROME, 'live/h264'));
+    }
   },
 
   /**

@@ -251,3 +251,10 @@ fn ovenplayer_0_10_38_viewers_of_an_ovenlivekit_stream_relay_to_each_other_and_f
 fn the_hosts_page_publishes_the_camera_over_whip_and_two_tabs_of_it_play_the_stream() {
     run_publish_scenario("page-publish", "");
 }
+
+/// H.264 from a browser: OvenLiveKit publishes with `preferredVideoFormat: 'H264'` over OME's
+/// signalling, Chromium sends H.264, and OvenPlayer 0.10.54 and 0.10.38 and our page play it.
+#[test]
+fn ovenlivekit_publishes_h264_and_both_ovenplayer_releases_and_our_page_play_it() {
+    run_publish_scenario("olk-h264", "");
+}
