@@ -36,7 +36,7 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 /// Elements of `<Server>` the host itself understands.
-const HOST_ELEMENTS: &[&str] = &["Name", "Bind", "Managers", "Applications", "Plugins", "Modules"];
+const HOST_ELEMENTS: &[&str] = &["Name", "Bind", "Managers", "Origins", "Applications", "Plugins", "Modules"];
 
 /// A refused configuration: where and what.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,8 @@ pub struct Config {
     pub plugins: Vec<PluginEntry>,
     /// Plugin config sections cut out of the file.
     pub sections: Vec<Section>,
+    /// Where streams this host does not have are pulled from.
+    pub origins: Origins,
     /// The stats API (OME's), if a port is configured.
     pub api: Option<ApiConfig>,
     /// The token of the stats API, `/metrics` and the P2P page (OME's `<Managers><API><AccessToken>`):
@@ -276,8 +278,93 @@ struct RawServer {
     _modules: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     managers: Option<RawManagers>,
+    #[serde(default)]
+    origins: Option<Origins>,
 }
 
+/// `<Origins>` (OME's, which nests it in a `<VirtualHost>`): where the streams this host does not
+/// have come from. A viewer of such a stream makes the host pull it from its origin over WebRTC,
+/// as a player of the origin's OME signalling (`ws://ORIGIN/{app}/{stream}?p2p=0`: an edge is
+/// never a P2P peer), for as long as anyone watches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct Origins {
+    /// The timeouts of every pull.
+    #[serde(default)]
+    pub properties: OriginProperties,
+    /// The origins, by location; the longest matching location wins.
+    #[serde(rename = "Origin", default)]
+    pub origin: Vec<Origin>,
+}
+
+/// `<Origins><Properties>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase", default)]
+pub struct OriginProperties {
+    /// A pull that brings nothing for this long is made again (ms; OME's name).
+    pub no_input_failover_timeout: u64,
+    /// A pulled stream nobody has watched for this long is released (ms; OME's name).
+    pub unused_stream_deletion_timeout: u64,
+}
+
+impl Default for OriginProperties {
+    fn default() -> Self {
+        Self { no_input_failover_timeout: 3000, unused_stream_deletion_timeout: 60_000 }
+    }
+}
+
+/// One `<Origin>`: a location (`/app/` for a whole application, `/app/stream` for one stream) and
+/// where to pull it from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct Origin {
+    /// `/app/` or `/app/stream`.
+    pub location: String,
+    /// How and from where.
+    pub pass: OriginPass,
+}
+
+/// `<Pass>`: the scheme (`webrtc`: OME's WebSocket signalling) and the origins' addresses, tried
+/// in order (`HOST:PORT/app/` for a location `/app/`; the rest of the stream's path is appended).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct OriginPass {
+    /// `webrtc`.
+    pub scheme: String,
+    /// The origins.
+    pub urls: OriginUrls,
+}
+
+/// `<Urls>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct OriginUrls {
+    /// `HOST:PORT/path`.
+    #[serde(rename = "Url")]
+    pub url: Vec<String>,
+}
+
+impl Origins {
+    /// The signalling URLs to pull `app/stream` from, in order (none if no origin has it); the
+    /// query says the puller is an edge named `edge` and takes no part in P2P.
+    pub fn urls_for(&self, app: &str, stream: &str, edge: &str) -> Vec<String> {
+        let path = format!("/{app}/{stream}");
+        let matches = |o: &&Origin| o.location == path || (o.location.ends_with('/') && path.starts_with(&o.location));
+        let Some(origin) = self.origin.iter().filter(matches).max_by_key(|o| o.location.len()) else { return Vec::new() };
+        let rest = &path[origin.location.len()..];
+        let query = format!("p2p=0&edge={edge}");
+        origin
+            .pass
+            .urls
+            .url
+            .iter()
+            .map(|url| {
+                let base = url.trim_end_matches('/');
+                if rest.is_empty() { format!("ws://{base}?{query}") } else { format!("ws://{base}/{rest}?{query}") }
+            })
+            .collect()
+    }
+}
 /// `<Managers>`: OME's `<Host><Names>` (kept for OME files; it names TLS certificates there, and
 /// this host has no TLS) and `<API><AccessToken>`.
 #[derive(Default, Deserialize)]
@@ -529,6 +616,7 @@ impl Config {
         }
         let config = Self {
             api: raw.bind.managers.map(|m| ApiConfig { port: m.api.port }),
+            origins: raw.origins.unwrap_or_default(),
             access_token,
             file: file.to_owned(),
             name: raw.name,
@@ -737,6 +825,24 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_map_an_application_or_a_stream_to_their_urls_the_longest_location_first() {
+        let c = parse(
+            "<Server><Origins><Properties><UnusedStreamDeletionTimeout>2000</UnusedStreamDeletionTimeout></Properties>\
+             <Origin><Location>/app/</Location><Pass><Scheme>webrtc</Scheme><Urls><Url>10.0.0.1:3333/app/</Url><Url>10.0.0.2:3333/app</Url></Urls></Pass></Origin>\
+             <Origin><Location>/app/special</Location><Pass><Scheme>webrtc</Scheme><Urls><Url>10.0.0.9:3333/other/s</Url></Urls></Pass></Origin>\
+             </Origins></Server>",
+        )
+        .unwrap();
+        assert_eq!(c.origins.properties, OriginProperties { no_input_failover_timeout: 3000, unused_stream_deletion_timeout: 2000 });
+        assert_eq!(
+            c.origins.urls_for("app", "cam", "e1"),
+            ["ws://10.0.0.1:3333/app/cam?p2p=0&edge=e1", "ws://10.0.0.2:3333/app/cam?p2p=0&edge=e1"]
+        );
+        assert_eq!(c.origins.urls_for("app", "special", "e1"), ["ws://10.0.0.9:3333/other/s?p2p=0&edge=e1"]);
+        assert!(c.origins.urls_for("other", "cam", "e1").is_empty());
+    }
 
     fn parse(xml: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("conf/Test.xml"), xml.to_string())

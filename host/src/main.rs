@@ -9,6 +9,7 @@ mod media;
 mod metrics;
 mod plugins;
 mod publish;
+mod pull;
 mod server;
 mod sessions;
 mod streams;
@@ -157,6 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         metrics,
         book: Default::default(),
         publishers: Default::default(),
+        pulls: Default::default(),
     });
     tokio::spawn(effects::run(actions_rx, state.clone()));
     tokio::spawn(api::sample_every_second(state.clone()));

@@ -125,8 +125,10 @@ impl Default for Changes {
 pub struct StreamLive {
     /// Sessions open.
     pub sessions: u64,
-    /// Viewers whose edge connection is up.
+    /// Viewers whose edge connection is up (edges pulling the stream not counted).
     pub edge_viewers: u64,
+    /// Other hosts pulling the stream as edges (their query says `edge=NAME`).
+    pub pulling_edges: u64,
     /// Viewers playing from a peer.
     pub peer_viewers: u64,
     /// Viewers relaying to at least one other.
@@ -227,7 +229,11 @@ impl Sessions {
         for (id, e) in map.iter() {
             let live = streams.entry(e.hub.name.clone()).or_default();
             live.sessions += 1;
-            live.edge_viewers += u64::from(e.view.edge_up);
+            if e.info.query().split('&').any(|kv| kv.starts_with("edge=")) {
+                live.pulling_edges += 1;
+            } else {
+                live.edge_viewers += u64::from(e.view.edge_up);
+            }
             live.peer_viewers += u64::from(e.view.plays_from_peer());
             live.relaying += u64::from(relaying.contains(id));
             live.free_relay_slots += u64::from(e.view.delivery.free_relay_slots);

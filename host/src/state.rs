@@ -22,6 +22,8 @@ pub struct HostState {
     pub metrics: Arc<Metrics>,
     /// The WebRTC edge: every viewer's connection.
     pub edge: Edge,
+    /// The pulls from origins being started.
+    pub pulls: crate::pull::Pulls,
     /// The publishers publishing now.
     pub publishers: crate::publish::Publishers,
     /// OME's statistics, sampled once a second.

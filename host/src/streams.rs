@@ -64,6 +64,8 @@ pub enum Claimed {
 pub struct Streams {
     configured: HashMap<String, Arc<StreamHub>>,
     published: Mutex<HashMap<String, Published>>,
+    /// Streams pulled from an origin (see [`crate::pull`]).
+    pulled: Mutex<HashMap<String, Arc<StreamHub>>>,
     /// Each application's publishing rules, by name.
     publishing: HashMap<String, PublishConfig>,
     gop: GopLimits,
@@ -72,19 +74,33 @@ pub struct Streams {
 impl Streams {
     /// The configured streams, and the rules for published ones.
     pub fn new(configured: HashMap<String, Arc<StreamHub>>, publishing: HashMap<String, PublishConfig>, gop: GopLimits) -> Self {
-        Self { configured, published: Mutex::default(), publishing, gop }
+        Self { configured, published: Mutex::default(), pulled: Mutex::default(), publishing, gop }
     }
 
-    /// The hub of `name`, if it is configured or being published.
+    /// The hub of `name`, if it is configured, published or pulled.
     pub fn get(&self, name: &str) -> Option<Arc<StreamHub>> {
-        self.configured.get(name).cloned().or_else(|| self.published.lock().expect("streams lock").get(name).and_then(|p| p.hub.clone()))
+        self.configured
+            .get(name)
+            .cloned()
+            .or_else(|| self.published.lock().expect("streams lock").get(name).and_then(|p| p.hub.clone()))
+            .or_else(|| self.pulled.lock().expect("streams lock").get(name).cloned())
     }
 
-    /// Every hub now, configured ones first, each list by name.
+    /// The hub a pull from an origin feeds `name` with (`None`: the pull is over).
+    pub fn set_pulled(&self, name: &str, hub: Option<Arc<StreamHub>>) {
+        let mut pulled = self.pulled.lock().expect("streams lock");
+        match hub {
+            Some(hub) => pulled.insert(name.to_string(), hub),
+            None => pulled.remove(name),
+        };
+    }
+
+    /// Every hub now, configured ones first, then published and pulled ones, each list by name.
     pub fn all(&self) -> Vec<Arc<StreamHub>> {
         let mut configured: Vec<_> = self.configured.values().cloned().collect();
         configured.sort_by(|a, b| a.name.cmp(&b.name));
         let mut published: Vec<_> = self.published.lock().expect("streams lock").values().filter_map(|p| p.hub.clone()).collect();
+        published.extend(self.pulled.lock().expect("streams lock").values().cloned());
         published.sort_by(|a, b| a.name.cmp(&b.name));
         configured.extend(published);
         configured

@@ -223,8 +223,12 @@ pub struct HostProcess {
 impl HostProcess {
     /// Starts the host on a config made by `make_xml(port)` and waits until it serves.
     pub fn start(make_xml: impl FnOnce(u16) -> String) -> anyhow::Result<Self> {
+        Self::start_on(free_port(), make_xml)
+    }
+
+    /// [`Self::start`] on a given signalling port (a host restarted where it was).
+    pub fn start_on(port: u16, make_xml: impl FnOnce(u16) -> String) -> anyhow::Result<Self> {
         build_artifacts();
-        let port = free_port();
         let config = write_config(&make_xml(port));
         let mut child = Command::new(target_dir().join("host"))
             .arg("--config")

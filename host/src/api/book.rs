@@ -29,6 +29,8 @@ pub struct Totals {
     pub last_recv_ms: u64,
     /// Viewers whose edge connection is up.
     pub edge_viewers: u64,
+    /// Edges pulling the stream.
+    pub pulling_edges: u64,
     /// Viewers playing from a peer.
     pub peer_viewers: u64,
     /// Viewers relaying to others.
@@ -46,6 +48,7 @@ impl Totals {
         self.connections += o.connections;
         self.last_recv_ms = self.last_recv_ms.max(o.last_recv_ms);
         self.edge_viewers += o.edge_viewers;
+        self.pulling_edges += o.pulling_edges;
         self.peer_viewers += o.peer_viewers;
         self.relaying += o.relaying;
         self.free_relay_slots += o.free_relay_slots;
@@ -155,6 +158,7 @@ pub fn stream_totals(state: &HostState) -> Vec<(Arc<StreamHub>, Totals)> {
             connections: l.sessions,
             last_recv_ms: c.last_received_ms.load(Ordering::Relaxed),
             edge_viewers: l.edge_viewers,
+            pulling_edges: l.pulling_edges,
             peer_viewers: l.peer_viewers,
             relaying: l.relaying,
             free_relay_slots: l.free_relay_slots,
@@ -186,7 +190,9 @@ pub fn ome_stats(level: &Level) -> serde_json::Value {
         "maxThroughputIn": level.max_in_bps,
         "maxThroughputOut": level.max_out_bps,
         "connections": {
-            "webrtc": t.connections, "llhls": 0, "ovt": 0, "file": 0, "push": 0, "thumbnail": 0, "hlsv3": 0, "srt": 0,
+            // OME's edges pull over OVT and are counted there; this host's pull over WebRTC,
+            // and are counted there too, apart from the players.
+            "webrtc": t.connections - t.pulling_edges, "llhls": 0, "ovt": t.pulling_edges, "file": 0, "push": 0, "thumbnail": 0, "hlsv3": 0, "srt": 0,
         },
         "p2p": {
             "edgeViewers": t.edge_viewers,

@@ -32,6 +32,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 fn per_stream(state: &HostState) -> Vec<Series> {
     let mut viewers = Series::new("viewers", "Viewers playing, by where the stream comes from (the edge, or a peer)", Gauge);
     let mut sessions = Series::new("sessions", "Signalling sessions open", Gauge);
+    let mut edges = Series::new("pulling_edges", "Other hosts pulling the stream as edges (counted apart from viewers)", Gauge);
     let mut relaying = Series::new("relaying_viewers", "Viewers relaying the stream to at least one other (host peers)", Gauge);
     let mut slots = Series::new("free_relay_slots", "More viewers the relaying-capable viewers may take", Gauge);
     let mut egress = Series::new("edge_egress_bytes", "RTP bytes the edge sent to viewers", Counter);
@@ -53,6 +54,7 @@ fn per_stream(state: &HostState) -> Vec<Series> {
         viewers.push(at(&[("delivery", "edge")]), t.edge_viewers as f64);
         viewers.push(at(&[("delivery", "p2p")]), t.peer_viewers as f64);
         sessions.push(at(&[]), t.connections as f64);
+        edges.push(at(&[]), t.pulling_edges as f64);
         relaying.push(at(&[]), t.relaying as f64);
         slots.push(at(&[]), t.free_relay_slots as f64);
         egress.push(at(&[]), t.bytes_out as f64);
@@ -66,7 +68,7 @@ fn per_stream(state: &HostState) -> Vec<Series> {
         packets.push(at(&[]), c.ingest_packets.load(Ordering::Relaxed) as f64);
         lost.push(at(&[]), c.ingest_lost.load(Ordering::Relaxed) as f64);
     }
-    vec![viewers, sessions, relaying, slots, egress, peer, offload, opened, closed, ingest, packets, lost]
+    vec![viewers, sessions, edges, relaying, slots, egress, peer, offload, opened, closed, ingest, packets, lost]
 }
 
 /// Families of the whole host.

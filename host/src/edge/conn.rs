@@ -142,7 +142,7 @@ impl ViewerConn {
         let registry = Registry::new()
             .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
             .with(Slot::SenderReport, SenderReportBuilder::new().build());
-        let (setting, ufrag) = edge_settings();
+        let (setting, ufrag) = edge_settings(true);
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().with_certificates(vec![new.certificate]).build())
             .with_media_engine(media)

@@ -4,7 +4,10 @@
 //! Two ways in, both as OvenMediaEngine does them: over OME's WebSocket signalling the server
 //! offers (receive-only video, both codecs, then audio) and the publisher answers
 //! ([`PublisherConn::offer`]); over WHIP the publisher offers and the server answers
-//! ([`PublisherConn::answer_offer`]). ICE-lite either way, like the viewers' connections.
+//! ([`PublisherConn::answer_offer`]). ICE-lite either way, like the viewers' connections. The
+//! same connection pulls a stream from an origin, as a player of it: the origin offers, the edge
+//! answers, and, the origin being a server too (ICE-lite, or OME's full agent that waits for
+//! checks), the edge is the full ICE agent that checks the origin's candidates.
 
 use super::conn::Offer;
 use super::link::{edge_settings, host_candidates, Phase, RtcLink};
@@ -20,6 +23,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
@@ -43,6 +47,9 @@ pub struct Tracks {
 
 /// Everything a new publisher connection needs.
 pub struct NewPublisher<'a> {
+    /// Pulling from an origin: its candidates (`candidate:` lines); the edge is then a full ICE
+    /// agent that checks them. `None`: a publisher, which checks the edge's (ICE-lite).
+    pub origin_candidates: Option<Vec<String>>,
     /// The addresses it is reachable at (its candidates).
     pub candidates: &'a [SocketAddr],
     /// The session's event inbox.
@@ -64,11 +71,11 @@ pub struct PublisherConn {
 /// A peer connection that receives: both video codecs and Opus, rtc's default receive-side
 /// interceptors (NACK generation, receiver reports, transport-wide congestion feedback, so the
 /// browser's encoder ramps up), ICE-lite.
-fn receiving_pc(now: Instant, certificate: RTCCertificate) -> anyhow::Result<(RTCPeerConnection, String)> {
+fn receiving_pc(now: Instant, certificate: RTCCertificate, lite: bool) -> anyhow::Result<(RTCPeerConnection, String)> {
     let mut media = MediaEngine::default();
     plumbing::register_ingest_codecs(&mut media)?;
     let registry = register_default_interceptors(Registry::new(), &mut media)?;
-    let (setting, ufrag) = edge_settings();
+    let (setting, ufrag) = edge_settings(lite);
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().with_certificates(vec![certificate]).build())
         .with_media_engine(media)
@@ -89,7 +96,7 @@ impl PublisherConn {
 
     /// OME's way: the server offers; [`Self::answer`] takes the publisher's answer.
     pub fn offer(now: Instant, new: NewPublisher<'_>) -> anyhow::Result<(Self, Offer)> {
-        let (mut pc, ufrag) = receiving_pc(now, new.certificate)?;
+        let (mut pc, ufrag) = receiving_pc(now, new.certificate, true)?;
         let offer = pc.create_offer(None)?;
         pc.set_local_description(now, offer)?;
         let candidates = host_candidates(&mut pc, new.candidates)?;
@@ -106,10 +113,13 @@ impl PublisherConn {
         Ok(tracks)
     }
 
-    /// WHIP's way: the publisher's offer in, the answer (with the candidates in it) out.
+    /// WHIP's way (and an origin's): the offer in, the answer (with the candidates in it) out.
     pub fn answer_offer(now: Instant, new: NewPublisher<'_>, offer: String) -> anyhow::Result<(Self, String, Tracks)> {
-        let (mut pc, ufrag) = receiving_pc(now, new.certificate)?;
+        let (mut pc, ufrag) = receiving_pc(now, new.certificate, new.origin_candidates.is_none())?;
         pc.set_remote_description(now, RTCSessionDescription::offer(offer)?)?;
+        for line in new.origin_candidates.iter().flatten() {
+            pc.add_remote_candidate(RTCIceCandidateInit { candidate: line.clone(), ..Default::default() })?;
+        }
         let answer = pc.create_answer(None)?;
         pc.set_local_description(now, answer)?;
         host_candidates(&mut pc, new.candidates)?;

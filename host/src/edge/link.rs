@@ -102,12 +102,13 @@ impl RtcLink {
     }
 }
 
-/// ICE-lite with fresh credentials and no mDNS: the settings of every edge connection, and its
-/// local ufrag (how STUN finds it).
-pub fn edge_settings() -> (SettingEngine, String) {
+/// Fresh ICE credentials and no mDNS: the settings of an edge connection, and its local ufrag
+/// (how STUN finds it). ICE-lite (`lite`) for every connection a client makes to the edge; a full
+/// agent, which sends the checks, only where the edge is the client (pulling from an origin).
+pub fn edge_settings(lite: bool) -> (SettingEngine, String) {
     let ufrag = random_token(16);
     let setting = SettingEngineBuilder::new()
-        .with_lite(true)
+        .with_lite(lite)
         .with_ice_credentials(ufrag.clone(), random_token(32))
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .build();

@@ -129,10 +129,29 @@ impl Edge {
         &self,
         offer: Option<String>,
     ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, EdgeOffer, Option<ingest::Tracks>), EdgeError> {
+        self.receive(offer, None).await
+    }
+
+    /// A new connection pulling a stream from an origin: its `offer` and `candidates` in, the
+    /// answer and what the origin sends out. The edge checks the origin's candidates itself.
+    pub async fn pull(
+        &self,
+        offer: String,
+        candidates: Vec<String>,
+    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, EdgeOffer, ingest::Tracks), EdgeError> {
+        let (edge, events, answer, tracks) = self.receive(Some(offer), Some(candidates)).await?;
+        Ok((edge, events, answer, tracks.ok_or(EdgeError::Gone)?))
+    }
+
+    async fn receive(
+        &self,
+        offer: Option<String>,
+        origin_candidates: Option<Vec<String>>,
+    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, EdgeOffer, Option<ingest::Tracks>), EdgeError> {
         let worker = self.workers.iter().min_by_key(|w| w.load.load(Ordering::Relaxed)).ok_or(EdgeError::Gone)?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
-        worker.commands.send(Command::Publish { offer, events: events_tx, reply }).await.map_err(|_| EdgeError::Gone)?;
+        worker.commands.send(Command::Publish { offer, origin_candidates, events: events_tx, reply }).await.map_err(|_| EdgeError::Gone)?;
         let (key, sdp, tracks) = answer.await.map_err(|_| EdgeError::Gone)??;
         Ok((EdgeConnection { worker: worker.commands.clone(), key }, events, sdp, tracks))
     }

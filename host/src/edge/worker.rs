@@ -49,6 +49,8 @@ pub enum Command {
     /// publisher sends (known now for WHIP, after [`Command::PublisherAnswer`] for OME).
     Publish {
         offer: Option<String>,
+        /// Pulling from an origin: its candidates (the edge checks them as a full ICE agent).
+        origin_candidates: Option<Vec<String>>,
         events: mpsc::UnboundedSender<EdgeEvent>,
         reply: oneshot::Sender<anyhow::Result<(ConnKey, Offer, Option<Tracks>)>>,
     },
@@ -303,8 +305,8 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Command::Close { key } => self.close(key),
-            Command::Publish { offer, events, reply } => {
-                let created = self.create_publisher(offer, events);
+            Command::Publish { offer, origin_candidates, events, reply } => {
+                let created = self.create_publisher(offer, origin_candidates, events);
                 let key = created.as_ref().ok().map(|(key, ..)| *key);
                 if reply.send(created).is_err() {
                     if let Some(key) = key {
@@ -373,11 +375,12 @@ impl Worker {
     fn create_publisher(
         &mut self,
         offer: Option<String>,
+        origin_candidates: Option<Vec<String>>,
         events: mpsc::UnboundedSender<EdgeEvent>,
     ) -> anyhow::Result<(ConnKey, Offer, Option<Tracks>)> {
         let now = Instant::now();
         let (socket, candidates) = self.pick_sockets();
-        let new = NewPublisher { candidates: &candidates, events, certificate: self.certificate.clone() };
+        let new = NewPublisher { origin_candidates, candidates: &candidates, events, certificate: self.certificate.clone() };
         let (conn, sdp, tracks) = match offer {
             None => {
                 let (conn, offer) = PublisherConn::offer(now, new)?;

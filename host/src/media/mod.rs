@@ -45,6 +45,8 @@ pub enum SourceKind {
     Rtp,
     /// A WebRTC publisher (OvenLiveKit, WHIP).
     WebRtc,
+    /// Another host (or OvenMediaEngine), pulled as a player of its signalling.
+    Origin,
 }
 
 impl SourceKind {
@@ -54,6 +56,7 @@ impl SourceKind {
             Self::TestPattern => "TestPattern",
             Self::Rtp => "Rtp",
             Self::WebRtc => "WebRTC",
+            Self::Origin => "WebRtcPull",
         }
     }
 }

@@ -97,7 +97,6 @@ async fn signalling(
     let limits = &state.config.limits;
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let user_agent = user_agent[..user_agent.floor_char_boundary(limits.max_user_agent_bytes)].to_string();
-    let hub = state.streams.get(&format!("{app}/{stream}"));
     // Signalling messages are a few KiB (an SDP with its candidates): small buffers keep an idle
     // session cheap (tungstenite's defaults reserve 128 KiB to read per socket).
     // Frames are limited too, so an over-long frame is refused at its header, not buffered whole.
@@ -113,7 +112,7 @@ async fn signalling(
         if publishing {
             return publisher::run(socket, state, app, stream, query.unwrap_or_default()).await;
         }
-        let Some(hub) = hub else {
+        let Some(hub) = crate::pull::hub(&state, &app, &stream).await else {
             tracing::info!(%remote, "refused: no stream {app}/{stream}");
             state.metrics.add("sessions_refused", 1);
             let error = protocol::error(404, &format!("no such stream: {app}/{stream}"));
