@@ -17,6 +17,12 @@
 //! by a host that is gone); viewers unfed past every deadline; hosts feeding more than k clients;
 //! moves (`stop {peer_id: 0}`) per viewer and their playback gaps; how many pairs are within one
 //! network.
+//!
+//! With `edges` > 1 the audience is spread over that many edges, as behind a load balancer: one
+//! instance of the plugin per edge, each with its own host, each arriving viewer sent to an edge
+//! drawn uniformly at random. A viewer's hosts and clients are always on its edge (asserted), and
+//! every check above holds per edge ([`Swarm::edge_summaries`]); the optimum stays the
+//! cluster-wide one, one pool over the whole audience, so what per-edge pools cost shows.
 
 use crate::sim_host::SimHost;
 use plugin_api::{CloseReason, Delivery, HostCall, LoadedPlugin, OfferDecision, PluginLibrary, SessionId, SessionInfo, SessionKind};
@@ -64,6 +70,9 @@ pub struct SwarmConfig {
     pub move_after_ms: u64,
     /// The plugin's `<MoveFormerClients>`.
     pub move_former_clients: bool,
+    /// Edges the audience is spread over: one instance of the plugin each, a load balancer
+    /// sending each arriving viewer to one of them at random; pairs stay within an edge.
+    pub edges: usize,
 }
 
 impl Default for SwarmConfig {
@@ -85,6 +94,7 @@ impl Default for SwarmConfig {
             move_edge_viewers: true,
             move_after_ms: 5_000,
             move_former_clients: true,
+            edges: 1,
         }
     }
 }
@@ -152,7 +162,8 @@ enum Event {
     EdgeUp { id: SessionId, generation: u64 },
     Deliver(SessionId, String),
     PeerUp { client: SessionId, host: SessionId, generation: u64 },
-    Timer(u64),
+    /// A timer the plugin of that edge set.
+    Timer { edge: usize, token: u64 },
     Leave(SessionId),
     HostDeath,
     Sample,
@@ -167,6 +178,8 @@ enum Feed {
 }
 
 struct Viewer {
+    /// The edge the load balancer gave it: its plugin instance, and its hosts and clients.
+    edge: usize,
     /// Pool of the optimum: (stream, browser kind), or None if it can never take part.
     group: Option<(usize, String)>,
     host_eligible: bool,
@@ -186,8 +199,8 @@ struct Viewer {
     moving: bool,
 }
 
-/// One sample of the swarm.
-#[derive(Debug, Clone, Copy)]
+/// One sample of the swarm (of the whole cluster, or of one edge).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sample {
     /// Virtual time, seconds.
     pub t_s: u64,
@@ -195,10 +208,16 @@ pub struct Sample {
     pub viewers: usize,
     /// Viewers fed by a host peer.
     pub from_peers: usize,
-    /// The optimum with the same rules.
+    /// The optimum with the same rules, over one pool per stream and browser kind: for the
+    /// cluster, one pool over every edge's viewers; for an edge, its own viewers.
     pub optimum: usize,
     /// The optimum without the rule that a viewer once matched is never a client again.
     pub optimum_unrestricted: usize,
+    /// The same-rules optimum if every edge keeps its own pools (the sum of the edges' optima;
+    /// `optimum` with one edge).
+    pub optimum_edge_pools: usize,
+    /// The same without the once-a-client rule.
+    pub optimum_unrestricted_edge_pools: usize,
     /// Clients fed by a host that is gone.
     pub stranded: usize,
     /// Viewers without feed (joining, or between feeds).
@@ -210,6 +229,25 @@ pub struct Sample {
     /// Viewers the plugin's latest `report_delivery` describes otherwise than the swarm sees them
     /// (fed by host H, or not fed by a peer); pairs answered but not connected yet count here.
     pub misreported: usize,
+    /// The most clients one host fed, over k (0 if none fed more than k).
+    pub over_capacity: usize,
+}
+
+impl Sample {
+    /// Adds an edge's sample to the cluster's (the cluster-wide optimum is not a sum: the caller
+    /// sets it).
+    fn add(&mut self, edge: &Sample) {
+        self.viewers += edge.viewers;
+        self.from_peers += edge.from_peers;
+        self.optimum_edge_pools += edge.optimum_edge_pools;
+        self.optimum_unrestricted_edge_pools += edge.optimum_unrestricted_edge_pools;
+        self.stranded += edge.stranded;
+        self.unfed += edge.unfed;
+        self.passed_over += edge.passed_over;
+        self.local_pairs += edge.local_pairs;
+        self.misreported += edge.misreported;
+        self.over_capacity = self.over_capacity.max(edge.over_capacity);
+    }
 }
 
 /// What a run came to: steady-state means over its second half, and the worst seen.
@@ -230,6 +268,10 @@ pub struct Summary {
     /// Offload over the optimum without the once-a-client rule (the rule the plugin follows with
     /// `MoveFormerClients` on, which moves former clients back into hosts).
     pub of_unrestricted: f64,
+    /// The optimum's share if every edge keeps its own pools (`optimum` with one edge).
+    pub optimum_edge_pools: f64,
+    /// The same without the once-a-client rule.
+    pub optimum_unrestricted_edge_pools: f64,
     /// Share of viewers who could only be clients and play from the edge.
     pub passed_over: f64,
     /// Share of P2P pairs within one network.
@@ -265,72 +307,98 @@ pub struct Summary {
     pub misreported: f64,
 }
 
-/// A swarm on a virtual clock around one instance of the plugin.
-pub struct Swarm {
-    config: SwarmConfig,
-    rng: SmallRng,
-    host: SimHost,
-    plugin: LoadedPlugin,
-    queue: BinaryHeap<Reverse<(u64, u64, Event)>>,
-    seq: u64,
-    viewers: HashMap<SessionId, Viewer>,
-    next_id: SessionId,
-    hook_calls: u64,
-    hook_time: Duration,
-    ua_weights: Vec<f64>,
-    stream_weights: Vec<f64>,
-    site_weights: Vec<f64>,
-    arrival_rate_per_ms: f64,
-    mean_watch_s: f64,
-    stranded_max: usize,
+/// What is counted as the run goes, per edge (the cluster's is their sum).
+#[derive(Debug, Clone, Default)]
+struct Tally {
     unfed_max_ms: u64,
     unfed_past_deadline: u64,
-    over_capacity_max: usize,
     host_deaths: u64,
     arrivals: u64,
     moves: u64,
     max_moves: u32,
     move_gaps: Vec<u64>,
+    hook_calls: u64,
+    hook_time: Duration,
+    /// Read from the edge's host when summing up.
+    errors: u64,
+}
+
+impl Tally {
+    fn add(&mut self, edge: &Tally) {
+        self.unfed_max_ms = self.unfed_max_ms.max(edge.unfed_max_ms);
+        self.unfed_past_deadline += edge.unfed_past_deadline;
+        self.host_deaths += edge.host_deaths;
+        self.arrivals += edge.arrivals;
+        self.moves += edge.moves;
+        self.max_moves = self.max_moves.max(edge.max_moves);
+        self.move_gaps.extend_from_slice(&edge.move_gaps);
+        self.hook_calls += edge.hook_calls;
+        self.hook_time += edge.hook_time;
+        self.errors += edge.errors;
+    }
+}
+
+/// One edge: an instance of the plugin with a host of its own, and what happened there.
+struct Edge {
+    host: SimHost,
+    plugin: LoadedPlugin,
+    tally: Tally,
+    samples: Vec<Sample>,
+}
+
+/// A swarm on a virtual clock around one instance of the plugin per edge.
+pub struct Swarm {
+    config: SwarmConfig,
+    rng: SmallRng,
+    /// The load balancer's draws, apart from the population's: with one edge, a seed gives the
+    /// same run as it did before there were edges.
+    balancer: SmallRng,
+    edges: Vec<Edge>,
+    queue: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    seq: u64,
+    viewers: HashMap<SessionId, Viewer>,
+    /// Session ids are unique over the cluster.
+    next_id: SessionId,
+    ua_weights: Vec<f64>,
+    stream_weights: Vec<f64>,
+    site_weights: Vec<f64>,
+    arrival_rate_per_ms: f64,
+    mean_watch_s: f64,
     /// The plugin's latest delivery report per viewer.
     reported: HashMap<SessionId, Delivery>,
-    viewer_ms: u128,
     samples: Vec<Sample>,
 }
 
 impl Swarm {
-    /// A swarm around a new instance of the plugin in `library`, nothing scheduled but the first
-    /// arrival, the first sample and the host-death clock.
+    /// A swarm around `config.edges` new instances of the plugin in `library`, nothing scheduled
+    /// but the first arrival, the first sample and the host-death clock.
     pub fn new(config: SwarmConfig, library: &PluginLibrary) -> anyhow::Result<Self> {
-        let host = SimHost::default();
-        let plugin = library.instantiate(host.clone(), Some(&config.p2p_xml())).map_err(|e| anyhow::anyhow!("instantiating the plugin: {e:?}"))?;
+        anyhow::ensure!(config.edges > 0, "a swarm needs at least one edge");
+        let edges = (0..config.edges)
+            .map(|edge| {
+                let host = SimHost::default();
+                let plugin = library
+                    .instantiate(host.clone(), Some(&config.p2p_xml()))
+                    .map_err(|e| anyhow::anyhow!("instantiating the plugin for edge {edge}: {e:?}"))?;
+                Ok(Edge { host, plugin, tally: Tally::default(), samples: Vec::new() })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         // Exponential watch times get the log-normal's mean, so both runs hold the same population.
         let mean_watch_s = config.median_watch_s * LOGNORMAL_MEAN_OVER_MEDIAN;
         let mut swarm = Self {
             rng: SmallRng::seed_from_u64(config.seed),
-            host,
-            plugin,
+            balancer: SmallRng::seed_from_u64(config.seed ^ 0xba1a_4ce5),
+            edges,
             queue: BinaryHeap::new(),
             seq: 0,
             viewers: HashMap::new(),
             next_id: 1,
-            hook_calls: 0,
-            hook_time: Duration::ZERO,
             ua_weights: UA_MIX.iter().map(|(_, w)| *w).collect(),
             stream_weights: (0..config.streams).map(|i| 1.0 / (i + 1) as f64).collect(),
             site_weights: (0..config.sites).map(|i| 1.0 / (i + 1) as f64).collect(),
             arrival_rate_per_ms: config.viewers as f64 / (mean_watch_s * 1000.0),
             mean_watch_s,
-            stranded_max: 0,
-            unfed_max_ms: 0,
-            unfed_past_deadline: 0,
-            over_capacity_max: 0,
-            host_deaths: 0,
-            arrivals: 0,
-            moves: 0,
-            max_moves: 0,
-            move_gaps: Vec::new(),
             reported: HashMap::new(),
-            viewer_ms: 0,
             samples: Vec::new(),
             config,
         };
@@ -342,12 +410,17 @@ impl Swarm {
 
     /// The virtual time, ms.
     pub fn now_ms(&self) -> u64 {
-        self.host.now()
+        self.edges[0].host.now()
     }
 
-    /// The samples so far.
+    /// The cluster's samples so far.
     pub fn samples(&self) -> &[Sample] {
         &self.samples
+    }
+
+    /// Edge `edge`'s samples so far (its optimum is over its own viewers).
+    pub fn edge_samples(&self, edge: usize) -> &[Sample] {
+        &self.edges[edge].samples
     }
 
     /// Runs the next due event (the clock jumps to it); false once the run's duration is over.
@@ -357,7 +430,9 @@ impl Swarm {
         if t > end {
             return false;
         }
-        self.host.set_now(t);
+        for edge in &self.edges {
+            edge.host.set_now(t);
+        }
         match event {
             Event::Arrive => {
                 self.arrive();
@@ -368,19 +443,18 @@ impl Swarm {
             Event::EdgeUp { id, generation } => self.edge_up(id, generation),
             Event::Deliver(id, json) => self.deliver(id, &json),
             Event::PeerUp { client, host, generation } => self.peer_up(client, host, generation),
-            Event::Timer(token) => self.hook(|p| p.timer_fired(token).map(drop)),
+            Event::Timer { edge, token } => self.hook(edge, |p| p.timer_fired(token).map(drop)),
             Event::Leave(id) => self.leave(id, CloseReason::Disconnected),
             Event::HostDeath => self.host_deaths_this_second(),
             Event::Sample => {
-                let sample = self.sample();
-                self.samples.push(sample);
+                self.sample();
                 self.at(t + self.config.sample_s * 1000, Event::Sample);
             }
         }
         true
     }
 
-    /// Runs to the end and sums up.
+    /// Runs to the end and sums up the cluster.
     pub fn run(&mut self) -> Summary {
         while self.progress() {}
         self.summary()
@@ -395,28 +469,43 @@ impl Swarm {
         self.now_ms()
     }
 
-    /// Calls a hook, times it, then carries out what the plugin asked for.
-    fn hook<R>(&mut self, call: impl FnOnce(&mut LoadedPlugin) -> Result<R, plugin_api::PluginFailure>) -> R {
+    /// The edge of a viewer present.
+    fn edge_of(&self, id: SessionId) -> Option<usize> {
+        self.viewers.get(&id).map(|v| v.edge)
+    }
+
+    /// Calls a hook of edge `edge`'s plugin, times it, then carries out what it asked for.
+    fn hook<R>(&mut self, edge: usize, call: impl FnOnce(&mut LoadedPlugin) -> Result<R, plugin_api::PluginFailure>) -> R {
         let started = Instant::now();
-        let result = call(&mut self.plugin).unwrap_or_else(|failure| panic!("the plugin failed: {failure:?}"));
-        self.hook_time += started.elapsed();
-        self.hook_calls += 1;
-        for call in self.host.take_calls() {
-            self.carry_out(call);
+        let result = call(&mut self.edges[edge].plugin).unwrap_or_else(|failure| panic!("the plugin of edge {edge} failed: {failure:?}"));
+        let tally = &mut self.edges[edge].tally;
+        tally.hook_time += started.elapsed();
+        tally.hook_calls += 1;
+        for call in self.edges[edge].host.take_calls() {
+            self.carry_out(edge, call);
         }
         result
     }
 
-    fn carry_out(&mut self, call: HostCall) {
+    /// Carries out what the plugin of edge `edge` asked for: about its own viewers only.
+    fn carry_out(&mut self, edge: usize, call: HostCall) {
         let t = self.t();
+        if let HostCall::Send(id, _) | HostCall::ServeFromEdge(id) | HostCall::ReportDelivery(id, _) = &call {
+            if let Some(theirs) = self.edge_of(*id) {
+                assert_eq!(theirs, edge, "the plugin of edge {edge} acted on session {id} of edge {theirs}");
+            }
+        }
         match call {
             HostCall::Send(id, json) => self.message_to_player(id, &json),
             HostCall::ServeFromEdge(id) => self.edge_offer(id),
             HostCall::Close(id, code, reason) => panic!("the plugin closed session {id} ({code} {reason}): the simulated players never misbehave"),
-            HostCall::SetTimer { token, after_ms } => self.at(t + after_ms, Event::Timer(token)),
+            HostCall::SetTimer { token, after_ms } => self.at(t + after_ms, Event::Timer { edge, token }),
             HostCall::Count(..) => {}
             HostCall::ReportDelivery(id, delivery) => {
                 assert!(self.viewers.contains_key(&id), "a delivery reported for {id}, who left");
+                if let Some(theirs) = self.edge_of(delivery.upstream) {
+                    assert_eq!(theirs, edge, "session {id} of edge {edge} reported fed by {} of edge {theirs}", delivery.upstream);
+                }
                 self.reported.insert(id, delivery);
             }
         }
@@ -430,8 +519,8 @@ impl Swarm {
         let mut elapsed = exponential(&mut self.rng, 1.0 / (rate_per_ms * hosts.len().max(1) as f64));
         while elapsed < 1000.0 && !hosts.is_empty() {
             let victim = hosts[self.rng.random_range(0..hosts.len())];
-            if self.viewers.contains_key(&victim) {
-                self.host_deaths += 1;
+            if let Some(edge) = self.edge_of(victim) {
+                self.edges[edge].tally.host_deaths += 1;
                 self.leave(victim, CloseReason::EdgeFailed);
             }
             elapsed += exponential(&mut self.rng, 1.0 / (rate_per_ms * hosts.len() as f64));
@@ -440,7 +529,9 @@ impl Swarm {
     }
 
     fn arrive(&mut self) {
-        self.arrivals += 1;
+        // The load balancer: each arrival to an edge drawn uniformly at random.
+        let edge = self.balancer.random_range(0..self.edges.len());
+        self.edges[edge].tally.arrivals += 1;
         let id = self.next_id;
         self.next_id += 1;
         let ua = UA_MIX[weighted(&mut self.rng, &self.ua_weights)].0;
@@ -451,6 +542,7 @@ impl Swarm {
         let relays = self.rng.random::<f64>() < self.config.relaying_share;
         let t = self.t();
         let viewer = Viewer {
+            edge,
             group,
             host_eligible: class.host_eligible,
             relays,
@@ -475,15 +567,13 @@ impl Swarm {
         // Network i is 10.x.y.0/24; everyone at one address when there are no networks.
         let remote = format!("10.{}.{}.{}:50000", (site >> 8) & 255, site & 255, 1 + id % 250);
         let info = SessionInfo::new(id, SessionKind::Play, "default", "app", &format!("s{stream}"), ua, &remote, "");
-        self.hook(|p| p.session_opened(&info));
+        self.hook(edge, |p| p.session_opened(&info));
         self.at(t + OPEN_TO_REQUEST_MS, Event::RequestOffer(id));
     }
 
     fn request_offer(&mut self, id: SessionId) {
-        if !self.viewers.contains_key(&id) {
-            return;
-        }
-        if self.hook(|p| p.offer_requested(id)) == OfferDecision::ServeFromEdge {
+        let Some(edge) = self.edge_of(id) else { return };
+        if self.hook(edge, |p| p.offer_requested(id)) == OfferDecision::ServeFromEdge {
             self.edge_offer(id);
         }
     }
@@ -498,11 +588,9 @@ impl Swarm {
     }
 
     fn edge_up(&mut self, id: SessionId, generation: u64) {
-        if self.viewers.get(&id).is_none_or(|v| v.generation != generation) {
-            return;
-        }
+        let Some(edge) = self.viewers.get(&id).filter(|v| v.generation == generation).map(|v| v.edge) else { return };
         self.fed(id, Feed::Edge);
-        self.hook(|p| p.session_playing(id));
+        self.hook(edge, |p| p.session_playing(id));
     }
 
     fn peer_up(&mut self, client: SessionId, host: SessionId, generation: u64) {
@@ -517,14 +605,15 @@ impl Swarm {
     fn fed(&mut self, id: SessionId, feed: Feed) {
         let t = self.t();
         let v = self.viewers.get_mut(&id).expect("checked by the caller");
+        let tally = &mut self.edges[v.edge].tally;
         if v.feed == Feed::Nothing {
             let waited = t - v.unfed_since;
-            self.unfed_max_ms = self.unfed_max_ms.max(waited);
+            tally.unfed_max_ms = tally.unfed_max_ms.max(waited);
             if waited > UNFED_LIMIT_MS {
-                self.unfed_past_deadline += 1;
+                tally.unfed_past_deadline += 1;
             }
             if std::mem::take(&mut v.moving) {
-                self.move_gaps.push(waited);
+                tally.move_gaps.push(waited);
             }
         }
         v.feed = feed;
@@ -533,9 +622,12 @@ impl Swarm {
     /// A message from the plugin reaches a player, who answers as OvenPlayer does.
     fn message_to_player(&mut self, id: SessionId, json: &str) {
         let Some(v) = self.viewers.get(&id) else { return };
-        let (relays, feed, generation) = (v.relays, v.feed, v.generation);
+        let (edge, relays, feed, generation) = (v.edge, v.relays, v.feed, v.generation);
         let m: Value = serde_json::from_str(json).expect("the plugin sends JSON");
         let peer = m["peer_id"].as_u64().unwrap_or(0) as SessionId;
+        if let Some(theirs) = self.edge_of(peer) {
+            assert_eq!(theirs, edge, "session {id} of edge {edge} was paired with {peer} of edge {theirs}");
+        }
         let t = self.t();
         match m["command"].as_str().unwrap_or("") {
             "request_offer_p2p" => {
@@ -560,8 +652,9 @@ impl Swarm {
                 v.generation += 1;
                 v.moves += 1;
                 v.moving = true;
-                self.moves += 1;
-                self.max_moves = self.max_moves.max(v.moves);
+                let tally = &mut self.edges[edge].tally;
+                tally.moves += 1;
+                tally.max_moves = tally.max_moves.max(v.moves);
                 self.at(t + STOP_TO_REQUEST_MS, Event::RequestOffer(id));
             }
             // To a client (fed by that host, or still connecting to it): the host is gone.
@@ -579,19 +672,18 @@ impl Swarm {
     }
 
     fn deliver(&mut self, id: SessionId, json: &str) {
-        if self.viewers.contains_key(&id) {
-            self.hook(|p| p.message_received(id, json).map(drop));
+        if let Some(edge) = self.edge_of(id) {
+            self.hook(edge, |p| p.message_received(id, json).map(drop));
         }
     }
 
     fn leave(&mut self, id: SessionId, reason: CloseReason) {
-        if self.viewers.remove(&id).is_none() {
-            return;
-        }
+        let Some(v) = self.viewers.remove(&id) else { return };
         self.reported.remove(&id);
-        self.hook(|p| p.session_closed(id, reason));
+        self.hook(v.edge, |p| p.session_closed(id, reason));
     }
 
+    /// Every edge's host peers.
     fn hosts(&self) -> Vec<SessionId> {
         let mut hosts: Vec<SessionId> =
             self.viewers.iter().filter(|(_, v)| v.host_eligible && v.feed == Feed::Edge).map(|(&id, _)| id).collect();
@@ -599,32 +691,36 @@ impl Swarm {
         hosts
     }
 
-    fn sample(&mut self) -> Sample {
-        let t = self.t();
-        // Per group: [free eligible, free not eligible, once-matched eligible, once-matched not
-        // eligible] (by the rules, once-matched viewers who cannot host can only be served by the
-        // edge; the unrestricted optimum ignores that rule).
-        let mut groups: HashMap<&(usize, String), [usize; 4]> = HashMap::new();
-        let (mut from_peers, mut stranded, mut unfed, mut passed_over, mut local_pairs) = (0, 0, 0, 0, 0);
-        let mut misreported = 0;
+    /// Samples every edge, and the cluster: the cluster's optimum is over one pool per stream
+    /// and browser kind spanning every edge, each edge's over its own viewers.
+    fn sample(&mut self) {
+        let t_s = self.t() / 1000;
+        let k = usize::from(self.config.k);
+        let mut edges = vec![Sample { t_s, ..Sample::default() }; self.edges.len()];
+        // Per edge and group: [free eligible, free not eligible, once-matched eligible,
+        // once-matched not eligible] (by the rules, once-matched viewers who cannot host can only
+        // be served by the edge; the unrestricted optimum ignores that rule).
+        let mut groups: HashMap<(usize, &(usize, String)), [usize; 4]> = HashMap::new();
         let mut fed_by: HashMap<SessionId, usize> = HashMap::new();
         for (id, v) in &self.viewers {
+            let s = &mut edges[v.edge];
+            s.viewers += 1;
             let reported = self.reported.get(id).filter(|d| d.connected).map(|d| d.upstream);
-            misreported += usize::from(reported != if let Feed::Peer(h) = v.feed { Some(h) } else { None });
+            s.misreported += usize::from(reported != if let Feed::Peer(h) = v.feed { Some(h) } else { None });
             match v.feed {
                 Feed::Peer(h) => match self.viewers.get(&h) {
-                    None => stranded += 1,
+                    None => s.stranded += 1,
                     Some(host) => {
-                        from_peers += 1;
-                        local_pairs += usize::from(host.site == v.site);
+                        s.from_peers += 1;
+                        s.local_pairs += usize::from(host.site == v.site);
                         *fed_by.entry(h).or_default() += 1;
                     }
                 },
-                Feed::Nothing => unfed += 1,
-                Feed::Edge => passed_over += (v.group.is_some() && !v.matched && !v.host_eligible) as usize,
+                Feed::Nothing => s.unfed += 1,
+                Feed::Edge => s.passed_over += (v.group.is_some() && !v.matched && !v.host_eligible) as usize,
             }
             if let Some(g) = &v.group {
-                let counts = groups.entry(g).or_default();
+                let counts = groups.entry((v.edge, g)).or_default();
                 let blocked = v.matched && !matches!(v.feed, Feed::Peer(_));
                 // A player that cannot relay feeds nobody as a host: the optimum makes it a client.
                 match (blocked, v.host_eligible && v.relays) {
@@ -635,25 +731,59 @@ impl Swarm {
                 }
             }
         }
-        let k = usize::from(self.config.k);
-        let most = fed_by.values().copied().max().unwrap_or(0);
-        self.over_capacity_max = self.over_capacity_max.max(most.saturating_sub(k));
-        self.stranded_max = self.stranded_max.max(stranded);
-        self.viewer_ms += self.viewers.len() as u128 * u128::from(self.config.sample_s * 1000);
-        let optimum = groups.values().map(|&[free_e, free_n, blocked_e, _]| optimum_clients(free_e, free_n, blocked_e, k)).sum();
-        let optimum_unrestricted =
-            groups.values().map(|&[free_e, free_n, blocked_e, blocked_n]| optimum_clients(free_e + blocked_e, free_n + blocked_n, 0, k)).sum();
-        Sample { t_s: t / 1000, viewers: self.viewers.len(), from_peers, optimum, optimum_unrestricted, stranded, unfed, passed_over, local_pairs, misreported }
+        for (host, clients) in fed_by {
+            let s = &mut edges[self.viewers[&host].edge];
+            s.over_capacity = s.over_capacity.max(clients.saturating_sub(k));
+        }
+        let optimum = |[free_e, free_n, blocked_e, _]: [usize; 4]| optimum_clients(free_e, free_n, blocked_e, k);
+        let unrestricted = |[free_e, free_n, blocked_e, blocked_n]: [usize; 4]| optimum_clients(free_e + blocked_e, free_n + blocked_n, 0, k);
+        let mut pools: HashMap<&(usize, String), [usize; 4]> = HashMap::new();
+        for ((edge, g), counts) in groups {
+            edges[edge].optimum += optimum(counts);
+            edges[edge].optimum_unrestricted += unrestricted(counts);
+            let pool = pools.entry(g).or_default();
+            for (total, n) in pool.iter_mut().zip(counts) {
+                *total += n;
+            }
+        }
+        let mut cluster = Sample {
+            t_s,
+            optimum: pools.values().map(|&c| optimum(c)).sum(),
+            optimum_unrestricted: pools.values().map(|&c| unrestricted(c)).sum(),
+            ..Sample::default()
+        };
+        for (edge, mut s) in self.edges.iter_mut().zip(edges) {
+            s.optimum_edge_pools = s.optimum;
+            s.optimum_unrestricted_edge_pools = s.optimum_unrestricted;
+            cluster.add(&s);
+            edge.samples.push(s);
+        }
+        self.samples.push(cluster);
+    }
+
+    /// The cluster's summary: offload against the cluster-wide optimum.
+    pub fn summary(&self) -> Summary {
+        let mut tally = Tally::default();
+        for edge in &self.edges {
+            tally.add(&Tally { errors: edge.host.errors(), ..edge.tally.clone() });
+        }
+        self.summarize(&self.samples, &tally)
+    }
+
+    /// Each edge's summary: its offload against the optimum of its own viewers.
+    pub fn edge_summaries(&self) -> Vec<Summary> {
+        self.edges.iter().map(|edge| self.summarize(&edge.samples, &Tally { errors: edge.host.errors(), ..edge.tally.clone() })).collect()
     }
 
     /// Steady state: the second half of the run (the population has grown to its target).
-    pub fn summary(&self) -> Summary {
-        let steady: Vec<&Sample> = self.samples.iter().filter(|s| s.t_s * 2 >= self.config.duration_s).collect();
+    fn summarize(&self, samples: &[Sample], tally: &Tally) -> Summary {
+        let steady: Vec<&Sample> = samples.iter().filter(|s| s.t_s * 2 >= self.config.duration_s).collect();
         let sum = |f: fn(&Sample) -> usize| steady.iter().map(|s| f(s)).sum::<usize>() as f64;
         let (viewers, peers, optimum) = (sum(|s| s.viewers), sum(|s| s.from_peers), sum(|s| s.optimum));
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         let of_optimum_min = steady.iter().filter(|s| s.optimum > 0).map(|s| s.from_peers as f64 / s.optimum as f64).fold(1.0, f64::min);
-        let mut gaps = self.move_gaps.clone();
+        let viewer_ms: u128 = samples.iter().map(|s| s.viewers as u128 * u128::from(self.config.sample_s * 1000)).sum();
+        let mut gaps = tally.move_gaps.clone();
         gaps.sort_unstable();
         Summary {
             mean_present: ratio(viewers, steady.len() as f64),
@@ -663,21 +793,23 @@ impl Swarm {
             of_optimum_min,
             optimum_unrestricted: ratio(sum(|s| s.optimum_unrestricted), viewers),
             of_unrestricted: ratio(peers, sum(|s| s.optimum_unrestricted)),
+            optimum_edge_pools: ratio(sum(|s| s.optimum_edge_pools), viewers),
+            optimum_unrestricted_edge_pools: ratio(sum(|s| s.optimum_unrestricted_edge_pools), viewers),
             passed_over: ratio(sum(|s| s.passed_over), viewers),
             local_pairs: ratio(sum(|s| s.local_pairs), peers),
-            stranded_max: self.stranded_max,
-            unfed_past_deadline: self.unfed_past_deadline,
-            unfed_max_ms: self.unfed_max_ms,
-            over_capacity_max: self.over_capacity_max,
-            moves: self.moves,
-            moves_per_viewer_hour: ratio(self.moves as f64, self.viewer_ms as f64 / 3_600_000.0),
-            max_moves_per_viewer: self.max_moves,
+            stranded_max: samples.iter().map(|s| s.stranded).max().unwrap_or(0),
+            unfed_past_deadline: tally.unfed_past_deadline,
+            unfed_max_ms: tally.unfed_max_ms,
+            over_capacity_max: samples.iter().map(|s| s.over_capacity).max().unwrap_or(0),
+            moves: tally.moves,
+            moves_per_viewer_hour: ratio(tally.moves as f64, viewer_ms as f64 / 3_600_000.0),
+            max_moves_per_viewer: tally.max_moves,
             move_gap_ms: (gaps.get(gaps.len() / 2).copied().unwrap_or(0), gaps.last().copied().unwrap_or(0)),
-            host_deaths: self.host_deaths,
-            arrivals: self.arrivals,
-            hook_calls: self.hook_calls,
-            hook_time: self.hook_time,
-            errors: self.host.errors(),
+            host_deaths: tally.host_deaths,
+            arrivals: tally.arrivals,
+            hook_calls: tally.hook_calls,
+            hook_time: tally.hook_time,
+            errors: tally.errors,
             misreported: ratio(sum(|s| s.misreported), viewers),
         }
     }

@@ -68,3 +68,54 @@ fn players_that_never_offer_are_given_up_on_and_the_rest_of_the_swarm_still_rela
     assert_nobody_was_failed(&s);
     assert!(s.offload > 0.2, "offload {:.3} with half the hosts unable to relay", s.offload);
 }
+
+#[test]
+fn spreading_the_audience_over_edges_keeps_every_invariant_on_each_edge_and_offload_is_measured_against_one_pool() {
+    let library = library();
+    let mut swarm = Swarm::new(SwarmConfig { edges: 4, ..small(3) }, &library).expect("the swarm starts");
+    let cluster = swarm.run();
+    let edges = swarm.edge_summaries();
+    eprintln!("{cluster:#?}");
+    assert_eq!(edges.len(), 4);
+    assert_nobody_was_failed(&cluster);
+    for (i, edge) in edges.iter().enumerate() {
+        eprintln!("edge {i}: {:.1} % offload, {:.1} % of its own optimum", 100.0 * edge.offload, 100.0 * edge.of_unrestricted);
+        assert_nobody_was_failed(edge);
+        // The load balancer spreads arrivals evenly, and P2P works within every edge.
+        let share = edge.arrivals as f64 / cluster.arrivals as f64;
+        assert!((0.2..0.3).contains(&share), "edge {i} got {:.1} % of the arrivals", 100.0 * share);
+        assert!(edge.offload > 0.2, "edge {i}: offload {:.3}", edge.offload);
+    }
+    assert_eq!(edges.iter().map(|e| e.arrivals).sum::<u64>(), cluster.arrivals);
+    assert_eq!(edges.iter().map(|e| e.moves).sum::<u64>(), cluster.moves);
+    // The cluster's offload is over the cluster-wide optimum, one pool per stream and browser kind
+    // over every edge, which per-edge pools cannot reach (100 viewers an edge).
+    assert!(cluster.offload > 0.2, "offload {:.3}", cluster.offload);
+    assert!(
+        cluster.optimum_unrestricted > cluster.optimum_unrestricted_edge_pools,
+        "cluster-wide optimum {:.3}, per-edge pools {:.3}",
+        cluster.optimum_unrestricted,
+        cluster.optimum_unrestricted_edge_pools
+    );
+    assert!(
+        cluster.of_unrestricted < cluster.offload / cluster.optimum_unrestricted_edge_pools,
+        "the share of the optimum is of the cluster-wide optimum, not of the per-edge pools'"
+    );
+}
+
+#[test]
+fn one_edge_is_the_whole_cluster_and_a_seed_replays_the_same_run() {
+    let library = library();
+    let run = |config: SwarmConfig| {
+        let mut swarm = Swarm::new(config, &library).expect("the swarm starts");
+        swarm.run();
+        swarm
+    };
+    let one = run(small(1));
+    assert_eq!(one.edge_samples(0), one.samples(), "with one edge, the edge is the cluster");
+    assert!(one.samples().iter().all(|s| s.optimum_edge_pools == s.optimum && s.optimum_unrestricted_edge_pools == s.optimum_unrestricted));
+    assert_eq!(run(SwarmConfig { edges: 1, ..small(1) }).samples(), one.samples(), "the same seed, the same run");
+    let four = run(SwarmConfig { edges: 4, ..small(1) });
+    assert_eq!(run(SwarmConfig { edges: 4, ..small(1) }).samples(), four.samples(), "the same seed, the same run over 4 edges");
+    assert_ne!(four.samples(), one.samples());
+}

@@ -3,6 +3,7 @@
 //!
 //!   swarm --viewers 10000 --csv swarm-10k.csv
 //!   swarm --viewers 10000 --sites 2000 --prefer-same-network false   # locality off, for comparison
+//!   swarm --viewers 10000 --edges 8   # the audience over 8 edges, each its own plugin and pools
 //!
 //! The User-Agent mix is `tests::swarm::UA_MIX`.
 
@@ -57,6 +58,11 @@ struct Cli {
     /// The plugin's `<MoveFormerClients>` (false: OME's once-a-client rule for good).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     move_former_clients: bool,
+    /// Edges the audience is spread over (a load balancer sends each arriving viewer to one at
+    /// random); each runs its own instance of the plugin, so its own pools. The optimum stays
+    /// the cluster-wide one.
+    #[arg(long, default_value_t = 1)]
+    edges: usize,
     /// Virtual duration, seconds.
     #[arg(long, default_value_t = 3600)]
     duration_s: u64,
@@ -98,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         move_edge_viewers: cli.move_edge_viewers,
         move_after_ms: cli.move_after_ms,
         move_former_clients: cli.move_former_clients,
+        edges: cli.edges,
     };
     let wall = Instant::now();
     let mut swarm = Swarm::new(config, &library)?;
@@ -106,17 +113,20 @@ fn main() -> anyhow::Result<()> {
         write_csv(path, swarm.samples())?;
     }
     report(&cli, &summary, wall.elapsed());
+    if cli.edges > 1 {
+        report_edges(&summary, &swarm.edge_summaries());
+    }
     Ok(())
 }
 
 fn write_csv(path: &std::path::Path, samples: &[Sample]) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
-    writeln!(f, "t_s,viewers,from_peers,optimum,optimum_unrestricted,offload,optimum_offload,optimum_unrestricted_offload,stranded,unfed,passed_over,local_pairs")?;
+    writeln!(f, "t_s,viewers,from_peers,optimum,optimum_unrestricted,offload,optimum_offload,optimum_unrestricted_offload,stranded,unfed,passed_over,local_pairs,optimum_edge_pools,optimum_unrestricted_edge_pools")?;
     for s in samples {
         let share = |x: usize| if s.viewers == 0 { 0.0 } else { x as f64 / s.viewers as f64 };
         writeln!(
             f,
-            "{},{},{},{},{},{:.4},{:.4},{:.4},{},{},{},{}",
+            "{},{},{},{},{},{:.4},{:.4},{:.4},{},{},{},{},{},{}",
             s.t_s,
             s.viewers,
             s.from_peers,
@@ -128,7 +138,9 @@ fn write_csv(path: &std::path::Path, samples: &[Sample]) -> anyhow::Result<()> {
             s.stranded,
             s.unfed,
             s.passed_over,
-            s.local_pairs
+            s.local_pairs,
+            s.optimum_edge_pools,
+            s.optimum_unrestricted_edge_pools
         )?;
     }
     Ok(())
@@ -171,4 +183,35 @@ fn report(cli: &Cli, s: &Summary, wall: std::time::Duration) {
         wall.as_secs_f64(),
         s.errors
     );
+}
+
+/// With several edges: what per-edge pools cost (the optimum if each edge keeps its own pools,
+/// against the cluster-wide one the table above measures by), and each edge's own figures.
+fn report_edges(cluster: &Summary, edges: &[Summary]) {
+    let pct = |x: f64| 100.0 * x;
+    println!(
+        "{} edges: optimum with per-edge pools {:.1} % (cluster-wide {:.1} %), without the once-a-client rule {:.1} % (cluster-wide {:.1} %)",
+        edges.len(),
+        pct(cluster.optimum_edge_pools),
+        pct(cluster.optimum),
+        pct(cluster.optimum_unrestricted_edge_pools),
+        pct(cluster.optimum_unrestricted)
+    );
+    println!("| edge | mean present | offload | its own optimum, no once-a-client rule | offload / it | stranded max | unfed past deadlines | hosts over k | most moves of a viewer | misreported | plugin errors |");
+    println!("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for (i, s) in edges.iter().enumerate() {
+        println!(
+            "| {i} | {:.0} | {:.1} % | {:.1} % | {:.1} % | {} | {} | {} | {} | {:.2} % | {} |",
+            s.mean_present,
+            pct(s.offload),
+            pct(s.optimum_unrestricted),
+            pct(s.of_unrestricted),
+            s.stranded_max,
+            s.unfed_past_deadline,
+            s.over_capacity_max,
+            s.max_moves_per_viewer,
+            pct(s.misreported),
+            s.errors
+        );
+    }
 }
