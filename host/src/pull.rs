@@ -25,8 +25,12 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 const ORIGIN_DEADLINE: Duration = Duration::from_secs(5);
 /// Between two rounds over the origins' addresses: doubling from the first, up to the last.
 const RETRY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(4));
+/// Pulls at once (starting or running): requests for names the origin may not have cannot make
+/// an edge open connections to it without bound.
+pub const MAX_PULLS: usize = 256;
 
-/// The pulls being started, by stream: a viewer arriving meanwhile waits for the same one.
+/// The pulls, by stream, from the first viewer's request until the pull ends: a viewer arriving
+/// meanwhile waits for the same one.
 #[derive(Default)]
 pub struct Pulls {
     starting: Mutex<HashMap<String, watch::Receiver<bool>>>,
@@ -47,6 +51,10 @@ pub async fn hub(state: &Arc<HostState>, app: &str, stream: &str) -> Option<Arc<
         let mut starting = state.pulls.starting.lock().expect("pulls lock");
         match starting.get(&name) {
             Some(started) => started.clone(),
+            None if starting.len() >= MAX_PULLS => {
+                tracing::warn!(stream = %name, "not pulled: {MAX_PULLS} pulls already");
+                return None;
+            }
             None => {
                 let (tx, rx) = watch::channel(false);
                 starting.insert(name.clone(), rx.clone());
