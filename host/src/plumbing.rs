@@ -59,11 +59,13 @@ pub fn register_codecs(media: &mut MediaEngine, video: VideoCodec) -> Result<(),
 /// The payload type of H.264 where a publisher may choose between the video codecs.
 pub const H264_PT: u8 = 102;
 
-/// Registers what the edge takes from a publisher: VP8 (at [`VIDEO_PT`]) or H.264 (at
-/// [`H264_PT`]), the publisher's choice, and Opus.
-pub fn register_ingest_codecs(media: &mut MediaEngine) -> Result<(), rtc::shared::error::Error> {
-    media.register_codec(RTCRtpCodecParameters { rtp_codec: video_codec(VideoCodec::Vp8), payload_type: VIDEO_PT }, RtpCodecKind::Video)?;
-    media.register_codec(RTCRtpCodecParameters { rtp_codec: video_codec(VideoCodec::H264), payload_type: H264_PT }, RtpCodecKind::Video)?;
+/// Registers what the edge takes from a publisher: `video` (VP8 at [`VIDEO_PT`], H.264 at
+/// [`H264_PT`]) or, when it offers, both, for the publisher to choose; and Opus.
+pub fn register_ingest_codecs(media: &mut MediaEngine, video: &[VideoCodec]) -> Result<(), rtc::shared::error::Error> {
+    for codec in video {
+        let payload_type = if *codec == VideoCodec::Vp8 { VIDEO_PT } else { H264_PT };
+        media.register_codec(RTCRtpCodecParameters { rtp_codec: video_codec(*codec), payload_type }, RtpCodecKind::Video)?;
+    }
     media.register_codec(RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: AUDIO_PT }, RtpCodecKind::Audio)
 }
 

@@ -71,9 +71,9 @@ pub struct PublisherConn {
 /// A peer connection that receives: both video codecs and Opus, rtc's default receive-side
 /// interceptors (NACK generation, receiver reports, transport-wide congestion feedback, so the
 /// browser's encoder ramps up), ICE-lite.
-fn receiving_pc(now: Instant, certificate: RTCCertificate, lite: bool) -> anyhow::Result<(RTCPeerConnection, String)> {
+fn receiving_pc(now: Instant, certificate: RTCCertificate, lite: bool, video: &[VideoCodec]) -> anyhow::Result<(RTCPeerConnection, String)> {
     let mut media = MediaEngine::default();
-    plumbing::register_ingest_codecs(&mut media)?;
+    plumbing::register_ingest_codecs(&mut media, video)?;
     let registry = register_default_interceptors(Registry::new(), &mut media)?;
     let (setting, ufrag) = edge_settings(lite);
     let mut pc = RTCPeerConnectionBuilder::new()
@@ -96,7 +96,7 @@ impl PublisherConn {
 
     /// OME's way: the server offers; [`Self::answer`] takes the publisher's answer.
     pub fn offer(now: Instant, new: NewPublisher<'_>) -> anyhow::Result<(Self, Offer)> {
-        let (mut pc, ufrag) = receiving_pc(now, new.certificate, true)?;
+        let (mut pc, ufrag) = receiving_pc(now, new.certificate, true, &[VideoCodec::Vp8, VideoCodec::H264])?;
         let offer = pc.create_offer(None)?;
         pc.set_local_description(now, offer)?;
         let candidates = host_candidates(&mut pc, new.candidates)?;
@@ -115,7 +115,10 @@ impl PublisherConn {
 
     /// WHIP's way (and an origin's): the offer in, the answer (with the candidates in it) out.
     pub fn answer_offer(now: Instant, new: NewPublisher<'_>, offer: String) -> anyhow::Result<(Self, String, Tracks)> {
-        let (mut pc, ufrag) = receiving_pc(now, new.certificate, new.origin_candidates.is_none())?;
+        // One video codec in the answer, the offer's first that the edge takes: with both, the
+        // browser might send the one the stream is not (OvenLiveKit prefers H.264 first).
+        let video = offered_video(&offer)?;
+        let (mut pc, ufrag) = receiving_pc(now, new.certificate, new.origin_candidates.is_none(), &[video])?;
         pc.set_remote_description(now, RTCSessionDescription::offer(offer)?)?;
         for line in new.origin_candidates.iter().flatten() {
             pc.add_remote_candidate(RTCIceCandidateInit { candidate: line.clone(), ..Default::default() })?;
@@ -179,6 +182,22 @@ impl PublisherConn {
     }
 }
 
+/// The codec of the first VP8 or H.264 payload type in an offer's video section.
+pub fn offered_video(offer: &str) -> anyhow::Result<VideoCodec> {
+    let video = offer.split("\nm=").skip(1).find(|s| s.starts_with("video ")).ok_or_else(|| anyhow::anyhow!("no video in the offer"))?;
+    let line = video.lines().next().unwrap_or_default();
+    for pt in line.split_whitespace().skip(3) {
+        let rtpmap = format!("a=rtpmap:{pt} ");
+        let name = video.lines().find_map(|l| l.trim_end().strip_prefix(&rtpmap)).and_then(|c| c.split('/').next());
+        match name.map(str::to_ascii_uppercase).as_deref() {
+            Some("VP8") => return Ok(VideoCodec::Vp8),
+            Some("H264") => return Ok(VideoCodec::H264),
+            _ => {}
+        }
+    }
+    anyhow::bail!("the offer's video is neither VP8 nor H264: this host takes those")
+}
+
 /// What the negotiated `sdp` (an answer, or the server's own answer) says the publisher sends:
 /// the first payload type of its video section names the codec; an audio section that is not
 /// rejected means audio.
@@ -214,5 +233,13 @@ mod tests {
         let vp9 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 98\r\na=rtpmap:98 VP9/90000\r\n";
         assert!(negotiated(vp9).unwrap_err().to_string().contains("VP9"));
         assert!(negotiated("v=0\r\nm=audio 9 X 111\r\n").is_err());
+    }
+
+    #[test]
+    fn the_answer_takes_the_offers_first_codec_the_edge_takes() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 98 103 96\r\na=rtpmap:98 VP9/90000\r\na=rtpmap:103 H264/90000\r\na=rtpmap:96 VP8/90000\r\n";
+        assert_eq!(offered_video(offer).unwrap(), VideoCodec::H264);
+        assert_eq!(offered_video(&offer.replace("103 H264", "103 AV1")).unwrap(), VideoCodec::Vp8);
+        assert!(offered_video("v=0\r\nm=video 9 X 98\r\na=rtpmap:98 VP9/90000\r\n").is_err());
     }
 }

@@ -19,6 +19,11 @@ use std::time::Duration;
 
 /// How long the publisher's connection may take to come up after the answer.
 const ICE_DEADLINE: Duration = Duration::from_secs(20);
+/// A publication that sends nothing for this long has ended: a WHIP publisher that goes away
+/// without its `DELETE` (a closed tab) is otherwise noticed only when ICE gives up, after 30 s,
+/// its viewers on a frozen picture meanwhile (a browser's DTLS close does not end the connection
+/// in rtc 0.21).
+const SILENCE_DEADLINE: Duration = Duration::from_secs(4);
 
 /// Whether the query says `direction=whip`.
 pub fn is_whip(query: Option<&str>) -> bool {
@@ -80,7 +85,7 @@ async fn publish(state: &Arc<HostState>, app: &str, stream: &str, offer: String,
         crate::edge::EdgeError::Refused(e) => PublishError::BadSdp(format!("the offer cannot be answered: {e:#}")),
         crate::edge::EdgeError::Gone => PublishError::Edge,
     })?;
-    publication.activate(&edge, tracks.ok_or(PublishError::Edge)?).await?;
+    let hub = publication.activate(&edge, tracks.ok_or(PublishError::Edge)?).await?;
     let location = format!("/{app}/{stream}/{key}?direction=whip");
     tokio::spawn(async move {
         let mut events = events;
@@ -88,6 +93,7 @@ async fn publish(state: &Arc<HostState>, app: &str, stream: &str, offer: String,
         let ended = tokio::select! {
             () = publication.stop.notified() => "stopped (DELETE or taken over)",
             ended = watch(&mut events) => ended,
+            () = silence(&hub) => "ended: nothing sent for a while",
         };
         tracing::info!(stream = %publication.name, publisher = publication.id, "WHIP publication {ended}");
         drop(edge);
@@ -106,6 +112,20 @@ async fn watch(events: &mut tokio::sync::mpsc::UnboundedReceiver<EdgeEvent>) -> 
         match events.recv().await {
             Some(EdgeEvent::Connected) => continue,
             _ => return "ended: the connection closed or failed",
+        }
+    }
+}
+
+/// Resolves once the publication has sent nothing for [`SILENCE_DEADLINE`] (its first packet
+/// included).
+async fn silence(hub: &crate::media::StreamHub) {
+    let started = crate::media::counters::unix_ms();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let last = hub.counters.last_received_ms.load(std::sync::atomic::Ordering::Relaxed).max(started);
+        if crate::media::counters::unix_ms().saturating_sub(last) >= SILENCE_DEADLINE.as_millis() as u64 {
+            return;
         }
     }
 }
