@@ -7,14 +7,16 @@
 // Environment: HOST_BIN, HOST_CONFIG (the host and its config; P2P scenarios read their timing
 // settings from it, p2p-tree its <AccessToken>, publishing ones the <Publish><Token>), HOST_PORT, HOST_ADDR, CHROMIUM,
 // ICE_PORTS (firewalled-edge: the configured ICE port range, e.g. 10000-10004), RESULTS_DIR (where
-// p2p-tree saves its screenshots; default tests/results), BROWSER_ECHO=1 to echo the pages'
-// consoles. Exits non-zero with the reason when a check fails.
+// p2p-tree saves its screenshots; default the system's temporary folder, so a test run leaves the
+// repository as it was: RESULTS_DIR=tests/results refreshes the committed ones), BROWSER_ECHO=1 to
+// echo the pages' consoles. Exits non-zero with the reason when a check fails.
 
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -24,7 +26,7 @@ const PORT = env.HOST_PORT ?? '3333';
 /** Where the publishing page is served (inside the namespace, beside the host). */
 const PAGES_PORT = 8090;
 const ADDR = env.HOST_ADDR ?? '192.0.2.1';
-const RESULTS_DIR = env.RESULTS_DIR ?? path.join(here, '..', 'results');
+const RESULTS_DIR = env.RESULTS_DIR ?? path.join(os.tmpdir(), 'p2p-host-results');
 /** A desktop Windows Chrome: host-eligible under the classification rules (headless is not). */
 const DESKTOP_CHROME = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
 /** Chrome on desktop Linux: never a host (OS Linux), but the same browser kind as DESKTOP_CHROME,
