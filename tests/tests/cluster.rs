@@ -80,3 +80,187 @@ async fn viewers_of_an_edge_keep_their_sessions_when_the_origin_restarts() {
     assert!(v.stats.last_error.lock().unwrap().is_none(), "the viewer was told nothing");
     assert_eq!(origin.stats().unwrap()["session_count"], 1, "the edge pulls again");
 }
+
+// ---------------------------------------------------------------------------------------------
+// A real cluster: origin, two edges, HAProxy and OvenPlayer in Chromium, in a network namespace
+
+/// The cluster's signalling and API ports, and ICE ranges (the namespace is private: no clashes).
+mod cluster {
+    /// HAProxy's frontend: what the viewers connect to.
+    pub const BALANCER_PORT: u16 = 3333;
+    /// HAProxy's stats page (CSV at `/;csv`), on loopback: the test reads the edges' health there.
+    pub const BALANCER_STATS_PORT: u16 = 8404;
+    pub const ORIGIN_PORT: u16 = 3340;
+    pub const ORIGIN_API_PORT: u16 = 8081;
+    pub const ORIGIN_ICE: &str = "*:10000-10004/udp";
+    /// The origin's RTP ingest (ffmpeg sends to 127.0.0.1).
+    pub const INGEST_PORTS: (u16, u16) = (5004, 5006);
+    /// name, signalling port, API port, ICE candidates.
+    pub const EDGES: [(&str, u16, u16, &str); 2] = [("edge-a", 3334, 8082, "*:10100-10104/udp"), ("edge-b", 3335, 8083, "*:10200-10204/udp")];
+}
+
+/// The origin: `app/stream` from an RTP ingest (ffmpeg loops a VP8 + Opus clip to it), no plugin.
+fn cluster_origin_xml() -> String {
+    use cluster::*;
+    let (video, audio) = INGEST_PORTS;
+    format!(
+        r#"<?xml version="1.0"?>
+<Server version="8">
+  <Name>origin</Name>
+  <Bind>
+    <Publishers><WebRTC>
+      <Signalling><Port>{ORIGIN_PORT}</Port></Signalling>
+      <IceCandidates><IceCandidate>{ORIGIN_ICE}</IceCandidate></IceCandidates>
+    </WebRTC></Publishers>
+    <Managers><API><Port>{ORIGIN_API_PORT}</Port></API></Managers>
+  </Bind>
+  <Applications><Application><Name>app</Name>
+    <Stream><Name>stream</Name><RtpIngest><VideoPort>{video}</VideoPort><AudioPort>{audio}</AudioPort></RtpIngest></Stream>
+  </Application></Applications>
+</Server>
+"#
+    )
+}
+
+/// An edge: no stream of its own (application `app` is pulled from the origin), the P2P plugin
+/// with k = 2. Every viewer reaches it through HAProxy, so from one address: the per-address
+/// connection cap is raised to the total one.
+fn cluster_edge_xml(name: &str, port: u16, api: u16, ice: &str) -> String {
+    use cluster::*;
+    format!(
+        r#"<?xml version="1.0"?>
+<Server version="8">
+  <Name>{name}</Name>
+  <Bind>
+    <Publishers><WebRTC>
+      <Signalling><Port>{port}</Port><MaxConnectionsPerAddress>4096</MaxConnectionsPerAddress></Signalling>
+      <IceCandidates><IceCandidate>{ice}</IceCandidate></IceCandidates>
+    </WebRTC></Publishers>
+    <Managers><API><Port>{api}</Port></API></Managers>
+  </Bind>
+  <Applications><Application><Name>app</Name></Application></Applications>
+  <Origins>
+    <Properties>
+      <NoInputFailoverTimeout>3000</NoInputFailoverTimeout>
+      <UnusedStreamDeletionTimeout>60000</UnusedStreamDeletionTimeout>
+    </Properties>
+    <Origin>
+      <Location>/app/</Location>
+      <Pass><Scheme>webrtc</Scheme><Urls><Url>127.0.0.1:{ORIGIN_PORT}/app/</Url></Urls></Pass>
+    </Origin>
+  </Origins>
+{p2p}
+</Server>
+"#,
+        p2p = tests::harness::p2p_xml(2, 4000)
+    )
+}
+
+/// HAProxy in front of the edges' signalling: HTTP mode (the WebSocket upgrade passes through and
+/// the connection becomes a tunnel, `timeout tunnel`), round robin, a health check of `GET /`
+/// every 500 ms (a dead edge is out after 2 failures), and a connection an edge refuses is tried
+/// on the other (`retries`, `option redispatch 1`). `/stats` and `/p2p` are denied at the
+/// balancer: HAProxy on the edges' machine connects from loopback, where they answer anyone.
+fn cluster_haproxy_cfg() -> String {
+    use cluster::*;
+    let servers: String = EDGES.iter().map(|(name, port, _, _)| format!("    server {name} 127.0.0.1:{port}\n")).collect();
+    format!(
+        "global
+    log stdout format raw local0
+    maxconn 4096
+
+defaults
+    mode http
+    log global
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout tunnel 1h
+    timeout client-fin 5s
+    retries 3
+    option redispatch 1
+
+frontend signalling
+    bind :{BALANCER_PORT}
+    option httplog
+    http-request deny if {{ path /stats }} || {{ path_beg /p2p }}
+    default_backend edges
+
+backend edges
+    balance roundrobin
+    option httpchk GET /
+    http-check expect status 200
+    default-server check inter 500ms fall 2 rise 2
+{servers}
+listen stats
+    bind 127.0.0.1:{BALANCER_STATS_PORT}
+    no log
+    stats enable
+    stats uri /
+"
+    )
+}
+
+/// Issue 13: one origin fed over RTP by ffmpeg (a clip encoded once, looped with `-c copy`), two
+/// edges pulling from it over WebRTC, each with the P2P plugin (k = 2), HAProxy (Debian's 2.6)
+/// balancing the signalling over them, six OvenPlayer 0.10.38 viewers in headless Chromium (two
+/// Windows Chrome that may host, four Linux Chrome clients) connecting to HAProxy. Everything
+/// runs in one network namespace (`in_network_namespace`), started by `tests/browser/cluster.mjs`
+/// and killed by PID. Checked: each edge gets viewers; each P2P client's host is on its own edge
+/// (p2pMode true, the edge sends it nothing, `/metrics` counts it); the origin has exactly two
+/// sessions, both counted as edges. Then one edge is SIGKILLed: OvenPlayer 0.10.38 does not
+/// reconnect by itself (error 511, then nothing), so the page loads the source again on the
+/// error, as a site would; HAProxy sends it to the other edge. Logs `RECONNECT_GAP_MS` per viewer
+/// (the kill to the first frame presented from the surviving edge), and asserts they all play from
+/// it while its own viewers never stopped.
+#[test]
+fn behind_haproxy_two_edges_pull_from_one_origin_p2p_pairs_form_per_edge_and_viewers_of_a_killed_edge_reconnect_to_the_other() {
+    use tests::harness::{build_artifacts, encode_clip, in_network_namespace, target_dir, workspace_dir};
+    for tool in ["/usr/bin/chromium", "/usr/bin/unshare", "/usr/sbin/haproxy", "/usr/bin/ffmpeg"] {
+        assert!(std::path::Path::new(tool).exists(), "{tool} is missing: apt-get install -y chromium util-linux haproxy ffmpeg (or run .ci/run)");
+    }
+    build_artifacts();
+    let browser = workspace_dir().join("tests").join("browser");
+    if !browser.join("node_modules/playwright-core").exists() || !browser.join("node_modules/ovenplayer-0.10.38/dist/ovenplayer.js").exists() {
+        let status = std::process::Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&browser).status().expect("running npm");
+        assert!(status.success(), "npm ci in {} failed", browser.display());
+    }
+
+    let dir = std::env::temp_dir().join(format!("cluster-haproxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let clip = dir.join("clip.webm");
+    let realtime = ["-deadline", "realtime", "-cpu-used", "4", "-lag-in-frames", "0", "-auto-alt-ref", "0"];
+    encode_clip(&clip, 30, 60, 10, &realtime).unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let origin = write("origin.xml", cluster_origin_xml());
+    let edges: Vec<serde_json::Value> = cluster::EDGES
+        .iter()
+        .map(|&(name, port, api, ice)| serde_json::json!({"name": name, "config": write(&format!("{name}.xml"), cluster_edge_xml(name, port, api, ice)), "port": port, "api": api}))
+        .collect();
+    let haproxy = write("haproxy.cfg", cluster_haproxy_cfg());
+    let description = serde_json::json!({
+        "origin": {"name": "origin", "config": origin, "port": cluster::ORIGIN_PORT, "api": cluster::ORIGIN_API_PORT,
+                   "video_port": cluster::INGEST_PORTS.0, "audio_port": cluster::INGEST_PORTS.1, "clip": clip},
+        "edges": edges,
+        "balancer": {"config": haproxy, "port": cluster::BALANCER_PORT, "stats": cluster::BALANCER_STATS_PORT},
+    });
+    let output = in_network_namespace("node")
+        .arg(browser.join("cluster.mjs"))
+        .env("HOST_BIN", target_dir().join("host"))
+        .env("CLUSTER", description.to_string())
+        .output()
+        .expect("running unshare");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    if std::env::var_os("HOST_ECHO").is_some() {
+        eprintln!("{stderr}");
+    }
+    assert!(output.status.success(), "the cluster test failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(stdout.contains("cluster: passed") && stdout.contains("RECONNECT_GAP_MS"), "the cluster test did not report passing:\n{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
