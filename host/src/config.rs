@@ -509,6 +509,10 @@ pub struct SignallingLimits {
     pub drain_timeout_ms: u64,
     /// WebRTC publishers (OvenLiveKit, WHIP) at once; past it a publisher gets 503.
     pub max_publishers: usize,
+    /// Load balancers whose connections start with a PROXY protocol header (v1 or v2) naming
+    /// the client: the caps, the loopback rule and plugins see the client's address.
+    #[serde(rename = "TrustedProxy")]
+    pub trusted_proxies: Vec<crate::proxy_protocol::Cidr>,
 }
 
 impl Default for SignallingLimits {
@@ -530,6 +534,7 @@ impl Default for SignallingLimits {
             stats_access_token: None,
             drain_timeout_ms: 5000,
             max_publishers: 64,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod effects;
 mod media;
 mod metrics;
 mod plugins;
+mod proxy_protocol;
 mod publish;
 mod pull;
 mod server;

@@ -1,6 +1,7 @@
 //! The signalling port's TCP server: accepts connections within the configured caps (in total and
-//! per remote address), gives each request header a deadline, keeps counting a connection while
-//! it is a WebSocket session, and stops gracefully.
+//! per remote address: the client's, as a trusted load balancer's PROXY header names it), gives
+//! each request header a deadline, keeps counting a connection while it is a WebSocket session,
+//! and stops gracefully.
 //!
 //! axum's own `serve` has neither caps nor a header deadline: 2,000 half-sent requests were held
 //! for as long as their senders liked. Here a connection over a cap is closed at once, and a
@@ -10,7 +11,7 @@ use crate::config::SignallingLimits;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -83,9 +84,9 @@ pub async fn serve(
     metrics: Arc<crate::metrics::Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+    let limits = Arc::new(limits);
     loop {
-        let (stream, remote) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -97,14 +98,47 @@ pub async fn serve(
             },
             () = stopped(&mut stop) => return,
         };
-        let Some(guard) = counts.admit(remote.ip(), &limits) else {
-            metrics.add("connections_refused_over_cap", 1);
-            drop(stream);
-            continue;
+        let connection = Connection { router: router.clone(), limits: limits.clone(), counts: counts.clone(), metrics: metrics.clone(), stop: stop.clone() };
+        if limits.trusted_proxies.iter().any(|p| p.contains(peer.ip())) {
+            tokio::spawn(connection.behind_proxy(stream, peer));
+        } else {
+            connection.admit(stream, peer);
+        }
+    }
+}
+
+/// What serving one connection needs.
+struct Connection {
+    router: axum::Router,
+    limits: Arc<SignallingLimits>,
+    counts: Arc<ConnectionCounts>,
+    metrics: Arc<crate::metrics::Metrics>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// A trusted proxy's connection: its PROXY header first (within the header deadline), then
+    /// the client it names is admitted.
+    async fn behind_proxy(self, mut stream: tokio::net::TcpStream, proxy: SocketAddr) {
+        let deadline = Duration::from_millis(self.limits.header_timeout_ms);
+        match tokio::time::timeout(deadline, crate::proxy_protocol::read_header(&mut stream)).await {
+            Ok(Ok(client)) => self.admit(stream, client.unwrap_or(proxy)),
+            Ok(Err(e)) => {
+                tracing::debug!(%proxy, "{e}");
+                self.metrics.add("proxy_headers_refused", 1);
+            }
+            Err(_) => self.metrics.add("proxy_headers_refused", 1),
+        }
+    }
+
+    /// Serves a connection from `remote` if the caps allow it (else closes it at once).
+    fn admit(self, stream: tokio::net::TcpStream, remote: SocketAddr) {
+        let Some(guard) = self.counts.admit(remote.ip(), &self.limits) else {
+            self.metrics.add("connections_refused_over_cap", 1);
+            return;
         };
         let guard: Admitted = Arc::new(guard);
-        let router = router.clone();
-        let mut stop = stop.clone();
+        let (router, mut stop, header_timeout) = (self.router, self.stop, Duration::from_millis(self.limits.header_timeout_ms));
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(remote));

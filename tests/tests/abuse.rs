@@ -201,3 +201,48 @@ async fn a_huge_user_agent_is_cut_to_its_bound_before_anyone_keeps_it() {
     assert_eq!(kept.len(), 512, "kept (and classified) at most MaxUserAgentBytes");
     assert!(huge.starts_with(kept));
 }
+
+/// Sends `head` then an HTTP request for `path` on a fresh connection: the status, if any came.
+fn raw_get(port: u16, head: &[u8], path: &str) -> Option<u16> {
+    raw_get_body(port, head, path).map(|(status, _)| status)
+}
+
+/// [`raw_get`] with the response's body.
+fn raw_get_body(port: u16, head: &[u8], path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(head).unwrap();
+    let _ = s.write_all(format!("GET {path} HTTP/1.0\r\nHost: t\r\n\r\n").as_bytes());
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok())?;
+    Some((status, response.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string())))
+}
+
+/// Behind a load balancer on the same machine (a trusted proxy sending the PROXY protocol), the
+/// host sees the clients, not the balancer: `/stats` is not opened to everyone through it, the
+/// per-address cap counts clients; a trusted proxy's connection without the header is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_host_sees_the_client_the_proxy_names() {
+    let host = HostProcess::start(|port| {
+        with_limits(port, "<MaxConnectionsPerAddress>1</MaxConnectionsPerAddress><TrustedProxy>127.0.0.1/32</TrustedProxy>")
+    })
+    .unwrap();
+    let far = b"PROXY TCP4 198.51.100.7 127.0.0.1 50000 3333\r\n";
+    assert_eq!(raw_get(host.port, far, "/stats"), Some(403), "a client far away, through the proxy");
+    let near = b"PROXY TCP4 127.0.0.1 127.0.0.1 50001 3333\r\n";
+    assert_eq!(raw_get(host.port, near, "/stats"), Some(200), "a client on this machine");
+    assert_eq!(raw_get(host.port, b"", "/stats"), None, "the proxy's own connection must carry the header");
+    let (_, stats) = raw_get_body(host.port, near, "/stats").unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["metrics"]["proxy_headers_refused"], 1, "{stats}");
+    // The cap of one connection per address holds per client, not per proxy.
+    let mut held = TcpStream::connect(("127.0.0.1", host.port)).unwrap();
+    held.write_all(b"PROXY TCP4 198.51.100.8 127.0.0.1 50002 3333\r\nGET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let other = b"PROXY TCP4 198.51.100.9 127.0.0.1 50003 3333\r\n";
+    assert_eq!(raw_get(host.port, other, "/"), Some(200), "another client through the same proxy");
+    let same = b"PROXY TCP4 198.51.100.8 127.0.0.1 50004 3333\r\n";
+    assert_eq!(raw_get(host.port, same, "/"), None, "the first client's second connection, over its cap");
+    drop(held);
+}

@@ -1,6 +1,8 @@
 //! Past one machine: a host as an edge of another (its origin), pulling a stream over WebRTC as
 //! a player of the origin's OME signalling, on the first viewer, for as long as anyone watches,
-//! again when the origin restarts. Real hosts and real WebRTC on loopback.
+//! again when the origin restarts (real hosts and real WebRTC on loopback); and a whole cluster,
+//! an origin and two edges behind HAProxy with OvenPlayer viewers in Chromium, in a network
+//! namespace (`tests/browser/cluster.mjs`).
 
 use std::time::Duration;
 use tests::harness::{config_xml, free_port, HostProcess};
@@ -123,8 +125,9 @@ fn cluster_origin_xml() -> String {
 }
 
 /// An edge: no stream of its own (application `app` is pulled from the origin), the P2P plugin
-/// with k = 2. Every viewer reaches it through HAProxy, so from one address: the per-address
-/// connection cap is raised to the total one.
+/// with k = 2. Every viewer reaches it through HAProxy, which names each viewer's address in a
+/// PROXY protocol header (`<TrustedProxy>`): the caps, the loopback rule and the plugin see the
+/// viewers, not the balancer.
 fn cluster_edge_xml(name: &str, port: u16, api: u16, ice: &str) -> String {
     use cluster::*;
     format!(
@@ -133,7 +136,7 @@ fn cluster_edge_xml(name: &str, port: u16, api: u16, ice: &str) -> String {
   <Name>{name}</Name>
   <Bind>
     <Publishers><WebRTC>
-      <Signalling><Port>{port}</Port><MaxConnectionsPerAddress>4096</MaxConnectionsPerAddress></Signalling>
+      <Signalling><Port>{port}</Port><TrustedProxy>127.0.0.2</TrustedProxy></Signalling>
       <IceCandidates><IceCandidate>{ice}</IceCandidate></IceCandidates>
     </WebRTC></Publishers>
     <Managers><API><Port>{api}</Port></API></Managers>
@@ -159,11 +162,15 @@ fn cluster_edge_xml(name: &str, port: u16, api: u16, ice: &str) -> String {
 /// HAProxy in front of the edges' signalling: HTTP mode (the WebSocket upgrade passes through and
 /// the connection becomes a tunnel, `timeout tunnel`), round robin, a health check of `GET /`
 /// every 500 ms (a dead edge is out after 2 failures), and a connection an edge refuses is tried
-/// on the other (`retries`, `option redispatch 1`). `/stats` and `/p2p` are denied at the
-/// balancer: HAProxy on the edges' machine connects from loopback, where they answer anyone.
+/// on the other (`retries`, `option redispatch 1`). Each connection to an edge, health checks
+/// included, starts with a PROXY v2 header naming the viewer (`send-proxy-v2`): without it every
+/// viewer would be the balancer's loopback address to the edge, one address under one cap, and
+/// `/stats` and `/p2p` (loopback only without a token) open to anyone through the balancer.
 fn cluster_haproxy_cfg() -> String {
     use cluster::*;
-    let servers: String = EDGES.iter().map(|(name, port, _, _)| format!("    server {name} 127.0.0.1:{port}\n")).collect();
+    // From 127.0.0.2, the address the edges trust for PROXY headers (the test reads the edges'
+    // /stats from 127.0.0.1 itself, without one).
+    let servers: String = EDGES.iter().map(|(name, port, _, _)| format!("    server {name} 127.0.0.1:{port} source 127.0.0.2\n")).collect();
     format!(
         "global
     log stdout format raw local0
@@ -183,14 +190,13 @@ defaults
 frontend signalling
     bind :{BALANCER_PORT}
     option httplog
-    http-request deny if {{ path /stats }} || {{ path_beg /p2p }}
     default_backend edges
 
 backend edges
     balance roundrobin
     option httpchk GET /
     http-check expect status 200
-    default-server check inter 500ms fall 2 rise 2
+    default-server check inter 500ms fall 2 rise 2 send-proxy-v2 check-send-proxy
 {servers}
 listen stats
     bind 127.0.0.1:{BALANCER_STATS_PORT}
