@@ -67,6 +67,9 @@ pub async fn hub(state: &Arc<HostState>, app: &str, stream: &str) -> Option<Arc<
     state.streams.get(&name)
 }
 
+/// The signalling connection to an origin.
+type OriginSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// How one pull ended.
 enum Ended {
     /// Nobody watched for `UnusedStreamDeletionTimeout`: the stream is released.
@@ -158,7 +161,7 @@ async fn pull_once(state: &Arc<HostState>, name: &str, url: &str, hub: &mut Opti
 async fn follow(
     state: &Arc<HostState>,
     hub: &StreamHub,
-    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    socket: &mut OriginSocket,
     events: &mut tokio::sync::mpsc::UnboundedReceiver<EdgeEvent>,
 ) -> Ended {
     let properties = &state.config.origins.properties;
@@ -195,7 +198,7 @@ async fn follow(
 }
 
 /// The next JSON text message (pings are answered by tungstenite); `None` when the socket ends.
-async fn next_json(socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>) -> Option<Value> {
+async fn next_json(socket: &mut OriginSocket) -> Option<Value> {
     while let Some(message) = socket.next().await {
         match message {
             Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap_or(Value::Null)),

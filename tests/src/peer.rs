@@ -225,6 +225,15 @@ async fn play(offer: &Value, stats: &Arc<PeerStats>, media: &Media) -> anyhow::R
 pub async fn answer_on(pc: &Arc<dyn PeerConnection>, gathered: watch::Receiver<bool>, offer: &Value) -> anyhow::Result<String> {
     let sdp = offer["sdp"]["sdp"].as_str().context("offer without sdp")?.to_string();
     pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+    add_offered_candidates(pc, offer).await;
+    let answer = pc.create_answer(None).await?;
+    pc.set_local_description(answer).await?;
+    local_sdp(pc, gathered).await
+}
+
+/// Adds the `candidates` of an OME `offer` message to `pc`. Best effort, as a browser: one
+/// unusable candidate (another family, TCP) must not stop the others.
+pub async fn add_offered_candidates(pc: &Arc<dyn PeerConnection>, offer: &Value) {
     for c in offer["candidates"].as_array().into_iter().flatten() {
         if let Some(candidate) = c["candidate"].as_str().filter(|c| !c.is_empty()) {
             let init = RTCIceCandidateInit {
@@ -236,9 +245,6 @@ pub async fn answer_on(pc: &Arc<dyn PeerConnection>, gathered: watch::Receiver<b
             let _ = pc.add_ice_candidate(init).await;
         }
     }
-    let answer = pc.create_answer(None).await?;
-    pc.set_local_description(answer).await?;
-    local_sdp(pc, gathered).await
 }
 
 /// A bare player for servers with another signalling (e.g. Janus): answers `offer_sdp` and plays

@@ -398,19 +398,7 @@ impl Publisher {
             // As OvenLiveKit: tracks first, then the offer, then the answer.
             let tracks = add_tracks(&pc, &options).await?;
             pc.set_remote_description(RTCSessionDescription::offer(offer_sdp)?).await?;
-            for c in offer["candidates"].as_array().into_iter().flatten() {
-                if let Some(candidate) = c["candidate"].as_str().filter(|c| !c.is_empty()) {
-                    let init = RTCIceCandidateInit {
-                        candidate: candidate.to_string(),
-                        sdp_mline_index: c["sdpMLineIndex"].as_u64().map(|i| i as u16),
-                        sdp_mid: c["sdpMid"].as_str().map(str::to_string),
-                        ..Default::default()
-                    };
-                    // Best effort, as a browser: one unusable candidate (another family, TCP)
-                    // must not stop the others.
-                    let _ = pc.add_ice_candidate(init).await;
-                }
-            }
+            crate::peer::add_offered_candidates(&pc, &offer).await;
             let answer = pc.create_answer(None).await?;
             pc.set_local_description(answer).await?;
             let answer_sdp = pc.local_description().await.context("no local description")?.sdp;
