@@ -26,6 +26,10 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCSessionDescription, Registry,
 };
 
+/// One test at a time: each runs a WebRTC server and a publisher (and one an ffmpeg encode) on two
+/// cores; run side by side, a starved receiver lost the keyframe a PLI had asked for.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const WAIT: Duration = Duration::from_secs(10);
 
 /// What the in-test server received.
@@ -253,6 +257,7 @@ async fn wait(received: &Received, what: &str, cond: impl Fn(&Received) -> bool)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_vp8_flows_a_pli_gets_a_keyframe_and_delete_ends_it() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let server = whip_server(Some(Duration::from_millis(1200))).await;
     let url = format!("http://127.0.0.1:{}/app/stream?direction=whip", server.port);
 
@@ -290,6 +295,7 @@ async fn whip_vp8_flows_a_pli_gets_a_keyframe_and_delete_ends_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_h264_flows_when_ffmpeg_is_there() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     if std::process::Command::new("ffmpeg").arg("-version").output().is_err() {
         eprintln!("skipped: no ffmpeg to encode the H.264 clip");
         return;
@@ -382,6 +388,7 @@ async fn ome_server() -> (u16, Arc<Received>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ome_vp8_answers_the_offer_with_its_payload_types_and_closing_ends_it() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (port, r) = ome_server().await;
     let missing = Publisher::ome(&format!("ws://127.0.0.1:{port}/app/nothing"), VideoCodec::Vp8).await.err().expect("refused");
     assert!(matches!(&missing, PublishError::Ome { code: 404, error } if error == "Cannot find stream"), "{missing:?}");
