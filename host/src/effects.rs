@@ -42,7 +42,7 @@ fn carry_out(state: &Arc<HostState>, plugin: usize, call: HostCall) {
                 state.plugins.timer_fired(plugin, token);
             });
         }
-        HostCall::Count(name, delta) => state.metrics.add_plugin_count(state.plugins.name(plugin), &name, delta),
+        HostCall::Count(name, delta) => state.metrics.add_plugin_count(state.plugins.name(plugin), name, delta),
         HostCall::ReportDelivery(id, delivery) => state.sessions.set_delivery(id, delivery),
     }
 }

@@ -158,11 +158,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         plugins,
         metrics,
         book: Default::default(),
+        tree: Default::default(),
         publishers: Default::default(),
         pulls: Default::default(),
     });
     tokio::spawn(effects::run(actions_rx, state.clone()));
-    tokio::spawn(api::sample_every_second(state.clone()));
+    tokio::spawn(api::tree::feed(state.clone()));
+    if state.config.api.is_some() {
+        // Only the stats API reads the book (its throughputs and maxima need every second).
+        tokio::spawn(api::sample_every_second(state.clone()));
+    }
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
         .await

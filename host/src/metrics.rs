@@ -27,8 +27,8 @@ type HookLabels = [(&'static str, &'static str); 2];
 /// A set of named integer metrics, and the plugin hooks' latency.
 pub struct Metrics {
     values: Mutex<BTreeMap<String, i64>>,
-    /// (plugin, name as the plugin gave it) -> value.
-    plugin: Mutex<BTreeMap<(&'static str, String), i64>>,
+    /// Each plugin's series: name as the plugin gave it -> value.
+    plugin: Mutex<BTreeMap<&'static str, BTreeMap<String, i64>>>,
     hook_seconds: Family<HookLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -60,22 +60,19 @@ impl Metrics {
     }
 
     /// Adds `delta` to `plugin`'s metric `name` (see the module's documentation for the rules).
-    pub fn add_plugin_count(&self, plugin: &'static str, name: &str, delta: i64) {
-        if parse_series(name).is_none() {
-            self.add("plugin_metrics_refused", 1);
+    /// A series seen before costs a lookup; only a new one is checked and stored.
+    pub fn add_plugin_count(&self, plugin: &'static str, name: String, delta: i64) {
+        let mut plugins = self.plugin.lock().expect("metrics lock");
+        if let Some(v) = plugins.get_mut(plugin).and_then(|series| series.get_mut(&name)) {
+            *v += delta;
             return;
         }
-        let mut series = self.plugin.lock().expect("metrics lock");
-        let len = series.len();
-        match series.get_mut(&(plugin, name.to_string())) {
-            Some(v) => *v += delta,
-            None if len < MAX_PLUGIN_SERIES => {
-                series.insert((plugin, name.to_string()), delta);
-            }
-            None => {
-                drop(series);
-                self.add("plugin_metrics_refused", 1);
-            }
+        let stored: usize = plugins.values().map(BTreeMap::len).sum();
+        if stored < MAX_PLUGIN_SERIES && parse_series(&name).is_some() {
+            plugins.entry(plugin).or_default().insert(name, delta);
+        } else {
+            drop(plugins);
+            self.add("plugin_metrics_refused", 1);
         }
     }
 
@@ -87,8 +84,10 @@ impl Metrics {
     /// A copy of every metric, the plugins' as `plugin.name` (for `/stats`).
     pub fn snapshot(&self) -> BTreeMap<String, i64> {
         let mut all = self.values.lock().expect("metrics lock").clone();
-        for ((plugin, name), v) in self.plugin.lock().expect("metrics lock").iter() {
-            all.insert(format!("{plugin}.{name}"), *v);
+        for (plugin, series) in self.plugin.lock().expect("metrics lock").iter() {
+            for (name, v) in series {
+                all.insert(format!("{plugin}.{name}"), *v);
+            }
         }
         all
     }
@@ -101,7 +100,8 @@ impl Metrics {
     /// The plugins' metrics as families.
     pub fn plugin_families(&self) -> Vec<Series> {
         let mut families: BTreeMap<String, Series> = BTreeMap::new();
-        for ((plugin, name), v) in self.plugin.lock().expect("metrics lock").iter() {
+        let plugins = self.plugin.lock().expect("metrics lock");
+        for (plugin, name, v) in plugins.iter().flat_map(|(p, series)| series.iter().map(move |(n, v)| (p, n, v))) {
             let Some((base, labels)) = parse_series(name) else { continue };
             let (base, kind) = match base.strip_suffix("_total") {
                 Some(counter) => (counter, MetricType::Counter),
@@ -199,9 +199,9 @@ mod tests {
         }
         let metrics = Metrics::default();
         for i in 0..MAX_PLUGIN_SERIES + 3 {
-            metrics.add_plugin_count("p", &format!(r#"n_total{{i="{i}"}}"#), 1);
+            metrics.add_plugin_count("p", format!(r#"n_total{{i="{i}"}}"#), 1);
         }
-        metrics.add_plugin_count("p", "bad name", 1);
+        metrics.add_plugin_count("p", "bad name".into(), 1);
         assert_eq!(metrics.get("plugin_metrics_refused"), 4);
         assert_eq!(metrics.plugin_families()[0].series.len(), MAX_PLUGIN_SERIES);
     }

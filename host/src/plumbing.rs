@@ -23,6 +23,32 @@ pub enum VideoCodec {
     H264,
 }
 
+impl VideoCodec {
+    /// The codec an SDP `rtpmap` names (`VP8`, `H264`, any case), if it is one of these.
+    pub fn from_rtpmap(name: &str) -> Option<Self> {
+        match name.to_ascii_uppercase().as_str() {
+            "VP8" => Some(Self::Vp8),
+            "H264" => Some(Self::H264),
+            _ => None,
+        }
+    }
+}
+
+/// The media sections of an SDP, each from the kind after its `m=` (`video 9 UDP/TLS/...`).
+pub fn sdp_sections(sdp: &str) -> impl Iterator<Item = &str> {
+    sdp.split("\nm=").skip(1)
+}
+
+/// The codec names (`VP8`, `H264`, `VP9`, ...) of a media section's payload types, in the order
+/// its `m=` line lists them.
+pub fn section_codecs(section: &str) -> impl Iterator<Item = &str> {
+    let payload_types = section.lines().next().unwrap_or_default().split_whitespace().skip(3);
+    payload_types.filter_map(move |pt| {
+        let rtpmap = format!("a=rtpmap:{pt} ");
+        section.lines().find_map(|l| l.trim_end().strip_prefix(rtpmap.as_str())).and_then(|c| c.split('/').next())
+    })
+}
+
 /// The video codec as offered: NACK, PLI and FIR feedback.
 pub fn video_codec(codec: VideoCodec) -> RTCRtpCodec {
     let fb = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };

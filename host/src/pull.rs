@@ -166,7 +166,7 @@ async fn follow(
 ) -> Ended {
     let properties = &state.config.origins.properties;
     let (no_input, unused_limit) = (Duration::from_millis(properties.no_input_failover_timeout), Duration::from_millis(properties.unused_stream_deletion_timeout));
-    let started = Instant::now();
+    let started = crate::media::counters::unix_ms();
     let mut unused_since: Option<Instant> = None;
     let mut check = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -182,10 +182,9 @@ async fn follow(
             },
             _ = check.tick() => {
                 let now = Instant::now();
-                let last = hub.counters.last_received_ms.load(Ordering::Relaxed);
-                let silent = crate::media::counters::unix_ms().saturating_sub(last);
-                if now.duration_since(started) >= no_input && Duration::from_millis(silent) >= no_input {
-                    return Ended::Lost(format!("no input for {silent} ms"));
+                let silent = hub.counters.silent_for(started);
+                if silent >= no_input {
+                    return Ended::Lost(format!("no input for {} ms", silent.as_millis()));
                 }
                 if hub.counters.open.load(Ordering::Relaxed) > 0 {
                     unused_since = None;

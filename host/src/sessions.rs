@@ -227,7 +227,10 @@ impl Sessions {
             map.values().map(|e| e.view.delivery.upstream).filter(|&u| u != 0).collect();
         let mut streams: BTreeMap<String, StreamLive> = BTreeMap::new();
         for (id, e) in map.iter() {
-            let live = streams.entry(e.hub.name.clone()).or_default();
+            if !streams.contains_key(e.hub.name.as_str()) {
+                streams.insert(e.hub.name.clone(), StreamLive::default());
+            }
+            let live = streams.get_mut(e.hub.name.as_str()).expect("just ensured");
             live.sessions += 1;
             if e.info.query().split('&').any(|kv| kv.starts_with("edge=")) {
                 live.pulling_edges += 1;
@@ -245,21 +248,27 @@ impl Sessions {
         streams
     }
 
-    /// The sessions of stream `name` (`app/stream`) as tree nodes, at most `limit`, by id.
-    pub fn tree(&self, name: &str, limit: usize) -> Vec<TreeNode> {
+    /// Each stream's sessions (by `app/stream`) as tree nodes, at most `limit` per stream, by id;
+    /// one walk of the sessions for all streams.
+    pub fn trees(&self, limit: usize) -> HashMap<String, Vec<TreeNode>> {
         let map = self.map.lock().expect("sessions lock");
-        let mut nodes: Vec<TreeNode> = map
-            .iter()
-            .filter(|(_, e)| e.hub.name == name)
-            .map(|(&id, e)| {
-                let d = e.view.delivery;
-                let connected = if d.upstream == 0 { e.view.edge_up } else { d.connected };
-                TreeNode { id, upstream: d.upstream, connected, free_relay_slots: d.free_relay_slots }
-            })
-            .collect();
-        nodes.sort_unstable_by_key(|n| n.id);
-        nodes.truncate(limit);
-        nodes
+        let mut trees: HashMap<String, Vec<TreeNode>> = HashMap::new();
+        for (&id, e) in map.iter() {
+            let d = e.view.delivery;
+            let connected = if d.upstream == 0 { e.view.edge_up } else { d.connected };
+            let node = TreeNode { id, upstream: d.upstream, connected, free_relay_slots: d.free_relay_slots };
+            match trees.get_mut(e.hub.name.as_str()) {
+                Some(nodes) => nodes.push(node),
+                None => {
+                    trees.insert(e.hub.name.clone(), vec![node]);
+                }
+            }
+        }
+        for nodes in trees.values_mut() {
+            nodes.sort_unstable_by_key(|n| n.id);
+            nodes.truncate(limit);
+        }
+        trees
     }
 
     /// Queues `command` for session `id`; false if there is no such session.

@@ -26,6 +26,8 @@ pub struct HostState {
     pub pulls: crate::pull::Pulls,
     /// The publishers publishing now.
     pub publishers: crate::publish::Publishers,
+    /// The live P2P page's snapshot, shared by every page watching.
+    pub tree: crate::api::tree::TreeFeed,
     /// OME's statistics, sampled once a second.
     pub book: crate::api::book::StatsBook,
 }

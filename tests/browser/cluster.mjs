@@ -338,8 +338,12 @@ async function run(browser) {
   const killedAt = Date.now();
   await doomed.kill('SIGKILL');
   log(`${doomed.name} killed (SIGKILL, pid ${doomed.child.pid}); its viewers: ${moving.map((v) => v.name).join(' ')}`);
-  const originDroppedAt = waitFor('the origin to drop the killed edge\'s pull', 10000, async () => (await origin.stats()).session_count === 1 && Date.now());
-  const downAt = waitFor(`HAProxy to mark ${doomed.name} DOWN`, 10000, async () => ((await balancer.servers())[doomed.name] ?? '').startsWith('DOWN') && Date.now());
+  // Watched beside the viewers and awaited after them: a failure is kept (not an unhandled
+  // rejection, which would end node before `finally` stops the hosts and haproxy) and rethrown
+  // where it is awaited.
+  const settled = (promise) => promise.then((at) => () => at, (e) => () => { throw e; });
+  const originDroppedAt = settled(waitFor('the origin to drop the killed edge\'s pull', 10000, async () => (await origin.stats()).session_count === 1 && Date.now()));
+  const downAt = settled(waitFor(`HAProxy to mark ${doomed.name} DOWN`, 10000, async () => ((await balancer.servers())[doomed.name] ?? '').startsWith('DOWN') && Date.now()));
 
   const gaps = await Promise.all(moving.map(async (v) => {
     const error = await waitFor(`${v.name}'s OvenPlayer error`, 10000, async () => (await v.errors()).find((e) => e.at >= killedAt));
@@ -354,14 +358,14 @@ async function run(browser) {
     assert.equal((await v.reloads()).filter((at) => at >= killedAt).length, 1, `${v.name}: one reload was enough`);
     return { v, gap: firstFrame - killedAt, freeze: firstFrame - lastFrame, error: error.at - killedAt, offer: offer.at - killedAt };
   }));
-  log(`HAProxy marked ${doomed.name} DOWN at +${(await downAt) - killedAt} ms`);
+  log(`HAProxy marked ${doomed.name} DOWN at +${(await downAt)() - killedAt} ms`);
 
   // The surviving edge's viewers never noticed.
   for (const v of staying) {
     assert.deepEqual(await v.errors(), [], `${v.name} (on ${survivor.name}) had no error`);
     await v.playing(Date.now(), 30);
   }
-  log(`origin: 1 session (${survivor.name}'s pull) at +${(await originDroppedAt) - killedAt} ms`);
+  log(`origin: 1 session (${survivor.name}'s pull) at +${(await originDroppedAt)() - killedAt} ms`);
   await sleep(2000);
   const stats = await survivor.stats();
   assert.equal(stats.session_count, viewers.length, `${survivor.name} serves all ${viewers.length} viewers`);

@@ -88,23 +88,29 @@ pub fn target_dir() -> PathBuf {
 pub fn build_artifacts() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "host", "-p", "plugin-p2p", "-p", "test-plugin-panicky", "-p", "test-plugin-abi-mismatch", "-p", "test-plugin-flooder"]);
-        // Cargo gives a test the variables of its own package; passed on, they would make build
-        // scripts that watch them (ring watches CARGO_MANIFEST_DIR) rebuild the whole stack.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("CARGO_PKG_") || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"].contains(&&*key) {
-                cmd.env_remove(&*key);
-            }
-        }
-        if target_dir().ends_with("release") {
-            cmd.arg("--release");
-        }
+        let mut cmd = cargo_build();
+        cmd.args(["-p", "host", "-p", "plugin-p2p", "-p", "test-plugin-panicky", "-p", "test-plugin-abi-mismatch", "-p", "test-plugin-flooder"]);
         let status = cmd.current_dir(workspace_dir()).status().expect("running cargo build");
         assert!(status.success(), "building the host and test plugins failed");
     });
+}
+
+/// `cargo build -q` in the profile the tests run in, without the test's own package variables:
+/// passed on, they would make build scripts that watch them (ring watches CARGO_MANIFEST_DIR)
+/// rebuild the whole stack.
+pub fn cargo_build() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "-q"]);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_") || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"].contains(&&*key) {
+            cmd.env_remove(&*key);
+        }
+    }
+    if target_dir().ends_with("release") {
+        cmd.arg("--release");
+    }
+    cmd
 }
 
 /// The workspace root.

@@ -114,21 +114,11 @@ fn old_abi_fixture() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let workspace = tests::harness::workspace_dir();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-q", "--offline", "--locked", "--manifest-path"])
+            let mut cmd = tests::harness::cargo_build();
+            cmd.args(["--offline", "--locked", "--manifest-path"])
                 .arg(workspace.join("tests/plugins/abi-0.1.0/Cargo.toml"))
                 .arg("--target-dir")
                 .arg(target_dir().parent().expect("target/<profile>"));
-            if target_dir().ends_with("release") {
-                cmd.arg("--release");
-            }
-            for (key, _) in std::env::vars_os() {
-                let key = key.to_string_lossy();
-                if key.starts_with("CARGO_PKG_") || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&&*key) {
-                    cmd.env_remove(&*key);
-                }
-            }
             assert!(cmd.status().expect("running cargo build").success(), "building the 0.1.0 fixture failed");
             library("test_plugin_old_table")
         })

@@ -3,9 +3,11 @@
 //! server push (`/p2p/events`, Server-Sent Events): a snapshot at once, then one after each change
 //! (changes within [`COALESCE`] make one), and every [`REFRESH`] for the byte counts. Behind the
 //! same access rule as the API.
+//!
+//! One task ([`feed`]) builds the snapshot, only while a page watches, and every page is sent that
+//! same text: the cost is one walk of the sessions per update, however many pages watch.
 
 use super::book::stream_totals;
-use crate::sessions::TreeNode;
 use crate::state::HostState;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
@@ -13,9 +15,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 const PAGE: &str = include_str!("../../assets/p2p.html");
 
@@ -28,8 +30,28 @@ pub const MAX_NODES: usize = 1000;
 /// Pages watching at once; more are refused with 503.
 pub const MAX_WATCHERS: usize = 32;
 
-/// Pages watching now.
-static WATCHERS: AtomicUsize = AtomicUsize::new(0);
+/// The latest snapshot, as every page is sent it.
+pub struct TreeFeed(watch::Sender<Arc<str>>);
+
+impl Default for TreeFeed {
+    fn default() -> Self {
+        Self(watch::channel(Arc::from("")).0)
+    }
+}
+
+/// Keeps the feed's snapshot current while any page watches, until the host stops.
+pub async fn feed(state: Arc<HostState>) {
+    let mut changes = state.sessions.watch_changes();
+    loop {
+        // The next change (or the refresh), then whatever else changes right after it.
+        let _ = tokio::time::timeout(REFRESH, changes.changed()).await;
+        tokio::time::sleep(COALESCE).await;
+        changes.borrow_and_update();
+        if state.tree.0.receiver_count() > 0 {
+            state.tree.0.send_replace(snapshot(&state).to_string().into());
+        }
+    }
+}
 
 /// `/p2p`: the page.
 pub async fn page(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
@@ -39,75 +61,44 @@ pub async fn page(State(state): State<Arc<HostState>>, headers: HeaderMap, Conne
     }
 }
 
-/// `/p2p/events`: the tree, pushed.
+/// `/p2p/events`: the tree, pushed: a snapshot made now, then the feed's.
 pub async fn events(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
     if let Err(refusal) = super::page_access(&state, &headers, remote) {
         return super::refused(&refusal);
     }
-    if WATCHERS.fetch_add(1, Ordering::Relaxed) >= MAX_WATCHERS {
-        WATCHERS.fetch_sub(1, Ordering::Relaxed);
+    if state.tree.0.receiver_count() >= MAX_WATCHERS {
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "too many P2P pages open\n").into_response();
     }
-    let watcher = Watcher;
-    let mut changes = state.sessions.watch_changes();
-    let stream = async_stream(move |tx| async move {
-        let _watcher = watcher;
-        loop {
-            if tx.send(Ok(Event::default().data(snapshot(&state).to_string()))).await.is_err() {
-                return;
+    let updates = state.tree.0.subscribe();
+    let first: Arc<str> = snapshot(&state).to_string().into();
+    let events = futures_util::stream::unfold((updates, Some(first)), |(mut updates, first)| async move {
+        let data = match first {
+            Some(data) => data,
+            None => {
+                updates.changed().await.ok()?;
+                updates.borrow_and_update().clone()
             }
-            // The next change (or the refresh), then whatever else changes right after it.
-            let _ = tokio::time::timeout(REFRESH, changes.changed()).await;
-            tokio::time::sleep(COALESCE).await;
-            changes.borrow_and_update();
-        }
+        };
+        Some((Ok::<_, Infallible>(Event::default().data(&*data)), (updates, None)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
-}
-
-/// Frees its place among the watchers when the page goes.
-struct Watcher;
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        WATCHERS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A stream of the items a task sends (the task ends when the receiver is dropped).
-fn async_stream<F, Fut>(run: F) -> impl futures_core::Stream<Item = Result<Event, Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(run(tx));
-    ReceiverStream(rx)
-}
-
-struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
-
-impl<T> futures_core::Stream for ReceiverStream<T> {
-    type Item = T;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
-        self.0.poll_recv(cx)
-    }
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// Every stream's tree: `{streams: [{name, totals..., viewers: [TreeNode], listed_all}]}`.
 pub fn snapshot(state: &HostState) -> serde_json::Value {
+    let mut trees = state.sessions.trees(MAX_NODES);
     let streams: Vec<serde_json::Value> = stream_totals(state)
         .into_iter()
         .map(|(hub, totals)| {
-            let nodes: Vec<TreeNode> = state.sessions.tree(&hub.name, MAX_NODES + 1);
+            let nodes = trees.remove(&hub.name).unwrap_or_default();
             serde_json::json!({
                 "name": hub.name,
                 "sessions": totals.connections,
                 "offload": totals.offload(),
                 "peer_bytes": totals.peer_bytes,
                 "edge_bytes": totals.bytes_out,
-                "listed_all": nodes.len() <= MAX_NODES,
-                "viewers": &nodes[..nodes.len().min(MAX_NODES)],
+                "listed_all": totals.connections as usize <= MAX_NODES,
+                "viewers": nodes,
             })
         })
         .collect();

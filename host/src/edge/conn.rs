@@ -72,7 +72,7 @@ pub struct ViewerConn {
 
 /// Whether an answer turns the video down (`m=video 0`: no codec in common).
 fn rejects_video(answer: &str) -> bool {
-    answer.split("\nm=").skip(1).any(|section| section.starts_with("video 0 "))
+    plumbing::sdp_sections(answer).any(|section| section.starts_with("video 0 "))
 }
 
 /// The offer the player gets.

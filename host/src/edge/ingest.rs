@@ -182,41 +182,25 @@ impl PublisherConn {
     }
 }
 
+/// An SDP's video section.
+fn video_section(sdp: &str) -> anyhow::Result<&str> {
+    plumbing::sdp_sections(sdp).find(|s| s.starts_with("video ")).ok_or_else(|| anyhow::anyhow!("no video in the SDP"))
+}
+
 /// The codec of the first VP8 or H.264 payload type in an offer's video section.
 pub fn offered_video(offer: &str) -> anyhow::Result<VideoCodec> {
-    let video = offer.split("\nm=").skip(1).find(|s| s.starts_with("video ")).ok_or_else(|| anyhow::anyhow!("no video in the offer"))?;
-    let line = video.lines().next().unwrap_or_default();
-    for pt in line.split_whitespace().skip(3) {
-        let rtpmap = format!("a=rtpmap:{pt} ");
-        let name = video.lines().find_map(|l| l.trim_end().strip_prefix(&rtpmap)).and_then(|c| c.split('/').next());
-        match name.map(str::to_ascii_uppercase).as_deref() {
-            Some("VP8") => return Ok(VideoCodec::Vp8),
-            Some("H264") => return Ok(VideoCodec::H264),
-            _ => {}
-        }
-    }
-    anyhow::bail!("the offer's video is neither VP8 nor H264: this host takes those")
+    plumbing::section_codecs(video_section(offer)?)
+        .find_map(VideoCodec::from_rtpmap)
+        .ok_or_else(|| anyhow::anyhow!("the offer's video is neither VP8 nor H264: this host takes those"))
 }
 
 /// What the negotiated `sdp` (an answer, or the server's own answer) says the publisher sends:
 /// the first payload type of its video section names the codec; an audio section that is not
 /// rejected means audio.
 pub fn negotiated(sdp: &str) -> anyhow::Result<Tracks> {
-    let mut sections = sdp.split("\nm=").skip(1);
-    let video = sections.clone().find(|s| s.starts_with("video ")).ok_or_else(|| anyhow::anyhow!("no video in the SDP"))?;
-    let first_pt = video.split_whitespace().nth(3).ok_or_else(|| anyhow::anyhow!("a video section without payload types"))?;
-    let rtpmap = format!("a=rtpmap:{first_pt} ");
-    let codec_name = video
-        .lines()
-        .find_map(|l| l.trim_end().strip_prefix(&rtpmap))
-        .and_then(|c| c.split('/').next())
-        .ok_or_else(|| anyhow::anyhow!("no rtpmap for video payload type {first_pt}"))?;
-    let video = match codec_name.to_ascii_uppercase().as_str() {
-        "VP8" => VideoCodec::Vp8,
-        "H264" => VideoCodec::H264,
-        other => anyhow::bail!("the publisher's video is {other}; this host takes VP8 or H264"),
-    };
-    let audio = sections.any(|s| s.starts_with("audio ") && !s.starts_with("audio 0 "));
+    let first = plumbing::section_codecs(video_section(sdp)?).next().ok_or_else(|| anyhow::anyhow!("a video section without a codec"))?;
+    let video = VideoCodec::from_rtpmap(first).ok_or_else(|| anyhow::anyhow!("the publisher's video is {first}; this host takes VP8 or H264"))?;
+    let audio = plumbing::sdp_sections(sdp).any(|s| s.starts_with("audio ") && !s.starts_with("audio 0 "));
     Ok(Tracks { video, audio })
 }
 

@@ -5,7 +5,7 @@
 use plugin_api::CloseReason;
 use rtc::rtp;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Close reasons in the order of [`StreamCounters::closed`].
 pub const CLOSE_REASONS: [CloseReason; 5] =
@@ -82,6 +82,13 @@ impl StreamCounters {
         self.ingest_bytes.fetch_add(packet.payload.len() as u64 + 12, Ordering::Relaxed);
         self.ingest_packets.fetch_add(1, Ordering::Relaxed);
         self.last_received_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
+    /// How long the source has sent nothing, counting from `since` (ms since the Unix epoch) if
+    /// it sent nothing after that.
+    pub fn silent_for(&self, since: u64) -> Duration {
+        let last = self.last_received_ms.load(Ordering::Relaxed).max(since);
+        Duration::from_millis(unix_ms().saturating_sub(last))
     }
 
     /// A session opened.

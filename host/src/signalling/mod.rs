@@ -45,7 +45,7 @@ const STATS_MAX_SESSIONS: usize = 1000;
 async fn stats(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
     let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let with_token = match &state.config.limits.stats_access_token {
-        Some(token) if bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token.as_bytes())) => true,
+        Some(token) if bearer.is_some_and(|b| crate::api::access::constant_time_eq(b.as_bytes(), token.as_bytes())) => true,
         Some(_) => return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a valid access token is needed\n").into_response(),
         None if remote.ip().is_loopback() => false,
         None => return (StatusCode::FORBIDDEN, "/stats answers on loopback only (configure <StatsAccessToken>)\n").into_response(),
@@ -63,11 +63,6 @@ async fn stats(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectI
         "sessions": sessions,
     }))
     .into_response()
-}
-
-/// Compares without an early exit, so the time taken says nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn signalling_with_file(

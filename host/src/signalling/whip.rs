@@ -121,12 +121,8 @@ async fn watch(events: &mut tokio::sync::mpsc::UnboundedReceiver<EdgeEvent>) -> 
 async fn silence(hub: &crate::media::StreamHub) {
     let started = crate::media::counters::unix_ms();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
+    while hub.counters.silent_for(started) < SILENCE_DEADLINE {
         tick.tick().await;
-        let last = hub.counters.last_received_ms.load(std::sync::atomic::Ordering::Relaxed).max(started);
-        if crate::media::counters::unix_ms().saturating_sub(last) >= SILENCE_DEADLINE.as_millis() as u64 {
-            return;
-        }
     }
 }
 
