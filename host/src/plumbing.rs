@@ -135,30 +135,26 @@ impl RtpRewriter {
 
     /// The rewritten copy of `packet` (the payload is shared, not copied).
     pub fn rewrite(&mut self, packet: &rtp::Packet, ssrc: u32, payload_type: u8) -> rtp::Packet {
-        if self.source != Some(packet.header.ssrc) {
-            self.source = Some(packet.header.ssrc);
+        rtp::Packet { header: self.header(&packet.header, ssrc, payload_type), payload: packet.payload.clone() }
+    }
+
+    /// The rewritten header of a packet whose header is `source`.
+    pub fn header(&mut self, source: &rtp::header::Header, ssrc: u32, payload_type: u8) -> rtp::header::Header {
+        if self.source != Some(source.ssrc) {
+            self.source = Some(source.ssrc);
             self.offset = None;
         }
-        let source = packet.header.sequence_number;
-        let offset = *self.offset.get_or_insert_with(|| self.last.wrapping_add(1).wrapping_sub(source));
-        let sequence_number = source.wrapping_add(offset);
+        let offset = *self.offset.get_or_insert_with(|| self.last.wrapping_add(1).wrapping_sub(source.sequence_number));
+        let sequence_number = source.sequence_number.wrapping_add(offset);
         self.last = sequence_number;
-        rtp::Packet {
-            header: rtp::header::Header {
-                version: 2,
-                padding: false,
-                extension: false,
-                marker: packet.header.marker,
-                payload_type,
-                sequence_number,
-                timestamp: packet.header.timestamp,
-                ssrc,
-                csrc: Vec::new(),
-                extension_profile: 0,
-                extensions: Vec::new(),
-                extensions_padding: 0,
-            },
-            payload: packet.payload.clone(),
+        rtp::header::Header {
+            version: 2,
+            marker: source.marker,
+            payload_type,
+            sequence_number,
+            timestamp: source.timestamp,
+            ssrc,
+            ..Default::default()
         }
     }
 }

@@ -1,29 +1,33 @@
-//! One viewer's edge connection: its [`RtcLink`], the viewer's two send-only tracks, and the
-//! rewrite of the stream's RTP into them.
+//! One viewer's edge connection, on the edge's own lean machinery rather than a full peer
+//! connection: ICE-lite ([`IceLite`]), DTLS from `rtc`'s sans-IO endpoint for the keys, and the
+//! media written straight into SRTP: a stream packet costs a viewer a 12-byte header and one
+//! encryption, with no per-viewer pipeline between. Viewers are the many (publishers and pulls,
+//! the few, run on `rtc`'s full peer connection, [`super::link::RtcLink`]).
 
-use super::link::{edge_settings, host_candidates, Phase, RtcLink};
+use super::ice_lite::IceLite;
+use super::link::{LinkState, Phase};
+use super::sdp::{self, OfferParams};
+use super::track::{Plaintext, Track};
 use super::EdgeEvent;
 use crate::media::{MediaKind, MediaPacket};
-use crate::plumbing::{self, RtpRewriter, AUDIO_PT, VIDEO_PT};
-use rtc::interceptor::{NackResponderBuilder, Registry, SenderReportBuilder, Slot};
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use crate::plumbing::{self, AUDIO_PT, VIDEO_PT};
+use bytes::BytesMut;
+use rtc::crypto::{HashAlgorithm, RTCCryptoProvider};
+use rtc::dtls::config::{ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig, VerifyPeerCertificateFn};
+use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::event::RTCPeerConnectionEvent;
-use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use rtc::sansio::Protocol;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::shared::TransportProtocol;
+use rtc::srtp::context::Context;
+use rtc::srtp::protection_profile::ProtectionProfile;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 /// Backlog packets sent per live packet of the stream while a joining viewer catches up: the
@@ -31,15 +35,15 @@ use tokio::sync::mpsc;
 /// instead of in one burst that overflows socket buffers (ours and the viewer's).
 const BURST_PER_PACKET: usize = 16;
 
-/// Packets per track a viewer can ask to have resent (~2.5 s of 1 Mbit/s video).
-const NACK_HISTORY: u16 = 256;
+/// Sender reports (for the player's audio/video sync) every this long.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// One of the viewer's send-only tracks.
-struct Track {
-    ssrc: u32,
-    pt: u8,
-    rewriter: RtpRewriter,
-}
+/// The key DTLS knows the viewer by: the endpoint holds one association, whatever path ICE picks.
+const DTLS_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)), 9);
+
+/// SRTP protection profiles the edge takes, in its order of preference (AES-GCM: one pass).
+const SRTP_PROFILES: [SrtpProtectionProfile; 2] =
+    [SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm, SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80];
 
 /// What the connection asks of its worker after an input.
 #[derive(Debug, Default)]
@@ -50,37 +54,41 @@ pub struct Wants {
     pub keyframe: bool,
 }
 
-/// One viewer's edge connection.
-pub struct ViewerConn {
-    /// The connection itself.
-    pub link: RtcLink,
-    video: Track,
-    audio: Option<Track>,
-    /// Video waits for a keyframe (at the start, and after the viewer fell behind).
-    waiting_for_keyframe: bool,
-    /// The hub index of the next packet this viewer needs (earlier ones it has had).
-    pub next_index: u64,
-    /// Packets waiting their turn: the keyframe cache given at connect, then live packets that
-    /// arrived while it drained, in stream order. Sent [`BURST_PER_PACKET`] at a time.
-    backlog: VecDeque<Arc<MediaPacket>>,
-    /// Media tracks that have sent their first packet, and whether the worker was told.
-    first_media: (u8, bool),
-    /// The stream's video codec (for the error when a player takes none of it).
-    codec: plumbing::VideoCodec,
-    egress_bytes: Arc<AtomicU64>,
-}
-
-/// Whether an answer turns the video down (`m=video 0`: no codec in common).
-fn rejects_video(answer: &str) -> bool {
-    plumbing::sdp_sections(answer).any(|section| section.starts_with("video 0 "))
-}
-
 /// The offer the player gets.
 pub struct Offer {
     /// The SDP (with the candidates in it).
     pub sdp: String,
     /// The candidates, as `candidate:...` lines.
     pub candidates: Vec<String>,
+}
+
+/// What every edge connection of a worker shares: the DTLS certificate (one for all: a key pair
+/// per viewer would cost set-up time), its fingerprint, and the crypto provider.
+#[derive(Clone)]
+pub struct EdgeIdentity {
+    pub certificate: RTCCertificate,
+    pub fingerprint: Arc<str>,
+    pub crypto: Arc<dyn RTCCryptoProvider>,
+}
+
+impl EdgeIdentity {
+    /// A fresh identity: an ECDSA P-256 certificate, as browsers prefer.
+    pub fn generate() -> anyhow::Result<Self> {
+        let crypto = rtc::crypto::default_provider()?;
+        let certificate = RTCCertificate::generate(
+            crypto.crypto(),
+            rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+            CertificateParams::new(vec!["p2p-host".to_owned()])?,
+        )?;
+        let fingerprint = certificate
+            .get_fingerprints(crypto.crypto())?
+            .into_iter()
+            .find(|f| f.algorithm == "sha-256")
+            .ok_or_else(|| anyhow::anyhow!("the certificate has no sha-256 fingerprint"))?
+            .value
+            .to_ascii_uppercase();
+        Ok(Self { certificate, fingerprint: fingerprint.into(), crypto })
+    }
 }
 
 /// Everything a new connection needs.
@@ -97,113 +105,323 @@ pub struct NewConn<'a> {
     pub events: mpsc::UnboundedSender<EdgeEvent>,
     /// Bytes sent to this viewer.
     pub egress_bytes: Arc<AtomicU64>,
-    /// The edge's DTLS certificate (one for all: a key pair per viewer would cost set-up time).
-    pub certificate: RTCCertificate,
+    pub identity: &'a EdgeIdentity,
+    /// The wall clock at `now` (sender reports carry it).
+    pub wall: SystemTime,
 }
 
-/// The DTLS certificate every edge connection presents (ECDSA P-256, as browsers prefer).
-pub fn edge_certificate() -> anyhow::Result<RTCCertificate> {
-    let provider = rtc::crypto::default_provider()?;
-    Ok(RTCCertificate::generate(
-        provider.crypto(),
-        rtc::crypto::SignatureScheme::EcdsaP256Sha256,
-        CertificateParams::new(vec!["p2p-host".to_owned()])?,
-    )?)
+/// The connection's DTLS and, once its handshake is done, SRTP.
+enum Security {
+    /// No answer yet.
+    Waiting,
+    /// Handshaking. `connect` is the client configuration while the edge, as DTLS client, waits
+    /// for ICE to give it a path.
+    Handshake { endpoint: Box<Endpoint>, connect: Option<Arc<HandshakeConfig>> },
+    /// Up: `local` protects what the edge sends, `remote` opens the player's RTCP.
+    Up { endpoint: Box<Endpoint>, local: Box<Context>, remote: Box<Context> },
 }
 
-fn track(stream_id: &str, kind: RtpCodecKind, codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec) -> (MediaStreamTrack, u32) {
-    let ssrc = rand::random::<u32>();
-    let label = if kind == RtpCodecKind::Video { "video" } else { "audio" };
-    let track = MediaStreamTrack::new(
-        stream_id.to_string(),
-        format!("{stream_id}-{label}"),
-        label.to_string(),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec,
-            ..Default::default()
-        }],
-    );
-    (track, ssrc)
+/// One viewer's edge connection.
+pub struct ViewerConn {
+    /// What the worker keeps of it.
+    pub state: LinkState,
+    ice: IceLite,
+    security: Security,
+    identity: EdgeIdentity,
+    video: Track,
+    audio: Option<Track>,
+    /// Video waits for a keyframe (at the start, and after the viewer fell behind).
+    waiting_for_keyframe: bool,
+    /// The hub index of the next packet this viewer needs (earlier ones it has had).
+    pub next_index: u64,
+    /// Packets waiting their turn: the keyframe cache given at connect, then live packets that
+    /// arrived while it drained, in stream order. Sent [`BURST_PER_PACKET`] at a time.
+    backlog: VecDeque<Arc<MediaPacket>>,
+    /// Datagrams to send: `(local, remote, bytes)`.
+    transmits: VecDeque<(SocketAddr, SocketAddr, BytesMut)>,
+    next_report: Option<Instant>,
+    /// A moment on both clocks, for sender reports' wall-clock time.
+    epoch: (Instant, SystemTime),
+    egress_bytes: Arc<AtomicU64>,
 }
 
 impl ViewerConn {
-    /// A new connection and its offer. ICE-lite: the edge has a reachable address and only
-    /// answers the player's checks, so it never sends a STUN request to an address a player names
-    /// (no checks to amplify) and needs no remote candidates; the player, a full agent, controls.
+    /// A new connection and its offer.
     pub fn offer(now: Instant, new: NewConn<'_>) -> anyhow::Result<(Self, Offer)> {
-        let mut media = MediaEngine::default();
-        plumbing::register_codecs(&mut media, new.video_codec)?;
-        // Send-only: a NACK responder (its history bounded at NACK_HISTORY packets per track; the
-        // payloads are shared with the stream, the buffer holds headers) and sender reports, so
-        // the player can sync audio and video. No receive-side interceptors, no TWCC: the edge
-        // forwards one bitrate and has nothing to adapt.
-        let registry = Registry::new()
-            .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
-            .with(Slot::SenderReport, SenderReportBuilder::new().build());
-        let (setting, ufrag) = edge_settings(true);
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().with_certificates(vec![new.certificate]).build())
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_setting_engine(setting)
-            .build(now)?;
-        let sendonly = || RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Sendonly,
-            streams: vec![new.stream_id.to_string()],
-            send_encodings: vec![],
-        };
-        let (video_track, video_ssrc) = track(new.stream_id, RtpCodecKind::Video, plumbing::video_codec(new.video_codec));
-        pc.add_transceiver_from_track(video_track, Some(sendonly()))?;
-        let audio = if new.has_audio {
-            let (audio_track, ssrc) = track(new.stream_id, RtpCodecKind::Audio, plumbing::opus_codec());
-            pc.add_transceiver_from_track(audio_track, Some(sendonly()))?;
-            Some(Track { ssrc, pt: AUDIO_PT, rewriter: RtpRewriter::new() })
-        } else {
-            None
-        };
-        let offer = pc.create_offer(None)?;
-        pc.set_local_description(now, offer)?;
-        let candidates = host_candidates(&mut pc, new.candidates)?;
-        let sdp = pc.local_description().ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
+        let ice = IceLite::new(now);
+        let video = Track::new(VIDEO_PT, 90_000, true);
+        let audio = new.has_audio.then(|| Track::new(AUDIO_PT, 48_000, false));
+        let candidates = sdp::candidates(new.candidates);
+        let sdp = sdp::offer(&OfferParams {
+            stream_id: new.stream_id,
+            video_codec: new.video_codec,
+            video_ssrc: video.ssrc,
+            audio_ssrc: audio.as_ref().map(|a| a.ssrc),
+            ufrag: &ice.ufrag,
+            pwd: ice.pwd(),
+            fingerprint: &new.identity.fingerprint,
+            candidates: &candidates,
+        });
         let conn = Self {
-            link: RtcLink::new(pc, ufrag, Phase::Offered, new.events),
-            video: Track { ssrc: video_ssrc, pt: VIDEO_PT, rewriter: RtpRewriter::new() },
+            state: LinkState::new(ice.ufrag.clone(), Phase::Offered, new.events),
+            ice,
+            security: Security::Waiting,
+            identity: new.identity.clone(),
+            video,
             audio,
             waiting_for_keyframe: true,
             next_index: 0,
             backlog: VecDeque::new(),
-            first_media: (0, false),
-            codec: new.video_codec,
+            transmits: VecDeque::new(),
+            next_report: None,
+            epoch: (now, new.wall),
             egress_bytes: new.egress_bytes,
         };
         Ok((conn, Offer { sdp, candidates }))
     }
 
-    /// Applies the player's answer.
-    pub fn answer(&mut self, now: Instant, sdp: String) -> anyhow::Result<()> {
-        if self.link.phase != Phase::Offered {
-            anyhow::bail!("the offer was already answered");
-        }
-        if rejects_video(&sdp) {
-            anyhow::bail!("the player takes none of the stream's video codec ({:?}): it cannot play this stream", self.codec);
-        }
-        self.link.pc.set_remote_description(now, RTCSessionDescription::answer(sdp)?)?;
-        self.link.phase = Phase::Answered;
+    /// Applies the player's answer: DTLS starts (checks may begin).
+    pub fn answer(&mut self, now: Instant, answer: String) -> anyhow::Result<()> {
+        anyhow::ensure!(self.state.phase == Phase::Offered, "the offer was already answered");
+        let answer = sdp::answer(&answer)?;
+        let config = self.dtls_config(answer.fingerprints, answer.edge_is_dtls_client)?;
+        let (server, connect) = if answer.edge_is_dtls_client { (None, Some(config)) } else { (Some(config), None) };
+        let endpoint = Box::new(Endpoint::new(DTLS_PEER, TransportProtocol::UDP, server));
+        self.security = Security::Handshake { endpoint, connect };
+        self.ice.last_check = now; // the player has CONSENT_TIMEOUT to reach the edge
+        self.state.phase = Phase::Answered;
+        self.maybe_connect(now);
         Ok(())
     }
 
+    /// The DTLS configuration: the edge certificate, the player's certificate checked against
+    /// the answer's fingerprints, SRTP.
+    fn dtls_config(&self, fingerprints: Vec<String>, client: bool) -> anyhow::Result<Arc<HandshakeConfig>> {
+        let crypto = self.identity.crypto.clone();
+        let verify: VerifyPeerCertificateFn = Arc::new(move |certs: &[Vec<u8>], _| {
+            let certificate = certs.first().ok_or(rtc::shared::error::Error::ErrNoCertificates)?;
+            let hash = crypto.crypto().hash(HashAlgorithm::Sha256, certificate).map_err(|e| rtc::shared::error::Error::Other(e.to_string()))?;
+            let seen = hash.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+            if fingerprints.contains(&seen) {
+                Ok(())
+            } else {
+                Err(rtc::shared::error::Error::Other("the certificate is not the one the answer names".into()))
+            }
+        });
+        Ok(Arc::new(
+            ConfigBuilder::default()
+                .with_crypto_provider(self.identity.crypto.clone())
+                .with_certificates(vec![self.identity.certificate.dtls_certificate.clone()])
+                .with_srtp_protection_profiles(SRTP_PROFILES.to_vec())
+                .with_client_auth(ClientAuthType::RequireAnyClientCert)
+                .with_insecure_skip_verify(true)
+                .with_verify_peer_certificate(Some(verify))
+                .with_extended_master_secret(ExtendedMasterSecretType::Require)
+                .build(client, None)?,
+        ))
+    }
+
+    /// As DTLS client, opens the handshake once ICE has a path.
+    fn maybe_connect(&mut self, now: Instant) {
+        if self.ice.path.is_none() {
+            return;
+        }
+        if let Security::Handshake { endpoint, connect } = &mut self.security {
+            if let Some(config) = connect.take() {
+                if let Err(e) = endpoint.connect(now, DTLS_PEER, config, None) {
+                    tracing::debug!(ufrag = %self.state.ufrag, "DTLS connect: {e}");
+                    self.state.failed();
+                }
+            }
+        }
+        self.drain_dtls();
+    }
+
     /// A datagram for this connection.
-    pub fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> Wants {
-        self.link.read(now, local, from, data);
-        self.after_input()
+    pub fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8], plaintext: &mut Plaintext) -> Wants {
+        let mut wants = Wants::default();
+        match data.first() {
+            Some(0..=3) => self.stun(now, local, from, data),
+            Some(20..=63) => wants = self.dtls(now, data),
+            Some(128..=191) if data.get(1).is_some_and(|pt| (192..=223).contains(pt)) => {
+                wants.keyframe = self.rtcp(now, data, plaintext);
+            }
+            _ => {}
+        }
+        wants
+    }
+
+    fn stun(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
+        if self.state.phase == Phase::Done {
+            return;
+        }
+        let Some(checked) = self.ice.check(now, local, from, data, self.identity.crypto.crypto()) else { return };
+        self.transmits.push_back((local, from, checked.response));
+        if checked.new_path {
+            self.maybe_connect(now);
+        }
+    }
+
+    fn dtls(&mut self, now: Instant, data: &[u8]) -> Wants {
+        let mut wants = Wants::default();
+        let endpoint = match &mut self.security {
+            Security::Handshake { endpoint, .. } | Security::Up { endpoint, .. } if self.ice.path.is_some() => endpoint,
+            _ => return wants,
+        };
+        let events = match endpoint.read(now, DTLS_PEER, None, BytesMut::from(data)) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::debug!(ufrag = %self.state.ufrag, "DTLS: {e}");
+                Vec::new()
+            }
+        };
+        for event in events {
+            match event {
+                EndpointEvent::HandshakeComplete => match self.start_srtp() {
+                    Ok(()) => {
+                        wants.connected = self.state.connected();
+                        self.next_report = Some(now + REPORT_INTERVAL);
+                    }
+                    Err(e) => {
+                        tracing::warn!(ufrag = %self.state.ufrag, "SRTP keys: {e}");
+                        self.state.failed();
+                    }
+                },
+                // The player closed DTLS (as a browser does when it closes the connection): the
+                // connection is over at once, not after the checks have stopped for 30 s.
+                EndpointEvent::PeerClosed => self.state.closed_by_player(),
+                _ => {}
+            }
+        }
+        self.drain_dtls();
+        wants
+    }
+
+    /// The SRTP contexts from the finished handshake's keying material (RFC 5764 4.2).
+    fn start_srtp(&mut self) -> anyhow::Result<()> {
+        let Security::Handshake { endpoint, .. } = std::mem::replace(&mut self.security, Security::Waiting) else {
+            anyhow::bail!("no handshake under way");
+        };
+        let state = endpoint.get_connection_state(DTLS_PEER).ok_or_else(|| anyhow::anyhow!("no DTLS state"))?;
+        let profile = match state.srtp_protection_profile() {
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+            other => anyhow::bail!("SRTP profile {other:?} was not offered"),
+        };
+        let mut config = rtc::srtp::config::Config { profile, ..Default::default() };
+        let material = state.export_keying_material(rtc::srtp::config::LABEL_EXTRACTOR_DTLS_SRTP, &[], config.keying_material_len())?;
+        config.set_session_keys_from_keying_material(material.as_ref(), state.is_client())?;
+        let crypto = self.identity.crypto.crypto();
+        let keys = &config.keys;
+        let local = Context::new(&keys.local_master_key, &keys.local_master_salt, profile, None, None, crypto)?;
+        let replay = Some(rtc::srtp::option::srtcp_replay_protection(64));
+        let remote = Context::new(&keys.remote_master_key, &keys.remote_master_salt, profile, None, replay, crypto)?;
+        self.security = Security::Up { endpoint, local: Box::new(local), remote: Box::new(remote) };
+        Ok(())
+    }
+
+    /// Queues what DTLS has to send, on the path.
+    fn drain_dtls(&mut self) {
+        let (Security::Handshake { endpoint, .. } | Security::Up { endpoint, .. }) = &mut self.security else { return };
+        while let Some(out) = endpoint.poll_transmit() {
+            if let Some((local, remote)) = self.ice.path {
+                self.transmits.push_back((local, remote, out.message));
+            }
+        }
+    }
+
+    /// The player's RTCP: keyframe requests are the worker's (true), NACKs are answered here.
+    fn rtcp(&mut self, now: Instant, data: &[u8], plaintext: &mut Plaintext) -> bool {
+        let Security::Up { remote, .. } = &mut self.security else { return false };
+        let Ok(mut opened) = remote.decrypt_rtcp(data) else { return false };
+        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut opened) else { return false };
+        let mut keyframe = false;
+        for packet in &packets {
+            let any = packet.as_any();
+            keyframe |= any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>();
+            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                if nack.media_ssrc == self.video.ssrc {
+                    for sequence_number in nack.nacks.iter().flat_map(|pair| pair.packet_list()) {
+                        self.resend(now, sequence_number, plaintext);
+                    }
+                }
+            }
+        }
+        keyframe
+    }
+
+    fn resend(&mut self, _now: Instant, sequence_number: u16, plaintext: &mut Plaintext) {
+        let Some((header, packet)) = self.video.resend(sequence_number) else { return };
+        let packet = packet.clone();
+        self.seal_and_queue(&packet, &header, plaintext);
     }
 
     /// The connection's deadline passed.
     pub fn timeout(&mut self, now: Instant) -> Wants {
-        self.link.timeout(now);
-        self.after_input()
+        if self.state.phase == Phase::Done {
+            return Wants::default();
+        }
+        if self.state.phase != Phase::Offered && now >= self.ice.deadline() {
+            tracing::debug!(ufrag = %self.state.ufrag, "no ICE check for {:?}: the viewer is gone", super::ice_lite::CONSENT_TIMEOUT);
+            self.state.failed();
+            return Wants::default();
+        }
+        if let Security::Handshake { endpoint, .. } = &mut self.security {
+            if endpoint.poll_timeout(&DTLS_PEER).is_some_and(|t| t <= now) && endpoint.handle_timeout(DTLS_PEER, now).is_err() {
+                self.state.failed();
+            }
+            self.drain_dtls();
+        }
+        if self.next_report.is_some_and(|t| t <= now) {
+            self.next_report = Some(now + REPORT_INTERVAL);
+            self.send_reports(now);
+        }
+        Wants::default()
+    }
+
+    /// When the connection next needs [`Self::timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if matches!(self.state.phase, Phase::Offered | Phase::Done) {
+            return None;
+        }
+        let dtls = match &self.security {
+            Security::Handshake { endpoint, .. } => endpoint.poll_timeout(&DTLS_PEER),
+            _ => None,
+        };
+        [Some(self.ice.deadline()), dtls, self.next_report].into_iter().flatten().min()
+    }
+
+    /// One compound RTCP packet with a sender report per track that has sent something.
+    fn send_reports(&mut self, now: Instant) {
+        let wall = self.epoch.1 + now.saturating_duration_since(self.epoch.0);
+        let reports: Vec<Box<dyn rtc::rtcp::packet::Packet>> = [Some(&self.video), self.audio.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|track| track.report(now, wall))
+            .map(|r| Box::new(r) as Box<dyn rtc::rtcp::packet::Packet>)
+            .collect();
+        let (Security::Up { local, .. }, Some((from, to))) = (&mut self.security, self.ice.path) else { return };
+        if reports.is_empty() {
+            return;
+        }
+        match rtc::rtcp::packet::marshal(&reports).map_err(anyhow::Error::from).and_then(|plain| Ok(local.encrypt_rtcp(&plain)?)) {
+            Ok(sealed) => self.transmits.push_back((from, to, sealed)),
+            Err(e) => tracing::debug!(ufrag = %self.state.ufrag, "sender report: {e}"),
+        }
+    }
+
+    /// The next datagram to send: `(local address, remote address, bytes)`.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, BytesMut)> {
+        self.transmits.pop_front()
+    }
+
+    /// Closes the connection (DTLS close_notify goes out with the next transmits).
+    pub fn close(&mut self, now: Instant) {
+        if let Security::Handshake { endpoint, .. } | Security::Up { endpoint, .. } = &mut self.security {
+            let _ = endpoint.close(now);
+        }
+        self.drain_dtls();
+        self.state.phase = Phase::Done;
     }
 
     /// The viewer fell behind its stream: resume video at the next keyframe.
@@ -213,40 +431,34 @@ impl ViewerConn {
     }
 
     /// A viewer that just came up starts from `cache` (the stream's video since its last keyframe).
-    pub fn start_from(&mut self, now: Instant, cache: Vec<Arc<MediaPacket>>) -> u64 {
+    pub fn start_from(&mut self, now: Instant, cache: Vec<Arc<MediaPacket>>, plaintext: &mut Plaintext) -> u64 {
         self.backlog.extend(cache);
-        self.pump(now)
+        self.pump(now, plaintext)
     }
 
     /// Takes one live packet of the stream: sent now, or after the backlog. Returns RTP bytes sent.
-    pub fn send_media(&mut self, now: Instant, packet: &Arc<MediaPacket>) -> u64 {
+    pub fn send_media(&mut self, now: Instant, packet: &Arc<MediaPacket>, plaintext: &mut Plaintext) -> u64 {
         if self.backlog.is_empty() {
-            return self.send_one(now, packet);
+            return self.send_one(now, packet, plaintext);
         }
         self.backlog.push_back(packet.clone());
-        self.pump(now)
-    }
-
-    /// True once, after a packet was sent on a track that had sent none (its timers just armed).
-    pub fn take_first_media(&mut self) -> bool {
-        std::mem::take(&mut self.first_media.1)
+        self.pump(now, plaintext)
     }
 
     /// Sends up to [`BURST_PER_PACKET`] packets of the backlog.
-    fn pump(&mut self, now: Instant) -> u64 {
+    fn pump(&mut self, now: Instant, plaintext: &mut Plaintext) -> u64 {
         let mut sent = 0;
         for _ in 0..BURST_PER_PACKET {
             let Some(packet) = self.backlog.pop_front() else { break };
-            sent += self.send_one(now, &packet);
+            sent += self.send_one(now, &packet, plaintext);
         }
         sent
     }
 
     /// Sends one packet of the stream (numbered `packet.index` by the hub) if this viewer takes
     /// it; returns the RTP bytes sent.
-    fn send_one(&mut self, now: Instant, packet: &MediaPacket) -> u64 {
-        let index = packet.index;
-        if self.link.phase != Phase::Connected || index < self.next_index {
+    fn send_one(&mut self, now: Instant, packet: &Arc<MediaPacket>, plaintext: &mut Plaintext) -> u64 {
+        if self.state.phase != Phase::Connected || packet.index < self.next_index {
             return 0;
         }
         let track = match packet.kind {
@@ -265,56 +477,28 @@ impl ViewerConn {
                 None => return 0,
             },
         };
-        self.next_index = index + 1;
-        let out = track.rewriter.rewrite(&packet.packet, track.ssrc, track.pt);
-        let size = out.payload.len() as u64 + 12;
-        // Straight into the pipeline: `RTCRtpSender::write_rtp` would check SSRC, payload type and
-        // extensions (the rewrite guarantees them) by building the sender's parameters, several
-        // allocations per packet per viewer. The track id is not read on this path.
-        let message = TaggedRTCMessage { now, message: RTCMessage::RtpPacket(String::new(), out) };
-        let bit = if packet.kind == MediaKind::Video { 1 } else { 2 };
-        match self.link.pc.handle_write(message) {
-            Ok(()) => {
-                if self.first_media.0 & bit == 0 {
-                    self.first_media = (self.first_media.0 | bit, true);
-                }
-                self.egress_bytes.fetch_add(size, Ordering::Relaxed);
-                size
+        self.next_index = packet.index + 1;
+        let header = track.next(now, packet);
+        if !self.seal_and_queue(packet, &header, plaintext) {
+            return 0;
+        }
+        let size = packet.packet.payload.len() as u64 + 12;
+        self.egress_bytes.fetch_add(size, Ordering::Relaxed);
+        size
+    }
+
+    /// Encrypts `packet` under `header` and queues it on the path.
+    fn seal_and_queue(&mut self, packet: &Arc<MediaPacket>, header: &rtc::rtp::header::Header, plaintext: &mut Plaintext) -> bool {
+        let (Security::Up { local, .. }, Some((from, to))) = (&mut self.security, self.ice.path) else { return false };
+        match local.encrypt_rtp_with_header(plaintext.with_header(packet, header), header) {
+            Ok(sealed) => {
+                self.transmits.push_back((from, to, sealed));
+                true
             }
             Err(e) => {
-                tracing::trace!(ufrag = %self.link.ufrag, "media not sent: {e}");
-                0
+                tracing::trace!(ufrag = %self.state.ufrag, "media not sent: {e}");
+                false
             }
         }
-    }
-
-    /// Drains events and inbound RTCP after an input.
-    fn after_input(&mut self) -> Wants {
-        let mut wants = Wants::default();
-        while let Some(event) = self.link.pc.poll_event() {
-            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
-                wants.connected |= self.link.on_state(state);
-            }
-        }
-        while let Some(message) = self.link.pc.poll_read() {
-            if let RTCMessage::RtcpPacket(_, packets) = message.message {
-                wants.keyframe |= packets.iter().any(|p| {
-                    p.as_any().downcast_ref::<PictureLossIndication>().is_some()
-                        || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
-                });
-            }
-        }
-        wants
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn an_answer_that_turns_the_video_down_is_told_apart() {
-        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
-        assert!(!super::rejects_video(answer));
-        assert!(super::rejects_video(&answer.replace("m=video 9", "m=video 0")));
-        assert!(!super::rejects_video(&answer.replace("m=audio 9", "m=audio 0")), "audio alone does not matter");
     }
 }

@@ -106,10 +106,10 @@ impl PublisherConn {
 
     /// The publisher's answer to [`Self::offer`]: what it will send.
     pub fn answer(&mut self, now: Instant, sdp: String) -> anyhow::Result<Tracks> {
-        anyhow::ensure!(self.link.phase == Phase::Offered, "the offer was already answered");
+        anyhow::ensure!(self.link.state.phase == Phase::Offered, "the offer was already answered");
         let tracks = negotiated(&sdp)?;
         self.link.pc.set_remote_description(now, RTCSessionDescription::answer(sdp)?)?;
-        self.link.phase = Phase::Answered;
+        self.link.state.phase = Phase::Answered;
         Ok(tracks)
     }
 

@@ -1,7 +1,7 @@
-//! What every edge connection is, a viewer's or a publisher's: an `rtc` peer connection (sans-IO)
-//! that a worker drives, found by its ICE ufrag and then by the addresses it answered, with its
-//! phase, its next deadline, and its session's event inbox. [`super::conn`] (viewers) and
-//! [`super::ingest`] (publishers) add what they carry.
+//! What every edge connection has, a viewer's or a publisher's ([`LinkState`]: found by its ICE
+//! ufrag and then by the addresses it answered, its phase, its next deadline, its session's event
+//! inbox), and the `rtc` peer connection (sans-IO) that drives publishers and pulls ([`RtcLink`]).
+//! Viewers, the many, run on the edge's own lean machinery instead ([`super::conn`]).
 
 use super::EdgeEvent;
 use crate::plumbing;
@@ -30,10 +30,8 @@ pub enum Phase {
     Done,
 }
 
-/// One edge connection's `rtc` side.
-pub struct RtcLink {
-    /// The peer connection.
-    pub pc: RTCPeerConnection,
+/// What the worker keeps of every connection, whatever drives it.
+pub struct LinkState {
     /// The local ICE username fragment: how STUN finds this connection.
     pub ufrag: String,
     /// Remote addresses this connection has answered (routed to it).
@@ -45,23 +43,64 @@ pub struct RtcLink {
     events: mpsc::UnboundedSender<EdgeEvent>,
 }
 
+impl LinkState {
+    /// A connection at `phase` whose session hears of it through `events`.
+    pub fn new(ufrag: String, phase: Phase, events: mpsc::UnboundedSender<EdgeEvent>) -> Self {
+        Self { ufrag, addrs: Vec::new(), phase, scheduled: None, events }
+    }
+
+    /// The connection came up (from [`Phase::Answered`]); true if that is news.
+    pub fn connected(&mut self) -> bool {
+        if self.phase != Phase::Answered {
+            return false;
+        }
+        self.phase = Phase::Connected;
+        let _ = self.events.send(EdgeEvent::Connected);
+        true
+    }
+
+    /// The player closed the connection: it is over, but not the session's error.
+    pub fn closed_by_player(&mut self) {
+        if self.phase != Phase::Done {
+            self.phase = Phase::Done;
+            let _ = self.events.send(EdgeEvent::ClosedByPlayer);
+        }
+    }
+
+    /// The connection failed or the other side closed it: the session hears of it once.
+    pub fn failed(&mut self) {
+        if self.phase != Phase::Done {
+            self.phase = Phase::Done;
+            let _ = self.events.send(EdgeEvent::Failed);
+        }
+    }
+}
+
+/// A publisher's or a pull's connection: an `rtc` peer connection.
+pub struct RtcLink {
+    /// The peer connection.
+    pub pc: RTCPeerConnection,
+    /// What the worker keeps of it.
+    pub state: LinkState,
+}
+
 impl RtcLink {
     /// A link at `phase` whose session hears of it through `events`.
     pub fn new(pc: RTCPeerConnection, ufrag: String, phase: Phase, events: mpsc::UnboundedSender<EdgeEvent>) -> Self {
-        Self { pc, ufrag, addrs: Vec::new(), phase, scheduled: None, events }
+        Self { pc, state: LinkState::new(ufrag, phase, events) }
     }
 
     /// Hands a datagram to the peer connection.
     pub fn read(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
         if let Err(e) = self.pc.handle_read(tagged(now, local, from, data)) {
-            tracing::debug!(ufrag = %self.ufrag, "datagram refused: {e}");
+            tracing::debug!(ufrag = %self.state.ufrag, "datagram refused: {e}");
         }
     }
 
     /// The deadline passed.
     pub fn timeout(&mut self, now: Instant) {
         if let Err(e) = self.pc.handle_timeout(now) {
-            tracing::debug!(ufrag = %self.ufrag, "timeout handling: {e}");
+            tracing::debug!(ufrag = %self.state.ufrag, "timeout handling: {e}");
         }
     }
 
@@ -79,25 +118,19 @@ impl RtcLink {
     /// Closes the peer connection (DTLS close_notify goes out with the next transmits).
     pub fn close(&mut self) {
         if let Err(e) = self.pc.close() {
-            tracing::debug!(ufrag = %self.ufrag, "closing: {e}");
+            tracing::debug!(ufrag = %self.state.ufrag, "closing: {e}");
         }
-        self.phase = Phase::Done;
+        self.state.phase = Phase::Done;
     }
 
-    /// Follows a state change, telling the session; true if the connection just came up.
-    pub fn on_state(&mut self, state: RTCPeerConnectionState) -> bool {
+    /// Follows a state change, telling the session.
+    pub fn on_state(&mut self, state: RTCPeerConnectionState) {
         match state {
-            RTCPeerConnectionState::Connected if self.phase == Phase::Answered => {
-                self.phase = Phase::Connected;
-                let _ = self.events.send(EdgeEvent::Connected);
-                true
+            RTCPeerConnectionState::Connected => {
+                self.state.connected();
             }
-            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed if self.phase != Phase::Done => {
-                self.phase = Phase::Done;
-                let _ = self.events.send(EdgeEvent::Failed);
-                false
-            }
-            _ => false,
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => self.state.failed(),
+            _ => {}
         }
     }
 }
@@ -136,7 +169,7 @@ fn tagged(now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> Tag
     }
 }
 
-fn random_token(len: usize) -> String {
+pub(super) fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
     (0..len).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
 }

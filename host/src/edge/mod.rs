@@ -17,9 +17,12 @@
 pub mod batch;
 pub mod conn;
 pub mod demux;
+pub mod ice_lite;
 pub mod ingest;
 pub mod link;
 pub mod net;
+pub mod sdp;
+pub mod track;
 pub mod worker;
 
 use crate::config::Config;
@@ -37,6 +40,9 @@ pub enum EdgeEvent {
     Connected,
     /// ICE or DTLS failed, or the connection closed.
     Failed,
+    /// The player closed the connection (DTLS close_notify): its session goes on as long as its
+    /// signalling does (a player closes its edge connection when it moves to a peer, or stops).
+    ClosedByPlayer,
 }
 
 /// The offer to send to the player.
@@ -92,13 +98,13 @@ impl Edge {
             }
         }
         let counters = Arc::new(EdgeCounters::default());
-        let certificate = conn::edge_certificate()?;
+        let identity = conn::EdgeIdentity::generate()?;
         let workers = sockets
             .into_iter()
             .map(|sockets| {
                 let (commands, rx) = mpsc::channel(worker::COMMAND_QUEUE);
                 let load = Arc::new(AtomicUsize::new(0));
-                tokio::spawn(Worker::new(sockets, metrics.clone(), counters.clone(), load.clone(), certificate.clone()).run(rx));
+                tokio::spawn(Worker::new(sockets, metrics.clone(), counters.clone(), load.clone(), identity.clone()).run(rx));
                 WorkerHandle { commands, load }
             })
             .collect();

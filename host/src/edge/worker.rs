@@ -4,8 +4,9 @@
 //! packets go to its stream's hub, and from there to every worker's viewers). No task and no
 //! socket per connection.
 
-use super::conn::{NewConn, Offer, ViewerConn, Wants};
-use super::link::{Phase, RtcLink};
+use super::conn::{EdgeIdentity, NewConn, Offer, ViewerConn, Wants};
+use super::link::{LinkState, Phase};
+use super::track::Plaintext;
 use super::ingest::{NewPublisher, PublisherConn, Tracks};
 use super::batch::{Outbox, Sent};
 use super::demux::{Demux, Dropped};
@@ -13,7 +14,6 @@ use super::net::{EdgeSocket, Received, MAX_DATAGRAM, RECV_BATCH};
 use super::{EdgeCounters, EdgeEvent};
 use crate::media::{MediaPacket, StreamHub};
 use crate::metrics::Metrics;
-use rtc::peer_connection::certificate::RTCCertificate;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
@@ -90,16 +90,34 @@ enum Link {
 }
 
 impl Link {
-    /// The `rtc` side both kinds share.
-    fn rtc(&mut self) -> &mut RtcLink {
+    /// What the worker keeps of either kind.
+    fn state(&mut self) -> &mut LinkState {
         match self {
-            Link::Viewer { conn, .. } => &mut conn.link,
-            Link::Publisher(conn) => &mut conn.link,
+            Link::Viewer { conn, .. } => &mut conn.state,
+            Link::Publisher(conn) => &mut conn.link.state,
         }
     }
-    fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> Wants {
+    fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, bytes::BytesMut)> {
         match self {
-            Link::Viewer { conn, .. } => conn.datagram(now, local, from, data),
+            Link::Viewer { conn, .. } => conn.poll_transmit(),
+            Link::Publisher(conn) => conn.link.poll_transmit(),
+        }
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        match self {
+            Link::Viewer { conn, .. } => conn.poll_timeout(),
+            Link::Publisher(conn) => conn.link.poll_timeout(),
+        }
+    }
+    fn close(&mut self, now: Instant) {
+        match self {
+            Link::Viewer { conn, .. } => conn.close(now),
+            Link::Publisher(conn) => conn.link.close(),
+        }
+    }
+    fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8], plaintext: &mut Plaintext) -> Wants {
+        match self {
+            Link::Viewer { conn, .. } => conn.datagram(now, local, from, data, plaintext),
             Link::Publisher(conn) => {
                 conn.datagram(now, local, from, data);
                 Wants::default() // the session hears of its state itself; it wants nothing here
@@ -143,12 +161,14 @@ struct Io {
 }
 
 impl Io {
-    /// Queues everything `entry` has to send, learning the addresses it answers.
+    /// Queues everything `entry` has to send, learning the addresses whose checks it answers
+    /// (STUN: nothing else is sent to an address that was not checked).
     fn flush(&mut self, key: ConnKey, entry: &mut Entry) {
-        while let Some((local, to, data)) = entry.link.rtc().poll_transmit() {
+        while let Some((local, to, data)) = entry.link.poll_transmit() {
             let socket = self.by_local.get(&local).copied().unwrap_or(entry.socket);
-            let rtc = entry.link.rtc();
-            self.demux.learn(key, to, &mut rtc.addrs);
+            if data.first().is_some_and(|b| *b < 4) {
+                self.demux.learn(key, to, &mut entry.link.state().addrs);
+            }
             let s = &self.sockets[socket];
             self.outboxes[socket].push(to, s.source_for(local), data, s.is_ipv6());
         }
@@ -184,7 +204,9 @@ pub struct Worker {
     media_rx: mpsc::Receiver<Fed>,
     counters: Arc<EdgeCounters>,
     load: Arc<AtomicUsize>,
-    certificate: RTCCertificate,
+    identity: EdgeIdentity,
+    /// The packet being sent to viewers (its payload copied once for all of them).
+    plaintext: Plaintext,
     /// Datagrams dropped this turn, by reason (indexed by discriminant).
     dropped: [i64; Dropped::ALL.len()],
     buffers: Box<[[u8; MAX_DATAGRAM]; RECV_BATCH]>,
@@ -197,7 +219,7 @@ impl Worker {
         metrics: Arc<Metrics>,
         counters: Arc<EdgeCounters>,
         load: Arc<AtomicUsize>,
-        certificate: RTCCertificate,
+        identity: EdgeIdentity,
     ) -> Self {
         let mut by_local = HashMap::new();
         for (i, s) in sockets.iter().enumerate() {
@@ -226,7 +248,8 @@ impl Worker {
             media_rx,
             counters,
             load,
-            certificate,
+            identity,
+            plaintext: Plaintext::default(),
             dropped: [0; Dropped::ALL.len()],
             buffers: Box::new([[0; MAX_DATAGRAM]; RECV_BATCH]),
         }
@@ -358,12 +381,13 @@ impl Worker {
             candidates: &candidates,
             events,
             egress_bytes,
-            certificate: self.certificate.clone(),
+            identity: &self.identity,
+            wall: std::time::SystemTime::now(),
         };
         let (conn, offer) = ViewerConn::offer(now, new)?;
         let key = self.next_key;
         self.next_key += 1;
-        anyhow::ensure!(self.io.demux.add(&conn.link.ufrag, key), "ICE ufrag collision");
+        anyhow::ensure!(self.io.demux.add(&conn.state.ufrag, key), "ICE ufrag collision");
         let slot = self.subscribe(&hub);
         self.streams.get_mut(&slot).expect("subscribed").viewers.push(key);
         self.conns.insert(key, Entry { link: Link::Viewer { conn, slot }, socket });
@@ -380,7 +404,7 @@ impl Worker {
     ) -> anyhow::Result<(ConnKey, Offer, Option<Tracks>)> {
         let now = Instant::now();
         let (socket, candidates) = self.pick_sockets();
-        let new = NewPublisher { origin_candidates, candidates: &candidates, events, certificate: self.certificate.clone() };
+        let new = NewPublisher { origin_candidates, candidates: &candidates, events, certificate: self.identity.certificate.clone() };
         let (conn, sdp, tracks) = match offer {
             None => {
                 let (conn, offer) = PublisherConn::offer(now, new)?;
@@ -393,7 +417,7 @@ impl Worker {
         };
         let key = self.next_key;
         self.next_key += 1;
-        anyhow::ensure!(self.io.demux.add(&conn.link.ufrag, key), "ICE ufrag collision");
+        anyhow::ensure!(self.io.demux.add(&conn.link.state.ufrag, key), "ICE ufrag collision");
         self.conns.insert(key, Entry { link: Link::Publisher(conn), socket });
         self.load.fetch_add(1, Ordering::Relaxed);
         self.service(now, key, Wants::default());
@@ -434,10 +458,10 @@ impl Worker {
 
     fn close(&mut self, key: ConnKey) {
         let Some(mut entry) = self.conns.remove(&key) else { return };
-        entry.link.rtc().close();
+        entry.link.close(Instant::now());
         self.io.flush(key, &mut entry);
-        let rtc = entry.link.rtc();
-        self.io.demux.remove(&rtc.ufrag, key, &rtc.addrs);
+        let state = entry.link.state();
+        self.io.demux.remove(&state.ufrag, key, &state.addrs);
         self.load.fetch_sub(1, Ordering::Relaxed);
         let Some(slot) = entry.link.slot() else { return };
         if let Some(stream) = self.streams.get_mut(&slot) {
@@ -480,7 +504,7 @@ impl Worker {
                 match self.io.demux.route(data, r.from) {
                     Ok(key) => {
                         let Some(entry) = self.conns.get_mut(&key) else { continue };
-                        let wants = entry.link.datagram(now, r.local, r.from, data);
+                        let wants = entry.link.datagram(now, r.local, r.from, data, &mut self.plaintext);
                         self.service(now, key, wants);
                     }
                     Err(dropped) => self.dropped[dropped as usize] += 1,
@@ -499,16 +523,16 @@ impl Worker {
             }
             self.timers.pop();
             let Some(entry) = self.conns.get_mut(&key) else { continue };
-            if entry.link.rtc().scheduled != Some(t) {
+            if entry.link.state().scheduled != Some(t) {
                 continue; // superseded
             }
-            entry.link.rtc().scheduled = None;
+            entry.link.state().scheduled = None;
             let wants = entry.link.timeout(now);
             self.service(now, key, wants);
         }
         // Stale entries accumulate when deadlines move; rebuild now and then.
         if self.timers.len() > 4 * self.conns.len() + 64 {
-            self.timers = self.conns.iter_mut().filter_map(|(k, e)| e.link.rtc().scheduled.map(|t| Reverse((t, *k)))).collect();
+            self.timers = self.conns.iter_mut().filter_map(|(k, e)| e.link.state().scheduled.map(|t| Reverse((t, *k)))).collect();
         }
     }
 
@@ -530,14 +554,8 @@ impl Worker {
         for key in &stream.viewers {
             let Some(entry) = self.conns.get_mut(key) else { continue };
             let Some(conn) = entry.link.viewer() else { continue };
-            sent += conn.send_media(now, &packet);
-            let first_media = conn.take_first_media();
+            sent += conn.send_media(now, &packet, &mut self.plaintext);
             self.io.flush(*key, entry);
-            // rtc arms its sender-report timer at a track's first RTP packet: pick it up once,
-            // not per packet (poll_timeout walks every handler).
-            if first_media {
-                reschedule(&mut self.timers, *key, entry);
-            }
         }
         self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
     }
@@ -556,14 +574,14 @@ impl Worker {
                 self.io.metrics.add("edge_keyframe_cache_joins", 1);
             }
             let conn = self.conns.get_mut(&key).and_then(|e| e.link.viewer()).expect("a viewer");
-            let sent = conn.start_from(now, cache);
+            let sent = conn.start_from(now, cache, &mut self.plaintext);
             self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
         }
         if let (true, Some(slot)) = (wants.keyframe, slot) {
             self.streams[&slot].hub.request_keyframe(now);
         }
         let entry = self.conns.get_mut(&key).expect("present");
-        if entry.link.rtc().phase == Phase::Done {
+        if entry.link.state().phase == Phase::Done {
             self.close(key);
             return;
         }
@@ -574,10 +592,10 @@ impl Worker {
 
 /// Puts `entry`'s next deadline on the heap if it changed.
 fn reschedule(timers: &mut BinaryHeap<Reverse<(Instant, ConnKey)>>, key: ConnKey, entry: &mut Entry) {
-    let rtc = entry.link.rtc();
-    let next = rtc.poll_timeout();
-    if next != rtc.scheduled {
-        rtc.scheduled = next;
+    let next = entry.link.poll_timeout();
+    let state = entry.link.state();
+    if next != state.scheduled {
+        state.scheduled = next;
         if let Some(t) = next {
             timers.push(Reverse((t, key)));
         }

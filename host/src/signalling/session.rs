@@ -234,6 +234,11 @@ impl Session {
                         self.state.metrics.add("edge_ice_failures", 1);
                         return Ending::failed(CloseReason::EdgeFailed, 500, "the WebRTC connection failed");
                     }
+                    EdgeEvent::ClosedByPlayer => {
+                        self.state.metrics.add("edge_connections_closed_by_player", 1);
+                        self.state.sessions.set_edge_up(self.id, false);
+                        tracing::info!(session = self.id, "the player closed its edge connection");
+                    }
                 },
                 _ = sleep_until_opt(answer_deadline) => {
                     self.state.metrics.add("edge_offers_unanswered", 1);

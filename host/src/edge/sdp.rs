@@ -1,0 +1,151 @@
+//! The SDP of a viewer's edge connection, written and read by hand: the offer is always the same
+//! shape (one send-only video track, maybe one send-only Opus track, bundled, ICE-lite), and of
+//! the answer the edge needs three facts.
+
+use crate::plumbing::{self, VideoCodec, AUDIO_PT, VIDEO_PT};
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+/// What a viewer's offer says.
+pub struct OfferParams<'a> {
+    /// The media stream id both tracks share (players play `streams[0]`).
+    pub stream_id: &'a str,
+    pub video_codec: VideoCodec,
+    pub video_ssrc: u32,
+    /// The audio track's SSRC, if the stream has audio.
+    pub audio_ssrc: Option<u32>,
+    pub ufrag: &'a str,
+    pub pwd: &'a str,
+    /// The edge certificate's SHA-256 fingerprint (`AB:CD:...`).
+    pub fingerprint: &'a str,
+    /// The `candidate:` lines.
+    pub candidates: &'a [String],
+}
+
+/// The offer. Candidates go in the first section (everything is bundled on it).
+pub fn offer(p: &OfferParams<'_>) -> String {
+    let mut sdp = String::with_capacity(2048);
+    let session_id = rand::random::<u64>() >> 1;
+    let mids = if p.audio_ssrc.is_some() { "0 1" } else { "0" };
+    let _ = write!(
+        sdp,
+        "v=0\r\no=- {session_id} 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 {}\r\na=ice-lite\r\na=group:BUNDLE {mids}\r\na=msid-semantic: WMS {}\r\n",
+        p.fingerprint, p.stream_id
+    );
+    let video = plumbing::video_codec(p.video_codec);
+    let name = video.mime_type.trim_start_matches("video/");
+    section(&mut sdp, p, "video", 0, VIDEO_PT, p.video_ssrc);
+    let _ = write!(sdp, "a=rtpmap:{VIDEO_PT} {name}/{}\r\n", video.clock_rate);
+    if !video.sdp_fmtp_line.is_empty() {
+        let _ = write!(sdp, "a=fmtp:{VIDEO_PT} {}\r\n", video.sdp_fmtp_line);
+    }
+    for fb in &video.rtcp_feedback {
+        let _ = write!(sdp, "a=rtcp-fb:{VIDEO_PT} {}{}{}\r\n", fb.typ, if fb.parameter.is_empty() { "" } else { " " }, fb.parameter);
+    }
+    for candidate in p.candidates {
+        let _ = write!(sdp, "a={candidate}\r\n");
+    }
+    sdp.push_str("a=end-of-candidates\r\n");
+    if let Some(ssrc) = p.audio_ssrc {
+        let opus = plumbing::opus_codec();
+        section(&mut sdp, p, "audio", 1, AUDIO_PT, ssrc);
+        let _ = write!(sdp, "a=rtpmap:{AUDIO_PT} opus/{}/{}\r\na=fmtp:{AUDIO_PT} {}\r\n", opus.clock_rate, opus.channels, opus.sdp_fmtp_line);
+    }
+    sdp
+}
+
+/// A media section's common lines, up to its codecs.
+fn section(sdp: &mut String, p: &OfferParams<'_>, kind: &str, mid: u8, pt: u8, ssrc: u32) {
+    let (stream, ufrag, pwd) = (p.stream_id, p.ufrag, p.pwd);
+    let _ = write!(
+        sdp,
+        "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=setup:actpass\r\na=mid:{mid}\r\n\
+         a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=rtcp-mux\r\na=rtcp-rsize\r\na=sendonly\r\n\
+         a=msid:{stream} {stream}-{kind}\r\na=ssrc:{ssrc} cname:{stream}\r\na=ssrc:{ssrc} msid:{stream} {stream}-{kind}\r\n"
+    );
+}
+
+/// What the edge takes from a player's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The SHA-256 fingerprints of the player's certificate, lower case.
+    pub fingerprints: Vec<String>,
+    /// The player answered `a=setup:passive`: the edge opens DTLS (as its client).
+    pub edge_is_dtls_client: bool,
+}
+
+/// Why an answer cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AnswerError {
+    #[error("the player takes none of the stream's video codec: it cannot play this stream")]
+    VideoRejected,
+    #[error("the answer names no sha-256 certificate fingerprint")]
+    NoFingerprint,
+}
+
+/// Reads a player's answer.
+pub fn answer(sdp: &str) -> Result<Answer, AnswerError> {
+    if plumbing::sdp_sections(sdp).next().is_some_and(|section| section.starts_with("video 0 ")) {
+        return Err(AnswerError::VideoRejected);
+    }
+    let attribute = |name: &'static str| sdp.lines().filter_map(move |l| l.trim_end().strip_prefix(name));
+    let fingerprints: Vec<String> = attribute("a=fingerprint:")
+        .filter_map(|v| v.split_once(' '))
+        .filter(|(algorithm, _)| algorithm.eq_ignore_ascii_case("sha-256"))
+        .map(|(_, value)| value.trim().to_ascii_lowercase())
+        .collect();
+    if fingerprints.is_empty() {
+        return Err(AnswerError::NoFingerprint);
+    }
+    let edge_is_dtls_client = attribute("a=setup:").any(|v| v == "passive");
+    Ok(Answer { fingerprints, edge_is_dtls_client })
+}
+
+/// The candidate lines of `addrs`.
+pub fn candidates(addrs: &[SocketAddr]) -> Vec<String> {
+    addrs.iter().enumerate().map(|(i, addr)| plumbing::host_candidate(i as u32 + 1, *addr)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params<'a>(candidates: &'a [String], audio: Option<u32>) -> OfferParams<'a> {
+        OfferParams {
+            stream_id: "app-stream",
+            video_codec: VideoCodec::H264,
+            video_ssrc: 7,
+            audio_ssrc: audio,
+            ufrag: "uf",
+            pwd: "pw",
+            fingerprint: "AB:CD",
+            candidates,
+        }
+    }
+
+    #[test]
+    fn the_offer_parses_and_says_what_the_edge_sends() {
+        let candidates = candidates(&["10.0.0.1:10000".parse().unwrap()]);
+        let sdp = offer(&params(&candidates, Some(9)));
+        let parsed = rtc::sdp::SessionDescription::unmarshal(&mut std::io::Cursor::new(sdp.as_bytes())).expect("valid SDP");
+        assert_eq!(parsed.media_descriptions.len(), 2);
+        let sections: Vec<&str> = plumbing::sdp_sections(&sdp).collect();
+        assert_eq!(plumbing::section_codecs(sections[0]).collect::<Vec<_>>(), ["H264"]);
+        assert_eq!(plumbing::section_codecs(sections[1]).collect::<Vec<_>>(), ["opus"]);
+        assert!(sections[0].contains("a=candidate:1 1 udp") && sections[0].contains("a=sendonly") && sections[0].contains("a=ssrc:7 "));
+        assert!(sdp.contains("a=ice-lite") && sdp.contains("a=group:BUNDLE 0 1") && sdp.contains("a=rtcp-fb:96 nack pli"));
+        let video_only = offer(&params(&candidates, None));
+        assert_eq!(plumbing::sdp_sections(&video_only).count(), 1);
+        assert!(video_only.contains("a=group:BUNDLE 0\r\n"));
+    }
+
+    #[test]
+    fn an_answer_gives_its_fingerprints_and_dtls_role_or_a_reason() {
+        let answer_sdp = "v=0\r\na=fingerprint:sha-256 AB:CD\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=setup:active\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert_eq!(answer(answer_sdp), Ok(Answer { fingerprints: vec!["ab:cd".into()], edge_is_dtls_client: false }));
+        assert!(answer(&answer_sdp.replace("active", "passive")).unwrap().edge_is_dtls_client);
+        assert_eq!(answer(&answer_sdp.replace("m=video 9", "m=video 0")), Err(AnswerError::VideoRejected));
+        assert!(answer(&answer_sdp.replace("m=audio 9", "m=audio 0")).is_ok(), "audio alone does not matter");
+        assert_eq!(answer(&answer_sdp.replace("sha-256", "sha-1")), Err(AnswerError::NoFingerprint));
+    }
+}
