@@ -146,3 +146,35 @@ async fn bad_datagrams_at_a_playing_viewers_port_are_dropped_and_counted_and_it_
     let second = PeerAgent::join(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
     second.wait_for(T, "a second viewer's first video", |s| s.video() > 0).await.unwrap();
 }
+
+/// A player that closes its WebRTC connection (DTLS close_notify) but keeps its signalling: the
+/// edge lets the connection go at once (not after ICE's 30 s without checks), and the session,
+/// which the WebSocket owns, goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_closing_its_connection_frees_it_at_once_and_keeps_its_session() {
+    let ports = free_udp_ports(1);
+    let host = HostProcess::start(|p| config_xml_with_ice(p, &format!("127.0.0.1:{}/udp", ports.start()), "")).unwrap();
+    let mut s = Signal::connect(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+    let offer = request_offer(&mut s).await.unwrap();
+    let id = offer["id"].as_u64().unwrap();
+    let (pc, answer, stats) = tests::peer::answer_offer(offer["sdp"]["sdp"].as_str().unwrap()).await.unwrap();
+    let answer = serde_json::json!({"command": "answer", "id": id, "peer_id": 0, "sdp": {"type": "answer", "sdp": answer}});
+    s.send(answer).await.unwrap();
+    let started = std::time::Instant::now();
+    while stats.video() == 0 {
+        assert!(started.elapsed() < T, "no video");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&host.stats().unwrap(), "edge_connections_closed_by_player"), 0);
+
+    pc.close().await.unwrap();
+    let closed = std::time::Instant::now();
+    while metric(&host.stats().unwrap(), "edge_connections_closed_by_player") == 0 {
+        assert!(closed.elapsed() < Duration::from_secs(5), "the edge did not notice the close in 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = host.stats().unwrap();
+    assert!(stats["sessions"].as_array().unwrap().iter().any(|s| s["id"] == id), "the session goes on: {stats}");
+    assert_eq!(metric(&stats, "edge_ice_failures"), 0, "a close is not a failure");
+    s.send(serde_json::json!({"command": "stop", "id": id})).await.unwrap();
+}

@@ -16,6 +16,9 @@ const HISTORY: usize = 256;
 /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
+/// A packet sent and kept for resending: its sequence number on the track, and the packet.
+type Kept = Option<(u16, Arc<MediaPacket>)>;
+
 /// One send-only track.
 pub struct Track {
     pub ssrc: u32,
@@ -23,7 +26,7 @@ pub struct Track {
     clock_rate: u32,
     pub rewriter: RtpRewriter,
     /// Sent packets by sequence number modulo [`HISTORY`] (video only: players NACK video).
-    history: Option<Box<[Option<(u16, Arc<MediaPacket>)>]>>,
+    history: Option<Box<[Kept]>>,
     packets: u32,
     octets: u32,
     /// The RTP timestamp of the last packet sent, and when.

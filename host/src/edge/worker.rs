@@ -84,9 +84,11 @@ struct Entry {
 }
 
 /// A viewer's connection (and the slot of the stream it plays) or a publisher's.
+// Viewers are the many and hold their state inline; the few publishers are boxed.
+#[allow(clippy::large_enum_variant)]
 enum Link {
     Viewer { conn: ViewerConn, slot: u32 },
-    Publisher(PublisherConn),
+    Publisher(Box<PublisherConn>),
 }
 
 impl Link {
@@ -418,7 +420,7 @@ impl Worker {
         let key = self.next_key;
         self.next_key += 1;
         anyhow::ensure!(self.io.demux.add(&conn.link.state.ufrag, key), "ICE ufrag collision");
-        self.conns.insert(key, Entry { link: Link::Publisher(conn), socket });
+        self.conns.insert(key, Entry { link: Link::Publisher(Box::new(conn)), socket });
         self.load.fetch_add(1, Ordering::Relaxed);
         self.service(now, key, Wants::default());
         Ok((key, sdp, tracks))
