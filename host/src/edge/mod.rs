@@ -1,10 +1,17 @@
 //! The WebRTC edge: every viewer's connection on the configured UDP ports, shared.
 //!
-//! Built on `rtc`, the sans-IO core of webrtc-rs: the edge owns the sockets and the clock. Each
-//! configured port is one socket, bound once; the ports are split among [`worker`]s (one task
-//! per core), and a worker drives every connection on its sockets. A viewer costs no socket and
-//! no task: a connection is an entry in its worker's table, found by the STUN USERNAME's ufrag
-//! while it is new and by its remote address once established ([`demux`]).
+//! The edge owns the sockets and the clock. Each configured port is one socket, bound once; the
+//! ports are split among [`worker`]s (one task per core), and a worker drives every connection
+//! on its sockets. A viewer costs no socket and no task: a connection is an entry in its worker's
+//! table, found by the STUN USERNAME's ufrag while it is new and by its remote address once
+//! established ([`demux`]).
+//!
+//! A viewer's connection ([`conn`]) is the edge's own: ICE-lite ([`ice_lite`]), the SDP written
+//! by hand ([`sdp`]), DTLS from `rtc`'s sans-IO endpoint for the keys, and media sealed straight
+//! into SRTP ([`track`]). A full `rtc` peer connection per viewer cost twice the CPU (every packet
+//! moved through six pipeline stages and copied three times) and carried per-viewer machinery a
+//! send-only viewer never uses. Publishers and pulls, the few, use `rtc`'s peer connection
+//! ([`link::RtcLink`]): they receive, and a pull is a full ICE agent.
 //!
 //! ICE-lite: the edge is a server with a reachable address (or a configured public one), so it
 //! only answers the player's connectivity checks. It never probes addresses a player names, which
