@@ -355,7 +355,10 @@ async function run(browser) {
     const from = offer.peer_id === 0 ? survivor.name : viewers.find((h) => h.id === offer.peer_id)?.name ?? offer.peer_id;
     log(`${v.name}: last frame at +${lastFrame - killedAt} ms, error ${error.code} at +${error.at - killedAt} ms, reloaded, offer from ${from} at +${offer.at - killedAt} ms, first frame at +${firstFrame - killedAt} ms`);
     assert.equal(error.code, 511, `${v.name}: OvenPlayer reports the drop as 511`);
-    assert.equal((await v.reloads()).filter((at) => at >= killedAt).length, 1, `${v.name}: one reload was enough`);
+    // One reload, or two when the first reconnection was matched to a host peer whose offer did
+    // not come before the offer deadline (the edge then serves the second).
+    const reloads = (await v.reloads()).filter((at) => at >= killedAt).length;
+    assert.ok(reloads >= 1 && reloads <= 2, `${v.name}: ${reloads} reloads (one, at most two, expected)`);
     return { v, gap: firstFrame - killedAt, freeze: firstFrame - lastFrame, error: error.at - killedAt, offer: offer.at - killedAt };
   }));
   log(`HAProxy marked ${doomed.name} DOWN at +${(await downAt)() - killedAt} ms`);
