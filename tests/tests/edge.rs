@@ -1,6 +1,6 @@
 //! The edge on the configured UDP ports only: every viewer shares them, an unanswered offer is
-//! withdrawn, and bad datagrams aimed at a playing viewer's port are dropped and counted without
-//! the viewer noticing.
+//! withdrawn, bad datagrams aimed at a playing viewer's port are dropped and counted without the
+//! viewer noticing, a player's close frees its connection at once, and lost packets are resent.
 
 use serde_json::Value;
 use std::net::UdpSocket;
@@ -177,4 +177,59 @@ async fn a_player_closing_its_connection_frees_it_at_once_and_keeps_its_session(
     assert!(stats["sessions"].as_array().unwrap().iter().any(|s| s["id"] == id), "the session goes on: {stats}");
     assert_eq!(metric(&stats, "edge_ice_failures"), 0, "a close is not a failure");
     s.send(serde_json::json!({"command": "stop", "id": id})).await.unwrap();
+}
+
+/// Forwards UDP between a viewer (on `front`) and the host (from `back`), dropping every `nth`
+/// RTP packet on the way to the viewer. Runs until aborted.
+async fn lossy_relay(front: tokio::net::UdpSocket, back: tokio::net::UdpSocket, host: std::net::SocketAddr, nth: u64) {
+    let (mut viewer, mut seen) = (None, 0u64);
+    let (mut up, mut down) = ([0u8; 2048], [0u8; 2048]);
+    loop {
+        tokio::select! {
+            Ok((n, from)) = front.recv_from(&mut up) => {
+                viewer = Some(from);
+                let _ = back.send_to(&up[..n], host).await;
+            }
+            Ok((n, _)) = back.recv_from(&mut down) => {
+                let rtp = n > 1 && (128..192).contains(&down[0]) && !(192..224).contains(&down[1]);
+                if rtp {
+                    seen += 1;
+                    if seen % nth == 0 {
+                        continue;
+                    }
+                }
+                if let Some(to) = viewer {
+                    let _ = front.send_to(&down[..n], to).await;
+                }
+            }
+        }
+    }
+}
+
+/// A viewer whose path loses packets asks for them (NACK) and the edge sends them again, from
+/// the stream's packets it keeps for every viewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_a_viewer_lost_are_resent_when_it_nacks_them() {
+    let ports = free_udp_ports(1);
+    let port = *ports.start();
+    let host = HostProcess::start(|p| config_xml_with_ice(p, &format!("127.0.0.1:{port}/udp"), "")).unwrap();
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let front_port = front.local_addr().unwrap().port();
+    let relay = tokio::spawn(lossy_relay(front, back, ([127, 0, 0, 1], port).into(), 20));
+
+    let mut s = Signal::connect(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+    let offer = request_offer(&mut s).await.unwrap();
+    let id = offer["id"].as_u64().unwrap();
+    // The viewer reaches the edge only through the relay.
+    let sdp = offer["sdp"]["sdp"].as_str().unwrap().replace(&format!(" {port} typ host"), &format!(" {front_port} typ host"));
+    let (_pc, answer, stats) = tests::peer::answer_offer(&sdp).await.unwrap();
+    s.send(serde_json::json!({"command": "answer", "id": id, "peer_id": 0, "sdp": {"type": "answer", "sdp": answer}})).await.unwrap();
+    let started = std::time::Instant::now();
+    while metric(&host.stats().unwrap(), "edge_packets_resent") < 20 {
+        assert!(started.elapsed() < Duration::from_secs(15), "fewer than 20 packets resent in 15 s (video packets: {})", stats.video());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stats.video() > 100, "the viewer plays through the loss");
+    relay.abort();
 }

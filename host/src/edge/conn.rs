@@ -52,6 +52,8 @@ pub struct Wants {
     pub connected: bool,
     /// The viewer asked for a keyframe (PLI or FIR).
     pub keyframe: bool,
+    /// Packets resent for the viewer's NACKs.
+    pub resent: u32,
 }
 
 /// The offer the player gets.
@@ -244,7 +246,7 @@ impl ViewerConn {
             Some(0..=3) => self.stun(now, local, from, data),
             Some(20..=63) => wants = self.dtls(now, data),
             Some(128..=191) if data.get(1).is_some_and(|pt| (192..=223).contains(pt)) => {
-                wants.keyframe = self.rtcp(now, data, plaintext);
+                wants = self.rtcp(data, plaintext);
             }
             _ => {}
         }
@@ -330,30 +332,29 @@ impl ViewerConn {
         }
     }
 
-    /// The player's RTCP: keyframe requests are the worker's (true), NACKs are answered here.
-    fn rtcp(&mut self, now: Instant, data: &[u8], plaintext: &mut Plaintext) -> bool {
-        let Security::Up { remote, .. } = &mut self.security else { return false };
-        let Ok(mut opened) = remote.decrypt_rtcp(data) else { return false };
-        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut opened) else { return false };
-        let mut keyframe = false;
+    /// The player's RTCP: keyframe requests are the worker's, NACKs are answered here.
+    fn rtcp(&mut self, data: &[u8], plaintext: &mut Plaintext) -> Wants {
+        let mut wants = Wants::default();
+        let Security::Up { remote, .. } = &mut self.security else { return wants };
+        let Ok(mut opened) = remote.decrypt_rtcp(data) else { return wants };
+        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut opened) else { return wants };
         for packet in &packets {
             let any = packet.as_any();
-            keyframe |= any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>();
-            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                if nack.media_ssrc == self.video.ssrc {
-                    for sequence_number in nack.nacks.iter().flat_map(|pair| pair.packet_list()) {
-                        self.resend(now, sequence_number, plaintext);
-                    }
+            wants.keyframe |= any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>();
+            if let Some(nack) = any.downcast_ref::<TransportLayerNack>().filter(|n| n.media_ssrc == self.video.ssrc) {
+                for sequence_number in nack.nacks.iter().flat_map(|pair| pair.packet_list()) {
+                    wants.resent += u32::from(self.resend(sequence_number, plaintext));
                 }
             }
         }
-        keyframe
+        wants
     }
 
-    fn resend(&mut self, _now: Instant, sequence_number: u16, plaintext: &mut Plaintext) {
-        let Some((header, packet)) = self.video.resend(sequence_number) else { return };
+    /// Sends a NACKed video packet again, if still kept; true if it was.
+    fn resend(&mut self, sequence_number: u16, plaintext: &mut Plaintext) -> bool {
+        let Some((header, packet)) = self.video.resend(sequence_number) else { return false };
         let packet = packet.clone();
-        self.seal_and_queue(&packet, &header, plaintext);
+        self.seal_and_queue(&packet, &header, plaintext)
     }
 
     /// The connection's deadline passed.

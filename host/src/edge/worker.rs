@@ -579,6 +579,9 @@ impl Worker {
             let sent = conn.start_from(now, cache, &mut self.plaintext);
             self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
         }
+        if wants.resent > 0 {
+            self.io.metrics.add("edge_packets_resent", i64::from(wants.resent));
+        }
         if let (true, Some(slot)) = (wants.keyframe, slot) {
             self.streams[&slot].hub.request_keyframe(now);
         }
