@@ -41,6 +41,10 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// The key DTLS knows the viewer by: the endpoint holds one association, whatever path ICE picks.
 const DTLS_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)), 9);
 
+/// DTLS datagrams kept from a player that starts its handshake before its answer reaches the
+/// edge (the answer goes over the signalling, the handshake straight to the edge's port).
+const EARLY_DTLS: usize = 4;
+
 /// SRTP protection profiles the edge takes, in its order of preference (AES-GCM: one pass).
 const SRTP_PROFILES: [SrtpProtectionProfile; 2] =
     [SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm, SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80];
@@ -114,8 +118,8 @@ pub struct NewConn<'a> {
 
 /// The connection's DTLS and, once its handshake is done, SRTP.
 enum Security {
-    /// No answer yet.
-    Waiting,
+    /// No answer yet: the player's first DTLS datagrams, if they came first.
+    Waiting(Vec<BytesMut>),
     /// Handshaking. `connect` is the client configuration while the edge, as DTLS client, waits
     /// for ICE to give it a path.
     Handshake { endpoint: Box<Endpoint>, connect: Option<Arc<HandshakeConfig>> },
@@ -167,7 +171,7 @@ impl ViewerConn {
         let conn = Self {
             state: LinkState::new(ice.ufrag.clone(), Phase::Offered, new.events),
             ice,
-            security: Security::Waiting,
+            security: Security::Waiting(Vec::new()),
             identity: new.identity.clone(),
             video,
             audio,
@@ -189,10 +193,16 @@ impl ViewerConn {
         let config = self.dtls_config(answer.fingerprints, answer.edge_is_dtls_client)?;
         let (server, connect) = if answer.edge_is_dtls_client { (None, Some(config)) } else { (Some(config), None) };
         let endpoint = Box::new(Endpoint::new(DTLS_PEER, TransportProtocol::UDP, server));
-        self.security = Security::Handshake { endpoint, connect };
+        let early = match std::mem::replace(&mut self.security, Security::Handshake { endpoint, connect }) {
+            Security::Waiting(early) => early,
+            _ => Vec::new(),
+        };
         self.ice.last_check = now; // the player has CONSENT_TIMEOUT to reach the edge
         self.state.phase = Phase::Answered;
         self.maybe_connect(now);
+        for datagram in early {
+            self.dtls(now, &datagram);
+        }
         Ok(())
     }
 
@@ -223,9 +233,11 @@ impl ViewerConn {
         ))
     }
 
-    /// As DTLS client, opens the handshake once ICE has a path.
+    /// As DTLS client, opens the handshake once the player has nominated a path: a ClientHello
+    /// sent before the player's ICE has chosen its pair is dropped there and resent only after
+    /// DTLS's first retransmission timeout (1 s).
     fn maybe_connect(&mut self, now: Instant) {
-        if self.ice.path.is_none() {
+        if !self.ice.nominated() {
             return;
         }
         if let Security::Handshake { endpoint, connect } = &mut self.security {
@@ -266,9 +278,17 @@ impl ViewerConn {
 
     fn dtls(&mut self, now: Instant, data: &[u8]) -> Wants {
         let mut wants = Wants::default();
+        if self.ice.path.is_none() {
+            return wants;
+        }
         let endpoint = match &mut self.security {
-            Security::Handshake { endpoint, .. } | Security::Up { endpoint, .. } if self.ice.path.is_some() => endpoint,
-            _ => return wants,
+            Security::Handshake { endpoint, .. } | Security::Up { endpoint, .. } => endpoint,
+            Security::Waiting(early) => {
+                if early.len() < EARLY_DTLS {
+                    early.push(BytesMut::from(data));
+                }
+                return wants;
+            }
         };
         let events = match endpoint.read(now, DTLS_PEER, None, BytesMut::from(data)) {
             Ok(events) => events,
@@ -301,7 +321,7 @@ impl ViewerConn {
 
     /// The SRTP contexts from the finished handshake's keying material (RFC 5764 4.2).
     fn start_srtp(&mut self) -> anyhow::Result<()> {
-        let Security::Handshake { endpoint, .. } = std::mem::replace(&mut self.security, Security::Waiting) else {
+        let Security::Handshake { endpoint, .. } = std::mem::replace(&mut self.security, Security::Waiting(Vec::new())) else {
             anyhow::bail!("no handshake under way");
         };
         let state = endpoint.get_connection_state(DTLS_PEER).ok_or_else(|| anyhow::anyhow!("no DTLS state"))?;

@@ -53,6 +53,11 @@ impl IceLite {
         &self.pwd
     }
 
+    /// Whether the player has nominated the path (its pair is chosen: it takes DTLS on it).
+    pub fn nominated(&self) -> bool {
+        self.nominated
+    }
+
     /// When the pair is given up without another check.
     pub fn deadline(&self) -> Instant {
         self.last_check + CONSENT_TIMEOUT
