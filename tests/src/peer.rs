@@ -98,14 +98,9 @@ impl PeerAgent {
 
     /// Waits until `cond(stats)` holds, polling; errors after `timeout`.
     pub async fn wait_for(&self, timeout: Duration, what: &str, cond: impl Fn(&PeerStats) -> bool) -> anyhow::Result<Duration> {
-        let start = tokio::time::Instant::now();
-        while !cond(&self.stats) {
-            if start.elapsed() > timeout {
-                anyhow::bail!("peer {}: {what} not reached in {timeout:?} (stats: {:?})", self.stats.id(), self.stats);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(start.elapsed())
+        wait_until(timeout, what, || cond(&self.stats))
+            .await
+            .map_err(|e| anyhow::anyhow!("peer {}: {e} (stats: {:?})", self.stats.id(), self.stats))
     }
 
     /// Leaves: closes the socket and every connection, as a closed browser tab would.
@@ -115,6 +110,19 @@ impl PeerAgent {
         }
         let _ = (&mut self.task).await;
     }
+}
+
+/// Waits until `cond()` holds, polling every 10 ms; returns how long that took, or an error
+/// (`{what} not reached in {timeout:?}`) after `timeout`. The polling loop of every test wait.
+pub async fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<Duration> {
+    let start = tokio::time::Instant::now();
+    while !cond() {
+        if start.elapsed() > timeout {
+            anyhow::bail!("{what} not reached in {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(start.elapsed())
 }
 
 impl Drop for PeerAgent {
@@ -192,6 +200,17 @@ pub async fn build_connection(
     let mut engine = MediaEngine::default();
     engine.register_default_codecs()?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    build_connection_with(handler, ip, engine, registry).await
+}
+
+/// [`build_connection`] with the caller's codecs and interceptors (no mDNS, prflx candidates
+/// accepted at once, gathering on `ip` only).
+pub async fn build_connection_with(
+    handler: impl PeerConnectionEventHandler + 'static,
+    ip: std::net::IpAddr,
+    engine: MediaEngine,
+    registry: Registry,
+) -> anyhow::Result<Arc<dyn PeerConnection>> {
     let setting = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
@@ -208,7 +227,9 @@ pub async fn build_connection(
     Ok(Arc::new(pc))
 }
 
-async fn local_sdp(pc: &Arc<dyn PeerConnection>, mut gathered: watch::Receiver<bool>) -> anyhow::Result<String> {
+/// The local description once ICE gathering completes (`gathered` turns true), or after 3 s
+/// with the candidates there are by then.
+pub async fn local_sdp(pc: &Arc<dyn PeerConnection>, mut gathered: watch::Receiver<bool>) -> anyhow::Result<String> {
     let _ = tokio::time::timeout(Duration::from_secs(3), gathered.wait_for(|g| *g)).await;
     Ok(pc.local_description().await.context("no local description")?.sdp)
 }

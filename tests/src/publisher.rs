@@ -21,9 +21,10 @@
 //! [`Keyframes`] and [`PublishOptions::keyframe_on_request`] say how the publisher moves through
 //! the clip instead (skipping ahead to the clip's next keyframe, or replaying inter frames).
 
-use anyhow::{bail, ensure, Context};
+use crate::peer::{build_connection_with, local_sdp, wait_until};
+use crate::signal::{Received, Signal};
+use anyhow::{ensure, Context};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use host::plumbing;
 use rtc::interceptor::{Attribute, Interceptor, Packet as InterceptorPacket, Slot, StreamInfo, TaggedPacket};
 use rtc::media::io::h26x_reader::{H264NalUnitType, H26xNAL, H26xReader};
@@ -38,27 +39,23 @@ use rtc::rtp::codec::vp8::Vp8Payloader;
 use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::VecDeque;
 use std::io::Cursor;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::Uri;
-use tokio_tungstenite::tungstenite::Message;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit,
+    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
 };
 
 /// The video codec a publisher sends (the host's own enum: VP8 or H.264 packetization mode 1).
@@ -162,11 +159,6 @@ pub struct PublishOptions {
     /// Send audio too (default true). Without it the WHIP offer has no audio section, and the
     /// OME answer leaves the server's audio section inactive.
     pub audio: bool,
-    /// Another video file instead of the built-in clip: IVF (VP8) or Annex B (H.264), played at
-    /// the IVF's frame rate, or at 25 fps for H.264.
-    pub video_file: Option<PathBuf>,
-    /// Where the publisher's ICE candidates are gathered (default 127.0.0.1).
-    pub bind_ip: IpAddr,
     /// How long to wait for the server's offer (OME) or HTTP answer (WHIP) (default 10 s).
     pub timeout: Duration,
 }
@@ -179,8 +171,6 @@ impl PublishOptions {
             keyframes: Keyframes::AsEncoded,
             keyframe_on_request: true,
             audio: true,
-            video_file: None,
-            bind_ip: Ipv4Addr::LOCALHOST.into(),
             timeout: Duration::from_secs(10),
         }
     }
@@ -193,22 +183,15 @@ impl Default for PublishOptions {
     }
 }
 
-/// What a publisher has sent and received, readable while it runs. Packets and bytes count only
-/// RTP the WebRTC stack accepted for sending (bytes: a 12-byte header plus payload, as the test
-/// peer counts what it receives).
+/// What a publisher has sent and received, readable while it runs. Packets count only RTP the
+/// WebRTC stack accepted for sending.
 #[derive(Debug, Default)]
 pub struct PublisherStats {
     /// RTP video packets sent.
     pub video_packets: AtomicU64,
-    /// RTP video bytes sent.
-    pub video_bytes: AtomicU64,
     /// RTP audio packets sent.
     pub audio_packets: AtomicU64,
-    /// RTP audio bytes sent.
-    pub audio_bytes: AtomicU64,
-    /// Video frames sent (each its own RTP timestamp).
-    pub video_frames: AtomicU64,
-    /// Of those, keyframes.
+    /// Keyframes sent.
     pub keyframes: AtomicU64,
     /// RTCP Picture Loss Indications received for the video track.
     pub pli_received: AtomicU64,
@@ -222,10 +205,6 @@ pub struct PublisherStats {
     pub session_id: AtomicU64,
     /// ICE candidates trickled to the server (OME only).
     pub candidates_sent: AtomicU64,
-    /// The OME close frame's code, once the server closed the socket (0: none yet or no code).
-    pub close_code: AtomicU32,
-    /// The last error message the OME server sent after its offer, if any.
-    pub last_error: Mutex<Option<Value>>,
 }
 
 impl PublisherStats {
@@ -260,7 +239,7 @@ enum Session {
     /// WHIP: the resource to DELETE (absolute URL) and the token to DELETE it with.
     Whip { location: String, bearer: Option<String> },
     /// OME: the task holding the WebSocket, and the way to tell it to close the socket.
-    Ome { stop: Option<oneshot::Sender<()>>, task: JoinHandle<()> },
+    Ome { stop: oneshot::Sender<()>, task: JoinHandle<()> },
 }
 
 /// A running publisher. [`Publisher::stop`] ends it as a client would (WHIP `DELETE`, OME socket
@@ -287,12 +266,12 @@ impl Publisher {
         let (connected_tx, connected) = watch::channel(false);
         let stats = Arc::new(PublisherStats::default());
         let handler = Handler { gathered: gathered_tx, connected: connected_tx, stats: stats.clone(), candidates: None };
-        let pc = build_connection(handler, &options).await?;
+        let pc = build_connection(handler, options.codec).await?;
         let negotiated = async {
             let tracks = add_tracks(&pc, &options).await?;
             let offer = pc.create_offer(None).await?;
             pc.set_local_description(offer).await?;
-            let sdp = gathered_sdp(&pc, gathered).await?;
+            let sdp = local_sdp(&pc, gathered).await?;
             let mut headers = vec![("Content-Type", "application/sdp".to_string()), ("Accept", "application/sdp".to_string())];
             if let Some(token) = bearer {
                 headers.push(("Authorization", format!("Bearer {token}")));
@@ -346,41 +325,28 @@ impl Publisher {
         } else {
             format!("{ws_url}{}direction=send", if ws_url.contains('?') { '&' } else { '?' })
         };
-        let mut request = url.as_str().into_client_request().context("a WebSocket URL")?;
-        request.headers_mut().insert("User-Agent", PUBLISHER_USER_AGENT.parse().context("header")?);
-        let connecting = tokio::time::timeout(options.timeout, tokio_tungstenite::connect_async(request))
+        let connecting = tokio::time::timeout(options.timeout, Signal::connect(&url, PUBLISHER_USER_AGENT))
             .await
             .map_err(|_| PublishError::Timeout("the WebSocket upgrade"))?;
-        let mut ws = match connecting {
-            Ok((ws, _)) => ws,
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
-                return Err(PublishError::Http { status: response.status().as_u16(), body });
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("connecting {url}")).into()),
-        };
-        ws.send(Message::Text(json!({"command": "request_offer"}).to_string().into())).await.context("sending request_offer")?;
+        let mut signal = connecting.map_err(refused_upgrade)?;
+        signal.send(json!({"command": "request_offer"})).await.context("sending request_offer")?;
 
-        // The offer, or an error, or the socket closing.
+        // The offer, or an error, or the socket closing (`recv`'s own, longer timeout never fires first).
         let deadline = tokio::time::Instant::now() + options.timeout;
         let offer = loop {
-            let next = tokio::time::timeout_at(deadline, ws.next()).await.map_err(|_| PublishError::Timeout("the offer"))?;
-            match next {
-                Some(Ok(Message::Text(text))) => {
-                    let m: Value = serde_json::from_str(&text).context("a JSON message")?;
-                    if let Some(error) = m.get("error") {
-                        let code = m["code"].as_i64().unwrap_or(0);
-                        return Err(PublishError::Ome { code, error: error.as_str().map_or_else(|| error.to_string(), str::to_string) });
-                    }
-                    match m["command"].as_str() {
-                        Some("offer") => break m,
-                        Some("ping") => ws.send(Message::Text(json!({"command": "pong"}).to_string().into())).await.context("pong")?,
-                        _ => {}
-                    }
-                }
-                Some(Ok(Message::Close(frame))) => return Err(PublishError::Closed(frame.map(|f| u16::from(f.code)))),
-                None | Some(Err(_)) => return Err(PublishError::Closed(None)),
-                Some(Ok(_)) => {}
+            let next = tokio::time::timeout_at(deadline, signal.recv(options.timeout * 2)).await.map_err(|_| PublishError::Timeout("the offer"))?;
+            let m = match next.context("a JSON message")? {
+                Received::Json(m) => m,
+                Received::Closed => return Err(PublishError::Closed(signal.close_code)),
+            };
+            if let Some(error) = m.get("error") {
+                let code = m["code"].as_i64().unwrap_or(0);
+                return Err(PublishError::Ome { code, error: error.as_str().map_or_else(|| error.to_string(), str::to_string) });
+            }
+            match m["command"].as_str() {
+                Some("offer") => break m,
+                Some("ping") => signal.send(json!({"command": "pong"})).await.context("pong")?,
+                _ => {}
             }
         };
         let id = offer["id"].as_u64().context("offer without id")?;
@@ -393,9 +359,10 @@ impl Publisher {
         let stats = Arc::new(PublisherStats::default());
         stats.session_id.store(id, Ordering::Relaxed);
         let handler = Handler { gathered: gathered_tx, connected: connected_tx, stats: stats.clone(), candidates: Some(candidate_tx) };
-        let pc = build_connection(handler, &options).await?;
+        let pc = build_connection(handler, options.codec).await?;
         let started = async {
             // As OvenLiveKit: tracks first, then the offer, then the answer.
+            // Not peer::answer_on: OME's publishers trickle their candidates, so no waiting for gathering.
             let tracks = add_tracks(&pc, &options).await?;
             pc.set_remote_description(RTCSessionDescription::offer(offer_sdp)?).await?;
             crate::peer::add_offered_candidates(&pc, &offer).await;
@@ -403,7 +370,7 @@ impl Publisher {
             pc.set_local_description(answer).await?;
             let answer_sdp = pc.local_description().await.context("no local description")?.sdp;
             let message = json!({"command": "answer", "id": id, "peer_id": peer_id, "sdp": {"type": "answer", "sdp": answer_sdp}});
-            ws.send(Message::Text(message.to_string().into())).await.context("sending the answer")?;
+            signal.send(message).await.context("sending the answer")?;
             let media = start_media(tracks, source, &options, &stats, connected).await?;
             Ok::<_, PublishError>((media, answer_sdp))
         }
@@ -412,14 +379,14 @@ impl Publisher {
             Ok(started) => started,
             Err(e) => {
                 let _ = pc.close().await;
-                let _ = ws.close(None).await;
+                signal.close().await;
                 return Err(e);
             }
         };
         let (stop_tx, stop_rx) = oneshot::channel();
         let signalling = OmeSignalling { id, peer_id, mid: first_mid(&answer_sdp), ufrag: ice_ufrag(&answer_sdp) };
-        let task = tokio::spawn(signalling.run(ws, candidate_rx, stop_rx, stats.clone(), pc.clone()));
-        Ok(Self { stats, pc, media, session: Some(Session::Ome { stop: Some(stop_tx), task }) })
+        let task = tokio::spawn(signalling.run(signal, candidate_rx, stop_rx, stats.clone(), pc.clone()));
+        Ok(Self { stats, pc, media, session: Some(Session::Ome { stop: stop_tx, task }) })
     }
 
     /// The WHIP session's resource (absolute URL), for tests that DELETE it themselves.
@@ -432,14 +399,9 @@ impl Publisher {
 
     /// Waits until `cond(stats)` holds, polling; errors after `timeout`.
     pub async fn wait_for(&self, timeout: Duration, what: &str, cond: impl Fn(&PublisherStats) -> bool) -> anyhow::Result<Duration> {
-        let start = tokio::time::Instant::now();
-        while !cond(&self.stats) {
-            if start.elapsed() > timeout {
-                bail!("publisher: {what} not reached in {timeout:?} (stats: {:?})", self.stats);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(start.elapsed())
+        wait_until(timeout, what, || cond(&self.stats))
+            .await
+            .map_err(|e| anyhow::anyhow!("publisher: {e} (stats: {:?})", self.stats))
     }
 
     /// Waits until the connection is up and the first video packet is sent.
@@ -450,16 +412,46 @@ impl Publisher {
     /// Ends the session as a client does: WHIP `DELETE <Location>` (an error unless it answers
     /// 2xx), OME: a close frame on the socket. Media stops and the connection closes either way.
     pub async fn stop(mut self) -> Result<(), PublishError> {
+        self.teardown().run(Duration::from_secs(10)).await
+    }
+
+    /// Stops the media and takes what is left to end, for [`Publisher::stop`] and `drop`.
+    fn teardown(&mut self) -> Teardown {
         for task in self.media.drain(..) {
             task.abort();
         }
-        let result = match self.session.take() {
-            Some(Session::Whip { location, bearer }) => delete(&location, bearer.as_deref()).await,
-            Some(Session::Ome { mut stop, task }) => {
-                if let Some(stop) = stop.take() {
-                    let _ = stop.send(());
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        Teardown { session: self.session.take(), pc: self.pc.clone(), stats: self.stats.clone() }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let teardown = self.teardown();
+        match tokio::runtime::Handle::try_current() {
+            // Best effort, in the background: `drop` cannot wait.
+            Ok(runtime) => {
+                runtime.spawn(teardown.run(Duration::from_secs(2)));
+            }
+            Err(_) => teardown.abandon(),
+        }
+    }
+}
+
+/// A session to end once its media has stopped.
+struct Teardown {
+    session: Option<Session>,
+    pc: Arc<dyn PeerConnection>,
+    stats: Arc<PublisherStats>,
+}
+
+impl Teardown {
+    /// Ends the session (waiting at most `patience` for the server), then closes the connection.
+    async fn run(self, patience: Duration) -> Result<(), PublishError> {
+        let result = match self.session {
+            Some(Session::Whip { location, bearer }) => delete(&location, bearer.as_deref(), patience).await,
+            Some(Session::Ome { stop, task }) => {
+                let _ = stop.send(());
+                let _ = tokio::time::timeout(patience, task).await;
                 Ok(())
             }
             None => Ok(()),
@@ -469,43 +461,19 @@ impl Publisher {
         self.stats.ended.store(true, Ordering::Relaxed);
         result
     }
-}
 
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        for task in self.media.drain(..) {
+    /// Without a runtime nothing can be sent: stops the OME socket's task (the socket goes with it).
+    fn abandon(self) {
+        if let Some(Session::Ome { task, .. }) = self.session {
             task.abort();
         }
-        let session = self.session.take();
-        let pc = self.pc.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            if let Some(Session::Ome { task, .. }) = session {
-                task.abort();
-            }
-            return;
-        };
-        runtime.spawn(async move {
-            match session {
-                Some(Session::Whip { location, bearer }) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), delete(&location, bearer.as_deref())).await;
-                }
-                Some(Session::Ome { mut stop, task }) => {
-                    if let Some(stop) = stop.take() {
-                        let _ = stop.send(());
-                    }
-                    let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-                }
-                None => {}
-            }
-            let _ = pc.close().await;
-        });
     }
 }
 
-async fn delete(location: &str, bearer: Option<&str>) -> Result<(), PublishError> {
+async fn delete(location: &str, bearer: Option<&str>, patience: Duration) -> Result<(), PublishError> {
     let authorization = bearer.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("Authorization", a.as_str())).collect();
-    let response = tokio::time::timeout(Duration::from_secs(10), http_request("DELETE", location, &headers, ""))
+    let response = tokio::time::timeout(patience, http_request("DELETE", location, &headers, ""))
         .await
         .map_err(|_| PublishError::Timeout("the DELETE answer"))??;
     if (200..300).contains(&response.status) {
@@ -515,7 +483,18 @@ async fn delete(location: &str, bearer: Option<&str>) -> Result<(), PublishError
     }
 }
 
-/// The OME WebSocket after the answer: trickles candidates, answers pings, records errors, and
+/// A refused WebSocket upgrade as [`PublishError::Http`], with its status and body.
+fn refused_upgrade(e: anyhow::Error) -> PublishError {
+    match e.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+        Some(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            PublishError::Http { status: response.status().as_u16(), body }
+        }
+        _ => e.into(),
+    }
+}
+
+/// The OME WebSocket after the answer: trickles candidates, answers pings, logs errors, and
 /// ends the publication when the socket closes (or closes it when told to).
 struct OmeSignalling {
     id: u64,
@@ -524,26 +503,24 @@ struct OmeSignalling {
     ufrag: Option<String>,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
 impl OmeSignalling {
     async fn run(
         self,
-        mut ws: Ws,
+        mut signal: Signal,
         mut candidates: mpsc::UnboundedReceiver<RTCIceCandidateInit>,
         mut stop: oneshot::Receiver<()>,
         stats: Arc<PublisherStats>,
         pc: Arc<dyn PeerConnection>,
     ) {
         enum Event {
-            Message(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+            Message(anyhow::Result<Received>),
             Candidate(RTCIceCandidateInit),
             Stop,
         }
         let mut trickling = true;
         loop {
             let event = tokio::select! {
-                m = ws.next() => Event::Message(m),
+                m = signal.recv(Duration::from_secs(3600)) => Event::Message(m),
                 c = candidates.recv(), if trickling => match c {
                     Some(c) => Event::Candidate(c),
                     None => { trickling = false; continue }
@@ -559,32 +536,27 @@ impl OmeSignalling {
                         "usernameFragment": self.ufrag,
                     });
                     let message = json!({"command": "candidate", "id": self.id, "peer_id": self.peer_id, "candidates": [candidate]});
-                    if ws.send(Message::Text(message.to_string().into())).await.is_ok() {
+                    if signal.send(message).await.is_ok() {
                         stats.candidates_sent.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Event::Stop => {
-                    let _ = ws.close(None).await;
-                    // Read until the server's close frame (or give up shortly).
-                    let _ = tokio::time::timeout(Duration::from_secs(2), async { while let Some(Ok(_)) = ws.next().await {} }).await;
+                    signal.close_and_wait(Duration::from_secs(2)).await;
                     break;
                 }
-                Event::Message(Some(Ok(Message::Text(text)))) => {
-                    let Ok(m) = serde_json::from_str::<Value>(&text) else { continue };
+                Event::Message(Ok(Received::Json(m))) => {
                     if m.get("error").is_some() {
-                        *stats.last_error.lock().unwrap() = Some(m);
+                        tracing::debug!("publisher {}: {m}", self.id);
                     } else if m["command"] == "ping" {
-                        let _ = ws.send(Message::Text(json!({"command": "pong"}).to_string().into())).await;
+                        let _ = signal.send(json!({"command": "pong"})).await;
                     }
                 }
-                Event::Message(Some(Ok(Message::Close(frame)))) => {
-                    if let Some(code) = frame.map(|f| u16::from(f.code)) {
-                        stats.close_code.store(u32::from(code), Ordering::Relaxed);
-                    }
+                Event::Message(Ok(Received::Closed)) => {
+                    tracing::debug!("publisher {}: the socket closed (code {:?})", self.id, signal.close_code);
                     break;
                 }
-                Event::Message(None | Some(Err(_))) => break,
-                Event::Message(Some(Ok(_))) => {}
+                // Not JSON, or an hour without a message.
+                Event::Message(Err(_)) => {}
             }
         }
         // The socket is the session: without it the publication is over.
@@ -699,32 +671,13 @@ fn is_fir(p: &dyn rtc::rtcp::Packet) -> bool {
 }
 
 /// A publisher's peer connection: exactly the host's codecs (`codec` video with NACK, PLI and
-/// FIR feedback, at [`plumbing::VIDEO_PT`]; Opus at [`plumbing::AUDIO_PT`]), the default
-/// interceptors plus [`KeyframeRequests`], no mDNS, gathering on `bind_ip` only.
-async fn build_connection(handler: Handler, options: &PublishOptions) -> Result<Arc<dyn PeerConnection>, PublishError> {
+/// FIR feedback, at [`plumbing::VIDEO_PT`]; Opus at [`plumbing::AUDIO_PT`]), on 127.0.0.1.
+/// Not `peer::build_connection`: the publisher needs the default interceptors plus [`KeyframeRequests`].
+async fn build_connection(handler: Handler, codec: VideoCodec) -> Result<Arc<dyn PeerConnection>, PublishError> {
     let mut engine = MediaEngine::default();
-    plumbing::register_codecs(&mut engine, options.codec).map_err(|e| anyhow::anyhow!("registering codecs: {e}"))?;
+    plumbing::register_codecs(&mut engine, codec).map_err(|e| anyhow::anyhow!("registering codecs: {e}"))?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?.with(Slot::from(14_000), KeyframeRequests::default());
-    let setting = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-        .build();
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_media_engine(engine)
-        .with_interceptor_registry(registry)
-        .with_setting_engine(setting)
-        .with_handler(Arc::new(handler))
-        .with_udp_addrs(vec![SocketAddr::new(options.bind_ip, 0).to_string()])
-        .build()
-        .await?;
-    Ok(Arc::new(pc))
-}
-
-/// The local description once gathering completes (or after 3 s, with what there is).
-async fn gathered_sdp(pc: &Arc<dyn PeerConnection>, mut gathered: watch::Receiver<bool>) -> Result<String, PublishError> {
-    let _ = tokio::time::timeout(Duration::from_secs(3), gathered.wait_for(|g| *g)).await;
-    Ok(pc.local_description().await.context("no local description")?.sdp)
+    Ok(build_connection_with(handler, Ipv4Addr::LOCALHOST.into(), engine, registry).await?)
 }
 
 /// One local track and what it sends with.
@@ -823,7 +776,6 @@ struct Outbound {
 impl Outbound {
     /// Sends one packet; true if the stack took it.
     async fn send(&self, kind: RtpCodecKind, seq: &mut u16, timestamp: u32, marker: bool, payload: Bytes) -> bool {
-        let len = payload.len() as u64 + 12;
         let header = rtp::header::Header {
             version: 2,
             marker,
@@ -837,12 +789,8 @@ impl Outbound {
         if self.track.write_rtp(rtp::Packet { header, payload }).await.is_err() {
             return false;
         }
-        let (packets, bytes) = match kind {
-            RtpCodecKind::Video => (&self.stats.video_packets, &self.stats.video_bytes),
-            _ => (&self.stats.audio_packets, &self.stats.audio_bytes),
-        };
+        let packets = if kind == RtpCodecKind::Video { &self.stats.video_packets } else { &self.stats.audio_packets };
         packets.fetch_add(1, Ordering::Relaxed);
-        bytes.fetch_add(len, Ordering::Relaxed);
         true
     }
 }
@@ -910,11 +858,8 @@ async fn send_video(
         for (i, payload) in payloads.into_iter().enumerate() {
             sent |= out.send(RtpCodecKind::Video, &mut seq, timestamp, i == last, payload).await;
         }
-        if sent {
-            out.stats.video_frames.fetch_add(1, Ordering::Relaxed);
-            if frame.keyframe {
-                out.stats.keyframes.fetch_add(1, Ordering::Relaxed);
-            }
+        if sent && frame.keyframe {
+            out.stats.keyframes.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -1016,23 +961,9 @@ impl VideoClip {
         CLIP.get_or_init(|| made).clone().map_err(anyhow::Error::msg)
     }
 
-    /// A clip from a file: IVF for VP8, Annex B (at 25 fps) for H.264.
-    pub fn from_file(codec: VideoCodec, path: &Path) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        match codec {
-            VideoCodec::Vp8 => Self::from_ivf(&bytes),
-            VideoCodec::H264 => Self::from_annex_b(&bytes, 25),
-        }
-    }
-
     /// The indices of its keyframes.
     pub fn keyframe_indices(&self) -> Vec<usize> {
         self.frames.iter().enumerate().filter(|(_, f)| f.keyframe).map(|(i, _)| i).collect()
-    }
-
-    /// How long one loop lasts.
-    pub fn duration(&self) -> Duration {
-        self.frame_interval * self.frames.len() as u32
     }
 
     fn keyframe_flags(&self) -> Vec<bool> {
@@ -1146,14 +1077,10 @@ struct Source {
 
 impl Source {
     async fn load(options: &PublishOptions) -> Result<Self, PublishError> {
-        let video = match (&options.video_file, options.codec) {
-            (Some(path), codec) => Arc::new(VideoClip::from_file(codec, path)?),
-            (None, VideoCodec::Vp8) => VideoClip::vp8_builtin()?,
-            (None, VideoCodec::H264) => VideoClip::h264_generated().await?,
+        let video = match options.codec {
+            VideoCodec::Vp8 => VideoClip::vp8_builtin()?,
+            VideoCodec::H264 => VideoClip::h264_generated().await?,
         };
-        if video.codec != options.codec {
-            return Err(anyhow::anyhow!("the clip is {:?}, not {:?}", video.codec, options.codec).into());
-        }
         Ok(Self { video, audio: opus_packets()? })
     }
 }
@@ -1396,6 +1323,19 @@ mod tests {
         assert_eq!(&frames[0].data[..], &[0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 0x88]);
         assert_eq!(&frames[2].data[..], &[0, 0, 0, 1, 0x41, 0x9a, 0, 0, 0, 1, 0x41, 0x01]);
         assert_eq!(frames[3].data, frames[0].data, "the SPS and PPS go in front of a later IDR");
+    }
+
+    #[tokio::test]
+    async fn a_refused_websocket_upgrade_is_an_http_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let _ = conn.read(&mut [0u8; 4096]).await;
+            let _ = conn.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope").await;
+        });
+        let refused = Publisher::ome(&format!("ws://127.0.0.1:{port}/app/s"), VideoCodec::Vp8).await.err().expect("refused");
+        assert!(matches!(&refused, PublishError::Http { status: 403, body } if body == "nope"), "{refused:?}");
     }
 
     #[test]

@@ -77,6 +77,13 @@ impl Signal {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+
+    /// Closes the socket and waits up to `timeout` for the other side's close frame: the whole
+    /// closing handshake, as a browser does it.
+    pub async fn close_and_wait(mut self, timeout: Duration) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(timeout, async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
+    }
 }
 
 /// Waits until `ws_url` answers as a stream path: convenience for tools.

@@ -12,9 +12,11 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tests::peer::{build_connection_with, local_sdp, wait_until};
 use tests::publisher::{Keyframes, PublishError, PublishOptions, Publisher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,8 +24,8 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCSessionDescription, Registry,
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCSessionDescription, Registry,
 };
 
 /// One test at a time: each runs a WebRTC server and a publisher (and one an ffmpeg encode) on two
@@ -132,20 +134,8 @@ async fn receiver(received: &Arc<Received>, pli_after: Option<Duration>) -> (Arc
     let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
     let (gathered_tx, gathered) = watch::channel(false);
     let handler = Receiving { received: received.clone(), gathered: gathered_tx, pli_after };
-    let pc = PeerConnectionBuilder::new()
-        .with_media_engine(engine)
-        .with_interceptor_registry(registry)
-        .with_handler(Arc::new(handler))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
-        .build()
-        .await
-        .unwrap();
-    (Arc::new(pc), gathered)
-}
-
-async fn local_sdp(pc: &Arc<dyn PeerConnection>, mut gathered: watch::Receiver<bool>) -> String {
-    let _ = tokio::time::timeout(Duration::from_secs(3), gathered.wait_for(|g| *g)).await;
-    pc.local_description().await.unwrap().sdp
+    let pc = build_connection_with(handler, Ipv4Addr::LOCALHOST.into(), engine, registry).await.unwrap();
+    (pc, gathered)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -221,7 +211,7 @@ async fn whip_exchange(
             pc.set_remote_description(RTCSessionDescription::offer(body).unwrap()).await.unwrap();
             let answer = pc.create_answer(None).await.unwrap();
             pc.set_local_description(answer).await.unwrap();
-            let sdp = local_sdp(&pc, gathered).await;
+            let sdp = local_sdp(&pc, gathered).await.unwrap();
             let key = format!("{}", sessions.lock().unwrap().len() + 1);
             sessions.lock().unwrap().insert(key.clone(), pc);
             (201, format!("Location: /app/stream/{key}?direction=whip\r\nContent-Type: application/sdp\r\n"), sdp)
@@ -248,10 +238,8 @@ async fn whip_exchange(
 
 /// Waits for `cond`, or fails with `what` and the server's view.
 async fn wait(received: &Received, what: &str, cond: impl Fn(&Received) -> bool) {
-    let start = tokio::time::Instant::now();
-    while !cond(received) {
-        assert!(start.elapsed() < WAIT, "{what} not reached in {WAIT:?}: {received:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    if let Err(e) = wait_until(WAIT, what, || cond(received)).await {
+        panic!("{e}: {received:?}");
     }
 }
 
@@ -350,7 +338,7 @@ async fn ome_server() -> (u16, Arc<Received>) {
                             }
                             let offer = receiver.create_offer(None).await.unwrap();
                             receiver.set_local_description(offer).await.unwrap();
-                            let sdp = local_sdp(&receiver, gathered).await;
+                            let sdp = local_sdp(&receiver, gathered).await.unwrap();
                             let candidates: Vec<Value> = sdp
                                 .lines()
                                 .filter_map(|l| l.strip_prefix("a="))
