@@ -45,6 +45,16 @@ const DTLS_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv
 /// edge (the answer goes over the signalling, the handshake straight to the edge's port).
 const EARLY_DTLS: usize = 4;
 
+/// Packets resent for a viewer's NACKs, at most: a burst of this many, refilled at this many per
+/// second (twice a 1 Mbit/s stream's packet rate). One RTCP datagram can NACK thousands of
+/// packets; without a budget a viewer could make the edge send megabytes for every 2 KB it sends.
+const RESEND_BUDGET: f32 = 200.0;
+
+/// Distinct SSRCs a player's RTCP may come from (a browser uses one or two). The SRTCP context
+/// keeps state per SSRC before it authenticates a packet, so junk with ever new SSRCs is dropped
+/// here instead of growing it.
+const RTCP_SSRCS: usize = 8;
+
 /// SRTP protection profiles the edge takes, in its order of preference (AES-GCM: one pass).
 const SRTP_PROFILES: [SrtpProtectionProfile; 2] =
     [SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm, SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80];
@@ -146,6 +156,10 @@ pub struct ViewerConn {
     /// Datagrams to send: `(local, remote, bytes)`.
     transmits: VecDeque<(SocketAddr, SocketAddr, BytesMut)>,
     next_report: Option<Instant>,
+    /// Resends the viewer may still ask for, and when that was counted.
+    resend_budget: (f32, Instant),
+    /// The SSRCs the player's RTCP has come from.
+    rtcp_ssrcs: Vec<u32>,
     /// A moment on both clocks, for sender reports' wall-clock time.
     epoch: (Instant, SystemTime),
     egress_bytes: Arc<AtomicU64>,
@@ -180,6 +194,8 @@ impl ViewerConn {
             backlog: VecDeque::new(),
             transmits: VecDeque::new(),
             next_report: None,
+            resend_budget: (RESEND_BUDGET, now),
+            rtcp_ssrcs: Vec::new(),
             epoch: (now, new.wall),
             egress_bytes: new.egress_bytes,
         };
@@ -258,7 +274,7 @@ impl ViewerConn {
             Some(0..=3) => self.stun(now, local, from, data),
             Some(20..=63) => wants = self.dtls(now, data),
             Some(128..=191) if data.get(1).is_some_and(|pt| (192..=223).contains(pt)) => {
-                wants = self.rtcp(data, plaintext);
+                wants = self.rtcp(now, data, plaintext);
             }
             _ => {}
         }
@@ -353,21 +369,47 @@ impl ViewerConn {
     }
 
     /// The player's RTCP: keyframe requests are the worker's, NACKs are answered here.
-    fn rtcp(&mut self, data: &[u8], plaintext: &mut Plaintext) -> Wants {
+    fn rtcp(&mut self, now: Instant, data: &[u8], plaintext: &mut Plaintext) -> Wants {
         let mut wants = Wants::default();
         let Security::Up { remote, .. } = &mut self.security else { return wants };
+        let Some(ssrc) = data.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { return wants };
+        if !self.rtcp_ssrcs.contains(&ssrc) {
+            if self.rtcp_ssrcs.len() >= RTCP_SSRCS {
+                return wants;
+            }
+            self.rtcp_ssrcs.push(ssrc);
+        }
         let Ok(mut opened) = remote.decrypt_rtcp(data) else { return wants };
         let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut opened) else { return wants };
+        let mut nacked = Vec::new();
         for packet in &packets {
             let any = packet.as_any();
             wants.keyframe |= any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>();
             if let Some(nack) = any.downcast_ref::<TransportLayerNack>().filter(|n| n.media_ssrc == self.video.ssrc) {
-                for sequence_number in nack.nacks.iter().flat_map(|pair| pair.packet_list()) {
-                    wants.resent += u32::from(self.resend(sequence_number, plaintext));
-                }
+                nacked.extend(nack.nacks.iter().flat_map(|pair| pair.packet_list()).take(RESEND_BUDGET as usize));
             }
         }
+        nacked.sort_unstable();
+        nacked.dedup();
+        for sequence_number in nacked {
+            if !self.take_resend(now) {
+                break;
+            }
+            wants.resent += u32::from(self.resend(sequence_number, plaintext));
+        }
         wants
+    }
+
+    /// Takes one resend from the viewer's budget, if any is left.
+    fn take_resend(&mut self, now: Instant) -> bool {
+        let (tokens, at) = &mut self.resend_budget;
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f32() * RESEND_BUDGET).min(RESEND_BUDGET);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
     }
 
     /// Sends a NACKed video packet again, if still kept; true if it was.
@@ -377,7 +419,8 @@ impl ViewerConn {
         self.seal_and_queue(&packet, &header, plaintext)
     }
 
-    /// The connection's deadline passed.
+    /// The connection's deadline passed. (A handshake that stalls, a DTLS error the endpoint
+    /// only logs, is the session's to end: it gives ICE and DTLS 20 s after the answer.)
     pub fn timeout(&mut self, now: Instant) -> Wants {
         if self.state.phase == Phase::Done {
             return Wants::default();
@@ -521,5 +564,51 @@ impl ViewerConn {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(now: Instant) -> ViewerConn {
+        let identity = EdgeIdentity::generate().unwrap();
+        let addrs = ["10.0.0.1:10000".parse().unwrap()];
+        let new = NewConn {
+            stream_id: "app-stream",
+            video_codec: plumbing::VideoCodec::Vp8,
+            has_audio: true,
+            candidates: &addrs,
+            events: mpsc::unbounded_channel().0,
+            egress_bytes: Default::default(),
+            identity: &identity,
+            wall: SystemTime::now(),
+        };
+        ViewerConn::offer(now, new).unwrap().0
+    }
+
+    #[test]
+    fn a_viewer_gets_at_most_the_resend_budget_refilled_at_its_rate() {
+        let t0 = Instant::now();
+        let mut conn = conn(t0);
+        let granted = (0..1000).filter(|_| conn.take_resend(t0)).count();
+        assert_eq!(granted, RESEND_BUDGET as usize, "a burst of at most the budget");
+        let later = t0 + Duration::from_millis(500);
+        let granted = (0..1000).filter(|_| conn.take_resend(later)).count();
+        assert_eq!(granted, RESEND_BUDGET as usize / 2, "half a second refills half of it");
+    }
+
+    #[test]
+    fn an_answer_without_a_fingerprint_or_taking_no_video_is_refused_and_the_offer_stands() {
+        let t0 = Instant::now();
+        let mut conn = conn(t0);
+        let answer = "v=0\r\na=fingerprint:sha-256 AB:CD\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=setup:active\r\n";
+        assert!(conn.answer(t0, answer.replace("m=video 9", "m=video 0")).is_err());
+        assert!(conn.answer(t0, answer.replace("sha-256", "md5")).is_err());
+        assert_eq!(conn.state.phase, Phase::Offered);
+        conn.answer(t0, answer.to_owned()).unwrap();
+        assert_eq!(conn.state.phase, Phase::Answered);
+        assert_eq!(conn.poll_timeout(), Some(t0 + super::super::ice_lite::CONSENT_TIMEOUT), "the player has 30 s to check");
+        assert!(conn.answer(t0, answer.to_owned()).is_err(), "answered once");
     }
 }

@@ -29,7 +29,7 @@ pub struct IceLite {
     /// until the player nominates.
     pub path: Option<(SocketAddr, SocketAddr)>,
     nominated: bool,
-    /// The last valid check (or when checking could start).
+    /// The last valid check on the path (or when checking could start).
     pub last_check: Instant,
 }
 
@@ -87,7 +87,6 @@ impl IceLite {
                 Box::new(FINGERPRINT),
             ])
             .ok()?;
-        self.last_check = now;
         let nominate = request.contains(ATTR_USE_CANDIDATE);
         let new_path = match self.path {
             None => true,
@@ -96,6 +95,10 @@ impl IceLite {
         if new_path {
             self.path = Some((local, from));
             self.nominated |= nominate;
+        }
+        // Consent is the media path's (RFC 7675 5.1): checks on another pair do not keep it.
+        if self.path == Some((local, from)) {
+            self.last_check = now;
         }
         Some(Checked { response: BytesMut::from(&response.raw[..]), new_path })
     }
@@ -146,10 +149,14 @@ mod tests {
         mapped.get_from(&response).unwrap();
         assert_eq!(SocketAddr::new(mapped.ip, mapped.port), a);
 
-        // A check on another pair does not move the path until the player nominates that pair.
-        assert!(!ice.check(t1, local, b, &request(&user, ice.pwd(), false), provider.crypto()).unwrap().new_path);
-        assert!(ice.check(t1, local, b, &request(&user, ice.pwd(), true), provider.crypto()).unwrap().new_path);
+        // A check on another pair neither moves the path nor keeps its consent, until the player
+        // nominates that pair.
+        let t2 = t1 + Duration::from_secs(3);
+        assert!(!ice.check(t2, local, b, &request(&user, ice.pwd(), false), provider.crypto()).unwrap().new_path);
+        assert_eq!(ice.deadline(), t1 + CONSENT_TIMEOUT);
+        assert!(ice.check(t2, local, b, &request(&user, ice.pwd(), true), provider.crypto()).unwrap().new_path);
         assert_eq!(ice.path, Some((local, b)));
+        assert_eq!(ice.deadline(), t2 + CONSENT_TIMEOUT);
     }
 
     #[test]

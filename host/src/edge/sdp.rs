@@ -22,6 +22,12 @@ pub struct OfferParams<'a> {
     pub candidates: &'a [String],
 }
 
+/// `name` as an SDP token (msid, cname): what a stream name may hold beyond `[A-Za-z0-9_.-]`
+/// (a space, a line break) becomes `_`, so no name can break or add a line of the offer.
+fn token(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }).collect()
+}
+
 /// The offer. Candidates go in the first section (everything is bundled on it).
 pub fn offer(p: &OfferParams<'_>) -> String {
     let mut sdp = String::with_capacity(2048);
@@ -30,7 +36,8 @@ pub fn offer(p: &OfferParams<'_>) -> String {
     let _ = write!(
         sdp,
         "v=0\r\no=- {session_id} 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 {}\r\na=ice-lite\r\na=group:BUNDLE {mids}\r\na=msid-semantic: WMS {}\r\n",
-        p.fingerprint, p.stream_id
+        p.fingerprint,
+        token(p.stream_id)
     );
     let video = plumbing::video_codec(p.video_codec);
     let name = video.mime_type.trim_start_matches("video/");
@@ -56,7 +63,7 @@ pub fn offer(p: &OfferParams<'_>) -> String {
 
 /// A media section's common lines, up to its codecs.
 fn section(sdp: &mut String, p: &OfferParams<'_>, kind: &str, mid: u8, pt: u8, ssrc: u32) {
-    let (stream, ufrag, pwd) = (p.stream_id, p.ufrag, p.pwd);
+    let (stream, ufrag, pwd) = (token(p.stream_id), p.ufrag, p.pwd);
     let _ = write!(
         sdp,
         "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=setup:actpass\r\na=mid:{mid}\r\n\
@@ -137,6 +144,15 @@ mod tests {
         let video_only = offer(&params(&candidates, None));
         assert_eq!(plumbing::sdp_sections(&video_only).count(), 1);
         assert!(video_only.contains("a=group:BUNDLE 0\r\n"));
+    }
+
+    #[test]
+    fn no_stream_name_can_break_or_add_a_line_of_the_offer() {
+        let candidates = candidates(&["10.0.0.1:10000".parse().unwrap()]);
+        let name = "live stream\r\na=candidate:9 1 udp 1 203.0.113.9 9 typ host";
+        let sdp = offer(&OfferParams { stream_id: name, ..params(&candidates, Some(9)) });
+        assert_eq!(sdp.matches("a=candidate:").count(), 1, "{sdp}");
+        assert!(sdp.contains("a=msid:live_stream__a_candidate_9_1_udp_1_203.0.113.9_9_typ_host "), "{sdp}");
     }
 
     #[test]

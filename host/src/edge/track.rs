@@ -56,7 +56,11 @@ impl Track {
         }
         self.packets = self.packets.wrapping_add(1);
         self.octets = self.octets.wrapping_add(packet.packet.payload.len() as u32);
-        self.last = Some((header.timestamp, now));
+        // The send time of a frame's first packet maps its timestamp (its later packets are
+        // spread over the time the frame takes to send).
+        if self.last.is_none_or(|(timestamp, _)| timestamp != header.timestamp) {
+            self.last = Some((header.timestamp, now));
+        }
         header
     }
 
