@@ -18,9 +18,9 @@ mod signalling;
 mod state;
 mod udp;
 
-/// mimalloc: the edge allocates a datagram per packet per viewer (SRTP's output) on one thread and
-/// frees it on another after the batch is sent, from two worker threads; glibc's allocator cost
-/// more CPU and held more memory per viewer (BENCHMARKS.md, measured with `rtc`'s pipeline).
+/// mimalloc: the edge allocates a datagram per packet per viewer (SRTP's output), freed once its
+/// batch is sent, on two worker threads; glibc's allocator cost more CPU and held more memory per
+/// viewer (BENCHMARKS.md, measured with `rtc`'s pipeline).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
