@@ -18,12 +18,6 @@ mod signalling;
 mod state;
 mod udp;
 
-/// mimalloc: the edge allocates a datagram per packet per viewer (SRTP's output), freed once its
-/// batch is sent, on two worker threads; glibc's allocator cost more CPU and held more memory per
-/// viewer (BENCHMARKS.md, measured with `rtc`'s pipeline).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The WebRTC plumbing shared with the test peers (the `host` library).
 pub(crate) use host::plumbing;
 

@@ -23,6 +23,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CHROMIUM_ARGS, DESKTOP_CHROME, LINUX_CHROME, log, sleep, started, waitFor } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
@@ -34,30 +35,6 @@ const ADDR = env.HOST_ADDR ?? '192.0.2.1';
 const cluster = JSON.parse(env.CLUSTER);
 /** Where the viewers connect: the balancer. */
 const STREAM_URL = `ws://${ADDR}:${cluster.balancer.port}/app/stream`;
-/** A desktop Windows Chrome: host-eligible under the classification rules (headless is not). */
-const DESKTOP_CHROME = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
-/** Chrome on desktop Linux: never a host, but the same browser kind, so a client of one. */
-const LINUX_CHROME = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
-const CHROMIUM_ARGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-  '--disable-sync', '--no-first-run', '--allow-loopback-in-peer-connection',
-  '--disable-features=WebRtcHideLocalIpsWithMdns', '--autoplay-policy=no-user-gesture-required',
-];
-
-const started = Date.now();
-const log = (line) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `probe` until it returns a truthy value; fails naming `what` after `ms`. */
-async function waitFor(what, ms, probe) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 /** GET `http://host:port/path`: `{status, body}`. */
 async function get(host, port, urlPath) {

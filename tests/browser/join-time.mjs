@@ -25,18 +25,13 @@
 //   timestamps; a frame shown at presentationTime is `presentationTime - live(ts)` behind live.
 
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, sleep } from './common.mjs';
 
 const env = process.env;
 const HOSTS = JSON.parse(env.HOSTS ?? '[]');
 const ROUNDS = Number(env.ROUNDS ?? 5);
 const GOP_MS = Number(env.GOP_MS ?? 4000);
 const WATCH_MS = Number(env.WATCH_MS ?? 15000);
-const CHROMIUM_ARGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-  '--disable-sync', '--no-first-run', '--allow-loopback-in-peer-connection',
-  '--disable-features=WebRtcHideLocalIpsWithMdns', '--autoplay-policy=no-user-gesture-required',
-];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const INSTRUMENT = () => {
   const at = () => performance.now();

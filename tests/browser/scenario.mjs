@@ -19,6 +19,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CHROMIUM_ARGS as BASE_ARGS, DESKTOP_CHROME, LINUX_CHROME, log, sleep, waitFor } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
@@ -27,24 +28,13 @@ const PORT = env.HOST_PORT ?? '3333';
 const PAGES_PORT = 8090;
 const ADDR = env.HOST_ADDR ?? '192.0.2.1';
 const RESULTS_DIR = env.RESULTS_DIR ?? path.join(os.tmpdir(), 'p2p-host-results');
-/** A desktop Windows Chrome: host-eligible under the classification rules (headless is not). */
-const DESKTOP_CHROME = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
-/** Chrome on desktop Linux: never a host (OS Linux), but the same browser kind as DESKTOP_CHROME,
- *  so it may be a client of a DESKTOP_CHROME host. */
-const LINUX_CHROME = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
 const CHROMIUM_ARGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-  '--disable-sync', '--no-first-run', '--allow-loopback-in-peer-connection',
-  '--disable-features=WebRtcHideLocalIpsWithMdns', '--autoplay-policy=no-user-gesture-required',
+  ...BASE_ARGS,
   // Publishing pages: a fake camera and microphone (a test pattern and a beep), granted without
   // asking; getUserMedia needs a secure context, which plain http pages are not otherwise.
   '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
   `--unsafely-treat-insecure-origin-as-secure=http://player.test,http://${ADDR}:${PORT},http://${ADDR}:${PAGES_PORT}`,
 ];
-
-const started = Date.now();
-const log = (line) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** A `<P2P>` setting of HOST_CONFIG in ms, or the plugin's default when the config omits it. */
 function configuredMs(tag, fallback) {
@@ -62,17 +52,6 @@ function configuredAccessToken() {
 function configuredPublishToken() {
   const match = /<Publish>[\s\S]*?<Token>([^<]*)<\/Token>/.exec(readFileSync(env.HOST_CONFIG, 'utf8'));
   return match ? match[1].trim() : null;
-}
-
-/** Polls `probe` until it returns a truthy value; fails naming `what` after `ms`. */
-async function waitFor(what, ms, probe) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -162,6 +162,7 @@ async fn metrics_count_viewers_by_delivery_and_p2p_fallbacks_by_reason() {
     assert_eq!(m[&format!(r#"relaying_viewers{{{stream}}}"#)], 1.0);
     assert_eq!(m[r#"p2p_host_peers"#], 1.0, "the plugin's own gauge");
     assert!(m[&format!(r#"ingest_bytes_total{{{stream}}}"#)] > 0.0);
+    assert!(m.contains_key("edge_packets_resent_total") && m.contains_key("edge_connections_closed_by_player_total"), "{m:#?}");
     assert!(m[r#"plugin_hook_duration_seconds_count{plugin="p2p",hook="offer_requested"}"#] >= 3.0, "{m:#?}");
 
     relay.leave().await;

@@ -89,5 +89,9 @@ fn host_wide(state: &HostState) -> Vec<Series> {
     plugin_refused.push(vec![], m.get("plugin_metrics_refused") as f64);
     let mut lagged = Series::new("edge_lagged", "Times the edge fell behind a stream (its viewers resumed at the next keyframe)", Counter);
     lagged.push(vec![], state.edge.counters.lagged.load(Ordering::Relaxed) as f64);
-    vec![ice, unanswered, panics, refused, plugin_refused, lagged]
+    let mut closed_by_player = Series::new("edge_connections_closed_by_player", "Edge WebRTC connections the player closed (DTLS close_notify) while its session went on", Counter);
+    closed_by_player.push(vec![], m.get("edge_connections_closed_by_player") as f64);
+    let mut resent = Series::new("edge_packets_resent", "Video packets the edge sent again for viewers' NACKs", Counter);
+    resent.push(vec![], m.get("edge_packets_resent") as f64);
+    vec![ice, unanswered, panics, refused, plugin_refused, lagged, closed_by_player, resent]
 }
