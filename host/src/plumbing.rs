@@ -147,15 +147,21 @@ impl RtpRewriter {
         let offset = *self.offset.get_or_insert_with(|| self.last.wrapping_add(1).wrapping_sub(source.sequence_number));
         let sequence_number = source.sequence_number.wrapping_add(offset);
         self.last = sequence_number;
-        rtp::header::Header {
-            version: 2,
-            marker: source.marker,
-            payload_type,
-            sequence_number,
-            timestamp: source.timestamp,
-            ssrc,
-            ..Default::default()
-        }
+        rewritten_header(source, sequence_number, ssrc, payload_type)
+    }
+}
+
+/// `source` as one receiver's track carries it: numbered `sequence_number`, its SSRC and payload
+/// type, no extensions (none is negotiated); marker and timestamp the source's.
+pub fn rewritten_header(source: &rtp::header::Header, sequence_number: u16, ssrc: u32, payload_type: u8) -> rtp::header::Header {
+    rtp::header::Header {
+        version: 2,
+        marker: source.marker,
+        payload_type,
+        sequence_number,
+        timestamp: source.timestamp,
+        ssrc,
+        ..Default::default()
     }
 }
 

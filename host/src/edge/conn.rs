@@ -79,8 +79,8 @@ pub struct Offer {
 }
 
 /// What every edge connection of a worker shares: the DTLS certificate (one for all: a key pair
-/// per viewer would cost set-up time), its fingerprint, and the crypto provider.
-#[derive(Clone)]
+/// per viewer would cost set-up time), its fingerprint, and the crypto provider. Shared: every
+/// connection holds an `Arc` of it.
 pub struct EdgeIdentity {
     pub certificate: RTCCertificate,
     pub fingerprint: Arc<str>,
@@ -121,7 +121,7 @@ pub struct NewConn<'a> {
     pub events: mpsc::UnboundedSender<EdgeEvent>,
     /// Bytes sent to this viewer.
     pub egress_bytes: Arc<AtomicU64>,
-    pub identity: &'a EdgeIdentity,
+    pub identity: &'a Arc<EdgeIdentity>,
     /// The wall clock at `now` (sender reports carry it).
     pub wall: SystemTime,
 }
@@ -143,7 +143,7 @@ pub struct ViewerConn {
     pub state: LinkState,
     ice: IceLite,
     security: Security,
-    identity: EdgeIdentity,
+    identity: Arc<EdgeIdentity>,
     video: Track,
     audio: Option<Track>,
     /// Video waits for a keyframe (at the start, and after the viewer fell behind).
@@ -372,12 +372,8 @@ impl ViewerConn {
     fn rtcp(&mut self, now: Instant, data: &[u8], plaintext: &mut Plaintext) -> Wants {
         let mut wants = Wants::default();
         let Security::Up { remote, .. } = &mut self.security else { return wants };
-        let Some(ssrc) = data.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { return wants };
-        if !self.rtcp_ssrcs.contains(&ssrc) {
-            if self.rtcp_ssrcs.len() >= RTCP_SSRCS {
-                return wants;
-            }
-            self.rtcp_ssrcs.push(ssrc);
+        if !admit_rtcp(&mut self.rtcp_ssrcs, data) {
+            return wants;
         }
         let Ok(mut opened) = remote.decrypt_rtcp(data) else { return wants };
         let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut opened) else { return wants };
@@ -457,6 +453,7 @@ impl ViewerConn {
 
     /// One compound RTCP packet with a sender report per track that has sent something.
     fn send_reports(&mut self, now: Instant) {
+        let (Security::Up { local, .. }, Some((from, to))) = (&mut self.security, self.ice.path) else { return };
         let wall = self.epoch.1 + now.saturating_duration_since(self.epoch.0);
         let reports: Vec<Box<dyn rtc::rtcp::packet::Packet>> = [Some(&self.video), self.audio.as_ref()]
             .into_iter()
@@ -464,7 +461,6 @@ impl ViewerConn {
             .filter_map(|track| track.report(now, wall))
             .map(|r| Box::new(r) as Box<dyn rtc::rtcp::packet::Packet>)
             .collect();
-        let (Security::Up { local, .. }, Some((from, to))) = (&mut self.security, self.ice.path) else { return };
         if reports.is_empty() {
             return;
         }
@@ -567,12 +563,26 @@ impl ViewerConn {
     }
 }
 
+/// Whether RTCP from the SSRC in `data` (bytes 4..8, the first packet's sender) may be opened:
+/// one seen before, or a new one while fewer than [`RTCP_SSRCS`] were.
+fn admit_rtcp(seen: &mut Vec<u32>, data: &[u8]) -> bool {
+    let Some(ssrc) = data.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { return false };
+    if seen.contains(&ssrc) {
+        return true;
+    }
+    if seen.len() >= RTCP_SSRCS {
+        return false;
+    }
+    seen.push(ssrc);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn conn(now: Instant) -> ViewerConn {
-        let identity = EdgeIdentity::generate().unwrap();
+        let identity = Arc::new(EdgeIdentity::generate().unwrap());
         let addrs = ["10.0.0.1:10000".parse().unwrap()];
         let new = NewConn {
             stream_id: "app-stream",
@@ -610,5 +620,31 @@ mod tests {
         assert_eq!(conn.state.phase, Phase::Answered);
         assert_eq!(conn.poll_timeout(), Some(t0 + super::super::ice_lite::CONSENT_TIMEOUT), "the player has 30 s to check");
         assert!(conn.answer(t0, answer.to_owned()).is_err(), "answered once");
+    }
+
+    #[test]
+    fn rtcp_from_at_most_8_ssrcs_is_opened() {
+        let mut seen = Vec::new();
+        let rtcp = |ssrc: u32| [&[0x81, 201, 0, 1][..], &ssrc.to_be_bytes()].concat();
+        assert!((0..RTCP_SSRCS as u32).all(|ssrc| admit_rtcp(&mut seen, &rtcp(ssrc))));
+        assert!(!admit_rtcp(&mut seen, &rtcp(99)), "a ninth SSRC is dropped unopened");
+        assert!(admit_rtcp(&mut seen, &rtcp(3)), "one seen before still is opened");
+        assert!(!admit_rtcp(&mut seen, &[0x81, 201, 0]), "truncated");
+        assert_eq!(seen.len(), RTCP_SSRCS);
+    }
+
+    #[test]
+    fn dtls_before_the_answer_is_kept_up_to_its_bound() {
+        let t0 = Instant::now();
+        let mut conn = conn(t0);
+        let (local, player) = ("10.0.0.1:10000".parse().unwrap(), "10.0.0.2:5000".parse().unwrap());
+        let check = super::super::ice_lite::tests::request(&format!("{}:p", conn.state.ufrag), conn.ice.pwd(), true);
+        let mut plaintext = Plaintext::default();
+        conn.datagram(t0, local, player, &check, &mut plaintext);
+        assert_eq!(conn.ice.path, Some((local, player)), "the check set the path");
+        for _ in 0..10 {
+            conn.datagram(t0, local, player, &[22, 0xfe, 0xfd, 0, 0], &mut plaintext);
+        }
+        assert!(matches!(&conn.security, Security::Waiting(early) if early.len() == EARLY_DTLS));
     }
 }

@@ -44,8 +44,8 @@ pub struct Checked {
 impl IceLite {
     /// Fresh credentials.
     pub fn new(now: Instant) -> Self {
-        let ufrag = super::link::random_token(16);
-        Self { ufrag, pwd: super::link::random_token(32), path: None, nominated: false, last_check: now }
+        let (ufrag, pwd) = super::link::ice_credentials();
+        Self { ufrag, pwd, path: None, nominated: false, last_check: now }
     }
 
     /// The local password (for the offer).
@@ -105,12 +105,13 @@ impl IceLite {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rtc::stun::attributes::ATTR_PRIORITY;
     use rtc::stun::message::{Getter, TransactionId};
 
-    fn request(username: &str, pwd: &str, nominate: bool) -> Vec<u8> {
+    /// A binding request as a player sends it.
+    pub(crate) fn request(username: &str, pwd: &str, nominate: bool) -> Vec<u8> {
         let provider = rtc::crypto::default_provider().unwrap();
         let mut m = Message::new();
         let mut setters: Vec<Box<dyn rtc::stun::message::Setter>> = vec![

@@ -4,7 +4,6 @@
 //! Viewers, the many, run on the edge's own lean machinery instead ([`super::conn`]).
 
 use super::EdgeEvent;
-use crate::plumbing;
 use bytes::BytesMut;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
@@ -61,17 +60,18 @@ impl LinkState {
 
     /// The player closed the connection: it is over, but not the session's error.
     pub fn closed_by_player(&mut self) {
-        if self.phase != Phase::Done {
-            self.phase = Phase::Done;
-            let _ = self.events.send(EdgeEvent::ClosedByPlayer);
-        }
+        self.end(EdgeEvent::ClosedByPlayer);
     }
 
     /// The connection failed or the other side closed it: the session hears of it once.
     pub fn failed(&mut self) {
+        self.end(EdgeEvent::Failed);
+    }
+
+    fn end(&mut self, event: EdgeEvent) {
         if self.phase != Phase::Done {
             self.phase = Phase::Done;
-            let _ = self.events.send(EdgeEvent::Failed);
+            let _ = self.events.send(event);
         }
     }
 }
@@ -139,10 +139,10 @@ impl RtcLink {
 /// (how STUN finds it). ICE-lite (`lite`) for every connection a client makes to the edge; a full
 /// agent, which sends the checks, only where the edge is the client (pulling from an origin).
 pub fn edge_settings(lite: bool) -> (SettingEngine, String) {
-    let ufrag = random_token(16);
+    let (ufrag, pwd) = ice_credentials();
     let setting = SettingEngineBuilder::new()
         .with_lite(lite)
-        .with_ice_credentials(ufrag.clone(), random_token(32))
+        .with_ice_credentials(ufrag.clone(), pwd)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .build();
     (setting, ufrag)
@@ -150,11 +150,9 @@ pub fn edge_settings(lite: bool) -> (SettingEngine, String) {
 
 /// Adds a host candidate for each of `addrs` (then the end of candidates); their lines.
 pub fn host_candidates(pc: &mut RTCPeerConnection, addrs: &[SocketAddr]) -> anyhow::Result<Vec<String>> {
-    let mut candidates = Vec::with_capacity(addrs.len());
-    for (i, addr) in addrs.iter().enumerate() {
-        let line = plumbing::host_candidate(i as u32 + 1, *addr);
+    let candidates = super::sdp::candidates(addrs);
+    for line in &candidates {
         pc.add_local_candidate(RTCIceCandidateInit { candidate: line.clone(), ..Default::default() })?;
-        candidates.push(line);
     }
     pc.add_local_candidate(RTCIceCandidateInit::default())?;
     Ok(candidates)
@@ -169,7 +167,13 @@ fn tagged(now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> Tag
     }
 }
 
-pub(super) fn random_token(len: usize) -> String {
+/// Fresh local ICE credentials of an edge connection: a ufrag (16 characters) and a password
+/// (32: 192 bits).
+pub fn ice_credentials() -> (String, String) {
+    (random_token(16), random_token(32))
+}
+
+fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
     (0..len).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
 }

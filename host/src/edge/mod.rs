@@ -105,7 +105,7 @@ impl Edge {
             }
         }
         let counters = Arc::new(EdgeCounters::default());
-        let identity = conn::EdgeIdentity::generate()?;
+        let identity = Arc::new(conn::EdgeIdentity::generate()?);
         let workers = sockets
             .into_iter()
             .map(|sockets| {

@@ -33,15 +33,15 @@ pub fn offer(p: &OfferParams<'_>) -> String {
     let mut sdp = String::with_capacity(2048);
     let session_id = rand::random::<u64>() >> 1;
     let mids = if p.audio_ssrc.is_some() { "0 1" } else { "0" };
+    let stream = token(p.stream_id);
     let _ = write!(
         sdp,
-        "v=0\r\no=- {session_id} 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 {}\r\na=ice-lite\r\na=group:BUNDLE {mids}\r\na=msid-semantic: WMS {}\r\n",
-        p.fingerprint,
-        token(p.stream_id)
+        "v=0\r\no=- {session_id} 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 {}\r\na=ice-lite\r\na=group:BUNDLE {mids}\r\na=msid-semantic: WMS {stream}\r\n",
+        p.fingerprint
     );
     let video = plumbing::video_codec(p.video_codec);
     let name = video.mime_type.trim_start_matches("video/");
-    section(&mut sdp, p, "video", 0, VIDEO_PT, p.video_ssrc);
+    section(&mut sdp, p, &stream, "video", 0, VIDEO_PT, p.video_ssrc);
     let _ = write!(sdp, "a=rtpmap:{VIDEO_PT} {name}/{}\r\n", video.clock_rate);
     if !video.sdp_fmtp_line.is_empty() {
         let _ = write!(sdp, "a=fmtp:{VIDEO_PT} {}\r\n", video.sdp_fmtp_line);
@@ -55,15 +55,15 @@ pub fn offer(p: &OfferParams<'_>) -> String {
     sdp.push_str("a=end-of-candidates\r\n");
     if let Some(ssrc) = p.audio_ssrc {
         let opus = plumbing::opus_codec();
-        section(&mut sdp, p, "audio", 1, AUDIO_PT, ssrc);
+        section(&mut sdp, p, &stream, "audio", 1, AUDIO_PT, ssrc);
         let _ = write!(sdp, "a=rtpmap:{AUDIO_PT} opus/{}/{}\r\na=fmtp:{AUDIO_PT} {}\r\n", opus.clock_rate, opus.channels, opus.sdp_fmtp_line);
     }
     sdp
 }
 
-/// A media section's common lines, up to its codecs.
-fn section(sdp: &mut String, p: &OfferParams<'_>, kind: &str, mid: u8, pt: u8, ssrc: u32) {
-    let (stream, ufrag, pwd) = (token(p.stream_id), p.ufrag, p.pwd);
+/// A media section's common lines, up to its codecs (`stream`: the stream id as a token).
+fn section(sdp: &mut String, p: &OfferParams<'_>, stream: &str, kind: &str, mid: u8, pt: u8, ssrc: u32) {
+    let (ufrag, pwd) = (p.ufrag, p.pwd);
     let _ = write!(
         sdp,
         "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=setup:actpass\r\na=mid:{mid}\r\n\
@@ -92,7 +92,7 @@ pub enum AnswerError {
 
 /// Reads a player's answer.
 pub fn answer(sdp: &str) -> Result<Answer, AnswerError> {
-    if plumbing::sdp_sections(sdp).next().is_some_and(|section| section.starts_with("video 0 ")) {
+    if plumbing::sdp_sections(sdp).any(|section| section.starts_with("video 0 ")) {
         return Err(AnswerError::VideoRejected);
     }
     let attribute = |name: &'static str| sdp.lines().filter_map(move |l| l.trim_end().strip_prefix(name));

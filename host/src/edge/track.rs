@@ -4,7 +4,7 @@
 //! a copy).
 
 use crate::media::MediaPacket;
-use crate::plumbing::RtpRewriter;
+use crate::plumbing::{rewritten_header, RtpRewriter};
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::header::Header;
 use std::sync::Arc;
@@ -67,18 +67,7 @@ impl Track {
     /// The header and packet to resend for a NACKed sequence number, if still kept.
     pub fn resend(&self, sequence_number: u16) -> Option<(Header, &Arc<MediaPacket>)> {
         let (kept, packet) = self.history.as_ref()?[sequence_number as usize % HISTORY].as_ref()?;
-        (*kept == sequence_number).then(|| {
-            let header = Header {
-                version: 2,
-                marker: packet.packet.header.marker,
-                payload_type: self.pt,
-                sequence_number,
-                timestamp: packet.packet.header.timestamp,
-                ssrc: self.ssrc,
-                ..Default::default()
-            };
-            (header, packet)
-        })
+        (*kept == sequence_number).then(|| (rewritten_header(&packet.packet.header, sequence_number, self.ssrc, self.pt), packet))
     }
 
     /// A sender report at `now` (`wall` the same moment on the wall clock), once anything was

@@ -206,7 +206,7 @@ pub struct Worker {
     media_rx: mpsc::Receiver<Fed>,
     counters: Arc<EdgeCounters>,
     load: Arc<AtomicUsize>,
-    identity: EdgeIdentity,
+    identity: Arc<EdgeIdentity>,
     /// The packet being sent to viewers (its payload copied once for all of them).
     plaintext: Plaintext,
     /// Datagrams dropped this turn, by reason (indexed by discriminant).
@@ -221,7 +221,7 @@ impl Worker {
         metrics: Arc<Metrics>,
         counters: Arc<EdgeCounters>,
         load: Arc<AtomicUsize>,
-        identity: EdgeIdentity,
+        identity: Arc<EdgeIdentity>,
     ) -> Self {
         let mut by_local = HashMap::new();
         for (i, s) in sockets.iter().enumerate() {
