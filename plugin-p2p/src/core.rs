@@ -10,6 +10,7 @@ use crate::locality::{Locator, Site};
 use crate::matching::{HostPool, PoolKey};
 use crate::reparent::{Movable, MAX_MOVES_PER_VIEWER};
 use plugin_api::{Delivery, MessageVerdict, OfferDecision, SessionId, SessionKind};
+use ome_signalling::query::{self, Query};
 use std::collections::HashMap;
 
 /// What the core asks of the outside world.
@@ -306,7 +307,7 @@ impl P2pCore {
     /// A session opened: classify it once and place it on the network.
     pub fn session_opened(&mut self, _now: u64, a: Arrival<'_>) {
         let class = self.classifier.classify(a.user_agent);
-        let consents = !a.query.split('&').any(|kv| matches!(kv, "p2p=0" | "p2p=off" | "p2p=false" | "p2p=no"));
+        let consents = !Query::parse(a.query).says_no(query::P2P);
         let p2p = a.kind == SessionKind::Play && consents && self.config.applies_to(a.app, a.stream_name);
         let peer = Peer {
             key: (self.names.id(a.stream), self.names.id(&class.browser)),

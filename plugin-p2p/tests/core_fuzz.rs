@@ -121,7 +121,7 @@ const STREAMS: &[(&str, &str, &str)] = &[
     ("other", "app", "s1"),
 ];
 
-const QUERIES: &[&str] = &["", "", "", "", "p2p=0", "p2p=off", "x=1&p2p=no", "p2p=false&y=2", "p2p=1", "p2p=0x", "&&&", "p2p"];
+const QUERIES: &[&str] = &["", "", "", "", "p2p=0", "p2p=off", "x=1&p2p=no", "p2p=false&y=2", "p2p=1", "p2p=0x", "&&&", "p2p", "P2P=Off", "p2p=%30"];
 
 const SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
 const CANDIDATE: &str = "candidate:1 1 udp 2122260223 192.0.2.1 5000 typ host";
@@ -728,7 +728,7 @@ impl Harness {
                 let arrival = Arrival { id: *id, kind, stream: &full, app, stream_name: name, user_agent: ua, query, remote: &address };
                 let ((), outputs) = self.call("session_opened", |c| c.session_opened(now, arrival))?;
                 let class = classify(ua);
-                let consents = !query.split('&').any(|kv| matches!(kv, "p2p=0" | "p2p=off" | "p2p=false" | "p2p=no"));
+                let consents = !ome_signalling::Query::parse(query).says_no(ome_signalling::query::P2P);
                 self.sessions.insert(
                     *id,
                     Sess {

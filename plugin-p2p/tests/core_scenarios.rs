@@ -580,6 +580,18 @@ fn consent_exclusions_and_publishers() {
 }
 
 #[test]
+fn consent_is_refused_in_any_case_and_percent_encoding() {
+    let mut core = core_with(2);
+    edge_viewer(&mut core, 1, CHROME_WIN, "s");
+    for (id, query) in [(2, "p2p=FALSE"), (3, "p2p=Off"), (4, "P2P=0"), (5, "p2p=%30"), (6, "p2p=1&p2p=no")] {
+        open_full(&mut core, id, CHROME_WIN, "app", "s", query, SessionKind::Play);
+        assert_eq!(core.offer_requested(0, id), OfferDecision::ServeFromEdge, "{query}: opted out");
+    }
+    open_full(&mut core, 7, CHROME_WIN, "app", "s", "p2p=1", SessionKind::Play);
+    assert_eq!(core.offer_requested(0, 7), OfferDecision::Handled, "consenting: a client of host 1");
+}
+
+#[test]
 fn disabled_p2p_serves_everyone_from_the_edge() {
     let mut core = P2pCore::new(P2pConfig::default());
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
