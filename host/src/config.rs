@@ -34,6 +34,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use ome_signalling::{names, query, StreamName};
 
 /// Elements of `<Server>` the host itself understands.
 const HOST_ELEMENTS: &[&str] = &["Name", "Bind", "Managers", "Origins", "Applications", "Plugins", "Modules"];
@@ -345,14 +346,16 @@ pub struct OriginUrls {
 }
 
 impl Origins {
-    /// The signalling URLs to pull `app/stream` from, in order (none if no origin has it); the
-    /// query says the puller is an edge named `edge` and takes no part in P2P.
-    pub fn urls_for(&self, app: &str, stream: &str, edge: &str) -> Vec<String> {
-        let path = format!("/{app}/{stream}");
+    /// The signalling URLs to pull `name` from, in order (none if no origin has it); the
+    /// query says the puller is an edge named `edge` and takes no part in P2P. The part of the
+    /// name past the origin's `<Location>` is added to each URL escaped, one segment per name,
+    /// and the query's values are escaped: no name or edge name adds a segment or a parameter.
+    pub fn urls_for(&self, name: &StreamName, edge: &str) -> Vec<String> {
+        let path = format!("/{name}");
         let matches = |o: &&Origin| o.location == path || (o.location.ends_with('/') && path.starts_with(&o.location));
         let Some(origin) = self.origin.iter().filter(matches).max_by_key(|o| o.location.len()) else { return Vec::new() };
-        let rest = &path[origin.location.len()..];
-        let query = format!("p2p=0&edge={edge}");
+        let rest: Vec<String> = path[origin.location.len()..].split('/').filter(|s| !s.is_empty()).map(names::segment).collect();
+        let query = query::encode(&[(query::P2P, "0"), (query::EDGE, edge)]);
         origin
             .pass
             .urls
@@ -360,7 +363,7 @@ impl Origins {
             .iter()
             .map(|url| {
                 let base = url.trim_end_matches('/');
-                if rest.is_empty() { format!("ws://{base}?{query}") } else { format!("ws://{base}/{rest}?{query}") }
+                if rest.is_empty() { format!("ws://{base}?{query}") } else { format!("ws://{base}/{}?{query}", rest.join("/")) }
             })
             .collect()
     }
@@ -509,6 +512,9 @@ pub struct SignallingLimits {
     pub drain_timeout_ms: u64,
     /// WebRTC publishers (OvenLiveKit, WHIP) at once; past it a publisher gets 503.
     pub max_publishers: usize,
+    /// WebRTC publishers at once from one address (a share of `max_publishers`: one client,
+    /// token or not, cannot take them all); past it a publisher gets 429.
+    pub max_publishers_per_address: usize,
     /// Load balancers whose connections start with a PROXY protocol header (v1 or v2) naming
     /// the client: the caps, the loopback rule and plugins see the client's address.
     #[serde(rename = "TrustedProxy")]
@@ -534,6 +540,7 @@ impl Default for SignallingLimits {
             stats_access_token: None,
             drain_timeout_ms: 5000,
             max_publishers: 64,
+            max_publishers_per_address: 8,
             trusted_proxies: Vec::new(),
         }
     }
@@ -841,12 +848,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.origins.properties, OriginProperties { no_input_failover_timeout: 3000, unused_stream_deletion_timeout: 2000 });
+        let name = |app, stream| StreamName::new(app, stream).unwrap();
         assert_eq!(
-            c.origins.urls_for("app", "cam", "e1"),
+            c.origins.urls_for(&name("app", "cam"), "e1"),
             ["ws://10.0.0.1:3333/app/cam?p2p=0&edge=e1", "ws://10.0.0.2:3333/app/cam?p2p=0&edge=e1"]
         );
-        assert_eq!(c.origins.urls_for("app", "special", "e1"), ["ws://10.0.0.9:3333/other/s?p2p=0&edge=e1"]);
-        assert!(c.origins.urls_for("other", "cam", "e1").is_empty());
+        assert_eq!(c.origins.urls_for(&name("app", "special"), "e1"), ["ws://10.0.0.9:3333/other/s?p2p=0&edge=e1"]);
+        assert!(c.origins.urls_for(&name("other", "cam"), "e1").is_empty());
+        assert_eq!(
+            c.origins.urls_for(&name("app", "Ü b&p2p=1"), "edge one"),
+            ["ws://10.0.0.1:3333/app/%C3%9C%20b%26p2p%3D1?p2p=0&edge=edge%20one", "ws://10.0.0.2:3333/app/%C3%9C%20b%26p2p%3D1?p2p=0&edge=edge%20one"],
+            "a name is one escaped segment; the edge's p2p=0 stays a parameter"
+        );
     }
 
     fn parse(xml: &str) -> Result<Config, ConfigError> {

@@ -10,7 +10,9 @@ use crate::edge::EdgeConnection;
 use crate::media::StreamHub;
 use crate::state::HostState;
 use crate::streams::{ClaimError, Claimed, Released};
+use ome_signalling::StreamName;
 use plugin_api::SessionId;
+use std::net::IpAddr;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -41,6 +43,9 @@ pub enum PublishError {
     /// As many publishers as `<MaxPublishers>` publish already.
     #[error("this host takes no more publishers now")]
     Full,
+    /// As many publishers as `<MaxPublishersPerAddress>` publish from this address already.
+    #[error("no more publishers from this address now")]
+    AddressShare,
 }
 
 impl PublishError {
@@ -54,6 +59,7 @@ impl PublishError {
             Self::BadSdp(_) => 400,
             Self::Edge => 500,
             Self::Full => 503,
+            Self::AddressShare => 429,
         }
     }
 }
@@ -89,15 +95,20 @@ struct Live {
     stop: Arc<Notify>,
     /// Its WHIP resource key, if it came by WHIP.
     whip_key: Option<String>,
+    /// Where it publishes from (the client a trusted proxy names).
+    client: IpAddr,
 }
 
 impl Publishers {
-    /// Admits a publisher of `name` if fewer than `max` publish: its id (never 0, never one in
-    /// use) and what stops it.
-    fn admit(&self, name: &str, whip_key: Option<String>, max: usize) -> Result<(SessionId, Arc<Notify>), PublishError> {
+    /// Admits a publisher of `name` from `client` if fewer than `max` publish, and fewer than
+    /// `per_address` from `client`: its id (never 0, never one in use) and what stops it.
+    fn admit(&self, name: &str, whip_key: Option<String>, client: IpAddr, (max, per_address): (usize, usize)) -> Result<(SessionId, Arc<Notify>), PublishError> {
         let mut live = self.live.lock().expect("publishers lock");
         if live.len() >= max {
             return Err(PublishError::Full);
+        }
+        if live.values().filter(|l| l.client == client).count() >= per_address {
+            return Err(PublishError::AddressShare);
         }
         let id = loop {
             let id = rand::random_range(1..=i32::MAX as u32);
@@ -106,7 +117,7 @@ impl Publishers {
             }
         };
         let stop = Arc::new(Notify::new());
-        live.insert(id, Live { name: name.to_string(), stop: stop.clone(), whip_key });
+        live.insert(id, Live { name: name.to_string(), stop: stop.clone(), whip_key, client });
         Ok((id, stop))
     }
 
@@ -142,14 +153,14 @@ pub struct Publication {
 }
 
 impl Publication {
-    /// Claims `app/stream` for a new publisher (stopping the one it takes over, if the
+    /// Claims `name` for a new publisher from `client` (stopping the one it takes over, if the
     /// application allows that). `whip_key` names its WHIP resource.
-    pub fn claim(state: &Arc<HostState>, app: &str, stream: &str, whip_key: Option<String>) -> Result<Self, PublishError> {
-        let name = format!("{app}/{stream}");
-        let (id, stop) = state.publishers.admit(&name, whip_key, state.config.limits.max_publishers).inspect_err(|_| {
+    pub fn claim(state: &Arc<HostState>, name: &StreamName, whip_key: Option<String>, client: IpAddr) -> Result<Self, PublishError> {
+        let limits = &state.config.limits;
+        let (id, stop) = state.publishers.admit(&name.to_string(), whip_key, client, (limits.max_publishers, limits.max_publishers_per_address)).inspect_err(|_| {
             state.metrics.add("publishers_refused_over_cap", 1);
         })?;
-        match state.streams.claim(app, stream, id) {
+        match state.streams.claim(name.app(), name.stream(), id) {
             Ok(Claimed::Free) => {}
             Ok(Claimed::TookOver(old)) => {
                 tracing::info!(stream = %name, old, new = id, "publisher taken over");
@@ -160,7 +171,7 @@ impl Publication {
                 return Err(e.into());
             }
         }
-        Ok(Self { id, name, stop, state: state.clone() })
+        Ok(Self { id, name: name.to_string(), stop, state: state.clone() })
     }
 
     /// The negotiation said what it sends: its media goes to the stream's hub from now on.

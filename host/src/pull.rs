@@ -11,7 +11,9 @@ use crate::media::{SourceKind, StreamHub};
 use crate::state::HostState;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use ome_signalling::StreamName;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,48 +25,101 @@ use tokio_tungstenite::tungstenite::Message;
 const START_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the origin may take to connect and to offer.
 const ORIGIN_DEADLINE: Duration = Duration::from_secs(5);
-/// Between two rounds over the origins' addresses: doubling from the first, up to the last.
+/// Between two rounds over the origins' addresses: doubling from the first, up to the last; back
+/// to the first once a pull has delivered media.
 const RETRY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(4));
 /// Pulls at once (starting or running): requests for names the origin may not have cannot make
 /// an edge open connections to it without bound.
 pub const MAX_PULLS: usize = 256;
+/// Pulls one client address may have started and still running: a share of [`MAX_PULLS`], so
+/// that one client cannot take them all.
+pub const MAX_PULLS_PER_ADDRESS: usize = MAX_PULLS / 16;
+/// A pull whose stream no viewer has answered an edge offer for this long after it started is
+/// released, whatever `UnusedStreamDeletionTimeout` says: sockets that ask for a stream and never
+/// play it cannot keep media flowing from the origin.
+const UNANSWERED_RELEASE: Duration = Duration::from_secs(12);
 
-/// The pulls, by stream, from the first viewer's request until the pull ends: a viewer arriving
-/// meanwhile waits for the same one.
+/// The pulls running, one per stream of an origin (keyed by its first URL), from the first
+/// viewer's request until the pull ends: a viewer arriving meanwhile waits for the same one.
 #[derive(Default)]
 pub struct Pulls {
-    starting: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    running: Mutex<Running>,
 }
 
-/// The hub of `app/stream`: the host's own, or one pulled from its origin (started now if need
-/// be); `None` if neither has it.
-pub async fn hub(state: &Arc<HostState>, app: &str, stream: &str) -> Option<Arc<StreamHub>> {
-    let name = format!("{app}/{stream}");
-    if let Some(hub) = state.streams.get(&name) {
+#[derive(Default)]
+struct Running {
+    by_origin: HashMap<String, Pull>,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+struct Pull {
+    /// The local name its hub has.
+    name: String,
+    started: watch::Receiver<bool>,
+}
+
+/// Why no pull was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    Full,
+    AddressShare,
+}
+
+impl Running {
+    /// Counts a new pull of `origin` started by `address`, if the caps allow it.
+    fn start(&mut self, origin: &str, pull: Pull, address: IpAddr) -> Result<(), Refused> {
+        let mine = self.by_address.get(&address).copied().unwrap_or(0);
+        if self.by_origin.len() >= MAX_PULLS {
+            return Err(Refused::Full);
+        }
+        if mine >= MAX_PULLS_PER_ADDRESS {
+            return Err(Refused::AddressShare);
+        }
+        self.by_origin.insert(origin.to_string(), pull);
+        self.by_address.insert(address, mine + 1);
+        Ok(())
+    }
+
+    /// The pull of `origin` started by `address` ended.
+    fn end(&mut self, origin: &str, address: IpAddr) {
+        self.by_origin.remove(origin);
+        if let Some(n) = self.by_address.get_mut(&address) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_address.remove(&address);
+            }
+        }
+    }
+}
+
+/// The hub of `name`: the host's own, or one pulled from its origin (started now if need be,
+/// counted against `client`'s share); `None` if neither has it.
+pub async fn hub(state: &Arc<HostState>, name: &StreamName, client: IpAddr) -> Option<Arc<StreamHub>> {
+    let key = name.to_string();
+    if let Some(hub) = state.streams.get(&key) {
         return Some(hub);
     }
-    let urls = state.config.origins.urls_for(app, stream, &state.config.name);
-    if urls.is_empty() {
-        return None;
-    }
-    let mut started = {
-        let mut starting = state.pulls.starting.lock().expect("pulls lock");
-        match starting.get(&name) {
-            Some(started) => started.clone(),
-            None if starting.len() >= MAX_PULLS => {
-                tracing::warn!(stream = %name, "not pulled: {MAX_PULLS} pulls already");
-                return None;
-            }
+    let urls = state.config.origins.urls_for(name, &state.config.name);
+    let origin = urls.first()?.clone();
+    let (mut started, pulled_as) = {
+        let mut running = state.pulls.running.lock().expect("pulls lock");
+        match running.by_origin.get(&origin) {
+            Some(pull) => (pull.started.clone(), pull.name.clone()),
             None => {
                 let (tx, rx) = watch::channel(false);
-                starting.insert(name.clone(), rx.clone());
-                tokio::spawn(run(state.clone(), name.clone(), urls, tx));
-                rx
+                if let Err(refused) = running.start(&origin, Pull { name: key.clone(), started: rx.clone() }, client) {
+                    tracing::warn!(stream = %key, %client, ?refused, "not pulled: {} pulls, {MAX_PULLS_PER_ADDRESS} per address at most", running.by_origin.len());
+                    state.metrics.add("pulls_refused_over_cap", 1);
+                    return None;
+                }
+                let pull = PullTask { state: state.clone(), name: key.clone(), origin, client, urls };
+                tokio::spawn(pull.run(tx));
+                (rx, key)
             }
         }
     };
     let _ = tokio::time::timeout(START_DEADLINE, started.wait_for(|s| *s)).await;
-    state.streams.get(&name)
+    state.streams.get(&pulled_as)
 }
 
 /// The signalling connection to an origin.
@@ -72,70 +127,101 @@ type OriginSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeT
 
 /// How one pull ended.
 enum Ended {
-    /// Nobody watched for `UnusedStreamDeletionTimeout`: the stream is released.
+    /// Nobody watched for `UnusedStreamDeletionTimeout`, or nobody answered for
+    /// [`UNANSWERED_RELEASE`]: the stream is released.
     Unused,
-    /// The origin went, failed or fell silent: pull again.
-    Lost(String),
+    /// The origin went, failed or fell silent: pull again (at once if media had come).
+    Lost {
+        why: String,
+        delivered: bool,
+    },
 }
 
-/// Pulls `name` from `urls` (in turn) until nobody watches it, or until no origin gives it.
-async fn run(state: Arc<HostState>, name: String, urls: Vec<String>, started: watch::Sender<bool>) {
-    let mut hub = None;
-    let mut retry = RETRY.0;
-    'pulling: loop {
-        for url in &urls {
-            match pull_once(&state, &name, url, &mut hub, &started).await {
-                Ended::Unused => break 'pulling,
-                Ended::Lost(why) => tracing::warn!(stream = %name, %url, "pull from the origin ended: {why}"),
-            }
-        }
-        match &hub {
-            None => {
-                tracing::warn!(stream = %name, "no origin gives the stream");
-                break;
-            }
-            // Nobody is waiting for it to come back.
-            Some(hub) if hub.counters.open.load(Ordering::Relaxed) == 0 => break,
-            Some(_) => {}
-        }
-        tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(RETRY.1);
+impl Ended {
+    fn lost(why: impl Into<String>) -> Self {
+        Self::Lost { why: why.into(), delivered: false }
     }
-    state.pulls.starting.lock().expect("pulls lock").remove(&name);
-    state.streams.set_pulled(&name, None);
-    if let Some(hub) = hub {
-        hub.source_stopped();
-        tracing::info!(stream = %name, "pulled stream released");
+}
+
+/// One stream pulled, from its first request until it is released.
+struct PullTask {
+    state: Arc<HostState>,
+    /// The local name.
+    name: String,
+    /// The key in [`Running`]: its first URL.
+    origin: String,
+    /// Who started it.
+    client: IpAddr,
+    urls: Vec<String>,
+}
+
+impl PullTask {
+    /// Pulls from the URLs (in turn) until nobody watches, or until no origin gives the stream.
+    async fn run(self, started: watch::Sender<bool>) {
+        let (state, name) = (&self.state, &self.name);
+        let mut hub = None;
+        let mut retry = RETRY.0;
+        let begun = Instant::now();
+        'pulling: loop {
+            for url in &self.urls {
+                match pull_once(state, name, url, &mut hub, &started, begun).await {
+                    Ended::Unused => break 'pulling,
+                    Ended::Lost { why, delivered } => {
+                        tracing::warn!(stream = %name, %url, "pull from the origin ended: {why}");
+                        if delivered {
+                            retry = RETRY.0;
+                        }
+                    }
+                }
+            }
+            match &hub {
+                None => {
+                    tracing::warn!(stream = %name, "no origin gives the stream");
+                    break;
+                }
+                // Nobody is waiting for it to come back.
+                Some(hub) if hub.counters.open.load(Ordering::Relaxed) == 0 => break,
+                Some(_) => {}
+            }
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(RETRY.1);
+        }
+        state.pulls.running.lock().expect("pulls lock").end(&self.origin, self.client);
+        state.streams.set_pulled(name, None);
+        if let Some(hub) = hub {
+            hub.source_stopped();
+            tracing::info!(stream = %name, "pulled stream released");
+        }
+        started.send_replace(true);
     }
-    started.send_replace(true);
 }
 
 /// One pull from `url`: connect, be offered, answer, feed the hub until it ends.
-async fn pull_once(state: &Arc<HostState>, name: &str, url: &str, hub: &mut Option<Arc<StreamHub>>, started: &watch::Sender<bool>) -> Ended {
+async fn pull_once(state: &Arc<HostState>, name: &str, url: &str, hub: &mut Option<Arc<StreamHub>>, started: &watch::Sender<bool>, begun: Instant) -> Ended {
     let connected = tokio::time::timeout(ORIGIN_DEADLINE, tokio_tungstenite::connect_async(url)).await;
     let mut socket = match connected {
         Ok(Ok((socket, _))) => socket,
-        Ok(Err(e)) => return Ended::Lost(format!("cannot connect: {e}")),
-        Err(_) => return Ended::Lost("cannot connect in time".into()),
+        Ok(Err(e)) => return Ended::lost(format!("cannot connect: {e}")),
+        Err(_) => return Ended::lost("cannot connect in time"),
     };
     if socket.send(Message::Text(json!({"command": "request_offer"}).to_string().into())).await.is_err() {
-        return Ended::Lost("the origin closed".into());
+        return Ended::lost("the origin closed");
     }
     let offer = match tokio::time::timeout(ORIGIN_DEADLINE, next_json(&mut socket)).await {
         Ok(Some(m)) if m["command"] == "offer" => m,
-        Ok(Some(m)) => return Ended::Lost(format!("the origin answered {m}")),
-        Ok(None) => return Ended::Lost("the origin closed".into()),
-        Err(_) => return Ended::Lost("no offer in time".into()),
+        Ok(Some(m)) => return Ended::lost(format!("the origin answered {m}")),
+        Ok(None) => return Ended::lost("the origin closed"),
+        Err(_) => return Ended::lost("no offer in time"),
     };
     let sdp = offer["sdp"]["sdp"].as_str().unwrap_or_default().to_string();
     let candidates = offer["candidates"].as_array().into_iter().flatten().filter_map(|c| c["candidate"].as_str()).map(str::to_string).collect();
     let (edge, mut events, answer, tracks) = match state.edge.pull(sdp, candidates).await {
         Ok(pulled) => pulled,
-        Err(e) => return Ended::Lost(format!("cannot answer the origin's offer: {e}")),
+        Err(e) => return Ended::lost(format!("cannot answer the origin's offer: {e}")),
     };
     let message = json!({"command": "answer", "id": offer["id"], "peer_id": 0, "sdp": {"type": "answer", "sdp": answer.sdp}});
     if socket.send(Message::Text(message.to_string().into())).await.is_err() {
-        return Ended::Lost("the origin closed".into());
+        return Ended::lost("the origin closed");
     }
     let current = match hub.take() {
         Some(h) if h.video_codec == tracks.video && h.has_audio == tracks.audio => h,
@@ -150,11 +236,11 @@ async fn pull_once(state: &Arc<HostState>, name: &str, url: &str, hub: &mut Opti
     };
     *hub = Some(current.clone());
     if edge.publish_to(&current).await.is_err() {
-        return Ended::Lost("the edge is stopping".into());
+        return Ended::lost("the edge is stopping");
     }
     started.send_replace(true);
     tracing::info!(stream = %name, %url, video = ?tracks.video, "pulling from the origin");
-    follow(state, &current, &mut socket, &mut events).await
+    follow(state, &current, &mut socket, &mut events, begun).await
 }
 
 /// Follows a pull: the origin's socket, the connection, the input and the viewers.
@@ -163,28 +249,34 @@ async fn follow(
     hub: &StreamHub,
     socket: &mut OriginSocket,
     events: &mut tokio::sync::mpsc::UnboundedReceiver<EdgeEvent>,
+    begun: Instant,
 ) -> Ended {
     let properties = &state.config.origins.properties;
     let (no_input, unused_limit) = (Duration::from_millis(properties.no_input_failover_timeout), Duration::from_millis(properties.unused_stream_deletion_timeout));
     let started = crate::media::counters::unix_ms();
     let mut unused_since: Option<Instant> = None;
     let mut check = tokio::time::interval(Duration::from_millis(250));
+    let ended = |why: String| Ended::Lost { why, delivered: hub.counters.last_received_ms.load(Ordering::Relaxed) >= started };
     loop {
         tokio::select! {
             message = next_json(socket) => match message {
-                Some(m) if m.get("error").is_some() => return Ended::Lost(format!("the origin: {m}")),
+                Some(m) if m.get("error").is_some() => return ended(format!("the origin: {m}")),
                 Some(_) => {}
-                None => return Ended::Lost("the origin closed the signalling".into()),
+                None => return ended("the origin closed the signalling".into()),
             },
             event = events.recv() => match event {
                 Some(EdgeEvent::Connected) => {}
-                _ => return Ended::Lost("the connection failed".into()),
+                _ => return ended("the connection failed".into()),
             },
             _ = check.tick() => {
                 let now = Instant::now();
                 let silent = hub.counters.silent_for(started);
                 if silent >= no_input {
-                    return Ended::Lost(format!("no input for {} ms", silent.as_millis()));
+                    return ended(format!("no input for {} ms", silent.as_millis()));
+                }
+                if hub.counters.answers.load(Ordering::Relaxed) == 0 && now.duration_since(begun) >= UNANSWERED_RELEASE {
+                    tracing::info!(stream = %hub.name, "no viewer answered in {} s: released", UNANSWERED_RELEASE.as_secs());
+                    return Ended::Unused;
                 }
                 if hub.counters.open.load(Ordering::Relaxed) > 0 {
                     unused_since = None;
@@ -206,4 +298,31 @@ async fn next_json(socket: &mut OriginSocket) -> Option<Value> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pull() -> Pull {
+        Pull { name: "app/s".into(), started: watch::channel(false).1 }
+    }
+
+    #[test]
+    fn an_address_starts_only_its_share_of_the_pulls_and_gets_it_back_when_they_end() {
+        let mut running = Running::default();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        for i in 0..MAX_PULLS_PER_ADDRESS {
+            running.start(&format!("ws://o/app/{i}"), pull(), a).unwrap();
+        }
+        assert_eq!(running.start("ws://o/app/more", pull(), a), Err(Refused::AddressShare));
+        running.start("ws://o/app/more", pull(), b).expect("another address has its own share");
+        running.end("ws://o/app/0", a);
+        running.start("ws://o/app/again", pull(), a).expect("an ended pull frees its place");
+        for (i, address) in (0..MAX_PULLS).map(|i| (i, IpAddr::from([198, 51, 100, (i / MAX_PULLS_PER_ADDRESS) as u8]))) {
+            let _ = running.start(&format!("ws://o/fill/{i}"), pull(), address);
+        }
+        assert_eq!(running.by_origin.len(), MAX_PULLS);
+        assert_eq!(running.start("ws://o/app/over", pull(), "203.0.113.1".parse().unwrap()), Err(Refused::Full));
+    }
 }

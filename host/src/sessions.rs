@@ -1,5 +1,6 @@
 //! The registry of live signalling sessions: how anything (a plugin, a source) reaches a session.
 
+use ome_signalling::query::{self, Query};
 use crate::media::StreamHub;
 use plugin_api::{Delivery, SessionId, SessionInfo};
 use std::collections::{BTreeMap, HashMap};
@@ -232,7 +233,7 @@ impl Sessions {
             }
             let live = streams.get_mut(e.hub.name.as_str()).expect("just ensured");
             live.sessions += 1;
-            if e.info.query().split('&').any(|kv| kv.starts_with("edge=")) {
+            if Query::parse(e.info.query()).get(query::EDGE).is_some() {
                 live.pulling_edges += 1;
             } else {
                 live.edge_viewers += u64::from(e.view.edge_up);

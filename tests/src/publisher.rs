@@ -237,7 +237,7 @@ impl PublisherStats {
 /// How the session is held, by protocol.
 enum Session {
     /// WHIP: the resource to DELETE (absolute URL) and the token to DELETE it with.
-    Whip { location: String, bearer: Option<String> },
+    Whip { location: String, bearer: Option<String>, etag: Option<String> },
     /// OME: the task holding the WebSocket, and the way to tell it to close the socket.
     Ome { stop: oneshot::Sender<()>, task: JoinHandle<()> },
 }
@@ -284,17 +284,18 @@ impl Publisher {
                 return Err(PublishError::Http { status: response.status, body: response.body });
             }
             let location = response.header("Location").context("201 Created without a Location header")?;
-            Ok((tracks, resolve_url(url, location)?, response.body))
+            let etag = response.header("ETag").map(str::to_string);
+            Ok((tracks, resolve_url(url, location)?, etag, response.body))
         }
         .await;
-        let (tracks, location, answer) = match negotiated {
+        let (tracks, location, etag, answer) = match negotiated {
             Ok(negotiated) => negotiated,
             Err(e) => {
                 let _ = pc.close().await;
                 return Err(e);
             }
         };
-        let session = Session::Whip { location, bearer: bearer.map(str::to_string) };
+        let session = Session::Whip { location, bearer: bearer.map(str::to_string), etag };
         let started = async {
             pc.set_remote_description(RTCSessionDescription::answer(answer)?).await?;
             start_media(tracks, source, &options, &stats, connected).await
@@ -397,6 +398,14 @@ impl Publisher {
         }
     }
 
+    /// The WHIP session's `ETag`, as the server sent it.
+    pub fn etag(&self) -> Option<&str> {
+        match &self.session {
+            Some(Session::Whip { etag, .. }) => etag.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Waits until `cond(stats)` holds, polling; errors after `timeout`.
     pub async fn wait_for(&self, timeout: Duration, what: &str, cond: impl Fn(&PublisherStats) -> bool) -> anyhow::Result<Duration> {
         wait_until(timeout, what, || cond(&self.stats))
@@ -448,7 +457,7 @@ impl Teardown {
     /// Ends the session (waiting at most `patience` for the server), then closes the connection.
     async fn run(self, patience: Duration) -> Result<(), PublishError> {
         let result = match self.session {
-            Some(Session::Whip { location, bearer }) => delete(&location, bearer.as_deref(), patience).await,
+            Some(Session::Whip { location, bearer, .. }) => delete(&location, bearer.as_deref(), patience).await,
             Some(Session::Ome { stop, task }) => {
                 let _ = stop.send(());
                 let _ = tokio::time::timeout(patience, task).await;

@@ -44,6 +44,8 @@ pub struct StreamCounters {
     pub opened: AtomicU64,
     /// Sessions open now.
     pub open: AtomicU64,
+    /// Edge answers accepted from the stream's viewers: a pull nobody answers is released soon.
+    pub answers: AtomicU64,
     /// Sessions closed, by [`CLOSE_REASONS`].
     pub closed: [AtomicU64; 5],
     /// The most sessions at once, and when (ms since the Unix epoch).
@@ -71,6 +73,7 @@ impl StreamCounters {
             peer_bytes_ended: AtomicU64::new(0),
             opened: AtomicU64::new(0),
             open: AtomicU64::new(0),
+            answers: AtomicU64::new(0),
             closed: Default::default(),
             max_sessions: AtomicU64::new(0),
             max_sessions_at_ms: AtomicU64::new(now),

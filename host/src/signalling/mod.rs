@@ -8,7 +8,7 @@ mod whip;
 
 use crate::state::HostState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use crate::server::Admitted;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::Extension;
@@ -16,6 +16,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use ome_signalling::query::{Direction, Query};
+use ome_signalling::StreamName;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -100,29 +102,42 @@ async fn signalling(
         .write_buffer_size(0)
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes);
-    let publishing = query.as_deref().is_some_and(|q| q.split('&').any(|kv| kv == "direction=send"));
-    upgrade.on_upgrade(move |mut socket| async move {
+    let name = StreamName::new(&app, &stream);
+    let raw_query = query.unwrap_or_default();
+    let publishing = Query::parse(&raw_query).direction() == Direction::Send;
+    upgrade.on_upgrade(move |socket| async move {
         // The connection's place under the caps is held for as long as the session lives.
         let _admitted = admitted;
+        let name = match name {
+            Ok(name) => name,
+            Err(e) => {
+                tracing::info!(%remote, "refused: {e}");
+                state.metrics.add("names_refused", 1);
+                return refuse(socket, 400, &format!("not a stream name: {e}")).await;
+            }
+        };
         if publishing {
-            return publisher::run(socket, state, app, stream, query.unwrap_or_default()).await;
+            return publisher::run(socket, state, name, &raw_query, remote.ip()).await;
         }
-        let Some(hub) = crate::pull::hub(&state, &app, &stream).await else {
-            tracing::info!(%remote, "refused: no stream {app}/{stream}");
+        let Some(hub) = crate::pull::hub(&state, &name, remote.ip()).await else {
+            tracing::info!(%remote, "refused: no stream {name}");
             state.metrics.add("sessions_refused", 1);
-            let error = protocol::error(404, &format!("no such stream: {app}/{stream}"));
-            let _ = socket.send(Message::Text(error.into())).await;
-            let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
-            return;
+            return refuse(socket, 404, &format!("no such stream: {name}")).await;
         };
         let request = session::Request {
             hub,
-            app,
-            stream,
+            app: name.app().to_string(),
+            stream: name.stream().to_string(),
             user_agent,
             remote: remote.to_string(),
-            query: query.unwrap_or_default(),
+            query: raw_query,
         };
         session::run(socket, state, request).await;
     })
+}
+
+/// Sends the protocol's error and closes: a request refused before it became a session.
+async fn refuse(mut socket: WebSocket, code: u16, message: &str) {
+    let _ = socket.send(Message::Text(protocol::error(code, message).into())).await;
+    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
 }

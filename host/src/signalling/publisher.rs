@@ -7,6 +7,9 @@ use crate::edge::EdgeEvent;
 use crate::publish::{authorize, PublishError, Publication};
 use crate::state::HostState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use ome_signalling::query::{Query, TOKEN};
+use ome_signalling::StreamName;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -24,23 +27,19 @@ impl From<PublishError> for ProtocolError {
     }
 }
 
-/// Serves one publisher until it leaves; the protocol's error first if it is refused or fails.
-pub async fn run(mut socket: WebSocket, state: Arc<HostState>, app: String, stream: String, query: String) {
-    let outcome = serve(&mut socket, &state, &app, &stream, &query).await;
+/// Serves one publisher of `name` (asking from `client`) until it leaves; the protocol's error
+/// first if it is refused or fails.
+pub async fn run(mut socket: WebSocket, state: Arc<HostState>, name: StreamName, query: &str, client: IpAddr) {
+    let outcome = serve(&mut socket, &state, &name, &Query::parse(query), client).await;
     if let Err(error) = &outcome {
-        tracing::info!(stream = %format!("{app}/{stream}"), code = error.code, "publisher refused or failed: {}", error.message);
+        tracing::info!(stream = %name, code = error.code, "publisher refused or failed: {}", error.message);
         let _ = socket.send(Message::Text(protocol::error(error.code, &error.message).into())).await;
     }
     let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
 }
 
-/// The `token` query parameter, if any.
-fn token(query: &str) -> Option<&str> {
-    query.split('&').find_map(|kv| kv.strip_prefix("token="))
-}
-
-async fn serve(socket: &mut WebSocket, state: &Arc<HostState>, app: &str, stream: &str, query: &str) -> Result<(), ProtocolError> {
-    authorize(app, state.streams.publishing(app), token(query))?;
+async fn serve(socket: &mut WebSocket, state: &Arc<HostState>, name: &StreamName, query: &Query, client: IpAddr) -> Result<(), ProtocolError> {
+    authorize(name.app(), state.streams.publishing(name.app()), query.get(TOKEN))?;
     let limits = &state.config.limits;
     match tokio::time::timeout(REQUEST_DEADLINE, socket.recv()).await {
         Ok(Some(Ok(Message::Text(text)))) if protocol::parse_bounded(&text, 0, limits)?.0 == Incoming::RequestOffer => {}
@@ -48,7 +47,7 @@ async fn serve(socket: &mut WebSocket, state: &Arc<HostState>, app: &str, stream
         Ok(_) => return Ok(()),
         Err(_) => return Err(ProtocolError { code: 408, message: "no request_offer in time".into() }),
     }
-    let publication = Publication::claim(state, app, stream, None)?;
+    let publication = Publication::claim(state, name, None, client)?;
     let (edge, mut events, offer, _) = state.edge.publish(None).await.map_err(|_| PublishError::Edge)?;
     socket
         .send(Message::Text(protocol::edge_offer(publication.id, &offer.sdp, &offer.candidates).into()))

@@ -293,6 +293,7 @@ impl Session {
                 if let Err(e) = edge.accept_answer(sdp).await {
                     return Some(Ending::with_error(ProtocolError::bad(format!("the answer was refused: {e}"))));
                 }
+                self.hub.counters.answers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.answer_deadline = None;
                 self.ice_deadline = Some(Instant::now() + ICE_DEADLINE);
                 None

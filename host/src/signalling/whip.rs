@@ -1,19 +1,23 @@
 //! WHIP (RFC 9725) at OvenMediaEngine's address for it: `POST /{app}/{stream}?direction=whip`
 //! with the publisher's SDP offer (`Authorization: Bearer <token>` if the application has one)
 //! answers `201 Created` with the SDP answer and the session's resource in `Location`
-//! (`/{app}/{stream}/{key}?direction=whip`); `DELETE` on that resource ends the publication.
-//! Errors: 400 (not an SDP offer this host can take), 401 (no token), 403 (a wrong token),
-//! 404 (not publishable here, or no such resource), 409 (already published), 413 (too large),
-//! 415 (not `application/sdp`). No trickle ICE (`PATCH` gets 405): the edge is ICE-lite and
+//! (`/{app}/{stream}/{key}?direction=whip`, the names escaped) and its key as the `ETag`; `DELETE`
+//! on that resource ends the publication. Errors: 400 (not a stream name, or not an SDP offer this
+//! host can take), 401 (no token), 403 (a wrong token), 404 (not publishable here, or no such
+//! resource), 409 (already published), 413 (too large), 415 (not `application/sdp`), 429 (this
+//! address publishes `<MaxPublishersPerAddress>` streams), 503 (`<MaxPublishers>` reached). No trickle ICE (`PATCH` gets 405): the edge is ICE-lite and
 //! learns the publisher's address from its checks, so an offer without candidates works.
 
 use crate::edge::EdgeEvent;
 use crate::publish::{authorize, PublishError, Publication};
 use crate::state::HostState;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ome_signalling::query::{Direction, Query};
+use ome_signalling::StreamName;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +31,7 @@ const SILENCE_DEADLINE: Duration = Duration::from_secs(4);
 
 /// Whether the query says `direction=whip`.
 pub fn is_whip(query: Option<&str>) -> bool {
-    query.is_some_and(|q| q.split('&').any(|kv| kv == "direction=whip"))
+    query.is_some_and(|q| Query::parse(q).direction() == Direction::Whip)
 }
 
 /// CORS for browser publishers on other origins: the resource and ETag must be readable, and
@@ -52,10 +56,24 @@ impl IntoResponse for PublishError {
 }
 
 /// `POST /{app}/{stream}?direction=whip`: a new publication.
-pub async fn post(State(state): State<Arc<HostState>>, Path((app, stream)): Path<(String, String)>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(
+    State(state): State<Arc<HostState>>,
+    Path((app, stream)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !is_whip(query.as_deref()) {
         return refuse(StatusCode::METHOD_NOT_ALLOWED, "POST is for WHIP: add ?direction=whip");
     }
+    let name = match StreamName::new(&app, &stream) {
+        Ok(name) => name,
+        Err(e) => {
+            state.metrics.add("names_refused", 1);
+            return refuse(StatusCode::BAD_REQUEST, &format!("not a stream name: {e}"));
+        }
+    };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.starts_with("application/sdp") {
         return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "a WHIP offer is application/sdp");
@@ -65,10 +83,10 @@ pub async fn post(State(state): State<Arc<HostState>>, Path((app, stream)): Path
     }
     let Ok(offer) = String::from_utf8(body.to_vec()) else { return refuse(StatusCode::BAD_REQUEST, "the offer is not UTF-8") };
     let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    match publish(&state, &app, &stream, offer, bearer).await {
-        Ok((answer, location)) => {
-            let etag = format!("\"{}\"", location.rsplit('/').next().unwrap_or_default());
-            let headers = [(header::CONTENT_TYPE, "application/sdp".to_string()), (header::LOCATION, location), (header::ETAG, etag)];
+    match publish(&state, &name, offer, bearer, client.ip()).await {
+        Ok((answer, key)) => {
+            let location = format!("{}/{key}?direction=whip", name.path());
+            let headers = [(header::CONTENT_TYPE, "application/sdp".to_string()), (header::LOCATION, location), (header::ETAG, format!("\"{key}\""))];
             cors((StatusCode::CREATED, headers, answer).into_response())
         }
         Err(e) => e.into_response(),
@@ -76,17 +94,16 @@ pub async fn post(State(state): State<Arc<HostState>>, Path((app, stream)): Path
 }
 
 /// Authorizes, claims the name, answers the offer, and leaves the publication running; the
-/// answer and the resource's path.
-async fn publish(state: &Arc<HostState>, app: &str, stream: &str, offer: String, bearer: Option<&str>) -> Result<(String, String), PublishError> {
-    authorize(app, state.streams.publishing(app), bearer)?;
+/// answer and the resource's key.
+async fn publish(state: &Arc<HostState>, name: &StreamName, offer: String, bearer: Option<&str>, client: IpAddr) -> Result<(String, String), PublishError> {
+    authorize(name.app(), state.streams.publishing(name.app()), bearer)?;
     let key = format!("{:016x}", rand::random::<u64>());
-    let publication = Publication::claim(state, app, stream, Some(key.clone()))?;
+    let publication = Publication::claim(state, name, Some(key.clone()), client)?;
     let (edge, events, answer, tracks) = state.edge.publish(Some(offer)).await.map_err(|e| match e {
         crate::edge::EdgeError::Refused(e) => PublishError::BadSdp(format!("the offer cannot be answered: {e:#}")),
         crate::edge::EdgeError::Gone => PublishError::Edge,
     })?;
     let hub = publication.activate(&edge, tracks.ok_or(PublishError::Edge)?).await?;
-    let location = format!("/{app}/{stream}/{key}?direction=whip");
     tokio::spawn(async move {
         let mut events = events;
         let (edge, publication) = (edge, publication);
@@ -98,7 +115,7 @@ async fn publish(state: &Arc<HostState>, app: &str, stream: &str, offer: String,
         tracing::info!(stream = %publication.name, publisher = publication.id, "WHIP publication {ended}");
         drop(edge);
     });
-    Ok((answer.sdp, location))
+    Ok((answer.sdp, key))
 }
 
 /// Follows the connection: up within [`ICE_DEADLINE`], then until it fails.
