@@ -1,6 +1,7 @@
 //! The edge on the configured UDP ports only: every viewer shares them, an unanswered offer is
 //! withdrawn, bad datagrams aimed at a playing viewer's port are dropped and counted without the
-//! viewer noticing, a player's close frees its connection at once, and lost packets are resent.
+//! viewer noticing, a player's close frees its connection at once, lost packets are resent, and
+//! a check forged from another address sends that address no media.
 
 use serde_json::Value;
 use std::net::UdpSocket;
@@ -232,4 +233,115 @@ async fn packets_a_viewer_lost_are_resent_when_it_nacks_them() {
     }
     assert!(stats.video() > 100, "the viewer plays through the loss");
     relay.abort();
+}
+
+/// The first value of the SDP attribute `a=<name>:`.
+fn sdp_attribute<'a>(sdp: &'a str, name: &str) -> &'a str {
+    sdp.lines().find_map(|l| l.strip_prefix("a=")?.strip_prefix(name)?.strip_prefix(':')).unwrap().trim()
+}
+
+/// A nominating binding request as a player sends it: USERNAME `user`, signed with `pwd`.
+fn nominating_check(user: &str, pwd: &str) -> Vec<u8> {
+    use rtc::stun::attributes::{RawAttribute, ATTR_PRIORITY, ATTR_USERNAME, ATTR_USE_CANDIDATE};
+    use rtc::stun::{fingerprint::FINGERPRINT, integrity::MessageIntegrity, message::*, textattrs::TextAttribute};
+    let crypto = rtc::crypto::default_provider().unwrap();
+    let mut m = Message::new();
+    m.build(&[
+        Box::new(BINDING_REQUEST),
+        Box::new(TransactionId::new()),
+        Box::new(TextAttribute::new(ATTR_USERNAME, user.to_owned())),
+        Box::new(RawAttribute { typ: ATTR_PRIORITY, length: 4, value: vec![0x6e, 0, 0, 1] }),
+        Box::new(RawAttribute { typ: ATTR_USE_CANDIDATE, length: 0, value: vec![] }),
+        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(pwd.to_owned(), crypto.crypto())),
+        Box::new(FINGERPRINT),
+    ])
+    .unwrap();
+    m.raw
+}
+
+/// A test peer playing straight from the edge at `port`, and what its checks to the edge carry.
+struct Playing {
+    _signal: Signal,
+    _pc: std::sync::Arc<dyn webrtc::peer_connection::PeerConnection>,
+    stats: std::sync::Arc<tests::peer::PeerStats>,
+    /// USERNAME: the edge's ufrag, then the peer's (both are in the SDPs).
+    user: String,
+    /// The edge's ICE password (in the offer).
+    pwd: String,
+    /// The peer's address (its one candidate).
+    at: std::net::SocketAddr,
+}
+
+/// The test peer plays straight from the edge.
+async fn play_directly(host: &HostProcess) -> Playing {
+    let mut s = Signal::connect(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+    let offer = request_offer(&mut s).await.unwrap();
+    let id = offer["id"].as_u64().unwrap();
+    let offer_sdp = offer["sdp"]["sdp"].as_str().unwrap();
+    let (pc, answer, stats) = tests::peer::answer_offer(offer_sdp).await.unwrap();
+    let user = format!("{}:{}", sdp_attribute(offer_sdp, "ice-ufrag"), sdp_attribute(&answer, "ice-ufrag"));
+    let pwd = sdp_attribute(offer_sdp, "ice-pwd").to_owned();
+    let candidate: Vec<&str> = sdp_attribute(&answer, "candidate").split_whitespace().collect();
+    let at = format!("{}:{}", candidate[4], candidate[5]).parse().unwrap();
+    s.send(serde_json::json!({"command": "answer", "id": id, "peer_id": 0, "sdp": {"type": "answer", "sdp": answer}})).await.unwrap();
+    tests::peer::wait_until(T, "first video packet", || stats.video() > 0).await.unwrap();
+    Playing { _signal: s, _pc: pc, stats, user, pwd, at }
+}
+
+/// Whether a datagram is RTP or RTCP (RFC 7983).
+fn is_rtp(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| (128..192).contains(b))
+}
+
+/// RFC 7675: a viewer that knows its ICE password (it is in the offer) forges nominating checks
+/// from another address (another socket on loopback: another port is another address). That
+/// address gets the answers to the checks and the edge's own check, STUN, and nothing else: no
+/// media, no DTLS; the viewer plays on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_forged_from_another_address_send_it_no_media_and_the_viewer_plays_on() {
+    let port = *free_udp_ports(1).start();
+    let host = HostProcess::start(|p| config_xml_with_ice(p, &format!("127.0.0.1:{port}/udp"), "")).unwrap();
+    let viewer = play_directly(&host).await;
+
+    let victim = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let before = viewer.stats.video();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 2048];
+    for _ in 0..6 {
+        victim.send_to(&nominating_check(&viewer.user, &viewer.pwd), ("127.0.0.1", port)).await.unwrap();
+        let until = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Ok((n, _))) = tokio::time::timeout_at(until, victim.recv_from(&mut buf)).await {
+            received.push(buf[..n.min(2)].to_vec());
+        }
+    }
+    assert!(received.contains(&vec![0x01, 0x01]), "the forged checks were valid: answered with a binding success");
+    let other: Vec<_> = received.iter().filter(|d| d[0] >= 4).collect();
+    assert!(other.is_empty(), "the forged address got {} datagrams that are not STUN (media, DTLS), e.g. {:?}", other.len(), other.first());
+    let during = viewer.stats.video();
+    assert!(during > before + 50, "the viewer played during the forged checks: {before} -> {during} video packets");
+    tests::peer::wait_until(T, "video after the forged checks", || viewer.stats.video() > during + 50).await.unwrap();
+}
+
+/// The other side of that rule: a player's network changes (here a relay socket stands for its
+/// new address: it passes everything between the edge and the test peer). Its nominating check
+/// from there makes the edge check that address; the peer's ICE agent (`webrtc-rs`) answers
+/// through the relay, and from then on the media goes there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nominated_address_gets_the_media_once_the_players_agent_answers_the_edges_check_there() {
+    let port = *free_udp_ports(1).start();
+    let host = HostProcess::start(|p| config_xml_with_ice(p, &format!("127.0.0.1:{port}/udp"), "")).unwrap();
+    let viewer = play_directly(&host).await;
+    let edge: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+
+    let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    relay.send_to(&nominating_check(&viewer.user, &viewer.pwd), edge).await.unwrap();
+    let (mut media, mut buf) = (0, [0u8; 2048]);
+    let until = tokio::time::Instant::now() + T;
+    while media < 50 {
+        let Ok(Ok((n, from))) = tokio::time::timeout_at(until, relay.recv_from(&mut buf)).await else { break };
+        let to = if from == edge { viewer.at } else { edge };
+        media += usize::from(from == edge && is_rtp(&buf[..n]));
+        let _ = relay.send_to(&buf[..n], to).await;
+    }
+    assert_eq!(media, 50, "the media moved to the address whose agent answered");
 }

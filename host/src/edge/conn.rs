@@ -209,6 +209,7 @@ impl ViewerConn {
         let config = self.dtls_config(answer.fingerprints, answer.edge_is_dtls_client)?;
         let (server, connect) = if answer.edge_is_dtls_client { (None, Some(config)) } else { (Some(config), None) };
         let endpoint = Box::new(Endpoint::new(DTLS_PEER, TransportProtocol::UDP, server));
+        self.ice.set_remote(answer.ice);
         let early = match std::mem::replace(&mut self.security, Security::Handshake { endpoint, connect }) {
             Security::Waiting(early) => early,
             _ => Vec::new(),
@@ -216,6 +217,7 @@ impl ViewerConn {
         self.ice.last_check = now; // the player has CONSENT_TIMEOUT to reach the edge
         self.state.phase = Phase::Answered;
         self.maybe_connect(now);
+        self.probe(now); // a pair nominated before the answer can be checked now
         for datagram in early {
             self.dtls(now, &datagram);
         }
@@ -281,20 +283,31 @@ impl ViewerConn {
         wants
     }
 
+    /// A check (answered), or the answer to the edge's own check of a candidate path.
     fn stun(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
         if self.state.phase == Phase::Done {
             return;
         }
-        let Some(checked) = self.ice.check(now, local, from, data, self.identity.crypto.crypto()) else { return };
-        self.transmits.push_back((local, from, checked.response));
-        if checked.new_path {
+        let Some(heard) = self.ice.read(now, local, from, data, self.identity.crypto.crypto()) else { return };
+        if let Some(response) = heard.response {
+            self.transmits.push_back((local, from, response));
+        }
+        if heard.new_path {
             self.maybe_connect(now);
+        }
+        self.probe(now);
+    }
+
+    /// Queues the edge's check of a candidate path, if ICE has one to send.
+    fn probe(&mut self, now: Instant) {
+        if let Some(((local, remote), request)) = self.ice.probe(now, self.identity.crypto.crypto()) {
+            self.transmits.push_back((local, remote, request));
         }
     }
 
     fn dtls(&mut self, now: Instant, data: &[u8]) -> Wants {
         let mut wants = Wants::default();
-        if self.ice.path.is_none() {
+        if self.ice.path().is_none() {
             return wants;
         }
         let endpoint = match &mut self.security {
@@ -362,7 +375,7 @@ impl ViewerConn {
     fn drain_dtls(&mut self) {
         let (Security::Handshake { endpoint, .. } | Security::Up { endpoint, .. }) = &mut self.security else { return };
         while let Some(out) = endpoint.poll_transmit() {
-            if let Some((local, remote)) = self.ice.path {
+            if let Some((local, remote)) = self.ice.path() {
                 self.transmits.push_back((local, remote, out.message));
             }
         }
@@ -453,7 +466,7 @@ impl ViewerConn {
 
     /// One compound RTCP packet with a sender report per track that has sent something.
     fn send_reports(&mut self, now: Instant) {
-        let (Security::Up { local, .. }, Some((from, to))) = (&mut self.security, self.ice.path) else { return };
+        let (Security::Up { local, .. }, Some((from, to))) = (&mut self.security, self.ice.path()) else { return };
         let wall = self.epoch.1 + now.saturating_duration_since(self.epoch.0);
         let reports: Vec<Box<dyn rtc::rtcp::packet::Packet>> = [Some(&self.video), self.audio.as_ref()]
             .into_iter()
@@ -549,7 +562,7 @@ impl ViewerConn {
 
     /// Encrypts `packet` under `header` and queues it on the path.
     fn seal_and_queue(&mut self, packet: &Arc<MediaPacket>, header: &rtc::rtp::header::Header, plaintext: &mut Plaintext) -> bool {
-        let (Security::Up { local, .. }, Some((from, to))) = (&mut self.security, self.ice.path) else { return false };
+        let (Security::Up { local, .. }, Some((from, to))) = (&mut self.security, self.ice.path()) else { return false };
         match local.encrypt_rtp_with_header(plaintext.with_header(packet, header), header) {
             Ok(sealed) => {
                 self.transmits.push_back((from, to, sealed));
@@ -579,6 +592,7 @@ fn admit_rtcp(seen: &mut Vec<u32>, data: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::demux;
     use super::*;
 
     fn conn(now: Instant) -> ViewerConn {
@@ -641,10 +655,146 @@ mod tests {
         let check = super::super::ice_lite::tests::request(&format!("{}:p", conn.state.ufrag), conn.ice.pwd(), true);
         let mut plaintext = Plaintext::default();
         conn.datagram(t0, local, player, &check, &mut plaintext);
-        assert_eq!(conn.ice.path, Some((local, player)), "the check set the path");
+        assert_eq!(conn.ice.path(), Some((local, player)), "the check set the path");
         for _ in 0..10 {
             conn.datagram(t0, local, player, &[22, 0xfe, 0xfd, 0, 0], &mut plaintext);
         }
         assert!(matches!(&conn.security, Security::Waiting(early) if early.len() == EARLY_DTLS));
+    }
+
+    /// The edge's address in the scenarios below.
+    fn edge() -> SocketAddr {
+        "10.0.0.1:10000".parse().unwrap()
+    }
+
+    /// The player's side of a viewer connection, as the scenarios drive it: its ICE credentials
+    /// and its DTLS client.
+    struct Player {
+        ufrag: String,
+        pwd: String,
+        dtls: Endpoint,
+    }
+
+    impl Player {
+        /// A binding request to the edge from this player.
+        fn check(&self, conn: &ViewerConn, nominate: bool) -> Vec<u8> {
+            super::super::ice_lite::tests::request(&format!("{}:{}", conn.state.ufrag, self.ufrag), conn.ice.pwd(), nominate)
+        }
+    }
+
+    /// A connection that is up with a player at `at`: checked and nominated from there, its DTLS
+    /// handshake done (the player its client).
+    fn connected(t0: Instant, at: SocketAddr, plaintext: &mut Plaintext) -> (ViewerConn, Player) {
+        let mut conn = conn(t0);
+        let certificate = EdgeIdentity::generate().unwrap();
+        let (ufrag, pwd) = super::super::link::ice_credentials();
+        let answer = format!(
+            "v=0\r\na=fingerprint:sha-256 {}\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=setup:active\r\n",
+            certificate.fingerprint
+        );
+        conn.answer(t0, answer).unwrap();
+        let mut player = Player { ufrag, pwd, dtls: Endpoint::new(at, TransportProtocol::UDP, None) };
+        conn.datagram(t0, edge(), at, &player.check(&conn, true), plaintext);
+        let config = ConfigBuilder::default()
+            .with_crypto_provider(certificate.crypto.clone())
+            .with_certificates(vec![certificate.certificate.dtls_certificate.clone()])
+            .with_srtp_protection_profiles(SRTP_PROFILES.to_vec())
+            .with_insecure_skip_verify(true)
+            .with_extended_master_secret(ExtendedMasterSecretType::Require)
+            .build(true, None)
+            .unwrap();
+        player.dtls.connect(t0, edge(), Arc::new(config), None).unwrap();
+        for _ in 0..8 {
+            while let Some(out) = player.dtls.poll_transmit() {
+                conn.datagram(t0, edge(), at, &out.message, plaintext);
+            }
+            while let Some((_, to, data)) = conn.poll_transmit() {
+                assert_eq!(to, at);
+                if demux::kind(&data) == Some(demux::Kind::Dtls) {
+                    player.dtls.read(t0, edge(), None, data).unwrap();
+                }
+            }
+        }
+        assert_eq!(conn.state.phase, Phase::Connected, "the handshake is done");
+        (conn, player)
+    }
+
+    /// Packet `index` of the stream: a video keyframe's start.
+    fn media(index: u64) -> Arc<MediaPacket> {
+        let mut packet = rtc::rtp::packet::Packet::default();
+        packet.header.sequence_number = index as u16;
+        packet.header.timestamp = index as u32 * 3000;
+        packet.payload = bytes::Bytes::from_static(&[0x10, 0x80, 0x00, 0x9d, 0x01, 0x2a]);
+        Arc::new(MediaPacket { index, kind: MediaKind::Video, keyframe_start: true, packet })
+    }
+
+    /// Where each datagram the connection queued goes, and its kind.
+    fn sent(conn: &mut ViewerConn) -> Vec<(SocketAddr, Option<demux::Kind>)> {
+        std::iter::from_fn(|| conn.poll_transmit()).map(|(_, to, data)| (to, demux::kind(&data))).collect()
+    }
+
+    /// RFC 7675: a viewer that knows its ICE password forges checks from a victim's address, one
+    /// every 20 s. The victim gets the answers to those checks (STUN, no bigger than them) and
+    /// nothing else; the player keeps its media, and its consent, for as long as it checks.
+    #[test]
+    fn a_check_forged_from_another_address_moves_no_media_and_takes_no_consent() {
+        let t0 = Instant::now();
+        let (player_at, victim): (SocketAddr, SocketAddr) = ("10.0.0.2:5000".parse().unwrap(), "10.0.0.66:6000".parse().unwrap());
+        let mut plaintext = Plaintext::default();
+        let (mut conn, player) = connected(t0, player_at, &mut plaintext);
+        let mut to_player = 0;
+        for second in 0..90u64 {
+            let now = t0 + Duration::from_secs(second);
+            if second % 20 == 0 {
+                conn.datagram(now, edge(), victim, &player.check(&conn, true), &mut plaintext);
+            }
+            if second % 5 == 1 {
+                conn.datagram(now, edge(), player_at, &player.check(&conn, true), &mut plaintext);
+            }
+            conn.send_media(now, &media(second), &mut plaintext);
+            if conn.poll_timeout().is_some_and(|t| t <= now) {
+                conn.timeout(now);
+            }
+            for (to, kind) in sent(&mut conn) {
+                if to == victim {
+                    assert_eq!(kind, Some(demux::Kind::Stun), "at {second} s the victim got {kind:?}");
+                } else {
+                    assert_eq!(to, player_at);
+                    to_player += u32::from(kind == Some(demux::Kind::Rtp));
+                }
+            }
+            assert_eq!(conn.state.phase, Phase::Connected, "at {second} s");
+        }
+        assert!(to_player >= 90, "the player got its media and reports: {to_player}");
+    }
+
+    /// A player whose network changes checks from its new address, nominating it, and answers
+    /// the edge's check there (as every ICE agent does, whether or not it sends RTCP): media
+    /// moves there, and consent with it.
+    #[test]
+    fn a_player_that_moves_gets_its_media_at_its_new_address_once_it_answers_there() {
+        let t0 = Instant::now();
+        let (old, new): (SocketAddr, SocketAddr) = ("10.0.0.2:5000".parse().unwrap(), "10.0.0.9:7000".parse().unwrap());
+        let mut plaintext = Plaintext::default();
+        let (mut conn, player) = connected(t0, old, &mut plaintext);
+        conn.send_media(t0, &media(0), &mut plaintext);
+        assert!(sent(&mut conn).contains(&(old, Some(demux::Kind::Rtp))));
+
+        let t1 = t0 + Duration::from_secs(20);
+        conn.datagram(t1, edge(), new, &player.check(&conn, true), &mut plaintext);
+        let out: Vec<_> = std::iter::from_fn(|| conn.poll_transmit()).collect();
+        assert_eq!(out.len(), 2, "the check's answer, and the edge's own check");
+        assert!(out.iter().all(|(_, to, data)| *to == new && demux::kind(data) == Some(demux::Kind::Stun)));
+        conn.send_media(t1, &media(1), &mut plaintext);
+        assert_eq!(sent(&mut conn), [(old, Some(demux::Kind::Rtp))], "media stays until the new address answers");
+
+        let (answer, _) = super::super::ice_lite::tests::answer(&out[1].2, &player.pwd);
+        conn.datagram(t1, edge(), new, &answer, &mut plaintext);
+        assert_eq!(conn.ice.path(), Some((edge(), new)));
+        let t2 = t1 + Duration::from_secs(25);
+        conn.send_media(t2, &media(2), &mut plaintext);
+        assert_eq!(sent(&mut conn), [(new, Some(demux::Kind::Rtp))]);
+        conn.timeout(t2);
+        assert_eq!(conn.state.phase, Phase::Connected, "the answer was consent: 45 s after the last check from the old address");
     }
 }

@@ -1,7 +1,8 @@
 //! The SDP of a viewer's edge connection, written and read by hand: the offer is always the same
 //! shape (one send-only video track, maybe one send-only Opus track, bundled, ICE-lite), and of
-//! the answer the edge needs three facts.
+//! the answer the edge needs four facts.
 
+use super::ice_lite::RemoteCredentials;
 use crate::plumbing::{self, VideoCodec, AUDIO_PT, VIDEO_PT};
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -79,6 +80,8 @@ pub struct Answer {
     pub fingerprints: Vec<String>,
     /// The player answered `a=setup:passive`: the edge opens DTLS (as its client).
     pub edge_is_dtls_client: bool,
+    /// The player's ICE ufrag and password (the edge's own checks carry them), if it gave both.
+    pub ice: Option<RemoteCredentials>,
 }
 
 /// Why an answer cannot be used.
@@ -105,7 +108,11 @@ pub fn answer(sdp: &str) -> Result<Answer, AnswerError> {
         return Err(AnswerError::NoFingerprint);
     }
     let edge_is_dtls_client = attribute("a=setup:").any(|v| v == "passive");
-    Ok(Answer { fingerprints, edge_is_dtls_client })
+    let ice = attribute("a=ice-ufrag:")
+        .next()
+        .zip(attribute("a=ice-pwd:").next())
+        .map(|(ufrag, pwd)| RemoteCredentials { ufrag: ufrag.trim().to_owned(), pwd: pwd.trim().to_owned() });
+    Ok(Answer { fingerprints, edge_is_dtls_client, ice })
 }
 
 /// The candidate lines of `addrs`.
@@ -158,7 +165,10 @@ mod tests {
     #[test]
     fn an_answer_gives_its_fingerprints_and_dtls_role_or_a_reason() {
         let answer_sdp = "v=0\r\na=fingerprint:sha-256 AB:CD\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=setup:active\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
-        assert_eq!(answer(answer_sdp), Ok(Answer { fingerprints: vec!["ab:cd".into()], edge_is_dtls_client: false }));
+        assert_eq!(answer(answer_sdp), Ok(Answer { fingerprints: vec!["ab:cd".into()], edge_is_dtls_client: false, ice: None }));
+        let with_ice = answer_sdp.replace("a=setup:active\r\n", "a=setup:active\r\na=ice-ufrag:Pl4y\r\na=ice-pwd:s3cret/pwd \r\n");
+        let ice = RemoteCredentials { ufrag: "Pl4y".into(), pwd: "s3cret/pwd".into() };
+        assert_eq!(answer(&with_ice).unwrap().ice, Some(ice), "the player's ICE credentials");
         assert!(answer(&answer_sdp.replace("active", "passive")).unwrap().edge_is_dtls_client);
         assert_eq!(answer(&answer_sdp.replace("m=video 9", "m=video 0")), Err(AnswerError::VideoRejected));
         assert!(answer(&answer_sdp.replace("m=audio 9", "m=audio 0")).is_ok(), "audio alone does not matter");
