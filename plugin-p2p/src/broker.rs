@@ -29,6 +29,8 @@ pub enum P2pMessage {
         host: SessionId,
         /// `{type, sdp}`.
         sdp: Value,
+        /// `link_reports: true`: its player will report the link ([`P2pMessage::LinkState`]).
+        link_reports: bool,
     },
     /// A client's ICE candidates for its host.
     Candidate {
@@ -37,7 +39,22 @@ pub enum P2pMessage {
         /// The candidates.
         candidates: Value,
     },
+    /// [`LINK_STATE`]: a player says how its P2P link with `peer` stands (this project's
+    /// extension; OvenPlayer never sends it).
+    LinkState {
+        /// The partner at the other end of the link.
+        peer: SessionId,
+        /// `state: "connected"` (true) or `"failed"` (false).
+        connected: bool,
+    },
 }
+
+/// The command of a link report: `{"command": "p2p_link_state", "id": ME, "peer_id": PARTNER,
+/// "state": "connected" | "failed"}`. A client sends it about its host once its connection is
+/// up or has failed (its answer carried `link_reports: true`); a host may send `failed` about a
+/// client. OME answers it with 400 "Unknown command", so a player sends it only to a server whose
+/// offers name `p2p_ice_servers` (this host).
+pub const LINK_STATE: &str = "p2p_link_state";
 
 /// Why a message was refused (error 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,8 +85,16 @@ pub fn parse(json: &str) -> Result<Option<P2pMessage>, BrokerError> {
     Ok(Some(match command {
         "offer_p2p" => P2pMessage::OfferP2p { client: peer()?, sdp: field("sdp")?, candidates: field("candidates").ok() },
         "candidate_p2p" => P2pMessage::CandidateP2p { client: peer()?, candidates: field("candidates")? },
-        "answer" => P2pMessage::Answer { host: peer()?, sdp: field("sdp")? },
+        "answer" => P2pMessage::Answer { host: peer()?, sdp: field("sdp")?, link_reports: v.get("link_reports") == Some(&Value::Bool(true)) },
         "candidate" => P2pMessage::Candidate { host: peer()?, candidates: field("candidates")? },
+        LINK_STATE => {
+            let connected = match v.get("state").and_then(Value::as_str) {
+                Some("connected") => true,
+                Some("failed") => false,
+                _ => return Err(BrokerError::Malformed("state must be \"connected\" or \"failed\"")),
+            };
+            P2pMessage::LinkState { peer: peer()?, connected }
+        }
         _ => return Ok(None),
     }))
 }
@@ -123,6 +148,10 @@ mod tests {
         let m = parse(r#"{"command":"candidate","id":2,"peer_id":1,"candidates":[]}"#).unwrap();
         assert!(matches!(m, Some(P2pMessage::Candidate { host: 1, .. })));
         assert_eq!(parse(r#"{"command":"dance","id":2}"#), Ok(None));
+        let m = parse(r#"{"command":"answer","id":2,"peer_id":1,"sdp":{},"link_reports":true}"#).unwrap();
+        assert!(matches!(m, Some(P2pMessage::Answer { host: 1, link_reports: true, .. })));
+        let m = parse(r#"{"command":"p2p_link_state","id":2,"peer_id":1,"state":"failed"}"#).unwrap();
+        assert_eq!(m, Some(P2pMessage::LinkState { peer: 1, connected: false }));
     }
 
     #[test]
@@ -131,5 +160,6 @@ mod tests {
         assert!(parse(r#"{"command":"offer_p2p","id":1,"peer_id":0,"sdp":{}}"#).is_err());
         assert!(parse(r#"{"command":"offer_p2p","id":1,"peer_id":"2","sdp":{}}"#).is_err());
         assert!(parse(r#"{"command":"answer","id":1,"peer_id":2}"#).is_err());
+        assert!(parse(r#"{"command":"p2p_link_state","id":1,"peer_id":2,"state":"fine"}"#).is_err());
     }
 }

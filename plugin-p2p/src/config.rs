@@ -39,6 +39,10 @@
 //!     <Name>campus</Name>
 //!     <Network>10.1.0.0/16</Network>        <!-- repeatable; IPv4 or IPv6 CIDR blocks -->
 //!   </Site>
+//!   <ReachWaitMs>1500</ReachWaitMs>         <!-- a cross-network pair whose host shows only LAN
+//!                                                or mDNS candidates is given up after this -->
+//!   <ConfirmTimeoutMs>10000</ConfirmTimeoutMs> <!-- a reporting client not connected by then
+//!                                                plays from the edge -->
 //!   <Exclude>app</Exclude>                  <!-- no P2P for an application ... -->
 //!   <Exclude>app/stream</Exclude>           <!-- ... or for one stream; repeatable -->
 //! </P2P>
@@ -92,6 +96,15 @@ pub struct P2pConfig {
     /// Applications (`app`) or streams (`app/stream`) without P2P.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// A pair across networks whose host relay has shown only LAN or mDNS candidates is given
+    /// up after this long without a server-reflexive, relayed or public one, in ms (its client
+    /// plays from the edge).
+    #[serde(default = "P2pConfig::default_reach_wait")]
+    pub reach_wait_ms: u64,
+    /// A client whose player reports its P2P link (`p2p_link_state`) and has not reported it
+    /// connected this long after its answer plays from the edge, in ms.
+    #[serde(default = "P2pConfig::default_confirm_timeout")]
+    pub confirm_timeout_ms: u64,
 }
 
 /// A named network: viewers whose address is in any of its blocks are near each other.
@@ -135,6 +148,14 @@ impl P2pConfig {
     fn default_move_after() -> u64 {
         5_000
     }
+    fn default_reach_wait() -> u64 {
+        1500
+    }
+
+    fn default_confirm_timeout() -> u64 {
+        10_000
+    }
+
     fn yes() -> bool {
         true
     }

@@ -5,6 +5,8 @@
 use crate::broker::{self, BrokerError, P2pMessage};
 use crate::classify::Classifier;
 use crate::config::{Matching, P2pConfig};
+use crate::failed_links::FailedLinks;
+use crate::reach::Reach;
 use crate::fallback::{Deadline, Deadlines, OfferDeadline};
 use crate::locality::{Locator, Site};
 use crate::matching::{HostPool, PoolKey};
@@ -12,6 +14,7 @@ use crate::reparent::{Movable, MAX_MOVES_PER_VIEWER};
 use plugin_api::{Delivery, MessageVerdict, OfferDecision, SessionId, SessionKind};
 use ome_signalling::query::{self, Query};
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 
 /// What the core asks of the outside world.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,9 @@ pub enum Output {
     /// How a viewer gets the stream changed (see [`P2pCore::delivery`]); the latest per session
     /// holds, and is forgotten when the session closes.
     Delivery(SessionId, Delivery),
+    /// A decision, for the host's log at debug level: who was paired, what was withheld or given
+    /// up and why, with session ids and addresses, so that one viewer can be followed.
+    Log(String),
 }
 
 /// The metrics the core counts, named for the host's `/metrics` (`p2p_` is prefixed there): a
@@ -48,6 +54,15 @@ pub mod counts {
     pub const FALLBACK_OFFER_DEADLINE: &str = r#"fallbacks_total{reason="offer_deadline"}"#;
     /// Clients sent to the edge because they missed their answer deadline.
     pub const FALLBACK_ANSWER_DEADLINE: &str = r#"fallbacks_total{reason="answer_deadline"}"#;
+    /// Clients sent to the edge because a player reported their link failed.
+    pub const FALLBACK_LINK_FAILED: &str = r#"fallbacks_total{reason="link_failed"}"#;
+    /// Clients sent to the edge because their host, on another network, shows only LAN or mDNS
+    /// candidates (its offer withheld, or the pair given up after `ReachWaitMs`).
+    pub const FALLBACK_UNREACHABLE: &str = r#"fallbacks_total{reason="unreachable"}"#;
+    /// Clients sent to the edge because their player did not report the link connected in time.
+    pub const FALLBACK_NOT_CONFIRMED: &str = r#"fallbacks_total{reason="not_confirmed"}"#;
+    /// Links a client's player reported connected.
+    pub const LINKS_CONFIRMED: &str = "links_confirmed_total";
     /// Host peers never asked again (missed an offer deadline).
     pub const HOSTS_RETIRED: &str = "hosts_retired_total";
     /// Edge viewers told to move into a host peer.
@@ -92,8 +107,11 @@ pub enum Stage {
     AwaitingOffer,
     /// The client has the host's offer and must answer.
     AwaitingAnswer,
-    /// The client answered; the pair connects on its own.
+    /// The client answered; the pair connects on its own. It counts as playing from its host
+    /// unless its player reports links (then only once [`Stage::Confirmed`]).
     Answered,
+    /// The client's player reported the link connected.
+    Confirmed,
 }
 
 /// A peer's part in P2P delivery.
@@ -153,6 +171,16 @@ struct Peer {
     pair_deadline: u64,
     /// Its delivery as last reported to the host.
     reported: Delivery,
+    /// Its address, as the server sees it (its network's public address behind NAT).
+    ip: Option<IpAddr>,
+    /// As a host, what its relay's candidates have shown: who can reach it.
+    relay_reach: Reach,
+    /// As a client, its player reports its link (its answer said `link_reports: true`).
+    reports_links: bool,
+    /// As a client, the token of its pair's reach deadline, if one is armed.
+    reach_deadline: u64,
+    /// As a client, the token of its pair's confirmation deadline, if one is armed.
+    confirm_deadline: u64,
 }
 
 impl Peer {
@@ -226,6 +254,9 @@ pub struct P2pCore {
     names: Names,
     deadlines: Deadlines,
     offer_deadline: OfferDeadline,
+    failed: FailedLinks,
+    /// The latest `now` an event brought, for what runs inside an event without its time.
+    clock: u64,
     outputs: Vec<Output>,
     /// Sessions whose delivery may have changed since the outputs were last drained.
     touched: Vec<SessionId>,
@@ -245,6 +276,8 @@ impl P2pCore {
             names: Names::default(),
             deadlines: Deadlines::default(),
             offer_deadline,
+            failed: FailedLinks::default(),
+            clock: 0,
             outputs: Vec::new(),
             touched: Vec::new(),
         }
@@ -269,7 +302,8 @@ impl P2pCore {
         let k = self.config.max_client_peers_per_host_peer;
         Some(match &peer.role {
             Role::Client { host, stage } if *stage != Stage::Moving => {
-                Delivery { upstream: *host, connected: *stage == Stage::Answered, free_relay_slots: 0 }
+                let connected = *stage == Stage::Confirmed || (*stage == Stage::Answered && !peer.reports_links);
+                Delivery { upstream: *host, connected, free_relay_slots: 0 }
             }
             Role::Host { clients } if !peer.retired => {
                 Delivery { free_relay_slots: k.saturating_sub(clients.len() as u16), ..Delivery::default() }
@@ -305,7 +339,8 @@ impl P2pCore {
     }
 
     /// A session opened: classify it once and place it on the network.
-    pub fn session_opened(&mut self, _now: u64, a: Arrival<'_>) {
+    pub fn session_opened(&mut self, now: u64, a: Arrival<'_>) {
+        self.clock = self.clock.max(now);
         let class = self.classifier.classify(a.user_agent);
         let consents = !Query::parse(a.query).says_no(query::P2P);
         let p2p = a.kind == SessionKind::Play && consents && self.config.applies_to(a.app, a.stream_name);
@@ -327,12 +362,18 @@ impl P2pCore {
             host_asked_at: None,
             pair_deadline: 0,
             reported: Delivery::default(),
+            ip: a.remote.parse::<SocketAddr>().map(|s| s.ip()).or_else(|_| a.remote.parse()).ok().map(|ip: IpAddr| ip.to_canonical()),
+            relay_reach: Reach::Unknown,
+            reports_links: false,
+            reach_deadline: 0,
+            confirm_deadline: 0,
         };
         self.peers.insert(a.id, peer);
     }
 
     /// A player asked for a stream: make it a client of a host peer, or let the edge serve it.
     pub fn offer_requested(&mut self, now: u64, id: SessionId) -> OfferDecision {
+        self.clock = self.clock.max(now);
         if let Some(&Role::Client { host, stage: Stage::Moving }) = self.role(id) {
             // It closed its edge connection as told: the host's offer answers it.
             self.set_stage(id, Stage::AwaitingOffer);
@@ -356,11 +397,15 @@ impl P2pCore {
             && peer.host_eligible
             && !peer.retired
             && self.pool.short_of_hosts(peer.key, capacity);
-        let host = (peer.p2p && !peer.was_client && !hosts_wanted).then(|| self.pool.pick(peer.key, peer.site, capacity, false)).flatten();
+        let (key, site) = (peer.key, peer.site);
+        let wanted = peer.p2p && !peer.was_client && !hosts_wanted;
+        let host = wanted.then(|| self.pool.pick_where(key, site, capacity, false, |h| self.may_pair(now, h, id))).flatten();
         let Some(host) = host else {
             self.out(Output::Count(counts::TO_EDGE, 1));
+            self.log(format!("{id}: served by the edge ({})", if wanted { "no host it can reach has a free slot" } else { "not a client now" }));
             return OfferDecision::ServeFromEdge;
         };
+        self.log(format!("{id} ({}): client of host {host} ({}), asking it to offer", self.address(id), self.address(host)));
         self.add_client(host, id, Stage::AwaitingOffer);
         self.ask_to_offer(now, host, id);
         self.out(Output::Count(counts::TO_PEER, 1));
@@ -370,6 +415,7 @@ impl P2pCore {
     /// The session's edge connection is up: an eligible viewer becomes a host peer; one who could
     /// only be a client may be moved into a host once it has played here for `MoveAfterMs`.
     pub fn session_playing(&mut self, now: u64, id: SessionId) {
+        self.clock = self.clock.max(now);
         let Some(peer) = self.peers.get_mut(&id) else { return };
         if peer.role != Role::Viewer {
             return;
@@ -390,7 +436,8 @@ impl P2pCore {
     }
 
     /// The session ended: its partners are told, its clients fall back to the edge.
-    pub fn session_closed(&mut self, _now: u64, id: SessionId) {
+    pub fn session_closed(&mut self, now: u64, id: SessionId) {
+        self.clock = self.clock.max(now);
         self.unqueue(id);
         self.release(id);
         if let Some(peer) = self.peers.remove(&id) {
@@ -402,6 +449,7 @@ impl P2pCore {
 
     /// A message the host did not handle: relay it between partners, or refuse it.
     pub fn message_received(&mut self, now: u64, from: SessionId, json: &str) -> MessageVerdict {
+        self.clock = self.clock.max(now);
         let message = match broker::parse(json) {
             Ok(Some(m)) => m,
             Ok(None) => return MessageVerdict::Unknown,
@@ -413,6 +461,11 @@ impl P2pCore {
         let (host, client) = match &message {
             P2pMessage::OfferP2p { client, .. } | P2pMessage::CandidateP2p { client, .. } => (from, *client),
             P2pMessage::Answer { host, .. } | P2pMessage::Candidate { host, .. } => (*host, from),
+            P2pMessage::LinkState { peer, .. } => {
+                let sender_is_client = matches!(self.role(from), Some(Role::Client { host, .. }) if host == peer)
+                    || self.peers.get(&from).is_some_and(|p| p.last_host == Some(*peer));
+                if sender_is_client { (*peer, from) } else { (from, *peer) }
+            }
         };
         let partner = if host == from { client } else { host };
         let stage = match self.peers.get(&client).map(|p| &p.role) {
@@ -440,7 +493,17 @@ impl P2pCore {
         };
         match message {
             P2pMessage::OfferP2p { sdp, candidates, .. } => {
+                let shown = Reach::of_sdp(sdp.get("sdp").and_then(serde_json::Value::as_str).unwrap_or("")).and(candidates.as_ref().map_or(Reach::Unknown, Reach::of_candidates));
+                if self.relay_shows(host, shown) == Reach::LocalOnly && !self.same_network(host, client) {
+                    // The offer shows it: this link cannot form. The client never sees it.
+                    if stage == Stage::AwaitingOffer {
+                        self.measure_offer(now, client);
+                    }
+                    self.link_failed(now, host, client, counts::FALLBACK_UNREACHABLE, "the host's offer shows only LAN or mDNS candidates, and the client is on another network");
+                    return MessageVerdict::Handled;
+                }
                 self.out(Output::Send(client, broker::relayed_offer(client, host, &sdp, candidates.as_ref())));
+                self.log(format!("{client}: host {host}'s offer delivered"));
                 if stage == Stage::AwaitingOffer {
                     self.measure_offer(now, client);
                     self.set_stage(client, Stage::AwaitingAnswer);
@@ -449,14 +512,40 @@ impl P2pCore {
             }
             P2pMessage::CandidateP2p { candidates, .. } => {
                 self.out(Output::Send(client, broker::relayed_host_candidates(client, host, &candidates)));
+                if self.relay_shows(host, Reach::of_candidates(&candidates)) == Reach::LocalOnly && !self.same_network(host, client) {
+                    self.arm_reach_deadline(host, client);
+                }
             }
+            P2pMessage::LinkState { connected: true, .. } if from == client && stage == Stage::Answered => {
+                self.set_stage(client, Stage::Confirmed);
+                self.out(Output::Count(counts::LINKS_CONFIRMED, 1));
+                self.log(format!("{client}: its link with host {host} is connected"));
+                self.proven(host);
+            }
+            P2pMessage::LinkState { connected: false, .. } if stage != Stage::AwaitingOffer => {
+                let by = if from == client { "the client" } else { "the host" };
+                self.link_failed(now, host, client, counts::FALLBACK_LINK_FAILED, &format!("{by} reported the link failed"));
+            }
+            P2pMessage::LinkState { .. } => {}
             P2pMessage::Answer { .. } if stage == Stage::AwaitingOffer => {
                 self.refuse(from, BrokerError::AnswerBeforeOffer(host));
             }
-            P2pMessage::Answer { sdp, .. } => {
+            P2pMessage::Answer { sdp, link_reports, .. } => {
                 self.out(Output::Send(host, broker::answer_p2p(host, client, &sdp)));
+                if stage != Stage::AwaitingAnswer {
+                    return MessageVerdict::Handled; // a repeated answer changes nothing
+                }
                 self.set_stage(client, Stage::Answered);
-                self.proven(host);
+                if link_reports {
+                    // Its player will say whether the link plays: until then it is pending.
+                    self.peers.get_mut(&client).expect("a pair's client is known").reports_links = true;
+                    let token = self.deadlines.arm(Deadline::Confirm { host, client });
+                    self.peers.get_mut(&client).expect("a pair's client is known").confirm_deadline = token;
+                    self.out(Output::SetTimer(token, self.config.confirm_timeout_ms));
+                } else {
+                    // OvenPlayer cannot report: the pair passed the reach rule, that is the evidence.
+                    self.proven(host);
+                }
             }
             P2pMessage::Candidate { candidates, .. } => {
                 self.out(Output::Send(host, broker::candidate_p2p(host, client, &candidates)));
@@ -467,10 +556,15 @@ impl P2pCore {
 
     /// A timer the core asked for fired.
     pub fn timer_fired(&mut self, now: u64, token: u64) {
+        self.clock = self.clock.max(now);
         match self.deadlines.take(token) {
             Some(Deadline::HostOffer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingOffer) => self.offer_missed(host, client),
             Some(Deadline::ClientAnswer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingAnswer) => self.answer_missed(host, client),
             Some(Deadline::MoveRequest { host, client }) if self.is_pair(token, host, client, Stage::Moving) => self.move_ignored(host, client),
+            Some(Deadline::Reach { host, client }) if self.peers.get(&client).is_some_and(|p| p.reach_deadline == token) => self.reach_wait_over(now, host, client),
+            Some(Deadline::Confirm { host, client }) if self.awaits_confirmation(token, host, client) => {
+                self.link_failed(now, host, client, counts::FALLBACK_NOT_CONFIRMED, "its player did not report the link connected in time");
+            }
             Some(Deadline::Settled { viewer }) => self.settled(now, viewer),
             Some(Deadline::MoveCheck { viewer }) => self.consider_moving(now, viewer),
             _ => {}
@@ -479,6 +573,93 @@ impl P2pCore {
 
     fn out(&mut self, output: Output) {
         self.outputs.push(output);
+    }
+
+    fn log(&mut self, text: String) {
+        self.outputs.push(Output::Log(text));
+    }
+
+    /// `id`'s address, for the log.
+    fn address(&self, id: SessionId) -> String {
+        self.peers.get(&id).and_then(|p| p.ip).map_or_else(|| "no address".into(), |ip| ip.to_string())
+    }
+
+    /// Whether `host` and `client` are on one network: behind one public address, or in one
+    /// configured `<Site>`. A relay that shows only LAN or mDNS candidates reaches only these.
+    fn same_network(&self, host: SessionId, client: SessionId) -> bool {
+        let (Some(h), Some(c)) = (self.peers.get(&host), self.peers.get(&client)) else { return false };
+        (h.ip.is_some() && h.ip == c.ip) || (h.site.is_configured() && h.site == c.site)
+    }
+
+    /// Whether `client` may be paired with `host` at `now`: a link between them can form as far
+    /// as the core knows (the host's relay reaches the client's network, and no link between
+    /// their addresses failed lately).
+    fn may_pair(&self, now: u64, host: SessionId, client: SessionId) -> bool {
+        let (Some(h), Some(c)) = (self.peers.get(&host), self.peers.get(&client)) else { return false };
+        let reachable = h.relay_reach != Reach::LocalOnly || self.same_network(host, client);
+        let failed = matches!((h.ip, c.ip), (Some(hi), Some(ci)) if self.failed.has_failed(now, hi, ci));
+        reachable && !failed
+    }
+
+    /// `host`'s relay showed `shown` as well: what it has shown in all.
+    fn relay_shows(&mut self, host: SessionId, shown: Reach) -> Reach {
+        let Some(peer) = self.peers.get_mut(&host) else { return Reach::Unknown };
+        peer.relay_reach = peer.relay_reach.and(shown);
+        peer.relay_reach
+    }
+
+    /// Arms the reach deadline of `client`'s pair with `host` (once per pairing).
+    fn arm_reach_deadline(&mut self, host: SessionId, client: SessionId) {
+        let Some(peer) = self.peers.get(&client) else { return };
+        if self.deadlines.get(peer.reach_deadline) == Some(&Deadline::Reach { host, client }) {
+            return;
+        }
+        let token = self.deadlines.arm(Deadline::Reach { host, client });
+        self.peers.get_mut(&client).expect("checked above").reach_deadline = token;
+        self.out(Output::SetTimer(token, self.config.reach_wait_ms));
+    }
+
+    /// The reach deadline of `client`'s pair with `host` passed: given up unless the host's relay
+    /// has shown a public candidate meanwhile.
+    fn reach_wait_over(&mut self, now: u64, host: SessionId, client: SessionId) {
+        let paired = matches!(self.role(client), Some(&Role::Client { host: h, stage }) if h == host && !matches!(stage, Stage::Moving | Stage::AwaitingOffer));
+        let local = self.peers.get(&host).is_some_and(|p| p.relay_reach == Reach::LocalOnly);
+        if paired && local && !self.same_network(host, client) {
+            let why = format!("the host showed only LAN or mDNS candidates for {} ms, and the client is on another network", self.config.reach_wait_ms);
+            self.link_failed(now, host, client, counts::FALLBACK_UNREACHABLE, &why);
+        }
+    }
+
+    /// Whether the timer `token` is the confirmation deadline of `client`, still `host`'s client,
+    /// answered and not confirmed.
+    fn awaits_confirmation(&self, token: u64, host: SessionId, client: SessionId) -> bool {
+        matches!(self.peers.get(&client), Some(Peer { role: Role::Client { host: h, stage: Stage::Answered }, confirm_deadline, .. }) if *h == host && *confirm_deadline == token)
+    }
+
+    /// The link of `client` with `host` cannot form or failed (`reason`, a fallback count): the
+    /// client plays from the edge at once (an edge offer if it was still waiting for the host's,
+    /// else `stop`, after which it asks again and the edge serves it); the host is told `stop`;
+    /// the two addresses are not paired again for a while. The host is not blamed otherwise.
+    fn link_failed(&mut self, now: u64, host: SessionId, client: SessionId, reason: &'static str, why: &str) {
+        let Some(Role::Client { stage, .. }) = self.role(client).cloned() else { return };
+        self.out(Output::Count(reason, 1));
+        self.log(format!("{client} ({}): link with host {host} ({}) given up: {why}; the edge serves it", self.address(client), self.address(host)));
+        if let (Some(h), Some(c)) = (self.peers.get(&host).and_then(|p| p.ip), self.peers.get(&client).and_then(|p| p.ip)) {
+            self.failed.failed(now, h, c);
+        }
+        let peer = self.peers.get_mut(&client).expect("a pair's client is known");
+        peer.role = Role::Viewer;
+        peer.reports_links = false;
+        if stage != Stage::AwaitingOffer {
+            peer.end_client_life(&mut self.pool);
+        }
+        self.remove_client(host, client);
+        if stage == Stage::AwaitingOffer {
+            self.out(Output::ServeFromEdge(client));
+        } else {
+            self.out(Output::Send(client, broker::stop(client, host)));
+        }
+        self.out(Output::Send(host, broker::stop(host, client)));
     }
 
     /// `ids`' deliveries may have changed: checked (and reported if so) when outputs are drained.
@@ -541,6 +722,7 @@ impl P2pCore {
         let peer = self.peers.get_mut(&client).expect("checked by the caller");
         peer.role = Role::Client { host, stage };
         peer.last_host = Some(host);
+        peer.reports_links = false;
         self.out(Output::Count(counts::CLIENTS, 1));
     }
 
@@ -609,14 +791,14 @@ impl P2pCore {
         self.touch(&[client]);
         let Some(peer) = self.peers.get_mut(&client) else { return };
         let Role::Client { stage, .. } = std::mem::replace(&mut peer.role, Role::Viewer) else { return };
-        if matches!(stage, Stage::AwaitingAnswer | Stage::Answered) {
+        if matches!(stage, Stage::AwaitingAnswer | Stage::Answered | Stage::Confirmed) {
             peer.end_client_life(&mut self.pool);
         }
         self.out(Output::Count(counts::FALLBACK_HOST_LEFT, 1));
         match stage {
             Stage::Moving => {}
             Stage::AwaitingOffer => self.out(Output::ServeFromEdge(client)),
-            Stage::AwaitingAnswer | Stage::Answered => self.out(Output::Send(client, broker::stop(client, host))),
+            Stage::AwaitingAnswer | Stage::Answered | Stage::Confirmed => self.out(Output::Send(client, broker::stop(client, host))),
         }
     }
 
@@ -724,8 +906,15 @@ impl P2pCore {
             return;
         }
         let capacity = self.config.max_client_peers_per_host_peer;
-        while let Some(host) = self.pool.pick(key, Site::UNKNOWN, capacity, true) {
+        // A relay that shows only LAN candidates is not moved into: a viewer it could reach, of
+        // its own network, gets it when it asks.
+        loop {
+            let reaches_out = |h: SessionId| self.peers.get(&h).is_some_and(|p| p.relay_reach != Reach::LocalOnly);
+            let Some(host) = self.pool.pick_where(key, Site::UNKNOWN, capacity, true, reaches_out) else { break };
             let Some(viewer) = self.movable.first(key, self.peers[&host].site) else { break };
+            if !self.may_pair(self.clock, host, viewer) {
+                break; // their link failed lately; the next vacancy tries again
+            }
             self.unqueue(viewer);
             if matches!(self.role(viewer), Some(Role::Host { .. })) {
                 // A host that cannot relay (retired, no clients) becomes a client.
@@ -777,7 +966,7 @@ impl P2pCore {
                         Stage::Moving => Some(Deadline::MoveRequest { host: *host, client: id }),
                         Stage::AwaitingOffer => Some(Deadline::HostOffer { host: *host, client: id }),
                         Stage::AwaitingAnswer => Some(Deadline::ClientAnswer { host: *host, client: id }),
-                        Stage::Answered => None,
+                        Stage::Answered | Stage::Confirmed => None,
                     };
                     let former = p.was_client && !(self.config.move_former_clients && p.moves > 0);
                     let current = deadline.is_none_or(|d| self.deadlines.get(p.pair_deadline) == Some(&d));

@@ -29,6 +29,21 @@ pub enum Deadline {
         /// The viewer being moved.
         client: SessionId,
     },
+    /// A pair across networks whose host relay has shown only LAN or mDNS candidates: given up
+    /// unless a public one came meanwhile.
+    Reach {
+        /// The host peer.
+        host: SessionId,
+        /// The client.
+        client: SessionId,
+    },
+    /// `client`, whose player reports its P2P link, must report it connected.
+    Confirm {
+        /// The host peer.
+        host: SessionId,
+        /// The client.
+        client: SessionId,
+    },
     /// `viewer` may have played from the edge long enough to be moved into a host peer.
     Settled {
         /// The edge viewer.

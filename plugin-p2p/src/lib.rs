@@ -16,10 +16,12 @@
 pub mod broker;
 pub mod classify;
 pub mod config;
+pub mod failed_links;
 pub mod core;
 pub mod fallback;
 pub mod locality;
 pub mod matching;
+pub mod reach;
 pub mod reparent;
 
 use crate::config::P2pConfig;
@@ -45,6 +47,7 @@ impl P2pPlugin {
                 Output::SetTimer(token, after_ms) => self.host.set_timer(token, after_ms),
                 Output::Count(name, delta) => self.host.count(name, delta),
                 Output::Delivery(id, delivery) => self.host.report_delivery(id, delivery),
+                Output::Log(text) => self.host.log(LogLevel::Debug, &text),
             }
         }
     }

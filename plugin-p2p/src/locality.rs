@@ -15,6 +15,12 @@ pub struct Site(u128);
 impl Site {
     /// No address, or locality is off: near nobody.
     pub const UNKNOWN: Site = Site(0);
+
+    /// Whether it is a configured `<Site>`: a network the operator declared one, whose viewers
+    /// reach each other directly (a /24 or /56 only guesses at neighbours).
+    pub fn is_configured(self) -> bool {
+        self.0 & TAG_CONFIGURED != 0
+    }
 }
 
 /// One CIDR block, `10.1.0.0/16` or `2001:db8::/32`.

@@ -121,15 +121,25 @@ impl HostPool {
     /// clients if there is one, else any of `key`; proven relays first, then the least loaded.
     /// With `proven_only`, only hosts that have relayed.
     pub fn pick(&self, key: PoolKey, site: Site, capacity: u16, proven_only: bool) -> Option<SessionId> {
-        let fits = |&(unproven, load, _): &Rank| load < capacity && !(proven_only && unproven);
+        self.pick_where(key, site, capacity, proven_only, |_| true)
+    }
+
+    /// [`Self::pick`] among the hosts `allowed` accepts (a client's link to it can form). Each
+    /// half (proven, unproven) is searched among its [`MAX_SKIPPED`] + 1 first vacancies: a
+    /// refusal costs a step, never a scan of the pool.
+    pub fn pick_where(&self, key: PoolKey, site: Site, capacity: u16, proven_only: bool, allowed: impl Fn(SessionId) -> bool) -> Option<SessionId> {
+        // A half is ordered by load: past the first full host, every host is full.
+        let fits = |&&(unproven, load, _): &&Rank| load < capacity && !(proven_only && unproven);
+        let first = |ranks: std::collections::btree_set::Range<'_, Rank>| ranks.take_while(fits).take(MAX_SKIPPED + 1).map(|r| r.2).find(|&id| allowed(id));
         self.ranks.find(key, site, |set: &BTreeSet<Rank>| {
             // Proven hosts come first, least loaded first: the first vacancy of each half.
-            let proven = set.range((false, 0, 0)..(true, 0, 0)).next().filter(|r| fits(r));
-            let unproven = || set.range((true, 0, 0)..).next().filter(|r| fits(r));
-            proven.or_else(unproven).map(|r| r.2)
+            first(set.range((false, 0, 0)..(true, 0, 0))).or_else(|| first(set.range((true, 0, 0)..)))
         })
     }
 }
+
+/// Vacancies passed over per half of a pool when the client may not pair with them.
+pub const MAX_SKIPPED: usize = 8;
 
 #[cfg(test)]
 mod tests {

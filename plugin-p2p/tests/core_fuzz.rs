@@ -944,7 +944,7 @@ impl Harness {
             match stage {
                 Stage::Moving => self.stats.moves_dropped += 1,
                 Stage::AwaitingOffer => drop(plan.edge.insert(c)),
-                Stage::AwaitingAnswer | Stage::Answered => {
+                Stage::AwaitingAnswer | Stage::Answered | Stage::Confirmed => {
                     plan.stops.insert((c, x));
                     self.sessions.get_mut(&c).expect("live").was_client = true;
                 }
@@ -1117,10 +1117,11 @@ impl Harness {
         let mut counted: BTreeMap<&'static str, i64> = BTreeMap::new();
         let (mut moved, mut relayed) = (0, false);
         for output in outputs {
-            if let Some(w) = want.filter(|_| !matches!(output, Output::SetTimer(..) | Output::Count(..) | Output::Delivery(..))) {
+            if let Some(w) = want.filter(|_| !matches!(output, Output::SetTimer(..) | Output::Count(..) | Output::Delivery(..) | Output::Log(..))) {
                 return fail(format!("timer: {w:?} was not armed before {output:?} ({ctx:?})"));
             }
             match output {
+                Output::Log(_) => {}
                 Output::Send(to, text) => {
                     if !self.sessions.contains_key(&to) {
                         return fail(format!("send to a dead session: {to} ({ctx:?}): {}", short(&text)));

@@ -78,7 +78,7 @@ fn edge_viewer(core: &mut P2pCore, id: u32, ua: &str, stream: &str) {
 }
 
 fn outputs(core: &mut P2pCore) -> Vec<Output> {
-    core.drain_outputs().filter(|o| !matches!(o, Output::Count(..) | Output::Delivery(..))).collect()
+    core.drain_outputs().filter(|o| !matches!(o, Output::Count(..) | Output::Delivery(..) | Output::Log(..))).collect()
 }
 
 fn sent(outputs: &[Output]) -> Vec<(u32, Value)> {

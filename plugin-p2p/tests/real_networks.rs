@@ -1,0 +1,190 @@
+//! The P2P state machine on real networks (issue 22): a pair is made, and kept, only where a link
+//! can form; a failed link is remembered by address; a player that reports its link is counted as
+//! playing from its peer only once it says so. Addresses as a home router shows them: two homes
+//! (198.51.100.1 and 203.0.113.1), one with two machines behind it.
+
+use plugin_api::{Delivery, MessageVerdict, OfferDecision, SessionKind};
+use plugin_p2p::config::P2pConfig;
+use plugin_p2p::core::{counts, Arrival, Output, P2pCore, Role, Stage};
+use serde_json::{json, Value};
+
+const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+const HOME_1: &str = "198.51.100.1";
+const HOME_2: &str = "203.0.113.1";
+const LAN: &str = "candidate:1 1 udp 2122260223 10.1.0.2 50000 typ host generation 0";
+const MDNS: &str = "candidate:2 1 udp 2122260223 0b1c9e2a-2f1e-4c55-9a3b-7a1f0e6d5c4b.local 50001 typ host";
+const SRFLX: &str = "candidate:3 1 udp 1686052607 198.51.100.1 40000 typ srflx raddr 10.1.0.2 rport 50000";
+const REACH_WAIT: u64 = 1500;
+const CONFIRM: u64 = 10_000;
+
+fn core() -> P2pCore {
+    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>2</MaxClientPeersPerHostPeer><ReachWaitMs>{REACH_WAIT}</ReachWaitMs><ConfirmTimeoutMs>{CONFIRM}</ConfirmTimeoutMs><MoveEdgeViewers>false</MoveEdgeViewers></P2P>");
+    P2pCore::new(P2pConfig::parse(&xml).unwrap())
+}
+
+fn open(core: &mut P2pCore, id: u32, ip: &str, port: u16) {
+    let remote = format!("{ip}:{port}");
+    core.session_opened(0, Arrival { id, kind: SessionKind::Play, stream: "default/app/s", app: "app", stream_name: "s", user_agent: CHROME_WIN, query: "", remote: &remote });
+}
+
+/// Host 1 plays from the edge in home 1.
+fn with_host_in_home_1() -> P2pCore {
+    let mut core = core();
+    open(&mut core, 1, HOME_1, 40001);
+    assert_eq!(core.offer_requested(0, 1), OfferDecision::ServeFromEdge);
+    core.session_playing(0, 1);
+    drain(&mut core);
+    core
+}
+
+fn drain(core: &mut P2pCore) -> Vec<Output> {
+    core.drain_outputs().collect()
+}
+
+fn sent(outputs: &[Output]) -> Vec<(u32, Value)> {
+    outputs.iter().filter_map(|o| if let Output::Send(id, m) = o { Some((*id, serde_json::from_str(m).unwrap())) } else { None }).collect()
+}
+
+fn counted(outputs: &[Output], name: &str) -> bool {
+    outputs.iter().any(|o| matches!(o, Output::Count(n, 1) if *n == name))
+}
+
+fn timer(outputs: &[Output]) -> (u64, u64) {
+    outputs.iter().find_map(|o| if let Output::SetTimer(t, ms) = o { Some((*t, *ms)) } else { None }).expect("a timer")
+}
+
+fn send(core: &mut P2pCore, now: u64, from: u32, message: Value) -> Vec<Output> {
+    assert_eq!(core.message_received(now, from, &message.to_string()), MessageVerdict::Handled);
+    drain(core)
+}
+
+fn offer(host: u32, client: u32, candidates: &[&str]) -> Value {
+    let sdp: String = candidates.iter().map(|c| format!("a={c}\r\n")).collect();
+    json!({"command": "offer_p2p", "id": host, "peer_id": client, "sdp": {"type": "offer", "sdp": format!("v=0\r\n{sdp}")}})
+}
+
+fn trickle(host: u32, client: u32, candidate: &str) -> Value {
+    json!({"command": "candidate_p2p", "id": host, "peer_id": client, "candidates": [{"candidate": candidate, "sdpMLineIndex": 0}]})
+}
+
+/// Viewer `id` opens at `ip` and is given to host 1, which is asked to offer.
+fn client_of_1(core: &mut P2pCore, id: u32, ip: &str, port: u16) {
+    open(core, id, ip, port);
+    assert_eq!(core.offer_requested(100, id), OfferDecision::Handled);
+    assert_eq!(core.role(id), Some(&Role::Client { host: 1, stage: Stage::AwaitingOffer }));
+    drain(core);
+}
+
+#[test]
+fn an_offer_showing_only_lan_candidates_is_withheld_from_another_network_and_the_client_plays_from_the_edge() {
+    let mut core = with_host_in_home_1();
+    client_of_1(&mut core, 2, HOME_2, 50000);
+    let out = send(&mut core, 300, 1, offer(1, 2, &[LAN, MDNS]));
+    assert!(out.contains(&Output::ServeFromEdge(2)), "{out:?}");
+    assert!(sent(&out).iter().all(|(to, _)| *to != 2), "the client never sees the offer: {out:?}");
+    assert_eq!(sent(&out), [(1, json!({"command": "stop", "id": 1, "peer_id": 2}))]);
+    assert!(counted(&out, counts::FALLBACK_UNREACHABLE));
+    assert_eq!(core.role(2), Some(&Role::Viewer));
+
+    // A reloading page (a new session, the same address) is not paired into the same failure;
+    // a neighbour behind host 1's own router is.
+    open(&mut core, 3, HOME_2, 50001);
+    assert_eq!(core.offer_requested(400, 3), OfferDecision::ServeFromEdge, "host 1 cannot reach home 2");
+    client_of_1(&mut core, 4, HOME_1, 40002);
+    let out = send(&mut core, 500, 1, offer(1, 4, &[LAN, MDNS]));
+    assert_eq!(sent(&out)[0].0, 4, "the same network: delivered ({out:?})");
+    assert_eq!(core.role(4), Some(&Role::Client { host: 1, stage: Stage::AwaitingAnswer }));
+}
+
+#[test]
+fn a_pair_across_networks_is_given_up_when_the_host_trickles_only_lan_candidates_until_the_deadline() {
+    let mut core = with_host_in_home_1();
+    client_of_1(&mut core, 2, HOME_2, 50000);
+    // OvenPlayer's offer carries no candidate: it is delivered, and the candidates decide.
+    let out = send(&mut core, 300, 1, offer(1, 2, &[]));
+    assert_eq!(sent(&out)[0].0, 2);
+    send(&mut core, 310, 2, json!({"command": "answer", "id": 2, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}}));
+    let out = send(&mut core, 320, 1, trickle(1, 2, LAN));
+    let (token, after) = timer(&out);
+    assert_eq!(after, REACH_WAIT);
+    send(&mut core, 330, 1, trickle(1, 2, MDNS));
+    core.timer_fired(320 + REACH_WAIT, token);
+    let out = drain(&mut core);
+    assert_eq!(
+        sent(&out),
+        [(2, json!({"command": "stop", "id": 2, "peer_id": 1})), (1, json!({"command": "stop", "id": 1, "peer_id": 2}))],
+        "the client is told to leave its host at once (it asks again and the edge serves it)"
+    );
+    assert!(counted(&out, counts::FALLBACK_UNREACHABLE));
+    assert!(out.iter().any(|o| matches!(o, Output::Log(text) if text.contains("203.0.113.1") && text.contains("198.51.100.1"))), "logged with addresses: {out:?}");
+    assert_eq!(core.offer_requested(2000, 2), OfferDecision::ServeFromEdge, "it asks again: the edge");
+}
+
+#[test]
+fn a_host_that_shows_a_server_reflexive_candidate_keeps_its_client_across_networks() {
+    let mut core = with_host_in_home_1();
+    client_of_1(&mut core, 2, HOME_2, 50000);
+    send(&mut core, 300, 1, offer(1, 2, &[]));
+    let out = send(&mut core, 320, 1, trickle(1, 2, LAN));
+    let (token, _) = timer(&out);
+    send(&mut core, 400, 1, trickle(1, 2, SRFLX));
+    core.timer_fired(320 + REACH_WAIT, token);
+    assert!(sent(&drain(&mut core)).is_empty(), "a public candidate came in time");
+    assert_eq!(core.role(2), Some(&Role::Client { host: 1, stage: Stage::AwaitingAnswer }));
+    // Known to reach out now: its next offer across networks is delivered at once.
+    client_of_1(&mut core, 3, "192.0.2.77", 1234);
+    assert_eq!(sent(&send(&mut core, 600, 1, offer(1, 3, &[LAN])))[0].0, 3);
+}
+
+#[test]
+fn a_reporting_player_counts_as_playing_from_its_peer_only_once_it_says_so() {
+    let mut core = with_host_in_home_1();
+    client_of_1(&mut core, 2, HOME_1, 40002);
+    send(&mut core, 300, 1, offer(1, 2, &[]));
+    let out = send(&mut core, 310, 2, json!({"command": "answer", "id": 2, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}, "link_reports": true}));
+    assert!(!out.iter().any(|o| matches!(o, Output::Delivery(2, d) if d.connected)), "not connected on its answer: {out:?}");
+    assert_eq!(core.delivery(2), Some(Delivery { upstream: 1, connected: false, free_relay_slots: 0 }), "pending");
+    let out = send(&mut core, 900, 2, json!({"command": "p2p_link_state", "id": 2, "peer_id": 1, "state": "connected"}));
+    assert!(out.contains(&Output::Delivery(2, Delivery { upstream: 1, connected: true, free_relay_slots: 0 })), "{out:?}");
+    assert!(counted(&out, counts::LINKS_CONFIRMED));
+    assert_eq!(core.role(2), Some(&Role::Client { host: 1, stage: Stage::Confirmed }));
+}
+
+#[test]
+fn a_link_reported_failed_or_never_confirmed_sends_the_client_to_the_edge_at_once() {
+    let mut core = with_host_in_home_1();
+    let answer = |c: u32| json!({"command": "answer", "id": c, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}, "link_reports": true});
+    client_of_1(&mut core, 2, HOME_1, 40002);
+    send(&mut core, 300, 1, offer(1, 2, &[]));
+    send(&mut core, 310, 2, answer(2));
+    let out = send(&mut core, 5000, 2, json!({"command": "p2p_link_state", "id": 2, "peer_id": 1, "state": "failed"}));
+    assert_eq!(sent(&out), [(2, json!({"command": "stop", "id": 2, "peer_id": 1})), (1, json!({"command": "stop", "id": 1, "peer_id": 2}))]);
+    assert!(counted(&out, counts::FALLBACK_LINK_FAILED));
+
+    // (Another address: the failure of 2's link is remembered for home 1's addresses.)
+    client_of_1(&mut core, 3, "192.0.2.77", 40003);
+    send(&mut core, 6000, 1, offer(1, 3, &[]));
+    let out = send(&mut core, 6010, 3, answer(3));
+    let (token, after) = timer(&out);
+    assert_eq!(after, CONFIRM);
+    core.timer_fired(6010 + CONFIRM, token);
+    let out = drain(&mut core);
+    assert_eq!(sent(&out)[0], (3, json!({"command": "stop", "id": 3, "peer_id": 1})));
+    assert!(counted(&out, counts::FALLBACK_NOT_CONFIRMED));
+}
+
+#[test]
+fn a_host_reporting_a_failed_link_ends_the_pair_too_and_a_stranger_cannot() {
+    let mut core = with_host_in_home_1();
+    client_of_1(&mut core, 2, HOME_1, 40002);
+    send(&mut core, 300, 1, offer(1, 2, &[]));
+    send(&mut core, 310, 2, json!({"command": "answer", "id": 2, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}}));
+    open(&mut core, 9, HOME_2, 9999);
+    let out = send(&mut core, 400, 9, json!({"command": "p2p_link_state", "id": 9, "peer_id": 2, "state": "failed"}));
+    assert!(out.iter().any(|o| matches!(o, Output::Close(9, 400, _))), "not its partner: {out:?}");
+    assert_eq!(core.role(2), Some(&Role::Client { host: 1, stage: Stage::Answered }));
+    let out = send(&mut core, 500, 1, json!({"command": "p2p_link_state", "id": 1, "peer_id": 2, "state": "failed"}));
+    assert!(counted(&out, counts::FALLBACK_LINK_FAILED), "{out:?}");
+    assert_eq!(core.role(2), Some(&Role::Viewer));
+    core.check_invariants().unwrap();
+}
