@@ -1,7 +1,8 @@
 //! The edge on the configured UDP ports only: every viewer shares them, an unanswered offer is
 //! withdrawn, bad datagrams aimed at a playing viewer's port are dropped and counted without the
-//! viewer noticing, a player's close frees its connection at once, lost packets are resent, and
-//! a check forged from another address sends that address no media.
+//! viewer noticing, a player's close frees its connection at once, lost packets are resent, a
+//! check forged from another address sends that address no media, and the ports answer plain
+//! STUN.
 
 use serde_json::Value;
 use std::net::UdpSocket;
@@ -344,4 +345,75 @@ async fn a_nominated_address_gets_the_media_once_the_players_agent_answers_the_e
         let _ = relay.send_to(&buf[..n], to).await;
     }
     assert_eq!(media, 50, "the media moved to the address whose agent answered");
+}
+
+/// A plain STUN Binding request, as a browser sends one to gather its public address: no
+/// attributes, no credentials.
+fn plain_binding_request() -> rtc::stun::message::Message {
+    use rtc::stun::message::{Message, TransactionId, BINDING_REQUEST};
+    let mut m = Message::new();
+    m.build(&[Box::new(BINDING_REQUEST), Box::new(TransactionId::new())]).unwrap();
+    m
+}
+
+/// The value of the unlabelled `/metrics` series `name` on the API port `api`.
+fn scraped(api: u16, name: &str) -> f64 {
+    let (status, _, body) = tests::harness::http("GET", api, "/metrics", "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let line = body.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("no {name} in {body}"));
+    line.rsplit_once(' ').unwrap().1.parse().unwrap()
+}
+
+/// Issue 22, item 4: the ICE port the offer names answers a plain Binding request (no USERNAME)
+/// with the sender's own address, as a STUN server; the offer says so in `p2p_ice_servers` (not
+/// `iceServers`, which OvenPlayer 0.10.38 takes as relay-only); a burst from one address gets at
+/// most the rate limiter's burst answered; a viewer plays meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ice_port_answers_plain_stun_with_the_senders_address_within_a_rate_and_viewers_play() {
+    use rtc::stun::message::{Getter, Message, BINDING_SUCCESS};
+    use rtc::stun::xoraddr::XorMappedAddress;
+    let port = *free_udp_ports(1).start();
+    let api = tests::harness::free_port();
+    let host = HostProcess::start(|p| {
+        let listener = format!("<Bind><Managers><API><Port>{api}</Port></API></Managers>");
+        config_xml_with_ice(p, &format!("127.0.0.1:{port}/udp"), "").replacen("<Bind>", &listener, 1)
+    })
+    .unwrap();
+    let mut s = Signal::connect(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+    let offer = request_offer(&mut s).await.unwrap();
+    let offered = offered_ports(&offer)[0];
+    assert_eq!(offer["p2p_ice_servers"], serde_json::json!([{"urls": [format!("stun:127.0.0.1:{offered}")]}]), "{offer}");
+    assert!(offer.get("iceServers").is_none() && offer.get("ice_servers").is_none(), "{offer}");
+
+    let player = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let request = plain_binding_request();
+    player.send_to(&request.raw, ("127.0.0.1", offered)).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = tokio::time::timeout(T, player.recv_from(&mut buf)).await.expect("an answer").unwrap();
+    assert_eq!(from, std::net::SocketAddr::from(([127, 0, 0, 1], offered)));
+    let mut answer = Message::new();
+    answer.raw = buf[..n].to_vec();
+    answer.decode().unwrap();
+    assert_eq!((answer.typ, answer.transaction_id), (BINDING_SUCCESS, request.transaction_id));
+    let mut mapped = XorMappedAddress::default();
+    mapped.get_from(&answer).unwrap();
+    assert_eq!(std::net::SocketAddr::new(mapped.ip, mapped.port), player.local_addr().unwrap());
+    assert!(n <= request.raw.len() + 12, "no amplification: {n} bytes for {}", request.raw.len());
+
+    let viewer = PeerAgent::join(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+    viewer.wait_for(T, "first video packet", |s| s.video() > 0).await.unwrap();
+    let burst = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for _ in 0..100 {
+        burst.send_to(&plain_binding_request().raw, ("127.0.0.1", offered)).await.unwrap();
+    }
+    let mut answered = 0;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1000), burst.recv_from(&mut buf)).await {
+        answered += 1;
+    }
+    assert!((1..=20).contains(&answered), "{answered} of 100 requests from one address answered; the burst is 20");
+    assert_eq!(scraped(api, "stun_binding_answered_total"), 1.0 + answered as f64);
+    assert_eq!(scraped(api, "stun_binding_dropped_total"), 100.0 - answered as f64);
+    let at = viewer.stats.video();
+    viewer.wait_for(T, "video after the burst", |s| s.video() > at + 50).await.unwrap();
+    assert_eq!(viewer.stats.source(), Some(0), "it plays from the edge");
 }

@@ -93,5 +93,10 @@ fn host_wide(state: &HostState) -> Vec<Series> {
     closed_by_player.push(vec![], m.get("edge_connections_closed_by_player") as f64);
     let mut resent = Series::new("edge_packets_resent", "Video packets the edge sent again for viewers' NACKs", Counter);
     resent.push(vec![], m.get("edge_packets_resent") as f64);
-    vec![ice, unanswered, panics, refused, plugin_refused, lagged, closed_by_player, resent]
+    let counters = &state.edge.counters;
+    let mut stun_answered = Series::new("stun_binding_answered", "Plain STUN Binding requests the edge ports answered", Counter);
+    stun_answered.push(vec![], counters.stun_binding_answered.load(Ordering::Relaxed) as f64);
+    let mut stun_dropped = Series::new("stun_binding_dropped", "Plain STUN Binding requests dropped: malformed, not understood, or over their source's rate", Counter);
+    stun_dropped.push(vec![], counters.stun_binding_dropped.load(Ordering::Relaxed) as f64);
+    vec![ice, unanswered, panics, refused, plugin_refused, lagged, closed_by_player, resent, stun_answered, stun_dropped]
 }

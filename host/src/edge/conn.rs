@@ -76,6 +76,9 @@ pub struct Offer {
     pub sdp: String,
     /// The candidates, as `candidate:...` lines.
     pub candidates: Vec<String>,
+    /// Where the host answers plain STUN Binding requests for the player: the candidates'
+    /// addresses (every edge port does).
+    pub stun_servers: Vec<SocketAddr>,
 }
 
 /// What every edge connection of a worker shares: the DTLS certificate (one for all: a key pair
@@ -199,7 +202,7 @@ impl ViewerConn {
             epoch: (now, new.wall),
             egress_bytes: new.egress_bytes,
         };
-        Ok((conn, Offer { sdp, candidates }))
+        Ok((conn, Offer { sdp, candidates, stun_servers: new.candidates.to_vec() }))
     }
 
     /// Applies the player's answer: DTLS starts (checks may begin).

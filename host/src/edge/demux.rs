@@ -2,10 +2,11 @@
 //!
 //! Every viewer's ICE, DTLS and SRTP arrive on the same few sockets. A STUN binding request names
 //! its connection in the USERNAME attribute (`<our ufrag>:<their ufrag>`, RFC 8445 7.2.2): that
-//! is how a new pair is found. Everything else (DTLS, SRTP, SRTCP, STUN without a username) is
-//! routed by the remote address, which a connection gets only once it has answered a binding
-//! request from it: an address is learned from what the connection sends, never from what a
-//! stranger claims.
+//! is how a new pair is found. A binding request without USERNAME is no connection's check: it
+//! asks the host's STUN server ([`super::stun_server`]) where its sender is, whoever sends it.
+//! Everything else (DTLS, SRTP, SRTCP, other STUN) is routed by the remote address, which a
+//! connection gets only once it has answered a binding request from it: an address is learned
+//! from what the connection sends, never from what a stranger claims.
 //!
 //! Pure and allocation-free per datagram: no I/O, no clock.
 
@@ -64,8 +65,23 @@ const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 const STUN_BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
 const STUN_ATTR_USERNAME: u16 = 0x0006;
 
-/// The local ufrag of a STUN binding request (the USERNAME before its `:`), if it is one.
-pub fn binding_request_ufrag(datagram: &[u8]) -> Option<&str> {
+/// Where a datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<K> {
+    /// To a connection.
+    Conn(K),
+    /// To the STUN server: a binding request without USERNAME.
+    StunServer,
+}
+
+/// The local ufrag of a USERNAME: what comes before its `:`.
+fn local_ufrag(username: &[u8]) -> Option<&str> {
+    std::str::from_utf8(username).ok()?.split_once(':').map(|(local, _)| local)
+}
+
+/// A STUN binding request's USERNAME: `Some(None)` for a request without one, `None` for anything
+/// that is not a binding request or whose attributes run past its end.
+fn binding_request_username(datagram: &[u8]) -> Option<Option<&[u8]>> {
     if datagram.len() < STUN_HEADER || datagram[..2] != STUN_BINDING_REQUEST || datagram[4..8] != STUN_MAGIC_COOKIE {
         return None;
     }
@@ -77,12 +93,11 @@ pub fn binding_request_ufrag(datagram: &[u8]) -> Option<&str> {
         let len = u16::from_be_bytes([body[at + 2], body[at + 3]]) as usize;
         let value = body.get(at + 4..at + 4 + len)?;
         if typ == STUN_ATTR_USERNAME {
-            let username = std::str::from_utf8(value).ok()?;
-            return username.split_once(':').map(|(local, _)| local);
+            return Some(Some(value));
         }
         at += 4 + len.div_ceil(4) * 4;
     }
-    None
+    Some(None)
 }
 
 /// The routing table of one set of shared sockets: ufrags and learned addresses to connections.
@@ -140,15 +155,21 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         true
     }
 
-    /// The connection a datagram from `from` belongs to, or why it is dropped.
-    pub fn route(&self, datagram: &[u8], from: SocketAddr) -> Result<K, Dropped> {
+    /// Where a datagram from `from` goes, or why it is dropped.
+    pub fn route(&self, datagram: &[u8], from: SocketAddr) -> Result<Route<K>, Dropped> {
         let kind = kind(datagram).ok_or(Dropped::NotWebRtc)?;
         if kind == Kind::Stun {
-            if let Some(ufrag) = binding_request_ufrag(datagram) {
-                return self.by_ufrag.get(ufrag).copied().ok_or(Dropped::UnknownUfrag);
+            match binding_request_username(datagram) {
+                Some(None) => return Ok(Route::StunServer),
+                Some(Some(username)) => {
+                    if let Some(ufrag) = local_ufrag(username) {
+                        return self.by_ufrag.get(ufrag).copied().map(Route::Conn).ok_or(Dropped::UnknownUfrag);
+                    }
+                }
+                None => {}
             }
         }
-        self.by_addr.get(&from).copied().ok_or(Dropped::UnknownAddress)
+        self.by_addr.get(&from).copied().map(Route::Conn).ok_or(Dropped::UnknownAddress)
     }
 
     /// Connections registered.
@@ -192,8 +213,8 @@ mod tests {
         assert!(d.add("abcd", 1));
         assert!(d.add("efgh", 2));
         assert!(!d.add("abcd", 3), "a ufrag names one connection");
-        assert_eq!(d.route(&binding_request("efgh:remote"), addr(1)), Ok(2));
-        assert_eq!(d.route(&binding_request("abcd:x"), addr(1)), Ok(1));
+        assert_eq!(d.route(&binding_request("efgh:remote"), addr(1)), Ok(Route::Conn(2)));
+        assert_eq!(d.route(&binding_request("abcd:x"), addr(1)), Ok(Route::Conn(1)));
         assert_eq!(d.route(&binding_request("zzzz:x"), addr(1)), Err(Dropped::UnknownUfrag));
         assert_eq!(d.route(&binding_request("no-colon"), addr(1)), Err(Dropped::UnknownAddress));
     }
@@ -208,8 +229,8 @@ mod tests {
         let mut known = vec![];
         assert!(d.learn(1, addr(5), &mut known));
         assert!(!d.learn(1, addr(5), &mut known), "learned once");
-        assert_eq!(d.route(&dtls, addr(5)), Ok(1));
-        assert_eq!(d.route(&srtp, addr(5)), Ok(1));
+        assert_eq!(d.route(&dtls, addr(5)), Ok(Route::Conn(1)));
+        assert_eq!(d.route(&srtp, addr(5)), Ok(Route::Conn(1)));
         assert_eq!(d.route(&srtp, addr(6)), Err(Dropped::UnknownAddress));
         // Bounded: a third address is not learned.
         assert!(d.learn(1, addr(6), &mut known));
@@ -229,9 +250,26 @@ mod tests {
         let (mut v, mut m) = (vec![], vec![]);
         d.learn(1, addr(5), &mut v);
         d.learn(2, addr(5), &mut m); // 2 answered a check spoofed from 1's address
-        assert_eq!(d.route(&[22u8; 40], addr(5)), Ok(2));
+        assert_eq!(d.route(&[22u8; 40], addr(5)), Ok(Route::Conn(2)));
         d.learn(1, addr(5), &mut v); // 1 answers its own peer again
-        assert_eq!(d.route(&[22u8; 40], addr(5)), Ok(1));
+        assert_eq!(d.route(&[22u8; 40], addr(5)), Ok(Route::Conn(1)));
+    }
+
+    #[test]
+    fn a_binding_request_without_username_goes_to_the_stun_server_from_any_address() {
+        let mut d = Demux::new(4);
+        d.add("abcd", 1);
+        d.learn(1, addr(5), &mut vec![]);
+        let mut plain = vec![0x00, 0x01, 0x00, 0x00];
+        plain.extend_from_slice(&STUN_MAGIC_COOKIE);
+        plain.extend_from_slice(&[7; 12]);
+        assert_eq!(d.route(&plain, addr(9)), Ok(Route::StunServer));
+        assert_eq!(d.route(&plain, addr(5)), Ok(Route::StunServer), "even from a connection's address");
+        assert_eq!(d.route(&binding_request("abcd:x"), addr(9)), Ok(Route::Conn(1)), "a check goes to its connection");
+        let mut success = plain.clone();
+        success[..2].copy_from_slice(&[0x01, 0x01]);
+        assert_eq!(d.route(&success, addr(5)), Ok(Route::Conn(1)), "other STUN goes by address");
+        assert_eq!(d.route(&success, addr(9)), Err(Dropped::UnknownAddress));
     }
 
     #[test]
@@ -240,13 +278,14 @@ mod tests {
         for junk in [&[][..], &[0x00][..], &[0x01; 19][..], &[0xff; 100][..], &[70; 30][..], &[0x80; 11][..]] {
             assert_eq!(d.route(junk, addr(1)), Err(Dropped::NotWebRtc), "{junk:?}");
         }
-        // A STUN header that claims more attributes than it carries yields no ufrag.
+        // A STUN header that claims more attributes than it carries yields no username (and is
+        // not for the STUN server either).
         let mut m = binding_request("abcd:x");
         m.truncate(m.len() - 3);
-        assert_eq!(binding_request_ufrag(&m), None);
+        assert_eq!(binding_request_username(&m), None);
         // An attribute length running past the end.
         let mut m = binding_request("abcd:x");
         m[STUN_HEADER + 2] = 0xff;
-        assert_eq!(binding_request_ufrag(&m), None);
+        assert_eq!(binding_request_username(&m), None);
     }
 }

@@ -101,7 +101,7 @@ impl PublisherConn {
         pc.set_local_description(now, offer)?;
         let candidates = host_candidates(&mut pc, new.candidates)?;
         let sdp = pc.local_description().ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
-        Ok((Self::new(pc, ufrag, Phase::Offered, new.events), Offer { sdp, candidates }))
+        Ok((Self::new(pc, ufrag, Phase::Offered, new.events), Offer { sdp, candidates, stun_servers: new.candidates.to_vec() }))
     }
 
     /// The publisher's answer to [`Self::offer`]: what it will send.

@@ -18,6 +18,10 @@
 //! also means a player cannot make it send checks anywhere; trickled remote candidates are not
 //! needed and are ignored.
 //!
+//! Every edge port is also a STUN server ([`stun_server`]): a Binding request without credentials
+//! is answered with the address it came from, so that players relaying to each other can learn
+//! their public address from the host. Viewers' offers name it (`p2p_ice_servers`).
+//!
 //! A joining viewer gets the stream's video since the last keyframe first ([`crate::media::gop`]),
 //! rewritten onto its own track, then live packets: its picture starts at once.
 
@@ -29,6 +33,7 @@ pub mod ingest;
 pub mod link;
 pub mod net;
 pub mod sdp;
+pub mod stun_server;
 pub mod track;
 pub mod worker;
 
@@ -68,6 +73,10 @@ pub struct EdgeCounters {
     pub egress_bytes: AtomicU64,
     /// Times a worker fell behind a stream (its viewers resumed at the next keyframe).
     pub lagged: AtomicU64,
+    /// Plain STUN Binding requests answered ([`stun_server`]).
+    pub stun_binding_answered: AtomicU64,
+    /// Plain STUN Binding requests dropped: malformed, not understood, or over their source's rate.
+    pub stun_binding_dropped: AtomicU64,
 }
 
 /// The edge: its workers, shared by every session.

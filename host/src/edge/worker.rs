@@ -1,16 +1,17 @@
 //! A worker: one task that owns some of the edge's shared sockets and every connection on them,
-//! viewers' and publishers'. It routes datagrams ([`Demux`]), drives each `rtc` connection's
-//! clock from one timer heap, and fans the streams' packets out to its viewers (a publisher's
-//! packets go to its stream's hub, and from there to every worker's viewers). No task and no
-//! socket per connection.
+//! viewers' and publishers'. It routes datagrams ([`Demux`]), answers plain STUN on its sockets
+//! ([`StunServer`]), drives each `rtc` connection's clock from one timer heap, and fans the
+//! streams' packets out to its viewers (a publisher's packets go to its stream's hub, and from
+//! there to every worker's viewers). No task and no socket per connection.
 
 use super::conn::{EdgeIdentity, NewConn, Offer, ViewerConn, Wants};
 use super::link::{LinkState, Phase};
 use super::track::Plaintext;
 use super::ingest::{NewPublisher, PublisherConn, Tracks};
 use super::batch::{Outbox, Sent};
-use super::demux::{Demux, Dropped};
+use super::demux::{Demux, Dropped, Route};
 use super::net::{EdgeSocket, Received, MAX_DATAGRAM, RECV_BATCH};
+use super::stun_server::StunServer;
 use super::{EdgeCounters, EdgeEvent};
 use crate::media::{MediaPacket, StreamHub};
 use crate::metrics::Metrics;
@@ -157,6 +158,7 @@ struct Io {
     /// Announced address -> socket.
     by_local: HashMap<SocketAddr, usize>,
     demux: Demux<ConnKey>,
+    stun: StunServer,
     metrics: Arc<Metrics>,
     /// Datagrams sent and system calls made so far (reported now and then).
     sent: Sent,
@@ -173,6 +175,20 @@ impl Io {
             }
             let s = &self.sockets[socket];
             self.outboxes[socket].push(to, s.source_for(local), data, s.is_ipv6());
+        }
+    }
+
+    /// Answers a plain STUN Binding request that came to `socket`, or drops it; counts either.
+    fn serve_stun(&mut self, now: Instant, socket: usize, received: &Received, request: &[u8], counters: &EdgeCounters) {
+        match self.stun.answer(now, received.from, request) {
+            Ok(response) => {
+                let s = &self.sockets[socket];
+                self.outboxes[socket].push(received.from, s.source_for(received.local), response, s.is_ipv6());
+                counters.stun_binding_answered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                counters.stun_binding_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -236,6 +252,7 @@ impl Worker {
                 sockets,
                 by_local,
                 demux: Demux::new(ADDRS_PER_CONN),
+                stun: StunServer::default(),
                 metrics,
                 sent: Sent::default(),
             },
@@ -414,7 +431,7 @@ impl Worker {
             }
             Some(offer) => {
                 let (conn, answer, tracks) = PublisherConn::answer_offer(now, new, offer)?;
-                (conn, Offer { sdp: answer, candidates: Vec::new() }, Some(tracks))
+                (conn, Offer { sdp: answer, candidates: Vec::new(), stun_servers: Vec::new() }, Some(tracks))
             }
         };
         let key = self.next_key;
@@ -504,7 +521,8 @@ impl Worker {
             for r in received.iter() {
                 let data = &self.buffers[r.buffer][r.offset..r.offset + r.len];
                 match self.io.demux.route(data, r.from) {
-                    Ok(key) => {
+                    Ok(Route::StunServer) => self.io.serve_stun(now, socket, r, data, &self.counters),
+                    Ok(Route::Conn(key)) => {
                         let Some(entry) = self.conns.get_mut(&key) else { continue };
                         let wants = entry.link.datagram(now, r.local, r.from, data, &mut self.plaintext);
                         self.service(now, key, wants);

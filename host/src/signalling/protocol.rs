@@ -4,6 +4,7 @@
 use crate::config::SignallingLimits;
 use plugin_api::SessionId;
 use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
 
 /// A message from a player, as far as the host itself handles it.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +148,21 @@ fn incoming(obj: &Map<String, Value>, session: SessionId) -> Result<Incoming, Pr
 
 /// The edge's `offer` to session `id`.
 pub fn edge_offer(id: SessionId, sdp: &str, candidates: &[String]) -> String {
+    edge_offer_json(id, sdp, candidates).to_string()
+}
+
+/// The edge's `offer` to a viewer's session `id`: [`edge_offer`], and the host's STUN server at
+/// `stun_servers` in `p2p_ice_servers`, a list of RTCIceServer, for the player's connections to
+/// other players. Never `iceServers`: OvenPlayer 0.10.38 goes relay-only when an offer has it,
+/// and ignores unknown fields.
+pub fn viewer_offer(id: SessionId, sdp: &str, candidates: &[String], stun_servers: &[SocketAddr]) -> String {
+    let mut offer = edge_offer_json(id, sdp, candidates);
+    let urls: Vec<String> = stun_servers.iter().map(|a| format!("stun:{a}")).collect();
+    offer["p2p_ice_servers"] = if urls.is_empty() { json!([]) } else { json!([{ "urls": urls }]) };
+    offer.to_string()
+}
+
+fn edge_offer_json(id: SessionId, sdp: &str, candidates: &[String]) -> Value {
     let candidates: Vec<Value> = candidates.iter().map(|c| json!({"candidate": c, "sdpMLineIndex": 0})).collect();
     json!({
         "command": "offer",
@@ -156,7 +172,6 @@ pub fn edge_offer(id: SessionId, sdp: &str, candidates: &[String]) -> String {
         "sdp": {"type": "offer", "sdp": sdp},
         "candidates": candidates,
     })
-    .to_string()
 }
 
 /// The protocol's error message.
@@ -293,5 +308,16 @@ mod tests {
         let e: Value = serde_json::from_str(&error(404, "no such stream")).unwrap();
         assert!(e.get("command").is_none());
         assert_eq!(e["code"], 404);
+    }
+
+    #[test]
+    fn a_viewers_offer_names_the_hosts_stun_server_where_ovenplayer_does_not_look() {
+        let at = ["203.0.113.5:10000".parse().unwrap(), "[2001:db8::5]:10000".parse().unwrap()];
+        let v: Value = serde_json::from_str(&viewer_offer(7, "v=0", &["candidate:x".into()], &at)).unwrap();
+        assert_eq!(v["p2p_ice_servers"], json!([{"urls": ["stun:203.0.113.5:10000", "stun:[2001:db8::5]:10000"]}]));
+        assert_eq!(v["candidates"][0]["candidate"], "candidate:x");
+        assert!(v.get("iceServers").is_none() && v.get("ice_servers").is_none(), "OvenPlayer 0.10.38 would go relay-only");
+        let none: Value = serde_json::from_str(&viewer_offer(7, "v=0", &[], &[])).unwrap();
+        assert_eq!(none["p2p_ice_servers"], json!([]));
     }
 }

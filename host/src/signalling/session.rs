@@ -350,7 +350,7 @@ impl Session {
         self.answer_deadline = Some(Instant::now() + self.state.config.answer_timeout);
         self.phase = Phase::Edge;
         self.state.metrics.add("edge_offers", 1);
-        let message = protocol::edge_offer(self.id, &offer.sdp, &offer.candidates);
+        let message = protocol::viewer_offer(self.id, &offer.sdp, &offer.candidates, &offer.stun_servers);
         self.send(Message::Text(message.into())).await.map_err(|_| Ending::quietly(CloseReason::Disconnected))
     }
 
