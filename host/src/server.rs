@@ -1,11 +1,17 @@
 //! The signalling port's TCP server: accepts connections within the configured caps (in total and
 //! per remote address: the client's, as a trusted load balancer's PROXY header names it), gives
 //! each request header a deadline, keeps counting a connection while it is a WebSocket session,
-//! and stops gracefully.
+//! lets a handler close its connection ([`Closer`]), and stops gracefully.
 //!
 //! axum's own `serve` has neither caps nor a header deadline: 2,000 half-sent requests were held
 //! for as long as their senders liked. Here a connection over a cap is closed at once, and a
 //! request header not complete within `HeaderTimeoutMs` is dropped by hyper.
+//!
+//! A trusted proxy's connection is counted from its accept, under the proxy's address, while its
+//! PROXY header is read (bounded, within `HeaderTimeoutMs`: [`crate::proxy_protocol`]); then its
+//! place moves to the client the header names. A header naming no client (LOCAL, UNKNOWN: the
+//! proxy's health check) keeps it under the proxy's address, and its requests carry
+//! [`crate::proxy_protocol::NO_CLIENT`] as their remote address: never loopback, nobody's.
 
 use crate::config::SignallingLimits;
 use axum::extract::ConnectInfo;
@@ -14,8 +20,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
 use tower_service::Service;
 
 /// Open connections, in total and per remote address.
@@ -42,16 +48,34 @@ pub struct ConnectionGuard {
 /// The guard of the connection a request came on, in the request's extensions.
 pub type Admitted = Arc<ConnectionGuard>;
 
+impl Open {
+    fn held(&self, address: IpAddr) -> usize {
+        self.by_address.get(&address).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, address: IpAddr) {
+        *self.by_address.entry(address).or_default() += 1;
+    }
+
+    fn remove(&mut self, address: IpAddr) {
+        if let Some(n) = self.by_address.get_mut(&address) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_address.remove(&address);
+            }
+        }
+    }
+}
+
 impl ConnectionCounts {
     /// Admits a connection from `address` if both caps allow it.
     pub fn admit(self: &Arc<Self>, address: IpAddr, limits: &SignallingLimits) -> Option<ConnectionGuard> {
         let mut open = self.open.lock().expect("counts lock");
-        let mine = open.by_address.get(&address).copied().unwrap_or(0);
-        if open.total >= limits.max_connections || mine >= limits.max_connections_per_address {
+        if open.total >= limits.max_connections || open.held(address) >= limits.max_connections_per_address {
             return None;
         }
         open.total += 1;
-        open.by_address.insert(address, mine + 1);
+        open.add(address);
         Some(ConnectionGuard { counts: self.clone(), address })
     }
 
@@ -61,16 +85,44 @@ impl ConnectionCounts {
     }
 }
 
+impl ConnectionGuard {
+    /// Moves this connection's place to `address` (a proxy's connection, to the client its
+    /// header names) if that address is under its cap; the total is unchanged. `None` frees it.
+    pub fn move_to(mut self, address: IpAddr, limits: &SignallingLimits) -> Option<ConnectionGuard> {
+        let moved = {
+            let mut open = self.counts.open.lock().expect("counts lock");
+            let room = address == self.address || open.held(address) < limits.max_connections_per_address;
+            if room {
+                open.remove(self.address);
+                open.add(address);
+            }
+            room
+        };
+        moved.then(|| {
+            self.address = address;
+            self
+        })
+    }
+}
+
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let mut open = self.counts.open.lock().expect("counts lock");
         open.total -= 1;
-        if let Some(n) = open.by_address.get_mut(&self.address) {
-            *n -= 1;
-            if *n == 0 {
-                open.by_address.remove(&self.address);
-            }
-        }
+        open.remove(self.address);
+    }
+}
+
+/// Closes the connection a request came on, from its handler (in the request's extensions): a
+/// streamed response whose reader stopped reading is no longer polled by hyper, so only this
+/// ends it. Closing a connection that has become a WebSocket does nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Closer(Arc<Notify>);
+
+impl Closer {
+    /// Closes the connection now (or, if it is between polls, at once when polled).
+    pub fn close(&self) {
+        self.0.notify_one();
     }
 }
 
@@ -98,11 +150,16 @@ pub async fn serve(
             },
             () = stopped(&mut stop) => return,
         };
-        let connection = Connection { router: router.clone(), limits: limits.clone(), counts: counts.clone(), metrics: metrics.clone(), stop: stop.clone() };
+        // Counted from here: a proxy's connection too, under the proxy's address, while its header is read.
+        let Some(guard) = counts.admit(peer.ip(), &limits) else {
+            metrics.add("connections_refused_over_cap", 1);
+            continue;
+        };
+        let connection = Connection { router: router.clone(), limits: limits.clone(), metrics: metrics.clone(), stop: stop.clone() };
         if limits.trusted_proxies.iter().any(|p| p.contains(peer.ip())) {
-            tokio::spawn(connection.behind_proxy(stream, peer));
+            tokio::spawn(connection.behind_proxy(stream, guard));
         } else {
-            connection.admit(stream, peer);
+            connection.serve(stream, peer, guard);
         }
     }
 }
@@ -111,38 +168,45 @@ pub async fn serve(
 struct Connection {
     router: axum::Router,
     limits: Arc<SignallingLimits>,
-    counts: Arc<ConnectionCounts>,
     metrics: Arc<crate::metrics::Metrics>,
     stop: watch::Receiver<bool>,
 }
 
 impl Connection {
-    /// A trusted proxy's connection: its PROXY header first (within the header deadline), then
-    /// the client it names is admitted.
-    async fn behind_proxy(self, mut stream: tokio::net::TcpStream, proxy: SocketAddr) {
+    /// A trusted proxy's connection, counted under the proxy's address: its PROXY header first
+    /// (within the header deadline), then it is served as the client the header names, if that
+    /// client is under its cap, or as nobody's (LOCAL, UNKNOWN).
+    async fn behind_proxy(self, mut stream: TcpStream, guard: ConnectionGuard) {
         let deadline = Duration::from_millis(self.limits.header_timeout_ms);
-        match tokio::time::timeout(deadline, crate::proxy_protocol::read_header(&mut stream)).await {
-            Ok(Ok(client)) => self.admit(stream, client.unwrap_or(proxy)),
+        let client = match tokio::time::timeout(deadline, crate::proxy_protocol::read_header(&mut stream)).await {
+            Ok(Ok(client)) => client,
             Ok(Err(e)) => {
-                tracing::debug!(%proxy, "{e}");
-                self.metrics.add("proxy_headers_refused", 1);
+                tracing::debug!(proxy = %guard.address, "{e}");
+                return self.metrics.add("proxy_headers_refused", 1);
             }
-            Err(_) => self.metrics.add("proxy_headers_refused", 1),
+            Err(_) => return self.metrics.add("proxy_headers_refused", 1),
+        };
+        let Some(client) = client else {
+            return self.serve(stream, crate::proxy_protocol::NO_CLIENT, guard);
+        };
+        match guard.move_to(client.ip(), &self.limits) {
+            Some(guard) => self.serve(stream, client, guard),
+            None => self.metrics.add("connections_refused_over_cap", 1),
         }
     }
 
-    /// Serves a connection from `remote` if the caps allow it (else closes it at once).
-    fn admit(self, stream: tokio::net::TcpStream, remote: SocketAddr) {
-        let Some(guard) = self.counts.admit(remote.ip(), &self.limits) else {
-            self.metrics.add("connections_refused_over_cap", 1);
-            return;
-        };
+    /// Serves an admitted connection from `remote`, until it ends, its handler closes it
+    /// ([`Closer`]) or the host stops.
+    fn serve(self, stream: TcpStream, remote: SocketAddr, guard: ConnectionGuard) {
         let guard: Admitted = Arc::new(guard);
+        let closer = Closer::default();
         let (router, mut stop, header_timeout) = (self.router, self.stop, Duration::from_millis(self.limits.header_timeout_ms));
+        let closing = closer.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(remote));
                 request.extensions_mut().insert(guard.clone());
+                request.extensions_mut().insert(closer.clone());
                 router.clone().call(request)
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -157,6 +221,7 @@ impl Connection {
                         tracing::debug!(%remote, "HTTP connection: {e}");
                     }
                 }
+                () = closing.0.notified() => {}
                 () = stopped(&mut stop) => {
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
@@ -198,5 +263,21 @@ mod tests {
         drop(a1);
         assert_eq!(counts.total(), 2);
         assert!(counts.admit(b, &limits).is_some(), "a freed place is free again");
+    }
+
+    #[test]
+    fn a_proxys_connection_is_counted_while_its_header_is_read_then_moves_to_its_client() {
+        let limits = SignallingLimits { max_connections: 4, max_connections_per_address: 2, ..Default::default() };
+        let counts = Arc::new(ConnectionCounts::default());
+        let (proxy, client): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "198.51.100.7".parse().unwrap());
+        let reading = counts.admit(proxy, &limits).unwrap();
+        let _also = counts.admit(proxy, &limits).unwrap();
+        assert!(counts.admit(proxy, &limits).is_none(), "headers being read fill the proxy's share");
+        let served = reading.move_to(client, &limits).unwrap();
+        assert_eq!((served.address, counts.total()), (client, 2), "moved, counted once");
+        let _second = counts.admit(client, &limits).unwrap();
+        let another = counts.admit(proxy, &limits).unwrap();
+        assert!(another.move_to(client, &limits).is_none(), "a client at its cap: refused");
+        assert_eq!(counts.total(), 3, "and its place freed");
     }
 }

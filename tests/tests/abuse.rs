@@ -246,3 +246,175 @@ async fn behind_a_trusted_proxy_the_host_sees_the_client_the_proxy_names() {
     assert_eq!(raw_get(host.port, same, "/"), None, "the first client's second connection, over its cap");
     drop(held);
 }
+
+/// A TCP connection to the host from `source` (an address of 127/8), with a receive buffer of
+/// `receive_buffer` bytes if given (set before connecting, so the window stays that small).
+fn connect_from(port: u16, source: &str, receive_buffer: Option<usize>) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    socket.bind(&SocketAddr::new(source.parse().unwrap(), 0).into()).unwrap();
+    socket.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into()).unwrap();
+    socket.into()
+}
+
+/// Whether the host has let go of `connection` (EOF or a reset, once what it sent is read)
+/// rather than still holding it.
+fn let_go(mut connection: &TcpStream) -> bool {
+    connection.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match connection.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+/// Waits until `condition` holds, for at most [`T`].
+async fn until(mut condition: impl FnMut() -> bool, what: &str) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < T, "not within {T:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A v2 PROXY header's first 16 bytes: the signature, PROXY over TCP/IPv4, announcing `len`.
+fn v2_head(len: u16) -> Vec<u8> {
+    let mut head = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+    head.extend(len.to_be_bytes());
+    head
+}
+
+/// Issue 20, item 5: connections from the trusted proxy that stall inside their PROXY header
+/// are counted against the caps while it is read (the proxy's address, the total), a header
+/// announcing more than the bound is refused at once, and a client is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stalled_inside_a_proxy_header_are_counted_and_bounded_and_a_client_is_still_served() {
+    let host = HostProcess::start(|port| {
+        with_limits(port, "<MaxConnections>100</MaxConnections><MaxConnectionsPerAddress>40</MaxConnectionsPerAddress><HeaderTimeoutMs>3000</HeaderTimeoutMs><TrustedProxy>127.0.0.2/32</TrustedProxy>")
+    })
+    .unwrap();
+    // 75 announce 65,535 bytes, then 75 announce 100; none sends its body.
+    let stall = |len: u16| {
+        let mut c = connect_from(host.port, "127.0.0.2", None);
+        c.write_all(&v2_head(len)).unwrap();
+        c
+    };
+    let mut stalled: Vec<TcpStream> = (0..75).map(|_| stall(u16::MAX)).collect();
+    // Refused at once: for their size, or over the proxy's share while others are being read.
+    let refused = || metric(&host, "proxy_headers_refused") + metric(&host, "connections_refused_over_cap");
+    until(|| refused() == 75, "the oversized are refused at once").await;
+    assert!(stalled.iter().all(|c| let_go(c)));
+    let (oversized, over_cap) = (metric(&host, "proxy_headers_refused"), metric(&host, "connections_refused_over_cap"));
+    stalled = (0..75).map(|_| stall(100)).collect();
+    until(|| metric(&host, "connections_refused_over_cap") == over_cap + 35, "the excess is refused at once").await;
+    let held = stalled.iter().filter(|c| !let_go(c)).count();
+    assert_eq!(held, 40, "the proxy's share of headers being read");
+    assert_eq!(raw_get(host.port, b"", "/"), Some(200), "a client of its own is served meanwhile");
+    // Once the header deadline lets them go, the proxy's clients are served again.
+    until(|| stalled.iter().all(|c| let_go(c)), "every stalled header is let go at the header deadline").await;
+    let mut client = connect_from(host.port, "127.0.0.2", None);
+    client.write_all(b"PROXY TCP4 198.51.100.7 127.0.0.1 50000 3333\r\nGET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut response = String::new();
+    client.set_read_timeout(Some(T)).unwrap();
+    let _ = client.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.0 200"), "a client through the proxy: {response:.40}");
+    let stats = host.stats().unwrap();
+    assert_eq!(stats["metrics"]["connections_refused_over_cap"], over_cap + 35, "{stats}");
+    assert_eq!(stats["metrics"]["proxy_headers_refused"], oversized + 40, "the held ones at their deadline: {stats}");
+}
+
+/// Issue 20, item 5: a v2 LOCAL or v1 UNKNOWN header (the proxy's own health check) gives the
+/// connection no client address: never loopback, so `/stats` and `/p2p` stay closed to it; the
+/// health check still gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxys_local_or_unknown_header_names_no_client_and_opens_nothing_reserved_for_loopback() {
+    let host = HostProcess::start(|port| with_limits(port, "<TrustedProxy>127.0.0.1/32</TrustedProxy>")).unwrap();
+    let local = [&b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00"[..], b"PROXY UNKNOWN\r\n", b"PROXY UNKNOWN ::1 ::1 1 2\r\n"];
+    for head in local {
+        assert_eq!(raw_get(host.port, head, "/"), Some(200), "the health check is answered: {head:?}");
+        for path in ["/stats", "/p2p", "/p2p/events"] {
+            assert_eq!(raw_get(host.port, head, path), Some(403), "{path} after {head:?}");
+        }
+    }
+}
+
+/// Opens `/p2p/events` from `source` and reads the status only (then never reads again).
+fn watch_tree(port: u16, source: &str, receive_buffer: Option<usize>) -> (u16, TcpStream) {
+    let mut c = connect_from(port, source, receive_buffer);
+    c.write_all(b"GET /p2p/events HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    let mut status = [0u8; 12];
+    c.read_exact(&mut status).unwrap();
+    (std::str::from_utf8(&status[9..12]).unwrap().parse().unwrap(), c)
+}
+
+/// Issue 20, item 3: one client (or several of its addresses) opening every live-tree stream
+/// it can and reading none does not lock an operator out: an address keeps its newest pages up to
+/// its share, and a full cap makes room from the address holding the most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_that_never_read_do_not_lock_a_new_operator_out_of_the_live_tree() {
+    let host = HostProcess::start(|port| config_xml(port, "")).unwrap();
+    let one: Vec<(u16, TcpStream)> = (0..32).map(|_| watch_tree(host.port, "127.0.0.2", None)).collect();
+    assert!(one.iter().all(|(status, _)| *status == 200), "a new page is let in");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held: Vec<bool> = one.iter().map(|(_, c)| !let_go(c)).collect();
+    assert_eq!(held.iter().filter(|h| **h).count(), 8, "one address keeps its share");
+    assert!(held[24..].iter().all(|h| *h), "its newest");
+    let (status, operator) = watch_tree(host.port, "127.0.0.1", None);
+    assert_eq!(status, 200, "an operator elsewhere");
+    // Four addresses holding their share fill the cap: a new operator still gets in, and the
+    // operator holding one page keeps it.
+    let many: Vec<(u16, TcpStream)> = (3..6).flat_map(|a| (0..8).map(move |_| a)).map(|a| watch_tree(host.port, &format!("127.0.0.{a}"), None)).collect();
+    assert!(many.iter().all(|(status, _)| *status == 200));
+    let (status, _another) = watch_tree(host.port, "127.0.0.10", None);
+    assert_eq!(status, 200, "room is made for a new operator");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!let_go(&operator), "taken from the addresses holding the most");
+    assert_eq!(metric(&host, "p2p_watchers_dropped_for_room"), 24 + 2);
+}
+
+/// Issue 20, item 3: a live-tree watcher whose socket stops taking updates is dropped at its
+/// write deadline and its connection closed; a watcher that reads stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_tree_watcher_that_stops_reading_is_dropped_at_its_write_deadline() {
+    let host = HostProcess::start(|port| config_xml(port, "")).unwrap();
+    // 300 viewers make each update ~20 KB; one viewer coming and going makes an update every
+    // few hundred milliseconds.
+    let mut viewers = Vec::new();
+    for _ in 0..300 {
+        viewers.push(Signal::connect(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap());
+    }
+    let (status, mut stalled) = watch_tree(host.port, "127.0.0.2", Some(4096));
+    assert_eq!(status, 200);
+    let (status, mut reader) = watch_tree(host.port, "127.0.0.3", None);
+    assert_eq!(status, 200);
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = read.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let started = Instant::now();
+    while metric(&host, "p2p_watchers_dropped_not_reading") == 0 {
+        assert!(started.elapsed() < Duration::from_secs(120), "the watcher that reads nothing is still held");
+        drop(viewers.pop());
+        viewers.push(Signal::connect(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("dropped after {:?}", started.elapsed());
+    // The host has closed it: what was in flight drains, then EOF.
+    stalled.set_read_timeout(Some(T)).unwrap();
+    let mut sink = Vec::new();
+    assert!(stalled.read_to_end(&mut sink).is_ok(), "closed, not held");
+    let before = read.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert!(read.load(std::sync::atomic::Ordering::Relaxed) > before, "the reading watcher still gets updates");
+    assert_eq!(metric(&host, "p2p_watchers_dropped_not_reading"), 1, "only the one that does not read");
+}

@@ -6,17 +6,25 @@
 //!
 //! One task ([`feed`]) builds the snapshot, only while a page watches, and every page is sent that
 //! same text: the cost is one walk of the sessions per update, however many pages watch.
+//!
+//! Watching pages ([`Watchers`]) are bounded so that nobody locks an operator out: at most
+//! [`MAX_WATCHERS`] in all and [`MAX_WATCHERS_PER_ADDRESS`] per client address, a new page is always
+//! let in (in place of its own address's oldest page, or, the cap being full, of the oldest page
+//! of the address holding the most), and a page that takes no update for [`WRITE_DEADLINE`] is
+//! not reading: it is dropped and its connection closed.
 
 use super::book::stream_totals;
 use crate::state::HostState;
+use crate::server::Closer;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
+use axum::Extension;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 const PAGE: &str = include_str!("../../assets/p2p.html");
@@ -27,15 +35,117 @@ pub const COALESCE: Duration = Duration::from_millis(200);
 pub const REFRESH: Duration = Duration::from_secs(2);
 /// Viewers listed per stream (the counts above the tree cover everyone).
 pub const MAX_NODES: usize = 1000;
-/// Pages watching at once; more are refused with 503.
+/// Pages watching at once; past it a new page takes an older one's place.
 pub const MAX_WATCHERS: usize = 32;
+/// Pages one client address watches at once; past it its new page takes its oldest's place. An
+/// operator's tabs fit, and four addresses are needed to fill [`MAX_WATCHERS`].
+pub const MAX_WATCHERS_PER_ADDRESS: usize = 8;
+/// A page that has taken no update for this long is not reading (the feed offers one at least
+/// every [`REFRESH`] + [`COALESCE`]; hyper takes one only while the socket and its own short write
+/// queue have room): it is dropped and its connection closed. Its browser's EventSource reconnects
+/// if it is still there.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The latest snapshot, as every page is sent it.
-pub struct TreeFeed(watch::Sender<Arc<str>>);
+/// The latest snapshot, as every page is sent it, and the pages watching it.
+pub struct TreeFeed {
+    snapshot: watch::Sender<Arc<str>>,
+    watchers: Mutex<Watchers>,
+}
 
 impl Default for TreeFeed {
     fn default() -> Self {
-        Self(watch::channel(Arc::from("")).0)
+        Self { snapshot: watch::channel(Arc::from("")).0, watchers: Mutex::default() }
+    }
+}
+
+impl TreeFeed {
+    fn watchers(&self) -> std::sync::MutexGuard<'_, Watchers> {
+        self.watchers.lock().expect("watchers lock")
+    }
+
+    /// Drops (and closes) the pages past their write deadline.
+    fn drop_stale(&self, metrics: &crate::metrics::Metrics) {
+        let stale = self.watchers().stale(Instant::now());
+        metrics.add("p2p_watchers_dropped_not_reading", stale.len() as i64);
+        stale.iter().for_each(|w| w.closer.close());
+    }
+}
+
+/// One watching page.
+#[derive(Debug)]
+struct Watcher {
+    id: u64,
+    address: IpAddr,
+    /// When it last took an update (or opened).
+    took: Instant,
+    /// Closes its connection.
+    closer: Closer,
+}
+
+/// The watching pages, oldest first.
+#[derive(Debug, Default)]
+struct Watchers {
+    list: Vec<Watcher>,
+    next_id: u64,
+}
+
+impl Watchers {
+    /// Lets a page from `address` in: its id, and the page whose place it takes, if any (its
+    /// address's oldest when the address has its share, else, the cap being full, the oldest of
+    /// the address holding the most).
+    fn admit(&mut self, address: IpAddr, closer: Closer, now: Instant) -> (u64, Option<Watcher>) {
+        let displaced = self.place_for(address).map(|at| self.list.remove(at));
+        self.next_id += 1;
+        self.list.push(Watcher { id: self.next_id, address, took: now, closer });
+        (self.next_id, displaced)
+    }
+
+    /// The index of the page a new one from `address` replaces, if there is no room for it.
+    fn place_for(&self, address: IpAddr) -> Option<usize> {
+        let held = |a: IpAddr| self.list.iter().filter(|w| w.address == a).count();
+        if held(address) >= MAX_WATCHERS_PER_ADDRESS {
+            return self.list.iter().position(|w| w.address == address);
+        }
+        if self.list.len() < MAX_WATCHERS {
+            return None;
+        }
+        let most = self.list.iter().map(|w| held(w.address)).max()?;
+        self.list.iter().position(|w| held(w.address) == most)
+    }
+
+    /// Page `id` took an update at `now`; false if it has been dropped.
+    fn took(&mut self, id: u64, now: Instant) -> bool {
+        self.list.iter_mut().find(|w| w.id == id).map(|w| w.took = now).is_some()
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.list.retain(|w| w.id != id);
+    }
+
+    /// Removes and returns the pages that have taken no update for [`WRITE_DEADLINE`].
+    fn stale(&mut self, now: Instant) -> Vec<Watcher> {
+        let (stale, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.list).into_iter().partition(|w| now.duration_since(w.took) > WRITE_DEADLINE);
+        self.list = live;
+        stale
+    }
+}
+
+/// A page's place among the watchers, for as long as its stream lives.
+struct Ticket {
+    state: Arc<HostState>,
+    id: u64,
+}
+
+impl Ticket {
+    /// Records an update taken; false once the page has been dropped (its stream then ends).
+    fn took(&self) -> bool {
+        self.state.tree.watchers().took(self.id, Instant::now())
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.state.tree.watchers().remove(self.id);
     }
 }
 
@@ -47,9 +157,10 @@ pub async fn feed(state: Arc<HostState>) {
         let _ = tokio::time::timeout(REFRESH, changes.changed()).await;
         tokio::time::sleep(COALESCE).await;
         changes.borrow_and_update();
-        if state.tree.0.receiver_count() > 0 {
-            state.tree.0.send_replace(snapshot(&state).to_string().into());
+        if state.tree.snapshot.receiver_count() > 0 {
+            state.tree.snapshot.send_replace(snapshot(&state).to_string().into());
         }
+        state.tree.drop_stale(&state.metrics);
     }
 }
 
@@ -61,17 +172,28 @@ pub async fn page(State(state): State<Arc<HostState>>, headers: HeaderMap, Conne
     }
 }
 
-/// `/p2p/events`: the tree, pushed: a snapshot made now, then the feed's.
-pub async fn events(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
+/// `/p2p/events`: the tree, pushed: a snapshot made now, then the feed's. The page is let in at
+/// once, in place of another if there is no room (see [`Watchers::admit`]).
+pub async fn events(
+    State(state): State<Arc<HostState>>,
+    headers: HeaderMap,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    closer: Option<Extension<Closer>>,
+) -> Response {
     if let Err(refusal) = super::page_access(&state, &headers, remote) {
         return super::refused(&refusal);
     }
-    if state.tree.0.receiver_count() >= MAX_WATCHERS {
-        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "too many P2P pages open\n").into_response();
+    state.tree.drop_stale(&state.metrics);
+    let closer = closer.map(|Extension(c)| c).unwrap_or_default();
+    let (id, displaced) = state.tree.watchers().admit(remote.ip(), closer, Instant::now());
+    if let Some(displaced) = displaced {
+        state.metrics.add("p2p_watchers_dropped_for_room", 1);
+        displaced.closer.close();
     }
-    let updates = state.tree.0.subscribe();
+    let updates = state.tree.snapshot.subscribe();
     let first: Arc<str> = snapshot(&state).to_string().into();
-    let events = futures_util::stream::unfold((updates, Some(first)), |(mut updates, first)| async move {
+    let ticket = Ticket { state, id };
+    let events = futures_util::stream::unfold((updates, Some(first), ticket), |(mut updates, first, ticket)| async move {
         let data = match first {
             Some(data) => data,
             None => {
@@ -79,7 +201,7 @@ pub async fn events(State(state): State<Arc<HostState>>, headers: HeaderMap, Con
                 updates.borrow_and_update().clone()
             }
         };
-        Some((Ok::<_, Infallible>(Event::default().data(&*data)), (updates, None)))
+        ticket.took().then_some((Ok::<_, Infallible>(Event::default().data(&*data)), (updates, None, ticket)))
     });
     Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
@@ -103,4 +225,51 @@ pub fn snapshot(state: &HostState) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({ "streams": streams })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    #[test]
+    fn a_new_page_takes_its_own_addresss_oldest_place_past_its_share() {
+        let (mut watchers, now) = (Watchers::default(), Instant::now());
+        let first = watchers.admit(address(1), Closer::default(), now).0;
+        for _ in 1..MAX_WATCHERS_PER_ADDRESS {
+            assert!(watchers.admit(address(1), Closer::default(), now).1.is_none());
+        }
+        let (_, displaced) = watchers.admit(address(1), Closer::default(), now);
+        assert_eq!(displaced.map(|w| w.id), Some(first));
+        assert!(watchers.admit(address(2), Closer::default(), now).1.is_none(), "another address has room");
+        assert!(!watchers.took(first, now), "a displaced page's stream ends");
+    }
+
+    #[test]
+    fn a_full_cap_makes_room_from_the_address_holding_the_most() {
+        let (mut watchers, now) = (Watchers::default(), Instant::now());
+        for i in 0..MAX_WATCHERS {
+            // Three addresses with 8 pages, four with 2.
+            let a = if i < 24 { i / 8 } else { 3 + (i - 24) / 2 };
+            assert!(watchers.admit(address(a as u8), Closer::default(), now).1.is_none());
+        }
+        let (_, displaced) = watchers.admit(address(100), Closer::default(), now);
+        assert_eq!(displaced.map(|w| (w.id, w.address)), Some((1, address(0))), "the oldest of the largest holders");
+        assert_eq!(watchers.list.len(), MAX_WATCHERS);
+    }
+
+    #[test]
+    fn a_page_that_takes_no_update_within_the_write_deadline_is_stale() {
+        let (mut watchers, now) = (Watchers::default(), Instant::now());
+        let (reading, _) = watchers.admit(address(1), Closer::default(), now);
+        let (idle, _) = watchers.admit(address(2), Closer::default(), now);
+        assert!(watchers.took(reading, now + WRITE_DEADLINE));
+        let stale = watchers.stale(now + WRITE_DEADLINE + Duration::from_millis(1));
+        assert_eq!(stale.iter().map(|w| w.id).collect::<Vec<_>>(), [idle]);
+        watchers.remove(reading);
+        assert!(watchers.list.is_empty());
+    }
 }
