@@ -225,7 +225,7 @@ impl Sessions {
     pub fn per_stream(&self) -> BTreeMap<String, StreamLive> {
         let map = self.map.lock().expect("sessions lock");
         let relaying: std::collections::HashSet<SessionId> =
-            map.values().map(|e| e.view.delivery.upstream).filter(|&u| u != 0).collect();
+            map.values().filter(|e| e.view.plays_from_peer()).map(|e| e.view.delivery.upstream).collect();
         let mut streams: BTreeMap<String, StreamLive> = BTreeMap::new();
         for (id, e) in map.iter() {
             if !streams.contains_key(e.hub.name.as_str()) {

@@ -44,7 +44,7 @@ fn arrival(id: u32) -> Arrival<'static> {
 
 /// A core holding `POOL` playing host peers with room for clients (k = 1000).
 fn full_pool() -> P2pCore {
-    let config = P2pConfig::parse("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>1000</MaxClientPeersPerHostPeer></P2P>").unwrap();
+    let config = P2pConfig::parse("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>1000</MaxClientPeersPerHostPeer><PairNewViewers>any</PairNewViewers></P2P>").unwrap();
     let mut core = P2pCore::new(config);
     // The first arrival of each (stream, browser) key is served by the edge and becomes a host;
     // the rest would become its clients, so hosts are made by opening and playing without asking.

@@ -5,6 +5,11 @@
 //!   <Enable>true</Enable>                                   <!-- default false, as in OME -->
 //!   <MaxClientPeersPerHostPeer>2</MaxClientPeersPerHostPeer> <!-- default 2; 0 = no clients -->
 //!   <Matching>balanced</Matching>           <!-- or greedy (OME's rule); see `Matching` -->
+//!   <!-- proven: a viewer asking for the stream gets only a host that has already relayed (a
+//!        confirmed link, or an answer where a link can form), else the edge at once, and is moved
+//!        into a host later (moves may go into unproven hosts where a link can form: how a host
+//!        proves itself); any: OME's rule, any host with a free slot at once. -->
+//!   <PairNewViewers>proven</PairNewViewers>
 //!   <!-- A host must send offer_p2p within OfferTimeoutP99Multiple x the p99 of the offer latency
 //!        measured from hosts that do offer (last 128 offers), never under OfferTimeoutMinMs nor
 //!        over OfferTimeoutMs; OfferTimeoutMs until 8 offers are measured. Multiple 0: always
@@ -78,6 +83,9 @@ pub struct P2pConfig {
     /// How viewers who could host are matched.
     #[serde(default)]
     pub matching: Matching,
+    /// Which hosts a viewer asking for the stream may be given.
+    #[serde(default)]
+    pub pair_new_viewers: PairNewViewers,
     /// Re-parenting: move edge viewers who could be clients into hosts' vacancies.
     #[serde(default = "P2pConfig::yes")]
     pub move_edge_viewers: bool,
@@ -116,6 +124,21 @@ pub struct SiteConfig {
     /// CIDR blocks, IPv4 or IPv6.
     #[serde(default)]
     pub network: Vec<String>,
+}
+
+/// Which hosts a viewer asking for the stream may be given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PairNewViewers {
+    /// Only a host that has already relayed (a client's link confirmed, or answered where a link
+    /// can form): otherwise the viewer plays from the edge at once, and is moved into a host
+    /// later (moves may go into hosts that have not relayed yet, where a link can form: that is
+    /// how a host proves itself). Nobody waits on a relay that may never offer (OvenPlayer
+    /// 0.10.39 and later) or never connect.
+    #[default]
+    Proven,
+    /// OME's rule: any host with a free slot, at once; moves only into hosts that have relayed.
+    Any,
 }
 
 /// Whether a viewer who could host takes a vacant client slot.
@@ -171,9 +194,10 @@ impl P2pConfig {
         };
         let sites: Vec<&str> = self.site.iter().map(|s| s.name.as_str()).collect();
         format!(
-            "P2P delivery on: {} clients per host peer, {:?} matching, offer deadline {}-{} ms ({}x the p99 offer latency), answer deadline {} ms, moving edge viewers into hosts {moves}, same network first {} (sites {sites:?}), excluded {:?}",
+            "P2P delivery on: {} clients per host peer, {:?} matching, new viewers paired with {:?} hosts, offer deadline {}-{} ms ({}x the p99 offer latency), answer deadline {} ms, moving edge viewers into hosts {moves}, same network first {} (sites {sites:?}), excluded {:?}",
             self.max_client_peers_per_host_peer,
             self.matching,
+            self.pair_new_viewers,
             self.offer_timeout_min_ms,
             self.offer_timeout_ms,
             self.offer_timeout_p99_multiple,

@@ -4,7 +4,7 @@
 
 use crate::broker::{self, BrokerError, P2pMessage};
 use crate::classify::Classifier;
-use crate::config::{Matching, P2pConfig};
+use crate::config::{Matching, P2pConfig, PairNewViewers};
 use crate::failed_links::FailedLinks;
 use crate::reach::Reach;
 use crate::fallback::{Deadline, Deadlines, OfferDeadline};
@@ -399,7 +399,8 @@ impl P2pCore {
             && self.pool.short_of_hosts(peer.key, capacity);
         let (key, site) = (peer.key, peer.site);
         let wanted = peer.p2p && !peer.was_client && !hosts_wanted;
-        let host = wanted.then(|| self.pool.pick_where(key, site, capacity, false, |h| self.may_pair(now, h, id))).flatten();
+        let proven_only = self.config.pair_new_viewers == PairNewViewers::Proven;
+        let host = wanted.then(|| self.pool.pick_where(key, site, capacity, proven_only, |h| self.may_pair(now, h, id))).flatten();
         let Some(host) = host else {
             self.out(Output::Count(counts::TO_EDGE, 1));
             self.log(format!("{id}: served by the edge ({})", if wanted { "no host it can reach has a free slot" } else { "not a client now" }));
@@ -898,19 +899,22 @@ impl P2pCore {
         }
     }
 
-    /// Moves waiting edge viewers of `key` into vacancies of hosts that have relayed: each vacancy
-    /// (of the least-loaded relayed host, whatever its network) to the viewer of the host's own
-    /// network who has waited longest, else to the one of any network who has.
+    /// Moves waiting edge viewers of `key` into vacancies of hosts (proven ones first; only proven
+    /// ones under `PairNewViewers` any): each vacancy (of the least-loaded host, whatever its
+    /// network) to the viewer of the host's own network who has waited longest, else to the one
+    /// of any network who has.
     fn fill_vacancies(&mut self, key: PoolKey) {
         if !self.config.move_edge_viewers {
             return;
         }
         let capacity = self.config.max_client_peers_per_host_peer;
         // A relay that shows only LAN candidates is not moved into: a viewer it could reach, of
-        // its own network, gets it when it asks.
+        // its own network, gets it when it asks. Where new viewers get only proven hosts, moves
+        // are how a host proves itself: any host may take one.
+        let proven_only = self.config.pair_new_viewers == PairNewViewers::Any;
         loop {
             let reaches_out = |h: SessionId| self.peers.get(&h).is_some_and(|p| p.relay_reach != Reach::LocalOnly);
-            let Some(host) = self.pool.pick_where(key, Site::UNKNOWN, capacity, true, reaches_out) else { break };
+            let Some(host) = self.pool.pick_where(key, Site::UNKNOWN, capacity, proven_only, reaches_out) else { break };
             let Some(viewer) = self.movable.first(key, self.peers[&host].site) else { break };
             if !self.may_pair(self.clock, host, viewer) {
                 break; // their link failed lately; the next vacancy tries again

@@ -18,7 +18,7 @@ fn core_with(k: u16) -> P2pCore {
 }
 
 fn core_matching(k: u16, matching: &str) -> P2pCore {
-    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{k}</MaxClientPeersPerHostPeer><OfferTimeoutMs>4000</OfferTimeoutMs><OfferTimeoutMinMs>1000</OfferTimeoutMinMs><OfferTimeoutP99Multiple>3</OfferTimeoutP99Multiple><AnswerTimeoutMs>4000</AnswerTimeoutMs><MoveAfterMs>{MOVE_AFTER}</MoveAfterMs><Matching>{matching}</Matching><Exclude>private</Exclude></P2P>");
+    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{k}</MaxClientPeersPerHostPeer><OfferTimeoutMs>4000</OfferTimeoutMs><OfferTimeoutMinMs>1000</OfferTimeoutMinMs><OfferTimeoutP99Multiple>3</OfferTimeoutP99Multiple><AnswerTimeoutMs>4000</AnswerTimeoutMs><MoveAfterMs>{MOVE_AFTER}</MoveAfterMs><Matching>{matching}</Matching><PairNewViewers>any</PairNewViewers><Exclude>private</Exclude></P2P>");
     P2pCore::new(P2pConfig::parse(&xml).unwrap())
 }
 
@@ -444,7 +444,7 @@ fn a_viewer_is_moved_at_most_twice() {
 
 #[test]
 fn moves_can_be_turned_off() {
-    let xml = "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>1</MaxClientPeersPerHostPeer><MoveEdgeViewers>false</MoveEdgeViewers></P2P>";
+    let xml = "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>1</MaxClientPeersPerHostPeer><MoveEdgeViewers>false</MoveEdgeViewers><PairNewViewers>any</PairNewViewers></P2P>";
     let mut core = P2pCore::new(P2pConfig::parse(xml).unwrap());
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
     open(&mut core, 2, CHROME_ANDROID, "s");
@@ -611,7 +611,7 @@ fn a_host_that_asks_again_releases_its_clients() {
 
 /// Phone 3 was host 1's client; 1 leaves. Host 2 (relayed to phone 4) then gets a free slot.
 fn a_former_client_waits_on_the_edge(former_clients: bool) -> P2pCore {
-    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>1</MaxClientPeersPerHostPeer><MoveAfterMs>{MOVE_AFTER}</MoveAfterMs><MoveFormerClients>{former_clients}</MoveFormerClients></P2P>");
+    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>1</MaxClientPeersPerHostPeer><MoveAfterMs>{MOVE_AFTER}</MoveAfterMs><MoveFormerClients>{former_clients}</MoveFormerClients><PairNewViewers>any</PairNewViewers></P2P>");
     let mut core = P2pCore::new(P2pConfig::parse(&xml).unwrap());
     edge_viewer(&mut core, 1, CHROME_WIN, "s");
     open(&mut core, 3, CHROME_ANDROID, "s");

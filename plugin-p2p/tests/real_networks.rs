@@ -18,7 +18,7 @@ const REACH_WAIT: u64 = 1500;
 const CONFIRM: u64 = 10_000;
 
 fn core() -> P2pCore {
-    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>2</MaxClientPeersPerHostPeer><ReachWaitMs>{REACH_WAIT}</ReachWaitMs><ConfirmTimeoutMs>{CONFIRM}</ConfirmTimeoutMs><MoveEdgeViewers>false</MoveEdgeViewers></P2P>");
+    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>2</MaxClientPeersPerHostPeer><ReachWaitMs>{REACH_WAIT}</ReachWaitMs><ConfirmTimeoutMs>{CONFIRM}</ConfirmTimeoutMs><MoveEdgeViewers>false</MoveEdgeViewers><PairNewViewers>any</PairNewViewers></P2P>");
     P2pCore::new(P2pConfig::parse(&xml).unwrap())
 }
 
@@ -186,5 +186,43 @@ fn a_host_reporting_a_failed_link_ends_the_pair_too_and_a_stranger_cannot() {
     let out = send(&mut core, 500, 1, json!({"command": "p2p_link_state", "id": 1, "peer_id": 2, "state": "failed"}));
     assert!(counted(&out, counts::FALLBACK_LINK_FAILED), "{out:?}");
     assert_eq!(core.role(2), Some(&Role::Viewer));
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn by_default_a_new_viewer_plays_from_the_edge_until_a_host_has_relayed_and_a_move_proves_the_host() {
+    const MOVE_AFTER: u64 = 5000;
+    let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>2</MaxClientPeersPerHostPeer><MoveAfterMs>{MOVE_AFTER}</MoveAfterMs></P2P>");
+    let mut core = P2pCore::new(P2pConfig::parse(&xml).unwrap());
+    open(&mut core, 1, HOME_1, 40001);
+    assert_eq!(core.offer_requested(0, 1), OfferDecision::ServeFromEdge);
+    core.session_playing(0, 1);
+    open(&mut core, 2, HOME_1, 40002);
+    assert_eq!(core.offer_requested(100, 2), OfferDecision::ServeFromEdge, "host 1 has not relayed yet: the edge, at once");
+    core.session_playing(300, 2);
+    let out = drain(&mut core);
+    // 2 may host too: it is a host now, and waits to be moved only if it cannot; make it a phone-
+    // like client by checking the move of a viewer that cannot host instead.
+    assert!(sent(&out).is_empty(), "{out:?}");
+    let phone = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Mobile Safari/537.36";
+    core.session_opened(400, Arrival { id: 3, kind: SessionKind::Play, stream: "default/app/s", app: "app", stream_name: "s", user_agent: phone, query: "", remote: "198.51.100.1:40003" });
+    assert_eq!(core.offer_requested(400, 3), OfferDecision::ServeFromEdge, "no proven host: the edge");
+    core.session_playing(500, 3);
+    let (token, after) = timer(&drain(&mut core));
+    assert_eq!(after, MOVE_AFTER);
+    core.timer_fired(500 + MOVE_AFTER, token);
+    let out = drain(&mut core);
+    let moved_into = match core.role(3) {
+        Some(&Role::Client { host, stage: Stage::Moving }) => host,
+        other => panic!("3 is moved into an unproven host, where a link can form: {other:?} {out:?}"),
+    };
+    assert!(sent(&out).contains(&(3, json!({"command": "stop", "id": 3, "peer_id": 0}))));
+    assert_eq!(core.offer_requested(5600, 3), OfferDecision::Handled, "it asks again: the host's offer answers it");
+    send(&mut core, 5700, moved_into, offer(moved_into, 3, &[]));
+    send(&mut core, 5800, 3, json!({"command": "answer", "id": 3, "peer_id": moved_into, "sdp": {"type": "answer", "sdp": "v=0"}}));
+    // Proven now: a new viewer that cannot host is given it at once.
+    core.session_opened(6000, Arrival { id: 4, kind: SessionKind::Play, stream: "default/app/s", app: "app", stream_name: "s", user_agent: phone, query: "", remote: "198.51.100.1:40004" });
+    assert_eq!(core.offer_requested(6000, 4), OfferDecision::Handled);
+    assert_eq!(core.role(4), Some(&Role::Client { host: moved_into, stage: Stage::AwaitingOffer }));
     core.check_invariants().unwrap();
 }

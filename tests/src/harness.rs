@@ -156,9 +156,11 @@ pub fn config_xml_with_ice(port: u16, ice: &str, extra: &str) -> String {
 }
 
 /// The `<Plugins>` element loading the P2P plugin, and a `<Modules><P2P>` enabling it with k.
+/// New viewers are paired with any host at once (`<PairNewViewers>any`, OME's rule): these tests
+/// are about the pairing itself; the default (only proven hosts) has its own tests.
 pub fn p2p_xml(k: u16, offer_timeout_ms: u64) -> String {
     format!(
-        "<Plugins><Plugin><Path>{}</Path></Plugin></Plugins>\n<Modules><P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{k}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{offer_timeout_ms}</OfferTimeoutMs></P2P></Modules>",
+        "<Plugins><Plugin><Path>{}</Path></Plugin></Plugins>\n<Modules><P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{k}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{offer_timeout_ms}</OfferTimeoutMs><PairNewViewers>any</PairNewViewers></P2P></Modules>",
         library("plugin_p2p").display()
     )
 }

@@ -44,6 +44,8 @@ pub struct SwarmConfig {
     pub k: u16,
     /// The plugin's `<Matching>`: balanced or greedy.
     pub matching: String,
+    /// The plugin's `<PairNewViewers>`: proven or any.
+    pub pair_new_viewers: String,
     /// Median watch time, seconds (log-normal, sigma 1).
     pub median_watch_s: f64,
     /// Exponential watch times with the same mean instead of log-normal.
@@ -82,6 +84,7 @@ impl Default for SwarmConfig {
             streams: 10,
             k: 2,
             matching: "balanced".into(),
+            pair_new_viewers: "any".into(),
             median_watch_s: 300.0,
             exponential: false,
             host_deaths_per_hour: 2.0,
@@ -103,8 +106,8 @@ impl SwarmConfig {
     /// The plugin's `<P2P>` section for this swarm.
     pub fn p2p_xml(&self) -> String {
         format!(
-            "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{OFFER_CEILING_MS}</OfferTimeoutMs><AnswerTimeoutMs>{ANSWER_DEADLINE_MS}</AnswerTimeoutMs><Matching>{}</Matching><MoveEdgeViewers>{}</MoveEdgeViewers><MoveAfterMs>{}</MoveAfterMs><MoveFormerClients>{}</MoveFormerClients><PreferSameNetwork>{}</PreferSameNetwork></P2P>",
-            self.k, self.matching, self.move_edge_viewers, self.move_after_ms, self.move_former_clients, self.prefer_same_network
+            "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{OFFER_CEILING_MS}</OfferTimeoutMs><AnswerTimeoutMs>{ANSWER_DEADLINE_MS}</AnswerTimeoutMs><Matching>{}</Matching><PairNewViewers>{}</PairNewViewers><MoveEdgeViewers>{}</MoveEdgeViewers><MoveAfterMs>{}</MoveAfterMs><MoveFormerClients>{}</MoveFormerClients><PreferSameNetwork>{}</PreferSameNetwork></P2P>",
+            self.k, self.matching, self.pair_new_viewers, self.move_edge_viewers, self.move_after_ms, self.move_former_clients, self.prefer_same_network
         )
     }
 }

@@ -143,7 +143,7 @@ fn p2p_xml_with(settings: &str) -> String {
 /// the scenario reads it from the config.
 #[test]
 fn an_ovenplayer_0_10_38_viewer_on_the_edge_is_moved_into_a_host_when_a_slot_opens() {
-    run_scenario("p2p-move", &p2p_xml_with("<MaxClientPeersPerHostPeer>1</MaxClientPeersPerHostPeer><MoveAfterMs>2000</MoveAfterMs>"));
+    run_scenario("p2p-move", &p2p_xml_with("<MaxClientPeersPerHostPeer>1</MaxClientPeersPerHostPeer><MoveAfterMs>2000</MoveAfterMs><PairNewViewers>any</PairNewViewers>"));
 }
 
 /// The offer deadline at its defaults (3 x the p99 offer latency, within 1000-4000 ms): once a
@@ -151,7 +151,7 @@ fn an_ovenplayer_0_10_38_viewer_on_the_edge_is_moved_into_a_host_when_a_slot_ope
 /// from the edge within 2 s of the host being asked, and that host is never asked again.
 #[test]
 fn once_offers_are_measured_a_client_of_an_ovenplayer_0_10_54_host_plays_from_the_edge_within_2_s() {
-    run_scenario("p2p-fast-rescue", &p2p_xml_with(""));
+    run_scenario("p2p-fast-rescue", &p2p_xml_with("<PairNewViewers>any</PairNewViewers>"));
 }
 
 /// Eight viewers at once (our page and OvenPlayer 0.10.54), edge only, with five ICE ports and a

@@ -30,6 +30,10 @@ struct Cli {
     /// The plugin's `<Matching>`: balanced (default) or greedy (OME's rule).
     #[arg(long, default_value = "balanced")]
     matching: String,
+    /// The plugin's `<PairNewViewers>`: any (OME's rule: any host at once; the swarm's figures
+    /// so far) or proven (the plugin's default: only hosts that have relayed, the edge first).
+    #[arg(long, default_value = "any")]
+    pair_new_viewers: String,
     /// Median watch time, seconds (log-normal, sigma 1: heavy-tailed, mean = median * 1.65).
     #[arg(long, default_value_t = 300.0)]
     median_watch_s: f64,
@@ -92,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         streams: cli.streams,
         k: cli.k,
         matching: cli.matching.clone(),
+        pair_new_viewers: cli.pair_new_viewers.clone(),
         median_watch_s: cli.median_watch_s,
         exponential: cli.exponential,
         host_deaths_per_hour: cli.host_deaths_per_hour,
