@@ -175,6 +175,9 @@ struct Peer {
     ip: Option<IpAddr>,
     /// As a host, what its relay's candidates have shown: who can reach it.
     relay_reach: Reach,
+    /// As a client, what its receiving connection's candidates have shown (its answer, and the
+    /// candidates it sends its host).
+    recv_reach: Reach,
     /// As a client, its player reports its link (its answer said `link_reports: true`).
     reports_links: bool,
     /// As a client, the token of its pair's reach deadline, if one is armed.
@@ -302,7 +305,8 @@ impl P2pCore {
         let k = self.config.max_client_peers_per_host_peer;
         Some(match &peer.role {
             Role::Client { host, stage } if *stage != Stage::Moving => {
-                let connected = *stage == Stage::Confirmed || (*stage == Stage::Answered && !peer.reports_links);
+                let evidence = !peer.reports_links && self.link_evidence(*host, id);
+                let connected = *stage == Stage::Confirmed || (*stage == Stage::Answered && evidence);
                 Delivery { upstream: *host, connected, free_relay_slots: 0 }
             }
             Role::Host { clients } if !peer.retired => {
@@ -364,6 +368,7 @@ impl P2pCore {
             reported: Delivery::default(),
             ip: a.remote.parse::<SocketAddr>().map(|s| s.ip()).or_else(|_| a.remote.parse()).ok().map(|ip: IpAddr| ip.to_canonical()),
             relay_reach: Reach::Unknown,
+            recv_reach: Reach::Unknown,
             reports_links: false,
             reach_deadline: 0,
             confirm_deadline: 0,
@@ -513,9 +518,8 @@ impl P2pCore {
             }
             P2pMessage::CandidateP2p { candidates, .. } => {
                 self.out(Output::Send(client, broker::relayed_host_candidates(client, host, &candidates)));
-                if self.relay_shows(host, Reach::of_candidates(&candidates)) == Reach::LocalOnly && !self.same_network(host, client) {
-                    self.arm_reach_deadline(host, client);
-                }
+                let shown = Reach::of_candidates(&candidates);
+                self.reach_shown(host, client, |p| &mut p.relay_reach, host, shown);
             }
             P2pMessage::LinkState { connected: true, .. } if from == client && stage == Stage::Answered => {
                 self.set_stage(client, Stage::Confirmed);
@@ -536,6 +540,8 @@ impl P2pCore {
                 if stage != Stage::AwaitingAnswer {
                     return MessageVerdict::Handled; // a repeated answer changes nothing
                 }
+                let shown = Reach::of_sdp(sdp.get("sdp").and_then(serde_json::Value::as_str).unwrap_or(""));
+                self.reach_shown(host, client, |p| &mut p.recv_reach, client, shown);
                 self.set_stage(client, Stage::Answered);
                 if link_reports {
                     // Its player will say whether the link plays: until then it is pending.
@@ -543,13 +549,15 @@ impl P2pCore {
                     let token = self.deadlines.arm(Deadline::Confirm { host, client });
                     self.peers.get_mut(&client).expect("a pair's client is known").confirm_deadline = token;
                     self.out(Output::SetTimer(token, self.config.confirm_timeout_ms));
-                } else {
-                    // OvenPlayer cannot report: the pair passed the reach rule, that is the evidence.
+                } else if self.link_evidence(host, client) {
+                    // OvenPlayer cannot report: the pair passes the reach rule, that is the evidence.
                     self.proven(host);
                 }
             }
             P2pMessage::Candidate { candidates, .. } => {
                 self.out(Output::Send(host, broker::candidate_p2p(host, client, &candidates)));
+                let shown = Reach::of_candidates(&candidates);
+                self.reach_shown(host, client, |p| &mut p.recv_reach, client, shown);
             }
         }
         MessageVerdict::Handled
@@ -624,10 +632,37 @@ impl P2pCore {
     /// has shown a public candidate meanwhile.
     fn reach_wait_over(&mut self, now: u64, host: SessionId, client: SessionId) {
         let paired = matches!(self.role(client), Some(&Role::Client { host: h, stage }) if h == host && !matches!(stage, Stage::Moving | Stage::AwaitingOffer));
-        let local = self.peers.get(&host).is_some_and(|p| p.relay_reach == Reach::LocalOnly);
-        if paired && local && !self.same_network(host, client) {
-            let why = format!("the host showed only LAN or mDNS candidates for {} ms, and the client is on another network", self.config.reach_wait_ms);
+        if paired && !self.link_evidence(host, client) {
+            let why = format!("an end showed only LAN or mDNS candidates for {} ms, and they are on different networks", self.config.reach_wait_ms);
             self.link_failed(now, host, client, counts::FALLBACK_UNREACHABLE, &why);
+        }
+    }
+
+    /// Whether what the pair's candidates show lets its link form: one network, or neither end
+    /// showing only LAN or mDNS candidates (an end that showed none yet is given the benefit of
+    /// the doubt). For a player that cannot report its link, this is the evidence it plays.
+    fn link_evidence(&self, host: SessionId, client: SessionId) -> bool {
+        let (Some(h), Some(c)) = (self.peers.get(&host), self.peers.get(&client)) else { return false };
+        self.same_network(host, client) || (h.relay_reach != Reach::LocalOnly && c.recv_reach != Reach::LocalOnly)
+    }
+
+    /// `end` (the pair's host or client) showed `shown` in its candidates for the pair of `host`
+    /// and `client` (`reach` picks which of its reaches): the pair's deadline is armed when the
+    /// evidence is lost, and a non-reporting client's host is proven when it is found.
+    fn reach_shown(&mut self, host: SessionId, client: SessionId, reach: fn(&mut Peer) -> &mut Reach, end: SessionId, shown: Reach) {
+        let before = self.link_evidence(host, client);
+        if let Some(peer) = self.peers.get_mut(&end) {
+            let r = reach(peer);
+            *r = r.and(shown);
+        }
+        let after = self.link_evidence(host, client);
+        if before != after {
+            self.touch(&[client]);
+        }
+        if !after {
+            self.arm_reach_deadline(host, client);
+        } else if !before && matches!(self.peers.get(&client), Some(Peer { role: Role::Client { stage: Stage::Answered, .. }, reports_links: false, .. })) {
+            self.proven(host);
         }
     }
 
@@ -724,6 +759,7 @@ impl P2pCore {
         peer.role = Role::Client { host, stage };
         peer.last_host = Some(host);
         peer.reports_links = false;
+        peer.recv_reach = Reach::Unknown;
         self.out(Output::Count(counts::CLIENTS, 1));
     }
 

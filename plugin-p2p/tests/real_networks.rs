@@ -226,3 +226,21 @@ fn by_default_a_new_viewer_plays_from_the_edge_until_a_host_has_relayed_and_a_mo
     assert_eq!(core.role(4), Some(&Role::Client { host: moved_into, stage: Stage::AwaitingOffer }));
     core.check_invariants().unwrap();
 }
+
+#[test]
+fn a_client_that_shows_only_lan_candidates_across_networks_is_not_counted_and_is_given_up() {
+    let mut core = with_host_in_home_1();
+    client_of_1(&mut core, 2, HOME_2, 50000);
+    send(&mut core, 300, 1, offer(1, 2, &[]));
+    send(&mut core, 305, 1, trickle(1, 2, SRFLX));
+    send(&mut core, 310, 2, json!({"command": "answer", "id": 2, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}}));
+    assert_eq!(core.delivery(2).map(|d| d.connected), Some(true), "nothing says otherwise yet");
+    let out = send(&mut core, 320, 2, json!({"command": "candidate", "id": 2, "peer_id": 1, "candidates": [{"candidate": MDNS}]}));
+    assert!(out.contains(&Output::Delivery(2, Delivery { upstream: 1, connected: false, free_relay_slots: 0 })), "no longer counted: {out:?}");
+    let (token, after) = timer(&out);
+    assert_eq!(after, REACH_WAIT);
+    core.timer_fired(320 + REACH_WAIT, token);
+    let out = drain(&mut core);
+    assert!(counted(&out, counts::FALLBACK_UNREACHABLE), "{out:?}");
+    assert_eq!(sent(&out)[0], (2, json!({"command": "stop", "id": 2, "peer_id": 1})));
+}
