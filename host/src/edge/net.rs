@@ -24,8 +24,6 @@ pub struct EdgeSocket {
     pub bound: SocketAddr,
     /// The addresses offered to viewers for it (same port), first the preferred.
     pub announced: Vec<SocketAddr>,
-    /// Announced addresses are the socket's own interface addresses (not a NAT's): send from them.
-    pub pin_source: bool,
 }
 
 /// A received datagram's metadata.
@@ -33,8 +31,12 @@ pub struct EdgeSocket {
 pub struct Received {
     /// Who sent it.
     pub from: SocketAddr,
-    /// The announced address it arrived at: what the connection knows itself as.
+    /// The address it was sent to, as this machine's interface has it (`IP_PKTINFO`): where its
+    /// sender talks to, so what every reply to it must leave from ([`EdgeSocket::source_for`]).
     pub local: SocketAddr,
+    /// The announced address (the candidate) it reached: `local`, or the public address in
+    /// front of it. `rtc`'s ICE agent, which publishers run on, knows itself only by these.
+    pub announced: SocketAddr,
     /// Which receive buffer holds it.
     pub buffer: usize,
     /// Where in that buffer it starts (GRO may put several datagrams of one sender in one buffer).
@@ -85,7 +87,7 @@ pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Resul
             if port != 0 && !seen.insert(bind) {
                 continue;
             }
-            let socket = EdgeSocket::bind(index, bind, &local_ips, public.is_empty())
+            let socket = EdgeSocket::bind(index, bind, &local_ips)
                 .map_err(|e| anyhow::anyhow!("cannot bind ICE candidate port {bind}: {e}"))?;
             sockets.push(socket);
         }
@@ -95,7 +97,7 @@ pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Resul
 }
 
 impl EdgeSocket {
-    fn bind(candidate: usize, addr: SocketAddr, local_ips: &[IpAddr], pin_source: bool) -> io::Result<Self> {
+    fn bind(candidate: usize, addr: SocketAddr, local_ips: &[IpAddr]) -> io::Result<Self> {
         let std = std::net::UdpSocket::bind(addr)?;
         std.set_nonblocking(true)?;
         let state = quinn_udp::UdpSocketState::new((&std).into())?;
@@ -115,7 +117,7 @@ impl EdgeSocket {
         }
         let bound = std.local_addr()?;
         let announced = local_ips.iter().map(|ip| SocketAddr::new(*ip, bound.port())).collect();
-        Ok(Self { candidate, io: tokio::net::UdpSocket::from_std(std)?, state, bound, announced, pin_source })
+        Ok(Self { candidate, io: tokio::net::UdpSocket::from_std(std)?, state, bound, announced })
     }
 
     /// Polls until the socket may have datagrams to read.
@@ -134,37 +136,51 @@ impl EdgeSocket {
         };
         out.clear();
         for (buffer, m) in meta[..n].iter().enumerate() {
-            let local = self.local_for(m.dst_ip, m.addr);
+            let local = self.local_for(m.dst_ip);
+            let announced = self.announced_for(local, m.addr);
             // GRO may coalesce several datagrams of one sender into one buffer, `stride` bytes each.
             let stride = if m.stride == 0 { m.len } else { m.stride };
             let mut offset = 0;
             while offset < m.len {
                 let len = stride.min(m.len - offset);
-                out.push(Received { from: normalise(m.addr), local, buffer, offset, len });
+                out.push(Received { from: normalise(m.addr), local, announced, buffer, offset, len });
                 offset += len.max(1);
             }
             if m.len == 0 {
-                out.push(Received { from: normalise(m.addr), local, buffer, offset: 0, len: 0 });
+                out.push(Received { from: normalise(m.addr), local, announced, buffer, offset: 0, len: 0 });
             }
         }
         Ok(n)
     }
 
-    /// The announced address a datagram to `dst_ip` from `from` arrived at.
-    fn local_for(&self, dst_ip: Option<IpAddr>, from: SocketAddr) -> SocketAddr {
-        let dst = dst_ip.map(normalise_ip);
-        self.announced
-            .iter()
-            .find(|a| Some(a.ip()) == dst)
-            .or_else(|| self.announced.iter().find(|a| a.is_ipv4() == normalise(from).is_ipv4()))
-            .copied()
-            .unwrap_or(self.bound)
+    /// The local address a datagram to `dst_ip` (its `IP_PKTINFO`) arrived at: the socket's own
+    /// when it is bound to one address.
+    fn local_for(&self, dst_ip: Option<IpAddr>) -> SocketAddr {
+        match dst_ip {
+            Some(ip) if self.bound.ip().is_unspecified() => SocketAddr::new(normalise_ip(ip), self.bound.port()),
+            _ => self.bound,
+        }
     }
 
-    /// The source address to send from to be seen at announced address `local`: needed when a
-    /// wildcard-bound socket answers on one of several interfaces.
+    /// The announced address a datagram from `from` to `local` reached: `local` itself when it
+    /// is announced, else (behind NAT) the first announced address of the sender's family.
+    fn announced_for(&self, local: SocketAddr, from: SocketAddr) -> SocketAddr {
+        self.announced
+            .iter()
+            .find(|a| **a == local)
+            .or_else(|| self.announced.iter().find(|a| a.is_ipv4() == normalise(from).is_ipv4()))
+            .copied()
+            .unwrap_or(local)
+    }
+
+    /// The source address to send from so that the datagram leaves from `local`, the address
+    /// its receiver talks to: a socket bound to every interface would otherwise send from the
+    /// address of the route to the receiver, which on a host with several addresses may be
+    /// another one, and ICE drops answers from anywhere but where its check went (RFC 8445
+    /// 7.2.5.2.1). Behind NAT `local` is the private address the NAT forwards to, and sending
+    /// from it is what the NAT expects too. `None` for a socket bound to one address.
     pub fn source_for(&self, local: SocketAddr) -> Option<IpAddr> {
-        (self.pin_source && self.bound.ip().is_unspecified() && self.announced.len() > 1).then_some(local.ip())
+        (self.bound.ip().is_unspecified() && !local.ip().is_unspecified()).then_some(local.ip())
     }
 
     /// Whether the socket is IPv6 (IPv4 destinations are then written v4-mapped).
@@ -187,5 +203,61 @@ fn normalise_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::batch::Outbox;
+    use std::time::Duration;
+
+    /// Loopback has every 127.0.0.0/8 address: a socket bound to every interface, reached at
+    /// 127.0.0.2 by a sender at 127.0.0.1, answers from 127.0.0.2, the address it was sent to,
+    /// not from 127.0.0.1 (the route's choice for a reply to 127.0.0.1).
+    #[tokio::test]
+    async fn a_reply_leaves_from_the_address_the_datagram_came_to() {
+        let announced: IpAddr = "127.0.0.2".parse().unwrap();
+        let socket = EdgeSocket::bind(0, "0.0.0.0:0".parse().unwrap(), &[announced]).unwrap();
+        let at = SocketAddr::new(announced, socket.bound.port());
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        sender.send_to(b"\x00\x01hello", at).unwrap();
+
+        let mut buffers = vec![[0u8; MAX_DATAGRAM]; RECV_BATCH];
+        let mut received = Vec::new();
+        let started = std::time::Instant::now();
+        while received.is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(2), "nothing received");
+            std::future::poll_fn(|cx| socket.poll_readable(cx)).await.unwrap();
+            socket.try_recv(&mut buffers, &mut received).unwrap();
+        }
+        let r = received[0];
+        assert_eq!((r.from, r.local, r.announced), (sender.local_addr().unwrap(), at, at));
+
+        let mut outbox = Outbox::default();
+        assert_eq!(socket.source_for(r.local), Some(announced));
+        outbox.push(r.from, socket.source_for(r.local), bytes::BytesMut::from(&b"reply"[..]), socket.is_ipv6());
+        assert_eq!(outbox.send(&socket).datagrams, 1);
+        let mut buf = [0u8; 16];
+        let (n, from) = sender.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"reply"[..], at));
+    }
+
+    /// Behind NAT the announced (public) address is no local one: the datagram's local address is
+    /// where it came to, the announced one what the connection was offered.
+    #[tokio::test]
+    async fn behind_nat_a_datagram_is_announced_at_the_public_address_and_answered_from_the_local_one() {
+        let public: IpAddr = "203.0.113.7".parse().unwrap();
+        let socket = EdgeSocket::bind(0, "0.0.0.0:0".parse().unwrap(), &[public]).unwrap();
+        let port = socket.bound.port();
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let local = socket.local_for(Some("127.0.0.3".parse().unwrap()));
+        assert_eq!(local, SocketAddr::new("127.0.0.3".parse().unwrap(), port));
+        assert_eq!(socket.announced_for(local, from), SocketAddr::new(public, port));
+        assert_eq!(socket.source_for(local), Some(local.ip()));
+        let bound = EdgeSocket::bind(0, "127.0.0.1:0".parse().unwrap(), &["127.0.0.1".parse().unwrap()]).unwrap();
+        assert_eq!(bound.local_for(Some("127.0.0.1".parse().unwrap())), bound.bound);
+        assert_eq!(bound.source_for(bound.bound), None, "a socket bound to one address sends from it anyway");
     }
 }

@@ -17,7 +17,7 @@ use crate::media::{MediaPacket, StreamHub};
 use crate::metrics::Metrics;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -84,12 +84,44 @@ struct Entry {
     socket: usize,
 }
 
+/// Where a datagram leaves from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// This local address: the one its receiver talks to.
+    Local(SocketAddr),
+    /// The socket of this announced address, from whichever address the kernel picks: a
+    /// publisher's or a pull's agent may send before anything came to it (a pull's first checks),
+    /// and an announced address behind NAT is no local address to send from.
+    Announced(SocketAddr),
+}
+
+/// Where a publisher's datagrams really arrived, per announced address: `rtc`'s ICE agent knows
+/// itself only by its candidates (the announced addresses), but its replies must leave from the
+/// address each datagram was sent to ([`EdgeSocket::source_for`]). One entry per announced
+/// address it was reached at.
+#[derive(Default)]
+struct RealLocals(Vec<(SocketAddr, SocketAddr)>);
+
+impl RealLocals {
+    fn learn(&mut self, announced: SocketAddr, local: SocketAddr) {
+        match self.0.iter_mut().find(|(a, _)| *a == announced) {
+            Some(entry) => entry.1 = local,
+            None => self.0.push((announced, local)),
+        }
+    }
+
+    /// The local address behind `announced`, once a datagram has come to it.
+    fn get(&self, announced: SocketAddr) -> Option<SocketAddr> {
+        self.0.iter().find(|(a, _)| *a == announced).map(|(_, l)| *l)
+    }
+}
+
 /// A viewer's connection (and the slot of the stream it plays) or a publisher's.
 // Viewers are the many and hold their state inline; the few publishers are boxed.
 #[allow(clippy::large_enum_variant)]
 enum Link {
     Viewer { conn: ViewerConn, slot: u32 },
-    Publisher(Box<PublisherConn>),
+    Publisher(Box<PublisherConn>, RealLocals),
 }
 
 impl Link {
@@ -97,32 +129,39 @@ impl Link {
     fn state(&mut self) -> &mut LinkState {
         match self {
             Link::Viewer { conn, .. } => &mut conn.state,
-            Link::Publisher(conn) => &mut conn.link.state,
+            Link::Publisher(conn, _) => &mut conn.link.state,
         }
     }
-    fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, bytes::BytesMut)> {
+    /// The next datagram to send: where it leaves from, the remote address, the bytes.
+    fn poll_transmit(&mut self) -> Option<(Source, SocketAddr, bytes::BytesMut)> {
         match self {
-            Link::Viewer { conn, .. } => conn.poll_transmit(),
-            Link::Publisher(conn) => conn.link.poll_transmit(),
+            Link::Viewer { conn, .. } => conn.poll_transmit().map(|(local, to, data)| (Source::Local(local), to, data)),
+            Link::Publisher(conn, locals) => {
+                let (announced, to, data) = conn.link.poll_transmit()?;
+                let source = locals.get(announced).map_or(Source::Announced(announced), Source::Local);
+                Some((source, to, data))
+            }
         }
     }
     fn poll_timeout(&mut self) -> Option<Instant> {
         match self {
             Link::Viewer { conn, .. } => conn.poll_timeout(),
-            Link::Publisher(conn) => conn.link.poll_timeout(),
+            Link::Publisher(conn, _) => conn.link.poll_timeout(),
         }
     }
     fn close(&mut self, now: Instant) {
         match self {
             Link::Viewer { conn, .. } => conn.close(now),
-            Link::Publisher(conn) => conn.link.close(),
+            Link::Publisher(conn, _) => conn.link.close(),
         }
     }
-    fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8], plaintext: &mut Plaintext) -> Wants {
+    /// A datagram from `from` to `local`, which is announced as `announced`.
+    fn datagram(&mut self, now: Instant, (local, announced): (SocketAddr, SocketAddr), from: SocketAddr, data: &[u8], plaintext: &mut Plaintext) -> Wants {
         match self {
             Link::Viewer { conn, .. } => conn.datagram(now, local, from, data, plaintext),
-            Link::Publisher(conn) => {
-                conn.datagram(now, local, from, data);
+            Link::Publisher(conn, locals) => {
+                locals.learn(announced, local);
+                conn.datagram(now, announced, from, data);
                 Wants::default() // the session hears of its state itself; it wants nothing here
             }
         }
@@ -130,7 +169,7 @@ impl Link {
     fn timeout(&mut self, now: Instant) -> Wants {
         match self {
             Link::Viewer { conn, .. } => conn.timeout(now),
-            Link::Publisher(conn) => {
+            Link::Publisher(conn, _) => {
                 conn.timeout(now);
                 Wants::default()
             }
@@ -139,13 +178,13 @@ impl Link {
     fn viewer(&mut self) -> Option<&mut ViewerConn> {
         match self {
             Link::Viewer { conn, .. } => Some(conn),
-            Link::Publisher(_) => None,
+            Link::Publisher(..) => None,
         }
     }
     fn slot(&self) -> Option<u32> {
         match self {
             Link::Viewer { slot, .. } => Some(*slot),
-            Link::Publisher(_) => None,
+            Link::Publisher(..) => None,
         }
     }
 }
@@ -155,8 +194,8 @@ struct Io {
     sockets: Vec<EdgeSocket>,
     /// What each socket sends at the end of this turn of the loop.
     outboxes: Vec<Outbox>,
-    /// Announced address -> socket.
-    by_local: HashMap<SocketAddr, usize>,
+    /// Bound address -> socket.
+    by_bound: HashMap<SocketAddr, usize>,
     demux: Demux<ConnKey>,
     stun: StunServer,
     metrics: Arc<Metrics>,
@@ -168,14 +207,26 @@ impl Io {
     /// Queues everything `entry` has to send, learning the addresses whose checks it answers
     /// (STUN: nothing else is sent to an address that was not checked).
     fn flush(&mut self, key: ConnKey, entry: &mut Entry) {
-        while let Some((local, to, data)) = entry.link.poll_transmit() {
-            let socket = self.by_local.get(&local).copied().unwrap_or(entry.socket);
+        while let Some((source, to, data)) = entry.link.poll_transmit() {
+            let (Source::Local(at) | Source::Announced(at)) = source;
+            let socket = self.socket_for(at).unwrap_or(entry.socket);
             if data.first().is_some_and(|b| *b < 4) {
                 self.demux.learn(key, to, &mut entry.link.state().addrs);
             }
             let s = &self.sockets[socket];
-            self.outboxes[socket].push(to, s.source_for(local), data, s.is_ipv6());
+            let from = match source {
+                Source::Local(local) => s.source_for(local),
+                Source::Announced(_) => None,
+            };
+            self.outboxes[socket].push(to, from, data, s.is_ipv6());
         }
+    }
+
+    /// The socket that receives at local address `local`: the one bound to it, else the one
+    /// bound to every interface at its port.
+    fn socket_for(&self, local: SocketAddr) -> Option<usize> {
+        let any = |ip: IpAddr| SocketAddr::new(ip, local.port());
+        [local, any(Ipv4Addr::UNSPECIFIED.into()), any(Ipv6Addr::UNSPECIFIED.into())].iter().find_map(|a| self.by_bound.get(a).copied())
     }
 
     /// Answers a plain STUN Binding request that came to `socket`, or drops it; counts either.
@@ -239,18 +290,13 @@ impl Worker {
         load: Arc<AtomicUsize>,
         identity: Arc<EdgeIdentity>,
     ) -> Self {
-        let mut by_local = HashMap::new();
-        for (i, s) in sockets.iter().enumerate() {
-            for a in &s.announced {
-                by_local.entry(*a).or_insert(i);
-            }
-        }
+        let by_bound = sockets.iter().enumerate().map(|(i, s)| (s.bound, i)).collect();
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
         Self {
             io: Io {
                 outboxes: sockets.iter().map(|_| Outbox::default()).collect(),
                 sockets,
-                by_local,
+                by_bound,
                 demux: Demux::new(ADDRS_PER_CONN),
                 stun: StunServer::default(),
                 metrics,
@@ -359,7 +405,7 @@ impl Worker {
             Command::PublisherAnswer { key, sdp, reply } => {
                 let now = Instant::now();
                 let result = match self.conns.get_mut(&key).map(|e| &mut e.link) {
-                    Some(Link::Publisher(conn)) => conn.answer(now, sdp),
+                    Some(Link::Publisher(conn, _)) => conn.answer(now, sdp),
                     _ => Err(anyhow::anyhow!("the connection is gone")),
                 };
                 if result.is_ok() {
@@ -368,13 +414,13 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Command::PublishTo { key, hub } => {
-                if let Some(Link::Publisher(conn)) = self.conns.get_mut(&key).map(|e| &mut e.link) {
+                if let Some(Link::Publisher(conn, _)) = self.conns.get_mut(&key).map(|e| &mut e.link) {
                     conn.publish_to(hub);
                 }
             }
             Command::RequestKeyframe { key } => {
                 let now = Instant::now();
-                if let Some(Link::Publisher(conn)) = self.conns.get_mut(&key).map(|e| &mut e.link) {
+                if let Some(Link::Publisher(conn, _)) = self.conns.get_mut(&key).map(|e| &mut e.link) {
                     if conn.request_keyframe(now) {
                         self.io.metrics.add("ingest_keyframe_requests", 1);
                     }
@@ -437,7 +483,7 @@ impl Worker {
         let key = self.next_key;
         self.next_key += 1;
         anyhow::ensure!(self.io.demux.add(&conn.link.state.ufrag, key), "ICE ufrag collision");
-        self.conns.insert(key, Entry { link: Link::Publisher(Box::new(conn)), socket });
+        self.conns.insert(key, Entry { link: Link::Publisher(Box::new(conn), RealLocals::default()), socket });
         self.load.fetch_add(1, Ordering::Relaxed);
         self.service(now, key, Wants::default());
         Ok((key, sdp, tracks))
@@ -524,7 +570,7 @@ impl Worker {
                     Ok(Route::StunServer) => self.io.serve_stun(now, socket, r, data, &self.counters),
                     Ok(Route::Conn(key)) => {
                         let Some(entry) = self.conns.get_mut(&key) else { continue };
-                        let wants = entry.link.datagram(now, r.local, r.from, data, &mut self.plaintext);
+                        let wants = entry.link.datagram(now, (r.local, r.announced), r.from, data, &mut self.plaintext);
                         self.service(now, key, wants);
                     }
                     Err(dropped) => self.dropped[dropped as usize] += 1,
