@@ -16,6 +16,11 @@ use ome_signalling::query::{self, Query};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
+/// Links across networks that may fail from one client address (in `FailedLinks`' memory) before
+/// it is paired across networks no more: failing with two different hosts says more about its
+/// own router (a symmetric NAT) than about theirs.
+const MAX_CLIENT_FAILURES: usize = 2;
+
 /// What the core asks of the outside world.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -178,6 +183,11 @@ struct Peer {
     /// As a client, what its receiving connection's candidates have shown (its answer, and the
     /// candidates it sends its host).
     recv_reach: Reach,
+    /// Its receiving connection showed only LAN or mDNS candidates once (no STUN: OvenPlayer
+    /// without `iceServers`), or its links across networks failed from its side
+    /// [`MAX_CLIENT_FAILURES`] times: it is not paired across networks again, nor moved, in
+    /// this session (waiting in the queue it would only hold up the viewers behind it).
+    receives_lan_only: bool,
     /// As a client, its player reports its link (its answer said `link_reports: true`).
     reports_links: bool,
     /// As a client, the token of its pair's reach deadline, if one is armed.
@@ -207,6 +217,7 @@ impl Peer {
             Role::Client { .. } => false,
         };
         self.client_only()
+            && !self.receives_lan_only
             && (!self.was_client || former_clients)
             && relays_to_nobody
             && self.edge_since.is_some()
@@ -369,6 +380,7 @@ impl P2pCore {
             ip: a.remote.parse::<SocketAddr>().map(|s| s.ip()).or_else(|_| a.remote.parse()).ok().map(|ip: IpAddr| ip.to_canonical()),
             relay_reach: Reach::Unknown,
             recv_reach: Reach::Unknown,
+            receives_lan_only: false,
             reports_links: false,
             reach_deadline: 0,
             confirm_deadline: 0,
@@ -404,8 +416,12 @@ impl P2pCore {
             && self.pool.short_of_hosts(peer.key, capacity);
         let (key, site) = (peer.key, peer.site);
         let wanted = peer.p2p && !peer.was_client && !hosts_wanted;
+        // Under `proven`, a joining viewer waits on no link that may not form: only a proven host
+        // of its own network (a LAN link to a relay that has relayed); across networks a link can
+        // still fail on the viewer's own router (a symmetric NAT), so it is moved in later.
         let proven_only = self.config.pair_new_viewers == PairNewViewers::Proven;
-        let host = wanted.then(|| self.pool.pick_where(key, site, capacity, proven_only, |h| self.may_pair(now, h, id))).flatten();
+        let allowed = |h: SessionId| self.may_pair(now, h, id) && (!proven_only || self.same_network(h, id));
+        let host = wanted.then(|| self.pool.pick_where(key, site, capacity, proven_only, allowed)).flatten();
         let Some(host) = host else {
             self.out(Output::Count(counts::TO_EDGE, 1));
             self.log(format!("{id}: served by the edge ({})", if wanted { "no host it can reach has a free slot" } else { "not a client now" }));
@@ -605,9 +621,16 @@ impl P2pCore {
     /// their addresses failed lately).
     fn may_pair(&self, now: u64, host: SessionId, client: SessionId) -> bool {
         let (Some(h), Some(c)) = (self.peers.get(&host), self.peers.get(&client)) else { return false };
-        let reachable = h.relay_reach != Reach::LocalOnly || self.same_network(host, client);
-        let failed = matches!((h.ip, c.ip), (Some(hi), Some(ci)) if self.failed.has_failed(now, hi, ci));
-        reachable && !failed
+        if self.same_network(host, client) {
+            return !matches!((h.ip, c.ip), (Some(hi), Some(ci)) if self.failed.has_failed(now, hi, ci));
+        }
+        // Across networks both ends must be able to show a public address, and the client's
+        // address must not have failed with several hosts lately (its router, not theirs).
+        let client_failures = c.ip.map_or(0, |ci| self.failed.failures_of(now, ci));
+        h.relay_reach != Reach::LocalOnly
+            && !c.receives_lan_only
+            && client_failures < MAX_CLIENT_FAILURES
+            && !matches!((h.ip, c.ip), (Some(hi), Some(ci)) if self.failed.has_failed(now, hi, ci))
     }
 
     /// `host`'s relay showed `shown` as well: what it has shown in all.
@@ -654,6 +677,9 @@ impl P2pCore {
         if let Some(peer) = self.peers.get_mut(&end) {
             let r = reach(peer);
             *r = r.and(shown);
+            if end == client && peer.recv_reach == Reach::LocalOnly {
+                peer.receives_lan_only = true;
+            }
         }
         let after = self.link_evidence(host, client);
         if before != after {
@@ -680,12 +706,17 @@ impl P2pCore {
         let Some(Role::Client { stage, .. }) = self.role(client).cloned() else { return };
         self.out(Output::Count(reason, 1));
         self.log(format!("{client} ({}): link with host {host} ({}) given up: {why}; the edge serves it", self.address(client), self.address(host)));
+        // A host that showed only LAN candidates explains the failure: the client is not suspect.
+        let host_at_fault = self.peers.get(&host).is_some_and(|p| p.relay_reach == Reach::LocalOnly);
         if let (Some(h), Some(c)) = (self.peers.get(&host).and_then(|p| p.ip), self.peers.get(&client).and_then(|p| p.ip)) {
-            self.failed.failed(now, h, c);
+            self.failed.failed(now, h, c, !host_at_fault);
         }
+        let barred = self.peers.get(&client).and_then(|p| p.ip).is_some_and(|ci| self.failed.failures_of(now, ci) >= MAX_CLIENT_FAILURES);
         let peer = self.peers.get_mut(&client).expect("a pair's client is known");
         peer.role = Role::Viewer;
         peer.reports_links = false;
+        peer.receives_lan_only |= barred;
+
         if stage != Stage::AwaitingOffer {
             peer.end_client_life(&mut self.pool);
         }
@@ -948,13 +979,19 @@ impl P2pCore {
         // its own network, gets it when it asks. Where new viewers get only proven hosts, moves
         // are how a host proves itself: any host may take one.
         let proven_only = self.config.pair_new_viewers == PairNewViewers::Any;
+        // Hosts with a vacancy no waiting viewer can reach (bounded: a step each, no scan).
+        let mut passed_over: Vec<SessionId> = Vec::new();
         loop {
-            let reaches_out = |h: SessionId| self.peers.get(&h).is_some_and(|p| p.relay_reach != Reach::LocalOnly);
-            let Some(host) = self.pool.pick_where(key, Site::UNKNOWN, capacity, proven_only, reaches_out) else { break };
-            let Some(viewer) = self.movable.first(key, self.peers[&host].site) else { break };
-            if !self.may_pair(self.clock, host, viewer) {
-                break; // their link failed lately; the next vacancy tries again
-            }
+            let allowed = |h: SessionId| !passed_over.contains(&h) && self.peers.get(&h).is_some_and(|p| p.relay_reach != Reach::LocalOnly);
+            let Some(host) = self.pool.pick_where(key, Site::UNKNOWN, capacity, proven_only, allowed) else { break };
+            let clock = self.clock;
+            let Some(viewer) = self.movable.first_where(key, self.peers[&host].site, |v| self.may_pair(clock, host, v)) else {
+                passed_over.push(host);
+                if passed_over.len() > crate::matching::MAX_SKIPPED {
+                    break;
+                }
+                continue;
+            };
             self.unqueue(viewer);
             if matches!(self.role(viewer), Some(Role::Host { .. })) {
                 // A host that cannot relay (retired, no clients) becomes a client.

@@ -18,23 +18,25 @@ pub const CAPACITY: usize = 16 * 1024;
 /// `(host address, client address)` pairs whose link failed, with when (ms).
 #[derive(Debug, Default)]
 pub struct FailedLinks {
-    /// Per client address: its failed hosts and when.
-    by_client: HashMap<IpAddr, Vec<(IpAddr, u64)>>,
+    /// Per client address: its failed hosts, when, and whether the client's side is suspect (the
+    /// host's side showed nothing that explains the failure).
+    by_client: HashMap<IpAddr, Vec<(IpAddr, u64, bool)>>,
     /// Every entry by time, oldest first, for expiry and the global bound.
     by_time: BTreeSet<(u64, IpAddr, IpAddr)>,
 }
 
 impl FailedLinks {
-    /// The link from `host` to `client` failed at `now`.
-    pub fn failed(&mut self, now: u64, host: IpAddr, client: IpAddr) {
+    /// The link from `host` to `client` failed at `now`; `client_suspect` if nothing on the
+    /// host's side explains it.
+    pub fn failed(&mut self, now: u64, host: IpAddr, client: IpAddr, client_suspect: bool) {
         self.expire(now);
         self.forget(host, client);
         let failures = self.by_client.entry(client).or_default();
         if failures.len() >= PER_CLIENT {
-            let (old_host, at) = failures.remove(0);
+            let (old_host, at, _) = failures.remove(0);
             self.by_time.remove(&(at, client, old_host));
         }
-        failures.push((host, now));
+        failures.push((host, now, client_suspect));
         self.by_time.insert((now, client, host));
         if self.by_time.len() > CAPACITY {
             let (at, c, h) = self.by_time.pop_first().expect("over capacity: not empty");
@@ -44,7 +46,13 @@ impl FailedLinks {
 
     /// Whether the link from `host` to `client` failed in the last [`REMEMBER_MS`] before `now`.
     pub fn has_failed(&self, now: u64, host: IpAddr, client: IpAddr) -> bool {
-        self.by_client.get(&client).is_some_and(|f| f.iter().any(|&(h, at)| h == host && now.saturating_sub(at) < REMEMBER_MS))
+        self.by_client.get(&client).is_some_and(|f| f.iter().any(|&(h, at, _)| h == host && now.saturating_sub(at) < REMEMBER_MS))
+    }
+
+    /// How many links to `client` failed in the last [`REMEMBER_MS`] before `now` with the
+    /// client's side suspect.
+    pub fn failures_of(&self, now: u64, client: IpAddr) -> usize {
+        self.by_client.get(&client).map_or(0, |f| f.iter().filter(|&&(_, at, suspect)| suspect && now.saturating_sub(at) < REMEMBER_MS).count())
     }
 
     /// Entries held (for tests).
@@ -58,7 +66,7 @@ impl FailedLinks {
     }
 
     fn forget(&mut self, host: IpAddr, client: IpAddr) {
-        if let Some(at) = self.by_client.get(&client).and_then(|f| f.iter().find(|(h, _)| *h == host)).map(|&(_, at)| at) {
+        if let Some(at) = self.by_client.get(&client).and_then(|f| f.iter().find(|(h, ..)| *h == host)).map(|&(_, at, _)| at) {
             self.by_time.remove(&(at, client, host));
             self.remove_from_client(client, host, at);
         }
@@ -66,7 +74,7 @@ impl FailedLinks {
 
     fn remove_from_client(&mut self, client: IpAddr, host: IpAddr, at: u64) {
         if let Some(failures) = self.by_client.get_mut(&client) {
-            failures.retain(|&(h, t)| !(h == host && t == at));
+            failures.retain(|&(h, t, _)| !(h == host && t == at));
             if failures.is_empty() {
                 self.by_client.remove(&client);
             }
@@ -95,11 +103,12 @@ mod tests {
     #[test]
     fn a_failure_is_remembered_by_address_until_it_expires() {
         let mut f = FailedLinks::default();
-        f.failed(1000, ip(1), ip(2));
+        f.failed(1000, ip(1), ip(2), true);
         assert!(f.has_failed(2000, ip(1), ip(2)));
         assert!(!f.has_failed(2000, ip(2), ip(1)), "one direction: host 1 to client 2");
+        assert_eq!(f.failures_of(2000, ip(2)), 1);
         assert!(!f.has_failed(1000 + REMEMBER_MS, ip(1), ip(2)), "expired");
-        f.failed(1000 + REMEMBER_MS, ip(3), ip(4));
+        f.failed(1000 + REMEMBER_MS, ip(3), ip(4), false);
         assert_eq!(f.len(), 1, "the expired entry is dropped on the next write");
     }
 
@@ -107,17 +116,17 @@ mod tests {
     fn the_memo_is_bounded_per_client_and_in_all() {
         let mut f = FailedLinks::default();
         for h in 0..(PER_CLIENT as u32 + 3) {
-            f.failed(u64::from(h), ip(100 + h), ip(1));
+            f.failed(u64::from(h), ip(100 + h), ip(1), h % 2 == 0);
         }
         assert_eq!(f.len(), PER_CLIENT);
         assert!(!f.has_failed(20, ip(100), ip(1)) && f.has_failed(20, ip(100 + PER_CLIENT as u32 + 2), ip(1)), "the oldest forgotten");
         for c in 0..(CAPACITY as u32 + 10) {
-            f.failed(100, ip(7), ip(1_000_000 + c));
+            f.failed(100, ip(7), ip(1_000_000 + c), false);
         }
         assert_eq!(f.len(), CAPACITY);
         assert_eq!(f.by_client.values().map(Vec::len).sum::<usize>(), CAPACITY, "both indexes agree");
-        f.failed(200, ip(7), ip(1_000_000));
-        f.failed(201, ip(7), ip(1_000_000));
+        f.failed(200, ip(7), ip(1_000_000), false);
+        f.failed(201, ip(7), ip(1_000_000), false);
         assert_eq!(f.by_client[&ip(1_000_000)].len(), 1, "a repeated failure replaces its entry");
     }
 }

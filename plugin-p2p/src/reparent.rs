@@ -8,7 +8,7 @@
 //! offer; the cost is one short gap in playback (PROTOCOL.md, "How OvenPlayer handles stop").
 
 use crate::locality::{NearIndex, Site};
-use crate::matching::PoolKey;
+use crate::matching::{PoolKey, MAX_SKIPPED};
 use plugin_api::SessionId;
 
 /// Moves of one viewer in one session, at most: a viewer is moved again only after it came back
@@ -38,6 +38,12 @@ impl Movable {
     /// The viewer of `key` at `site` who has waited longest, else the one of `key`.
     pub fn first(&self, key: PoolKey, site: Site) -> Option<SessionId> {
         self.queue.find(key, site, |set| set.first().map(|&(_, id)| id))
+    }
+
+    /// [`Self::first`] among the viewers `allowed` accepts (a link to the host can form), each of
+    /// the two queues searched among its [`MAX_SKIPPED`] + 1 longest waiting.
+    pub fn first_where(&self, key: PoolKey, site: Site, allowed: impl Fn(SessionId) -> bool) -> Option<SessionId> {
+        self.queue.find(key, site, |set| set.iter().take(MAX_SKIPPED + 1).map(|&(_, id)| id).find(|&id| allowed(id)))
     }
 
     /// Every movable viewer as `(key, since, id)` (for `P2pCore::check_invariants`).

@@ -18,6 +18,14 @@
 //! moves (`stop {peer_id: 0}`) per viewer and their playback gaps; how many pairs are within one
 //! network.
 //!
+//! With a [`NetworkModel`], viewers sit behind home routers as on the internet: some share a home
+//! (one public address, one LAN), a router is port-restricted (hole punching works when both
+//! peers know their public address) or symmetric (it never does), and a player's relay has STUN
+//! (the project's player, which also reports its link) or not (OvenPlayer 0.10.38). A host's relay
+//! shows its LAN candidate and, with STUN, its server-reflexive one, trickled as players do; a P2P
+//! link forms only where it would: within a home, or across homes when both ends have STUN and
+//! neither router is symmetric. Without the model every link forms, as before.
+//!
 //! With `edges` > 1 the audience is spread over that many edges, as behind a load balancer: one
 //! instance of the plugin per edge, each with its own host, each arriving viewer sent to an edge
 //! drawn uniformly at random. A viewer's hosts and clients are always on its edge (asserted), and
@@ -75,6 +83,27 @@ pub struct SwarmConfig {
     /// Edges the audience is spread over: one instance of the plugin each, a load balancer
     /// sending each arriving viewer to one of them at random; pairs stay within an edge.
     pub edges: usize,
+    /// Homes, routers and players (None: every link forms, everyone on its own /24 network).
+    pub networks: Option<NetworkModel>,
+}
+
+/// Where viewers sit on the internet, and which players they use (see the module's doc).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NetworkModel {
+    /// Share of arriving viewers who join a home with a viewer already in it (a household, an
+    /// office): one public address, one LAN.
+    pub same_home_share: f64,
+    /// Share of homes behind a symmetric NAT (a new mapping per destination: no hole punching).
+    pub symmetric_share: f64,
+    /// Share of players with STUN on both their connections that report their links (the
+    /// project's player); the others have none (OvenPlayer 0.10.38, 0.10.54).
+    pub stun_share: f64,
+}
+
+impl Default for NetworkModel {
+    fn default() -> Self {
+        Self { same_home_share: 0.2, symmetric_share: 0.1, stun_share: 0.5 }
+    }
 }
 
 impl Default for SwarmConfig {
@@ -98,6 +127,7 @@ impl Default for SwarmConfig {
             move_after_ms: 5_000,
             move_former_clients: true,
             edges: 1,
+            networks: None,
         }
     }
 }
@@ -139,6 +169,14 @@ pub const UA_MIX: &[(&str, f64)] = &[
     ("Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", 0.5),
 ];
 
+/// How long a player with STUN takes to give up on a P2P link that does not form (ICE checks
+/// for a while, then `failed`), virtual ms.
+const ICE_FAIL_MS: u64 = 5000;
+/// After its offer, when a host's relay trickles its LAN candidate, and its server-reflexive one
+/// (a STUN round trip), virtual ms.
+const LAN_CANDIDATE_MS: u64 = 5;
+const SRFLX_CANDIDATE_MS: u64 = 60;
+
 /// Player-side latencies (virtual ms): signalling round trips and connection set-up.
 const OPEN_TO_REQUEST_MS: u64 = 50;
 const EDGE_SETUP_MS: u64 = 400;
@@ -165,6 +203,8 @@ enum Event {
     EdgeUp { id: SessionId, generation: u64 },
     Deliver(SessionId, String),
     PeerUp { client: SessionId, host: SessionId, generation: u64 },
+    /// A player with STUN gives up on a P2P link that did not form.
+    LinkFailed { client: SessionId, host: SessionId, generation: u64 },
     /// A timer the plugin of that edge set.
     Timer { edge: usize, token: u64 },
     Leave(SessionId),
@@ -200,6 +240,23 @@ struct Viewer {
     moves: u32,
     /// Left the edge for a move and is not fed yet.
     moving: bool,
+    /// Its home (one public address and LAN), and whether its router is symmetric.
+    home: usize,
+    symmetric: bool,
+    /// Its player has STUN on both connections and reports its links (the project's player).
+    stun: bool,
+}
+
+impl Viewer {
+    /// Whether a P2P link from host `h` to client `c` forms (see the module's doc).
+    fn link_forms(h: &Viewer, c: &Viewer) -> bool {
+        h.home == c.home || (h.stun && c.stun && !h.symmetric && !c.symmetric)
+    }
+
+    /// Whether it can reach (or be reached from) viewers of other homes: the optimum's pools.
+    fn open(&self) -> bool {
+        self.stun && !self.symmetric
+    }
 }
 
 /// One sample of the swarm (of the whole cluster, or of one edge).
@@ -285,6 +342,8 @@ pub struct Summary {
     pub unfed_past_deadline: u64,
     /// The longest any viewer went without feed, ms.
     pub unfed_max_ms: u64,
+    /// Stretches without feed but moves (joining, host gone): median, p99 and max, ms.
+    pub unfed_ms: (u64, u64, u64),
     /// The most clients any host fed at once, over k (0 if never).
     pub over_capacity_max: usize,
     /// Moves (`stop {peer_id: 0}` to an edge viewer).
@@ -320,6 +379,8 @@ struct Tally {
     moves: u64,
     max_moves: u32,
     move_gaps: Vec<u64>,
+    /// Every stretch a viewer went without feed but moves (joining, its host gone), ms.
+    unfed_waits: Vec<u64>,
     hook_calls: u64,
     hook_time: Duration,
     /// Read from the edge's host when summing up.
@@ -335,6 +396,7 @@ impl Tally {
         self.moves += edge.moves;
         self.max_moves = self.max_moves.max(edge.max_moves);
         self.move_gaps.extend_from_slice(&edge.move_gaps);
+        self.unfed_waits.extend_from_slice(&edge.unfed_waits);
         self.hook_calls += edge.hook_calls;
         self.hook_time += edge.hook_time;
         self.errors += edge.errors;
@@ -370,7 +432,19 @@ pub struct Swarm {
     /// The plugin's latest delivery report per viewer.
     reported: HashMap<SessionId, Delivery>,
     samples: Vec<Sample>,
+    /// The network model's draws, apart from the population's: without a model, a seed gives the
+    /// same run as before there was one.
+    net_rng: SmallRng,
+    /// Recently opened homes `(home, symmetric)`, where a viewer joining an existing home goes.
+    recent_homes: Vec<(usize, bool)>,
+    next_home: usize,
 }
+
+/// A pool of the optimum: (stream, browser kind), and the home for viewers who reach no other.
+type PoolOf<'a> = (&'a (usize, String), Option<usize>);
+
+/// Homes a joining viewer may share: the most recently opened ones.
+const RECENT_HOMES: usize = 4096;
 
 impl Swarm {
     /// A swarm around `config.edges` new instances of the plugin in `library`, nothing scheduled
@@ -403,6 +477,9 @@ impl Swarm {
             mean_watch_s,
             reported: HashMap::new(),
             samples: Vec::new(),
+            net_rng: SmallRng::seed_from_u64(config.seed ^ 0x4e47_0de1),
+            recent_homes: Vec::new(),
+            next_home: 0,
             config,
         };
         swarm.at(0, Event::Arrive);
@@ -446,6 +523,11 @@ impl Swarm {
             Event::EdgeUp { id, generation } => self.edge_up(id, generation),
             Event::Deliver(id, json) => self.deliver(id, &json),
             Event::PeerUp { client, host, generation } => self.peer_up(client, host, generation),
+            Event::LinkFailed { client, host, generation } => {
+                if self.viewers.get(&client).is_some_and(|v| v.generation == generation) {
+                    self.deliver(client, &link_state(client, host, "failed"));
+                }
+            }
             Event::Timer { edge, token } => self.hook(edge, |p| p.timer_fired(token).map(drop)),
             Event::Leave(id) => self.leave(id, CloseReason::Disconnected),
             Event::HostDeath => self.host_deaths_this_second(),
@@ -556,7 +638,12 @@ impl Swarm {
             matched: false,
             moves: 0,
             moving: false,
+            home: id as usize,
+            symmetric: false,
+            stun: false,
         };
+        let viewer = self.place(viewer);
+        let remote = self.remote_of(&viewer, id, site);
         self.viewers.insert(id, viewer);
         let watch_s = if self.config.exponential {
             exponential(&mut self.rng, self.mean_watch_s)
@@ -567,11 +654,47 @@ impl Swarm {
             self.config.median_watch_s * z.exp()
         };
         self.at(t + (watch_s * 1000.0) as u64, Event::Leave(id));
-        // Network i is 10.x.y.0/24; everyone at one address when there are no networks.
-        let remote = format!("10.{}.{}.{}:50000", (site >> 8) & 255, site & 255, 1 + id % 250);
         let info = SessionInfo::new(id, SessionKind::Play, "default", "app", &format!("s{stream}"), ua, &remote, "");
         self.hook(edge, |p| p.session_opened(&info));
         self.at(t + OPEN_TO_REQUEST_MS, Event::RequestOffer(id));
+    }
+
+    /// With the network model: `v`'s home (an existing one, or a new one) and player.
+    fn place(&mut self, mut v: Viewer) -> Viewer {
+        let Some(model) = self.config.networks else { return v };
+        let rng = &mut self.net_rng;
+        let joins = !self.recent_homes.is_empty() && rng.random::<f64>() < model.same_home_share;
+        (v.home, v.symmetric) = if joins {
+            self.recent_homes[rng.random_range(0..self.recent_homes.len())]
+        } else {
+            let home = (self.next_home, rng.random::<f64>() < model.symmetric_share);
+            self.next_home += 1;
+            if self.recent_homes.len() == RECENT_HOMES {
+                self.recent_homes.swap_remove(rng.random_range(0..RECENT_HOMES));
+            }
+            self.recent_homes.push(home);
+            home
+        };
+        v.stun = rng.random::<f64>() < model.stun_share;
+        v
+    }
+
+    /// The address the plugin sees `v` (session `id`) come from: its home's public address with
+    /// the model, else network `site` as 10.x.y.0/24 (everyone at one address without networks).
+    fn remote_of(&self, v: &Viewer, id: SessionId, site: usize) -> String {
+        match self.config.networks {
+            Some(_) => format!("{}:{}", public_address(v.home), 40_000 + id % 20_000),
+            None => format!("10.{}.{}.{}:50000", (site >> 8) & 255, site & 255, 1 + id % 250),
+        }
+    }
+
+    /// Whether the link from `host` to `client` forms (always, without the model).
+    fn link_forms(&self, host: SessionId, client: SessionId) -> bool {
+        match (self.config.networks, self.viewers.get(&host), self.viewers.get(&client)) {
+            (None, ..) => true,
+            (Some(_), Some(h), Some(c)) => Viewer::link_forms(h, c),
+            _ => false,
+        }
     }
 
     fn request_offer(&mut self, id: SessionId) {
@@ -601,6 +724,9 @@ impl Swarm {
         let host_there = self.viewers.get(&host).is_some_and(|h| h.feed == Feed::Edge);
         if host_there && self.viewers.get(&client).is_some_and(|v| v.generation == generation) {
             self.fed(client, Feed::Peer(host));
+            if self.config.networks.is_some() && self.viewers[&client].stun {
+                self.deliver(client, &link_state(client, host, "connected"));
+            }
         }
     }
 
@@ -617,6 +743,8 @@ impl Swarm {
             }
             if std::mem::take(&mut v.moving) {
                 tally.move_gaps.push(waited);
+            } else {
+                tally.unfed_waits.push(waited);
             }
         }
         v.feed = feed;
@@ -639,12 +767,23 @@ impl Swarm {
                 }
                 let offer = json!({"command": "offer_p2p", "id": id, "peer_id": peer, "sdp": {"type": "offer", "sdp": "v=0"}, "candidates": []});
                 self.at(t + HOST_OFFER_MS, Event::Deliver(id, offer.to_string()));
+                self.trickle(id, peer, t + HOST_OFFER_MS);
             }
             "offer" if peer != 0 => {
                 self.viewers.get_mut(&id).expect("checked").matched = true;
-                let answer = json!({"command": "answer", "id": id, "peer_id": peer, "sdp": {"type": "answer", "sdp": "v=0"}});
+                let reports = self.config.networks.is_some() && self.viewers[&id].stun;
+                let mut answer = json!({"command": "answer", "id": id, "peer_id": peer, "sdp": {"type": "answer", "sdp": "v=0"}});
+                if reports {
+                    answer["link_reports"] = true.into();
+                }
                 self.at(t + CLIENT_ANSWER_MS, Event::Deliver(id, answer.to_string()));
-                self.at(t + CLIENT_ANSWER_MS + P2P_SETUP_MS, Event::PeerUp { client: id, host: peer, generation });
+                self.trickle(id, peer, t + CLIENT_ANSWER_MS);
+                if self.link_forms(peer, id) {
+                    self.at(t + CLIENT_ANSWER_MS + P2P_SETUP_MS, Event::PeerUp { client: id, host: peer, generation });
+                } else if reports {
+                    self.at(t + CLIENT_ANSWER_MS + ICE_FAIL_MS, Event::LinkFailed { client: id, host: peer, generation });
+                }
+                // Else OvenPlayer: its connection never comes up and it says nothing.
             }
             // OvenPlayer: `stop` naming the peer of its main connection (0 for the edge) closes
             // that connection and asks again; naming anyone else closes that client's connection.
@@ -671,6 +810,21 @@ impl Swarm {
                 self.at(t + STOP_TO_REQUEST_MS, Event::RequestOffer(id));
             }
             _ => {}
+        }
+    }
+
+    /// With the network model: `id` trickles its candidates for its partner `peer` after its offer
+    /// or answer (sent at `sent`): its LAN address, and with STUN its home's public one. A host
+    /// sends `candidate_p2p`, a client `candidate`.
+    fn trickle(&mut self, id: SessionId, peer: SessionId, sent: u64) {
+        let Some(v) = self.viewers.get(&id).filter(|_| self.config.networks.is_some()) else { return };
+        let command = if matches!(v.feed, Feed::Edge) { "candidate_p2p" } else { "candidate" };
+        let lan = format!("candidate:1 1 udp 2122260223 10.0.{}.{} 50000 typ host", (id >> 8) & 255, id & 255);
+        let message = |candidate: &str| json!({"command": command, "id": id, "peer_id": peer, "candidates": [{"candidate": candidate, "sdpMLineIndex": 0}]}).to_string();
+        let srflx = v.stun.then(|| format!("candidate:2 1 udp 1686052607 {} 40000 typ srflx raddr 10.0.0.1 rport 50000", public_address(v.home)));
+        self.at(sent + LAN_CANDIDATE_MS, Event::Deliver(id, message(&lan)));
+        if let Some(srflx) = srflx {
+            self.at(sent + SRFLX_CANDIDATE_MS, Event::Deliver(id, message(&srflx)));
         }
     }
 
@@ -703,7 +857,10 @@ impl Swarm {
         // Per edge and group: [free eligible, free not eligible, once-matched eligible,
         // once-matched not eligible] (by the rules, once-matched viewers who cannot host can only
         // be served by the edge; the unrestricted optimum ignores that rule).
-        let mut groups: HashMap<(usize, &(usize, String)), [usize; 4]> = HashMap::new();
+        // With the network model, viewers who cannot reach other homes (no STUN, or a symmetric
+        // router) pool with their own home only: a feasible assignment, so a lower bound of the
+        // model's optimum (exact when no home holds both kinds).
+        let mut groups: HashMap<(usize, PoolOf<'_>), [usize; 4]> = HashMap::new();
         let mut fed_by: HashMap<SessionId, usize> = HashMap::new();
         for (id, v) in &self.viewers {
             let s = &mut edges[v.edge];
@@ -715,7 +872,8 @@ impl Swarm {
                     None => s.stranded += 1,
                     Some(host) => {
                         s.from_peers += 1;
-                        s.local_pairs += usize::from(host.site == v.site);
+                        let local = if self.config.networks.is_some() { host.home == v.home } else { host.site == v.site };
+                        s.local_pairs += usize::from(local);
                         *fed_by.entry(h).or_default() += 1;
                     }
                 },
@@ -723,7 +881,8 @@ impl Swarm {
                 Feed::Edge => s.passed_over += (v.group.is_some() && !v.matched && !v.host_eligible) as usize,
             }
             if let Some(g) = &v.group {
-                let counts = groups.entry((v.edge, g)).or_default();
+                let home = (self.config.networks.is_some() && !v.open()).then_some(v.home);
+                let counts = groups.entry((v.edge, (g, home))).or_default();
                 let blocked = v.matched && !matches!(v.feed, Feed::Peer(_));
                 // A player that cannot relay feeds nobody as a host: the optimum makes it a client.
                 match (blocked, v.host_eligible && v.relays) {
@@ -740,11 +899,11 @@ impl Swarm {
         }
         let optimum = |[free_e, free_n, blocked_e, _]: [usize; 4]| optimum_clients(free_e, free_n, blocked_e, k);
         let unrestricted = |[free_e, free_n, blocked_e, blocked_n]: [usize; 4]| optimum_clients(free_e + blocked_e, free_n + blocked_n, 0, k);
-        let mut pools: HashMap<&(usize, String), [usize; 4]> = HashMap::new();
-        for ((edge, g), counts) in groups {
+        let mut pools: HashMap<PoolOf<'_>, [usize; 4]> = HashMap::new();
+        for ((edge, pool_of), counts) in groups {
             edges[edge].optimum += optimum(counts);
             edges[edge].optimum_unrestricted += unrestricted(counts);
-            let pool = pools.entry(g).or_default();
+            let pool = pools.entry(pool_of).or_default();
             for (total, n) in pool.iter_mut().zip(counts) {
                 *total += n;
             }
@@ -788,6 +947,9 @@ impl Swarm {
         let viewer_ms: u128 = samples.iter().map(|s| s.viewers as u128 * u128::from(self.config.sample_s * 1000)).sum();
         let mut gaps = tally.move_gaps.clone();
         gaps.sort_unstable();
+        let mut waits = tally.unfed_waits.clone();
+        waits.sort_unstable();
+        let at = |q: usize| waits.get((waits.len() * q / 100).min(waits.len().saturating_sub(1))).copied().unwrap_or(0);
         Summary {
             mean_present: ratio(viewers, steady.len() as f64),
             offload: ratio(peers, viewers),
@@ -803,6 +965,7 @@ impl Swarm {
             stranded_max: samples.iter().map(|s| s.stranded).max().unwrap_or(0),
             unfed_past_deadline: tally.unfed_past_deadline,
             unfed_max_ms: tally.unfed_max_ms,
+            unfed_ms: (at(50), at(99), waits.last().copied().unwrap_or(0)),
             over_capacity_max: samples.iter().map(|s| s.over_capacity).max().unwrap_or(0),
             moves: tally.moves,
             moves_per_viewer_hour: ratio(tally.moves as f64, viewer_ms as f64 / 3_600_000.0),
@@ -816,6 +979,16 @@ impl Swarm {
             misreported: ratio(sum(|s| s.misreported), viewers),
         }
     }
+}
+
+/// Home `home`'s public address, one per home, from 11.0.0.1 on (public, not private).
+fn public_address(home: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from((11u32 << 24) + 1 + home as u32)
+}
+
+/// A player's report on its P2P link.
+fn link_state(id: SessionId, peer: SessionId, state: &str) -> String {
+    json!({"command": "p2p_link_state", "id": id, "peer_id": peer, "state": state}).to_string()
 }
 
 fn exponential(rng: &mut SmallRng, mean: f64) -> f64 {

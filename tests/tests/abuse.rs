@@ -308,7 +308,7 @@ async fn connections_stalled_inside_a_proxy_header_are_counted_and_bounded_and_a
     // Refused at once: for their size, or over the proxy's share while others are being read.
     let refused = || metric(&host, "proxy_headers_refused") + metric(&host, "connections_refused_over_cap");
     until(|| refused() == 75, "the oversized are refused at once").await;
-    assert!(stalled.iter().all(|c| let_go(c)));
+    assert!(stalled.iter().all(let_go));
     let (oversized, over_cap) = (metric(&host, "proxy_headers_refused"), metric(&host, "connections_refused_over_cap"));
     stalled = (0..75).map(|_| stall(100)).collect();
     until(|| metric(&host, "connections_refused_over_cap") == over_cap + 35, "the excess is refused at once").await;
@@ -316,7 +316,7 @@ async fn connections_stalled_inside_a_proxy_header_are_counted_and_bounded_and_a
     assert_eq!(held, 40, "the proxy's share of headers being read");
     assert_eq!(raw_get(host.port, b"", "/"), Some(200), "a client of its own is served meanwhile");
     // Once the header deadline lets them go, the proxy's clients are served again.
-    until(|| stalled.iter().all(|c| let_go(c)), "every stalled header is let go at the header deadline").await;
+    until(|| stalled.iter().all(let_go), "every stalled header is let go at the header deadline").await;
     let mut client = connect_from(host.port, "127.0.0.2", None);
     client.write_all(b"PROXY TCP4 198.51.100.7 127.0.0.1 50000 3333\r\nGET / HTTP/1.0\r\n\r\n").unwrap();
     let mut response = String::new();

@@ -3,7 +3,7 @@
 
 use plugin_api::PluginLibrary;
 use plugin_p2p::reparent::MAX_MOVES_PER_VIEWER;
-use tests::swarm::{Summary, Swarm, SwarmConfig};
+use tests::swarm::{NetworkModel, Summary, Swarm, SwarmConfig};
 
 fn library() -> PluginLibrary {
     tests::harness::build_artifacts();
@@ -112,4 +112,21 @@ fn one_edge_is_the_whole_cluster_and_a_seed_replays_the_same_run() {
     let four = run(SwarmConfig { edges: 4, ..small(1) });
     assert_eq!(run(SwarmConfig { edges: 4, ..small(1) }).samples(), four.samples(), "the same seed, the same run over 4 edges");
     assert_ne!(four.samples(), one.samples());
+}
+
+/// Viewers behind home routers (`NetworkModel`'s defaults: a fifth join a home with a viewer in
+/// it, a tenth of routers symmetric, half the players OvenPlayer without STUN): with the plugin's
+/// default pairing nobody goes a second without a picture when joining or when its host leaves,
+/// and what the plugin reports as P2P is what plays; OME's rule (`any`) keeps joiners waiting on
+/// links that never form.
+#[test]
+fn behind_home_routers_nobody_waits_a_second_for_a_picture_and_only_links_that_play_count() {
+    let homes = |pairing: &str| SwarmConfig { networks: Some(NetworkModel::default()), pair_new_viewers: pairing.into(), ..small(13) };
+    let proven = run(homes("proven"));
+    assert_nobody_was_failed(&proven);
+    assert!(proven.unfed_ms.2 <= 1000, "longest without a picture (not a move): {} ms", proven.unfed_ms.2);
+    assert!(proven.offload > 0.0 && proven.local_pairs < 1.0, "P2P across homes happens: offload {:.3}, within homes {:.3}", proven.offload, proven.local_pairs);
+    let any = run(homes("any"));
+    assert_nobody_was_failed(&any);
+    assert!(any.unfed_ms.2 > 1000, "OME's rule: a joiner waits on a link that fails ({} ms)", any.unfed_ms.2);
 }

@@ -12,7 +12,7 @@ use clap::Parser;
 use plugin_api::PluginLibrary;
 use std::io::Write;
 use std::time::Instant;
-use tests::swarm::{Sample, Summary, Swarm, SwarmConfig};
+use tests::swarm::{NetworkModel, Sample, Summary, Swarm, SwarmConfig};
 
 /// Swarm simulation of the P2P plugin under churn, on a virtual clock.
 #[derive(Parser)]
@@ -67,6 +67,21 @@ struct Cli {
     /// the cluster-wide one.
     #[arg(long, default_value_t = 1)]
     edges: usize,
+    /// Viewers behind home routers (the network model; see tests/src/swarm.rs): without it every
+    /// P2P link forms.
+    #[arg(long)]
+    networks: bool,
+    /// With --networks: share of viewers joining a home that already has one (one public
+    /// address and LAN).
+    #[arg(long, default_value_t = 0.2)]
+    same_home_share: f64,
+    /// With --networks: share of homes behind a symmetric NAT (no hole punching).
+    #[arg(long, default_value_t = 0.1)]
+    symmetric_share: f64,
+    /// With --networks: share of players with STUN on both connections that report their links
+    /// (the project's player); the rest are OvenPlayer (no STUN on its relay).
+    #[arg(long, default_value_t = 0.5)]
+    stun_share: f64,
     /// Virtual duration, seconds.
     #[arg(long, default_value_t = 3600)]
     duration_s: u64,
@@ -110,6 +125,7 @@ fn main() -> anyhow::Result<()> {
         move_after_ms: cli.move_after_ms,
         move_former_clients: cli.move_former_clients,
         edges: cli.edges,
+        networks: cli.networks.then_some(NetworkModel { same_home_share: cli.same_home_share, symmetric_share: cli.symmetric_share, stun_share: cli.stun_share }),
     };
     let wall = Instant::now();
     let mut swarm = Swarm::new(config, &library)?;
@@ -176,6 +192,12 @@ fn report(cli: &Cli, s: &Summary, wall: std::time::Duration) {
         s.arrivals,
         s.hook_calls as f64 / s.hook_time.as_secs_f64(),
         s.hook_time.as_secs_f64() * 1e6 / s.hook_calls as f64,
+    );
+    println!(
+        "without a picture (joining, moved, host gone): median {:.2} s, p99 {:.2} s, max {:.2} s",
+        s.unfed_ms.0 as f64 / 1000.0,
+        s.unfed_ms.1 as f64 / 1000.0,
+        s.unfed_ms.2 as f64 / 1000.0
     );
     eprintln!(
         "(steady state: {:.1} % of viewers could only be clients yet play from the edge; {} moves, at most {} per viewer; hosts over k: {}; {} hook calls in {:.1} s of hook time, {:.1} s wall; plugin errors logged: {})",
