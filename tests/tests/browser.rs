@@ -258,3 +258,132 @@ fn the_hosts_page_publishes_the_camera_over_whip_and_two_tabs_of_it_play_the_str
 fn ovenlivekit_publishes_h264_and_both_ovenplayer_releases_and_our_page_play_it() {
     run_publish_scenario("olk-h264", "");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The P2P player library (host/assets/player.js, issue 23), driven by tests/browser/player.mjs:
+// a page of another origin embeds it from the host's `/player.js`, as README.md shows.
+
+/// The API port of the player scenarios' host (its `/metrics`), inside the namespace.
+const PLAYER_API_PORT: u16 = 8081;
+
+/// The harness's config with `extra`, and the API (`/metrics`) on [`PLAYER_API_PORT`].
+fn player_config(extra: &str) -> String {
+    config_xml_with_ice(PORT, ICE, extra).replace(
+        "</WebRTC></Publishers></Bind>",
+        &format!("</WebRTC></Publishers><Managers><API><Port>{PLAYER_API_PORT}</Port></API></Managers></Bind>"),
+    )
+}
+
+/// Runs `scenario` of `player.mjs` against a host with `xml` (behind `firewall`, an nftables
+/// ruleset, if given) and `env`; panics with its output unless it passed. Returns its output.
+fn run_player_scenario(scenario: &str, xml: &str, firewall: Option<&str>, env: &[(&str, &str)]) -> String {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for tool in ["/usr/bin/chromium", "/usr/bin/unshare"] {
+        assert!(std::path::Path::new(tool).exists(), "{tool} is missing: apt-get install -y chromium util-linux (or run .ci/run)");
+    }
+    build_artifacts();
+    ensure_node_packages();
+    let config = write_config(xml);
+    let mut command = match firewall {
+        Some(ruleset) => in_firewalled_network_namespace("node", ruleset),
+        None => in_network_namespace("node"),
+    };
+    let output = command
+        .arg(browser_dir().join("player.mjs"))
+        .arg(scenario)
+        .env("HOST_BIN", target_dir().join("host"))
+        .env("HOST_CONFIG", &config)
+        .env("HOST_PORT", PORT.to_string())
+        .env("API_PORT", PLAYER_API_PORT.to_string())
+        .envs(env.iter().copied())
+        .output()
+        .expect("running unshare");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(output.status.success(), "player scenario {scenario} failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(stdout.contains(&format!("scenario {scenario}: passed")), "player scenario {scenario} did not report passing:\n{stdout}");
+    stdout
+}
+
+/// A site's page (another origin) imports `/player.js` from the host (text/javascript, CORS `*`)
+/// and plays from the edge: `source` says the edge, state `playing`, frames decoded on its
+/// connection, its answer to the edge carries no `link_reports`.
+#[test]
+fn the_player_library_embedded_in_another_site_plays_from_the_edge() {
+    run_player_scenario("edge", &player_config(&p2p_xml(2, 4000)), None, &[]);
+}
+
+/// k = 2, three pages embedding the player with a desktop Windows User-Agent: the first plays
+/// from the edge and relays to the two others (frames decoded on their connections to it, the
+/// edge sends them nothing), its `relaying` event says 2, the host's `/metrics` counts 2 P2P
+/// viewers, and every connection of the host page has the server's STUN, never relay-only.
+#[test]
+fn the_player_library_relays_to_two_pages_and_the_host_counts_two_p2p_viewers() {
+    run_player_scenario("relay-two", &player_config(&p2p_xml(2, 4000)), None, &[]);
+}
+
+/// The host SIGKILLed and started again on the same port, three times: the page plays again
+/// each time without a reload, within 3 s of the host serving again (`PLAYS_AGAIN_MS`).
+#[test]
+fn the_player_library_plays_again_within_3_s_of_the_host_being_killed_and_restarted() {
+    run_player_scenario("restart", &player_config(&p2p_xml(2, 4000)), None, &[]);
+}
+
+/// A P2P link that cannot form (a firewall drops UDP off the ICE ports, so every path between
+/// players): the client answers its host with `link_reports: true`, reports `failed` and plays
+/// from the edge within 1 s of its report (`FALLBACK_MS`); the server counts one failed link.
+#[test]
+fn the_player_library_reports_a_failed_p2p_link_and_plays_from_the_edge_within_1_s() {
+    let ports = ICE.rsplit_once(':').map_or(ICE, |(_, ports)| ports).trim_end_matches("/udp");
+    run_player_scenario("failed-link", &player_config(&p2p_xml(2, 4000)), Some(&firewall_opening_only(ports)), &[]);
+}
+
+/// BENCHMARKS.md, "The P2P player (issue 23)": first frame from page creation (navigation start
+/// -> first presented frame), the player library and OvenPlayer 0.10.54 alternately on one host,
+/// 20 runs each (`FIRST_FRAME_MS`: median, p90). Measures; asserts nothing but that both play.
+#[test]
+#[ignore = "a benchmark: cargo test -p tests --test browser benchmark -- --ignored --nocapture"]
+fn benchmark_first_frame_of_the_player_library_against_ovenplayer_0_10_54() {
+    run_player_scenario("bench-first-frame", &player_config(""), None, &[("RUNS", "20")]);
+}
+
+/// BENCHMARKS.md, "The P2P player (issue 23)": CPU of the relaying Chromium (its process tree,
+/// from /proc, 20 s windows) while its one tab relays to 0, 1 and 2 clients (`RELAY_CPU`).
+#[test]
+#[ignore = "a benchmark: cargo test -p tests --test browser benchmark -- --ignored --nocapture"]
+fn benchmark_cpu_of_a_tab_relaying_to_0_1_and_2_clients() {
+    run_player_scenario("bench-relay-cpu", &player_config(&p2p_xml(2, 4000)), None, &[("WINDOW_S", "20")]);
+}
+
+/// A firewall that drops every UDP packet (a network that lets only TCP out): ICE works only over
+/// TCP. Loaded in the scenario's namespace.
+const FIREWALL_DROPPING_ALL_UDP: &str = "table inet fw {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    meta l4proto udp drop
+  }
+}";
+
+/// Issue 24, item 2: OvenPlayer 0.10.54 in Chromium, in a namespace whose firewall drops all UDP,
+/// plays from the edge over ICE-TCP (`tests/browser/ice-tcp.mjs`): the offer carries the TCP
+/// port's passive candidate beside the UDP ones, the player passes it to Chromium as it is,
+/// Chromium's selected pair is TCP and frames are shown (the scenario logs `FIRST_FRAME_MS`).
+#[test]
+fn an_ovenplayer_0_10_54_viewer_whose_network_drops_all_udp_plays_over_ice_tcp() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    assert!(std::path::Path::new("/usr/sbin/nft").exists(), "/usr/sbin/nft is missing: apt-get install -y nftables (or run .ci/run)");
+    build_artifacts();
+    ensure_node_packages();
+    let config = write_config(&config_xml_with_ice(PORT, "*:10000-10004/udp</IceCandidate><IceCandidate>*:10005/tcp", ""));
+    let output = in_firewalled_network_namespace("node", FIREWALL_DROPPING_ALL_UDP)
+        .arg(browser_dir().join("ice-tcp.mjs"))
+        .env("HOST_BIN", target_dir().join("host"))
+        .env("HOST_CONFIG", &config)
+        .env("HOST_PORT", PORT.to_string())
+        .output()
+        .expect("running unshare");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    println!("{stdout}");
+    assert!(output.status.success() && stdout.contains("scenario ice-tcp: passed"), "ICE-TCP scenario failed ({}):\n{stdout}\n{stderr}", output.status);
+}

@@ -23,12 +23,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const PAGE: &str = include_str!("../../assets/player.html");
+const PLAYER_JS: &str = include_str!("../../assets/player.js");
 
 /// The router: `/` (test page), `/stats`, `/p2p` (the live tree), `/{app}/{stream}[/{file}]`
 /// (signalling; WHIP with `?direction=whip`).
 pub fn router(state: Arc<HostState>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
+        .route("/player.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript"), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], PLAYER_JS) }))
         .route("/stats", get(stats))
         .route("/p2p", get(crate::api::tree::page))
         .route("/p2p/events", get(crate::api::tree::events))
