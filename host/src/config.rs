@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use ome_signalling::{names, query, StreamName};
 
 /// Elements of `<Server>` the host itself understands.
-const HOST_ELEMENTS: &[&str] = &["Name", "Bind", "Managers", "Origins", "Applications", "Plugins", "Modules"];
+const HOST_ELEMENTS: &[&str] = &["Name", "IP", "Bind", "Managers", "VirtualHosts", "Origins", "Applications", "Plugins", "Modules"];
 
 /// A refused configuration: where and what.
 #[derive(Debug, thiserror::Error)]
@@ -78,21 +78,45 @@ pub struct Config {
     pub origins: Origins,
     /// The stats API (OME's), if a port is configured.
     pub api: Option<ApiConfig>,
+    /// Where the signalling and API listeners bind (OME's `<Server><IP>`, repeatable; `*`, the
+    /// default, is 0.0.0.0, `::` every IPv6 address).
+    pub listen: Vec<IpAddr>,
+    /// The signalling port's certificate (OME's `<VirtualHosts><VirtualHost><Host><TLS>`), for
+    /// its `<TLSPort>`.
+    pub tls: Option<TlsFiles>,
     /// The token of the stats API, `/metrics` and the P2P page (OME's `<Managers><API><AccessToken>`):
     /// asked for as HTTP Basic credentials; without one they answer on loopback only.
     pub access_token: Option<String>,
     text: String,
 }
 
-/// The stats API's listener (OME's `<Bind><Managers><API>`).
+/// The stats API's listeners (OME's `<Bind><Managers><API>`): at least one of the ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiConfig {
-    /// Its TCP port (OME's examples use 8081).
-    pub port: u16,
+    /// Its plain HTTP port (OME's examples use 8081).
+    pub port: Option<u16>,
+    /// Its HTTPS port, with the certificate of `<Managers><Host><TLS>`.
+    pub tls_port: Option<u16>,
+    /// The certificate of `<Managers><Host><TLS>`.
+    pub tls: Option<TlsFiles>,
 }
 
 /// One `<IceCandidate>`: `ADDRESS:PORT[-PORT][/udp]`, with `*` for every interface (as in OME)
 /// and port `0` for any free port.
+/// A certificate's PEM files (OME's `<TLS>`), relative paths taken from the config file's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `<CertPath>`: the certificate, and after it any intermediates (Let's Encrypt's `fullchain.pem`).
+    pub cert: PathBuf,
+    /// `<KeyPath>`: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// `<ChainCertPath>`: intermediates kept in a file of their own (Let's Encrypt's `chain.pem`
+    /// beside `cert.pem`).
+    pub chain: Option<PathBuf>,
+    /// Where the `<TLS>` element starts in the config file, for errors about the files.
+    pub offset: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IceCandidate {
     /// `None` for `*`: every non-loopback interface address.
@@ -281,6 +305,56 @@ struct RawServer {
     managers: Option<RawManagers>,
     #[serde(default)]
     origins: Option<Origins>,
+    /// Parsed after deserialization, so that an error points at its own element.
+    #[serde(rename = "IP", default)]
+    ip: Vec<String>,
+    #[serde(default)]
+    virtual_hosts: Option<RawVirtualHosts>,
+}
+
+/// `<VirtualHosts>`: one `<VirtualHost>` (its `<Name>`, conventionally `default`, is what OME's
+/// API paths name; this host serves it under `default` whatever it is called).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawVirtualHosts {
+    #[serde(rename = "VirtualHost", default)]
+    virtual_host: Vec<RawVirtualHost>,
+}
+
+/// OME's `<VirtualHost>`: its `<Host>` (names and certificate) and, in OME's full form, its
+/// `<Origins>` and `<Applications>` (else they are the top-level ones).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawVirtualHost {
+    #[serde(rename = "Name", default)]
+    _name: Option<String>,
+    #[serde(default)]
+    host: Option<RawHost>,
+    #[serde(default)]
+    origins: Option<Origins>,
+    #[serde(default)]
+    applications: Option<RawApplications>,
+}
+
+/// OME's `<Host>`: the names it answers to (every certificate is served whatever the name, so
+/// they are kept for OME files only) and its certificate.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawHost {
+    #[serde(rename = "Names", default)]
+    _names: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "TLS", default)]
+    tls: Option<RawTls>,
+}
+
+/// OME's `<TLS>`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct RawTls {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    #[serde(default)]
+    chain_cert_path: Option<PathBuf>,
 }
 
 /// `<Origins>` (OME's, which nests it in a `<VirtualHost>`): where the streams this host does not
@@ -368,13 +442,13 @@ impl Origins {
             .collect()
     }
 }
-/// `<Managers>`: OME's `<Host><Names>` (kept for OME files; it names TLS certificates there, and
-/// this host has no TLS) and `<API><AccessToken>`.
+/// `<Managers>`: OME's `<Host>` (the API's certificate, for `<Bind><Managers><API><TLSPort>`)
+/// and `<API><AccessToken>`.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 struct RawManagers {
-    #[serde(rename = "Host", default)]
-    _host: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    host: Option<RawHost>,
     #[serde(rename = "API", default)]
     api: Option<RawManagersApi>,
 }
@@ -396,7 +470,10 @@ struct RawBindManagers {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 struct RawBindApi {
-    port: u16,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(rename = "TLSPort", default)]
+    tls_port: Option<u16>,
 }
 
 impl RawServer {
@@ -479,8 +556,12 @@ impl Default for RawKeyframeCache {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase", default)]
 pub struct SignallingLimits {
-    /// The WebSocket signalling (and web page) port.
-    pub port: u16,
+    /// The WebSocket signalling (and web page) port; 3333 unless only `<TLSPort>` is given.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The same router over TLS (wss, https), with the virtual host's certificate.
+    #[serde(rename = "TLSPort", default)]
+    pub tls_port: Option<u16>,
     /// TCP connections open at once (HTTP requests and WebSocket sessions).
     pub max_connections: usize,
     /// TCP connections open at once from one IP address.
@@ -524,7 +605,8 @@ pub struct SignallingLimits {
 impl Default for SignallingLimits {
     fn default() -> Self {
         Self {
-            port: 3333,
+            port: Some(3333),
+            tls_port: None,
             max_connections: 4096,
             max_connections_per_address: 256,
             header_timeout_ms: 5000,
@@ -621,18 +703,52 @@ impl Config {
             err_at(Some(offset), if path == "." { what } else { format!("{path}: {what}") })
         })?;
 
-        let access_token = raw.managers.and_then(|m| m.api).and_then(|a| a.access_token);
+        let (managers_host, managers_api) = raw.managers.map(|m| (m.host, m.api)).unwrap_or_default();
+        let access_token = managers_api.and_then(|a| a.access_token);
         if access_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             let at = host_text.find("<AccessToken");
             return Err(err_at(at, "an empty <AccessToken> is not allowed (leave the element out to answer on loopback only)".into()));
         }
+        let listen = parse_listen(&raw.ip, &host_text).map_err(|(offset, message)| err_at(offset, message))?;
+        let VirtualHost { host: vhost, applications, origins } = merge_virtual_host(raw.virtual_hosts, raw.applications, raw.origins, &host_text)
+            .map_err(|(offset, message)| err_at(offset, message))?;
+        let tls_files = |raw: RawTls, path: &[&str]| TlsFiles {
+            cert: relative_to(file, &raw.cert_path),
+            key: relative_to(file, &raw.key_path),
+            chain: raw.chain_cert_path.map(|c| relative_to(file, &c)),
+            offset: element_offsets(&host_text, path).first().copied().unwrap_or(0),
+        };
+        let tls = vhost.and_then(|h| h.tls).map(|t| tls_files(t, &["Server", "VirtualHosts", "VirtualHost", "Host", "TLS"]));
+        let api_tls = managers_host.and_then(|h| h.tls).map(|t| tls_files(t, &["Server", "Managers", "Host", "TLS"]));
+        let mut limits = raw.bind.publishers.webrtc.signalling.clone();
+        if limits.port.is_none() && limits.tls_port.is_none() {
+            limits.port = SignallingLimits::default().port;
+        }
+        if limits.tls_port.is_some() && tls.is_none() {
+            let at = element_offsets(&host_text, &["Server", "Bind", "Publishers", "WebRTC", "Signalling", "TLSPort"]).first().copied();
+            return Err(err_at(at, "<TLSPort> needs a certificate: <VirtualHosts><VirtualHost><Host><TLS> with <CertPath> and <KeyPath>".into()));
+        }
+        let api = match raw.bind.managers {
+            None => None,
+            Some(RawBindManagers { api: RawBindApi { port: None, tls_port: None } }) => {
+                let at = element_offsets(&host_text, &["Server", "Bind", "Managers", "API"]).first().copied();
+                return Err(err_at(at, "<API> needs a <Port>, a <TLSPort> or both".into()));
+            }
+            Some(RawBindManagers { api: RawBindApi { tls_port: Some(_), .. } }) if api_tls.is_none() => {
+                let at = element_offsets(&host_text, &["Server", "Bind", "Managers", "API", "TLSPort"]).first().copied();
+                return Err(err_at(at, "the API's <TLSPort> needs a certificate: <Managers><Host><TLS> with <CertPath> and <KeyPath>".into()));
+            }
+            Some(RawBindManagers { api: RawBindApi { port, tls_port } }) => Some(ApiConfig { port, tls_port, tls: api_tls }),
+        };
         let config = Self {
-            api: raw.bind.managers.map(|m| ApiConfig { port: m.api.port }),
-            origins: raw.origins.unwrap_or_default(),
+            api,
+            listen,
+            tls,
+            origins,
             access_token,
             file: file.to_owned(),
             name: raw.name,
-            limits: raw.bind.publishers.webrtc.signalling.clone(),
+            limits,
             ice_candidates: parse_ice_candidates(&raw.bind.publishers.webrtc.ice_candidates.ice_candidate, &host_text)
                 .map_err(|(offset, message)| err_at(offset, message))?,
             public_addresses: raw.bind.publishers.webrtc.ice_candidates.public_address,
@@ -641,7 +757,7 @@ impl Config {
                 max_bytes: raw.bind.publishers.webrtc.keyframe_cache.max_bytes,
                 max_age: std::time::Duration::from_millis(raw.bind.publishers.webrtc.keyframe_cache.max_age_ms),
             },
-            applications: raw.applications.application,
+            applications,
             plugins: raw.plugins.plugin,
             sections,
             text,
@@ -717,13 +833,103 @@ impl Config {
     /// Server.xml`, whose parent is ""). The result always holds a `/`: a bare library name would
     /// make dlopen search `LD_LIBRARY_PATH` and the system folders instead.
     pub fn plugin_path(&self, entry: &PluginEntry) -> PathBuf {
-        if entry.path.is_absolute() {
-            return entry.path.clone();
+        relative_to(&self.file, &entry.path)
+    }
+}
+
+/// `path` as named in the config `file`: a relative one is taken from the file's folder, made
+/// absolute (see [`Config::plugin_path`]).
+fn relative_to(file: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_owned();
+    }
+    match std::path::absolute(file) {
+        Ok(file) => file.parent().unwrap_or(Path::new("/")).join(path),
+        // No current folder (deleted since the config was read): still a path, not a name.
+        Err(_) => Path::new(".").join(file.parent().unwrap_or(Path::new(""))).join(path),
+    }
+}
+
+/// The `<Server><IP>` values: `*` (the default) is 0.0.0.0, `::` (or `[::]`) every IPv6 address,
+/// anything else one address; an error names the offset of the element that holds it.
+fn parse_listen(values: &[String], text: &str) -> Result<Vec<IpAddr>, (Option<usize>, String)> {
+    if values.is_empty() {
+        return Ok(vec![IpAddr::from([0, 0, 0, 0])]);
+    }
+    let mut listen: Vec<IpAddr> = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let at = || element_offsets(text, &["Server", "IP"]).get(i).copied();
+        let address = match value.trim() {
+            "*" => IpAddr::from([0, 0, 0, 0]),
+            v => v.trim_matches(['[', ']']).parse().map_err(|_| (at(), format!("IP[{i}]: {v:?} is not an IP address; expected *, :: or an address such as 127.0.0.1")))?,
+        };
+        if listen.contains(&address) {
+            return Err((at(), format!("IP[{i}]: {address} is given twice")));
         }
-        match std::path::absolute(&self.file) {
-            Ok(file) => file.parent().unwrap_or(Path::new("/")).join(&entry.path),
-            // No current folder (deleted since the config was read): still a path, not a name.
-            Err(_) => Path::new(".").join(self.file.parent().unwrap_or(Path::new(""))).join(&entry.path),
+        listen.push(address);
+    }
+    Ok(listen)
+}
+
+/// The one `<VirtualHost>`'s `<Host>`, and the applications and origins of the file.
+struct VirtualHost {
+    host: Option<RawHost>,
+    applications: Vec<Application>,
+    origins: Origins,
+}
+
+/// The one `<VirtualHost>`, with the file's applications and origins: the top-level ones and
+/// those of OME's full form (inside the `<VirtualHost>`) together.
+fn merge_virtual_host(
+    virtual_hosts: Option<RawVirtualHosts>,
+    applications: RawApplications,
+    origins: Option<Origins>,
+    text: &str,
+) -> Result<VirtualHost, (Option<usize>, String)> {
+    let mut hosts = virtual_hosts.map(|v| v.virtual_host).unwrap_or_default();
+    if hosts.len() > 1 {
+        let at = element_offsets(text, &["Server", "VirtualHosts", "VirtualHost"]).get(1).copied();
+        return Err((at, "a second <VirtualHost>: this host serves one (its certificate answers every name)".into()));
+    }
+    let Some(vhost) = hosts.pop() else {
+        return Ok(VirtualHost { host: None, applications: applications.application, origins: origins.unwrap_or_default() });
+    };
+    let origins = match (origins, vhost.origins) {
+        (Some(_), Some(_)) => {
+            let at = element_offsets(text, &["Server", "VirtualHosts", "VirtualHost", "Origins"]).first().copied();
+            return Err((at, "<Origins> is given both in <Server> and in its <VirtualHost>; keep one".into()));
+        }
+        (top, inner) => top.or(inner).unwrap_or_default(),
+    };
+    let mut all = applications.application;
+    all.extend(vhost.applications.map(|a| a.application).unwrap_or_default());
+    Ok(VirtualHost { host: vhost.host, applications: all, origins })
+}
+
+/// Where each element at `path` (from the root, e.g. `["Server", "IP"]`) starts in `text`, in order.
+fn element_offsets(text: &str, path: &[&str]) -> Vec<usize> {
+    let mut reader = quick_xml::Reader::from_str(text);
+    let (mut open, mut found) = (Vec::<String>::new(), Vec::new());
+    loop {
+        let before = reader.buffer_position() as usize;
+        let event = match reader.read_event() {
+            Ok(Event::Eof) | Err(_) => return found,
+            Ok(event) => event,
+        };
+        match event {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                open.push(AsRef::<str>::as_ref(&e.name()).to_string());
+                if open.iter().map(String::as_str).eq(path.iter().copied()) {
+                    found.push(before + text[before..].find('<').unwrap_or(0));
+                }
+                if matches!(event, Event::Empty(_)) {
+                    open.pop();
+                }
+            }
+            Event::End(_) => {
+                open.pop();
+            }
+            _ => {}
         }
     }
 }
@@ -887,7 +1093,7 @@ mod tests {
     fn signalling_limits_have_defaults_and_are_read() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.limits, SignallingLimits::default());
-        assert_eq!(c.limits.port, 3333, "the signalling port is read with its limits");
+        assert_eq!(c.limits.port, Some(3333), "the signalling port is read with its limits");
         let c = parse("<Server><Bind><Publishers><WebRTC><Signalling><Port>1</Port><MaxConnectionsPerAddress>3</MaxConnectionsPerAddress><StatsAccessToken>s3cret</StatsAccessToken></Signalling></WebRTC></Publishers></Bind></Server>").unwrap();
         assert_eq!(c.limits.max_connections_per_address, 3);
         assert_eq!(c.limits.stats_access_token.as_deref(), Some("s3cret"));
@@ -898,7 +1104,7 @@ mod tests {
     #[test]
     fn defaults_follow_ome() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.limits.port, 3333);
+        assert_eq!(c.limits.port, Some(3333));
         assert_eq!(c.ice_candidates, vec!["*:10000-10004/udp".parse::<IceCandidate>().unwrap()]);
         assert!(c.plugins.is_empty());
         assert_eq!(c.applications[0].streams[0].name, "stream");
@@ -984,6 +1190,85 @@ mod tests {
         let err = parse("<Server><Applications><Application><Name>a</Name>\n<Stream><Name>s</Name></Stream></Application></Applications></Server>").unwrap_err();
         assert_eq!(err.position, Some((2, 1)), "{err}");
         assert!(err.message.contains("a/s has no source"), "{err}");
+    }
+
+    const TLS: &str = "<TLS><CertPath>cert.pem</CertPath><KeyPath>/etc/tls/key.pem</KeyPath><ChainCertPath>chain.pem</ChainCertPath></TLS>";
+
+    #[test]
+    fn tls_ports_and_omes_certificate_elements_are_read() {
+        let c = parse(&format!(
+            "<Server><Bind><Publishers><WebRTC><Signalling><TLSPort>3334</TLSPort></Signalling></WebRTC></Publishers>\
+             <Managers><API><Port>8081</Port><TLSPort>8082</TLSPort></API></Managers></Bind>\
+             <Managers><Host><Names><Name>*</Name></Names>{TLS}</Host></Managers>\
+             <VirtualHosts><VirtualHost><Name>default</Name><Host><Names><Name>*</Name></Names>{}</Host></VirtualHost></VirtualHosts>{}",
+            TLS.replace("cert.pem", "vhost.pem"),
+            &MINIMAL["<Server>".len()..]
+        ))
+        .unwrap();
+        assert_eq!((c.limits.port, c.limits.tls_port), (None, Some(3334)), "only TLSPort: only TLS");
+        let folder = std::path::absolute("conf").unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!((&tls.cert, &tls.key), (&folder.join("vhost.pem"), &PathBuf::from("/etc/tls/key.pem")), "relative to the config's folder");
+        assert_eq!(tls.chain.as_ref(), Some(&folder.join("chain.pem")));
+        assert!(c.text[tls.offset..].starts_with("<TLS>") && c.text[..tls.offset].contains("<VirtualHost>"), "errors point at the vhost's <TLS>");
+        let api = c.api.as_ref().unwrap();
+        assert_eq!((api.port, api.tls_port), (Some(8081), Some(8082)));
+        assert_eq!(api.tls.as_ref().unwrap().cert, folder.join("cert.pem"));
+        assert_eq!(c.applications[0].name, "app", "the top-level <Applications> beside the minimal <VirtualHost>");
+
+        let plain = parse(MINIMAL).unwrap();
+        assert_eq!((plain.limits.port, plain.limits.tls_port, plain.tls), (Some(3333), None, None));
+        let both = parse("<Server><Bind><Publishers><WebRTC><Signalling><Port>80</Port><TLSPort>443</TLSPort></Signalling></WebRTC></Publishers></Bind>\
+            <VirtualHosts><VirtualHost><Host><TLS><CertPath>c</CertPath><KeyPath>k</KeyPath></TLS></Host></VirtualHost></VirtualHosts></Server>").unwrap();
+        assert_eq!((both.limits.port, both.limits.tls_port), (Some(80), Some(443)));
+    }
+
+    #[test]
+    fn omes_full_virtual_host_form_brings_its_applications_and_origins() {
+        let c = parse(
+            "<Server><VirtualHosts><VirtualHost><Name>default</Name>\
+             <Host><Names><Name>*</Name></Names><TLS><CertPath>c</CertPath><KeyPath>k</KeyPath></TLS></Host>\
+             <Origins><Origin><Location>/edge/</Location><Pass><Scheme>webrtc</Scheme><Urls><Url>10.0.0.1:3333/app/</Url></Urls></Pass></Origin></Origins>\
+             <Applications><Application><Name>live</Name><Stream><Name>s</Name><TestPattern/></Stream></Application></Applications>\
+             </VirtualHost></VirtualHosts></Server>",
+        )
+        .unwrap();
+        assert_eq!(c.applications.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["live"]);
+        assert_eq!(c.origins.origin[0].location, "/edge/");
+        assert!(c.tls.is_some());
+    }
+
+    #[test]
+    fn tls_mistakes_are_refused_where_they_are() {
+        let err = parse("<Server>\n<Bind><Publishers><WebRTC><Signalling>\n  <TLSPort>3334</TLSPort></Signalling></WebRTC></Publishers></Bind></Server>").unwrap_err();
+        assert_eq!(err.position, Some((3, 3)), "{err}");
+        assert!(err.message.contains("<TLSPort> needs a certificate: <VirtualHosts><VirtualHost><Host><TLS>"), "{err}");
+
+        let vhost = "<VirtualHosts><VirtualHost><Host><TLS><CertPath>c</CertPath><KeyPath>k</KeyPath></TLS></Host></VirtualHost></VirtualHosts>";
+        let err = parse(&format!("<Server>\n<Bind><Managers><API>\n <TLSPort>8082</TLSPort></API></Managers></Bind>{vhost}</Server>")).unwrap_err();
+        assert_eq!(err.position, Some((3, 2)), "the vhost's certificate is not the API's: {err}");
+        assert!(err.message.contains("<Managers><Host><TLS>"), "{err}");
+
+        let err = parse("<Server>\n<Bind><Managers>\n<API></API></Managers></Bind></Server>").unwrap_err();
+        assert_eq!(err.position, Some((3, 1)), "{err}");
+
+        let err = parse("<Server><VirtualHosts><VirtualHost><Host>\n<TLS><CertPath>c</CertPath></TLS></Host></VirtualHost></VirtualHosts></Server>").unwrap_err();
+        assert!(err.message.contains("missing element <KeyPath>"), "{err}");
+
+        let err = parse("<Server><VirtualHosts><VirtualHost/>\n  <VirtualHost/></VirtualHosts></Server>").unwrap_err();
+        assert_eq!(err.position, Some((2, 3)), "{err}");
+    }
+
+    #[test]
+    fn server_ip_chooses_where_the_listeners_bind() {
+        assert_eq!(parse(MINIMAL).unwrap().listen, ["0.0.0.0".parse::<IpAddr>().unwrap()], "OME's default, *");
+        let c = parse("<Server><IP>*</IP><IP>::</IP><IP>[::1]</IP><IP>127.0.0.1</IP></Server>").unwrap();
+        let expected: Vec<IpAddr> = ["0.0.0.0", "::", "::1", "127.0.0.1"].iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(c.listen, expected);
+        let err = parse("<Server><IP>*</IP>\n  <IP>localhost</IP></Server>").unwrap_err();
+        assert_eq!(err.position, Some((2, 3)), "{err}");
+        assert!(err.message.contains("\"localhost\" is not an IP address"), "{err}");
+        assert!(parse("<Server><IP>*</IP><IP>0.0.0.0</IP></Server>").unwrap_err().message.contains("twice"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod sessions;
 mod streams;
 mod signalling;
 mod state;
+mod tls;
 mod udp;
 
 /// The WebRTC plumbing shared with the test peers (the `host` library).
@@ -26,7 +27,7 @@ use clap::Parser;
 use config::Config;
 use media::StreamHub;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,9 +41,12 @@ use std::time::Instant;
 ///
 /// On the signalling port: ws://HOST:PORT/{app}/{stream} (signalling), http://HOST:PORT/ (a test
 /// player that also relays to other viewers), http://HOST:PORT/p2p (the live P2P tree),
-/// http://HOST:PORT/stats (sessions, egress bytes, metrics as JSON).
-/// On the API port, if configured (<Bind><Managers><API><Port>): OME's stats API
+/// http://HOST:PORT/stats (sessions, egress bytes, metrics as JSON); the same over wss and https
+/// on its <TLSPort>, with the certificate of <VirtualHosts><VirtualHost><Host><TLS>.
+/// On the API port, if configured (<Bind><Managers><API><Port>, <TLSPort>): OME's stats API
 /// (/v1/stats/current/vhosts/default/apps/{app}/streams/{stream}, ...) and /metrics (Prometheus).
+/// Certificates are reloaded when their files change, and on POST /v1/vhosts:reloadAllCertificates.
+/// Every listener binds the addresses of <Server><IP> (default *: every IPv4 address).
 /// The API, /metrics and /p2p ask for <Managers><API><AccessToken> as HTTP Basic credentials (as
 /// OME does); without a token they answer on loopback only.
 ///
@@ -114,6 +118,7 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.log_format);
     let config = Config::load(&cli.config)?;
+    let certificates = tls::Certificates::load(&config)?;
     let clock = Instant::now();
     let metrics = Arc::new(metrics::Metrics::default());
     let (actions_tx, actions_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -142,7 +147,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 
-    let port = config.limits.port;
     let publishing = config.applications.iter().filter_map(|a| Some((a.name.clone(), a.publish.clone()?))).collect();
     let streams = streams::Streams::new(streams, publishing, config.keyframe_cache);
     let state = Arc::new(state::HostState {
@@ -164,46 +168,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tokio::spawn(api::sample_every_second(state.clone()));
     }
 
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
-        .await
-        .with_context(|| format!("cannot listen on signalling port {port}"))?;
+    let (limits, listen) = (state.config.limits.clone(), state.config.listen.clone());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    // Serves `router` on a plain port and a TLS port (each optional) at every <Server><IP>, its
+    // connections counted together; the addresses bound, TLS or not.
+    let mut listen_on = |ports: [(Option<u16>, Option<tokio_rustls::TlsAcceptor>); 2], router: axum::Router, counts: &Arc<server::ConnectionCounts>| {
+        let mut bound = Vec::new();
+        for (port, tls) in ports.into_iter().filter_map(|(port, tls)| Some((port?, tls))) {
+            for listener in server::bind(&listen, port)? {
+                bound.push((tls.is_some(), listener.local_addr()?));
+                let serving = server::serve(listener, tls.clone(), router.clone(), limits.clone(), counts.clone(), state.metrics.clone(), stop.clone());
+                servers.push(tokio::spawn(serving));
+            }
+        }
+        anyhow::Ok(bound)
+    };
+    let counts = Arc::new(server::ConnectionCounts::default());
+    let signalling_ports = [(limits.port, None), (limits.tls_port, certificates.signalling.clone().map(tls::acceptor))];
+    let urls: Vec<String> = listen_on(signalling_ports, signalling::router(state.clone()), &counts)?
+        .iter()
+        .map(|(tls, at)| format!("{}://{at}/{{app}}/{{stream}}", if *tls { "wss" } else { "ws" }))
+        .collect();
+    if let Some(api) = &state.config.api {
+        let access = if state.config.access_token.is_some() { "HTTP Basic with <AccessToken>" } else { "loopback only" };
+        let api_ports = [(api.port, None), (api.tls_port, certificates.api.clone().map(tls::acceptor))];
+        for (tls, at) in listen_on(api_ports, api::router(state.clone(), certificates.clone()), &Default::default())? {
+            let scheme = if tls { "https" } else { "http" };
+            tracing::info!(access, "stats API (OME's /v1/stats/current/...) and /metrics on {scheme}://{at}/");
+        }
+    }
+    if certificates.signalling.is_some() || certificates.api.is_some() {
+        tokio::spawn(tls::watch(certificates));
+    }
     let candidates: Vec<String> = state.config.ice_candidates.iter().map(ToString::to_string).collect();
     let names: Vec<String> = state.streams.all().iter().map(|h| h.name.clone()).collect();
-    tracing::info!(
-        server = %state.config.name,
-        streams = ?names,
-        ice = ?candidates,
-        "signalling on ws://0.0.0.0:{port}/{{app}}/{{stream}}; waiting for viewers"
-    );
-    println!("Open http://127.0.0.1:{port}/ in a browser to watch {}", names.first().map(|s| s.as_str()).unwrap_or("(no stream)"));
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let counts = Arc::new(server::ConnectionCounts::default());
-    let serving = tokio::spawn(server::serve(
-        listener,
-        signalling::router(state.clone()),
-        state.config.limits.clone(),
-        counts.clone(),
-        state.metrics.clone(),
-        stop,
-    ));
-    let api_server = match &state.config.api {
-        Some(api) => {
-            let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], api.port)))
-                .await
-                .with_context(|| format!("cannot listen on the API port {}", api.port))?;
-            let access = if state.config.access_token.is_some() { "HTTP Basic with <AccessToken>" } else { "loopback only" };
-            tracing::info!(access, "stats API (OME's /v1/stats/current/...) and /metrics on http://0.0.0.0:{}/", api.port);
-            let counts = Arc::new(server::ConnectionCounts::default());
-            let limits = state.config.limits.clone();
-            Some(tokio::spawn(server::serve(listener, api::router(state.clone()), limits, counts, state.metrics.clone(), stop_tx.subscribe())))
-        }
-        None => None,
-    };
+    tracing::info!(server = %state.config.name, streams = ?names, ice = ?candidates, "signalling on {}; waiting for viewers", urls.join(", "));
+    let page = limits.port.map(|p| ("http", p)).or(limits.tls_port.map(|p| ("https", p)));
+    if let Some((scheme, port)) = page {
+        let at = SocketAddr::new(local_address(listen[0]), port);
+        println!("Open {scheme}://{at}/ in a browser to watch {}", names.first().map(|s| s.as_str()).unwrap_or("(no stream)"));
+    }
     server::shutdown_signal().await;
     stop_tx.send_replace(true);
     drain(&state, &counts).await;
-    serving.abort();
-    api_server.iter().for_each(|s| s.abort());
+    servers.iter().for_each(|s| s.abort());
     sources.iter().for_each(|s| s.abort());
     Ok(())
+}
+
+/// An address of this machine that reaches a listener bound to `ip`: loopback for a wildcard.
+fn local_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    }
 }

@@ -12,6 +12,10 @@
 //! place moves to the client the header names. A header naming no client (LOCAL, UNKNOWN: the
 //! proxy's health check) keeps it under the proxy's address, and its requests carry
 //! [`crate::proxy_protocol::NO_CLIENT`] as their remote address: never loopback, nobody's.
+//!
+//! A TLS port is served the same way, with the same caps (one [`ConnectionCounts`] for a plain
+//! port and its TLS port): the PROXY header comes first, in the clear, then the TLS handshake,
+//! which must end within `HeaderTimeoutMs` too, then HTTP as on the plain port.
 
 use crate::config::SignallingLimits;
 use axum::extract::ConnectInfo;
@@ -20,8 +24,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
 /// Open connections, in total and per remote address.
@@ -126,10 +132,11 @@ impl Closer {
     }
 }
 
-/// Serves `router` on `listener` until `stop` turns true; then stops accepting and asks every
-/// open HTTP connection to finish (sessions are ended by the caller).
+/// Serves `router` on `listener` (over TLS with `tls`) until `stop` turns true; then stops
+/// accepting and asks every open HTTP connection to finish (sessions are ended by the caller).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: axum::Router,
     limits: SignallingLimits,
     counts: Arc<ConnectionCounts>,
@@ -155,7 +162,7 @@ pub async fn serve(
             metrics.add("connections_refused_over_cap", 1);
             continue;
         };
-        let connection = Connection { router: router.clone(), limits: limits.clone(), metrics: metrics.clone(), stop: stop.clone() };
+        let connection = Connection { router: router.clone(), tls: tls.clone(), limits: limits.clone(), metrics: metrics.clone(), stop: stop.clone() };
         if limits.trusted_proxies.iter().any(|p| p.contains(peer.ip())) {
             tokio::spawn(connection.behind_proxy(stream, guard));
         } else {
@@ -167,6 +174,7 @@ pub async fn serve(
 /// What serving one connection needs.
 struct Connection {
     router: axum::Router,
+    tls: Option<TlsAcceptor>,
     limits: Arc<SignallingLimits>,
     metrics: Arc<crate::metrics::Metrics>,
     stop: watch::Receiver<bool>,
@@ -195,40 +203,89 @@ impl Connection {
         }
     }
 
-    /// Serves an admitted connection from `remote`, until it ends, its handler closes it
-    /// ([`Closer`]) or the host stops.
+    /// Serves an admitted connection from `remote` (its TLS handshake first, on a TLS port),
+    /// until it ends, its handler closes it ([`Closer`]) or the host stops.
     fn serve(self, stream: TcpStream, remote: SocketAddr, guard: ConnectionGuard) {
+        tokio::spawn(async move {
+            let Some(acceptor) = self.tls.clone() else { return self.http(stream, remote, guard).await };
+            let deadline = Duration::from_millis(self.limits.header_timeout_ms);
+            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => self.http(stream, remote, guard).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, "TLS handshake: {e}");
+                    self.metrics.add("tls_handshakes_failed", 1);
+                }
+                Err(_) => self.metrics.add("tls_handshakes_failed", 1),
+            }
+        });
+    }
+
+    /// Serves HTTP on an admitted connection's `stream`, the TLS session's on a TLS port.
+    async fn http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, stream: S, remote: SocketAddr, guard: ConnectionGuard) {
         let guard: Admitted = Arc::new(guard);
         let closer = Closer::default();
         let (router, mut stop, header_timeout) = (self.router, self.stop, Duration::from_millis(self.limits.header_timeout_ms));
         let closing = closer.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(remote));
-                request.extensions_mut().insert(guard.clone());
-                request.extensions_mut().insert(closer.clone());
-                router.clone().call(request)
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%remote, "HTTP connection: {e}");
-                    }
-                }
-                () = closing.0.notified() => {}
-                () = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(remote));
+            request.extensions_mut().insert(guard.clone());
+            request.extensions_mut().insert(closer.clone());
+            router.clone().call(request)
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%remote, "HTTP connection: {e}");
                 }
             }
-        });
+            () = closing.0.notified() => {}
+            () = stopped(&mut stop) => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        }
     }
+}
+
+/// A listening socket that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address}: {source}")]
+pub struct BindError {
+    /// The address and port.
+    pub address: SocketAddr,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// Listens on `port` at each of `addresses` (OME's `<Server><IP>`). An IPv6 address is
+/// IPv6-only when an IPv4 address is listed too (OME's `<IP>*</IP><IP>::</IP>`); alone, `::`
+/// takes IPv4 as well, as the system's default (`net.ipv6.bindv6only`) has it.
+pub fn bind(addresses: &[IpAddr], port: u16) -> Result<Vec<TcpListener>, BindError> {
+    let with_ipv4 = addresses.iter().any(IpAddr::is_ipv4);
+    addresses
+        .iter()
+        .map(|&ip| {
+            let address = SocketAddr::new(ip, port);
+            let listen = || -> std::io::Result<TcpListener> {
+                let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+                if ip.is_ipv6() && with_ipv4 {
+                    socket.set_only_v6(true)?;
+                }
+                socket.set_reuse_address(true)?;
+                socket.set_nonblocking(true)?;
+                socket.bind(&address.into())?;
+                socket.listen(1024)?;
+                TcpListener::from_std(socket.into())
+            };
+            listen().map_err(|source| BindError { address, source })
+        })
+        .collect()
 }
 
 /// Resolves once `stop` is true (or its sender is gone).

@@ -38,6 +38,18 @@ impl Signal {
         Ok(Self { ws, close_code: None })
     }
 
+    /// Connects to a `wss://` `url` with `user_agent`, trusting the roots of `tls` (e.g. a test
+    /// CA) instead of the system's.
+    pub async fn connect_tls(url: &str, user_agent: &str, tls: std::sync::Arc<rustls::ClientConfig>) -> anyhow::Result<Self> {
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert("User-Agent", user_agent.parse()?);
+        let connector = tokio_tungstenite::Connector::Rustls(tls);
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
+            .await
+            .with_context(|| format!("connecting {url}"))?;
+        Ok(Self { ws, close_code: None })
+    }
+
     /// Sends a JSON message.
     pub async fn send(&mut self, message: Value) -> anyhow::Result<()> {
         self.send_text(&message.to_string()).await

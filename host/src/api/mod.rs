@@ -6,6 +6,10 @@
 //! `api_server`): `{"message":"OK","response":...,"statusCode":200}`, errors as
 //! `{"message":"[HTTP] <what> (<code>)","statusCode":<code>}`, keys in alphabetical order, a 404
 //! "Controller not found" for any other path or method; OPTIONS needs no credentials.
+//!
+//! OME's certificate actions too: `POST /v1/vhosts:reloadAllCertificates` and
+//! `POST /v1/vhosts/default:reloadCertificate` read every certificate file again (the API's
+//! included); a certificate that fails keeps the old one and the answer is a 500.
 
 pub mod access;
 pub mod book;
@@ -18,23 +22,25 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 use book::VHOST;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// The API port's router: OME's stats and listing paths, `/v1/version` and `/metrics`.
-pub fn router(state: Arc<HostState>) -> Router {
+/// The API port's router: OME's stats and listing paths, `/v1/version`, `/metrics` and the
+/// certificate reloads.
+pub fn router(state: Arc<HostState>, certificates: crate::tls::Certificates) -> Router {
     Router::new()
+        .route("/v1/vhosts:reloadAllCertificates", post(reload_all_certificates))
         .route("/v1/version", get(version))
         .route("/v1/stats/current", get(server_stats))
         .route("/v1/stats/current/vhosts/{vhost}", get(vhost_stats))
         .route("/v1/stats/current/vhosts/{vhost}/apps/{app}", get(app_stats))
         .route("/v1/stats/current/vhosts/{vhost}/apps/{app}/streams/{stream}", get(stream_stats))
         .route("/v1/vhosts", get(vhosts))
-        .route("/v1/vhosts/{vhost}", get(vhost))
+        .route("/v1/vhosts/{vhost}", get(vhost).post(vhost_action))
         .route("/v1/vhosts/{vhost}/apps", get(apps))
         .route("/v1/vhosts/{vhost}/apps/{app}", get(app))
         .route("/v1/vhosts/{vhost}/apps/{app}/streams", get(streams))
@@ -43,6 +49,7 @@ pub fn router(state: Arc<HostState>) -> Router {
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Controller not found") })
         .method_not_allowed_fallback(|| async { error(StatusCode::NOT_FOUND, "Controller not found") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(Extension(certificates))
         .with_state(state)
 }
 
@@ -190,6 +197,24 @@ fn codec_name(codec: crate::config::VideoCodec) -> &'static str {
     match codec {
         crate::config::VideoCodec::Vp8 => "VP8",
         crate::config::VideoCodec::H264 => "H264",
+    }
+}
+
+/// OME's `POST /v1/vhosts:reloadAllCertificates`: 200, or 500 when a certificate failed to load
+/// (it keeps the old one; the log says why).
+async fn reload_all_certificates(Extension(certificates): Extension<crate::tls::Certificates>) -> Response {
+    match certificates.reload_all() {
+        Ok(()) => envelope(StatusCode::OK, json!({"message": "OK", "statusCode": 200})),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Failed to reload certificate: {e}")),
+    }
+}
+
+/// OME's `POST /v1/vhosts/{vhost}:reloadCertificate`, the one action on a virtual host.
+async fn vhost_action(Path(target): Path<String>, certificates: Extension<crate::tls::Certificates>) -> Response {
+    match target.split_once(':') {
+        Some((VHOST, "reloadCertificate")) => reload_all_certificates(certificates).await,
+        Some((vhost, "reloadCertificate")) => NotFound::Vhost(vhost.into()).into_response(),
+        _ => error(StatusCode::NOT_FOUND, "Controller not found"),
     }
 }
 
