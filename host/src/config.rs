@@ -101,39 +101,36 @@ pub struct ApiConfig {
     pub tls: Option<TlsFiles>,
 }
 
-/// One `<IceCandidate>`: `ADDRESS:PORT[-PORT][/udp]`, with `*` for every interface (as in OME)
-/// and port `0` for any free port.
-/// A certificate's PEM files (OME's `<TLS>`), relative paths taken from the config file's folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// `<CertPath>`: the certificate, and after it any intermediates (Let's Encrypt's `fullchain.pem`).
-    pub cert: PathBuf,
-    /// `<KeyPath>`: its private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// `<ChainCertPath>`: intermediates kept in a file of their own (Let's Encrypt's `chain.pem`
-    /// beside `cert.pem`).
-    pub chain: Option<PathBuf>,
-    /// Where the `<TLS>` element starts in the config file, for errors about the files.
-    pub offset: usize,
-}
-
+/// One `<IceCandidate>`: `ADDRESS:PORT[-PORT][/udp|/tcp]`, with `*` for every interface (as in
+/// OME) and port `0` for any free port. `/udp` when the transport is left out; `/tcp` is ICE over
+/// TCP (RFC 6544 passive candidates, as OME since v0.21) for viewers whose network blocks UDP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IceCandidate {
     /// `None` for `*`: every non-loopback interface address.
     pub address: Option<IpAddr>,
-    /// The UDP ports to use, one per peer connection socket.
+    /// The ports to use: on UDP one socket each, on TCP one listener each.
     pub ports: RangeInclusive<u16>,
+    /// Its transport.
+    pub transport: IceTransport,
+}
+
+/// The transport of an `<IceCandidate>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IceTransport {
+    Udp,
+    Tcp,
 }
 
 impl std::str::FromStr for IceCandidate {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let expected = "expected ADDRESS:PORT[-PORT][/udp], e.g. *:10000-10004/udp";
+        let expected = "expected ADDRESS:PORT[-PORT][/udp|/tcp], e.g. *:10000-10004/udp";
         let s = s.trim();
-        let s = match s.rsplit_once('/') {
-            Some((rest, proto)) if proto.eq_ignore_ascii_case("udp") => rest,
-            Some((_, proto)) => return Err(format!("transport {proto:?} is not supported (only udp); {expected}")),
-            None => s,
+        let (s, transport) = match s.rsplit_once('/') {
+            Some((rest, proto)) if proto.eq_ignore_ascii_case("udp") => (rest, IceTransport::Udp),
+            Some((rest, proto)) if proto.eq_ignore_ascii_case("tcp") => (rest, IceTransport::Tcp),
+            Some((_, proto)) => return Err(format!("transport {proto:?} is not supported (udp or tcp); {expected}")),
+            None => (s, IceTransport::Udp),
         };
         let (addr, ports) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} has no port; {expected}"))?;
         let address = match addr.trim_matches(['[', ']']) {
@@ -148,7 +145,7 @@ impl std::str::FromStr for IceCandidate {
         if ports.is_empty() || (*ports.start() == 0 && *ports.end() != 0) {
             return Err(format!("port range {}-{} is empty or starts at 0 (0 alone means any free port); {expected}", ports.start(), ports.end()));
         }
-        Ok(Self { address, ports })
+        Ok(Self { address, ports, transport })
     }
 }
 
@@ -158,7 +155,11 @@ impl fmt::Display for IceCandidate {
             Some(a) => write!(f, "{a}")?,
             None => f.write_str("*")?,
         }
-        write!(f, ":{}-{}/udp", self.ports.start(), self.ports.end())
+        let transport = match self.transport {
+            IceTransport::Udp => "udp",
+            IceTransport::Tcp => "tcp",
+        };
+        write!(f, ":{}-{}/{transport}", self.ports.start(), self.ports.end())
     }
 }
 
@@ -1172,9 +1173,9 @@ mod tests {
         assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
         assert!(err.message.contains("Port"), "{err}");
 
-        let err = parse("<Server>\n<Bind><Publishers><WebRTC><IceCandidates>\n<IceCandidate>*:10000-10004/tcp</IceCandidate>\n</IceCandidates></WebRTC></Publishers></Bind></Server>").unwrap_err();
+        let err = parse("<Server>\n<Bind><Publishers><WebRTC><IceCandidates>\n<IceCandidate>*:10000-10004/sctp</IceCandidate>\n</IceCandidates></WebRTC></Publishers></Bind></Server>").unwrap_err();
         assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
-        assert!(err.message.contains("only udp"), "{err}");
+        assert!(err.message.contains("udp or tcp"), "{err}");
     }
 
     #[test]
@@ -1280,5 +1281,10 @@ mod tests {
         assert_eq!("127.0.0.1:0/udp".parse::<IceCandidate>().unwrap().ports, 0..=0);
         assert!("*:5-4".parse::<IceCandidate>().is_err());
         assert!("nohost".parse::<IceCandidate>().is_err());
+        assert_eq!(c.transport, IceTransport::Udp);
+        assert_eq!("*:10000".parse::<IceCandidate>().unwrap().transport, IceTransport::Udp, "udp when left out");
+        let tcp: IceCandidate = "*:10005/TCP".parse().unwrap();
+        assert_eq!((tcp.address, tcp.ports.clone(), tcp.transport), (None, 10005..=10005, IceTransport::Tcp));
+        assert_eq!(tcp.to_string(), "*:10005-10005/tcp");
     }
 }

@@ -118,8 +118,10 @@ pub struct NewConn<'a> {
     pub video_codec: plumbing::VideoCodec,
     /// Whether the stream has audio.
     pub has_audio: bool,
-    /// The candidates to offer: the addresses this connection is reachable at.
+    /// The candidates to offer: the UDP addresses this connection is reachable at.
     pub candidates: &'a [SocketAddr],
+    /// And its TCP addresses (passive candidates, [`super::tcp`]).
+    pub tcp_candidates: &'a [SocketAddr],
     /// The session's event inbox.
     pub events: mpsc::UnboundedSender<EdgeEvent>,
     /// Bytes sent to this viewer.
@@ -174,7 +176,7 @@ impl ViewerConn {
         let ice = IceLite::new(now);
         let video = Track::new(VIDEO_PT, 90_000, true);
         let audio = new.has_audio.then(|| Track::new(AUDIO_PT, 48_000, false));
-        let candidates = sdp::candidates(new.candidates);
+        let candidates = sdp::viewer_candidates(new.candidates, new.tcp_candidates);
         let sdp = sdp::offer(&OfferParams {
             stream_id: new.stream_id,
             video_codec: new.video_codec,
@@ -606,6 +608,7 @@ mod tests {
             video_codec: plumbing::VideoCodec::Vp8,
             has_audio: true,
             candidates: &addrs,
+            tcp_candidates: &[],
             events: mpsc::unbounded_channel().0,
             egress_bytes: Default::default(),
             identity: &identity,

@@ -100,6 +100,12 @@ fn binding_request_username(datagram: &[u8]) -> Option<Option<&[u8]>> {
     Some(None)
 }
 
+/// The local ufrag a connectivity check names (a binding request with USERNAME): how the first
+/// frame of an ICE-TCP stream finds its connection ([`super::tcp`]).
+pub fn check_ufrag(datagram: &[u8]) -> Option<&str> {
+    local_ufrag(binding_request_username(datagram)??)
+}
+
 /// The routing table of one set of shared sockets: ufrags and learned addresses to connections.
 #[derive(Debug)]
 pub struct Demux<K> {
@@ -153,6 +159,11 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         self.by_addr.insert(addr, conn);
         known.push(addr);
         true
+    }
+
+    /// The connection a connectivity check names, if any: a TCP stream's first frame must be one.
+    pub fn route_check(&self, datagram: &[u8]) -> Option<K> {
+        self.by_ufrag.get(check_ufrag(datagram)?).copied()
     }
 
     /// Where a datagram from `from` goes, or why it is dropped.
@@ -270,6 +281,21 @@ mod tests {
         success[..2].copy_from_slice(&[0x01, 0x01]);
         assert_eq!(d.route(&success, addr(5)), Ok(Route::Conn(1)), "other STUN goes by address");
         assert_eq!(d.route(&success, addr(9)), Err(Dropped::UnknownAddress));
+    }
+
+    #[test]
+    fn a_tcp_streams_first_frame_finds_its_connection_only_by_a_check_naming_it() {
+        let mut d = Demux::new(4);
+        d.add("abcd", 1);
+        d.learn(1, addr(5), &mut vec![]);
+        assert_eq!(check_ufrag(&binding_request("abcd:x")), Some("abcd"));
+        assert_eq!(d.route_check(&binding_request("abcd:x")), Some(1));
+        assert_eq!(d.route_check(&binding_request("zzzz:x")), None);
+        assert_eq!(d.route_check(&[22u8; 40]), None, "DTLS names no connection, whoever sends it");
+        let mut plain = vec![0x00, 0x01, 0x00, 0x00];
+        plain.extend_from_slice(&STUN_MAGIC_COOKIE);
+        plain.extend_from_slice(&[7; 12]);
+        assert_eq!(d.route_check(&plain), None, "nor does a check without USERNAME");
     }
 
     #[test]

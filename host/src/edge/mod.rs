@@ -18,6 +18,10 @@
 //! also means a player cannot make it send checks anywhere; trickled remote candidates are not
 //! needed and are ignored.
 //!
+//! Viewers whose network blocks UDP reach the edge over TCP ([`tcp`], RFC 6544 with RFC 4571
+//! framing, [`framing`]): each `/tcp` candidate's port is offered as a passive TCP candidate, and a
+//! stream, routed by its first check's ufrag, carries its connection's packets like a path.
+//!
 //! Every edge port is also a STUN server ([`stun_server`]): a Binding request without credentials
 //! is answered with the address it came from, so that players relaying to each other can learn
 //! their public address from the host. Viewers' offers name it (`p2p_ice_servers`).
@@ -28,12 +32,14 @@
 pub mod batch;
 pub mod conn;
 pub mod demux;
+pub mod framing;
 pub mod ice_lite;
 pub mod ingest;
 pub mod link;
 pub mod net;
 pub mod sdp;
 pub mod stun_server;
+pub mod tcp;
 pub mod track;
 pub mod worker;
 
@@ -55,6 +61,28 @@ pub enum EdgeEvent {
     /// The player closed the connection (DTLS close_notify): its session goes on as long as its
     /// signalling does (a player closes its edge connection when it moves to a peer, or stops).
     ClosedByPlayer,
+}
+
+/// Which transports a viewer's offer names: both unless its signalling URL asks otherwise with
+/// OME's `?transport=tcp` or `?transport=udp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transports {
+    pub udp: bool,
+    pub tcp: bool,
+}
+
+impl Transports {
+    /// Both transports.
+    pub const BOTH: Self = Self { udp: true, tcp: true };
+
+    /// What `query` asks for.
+    pub fn from_query(query: &ome_signalling::query::Query) -> Self {
+        match query.get(ome_signalling::query::TRANSPORT) {
+            Some(t) if t.eq_ignore_ascii_case("tcp") => Self { udp: false, tcp: true },
+            Some(t) if t.eq_ignore_ascii_case("udp") => Self { udp: true, tcp: false },
+            _ => Self::BOTH,
+        }
+    }
 }
 
 /// The offer to send to the player.
@@ -103,6 +131,7 @@ impl Edge {
     /// `sendmmsg` batches and fewer wake-ups per packet.
     pub fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let per_candidate = net::bind_all(&config.ice_candidates, &config.public_addresses)?;
+        let tcp_ports = tcp::bind_all(&config.ice_candidates, &config.public_addresses)?;
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
         let count = per_candidate.iter().map(Vec::len).filter(|n| *n > 0).min().unwrap_or(0).min(cores);
         anyhow::ensure!(count > 0, "no ICE candidate port to bind: configure <IceCandidate>");
@@ -115,15 +144,25 @@ impl Edge {
         }
         let counters = Arc::new(EdgeCounters::default());
         let identity = Arc::new(conn::EdgeIdentity::generate()?);
-        let workers = sockets
-            .into_iter()
-            .map(|sockets| {
-                let (commands, rx) = mpsc::channel(worker::COMMAND_QUEUE);
-                let load = Arc::new(AtomicUsize::new(0));
-                tokio::spawn(Worker::new(sockets, metrics.clone(), counters.clone(), load.clone(), identity.clone()).run(rx));
-                WorkerHandle { commands, load }
-            })
-            .collect();
+        // Each TCP candidate's ports, each port's announced addresses: what a worker offers.
+        let tcp_candidates: Vec<Vec<Vec<std::net::SocketAddr>>> =
+            tcp_ports.iter().map(|ports| ports.iter().map(|p| p.announced.clone()).collect()).collect();
+        let routes = Arc::new(tcp::Routes::default());
+        let (mut tcp_inboxes, mut workers) = (Vec::new(), Vec::new());
+        for (index, sockets) in sockets.into_iter().enumerate() {
+            let (commands, rx) = mpsc::channel(worker::COMMAND_QUEUE);
+            let (tcp_inbox, tcp_rx) = mpsc::channel(worker::TCP_EVENT_QUEUE);
+            let load = Arc::new(AtomicUsize::new(0));
+            let tcp = worker::TcpSide { index, routes: routes.clone(), candidates: tcp_candidates.clone(), events: tcp_rx };
+            tokio::spawn(Worker::new(sockets, tcp, metrics.clone(), counters.clone(), load.clone(), identity.clone()).run(rx));
+            tcp_inboxes.push(tcp_inbox);
+            workers.push(WorkerHandle { commands, load });
+        }
+        let shared = Arc::new(tcp::Shared { routes, admission: Arc::default(), workers: tcp_inboxes, next_id: Default::default(), metrics });
+        for port in tcp_ports.into_iter().flatten() {
+            tracing::info!(bound = %port.bound, announced = ?port.announced, "edge TCP port");
+            tokio::spawn(tcp::accept(port, shared.clone()));
+        }
         Ok(Self { workers, counters })
     }
 
@@ -132,11 +171,12 @@ impl Edge {
         &self,
         hub: Arc<StreamHub>,
         egress_bytes: Arc<AtomicU64>,
+        transports: Transports,
     ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, EdgeOffer), EdgeError> {
         let worker = self.workers.iter().min_by_key(|w| w.load.load(Ordering::Relaxed)).ok_or(EdgeError::Gone)?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
-        let command = Command::Offer { hub, events: events_tx, egress_bytes, reply };
+        let command = Command::Offer { hub, events: events_tx, egress_bytes, transports, reply };
         worker.commands.send(command).await.map_err(|_| EdgeError::Gone)?;
         let (key, offer) = answer.await.map_err(|_| EdgeError::Gone)??;
         Ok((EdgeConnection { worker: worker.commands.clone(), key }, events, offer))

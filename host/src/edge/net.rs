@@ -68,7 +68,7 @@ pub fn interface_addresses(ipv6: bool) -> io::Result<Vec<IpAddr>> {
 pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Result<Vec<Vec<EdgeSocket>>> {
     let mut per_candidate = Vec::new();
     let mut seen = HashSet::new();
-    for (index, c) in candidates.iter().enumerate() {
+    for (index, c) in candidates.iter().enumerate().filter(|(_, c)| c.transport == crate::config::IceTransport::Udp) {
         let ip = c.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let local_ips = if !public.is_empty() {
             public.to_vec()

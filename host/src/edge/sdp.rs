@@ -120,6 +120,24 @@ pub fn candidates(addrs: &[SocketAddr]) -> Vec<String> {
     addrs.iter().enumerate().map(|(i, addr)| plumbing::host_candidate(i as u32 + 1, *addr)).collect()
 }
 
+/// RFC 6544's direction preference of a passive host candidate (section 4.2): a host candidate's
+/// local preference is `2^13 * direction + other`.
+const TCP_PASSIVE_DIRECTION: u32 = 4;
+
+/// The candidate lines of the viewer's UDP addresses `udp` then its TCP ones `tcp` (RFC 6544
+/// passive: the player connects). A TCP candidate's priority is below every UDP one's (its local
+/// preference at most 2^15 + 2^13, theirs near 2^16), so a player uses TCP only when UDP fails.
+pub fn viewer_candidates(udp: &[SocketAddr], tcp: &[SocketAddr]) -> Vec<String> {
+    let mut lines = candidates(udp);
+    for (i, addr) in tcp.iter().enumerate() {
+        let foundation = (udp.len() + i) as u32 + 1;
+        let local_preference = (TCP_PASSIVE_DIRECTION << 13) | (8191 - foundation.min(8191));
+        let priority = (126u32 << 24) | (local_preference << 8) | 255;
+        lines.push(format!("candidate:{foundation} 1 tcp {priority} {} {} typ host tcptype passive", addr.ip(), addr.port()));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +169,19 @@ mod tests {
         let video_only = offer(&params(&candidates, None));
         assert_eq!(plumbing::sdp_sections(&video_only).count(), 1);
         assert!(video_only.contains("a=group:BUNDLE 0\r\n"));
+    }
+
+    #[test]
+    fn tcp_candidates_are_passive_and_below_every_udp_one() {
+        let lines = viewer_candidates(&["10.0.0.1:10000".parse().unwrap(), "10.0.0.2:10001".parse().unwrap()], &["10.0.0.1:10005".parse().unwrap()]);
+        assert_eq!(lines.len(), 3);
+        assert!(lines[2].starts_with("candidate:3 1 tcp ") && lines[2].ends_with(" 10.0.0.1 10005 typ host tcptype passive"), "{}", lines[2]);
+        let priority = |l: &str| l.split_whitespace().nth(3).unwrap().parse::<u32>().unwrap();
+        assert!(priority(&lines[2]) < priority(&lines[1]) && priority(&lines[1]) < priority(&lines[0]));
+        for line in &lines {
+            let parsed: rtc::ice::candidate::Candidate = rtc::ice::candidate::unmarshal_candidate(line).expect(line);
+            assert_eq!(parsed.priority(), priority(line), "{line}");
+        }
     }
 
     #[test]

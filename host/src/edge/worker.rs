@@ -12,7 +12,8 @@ use super::batch::{Outbox, Sent};
 use super::demux::{Demux, Dropped, Route};
 use super::net::{EdgeSocket, Received, MAX_DATAGRAM, RECV_BATCH};
 use super::stun_server::StunServer;
-use super::{EdgeCounters, EdgeEvent};
+use super::tcp::{Routes, StreamId, TcpEvent};
+use super::{EdgeCounters, EdgeEvent, Transports};
 use crate::media::{MediaPacket, StreamHub};
 use crate::metrics::Metrics;
 use std::cmp::Reverse;
@@ -33,6 +34,11 @@ const MEDIA_QUEUE: usize = 1024;
 const READ_BATCHES_PER_TURN: usize = 8;
 /// Commands queued for a worker.
 pub const COMMAND_QUEUE: usize = 256;
+/// Events of TCP streams queued for a worker before their tasks wait (and stop reading).
+pub const TCP_EVENT_QUEUE: usize = 1024;
+/// TCP streams one connection may hold: a browser opens one per TCP pair it checks (one per
+/// address family and interface); more is a peer filling the table.
+const TCP_STREAMS_PER_CONN: usize = 4;
 
 /// What a session asks of the worker that holds its connection.
 pub enum Command {
@@ -41,6 +47,7 @@ pub enum Command {
         hub: Arc<StreamHub>,
         events: mpsc::UnboundedSender<EdgeEvent>,
         egress_bytes: Arc<AtomicU64>,
+        transports: Transports,
         reply: oneshot::Sender<anyhow::Result<(ConnKey, Offer)>>,
     },
     /// Apply the player's answer.
@@ -82,6 +89,57 @@ struct StreamSlot {
 struct Entry {
     link: Link,
     socket: usize,
+    /// The TCP streams it holds.
+    tcp_streams: Vec<StreamId>,
+}
+
+/// A worker's part in ICE over TCP ([`super::tcp`]).
+pub struct TcpSide {
+    /// The worker's index, as [`Routes`] names it.
+    pub index: usize,
+    /// Where each viewer connection's ufrag is, for new streams' first checks.
+    pub routes: Arc<Routes>,
+    /// Each TCP candidate's ports, each port's announced addresses.
+    pub candidates: Vec<Vec<Vec<SocketAddr>>>,
+    /// Its streams' events.
+    pub events: mpsc::Receiver<TcpEvent>,
+}
+
+/// A TCP stream that belongs to a connection: its packets go down it, framed by its task.
+struct TcpPath {
+    key: ConnKey,
+    local: SocketAddr,
+    remote: SocketAddr,
+    outgoing: mpsc::Sender<bytes::BytesMut>,
+}
+
+/// The worker's TCP streams, by id and by address pair (a connection's path names the pair). A
+/// pair names one stream: TCP's four-tuple is unique, and a UDP path never has one of the edge's
+/// TCP streams' local addresses with the same remote address.
+#[derive(Default)]
+struct TcpPaths {
+    streams: HashMap<StreamId, TcpPath>,
+    by_pair: HashMap<(SocketAddr, SocketAddr), StreamId>,
+}
+
+impl TcpPaths {
+    fn open(&mut self, id: StreamId, path: TcpPath) {
+        self.by_pair.insert((path.local, path.remote), id);
+        self.streams.insert(id, path);
+    }
+
+    /// Forgets stream `id` (its task ends once the sender is dropped); the connection it was for.
+    fn close(&mut self, id: StreamId) -> Option<ConnKey> {
+        let path = self.streams.remove(&id)?;
+        if self.by_pair.get(&(path.local, path.remote)) == Some(&id) {
+            self.by_pair.remove(&(path.local, path.remote));
+        }
+        Some(path.key)
+    }
+
+    fn on_pair(&self, local: SocketAddr, remote: SocketAddr) -> Option<&TcpPath> {
+        self.streams.get(self.by_pair.get(&(local, remote))?)
+    }
 }
 
 /// Where a datagram leaves from.
@@ -201,6 +259,9 @@ struct Io {
     metrics: Arc<Metrics>,
     /// Datagrams sent and system calls made so far (reported now and then).
     sent: Sent,
+    tcp: TcpPaths,
+    /// Frames dropped this turn because their stream's queue was full.
+    tcp_dropped: i64,
 }
 
 impl Io {
@@ -208,6 +269,15 @@ impl Io {
     /// (STUN: nothing else is sent to an address that was not checked).
     fn flush(&mut self, key: ConnKey, entry: &mut Entry) {
         while let Some((source, to, data)) = entry.link.poll_transmit() {
+            if let Source::Local(local) = source {
+                if let Some(path) = self.tcp.on_pair(local, to) {
+                    // A full queue is a full TCP window: the packet is lost, as on a full UDP buffer.
+                    if let Err(mpsc::error::TrySendError::Full(_)) = path.outgoing.try_send(data) {
+                        self.tcp_dropped += 1;
+                    }
+                    continue;
+                }
+            }
             let (Source::Local(at) | Source::Announced(at)) = source;
             let socket = self.socket_for(at).unwrap_or(entry.socket);
             if data.first().is_some_and(|b| *b < 4) {
@@ -245,6 +315,9 @@ impl Io {
 
     /// Sends what this turn queued, in batches.
     fn send_all(&mut self) {
+        if self.tcp_dropped > 0 {
+            self.metrics.add("edge_tcp_frames_dropped", std::mem::take(&mut self.tcp_dropped));
+        }
         for (socket, outbox) in self.sockets.iter().zip(&mut self.outboxes) {
             if outbox.is_empty() {
                 continue;
@@ -279,12 +352,15 @@ pub struct Worker {
     /// Datagrams dropped this turn, by reason (indexed by discriminant).
     dropped: [i64; Dropped::ALL.len()],
     buffers: Box<[[u8; MAX_DATAGRAM]; RECV_BATCH]>,
+    /// Its part in ICE over TCP.
+    tcp: TcpSide,
 }
 
 impl Worker {
     /// A worker owning `sockets` (at least one); `load` counts its connections for placement.
     pub fn new(
         sockets: Vec<EdgeSocket>,
+        tcp: TcpSide,
         metrics: Arc<Metrics>,
         counters: Arc<EdgeCounters>,
         load: Arc<AtomicUsize>,
@@ -301,6 +377,8 @@ impl Worker {
                 stun: StunServer::default(),
                 metrics,
                 sent: Sent::default(),
+                tcp: TcpPaths::default(),
+                tcp_dropped: 0,
             },
             conns: HashMap::new(),
             next_key: 1,
@@ -317,6 +395,7 @@ impl Worker {
             plaintext: Plaintext::default(),
             dropped: [0; Dropped::ALL.len()],
             buffers: Box::new([[0; MAX_DATAGRAM]; RECV_BATCH]),
+            tcp,
         }
     }
 
@@ -348,6 +427,7 @@ impl Worker {
                         }
                     }
                 }
+                Some(event) = self.tcp.events.recv() => self.on_tcp(Instant::now(), event),
                 _ = sleep_until(deadline) => self.on_timers(Instant::now()),
             }
             self.io.send_all();
@@ -371,8 +451,8 @@ impl Worker {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Offer { hub, events, egress_bytes, reply } => {
-                let created = self.create(hub, events, egress_bytes);
+            Command::Offer { hub, events, egress_bytes, transports, reply } => {
+                let created = self.create(hub, events, egress_bytes, transports);
                 let key = created.as_ref().ok().map(|(key, _)| *key);
                 if reply.send(created).is_err() {
                     // The session is gone already: nobody will close this connection but us.
@@ -435,15 +515,21 @@ impl Worker {
         hub: Arc<StreamHub>,
         events: mpsc::UnboundedSender<EdgeEvent>,
         egress_bytes: Arc<AtomicU64>,
+        transports: Transports,
     ) -> anyhow::Result<(ConnKey, Offer)> {
         let now = Instant::now();
-        let (socket, candidates) = self.pick_sockets();
+        let (socket, mut candidates) = self.pick_sockets();
+        let mut tcp_candidates = self.pick_tcp_ports();
+        candidates.retain(|_| transports.udp);
+        tcp_candidates.retain(|_| transports.tcp);
+        anyhow::ensure!(!candidates.is_empty() || !tcp_candidates.is_empty(), "no ICE candidate of the transport the viewer asked for");
         let stream_id = hub.name.replace('/', "-");
         let new = NewConn {
             stream_id: &stream_id,
             video_codec: hub.video_codec,
             has_audio: hub.has_audio,
             candidates: &candidates,
+            tcp_candidates: &tcp_candidates,
             events,
             egress_bytes,
             identity: &self.identity,
@@ -455,7 +541,10 @@ impl Worker {
         anyhow::ensure!(self.io.demux.add(&conn.state.ufrag, key), "ICE ufrag collision");
         let slot = self.subscribe(&hub);
         self.streams.get_mut(&slot).expect("subscribed").viewers.push(key);
-        self.conns.insert(key, Entry { link: Link::Viewer { conn, slot }, socket });
+        if !self.tcp.candidates.is_empty() {
+            self.tcp.routes.insert(&conn.state.ufrag, self.tcp.index);
+        }
+        self.conns.insert(key, Entry { link: Link::Viewer { conn, slot }, socket, tcp_streams: Vec::new() });
         self.load.fetch_add(1, Ordering::Relaxed);
         self.service(now, key, Wants::default());
         Ok((key, offer))
@@ -483,7 +572,7 @@ impl Worker {
         let key = self.next_key;
         self.next_key += 1;
         anyhow::ensure!(self.io.demux.add(&conn.link.state.ufrag, key), "ICE ufrag collision");
-        self.conns.insert(key, Entry { link: Link::Publisher(Box::new(conn), RealLocals::default()), socket });
+        self.conns.insert(key, Entry { link: Link::Publisher(Box::new(conn), RealLocals::default()), socket, tcp_streams: Vec::new() });
         self.load.fetch_add(1, Ordering::Relaxed);
         self.service(now, key, Wants::default());
         Ok((key, sdp, tracks))
@@ -507,6 +596,43 @@ impl Worker {
         (first.unwrap_or(0), candidates)
     }
 
+    /// For a new viewer connection: one port of each TCP candidate, in turn, and the addresses
+    /// they are announced at.
+    fn pick_tcp_ports(&self) -> Vec<SocketAddr> {
+        let turn = self.next_socket;
+        self.tcp.candidates.iter().filter(|ports| !ports.is_empty()).flat_map(|ports| ports[turn % ports.len()].iter().copied()).collect()
+    }
+
+    /// An event of a TCP stream: a new stream goes to the connection its first check names (or
+    /// is closed, by dropping its sender); a frame to its stream's connection.
+    fn on_tcp(&mut self, now: Instant, event: TcpEvent) {
+        let (key, local, remote, data) = match event {
+            TcpEvent::Opened { id, local, remote, first, outgoing } => {
+                let Some(key) = self.io.demux.route_check(&first) else { return };
+                let Some(entry) = self.conns.get_mut(&key) else { return };
+                if entry.link.viewer().is_none() || entry.tcp_streams.len() >= TCP_STREAMS_PER_CONN {
+                    return;
+                }
+                entry.tcp_streams.push(id);
+                self.io.tcp.open(id, TcpPath { key, local, remote, outgoing });
+                (key, local, remote, first)
+            }
+            TcpEvent::Frame { id, data } => {
+                let Some(path) = self.io.tcp.streams.get(&id) else { return };
+                (path.key, path.local, path.remote, data)
+            }
+            TcpEvent::Closed { id } => {
+                if let Some(entry) = self.io.tcp.close(id).and_then(|key| self.conns.get_mut(&key)) {
+                    entry.tcp_streams.retain(|s| *s != id);
+                }
+                return;
+            }
+        };
+        let Some(entry) = self.conns.get_mut(&key) else { return };
+        let wants = entry.link.datagram(now, (local, local), remote, &data, &mut self.plaintext);
+        self.service(now, key, wants);
+    }
+
     /// The slot of `hub` on this worker, starting its feeder on the first viewer. Hubs are told
     /// apart by identity: a stream published again under its name is another hub.
     fn subscribe(&mut self, hub: &Arc<StreamHub>) -> u32 {
@@ -525,8 +651,14 @@ impl Worker {
         let Some(mut entry) = self.conns.remove(&key) else { return };
         entry.link.close(Instant::now());
         self.io.flush(key, &mut entry);
+        for id in entry.tcp_streams.drain(..) {
+            self.io.tcp.close(id);
+        }
         let state = entry.link.state();
         self.io.demux.remove(&state.ufrag, key, &state.addrs);
+        if !self.tcp.candidates.is_empty() {
+            self.tcp.routes.remove(&state.ufrag);
+        }
         self.load.fetch_sub(1, Ordering::Relaxed);
         let Some(slot) = entry.link.slot() else { return };
         if let Some(stream) = self.streams.get_mut(&slot) {

@@ -2,7 +2,7 @@
 //! each moment of its life. Every exit path closes the socket and calls `session_closed` once.
 
 use super::protocol::{self, Incoming, ProtocolError};
-use crate::edge::{EdgeConnection, EdgeEvent};
+use crate::edge::{EdgeConnection, EdgeEvent, Transports};
 use crate::media::{SourceState, StreamHub};
 use crate::config::SignallingLimits;
 use crate::sessions::{OutgoingBudget, SessionCommand, SessionEntry};
@@ -78,6 +78,8 @@ struct Session {
     socket: WebSocket,
     phase: Phase,
     edge: Option<EdgeConnection>,
+    /// The ICE transports its edge offers name (`?transport=`).
+    transports: Transports,
     edge_events: Option<mpsc::UnboundedReceiver<EdgeEvent>>,
     /// When the pending edge offer is withdrawn if the player has not answered it.
     answer_deadline: Option<Instant>,
@@ -159,6 +161,7 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
         socket,
         phase: Phase::Idle,
         edge: None,
+        transports: Transports::from_query(&ome_signalling::query::Query::parse(&request.query)),
         edge_events: None,
         answer_deadline: None,
         ice_deadline: None,
@@ -340,7 +343,7 @@ impl Session {
     /// Sends the player the edge's offer (replacing any earlier edge connection).
     async fn serve_from_edge(&mut self) -> Result<(), Ending> {
         self.drop_edge();
-        let created = self.state.edge.offer(self.hub.clone(), self.egress_bytes.clone()).await;
+        let created = self.state.edge.offer(self.hub.clone(), self.egress_bytes.clone(), self.transports).await;
         let (edge, events, offer) = created.map_err(|e| {
             tracing::error!(session = self.id, "cannot create the edge connection: {e:#}");
             Ending::with_error(ProtocolError { code: 500, message: "cannot create the WebRTC connection".into() })

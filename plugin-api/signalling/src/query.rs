@@ -14,6 +14,9 @@ pub const DIRECTION: &str = "direction";
 pub const TOKEN: &str = "token";
 /// `edge`: an edge pulling the stream names itself with it.
 pub const EDGE: &str = "edge";
+/// `transport`: the ICE transports a viewer's offer names, as OvenMediaEngine reads it: `tcp`
+/// for TCP candidates only, `udp` for UDP only, anything else (or none) for both.
+pub const TRANSPORT: &str = "transport";
 
 /// Pairs kept from one query; the rest are ignored (an HTTP request line is bounded anyway).
 pub const MAX_PARAMS: usize = 32;
