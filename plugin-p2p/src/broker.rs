@@ -99,14 +99,16 @@ pub fn parse(json: &str) -> Result<Option<P2pMessage>, BrokerError> {
     }))
 }
 
-/// `request_offer_p2p`: asks host `host` to offer to new client `client`.
-pub fn request_offer_p2p(host: SessionId, client: SessionId) -> String {
-    json!({"command": "request_offer_p2p", "id": host, "peer_id": client}).to_string()
+/// `request_offer_p2p`: asks host `host` to offer to new client `client`; `ice_servers` for its
+/// relay connection (this project's `p2p_ice_servers`, which OvenPlayer ignores).
+pub fn request_offer_p2p(host: SessionId, client: SessionId, ice_servers: &Value) -> String {
+    json!({"command": "request_offer_p2p", "id": host, "peer_id": client, "p2p_ice_servers": ice_servers}).to_string()
 }
 
-/// The host's offer, relayed to its client.
-pub fn relayed_offer(client: SessionId, host: SessionId, sdp: &Value, candidates: Option<&Value>) -> String {
-    let mut m = json!({"command": "offer", "id": client, "peer_id": host, "sdp": sdp});
+/// The host's offer, relayed to its client, with `ice_servers` for its receiving connection
+/// (`p2p_ice_servers`: also what tells a player this server takes its link reports).
+pub fn relayed_offer(client: SessionId, host: SessionId, sdp: &Value, candidates: Option<&Value>, ice_servers: &Value) -> String {
+    let mut m = json!({"command": "offer", "id": client, "peer_id": host, "sdp": sdp, "p2p_ice_servers": ice_servers});
     if let Some(c) = candidates {
         m["candidates"] = c.clone();
     }

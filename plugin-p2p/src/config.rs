@@ -48,6 +48,12 @@
 //!                                                or mDNS candidates is given up after this -->
 //!   <ConfirmTimeoutMs>10000</ConfirmTimeoutMs> <!-- a reporting client not connected by then
 //!                                                plays from the edge -->
+//!   <IceServers>                            <!-- for the players' P2P connections, named to them
+//!     <IceServer>                                in p2p_ice_servers; none: the host's own STUN -->
+//!       <Url>stun:stun.example.com:3478</Url>
+//!       <UserName>user</UserName><Credential>secret</Credential>  <!-- TURN only -->
+//!     </IceServer>
+//!   </IceServers>
 //!   <Exclude>app</Exclude>                  <!-- no P2P for an application ... -->
 //!   <Exclude>app/stream</Exclude>           <!-- ... or for one stream; repeatable -->
 //! </P2P>
@@ -109,10 +115,70 @@ pub struct P2pConfig {
     /// plays from the edge).
     #[serde(default = "P2pConfig::default_reach_wait")]
     pub reach_wait_ms: u64,
+    /// STUN and TURN servers for the players' P2P connections, named to them in `p2p_ice_servers`
+    /// (relayed offers, `request_offer_p2p`); none: players use the host's own STUN, which its
+    /// edge offers name.
+    #[serde(default)]
+    pub ice_servers: IceServers,
     /// A client whose player reports its P2P link (`p2p_link_state`) and has not reported it
     /// connected this long after its answer plays from the edge, in ms.
     #[serde(default = "P2pConfig::default_confirm_timeout")]
     pub confirm_timeout_ms: u64,
+}
+
+/// `<IceServers>`: OME's form, `<IceServer><Url>stun:...</Url><UserName/><Credential/></IceServer>`
+/// (repeatable; `<Urls><Url>` accepted too).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct IceServers {
+    /// The servers.
+    #[serde(default)]
+    pub ice_server: Vec<IceServer>,
+}
+
+/// One STUN or TURN server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct IceServer {
+    /// `stun:HOST:PORT`, `turn:HOST:PORT?transport=udp`, ...
+    #[serde(default)]
+    pub url: Vec<String>,
+    /// OME's `<Urls><Url>` form.
+    #[serde(default)]
+    pub urls: Option<IceServerUrls>,
+    /// TURN's user name.
+    #[serde(default)]
+    pub user_name: Option<String>,
+    /// TURN's credential.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// `<Urls>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct IceServerUrls {
+    /// The URLs.
+    #[serde(default)]
+    pub url: Vec<String>,
+}
+
+impl IceServers {
+    /// The servers as players' `RTCIceServer`s: `[{"urls": [...], "username"?, "credential"?}]`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let server = |s: &IceServer| {
+            let urls: Vec<&String> = s.url.iter().chain(s.urls.iter().flat_map(|u| &u.url)).collect();
+            let mut v = serde_json::json!({ "urls": urls });
+            if let Some(user) = &s.user_name {
+                v["username"] = user.as_str().into();
+            }
+            if let Some(credential) = &s.credential {
+                v["credential"] = credential.as_str().into();
+            }
+            v
+        };
+        self.ice_server.iter().map(server).collect()
+    }
 }
 
 /// A named network: viewers whose address is in any of its blocks are near each other.
@@ -284,6 +350,12 @@ mod tests {
         assert!(!c.applies_to("a", "x"));
         assert!(!c.applies_to("b", "s"));
         assert!(c.applies_to("b", "t"));
+        let c = P2pConfig::parse("<P2P><IceServers><IceServer><Url>stun:a:1</Url></IceServer><IceServer><Urls><Url>turn:b:2</Url></Urls><UserName>u</UserName><Credential>p</Credential></IceServer></IceServers></P2P>").unwrap();
+        assert_eq!(
+            c.ice_servers.to_json(),
+            serde_json::json!([{"urls": ["stun:a:1"]}, {"urls": ["turn:b:2"], "username": "u", "credential": "p"}])
+        );
+        assert_eq!(P2pConfig::default().ice_servers.to_json(), serde_json::json!([]));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::reach::Reach;
 use crate::fallback::{Deadline, Deadlines, OfferDeadline};
 use crate::locality::{Locator, Site};
 use crate::matching::{HostPool, PoolKey};
+use crate::pair_end::{ClientGets, HostTold, PairEnd};
 use crate::reparent::{Movable, MAX_MOVES_PER_VIEWER};
 use plugin_api::{Delivery, MessageVerdict, OfferDecision, SessionId, SessionKind};
 use ome_signalling::query::{self, Query};
@@ -269,6 +270,8 @@ pub struct P2pCore {
     deadlines: Deadlines,
     offer_deadline: OfferDeadline,
     failed: FailedLinks,
+    /// `<IceServers>` as players read them.
+    ice_servers: serde_json::Value,
     /// The latest `now` an event brought, for what runs inside an event without its time.
     clock: u64,
     outputs: Vec<Output>,
@@ -282,6 +285,7 @@ impl P2pCore {
         let offer_deadline = OfferDeadline::new(config.offer_timeout_min_ms, config.offer_timeout_ms, config.offer_timeout_p99_multiple);
         Self {
             locator: config.locator(),
+            ice_servers: config.ice_servers.to_json(),
             config,
             classifier: Classifier::default(),
             peers: HashMap::new(),
@@ -524,7 +528,7 @@ impl P2pCore {
                     self.link_failed(now, host, client, counts::FALLBACK_UNREACHABLE, "the host's offer shows only LAN or mDNS candidates, and the client is on another network");
                     return MessageVerdict::Handled;
                 }
-                self.out(Output::Send(client, broker::relayed_offer(client, host, &sdp, candidates.as_ref())));
+                self.out(Output::Send(client, broker::relayed_offer(client, host, &sdp, candidates.as_ref(), &self.ice_servers)));
                 self.log(format!("{client}: host {host}'s offer delivered"));
                 if stage == Stage::AwaitingOffer {
                     self.measure_offer(now, client);
@@ -583,9 +587,9 @@ impl P2pCore {
     pub fn timer_fired(&mut self, now: u64, token: u64) {
         self.clock = self.clock.max(now);
         match self.deadlines.take(token) {
-            Some(Deadline::HostOffer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingOffer) => self.offer_missed(host, client),
-            Some(Deadline::ClientAnswer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingAnswer) => self.answer_missed(host, client),
-            Some(Deadline::MoveRequest { host, client }) if self.is_pair(token, host, client, Stage::Moving) => self.move_ignored(host, client),
+            Some(Deadline::HostOffer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingOffer) => self.end_pair(host, client, PairEnd::OfferMissed),
+            Some(Deadline::ClientAnswer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingAnswer) => self.end_pair(host, client, PairEnd::AnswerMissed),
+            Some(Deadline::MoveRequest { host, client }) if self.is_pair(token, host, client, Stage::Moving) => self.end_pair(host, client, PairEnd::MoveIgnored),
             Some(Deadline::Reach { host, client }) if self.peers.get(&client).is_some_and(|p| p.reach_deadline == token) => self.reach_wait_over(now, host, client),
             Some(Deadline::Confirm { host, client }) if self.awaits_confirmation(token, host, client) => {
                 self.link_failed(now, host, client, counts::FALLBACK_NOT_CONFIRMED, "its player did not report the link connected in time");
@@ -703,8 +707,9 @@ impl P2pCore {
     /// else `stop`, after which it asks again and the edge serves it); the host is told `stop`;
     /// the two addresses are not paired again for a while. The host is not blamed otherwise.
     fn link_failed(&mut self, now: u64, host: SessionId, client: SessionId, reason: &'static str, why: &str) {
-        let Some(Role::Client { stage, .. }) = self.role(client).cloned() else { return };
-        self.out(Output::Count(reason, 1));
+        if !matches!(self.role(client), Some(&Role::Client { host: h, .. }) if h == host) {
+            return;
+        }
         self.log(format!("{client} ({}): link with host {host} ({}) given up: {why}; the edge serves it", self.address(client), self.address(host)));
         // A host that showed only LAN candidates explains the failure: the client is not suspect.
         let host_at_fault = self.peers.get(&host).is_some_and(|p| p.relay_reach == Reach::LocalOnly);
@@ -713,20 +718,46 @@ impl P2pCore {
         }
         let barred = self.peers.get(&client).and_then(|p| p.ip).is_some_and(|ci| self.failed.failures_of(now, ci) >= MAX_CLIENT_FAILURES);
         let peer = self.peers.get_mut(&client).expect("a pair's client is known");
-        peer.role = Role::Viewer;
         peer.reports_links = false;
         peer.receives_lan_only |= barred;
+        self.end_pair(host, client, PairEnd::LinkFailed(reason));
+    }
 
-        if stage != Stage::AwaitingOffer {
+    /// Ends the pair of `host` and `client` for `end`, doing what [`PairEnd::aftermath`] says for
+    /// how far it had got. The one way a pair ends.
+    fn end_pair(&mut self, host: SessionId, client: SessionId, end: PairEnd) {
+        let Some(&Role::Client { host: h, stage }) = self.role(client) else { return };
+        if h != host {
+            return;
+        }
+        let after = end.aftermath(stage);
+        self.touch(&[client]);
+        if let Some(count) = after.count {
+            self.out(Output::Count(count, 1));
+        }
+        if end == PairEnd::OfferMissed {
+            self.retire(host);
+        }
+        let peer = self.peers.get_mut(&client).expect("a pair's client is known");
+        peer.role = Role::Viewer;
+        peer.unmovable |= after.unmovable;
+        if after.ends_client_life {
             peer.end_client_life(&mut self.pool);
         }
-        self.remove_client(host, client);
-        if stage == Stage::AwaitingOffer {
-            self.out(Output::ServeFromEdge(client));
-        } else {
-            self.out(Output::Send(client, broker::stop(client, host)));
+        if after.host_told == HostTold::Before {
+            self.out(Output::Send(host, broker::stop(host, client)));
         }
-        self.out(Output::Send(host, broker::stop(host, client)));
+        if after.frees_slot {
+            self.remove_client(host, client);
+        }
+        match after.client_gets {
+            ClientGets::Nothing => {}
+            ClientGets::EdgeOffer => self.out(Output::ServeFromEdge(client)),
+            ClientGets::Stop => self.out(Output::Send(client, broker::stop(client, host))),
+        }
+        if after.host_told == HostTold::After {
+            self.out(Output::Send(host, broker::stop(host, client)));
+        }
     }
 
     /// `ids`' deliveries may have changed: checked (and reported if so) when outputs are drained.
@@ -774,7 +805,7 @@ impl P2pCore {
             peer.host_asked_at = Some(now);
             peer.edge_since = None;
         }
-        self.out(Output::Send(host, broker::request_offer_p2p(host, client)));
+        self.out(Output::Send(host, broker::request_offer_p2p(host, client, &self.ice_servers)));
         self.arm_pair_deadline(client, Deadline::HostOffer { host, client }, self.offer_deadline.current_ms());
     }
 
@@ -831,50 +862,25 @@ impl P2pCore {
     /// fall back to the edge. `id` becomes a plain viewer.
     fn release(&mut self, id: SessionId) {
         self.touch(&[id]);
-        let Some(peer) = self.peers.get_mut(&id) else { return };
-        match std::mem::replace(&mut peer.role, Role::Viewer) {
-            Role::Viewer => {}
-            Role::Client { host, stage } => {
-                if stage != Stage::Moving {
-                    peer.end_client_life(&mut self.pool);
-                    self.out(Output::Send(host, broker::stop(host, id)));
-                }
-                self.remove_client(host, id);
-            }
-            Role::Host { clients } => {
+        match self.role(id).cloned() {
+            None | Some(Role::Viewer) => {}
+            Some(Role::Client { host, .. }) => self.end_pair(host, id, PairEnd::ClientLeft),
+            Some(Role::Host { clients }) => {
+                self.peers.get_mut(&id).expect("it has a role").role = Role::Viewer;
                 self.pool.remove(id);
                 self.out(Output::Count(counts::HOST_PEERS, -1));
                 self.out(Output::Count(counts::CLIENTS, -(clients.len() as i64)));
                 for client in clients {
-                    self.orphaned(client, id);
+                    self.end_pair(id, client, PairEnd::HostLeft);
                 }
             }
         }
     }
 
-    /// `client`'s host `host` is gone. A viewer being moved is already asking again (it is matched
-    /// anew); one still waiting for an offer gets the edge's at once; neither was a client yet.
-    /// One that had the host's offer is told `stop`, asks again, and the edge serves it.
-    fn orphaned(&mut self, client: SessionId, host: SessionId) {
-        self.touch(&[client]);
-        let Some(peer) = self.peers.get_mut(&client) else { return };
-        let Role::Client { stage, .. } = std::mem::replace(&mut peer.role, Role::Viewer) else { return };
-        if matches!(stage, Stage::AwaitingAnswer | Stage::Answered | Stage::Confirmed) {
-            peer.end_client_life(&mut self.pool);
-        }
-        self.out(Output::Count(counts::FALLBACK_HOST_LEFT, 1));
-        match stage {
-            Stage::Moving => {}
-            Stage::AwaitingOffer => self.out(Output::ServeFromEdge(client)),
-            Stage::AwaitingAnswer | Stage::Answered | Stage::Confirmed => self.out(Output::Send(client, broker::stop(client, host))),
-        }
-    }
-
     /// `host` did not offer in time: it is never asked again on this socket (OvenPlayer >= 0.10.39
-    /// never offers); its client did nothing wrong and gets the edge's offer at once.
-    fn offer_missed(&mut self, host: SessionId, client: SessionId) {
+    /// never offers), and the viewers moving to it are matched anew when they ask.
+    fn retire(&mut self, host: SessionId) {
         self.touch(&[host]);
-        self.out(Output::Count(counts::FALLBACK_OFFER_DEADLINE, 1));
         if let Some(peer) = self.peers.get_mut(&host) {
             if !peer.retired {
                 let was_dependant = peer.dependant();
@@ -886,45 +892,11 @@ impl P2pCore {
                 self.out(Output::Count(counts::HOSTS_RETIRED, 1));
             }
         }
-        self.drop_moving_clients(host);
-        self.peers.get_mut(&client).expect("checked by the caller").role = Role::Viewer;
-        self.remove_client(host, client);
-        self.out(Output::ServeFromEdge(client));
-        self.out(Output::Send(host, broker::stop(host, client)));
-    }
-
-    /// Ends `host`'s pairs with viewers still moving to it: they were told to leave the edge and
-    /// will ask again, and are matched anew (never to a host that was just given up on).
-    fn drop_moving_clients(&mut self, host: SessionId) {
         let Some(Peer { role: Role::Host { clients }, .. }) = self.peers.get(&host) else { return };
         let moving: Vec<SessionId> = clients.iter().copied().filter(|&c| matches!(self.role(c), Some(Role::Client { stage: Stage::Moving, .. }))).collect();
         for client in moving {
-            self.peers.get_mut(&client).expect("a listed client is known").role = Role::Viewer;
-            self.remove_client(host, client);
+            self.end_pair(host, client, PairEnd::HostGivenUp);
         }
-    }
-
-    /// `client` did not answer its host's offer in time: the edge serves it from now on; the host
-    /// is not blamed and its slot is free again.
-    fn answer_missed(&mut self, host: SessionId, client: SessionId) {
-        self.out(Output::Count(counts::FALLBACK_ANSWER_DEADLINE, 1));
-        let peer = self.peers.get_mut(&client).expect("checked by the caller");
-        peer.role = Role::Viewer;
-        peer.unmovable = true;
-        peer.end_client_life(&mut self.pool);
-        self.remove_client(host, client);
-        self.out(Output::ServeFromEdge(client));
-        self.out(Output::Send(host, broker::stop(host, client)));
-    }
-
-    /// `client` was told to move and did not ask again: it stays on the edge, is never moved
-    /// again, and the slot kept for it is free.
-    fn move_ignored(&mut self, host: SessionId, client: SessionId) {
-        self.out(Output::Count(counts::MOVES_IGNORED, 1));
-        let peer = self.peers.get_mut(&client).expect("checked by the caller");
-        peer.role = Role::Viewer;
-        peer.unmovable = true;
-        self.remove_client(host, client);
     }
 
     /// If `id` may be moved: once it has played from the edge for `MoveAfterMs` it joins the

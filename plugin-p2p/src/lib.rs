@@ -21,6 +21,7 @@ pub mod core;
 pub mod fallback;
 pub mod locality;
 pub mod matching;
+pub mod pair_end;
 pub mod reach;
 pub mod reparent;
 

@@ -1091,7 +1091,7 @@ impl Harness {
         let field = |name: &str| v.get(name).cloned().unwrap_or(Value::Null);
         let want = match v["command"].as_str() {
             Some("offer_p2p") => {
-                let mut m = json!({"command": "offer", "id": to, "peer_id": from, "sdp": field("sdp")});
+                let mut m = json!({"command": "offer", "id": to, "peer_id": from, "sdp": field("sdp"), "p2p_ice_servers": []});
                 if let Some(c) = v.get("candidates").filter(|c| !c.is_null()) {
                     m["candidates"] = c.clone();
                 }

@@ -194,7 +194,7 @@ fn report(cli: &Cli, s: &Summary, wall: std::time::Duration) {
         s.hook_time.as_secs_f64() * 1e6 / s.hook_calls as f64,
     );
     println!(
-        "without a picture (joining, moved, host gone): median {:.2} s, p99 {:.2} s, max {:.2} s",
+        "without a picture (joining, host gone; moves apart): median {:.2} s, p99 {:.2} s, max {:.2} s",
         s.unfed_ms.0 as f64 / 1000.0,
         s.unfed_ms.1 as f64 / 1000.0,
         s.unfed_ms.2 as f64 / 1000.0
