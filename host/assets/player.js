@@ -263,7 +263,7 @@ export class P2PPlayer {
       case 'ping': this.#send({ command: 'pong' }); break;
       case 'offer': this.#accept(message); break;
       case 'candidate': if (this.#main?.peer === peer) this.#main.addCandidates(candidates); break;
-      case 'request_offer_p2p': this.#relayTo(message.id, peer); break;
+      case 'request_offer_p2p': this.#learn(message); this.#relayTo(message.id, peer); break;
       case 'answer_p2p': this.#answered(peer, message.sdp); break;
       case 'candidate_p2p': this.#relays.get(peer)?.addCandidates(candidates); break;
       case 'stop': this.#stopped(peer); break;
@@ -317,9 +317,15 @@ export class P2PPlayer {
     this.#send({ command: 'answer', id: offer.id, peer_id: link.peer, sdp: { type: answer.type, sdp: answer.sdp }, ...(reporting && { link_reports: true }) });
   }
 
-  /** The server announces link reports and its STUN with `p2p_ice_servers` (any offer may carry it). */
-  #learn(offer) {
-    if (Array.isArray(offer.p2p_ice_servers)) this.#announcedIce = offer.p2p_ice_servers;
+  /**
+   * The server announces link reports and its STUN with `p2p_ice_servers` (any offer, and
+   * `request_offer_p2p`, may carry it). An empty list keeps what was announced before: the
+   * plugin sends `[]` when the operator named no servers of its own, meaning "the edge's".
+   */
+  #learn(message) {
+    const servers = message.p2p_ice_servers;
+    if (!Array.isArray(servers)) return;
+    if (servers.length > 0 || this.#announcedIce === null) this.#announcedIce = servers;
   }
 
   #reportsLinks() {
