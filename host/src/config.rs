@@ -101,6 +101,20 @@ pub struct ApiConfig {
     pub tls: Option<TlsFiles>,
 }
 
+/// A certificate's PEM files (OME's `<TLS>`), relative paths taken from the config file's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `<CertPath>`: the certificate, and after it any intermediates (Let's Encrypt's `fullchain.pem`).
+    pub cert: PathBuf,
+    /// `<KeyPath>`: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// `<ChainCertPath>`: intermediates kept in a file of their own (Let's Encrypt's `chain.pem`
+    /// beside `cert.pem`).
+    pub chain: Option<PathBuf>,
+    /// Where the `<TLS>` element starts in the config file, for errors about the files.
+    pub offset: usize,
+}
+
 /// One `<IceCandidate>`: `ADDRESS:PORT[-PORT][/udp|/tcp]`, with `*` for every interface (as in
 /// OME) and port `0` for any free port. `/udp` when the transport is left out; `/tcp` is ICE over
 /// TCP (RFC 6544 passive candidates, as OME since v0.21) for viewers whose network blocks UDP.
