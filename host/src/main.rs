@@ -3,6 +3,7 @@
 
 mod api;
 mod config;
+mod deadline;
 mod edge;
 mod effects;
 mod media;

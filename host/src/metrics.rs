@@ -1,5 +1,7 @@
-//! The host's metrics: named event counts (the host's and its plugins'), plugin hook latency, and
-//! the Prometheus text of `/metrics`, built at each scrape from these and the live state.
+//! The host's metrics: its own counts (typed: one field of [`HostCounts`] each, so a misspelt
+//! count does not compile), its plugins' named counts, plugin hook latency; `/metrics` builds the
+//! Prometheus text from these and the live state at each scrape (`api::prometheus`), `/stats`
+//! shows the same counts under the same names.
 //!
 //! Cardinality stays low: labels are the application, the stream, and a reason, delivery or hook
 //! from a fixed set; never a session. A plugin names its own metrics (`Host::count`), in
@@ -15,6 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,9 +27,142 @@ pub const MAX_PLUGIN_SERIES: usize = 256;
 /// Labels of a hook-latency series.
 type HookLabels = [(&'static str, &'static str); 2];
 
-/// A set of named integer metrics, and the plugin hooks' latency.
+/// A count of the host's that only grows.
+#[derive(Debug, Default)]
+pub struct Count(AtomicU64);
+
+impl Count {
+    /// One more.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// `n` more.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One of [`HostCounts`], as `/stats` and `/metrics` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountValue {
+    /// The field's name: the key in `/stats`, the family in `/metrics` (with `_total`).
+    pub name: &'static str,
+    /// Its documentation: the family's help.
+    pub help: &'static str,
+    pub value: u64,
+    /// `/metrics` shows it as a family of its own name; else [`crate::api::prometheus`] shows it
+    /// in a family of its own making (with labels, or under another name).
+    pub own_family: bool,
+}
+
+/// Defines [`HostCounts`]: each field's doc is its help; `: labelled` marks one that `/metrics`
+/// shows inside another family.
+macro_rules! host_counts {
+    ($($(#[doc = $doc:expr])+ $name:ident $(: $labelled:ident)?,)*) => {
+        /// The host's own counts: one field per thing counted, so a misspelt one does not compile.
+        /// `/stats` shows each under its field's name, `/metrics` as a counter family.
+        #[derive(Debug, Default)]
+        pub struct HostCounts {
+            $($(#[doc = $doc])+ pub $name: Count,)*
+        }
+
+        impl HostCounts {
+            /// Every count, in the order they are defined.
+            pub fn all(&self) -> Vec<CountValue> {
+                vec![$(CountValue {
+                    name: stringify!($name),
+                    help: concat!($($doc),+).trim_ascii(),
+                    value: self.$name.get(),
+                    own_family: stringify!($($labelled)?).is_empty(),
+                },)*]
+            }
+        }
+    };
+}
+
+host_counts! {
+    /// Signalling sessions opened.
+    sessions_opened: labelled,
+    /// Signalling sessions closed.
+    sessions_closed: labelled,
+    /// Viewers refused: no such stream here or at an origin.
+    sessions_refused,
+    /// Sessions closed as slow readers (their queued messages over MaxOutgoingBytes).
+    sessions_closed_slow_reader,
+    /// Sessions closed because their socket took a write longer than WriteTimeoutMs.
+    sessions_closed_write_timeout,
+    /// Requests refused for a name that is not one path segment.
+    names_refused,
+    /// Edge offers made to viewers.
+    edge_offers,
+    /// Edge offers withdrawn: no answer in time.
+    edge_offers_unanswered,
+    /// Viewers' edge connections that came up.
+    edge_connections_up,
+    /// Edge connections that failed (ICE or DTLS).
+    edge_ice_failures: labelled,
+    /// Edge connections that did not come up in time.
+    edge_ice_timeouts: labelled,
+    /// Edge WebRTC connections the player closed (DTLS close_notify) while its session went on.
+    edge_connections_closed_by_player,
+    /// Video packets the edge sent again for viewers' NACKs.
+    edge_packets_resent,
+    /// Datagrams the edge sent.
+    edge_datagrams_sent,
+    /// Send calls the edge made (a call sends a batch).
+    edge_send_calls,
+    /// Datagrams the edge failed to send.
+    edge_datagrams_send_failed,
+    /// Datagrams dropped: a STUN username naming no connection.
+    edge_datagrams_dropped_unknown_ufrag,
+    /// Datagrams dropped: from an address no connection answered.
+    edge_datagrams_dropped_unknown_address,
+    /// Datagrams dropped: not STUN, DTLS or RTP/RTCP.
+    edge_datagrams_dropped_not_webrtc,
+    /// Viewers started from the stream's keyframe cache.
+    edge_keyframe_cache_joins,
+    /// Frames dropped for a viewer over ICE-TCP whose write queue was full.
+    edge_tcp_frames_dropped,
+    /// ICE-TCP streams refused (over a cap, no check in time, a bad frame).
+    edge_tcp_streams_refused,
+    /// Keyframe requests sent to a stream's source.
+    ingest_keyframe_requests,
+    /// WebRTC publishers that started.
+    publishers_started,
+    /// Publishers refused: MaxPublishers, or their address's share, reached.
+    publishers_refused_over_cap,
+    /// Pulls refused: the pull cap, or the starting address's share, reached.
+    pulls_refused_over_cap,
+    /// TCP connections closed at once, over a connection cap.
+    connections_refused_over_cap: labelled,
+    /// Connections from a trusted proxy whose PROXY header was refused or late.
+    proxy_headers_refused,
+    /// TLS handshakes that failed or did not finish in time.
+    tls_handshakes_failed,
+    /// Live-tree watchers dropped for not reading within the write deadline.
+    p2p_watchers_dropped_not_reading,
+    /// Live-tree watchers dropped to make room for a new one.
+    p2p_watchers_dropped_for_room,
+    /// Plugin messages dropped: a session's bound of queued plugin messages reached.
+    plugin_messages_dropped_over_bound,
+    /// Plugin hooks that failed (a panic, contained).
+    plugin_failures,
+    /// Plugin counts dropped: a malformed name, or past the series bound.
+    plugin_metrics_refused,
+}
+
+/// The host's counts, plugin panics by plugin, the plugins' own series, and the hooks' latency.
 pub struct Metrics {
-    values: Mutex<BTreeMap<String, i64>>,
+    /// The host's counts.
+    pub counts: HostCounts,
+    /// Panicked hooks by plugin.
+    panics: Mutex<BTreeMap<&'static str, u64>>,
     /// Each plugin's series: name as the plugin gave it -> value.
     plugin: Mutex<BTreeMap<&'static str, BTreeMap<String, i64>>>,
     hook_seconds: Family<HookLabels, Histogram, fn() -> Histogram>,
@@ -38,25 +174,20 @@ impl Default for Metrics {
             // 1 us .. 16 ms, x4: a hook is a few microseconds; a slow one shows.
             Histogram::new(exponential_buckets(1e-6, 4.0, 8))
         }
-        Self { values: Mutex::default(), plugin: Mutex::default(), hook_seconds: Family::new_with_constructor(buckets) }
+        Self { counts: HostCounts::default(), panics: Mutex::default(), plugin: Mutex::default(), hook_seconds: Family::new_with_constructor(buckets) }
     }
 }
 
 impl Metrics {
-    /// Adds `delta` to the host's `name` (created at 0).
-    pub fn add(&self, name: &str, delta: i64) {
-        let mut values = self.values.lock().expect("metrics lock");
-        match values.get_mut(name) {
-            Some(v) => *v += delta,
-            None => {
-                values.insert(name.to_string(), delta);
-            }
-        }
+    /// A hook of `plugin` panicked.
+    pub fn plugin_panicked(&self, plugin: &'static str) {
+        self.counts.plugin_failures.inc();
+        *self.panics.lock().expect("metrics lock").entry(plugin).or_default() += 1;
     }
 
-    /// The host's value of `name` (0 if never counted).
-    pub fn get(&self, name: &str) -> i64 {
-        self.values.lock().expect("metrics lock").get(name).copied().unwrap_or(0)
+    /// Hooks of `plugin` that panicked.
+    pub fn plugin_panics(&self, plugin: &str) -> u64 {
+        self.panics.lock().expect("metrics lock").get(plugin).copied().unwrap_or(0)
     }
 
     /// Adds `delta` to `plugin`'s metric `name` (see the module's documentation for the rules).
@@ -72,7 +203,7 @@ impl Metrics {
             plugins.entry(plugin).or_default().insert(name, delta);
         } else {
             drop(plugins);
-            self.add("plugin_metrics_refused", 1);
+            self.counts.plugin_metrics_refused.inc();
         }
     }
 
@@ -83,7 +214,10 @@ impl Metrics {
 
     /// A copy of every metric, the plugins' as `plugin.name` (for `/stats`).
     pub fn snapshot(&self) -> BTreeMap<String, i64> {
-        let mut all = self.values.lock().expect("metrics lock").clone();
+        let mut all: BTreeMap<String, i64> = self.counts.all().into_iter().map(|c| (c.name.to_string(), c.value as i64)).collect();
+        for (plugin, n) in self.panics.lock().expect("metrics lock").iter() {
+            all.insert(format!("plugin_panics.{plugin}"), *n as i64);
+        }
         for (plugin, series) in self.plugin.lock().expect("metrics lock").iter() {
             for (name, v) in series {
                 all.insert(format!("{plugin}.{name}"), *v);
@@ -202,7 +336,7 @@ mod tests {
             metrics.add_plugin_count("p", format!(r#"n_total{{i="{i}"}}"#), 1);
         }
         metrics.add_plugin_count("p", "bad name".into(), 1);
-        assert_eq!(metrics.get("plugin_metrics_refused"), 4);
+        assert_eq!(metrics.counts.plugin_metrics_refused.get(), 4);
         assert_eq!(metrics.plugin_families()[0].series.len(), MAX_PLUGIN_SERIES);
     }
 }

@@ -84,7 +84,7 @@ impl HostServices for Context {
     fn queue(&self, call: HostCall) {
         let call = match call {
             HostCall::Send(id, json) if !self.pending.reserve(id, json.len()) => {
-                self.metrics.add("plugin_messages_dropped_over_bound", 1);
+                self.metrics.counts.plugin_messages_dropped_over_bound.inc();
                 HostCall::Close(id, 500, "too many messages queued for this session".into())
             }
             call => call,
@@ -208,8 +208,7 @@ impl PluginSet {
             Err(failure) => {
                 slot.disabled.store(true, Ordering::Release);
                 tracing::error!("{failure}; plugin disabled, sessions are served from the edge");
-                self.metrics.add("plugin_failures", 1);
-                self.metrics.add(&format!("plugin_panics.{}", slot.name), 1);
+                self.metrics.plugin_panicked(slot.name);
                 let _ = self.actions.send(PluginAction::Disabled);
                 None
             }

@@ -158,7 +158,7 @@ impl Publication {
     pub fn claim(state: &Arc<HostState>, name: &StreamName, whip_key: Option<String>, client: IpAddr) -> Result<Self, PublishError> {
         let limits = &state.config.limits;
         let (id, stop) = state.publishers.admit(&name.to_string(), whip_key, client, (limits.max_publishers, limits.max_publishers_per_address)).inspect_err(|_| {
-            state.metrics.add("publishers_refused_over_cap", 1);
+            state.metrics.counts.publishers_refused_over_cap.inc();
         })?;
         match state.streams.claim(name.app(), name.stream(), id) {
             Ok(Claimed::Free) => {}
@@ -179,7 +179,7 @@ impl Publication {
         let hub = self.state.streams.activate(&self.name, self.id, tracks.video, tracks.audio).ok_or_else(|| PublishError::Taken(format!("{} was taken over", self.name)))?;
         edge.publish_to(&hub).await.map_err(|_| PublishError::Edge)?;
         tracing::info!(stream = %self.name, publisher = self.id, video = ?tracks.video, audio = tracks.audio, "publishing");
-        self.state.metrics.add("publishers_started", 1);
+        self.state.metrics.counts.publishers_started.inc();
         Ok(hub)
     }
 }

@@ -109,7 +109,7 @@ pub async fn hub(state: &Arc<HostState>, name: &StreamName, client: IpAddr) -> O
                 let (tx, rx) = watch::channel(false);
                 if let Err(refused) = running.start(&origin, Pull { name: key.clone(), started: rx.clone() }, client) {
                     tracing::warn!(stream = %key, %client, ?refused, "not pulled: {} pulls, {MAX_PULLS_PER_ADDRESS} per address at most", running.by_origin.len());
-                    state.metrics.add("pulls_refused_over_cap", 1);
+                    state.metrics.counts.pulls_refused_over_cap.inc();
                     return None;
                 }
                 let pull = PullTask { state: state.clone(), name: key.clone(), origin, client, urls };

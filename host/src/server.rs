@@ -159,7 +159,7 @@ pub async fn serve(
         };
         // Counted from here: a proxy's connection too, under the proxy's address, while its header is read.
         let Some(guard) = counts.admit(peer.ip(), &limits) else {
-            metrics.add("connections_refused_over_cap", 1);
+            metrics.counts.connections_refused_over_cap.inc();
             continue;
         };
         let connection = Connection { router: router.clone(), tls: tls.clone(), limits: limits.clone(), metrics: metrics.clone(), stop: stop.clone() };
@@ -190,16 +190,16 @@ impl Connection {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => {
                 tracing::debug!(proxy = %guard.address, "{e}");
-                return self.metrics.add("proxy_headers_refused", 1);
+                return self.metrics.counts.proxy_headers_refused.inc();
             }
-            Err(_) => return self.metrics.add("proxy_headers_refused", 1),
+            Err(_) => return self.metrics.counts.proxy_headers_refused.inc(),
         };
         let Some(client) = client else {
             return self.serve(stream, crate::proxy_protocol::NO_CLIENT, guard);
         };
         match guard.move_to(client.ip(), &self.limits) {
             Some(guard) => self.serve(stream, client, guard),
-            None => self.metrics.add("connections_refused_over_cap", 1),
+            None => self.metrics.counts.connections_refused_over_cap.inc(),
         }
     }
 
@@ -213,9 +213,9 @@ impl Connection {
                 Ok(Ok(stream)) => self.http(stream, remote, guard).await,
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, "TLS handshake: {e}");
-                    self.metrics.add("tls_handshakes_failed", 1);
+                    self.metrics.counts.tls_handshakes_failed.inc();
                 }
-                Err(_) => self.metrics.add("tls_handshakes_failed", 1),
+                Err(_) => self.metrics.counts.tls_handshakes_failed.inc(),
             }
         });
     }

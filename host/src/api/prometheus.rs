@@ -71,32 +71,35 @@ fn per_stream(state: &HostState) -> Vec<Series> {
     vec![viewers, sessions, edges, relaying, slots, egress, peer, offload, opened, closed, ingest, packets, lost]
 }
 
-/// Families of the whole host.
+/// Families of the whole host: every one of the host's counts, some in families with labels.
 fn host_wide(state: &HostState) -> Vec<Series> {
     let m = &state.metrics;
+    let c = &m.counts;
     let mut ice = Series::new("edge_ice_failures", "Edge WebRTC connections that failed (ICE or DTLS) or did not come up in time", Counter);
-    ice.push(labels(&[("reason", "failed")]), m.get("edge_ice_failures") as f64);
-    ice.push(labels(&[("reason", "timeout")]), m.get("edge_ice_timeouts") as f64);
-    let mut unanswered = Series::new("edge_offers_unanswered", "Edge offers withdrawn: no answer in time", Counter);
-    unanswered.push(vec![], m.get("edge_offers_unanswered") as f64);
+    ice.push(labels(&[("reason", "failed")]), c.edge_ice_failures.get() as f64);
+    ice.push(labels(&[("reason", "timeout")]), c.edge_ice_timeouts.get() as f64);
     let mut panics = Series::new("plugin_panics", "Plugin hooks that panicked (the plugin is then disabled)", Counter);
     for name in state.plugins.names() {
-        panics.push(labels(&[("plugin", name)]), m.get(&format!("plugin_panics.{name}")) as f64);
+        panics.push(labels(&[("plugin", name)]), m.plugin_panics(name) as f64);
     }
     let mut refused = Series::new("connections_refused", "TCP connections closed at once, over a connection cap", Counter);
-    refused.push(vec![], m.get("connections_refused_over_cap") as f64);
-    let mut plugin_refused = Series::new("plugin_metrics_refused", "Plugin counts dropped: a malformed name, or past the series bound", Counter);
-    plugin_refused.push(vec![], m.get("plugin_metrics_refused") as f64);
-    let mut lagged = Series::new("edge_lagged", "Times the edge fell behind a stream (its viewers resumed at the next keyframe)", Counter);
-    lagged.push(vec![], state.edge.counters.lagged.load(Ordering::Relaxed) as f64);
-    let mut closed_by_player = Series::new("edge_connections_closed_by_player", "Edge WebRTC connections the player closed (DTLS close_notify) while its session went on", Counter);
-    closed_by_player.push(vec![], m.get("edge_connections_closed_by_player") as f64);
-    let mut resent = Series::new("edge_packets_resent", "Video packets the edge sent again for viewers' NACKs", Counter);
-    resent.push(vec![], m.get("edge_packets_resent") as f64);
+    refused.push(vec![], c.connections_refused_over_cap.get() as f64);
+    let mut families = vec![ice, panics, refused];
+    for count in c.all().into_iter().filter(|count| count.own_family) {
+        let mut family = Series::new(count.name, count.help, Counter);
+        family.push(vec![], count.value as f64);
+        families.push(family);
+    }
     let counters = &state.edge.counters;
-    let mut stun_answered = Series::new("stun_binding_answered", "Plain STUN Binding requests the edge ports answered", Counter);
-    stun_answered.push(vec![], counters.stun_binding_answered.load(Ordering::Relaxed) as f64);
-    let mut stun_dropped = Series::new("stun_binding_dropped", "Plain STUN Binding requests dropped: malformed, not understood, or over their source's rate", Counter);
-    stun_dropped.push(vec![], counters.stun_binding_dropped.load(Ordering::Relaxed) as f64);
-    vec![ice, unanswered, panics, refused, plugin_refused, lagged, closed_by_player, resent, stun_answered, stun_dropped]
+    let edge: [(&str, &str, u64); 3] = [
+        ("edge_lagged", "Times the edge fell behind a stream (its viewers resumed at the next keyframe)", counters.lagged.load(Ordering::Relaxed)),
+        ("stun_binding_answered", "Plain STUN Binding requests the edge ports answered", counters.stun_binding_answered.load(Ordering::Relaxed)),
+        ("stun_binding_dropped", "Plain STUN Binding requests dropped: malformed, not understood, or over their source's rate", counters.stun_binding_dropped.load(Ordering::Relaxed)),
+    ];
+    for (name, help, value) in edge {
+        let mut family = Series::new(name, help, Counter);
+        family.push(vec![], value as f64);
+        families.push(family);
+    }
+    families
 }

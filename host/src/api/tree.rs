@@ -66,7 +66,7 @@ impl TreeFeed {
     /// Drops (and closes) the pages past their write deadline.
     fn drop_stale(&self, metrics: &crate::metrics::Metrics) {
         let stale = self.watchers().stale(Instant::now());
-        metrics.add("p2p_watchers_dropped_not_reading", stale.len() as i64);
+        metrics.counts.p2p_watchers_dropped_not_reading.add(stale.len() as u64);
         stale.iter().for_each(|w| w.closer.close());
     }
 }
@@ -187,7 +187,7 @@ pub async fn events(
     let closer = closer.map(|Extension(c)| c).unwrap_or_default();
     let (id, displaced) = state.tree.watchers().admit(remote.ip(), closer, Instant::now());
     if let Some(displaced) = displaced {
-        state.metrics.add("p2p_watchers_dropped_for_room", 1);
+        state.metrics.counts.p2p_watchers_dropped_for_room.inc();
         displaced.closer.close();
     }
     let updates = state.tree.snapshot.subscribe();

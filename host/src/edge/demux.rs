@@ -29,12 +29,12 @@ impl Dropped {
     /// Every reason, in the order of their discriminants (the index of a per-reason count).
     pub const ALL: [Dropped; 3] = [Self::UnknownUfrag, Self::UnknownAddress, Self::NotWebRtc];
 
-    /// The metric name counting this reason.
-    pub fn metric(self) -> &'static str {
+    /// The host's count of this reason.
+    pub fn count(self, counts: &crate::metrics::HostCounts) -> &crate::metrics::Count {
         match self {
-            Self::UnknownUfrag => "edge_datagrams_dropped_unknown_ufrag",
-            Self::UnknownAddress => "edge_datagrams_dropped_unknown_address",
-            Self::NotWebRtc => "edge_datagrams_dropped_not_webrtc",
+            Self::UnknownUfrag => &counts.edge_datagrams_dropped_unknown_ufrag,
+            Self::UnknownAddress => &counts.edge_datagrams_dropped_unknown_address,
+            Self::NotWebRtc => &counts.edge_datagrams_dropped_not_webrtc,
         }
     }
 }

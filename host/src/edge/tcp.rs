@@ -204,7 +204,7 @@ pub async fn accept(port: TcpPort, shared: Arc<Shared>) {
         tokio::spawn(async move {
             if let Err(refused) = serve(stream, remote, shared.clone()).await {
                 tracing::debug!(%remote, "edge TCP stream refused: {refused}");
-                shared.metrics.add("edge_tcp_streams_refused", 1);
+                shared.metrics.counts.edge_tcp_streams_refused.inc();
             }
         });
     }

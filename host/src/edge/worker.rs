@@ -261,7 +261,7 @@ struct Io {
     sent: Sent,
     tcp: TcpPaths,
     /// Frames dropped this turn because their stream's queue was full.
-    tcp_dropped: i64,
+    tcp_dropped: u64,
 }
 
 impl Io {
@@ -316,7 +316,7 @@ impl Io {
     /// Sends what this turn queued, in batches.
     fn send_all(&mut self) {
         if self.tcp_dropped > 0 {
-            self.metrics.add("edge_tcp_frames_dropped", std::mem::take(&mut self.tcp_dropped));
+            self.metrics.counts.edge_tcp_frames_dropped.add(std::mem::take(&mut self.tcp_dropped));
         }
         for (socket, outbox) in self.sockets.iter().zip(&mut self.outboxes) {
             if outbox.is_empty() {
@@ -326,7 +326,7 @@ impl Io {
             self.sent.datagrams += sent.datagrams;
             self.sent.calls += sent.calls;
             if sent.dropped > 0 {
-                self.metrics.add("edge_datagrams_send_failed", sent.dropped as i64);
+                self.metrics.counts.edge_datagrams_send_failed.add(sent.dropped);
             }
         }
     }
@@ -428,7 +428,7 @@ impl Worker {
                     }
                 }
                 Some(event) = self.tcp.events.recv() => self.on_tcp(Instant::now(), event),
-                _ = sleep_until(deadline) => self.on_timers(Instant::now()),
+                _ = crate::deadline::sleep_until(deadline) => self.on_timers(Instant::now()),
             }
             self.io.send_all();
             self.report_sends();
@@ -444,8 +444,8 @@ impl Worker {
     fn report_sends(&mut self) {
         if self.io.sent.datagrams >= 4096 {
             let Sent { datagrams, calls, .. } = std::mem::take(&mut self.io.sent);
-            self.io.metrics.add("edge_datagrams_sent", datagrams as i64);
-            self.io.metrics.add("edge_send_calls", calls as i64);
+            self.io.metrics.counts.edge_datagrams_sent.add(datagrams);
+            self.io.metrics.counts.edge_send_calls.add(calls);
         }
     }
 
@@ -502,7 +502,7 @@ impl Worker {
                 let now = Instant::now();
                 if let Some(Link::Publisher(conn, _)) = self.conns.get_mut(&key).map(|e| &mut e.link) {
                     if conn.request_keyframe(now) {
-                        self.io.metrics.add("ingest_keyframe_requests", 1);
+                        self.io.metrics.counts.ingest_keyframe_requests.inc();
                     }
                     self.service(now, key, Wants::default());
                 }
@@ -678,7 +678,7 @@ impl Worker {
         for reason in Dropped::ALL {
             let n = std::mem::take(&mut self.dropped[reason as usize]);
             if n > 0 {
-                self.io.metrics.add(reason.metric(), n);
+                reason.count(&self.io.metrics.counts).add(n as u64);
             }
         }
     }
@@ -769,14 +769,14 @@ impl Worker {
             if cache.is_empty() {
                 hub.request_keyframe(now);
             } else {
-                self.io.metrics.add("edge_keyframe_cache_joins", 1);
+                self.io.metrics.counts.edge_keyframe_cache_joins.inc();
             }
             let conn = self.conns.get_mut(&key).and_then(|e| e.link.viewer()).expect("a viewer");
             let sent = conn.start_from(now, cache, &mut self.plaintext);
             self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
         }
         if wants.resent > 0 {
-            self.io.metrics.add("edge_packets_resent", i64::from(wants.resent));
+            self.io.metrics.counts.edge_packets_resent.add(u64::from(wants.resent));
         }
         if let (true, Some(slot)) = (wants.keyframe, slot) {
             self.streams[&slot].hub.request_keyframe(now);
@@ -836,9 +836,3 @@ async fn readable(sockets: &[EdgeSocket]) -> std::io::Result<usize> {
     .await
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}

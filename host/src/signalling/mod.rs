@@ -114,7 +114,7 @@ async fn signalling(
             Ok(name) => name,
             Err(e) => {
                 tracing::info!(%remote, "refused: {e}");
-                state.metrics.add("names_refused", 1);
+                state.metrics.counts.names_refused.inc();
                 return refuse(socket, 400, &format!("not a stream name: {e}")).await;
             }
         };
@@ -123,7 +123,7 @@ async fn signalling(
         }
         let Some(hub) = crate::pull::hub(&state, &name, remote.ip()).await else {
             tracing::info!(%remote, "refused: no stream {name}");
-            state.metrics.add("sessions_refused", 1);
+            state.metrics.counts.sessions_refused.inc();
             return refuse(socket, 404, &format!("no such stream: {name}")).await;
         };
         let request = session::Request {

@@ -85,7 +85,7 @@ async fn serve(socket: &mut WebSocket, state: &Arc<HostState>, name: &StreamName
             () = publication.stop.notified() => {
                 return Err(ProtocolError { code: 409, message: format!("another publisher took {} over", publication.name) });
             }
-            _ = sleep_until(deadline) => {
+            _ = crate::deadline::sleep_until(deadline) => {
                 let what = if answer_deadline.is_some() { "the offer was not answered in time" } else { "the WebRTC connection did not come up in time" };
                 return Err(ProtocolError { code: 408, message: what.into() });
             }
@@ -98,9 +98,3 @@ async fn serve(socket: &mut WebSocket, state: &Arc<HostState>, name: &StreamName
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}

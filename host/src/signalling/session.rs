@@ -150,7 +150,7 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
     });
     let info = info.expect("set by register");
     tracing::info!(session = id, stream = %request.hub.name, remote = %request.remote, ua = %request.user_agent, "session opened");
-    state.metrics.add("sessions_opened", 1);
+    state.metrics.counts.sessions_opened.inc();
     request.hub.counters.session_opened();
     state.plugins.session_opened(&info);
 
@@ -182,7 +182,7 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
     session.drop_edge();
     session.hub.counters.session_closed(ending.reason, session.egress_bytes.load(std::sync::atomic::Ordering::Relaxed));
     state.plugins.session_closed(id, ending.reason);
-    state.metrics.add("sessions_closed", 1);
+    state.metrics.counts.sessions_closed.inc();
     tracing::info!(session = id, reason = ?ending.reason, "session closed");
 }
 
@@ -218,7 +218,7 @@ impl Session {
                 }
                 Some(command) = commands.recv() => {
                     if self.outgoing.overflowed() {
-                        self.state.metrics.add("sessions_closed_slow_reader", 1);
+                        self.state.metrics.counts.sessions_closed_slow_reader.inc();
                         return Ending::failed(CloseReason::Disconnected, 500, "the player reads too slowly");
                     }
                     if let Some(ending) = self.on_command(command).await {
@@ -228,27 +228,27 @@ impl Session {
                 Some(event) = next_edge_event(&mut self.edge_events) => match event {
                     EdgeEvent::Connected => {
                         self.ice_deadline = None;
-                        self.state.metrics.add("edge_connections_up", 1);
+                        self.state.metrics.counts.edge_connections_up.inc();
                         self.state.sessions.set_edge_up(self.id, true);
                         tracing::info!(session = self.id, "edge connection up");
                         self.state.plugins.session_playing(self.id);
                     }
                     EdgeEvent::Failed => {
-                        self.state.metrics.add("edge_ice_failures", 1);
+                        self.state.metrics.counts.edge_ice_failures.inc();
                         return Ending::failed(CloseReason::EdgeFailed, 500, "the WebRTC connection failed");
                     }
                     EdgeEvent::ClosedByPlayer => {
-                        self.state.metrics.add("edge_connections_closed_by_player", 1);
+                        self.state.metrics.counts.edge_connections_closed_by_player.inc();
                         self.state.sessions.set_edge_up(self.id, false);
                         tracing::info!(session = self.id, "the player closed its edge connection");
                     }
                 },
-                _ = sleep_until_opt(answer_deadline) => {
-                    self.state.metrics.add("edge_offers_unanswered", 1);
+                _ = crate::deadline::sleep_until(answer_deadline) => {
+                    self.state.metrics.counts.edge_offers_unanswered.inc();
                     return Ending::failed(CloseReason::EdgeFailed, 408, "the offer was not answered in time");
                 }
-                _ = sleep_until_opt(ice_deadline) => {
-                    self.state.metrics.add("edge_ice_timeouts", 1);
+                _ = crate::deadline::sleep_until(ice_deadline) => {
+                    self.state.metrics.counts.edge_ice_timeouts.inc();
                     return Ending::failed(CloseReason::EdgeFailed, 500, "the WebRTC connection did not come up in time");
                 }
                 _ = ping.tick() => {
@@ -352,7 +352,7 @@ impl Session {
         self.edge_events = Some(events);
         self.answer_deadline = Some(Instant::now() + self.state.config.answer_timeout);
         self.phase = Phase::Edge;
-        self.state.metrics.add("edge_offers", 1);
+        self.state.metrics.counts.edge_offers.inc();
         let message = protocol::viewer_offer(self.id, &offer.sdp, &offer.candidates, &offer.stun_servers);
         self.send(Message::Text(message.into())).await.map_err(|_| Ending::quietly(CloseReason::Disconnected))
     }
@@ -364,7 +364,7 @@ impl Session {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(()),
             Err(_) => {
-                self.state.metrics.add("sessions_closed_write_timeout", 1);
+                self.state.metrics.counts.sessions_closed_write_timeout.inc();
                 Err(())
             }
         }
@@ -401,9 +401,3 @@ async fn next_edge_event(events: &mut Option<mpsc::UnboundedReceiver<EdgeEvent>>
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}

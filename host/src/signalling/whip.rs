@@ -70,7 +70,7 @@ pub async fn post(
     let name = match StreamName::new(&app, &stream) {
         Ok(name) => name,
         Err(e) => {
-            state.metrics.add("names_refused", 1);
+            state.metrics.counts.names_refused.inc();
             return refuse(StatusCode::BAD_REQUEST, &format!("not a stream name: {e}"));
         }
     };
