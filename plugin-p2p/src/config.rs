@@ -44,8 +44,9 @@
 //!     <Name>campus</Name>
 //!     <Network>10.1.0.0/16</Network>        <!-- repeatable; IPv4 or IPv6 CIDR blocks -->
 //!   </Site>
-//!   <ReachWaitMs>1500</ReachWaitMs>         <!-- a cross-network pair whose host shows only LAN
-//!                                                or mDNS candidates is given up after this -->
+//!   <ReachWaitMs>1500</ReachWaitMs>         <!-- a pair across networks is given up this long
+//!                                                after the host's offer unless the host showed a
+//!                                                public candidate (0: never) -->
 //!   <ConfirmTimeoutMs>10000</ConfirmTimeoutMs> <!-- a reporting client not connected by then
 //!                                                plays from the edge -->
 //!   <IceServers>                            <!-- for the players' P2P connections, named to them
@@ -110,9 +111,10 @@ pub struct P2pConfig {
     /// Applications (`app`) or streams (`app/stream`) without P2P.
     #[serde(default)]
     pub exclude: Vec<String>,
-    /// A pair across networks whose host relay has shown only LAN or mDNS candidates is given
-    /// up after this long without a server-reflexive, relayed or public one, in ms (its client
-    /// plays from the edge).
+    /// A pair across networks is given up this long after its host's offer, in ms, unless the
+    /// host has shown a server-reflexive, relayed or public candidate and neither end only LAN or
+    /// mDNS ones (its client then plays from the edge); 0: no such deadline (an offer that
+    /// shows only LAN candidates is still withheld).
     #[serde(default = "P2pConfig::default_reach_wait")]
     pub reach_wait_ms: u64,
     /// STUN and TURN servers for the players' P2P connections, named to them in `p2p_ice_servers`

@@ -210,14 +210,17 @@ impl Peer {
     }
 
     /// Whether it may wait in the movable queue: a client-only viewer playing from the edge,
-    /// relaying to nobody, that can still be moved (a former client only if `former_clients`).
-    fn may_move(&self, former_clients: bool) -> bool {
+    /// relaying to nobody, that can still be moved (a former client only if `former_clients`);
+    /// with `idle_hosts`, also a host peer nobody plays from (under `PairNewViewers` proven, how
+    /// a viewer who could host becomes a client at all).
+    fn may_move(&self, former_clients: bool, idle_hosts: bool) -> bool {
         let relays_to_nobody = match &self.role {
             Role::Viewer => true,
             Role::Host { clients } => clients.is_empty(),
             Role::Client { .. } => false,
         };
-        self.client_only()
+        let idle_host = idle_hosts && self.p2p && self.asked && matches!(self.role, Role::Host { .. });
+        (self.client_only() || idle_host)
             && !self.receives_lan_only
             && (!self.was_client || former_clients)
             && relays_to_nobody
@@ -299,6 +302,12 @@ impl P2pCore {
             outputs: Vec::new(),
             touched: Vec::new(),
         }
+    }
+
+    /// Whether host peers nobody plays from may be moved into other hosts (`PairNewViewers`
+    /// proven: new viewers do not fill their vacancies, so moves must).
+    fn moves_idle_hosts(&self) -> bool {
+        self.config.pair_new_viewers == PairNewViewers::Proven
     }
 
     /// The settings.
@@ -423,9 +432,13 @@ impl P2pCore {
         // Under `proven`, a joining viewer waits on no link that may not form: only a proven host
         // of its own network (a LAN link to a relay that has relayed); across networks a link can
         // still fail on the viewer's own router (a symmetric NAT), so it is moved in later.
-        let proven_only = self.config.pair_new_viewers == PairNewViewers::Proven;
-        let allowed = |h: SessionId| self.may_pair(now, h, id) && (!proven_only || self.same_network(h, id));
-        let host = wanted.then(|| self.pool.pick_where(key, site, capacity, proven_only, allowed)).flatten();
+        // Under `proven`, a joining viewer waits on no link that may fail: only a host of its own
+        // network (behind its public address, or in its <Site>: a LAN link; a /24 only guesses);
+        // across networks a link can still fail on the viewer's own router (a symmetric NAT), so
+        // it is moved in later. Under `any`, OME's rule: any host it may pair with.
+        let local_only = self.config.pair_new_viewers == PairNewViewers::Proven;
+        let allowed = |h: SessionId| self.may_pair(now, h, id) && (!local_only || self.same_network(h, id));
+        let host = wanted.then(|| self.pool.pick_where(key, site, capacity, false, allowed)).flatten();
         let Some(host) = host else {
             self.out(Output::Count(counts::TO_EDGE, 1));
             self.log(format!("{id}: served by the edge ({})", if wanted { "no host it can reach has a free slot" } else { "not a client now" }));
@@ -530,6 +543,10 @@ impl P2pCore {
                 }
                 self.out(Output::Send(client, broker::relayed_offer(client, host, &sdp, candidates.as_ref(), &self.ice_servers)));
                 self.log(format!("{client}: host {host}'s offer delivered"));
+                if !self.same_network(host, client) {
+                    // Across networks the host must show where it can be reached, in time.
+                    self.arm_reach_deadline(host, client);
+                }
                 if stage == Stage::AwaitingOffer {
                     self.measure_offer(now, client);
                     self.set_stage(client, Stage::AwaitingAnswer);
@@ -644,9 +661,10 @@ impl P2pCore {
         peer.relay_reach
     }
 
-    /// Arms the reach deadline of `client`'s pair with `host` (once per pairing).
+    /// Arms the reach deadline of `client`'s pair with `host` (once per pairing; never with
+    /// `ReachWaitMs` 0).
     fn arm_reach_deadline(&mut self, host: SessionId, client: SessionId) {
-        let Some(peer) = self.peers.get(&client) else { return };
+        let Some(peer) = self.peers.get(&client).filter(|_| self.config.reach_wait_ms > 0) else { return };
         if self.deadlines.get(peer.reach_deadline) == Some(&Deadline::Reach { host, client }) {
             return;
         }
@@ -658,9 +676,11 @@ impl P2pCore {
     /// The reach deadline of `client`'s pair with `host` passed: given up unless the host's relay
     /// has shown a public candidate meanwhile.
     fn reach_wait_over(&mut self, now: u64, host: SessionId, client: SessionId) {
-        let paired = matches!(self.role(client), Some(&Role::Client { host: h, stage }) if h == host && !matches!(stage, Stage::Moving | Stage::AwaitingOffer));
-        if paired && !self.link_evidence(host, client) {
-            let why = format!("an end showed only LAN or mDNS candidates for {} ms, and they are on different networks", self.config.reach_wait_ms);
+        let waiting = |stage: Stage| matches!(stage, Stage::AwaitingAnswer | Stage::Answered);
+        let paired = matches!(self.role(client), Some(&Role::Client { host: h, stage }) if h == host && waiting(stage));
+        let host_public = self.peers.get(&host).is_some_and(|p| p.relay_reach == Reach::Public);
+        if paired && !(self.link_evidence(host, client) && host_public) {
+            let why = format!("across networks, the host showed no public candidate, or an end only LAN or mDNS ones, in {} ms", self.config.reach_wait_ms);
             self.link_failed(now, host, client, counts::FALLBACK_UNREACHABLE, &why);
         }
     }
@@ -812,6 +832,7 @@ impl P2pCore {
     /// Makes `client` a client of `host` at `stage`, taking one of its slots.
     fn add_client(&mut self, host: SessionId, client: SessionId, stage: Stage) {
         self.touch(&[host, client]);
+        self.unqueue(host); // it relays now: an idle host waiting to be moved is not idle any more
         let peer = self.peers.get_mut(&host).expect("a pooled host is known");
         let Role::Host { clients } = &mut peer.role else { unreachable!("only hosts are pooled: {host} is {:?}", peer.role) };
         clients.push(client);
@@ -835,10 +856,11 @@ impl P2pCore {
         if clients.len() < before {
             let (load, key) = (peer.load(), peer.key);
             let retired_and_free = peer.retired && load == 0;
+            let idle = load == 0 && self.config.pair_new_viewers == PairNewViewers::Proven;
             self.pool.set_load(host, load);
             self.out(Output::Count(counts::CLIENTS, -1));
             self.fill_vacancies(key);
-            if retired_and_free && self.config.move_edge_viewers {
+            if (retired_and_free || idle) && self.config.move_edge_viewers {
                 // A host that cannot relay and now relays to nobody is a fine client: it may be
                 // moved into a host that can (checked at once: the timer knows the time).
                 let token = self.deadlines.arm(Deadline::MoveCheck { viewer: host });
@@ -903,8 +925,9 @@ impl P2pCore {
     /// queue (and goes to a vacancy at once if there is one); before that, a timer is armed.
     fn consider_moving(&mut self, now: u64, id: SessionId) {
         let move_after = self.config.move_after_ms;
+        let idle_hosts = self.moves_idle_hosts();
         let Some(peer) = self.peers.get_mut(&id) else { return };
-        if !self.config.move_edge_viewers || !peer.may_move(self.config.move_former_clients) || peer.movable_since.is_some() {
+        if !self.config.move_edge_viewers || !peer.may_move(self.config.move_former_clients, idle_hosts) || peer.movable_since.is_some() {
             return;
         }
         let settled_at = peer.edge_since.expect("may_move: on the edge").saturating_add(move_after);
@@ -947,17 +970,16 @@ impl P2pCore {
             return;
         }
         let capacity = self.config.max_client_peers_per_host_peer;
-        // A relay that shows only LAN candidates is not moved into: a viewer it could reach, of
-        // its own network, gets it when it asks. Where new viewers get only proven hosts, moves
-        // are how a host proves itself: any host may take one.
+        // Where new viewers get only proven hosts, moves are how a host proves itself: any host
+        // may take one, of a viewer its relay can reach.
         let proven_only = self.config.pair_new_viewers == PairNewViewers::Any;
         // Hosts with a vacancy no waiting viewer can reach (bounded: a step each, no scan).
         let mut passed_over: Vec<SessionId> = Vec::new();
         loop {
-            let allowed = |h: SessionId| !passed_over.contains(&h) && self.peers.get(&h).is_some_and(|p| p.relay_reach != Reach::LocalOnly);
+            let allowed = |h: SessionId| !passed_over.contains(&h);
             let Some(host) = self.pool.pick_where(key, Site::UNKNOWN, capacity, proven_only, allowed) else { break };
             let clock = self.clock;
-            let Some(viewer) = self.movable.first_where(key, self.peers[&host].site, |v| self.may_pair(clock, host, v)) else {
+            let Some(viewer) = self.movable.first_where(key, self.peers[&host].site, |v| v != host && self.may_pair(clock, host, v)) else {
                 passed_over.push(host);
                 if passed_over.len() > crate::matching::MAX_SKIPPED {
                     break;
@@ -966,7 +988,8 @@ impl P2pCore {
             };
             self.unqueue(viewer);
             if matches!(self.role(viewer), Some(Role::Host { .. })) {
-                // A host that cannot relay (retired, no clients) becomes a client.
+                // A host nobody plays from (retired, or idle) becomes a client.
+                self.pool.remove(viewer);
                 self.out(Output::Count(counts::HOST_PEERS, -1));
             }
             self.add_client(host, viewer, Stage::Moving);
@@ -990,7 +1013,7 @@ impl P2pCore {
             if p.dependant() {
                 *dependants.entry(p.key).or_insert(0u32) += 1;
             }
-            if p.movable_since.is_some() && !p.may_move(self.config.move_former_clients) {
+            if p.movable_since.is_some() && !p.may_move(self.config.move_former_clients, self.moves_idle_hosts()) {
                 return Err(format!("{id} is queued to move but may not ({:?}, moves {})", p.role, p.moves));
             }
             match &p.role {

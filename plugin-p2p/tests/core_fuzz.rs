@@ -186,7 +186,7 @@ impl Setup {
 
     fn config(&self) -> P2pConfig {
         let xml = format!(
-            "<P2P><Enable>{}</Enable><MaxClientPeersPerHostPeer>{}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{}</OfferTimeoutMs><OfferTimeoutMinMs>{}</OfferTimeoutMinMs><OfferTimeoutP99Multiple>{}</OfferTimeoutP99Multiple><AnswerTimeoutMs>{}</AnswerTimeoutMs><Matching>{}</Matching><MoveEdgeViewers>{}</MoveEdgeViewers><MoveAfterMs>{}</MoveAfterMs><MoveFormerClients>{}</MoveFormerClients><PreferSameNetwork>{}</PreferSameNetwork><PairNewViewers>any</PairNewViewers><Exclude>private</Exclude><Exclude>app/hidden</Exclude></P2P>",
+            "<P2P><Enable>{}</Enable><MaxClientPeersPerHostPeer>{}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{}</OfferTimeoutMs><OfferTimeoutMinMs>{}</OfferTimeoutMinMs><OfferTimeoutP99Multiple>{}</OfferTimeoutP99Multiple><AnswerTimeoutMs>{}</AnswerTimeoutMs><Matching>{}</Matching><MoveEdgeViewers>{}</MoveEdgeViewers><MoveAfterMs>{}</MoveAfterMs><MoveFormerClients>{}</MoveFormerClients><PreferSameNetwork>{}</PreferSameNetwork><PairNewViewers>any</PairNewViewers><ReachWaitMs>0</ReachWaitMs><Exclude>private</Exclude><Exclude>app/hidden</Exclude></P2P>",
             self.enable,
             self.k,
             self.offer_ms,

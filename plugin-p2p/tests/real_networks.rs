@@ -103,12 +103,12 @@ fn a_pair_across_networks_is_given_up_when_the_host_trickles_only_lan_candidates
     // OvenPlayer's offer carries no candidate: it is delivered, and the candidates decide.
     let out = send(&mut core, 300, 1, offer(1, 2, &[]));
     assert_eq!(sent(&out)[0].0, 2);
-    send(&mut core, 310, 2, json!({"command": "answer", "id": 2, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}}));
-    let out = send(&mut core, 320, 1, trickle(1, 2, LAN));
     let (token, after) = timer(&out);
-    assert_eq!(after, REACH_WAIT);
+    assert_eq!(after, REACH_WAIT, "across networks the host has this long to show where it can be reached");
+    send(&mut core, 310, 2, json!({"command": "answer", "id": 2, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}}));
+    send(&mut core, 320, 1, trickle(1, 2, LAN));
     send(&mut core, 330, 1, trickle(1, 2, MDNS));
-    core.timer_fired(320 + REACH_WAIT, token);
+    core.timer_fired(300 + REACH_WAIT, token);
     let out = drain(&mut core);
     assert_eq!(
         sent(&out),
@@ -124,11 +124,10 @@ fn a_pair_across_networks_is_given_up_when_the_host_trickles_only_lan_candidates
 fn a_host_that_shows_a_server_reflexive_candidate_keeps_its_client_across_networks() {
     let mut core = with_host_in_home_1();
     client_of_1(&mut core, 2, HOME_2, 50000);
-    send(&mut core, 300, 1, offer(1, 2, &[]));
-    let out = send(&mut core, 320, 1, trickle(1, 2, LAN));
-    let (token, _) = timer(&out);
+    let (token, _) = timer(&send(&mut core, 300, 1, offer(1, 2, &[])));
+    send(&mut core, 320, 1, trickle(1, 2, LAN));
     send(&mut core, 400, 1, trickle(1, 2, SRFLX));
-    core.timer_fired(320 + REACH_WAIT, token);
+    core.timer_fired(300 + REACH_WAIT, token);
     assert!(sent(&drain(&mut core)).is_empty(), "a public candidate came in time");
     assert_eq!(core.role(2), Some(&Role::Client { host: 1, stage: Stage::AwaitingAnswer }));
     // Known to reach out now: its next offer across networks is delivered at once.
@@ -189,41 +188,59 @@ fn a_host_reporting_a_failed_link_ends_the_pair_too_and_a_stranger_cannot() {
     core.check_invariants().unwrap();
 }
 
-#[test]
-fn by_default_a_new_viewer_plays_from_the_edge_until_a_host_has_relayed_and_a_move_proves_the_host() {
-    const MOVE_AFTER: u64 = 5000;
+const PHONE: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Mobile Safari/537.36";
+const MOVE_AFTER: u64 = 5000;
+
+/// The plugin's defaults but for the move delay (`PairNewViewers` proven).
+fn default_core() -> P2pCore {
     let xml = format!("<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>2</MaxClientPeersPerHostPeer><MoveAfterMs>{MOVE_AFTER}</MoveAfterMs></P2P>");
-    let mut core = P2pCore::new(P2pConfig::parse(&xml).unwrap());
+    P2pCore::new(P2pConfig::parse(&xml).unwrap())
+}
+
+fn open_as(core: &mut P2pCore, now: u64, id: u32, ua: &str, remote: &str) {
+    core.session_opened(now, Arrival { id, kind: SessionKind::Play, stream: "default/app/s", app: "app", stream_name: "s", user_agent: ua, query: "", remote });
+}
+
+/// Plays from the edge from `now` and waits out its settling time; the outputs then.
+fn settled_on_the_edge(core: &mut P2pCore, now: u64, id: u32) -> Vec<Output> {
+    core.session_playing(now, id);
+    let (token, after) = timer(&drain(core));
+    assert_eq!(after, MOVE_AFTER);
+    core.timer_fired(now + MOVE_AFTER, token);
+    drain(core)
+}
+
+#[test]
+fn by_default_a_joining_viewer_gets_a_host_of_its_own_network_at_once_and_one_of_another_only_by_a_move() {
+    let mut core = default_core();
     open(&mut core, 1, HOME_1, 40001);
     assert_eq!(core.offer_requested(0, 1), OfferDecision::ServeFromEdge);
     core.session_playing(0, 1);
-    open(&mut core, 2, HOME_1, 40002);
-    assert_eq!(core.offer_requested(100, 2), OfferDecision::ServeFromEdge, "host 1 has not relayed yet: the edge, at once");
-    core.session_playing(300, 2);
-    let out = drain(&mut core);
-    // 2 may host too: it is a host now, and waits to be moved only if it cannot; make it a phone-
-    // like client by checking the move of a viewer that cannot host instead.
-    assert!(sent(&out).is_empty(), "{out:?}");
-    let phone = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Mobile Safari/537.36";
-    core.session_opened(400, Arrival { id: 3, kind: SessionKind::Play, stream: "default/app/s", app: "app", stream_name: "s", user_agent: phone, query: "", remote: "198.51.100.1:40003" });
-    assert_eq!(core.offer_requested(400, 3), OfferDecision::ServeFromEdge, "no proven host: the edge");
-    core.session_playing(500, 3);
-    let (token, after) = timer(&drain(&mut core));
-    assert_eq!(after, MOVE_AFTER);
-    core.timer_fired(500 + MOVE_AFTER, token);
-    let out = drain(&mut core);
-    let moved_into = match core.role(3) {
-        Some(&Role::Client { host, stage: Stage::Moving }) => host,
-        other => panic!("3 is moved into an unproven host, where a link can form: {other:?} {out:?}"),
-    };
+    open_as(&mut core, 100, 2, PHONE, "198.51.100.1:40002");
+    assert_eq!(core.offer_requested(100, 2), OfferDecision::Handled, "behind the host's own router: a LAN link, at once");
+    open_as(&mut core, 200, 3, PHONE, "203.0.113.1:50003");
+    assert_eq!(core.offer_requested(200, 3), OfferDecision::ServeFromEdge, "another network: the edge at once, a move later");
+    drain(&mut core);
+    let out = settled_on_the_edge(&mut core, 300, 3);
+    assert_eq!(core.role(3), Some(&Role::Client { host: 1, stage: Stage::Moving }), "{out:?}");
     assert!(sent(&out).contains(&(3, json!({"command": "stop", "id": 3, "peer_id": 0}))));
-    assert_eq!(core.offer_requested(5600, 3), OfferDecision::Handled, "it asks again: the host's offer answers it");
-    send(&mut core, 5700, moved_into, offer(moved_into, 3, &[]));
-    send(&mut core, 5800, 3, json!({"command": "answer", "id": 3, "peer_id": moved_into, "sdp": {"type": "answer", "sdp": "v=0"}}));
-    // Proven now: a new viewer that cannot host is given it at once.
-    core.session_opened(6000, Arrival { id: 4, kind: SessionKind::Play, stream: "default/app/s", app: "app", stream_name: "s", user_agent: phone, query: "", remote: "198.51.100.1:40004" });
-    assert_eq!(core.offer_requested(6000, 4), OfferDecision::Handled);
-    assert_eq!(core.role(4), Some(&Role::Client { host: moved_into, stage: Stage::AwaitingOffer }));
+    core.check_invariants().unwrap();
+}
+
+#[test]
+fn by_default_an_idle_host_peer_is_moved_into_another_so_an_audience_of_desktops_pairs() {
+    let mut core = default_core();
+    open(&mut core, 1, HOME_1, 40001);
+    assert_eq!(core.offer_requested(0, 1), OfferDecision::ServeFromEdge);
+    core.session_playing(0, 1);
+    open(&mut core, 2, HOME_2, 50002);
+    assert_eq!(core.offer_requested(100, 2), OfferDecision::ServeFromEdge, "another network: the edge, and a host itself");
+    drain(&mut core);
+    let out = settled_on_the_edge(&mut core, 200, 2);
+    let moved = [(1, 2), (2, 1)].into_iter().find(|&(client, host)| core.role(client) == Some(&Role::Client { host, stage: Stage::Moving }));
+    let (client, host) = moved.unwrap_or_else(|| panic!("an idle host was moved into the other: {out:?}"));
+    assert_eq!(core.role(host), Some(&Role::Host { clients: vec![client] }));
+    assert_eq!(core.offer_requested(5300, client), OfferDecision::Handled, "it asks again: the host's offer answers it");
     core.check_invariants().unwrap();
 }
 
@@ -231,16 +248,29 @@ fn by_default_a_new_viewer_plays_from_the_edge_until_a_host_has_relayed_and_a_mo
 fn a_client_that_shows_only_lan_candidates_across_networks_is_not_counted_and_is_given_up() {
     let mut core = with_host_in_home_1();
     client_of_1(&mut core, 2, HOME_2, 50000);
-    send(&mut core, 300, 1, offer(1, 2, &[]));
+    let (token, after) = timer(&send(&mut core, 300, 1, offer(1, 2, &[])));
+    assert_eq!(after, REACH_WAIT);
     send(&mut core, 305, 1, trickle(1, 2, SRFLX));
     send(&mut core, 310, 2, json!({"command": "answer", "id": 2, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}}));
     assert_eq!(core.delivery(2).map(|d| d.connected), Some(true), "nothing says otherwise yet");
     let out = send(&mut core, 320, 2, json!({"command": "candidate", "id": 2, "peer_id": 1, "candidates": [{"candidate": MDNS}]}));
     assert!(out.contains(&Output::Delivery(2, Delivery { upstream: 1, connected: false, free_relay_slots: 0 })), "no longer counted: {out:?}");
-    let (token, after) = timer(&out);
-    assert_eq!(after, REACH_WAIT);
-    core.timer_fired(320 + REACH_WAIT, token);
+    core.timer_fired(300 + REACH_WAIT, token);
     let out = drain(&mut core);
     assert!(counted(&out, counts::FALLBACK_UNREACHABLE), "{out:?}");
     assert_eq!(sent(&out)[0], (2, json!({"command": "stop", "id": 2, "peer_id": 1})));
+}
+
+#[test]
+fn a_host_that_shows_no_candidate_at_all_across_networks_does_not_keep_its_client_waiting() {
+    let mut core = with_host_in_home_1();
+    client_of_1(&mut core, 2, HOME_2, 50000);
+    let (token, _) = timer(&send(&mut core, 300, 1, offer(1, 2, &[])));
+    send(&mut core, 310, 2, json!({"command": "answer", "id": 2, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}}));
+    core.timer_fired(300 + REACH_WAIT, token);
+    let out = drain(&mut core);
+    assert!(counted(&out, counts::FALLBACK_UNREACHABLE), "{out:?}");
+    assert_eq!(sent(&out)[0], (2, json!({"command": "stop", "id": 2, "peer_id": 1})));
+    open(&mut core, 3, HOME_2, 50001);
+    assert_eq!(core.offer_requested(2000, 3), OfferDecision::ServeFromEdge, "its reloaded page is not paired into the same failure");
 }

@@ -813,17 +813,23 @@ impl Swarm {
         }
     }
 
-    /// With the network model: `id` trickles its candidates for its partner `peer` after its offer
-    /// or answer (sent at `sent`): its LAN address, and with STUN its home's public one. A host
-    /// sends `candidate_p2p`, a client `candidate`.
+    /// `id` trickles its candidates for its partner `peer` after its offer or answer (sent at
+    /// `sent`), as players do: with the network model its LAN address, and with STUN its home's
+    /// public one; without it (every link forms) one public address. A host sends
+    /// `candidate_p2p`, a client `candidate`.
     fn trickle(&mut self, id: SessionId, peer: SessionId, sent: u64) {
-        let Some(v) = self.viewers.get(&id).filter(|_| self.config.networks.is_some()) else { return };
+        let Some(v) = self.viewers.get(&id) else { return };
         let command = if matches!(v.feed, Feed::Edge) { "candidate_p2p" } else { "candidate" };
-        let lan = format!("candidate:1 1 udp 2122260223 10.0.{}.{} 50000 typ host", (id >> 8) & 255, id & 255);
         let message = |candidate: &str| json!({"command": command, "id": id, "peer_id": peer, "candidates": [{"candidate": candidate, "sdpMLineIndex": 0}]}).to_string();
-        let srflx = v.stun.then(|| format!("candidate:2 1 udp 1686052607 {} 40000 typ srflx raddr 10.0.0.1 rport 50000", public_address(v.home)));
-        self.at(sent + LAN_CANDIDATE_MS, Event::Deliver(id, message(&lan)));
-        if let Some(srflx) = srflx {
+        let (first, second) = match self.config.networks {
+            None => (format!("candidate:1 1 udp 2122260223 {} 50000 typ host", public_address(id as usize)), None),
+            Some(_) => (
+                format!("candidate:1 1 udp 2122260223 10.0.{}.{} 50000 typ host", (id >> 8) & 255, id & 255),
+                v.stun.then(|| format!("candidate:2 1 udp 1686052607 {} 40000 typ srflx raddr 10.0.0.1 rport 50000", public_address(v.home))),
+            ),
+        };
+        self.at(sent + LAN_CANDIDATE_MS, Event::Deliver(id, message(&first)));
+        if let Some(srflx) = second {
             self.at(sent + SRFLX_CANDIDATE_MS, Event::Deliver(id, message(&srflx)));
         }
     }
