@@ -115,12 +115,13 @@ pub struct TlsFiles {
     pub offset: usize,
 }
 
-/// One `<IceCandidate>`: `ADDRESS:PORT[-PORT][/udp|/tcp]`, with `*` for every interface (as in
-/// OME) and port `0` for any free port. `/udp` when the transport is left out; `/tcp` is ICE over
+/// One `<IceCandidate>`: `ADDRESS:PORT[-PORT][/udp|/tcp]`, with `*` for every IPv4 interface and
+/// `[::]` for every IPv6 one (as in OME: list both for both, on the same ports if you like) and
+/// port `0` for any free port. `/udp` when the transport is left out; `/tcp` is ICE over
 /// TCP (RFC 6544 passive candidates, as OME since v0.21) for viewers whose network blocks UDP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IceCandidate {
-    /// `None` for `*`: every non-loopback interface address.
+    /// `None` for `*`: every non-loopback IPv4 interface address.
     pub address: Option<IpAddr>,
     /// The ports to use: on UDP one socket each, on TCP one listener each.
     pub ports: RangeInclusive<u16>,
@@ -163,9 +164,17 @@ impl std::str::FromStr for IceCandidate {
     }
 }
 
+impl IceCandidate {
+    /// The address its sockets bind: `*` is IPv4's wildcard, as in OME (`[::]` is IPv6's).
+    pub fn bind_ip(&self) -> IpAddr {
+        self.address.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
+}
+
 impl fmt::Display for IceCandidate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.address {
+            Some(IpAddr::V6(a)) => write!(f, "[{a}]")?,
             Some(a) => write!(f, "{a}")?,
             None => f.write_str("*")?,
         }

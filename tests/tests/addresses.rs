@@ -1,7 +1,8 @@
 //! The edge on a host with several addresses (issue 24, items 3 and 4): each test runs the real
 //! host and its viewers inside a private network namespace where the host has two interfaces,
-//! `v0` (192.0.2.1/24 and 2001:db8::1/64, the default route) and `w0` (198.51.100.1/24), and the
-//! edge's sockets are bound to every interface (`*`).
+//! `v0` (192.0.2.1/24 and 2001:db8::1/64, the default route) and `w0` (198.51.100.1/24 and
+//! 2001:db8:1::1/64), and the edge's sockets are bound to every interface (`*`, and `[::]` for
+//! IPv6).
 //!
 //! A socket bound to the wildcard sends from the address of the route to its destination unless
 //! told otherwise: a viewer that reached the edge at 198.51.100.1 from 192.0.2.1 would get its
@@ -26,6 +27,10 @@ const T: Duration = Duration::from_secs(10);
 const DEFAULT_ROUTE_ADDRESS: &str = "192.0.2.1";
 /// The host's other address: what the viewers reach.
 const OTHER_ADDRESS: &str = "198.51.100.1";
+/// The host's IPv6 address on the default route's interface: where IPv6 viewers send from.
+const DEFAULT_ROUTE_ADDRESS_V6: &str = "2001:db8::1";
+/// The host's other IPv6 address.
+const OTHER_ADDRESS_V6: &str = "2001:db8:1::1";
 /// The edge's UDP port inside the namespace (each test has its own namespace: no clashes).
 const ICE_PORT: u16 = 10000;
 
@@ -44,6 +49,7 @@ ip link set v1 up
 ip route add default dev v0
 ip link add w0 type veth peer name w1
 ip addr add 198.51.100.1/24 dev w0
+ip -6 addr add 2001:db8:1::1/64 dev w0 nodad
 ip link set w0 up
 ip link set w1 up
 exec \"$@\"";
@@ -130,6 +136,45 @@ fn a_viewer_reaching_the_hosts_non_default_address_gets_its_replies_from_there_a
         drop(s);
         tests::peer::bind_to(viewer_ip);
         let viewer = PeerAgent::join(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();
+        viewer.wait_for(T, "first video packet", |s| s.video() > 0).await.map_err(|e| anyhow::anyhow!("{e}\n{}", host.log())).unwrap();
+        assert_eq!(viewer.stats.source(), Some(0), "it plays from the edge");
+    });
+}
+
+/// Issue 24, item 4: IPv6 end to end, configured as OvenMediaEngine has it: `*` and `[::]` ICE
+/// candidates on one port, `<Server><IP>*</IP><IP>::</IP>` for signalling. Offers name the
+/// host's IPv6 addresses beside the IPv4 ones; a STUN request from one IPv6 address to the other
+/// is answered from the address it went to (IPV6_PKTINFO) with the IPv6 address it came from
+/// (XOR-MAPPED-ADDRESS); a viewer that has only an IPv6 address (its signalling over IPv6 too)
+/// plays.
+#[test]
+fn an_ipv6_viewer_plays_over_ipv6() {
+    if !inside_namespace("an_ipv6_viewer_plays_over_ipv6") {
+        return;
+    }
+    runtime().block_on(async {
+        let both = format!("*:{ICE_PORT}/udp</IceCandidate><IceCandidate>[::]:{ICE_PORT}/udp");
+        let host = HostProcess::start(|p| config_xml_with_ice(p, &both, "").replace("<Name>test</Name>", "<Name>test</Name><IP>*</IP><IP>::</IP>"))
+            .unwrap();
+        let viewer_ip: IpAddr = DEFAULT_ROUTE_ADDRESS_V6.parse().unwrap();
+        let other = SocketAddr::new(OTHER_ADDRESS_V6.parse().unwrap(), ICE_PORT);
+        let (source, mapped) = stun_from(viewer_ip, other).await;
+        assert_eq!(source, other, "the STUN answer leaves from the IPv6 address the request went to");
+        assert_eq!(mapped.ip(), viewer_ip, "XOR-MAPPED-ADDRESS is the IPv6 source");
+
+        let url = format!("ws://[{DEFAULT_ROUTE_ADDRESS_V6}]:{}/app/stream", host.port);
+        let mut s = Signal::connect(&url, CHROME_WINDOWS).await.unwrap();
+        let mut offered = offered_addresses(&request_offer(&mut s).await.unwrap());
+        offered.sort();
+        let expected: Vec<SocketAddr> = [DEFAULT_ROUTE_ADDRESS, OTHER_ADDRESS, DEFAULT_ROUTE_ADDRESS_V6, OTHER_ADDRESS_V6]
+            .iter()
+            .map(|ip| SocketAddr::new(ip.parse().unwrap(), ICE_PORT))
+            .collect();
+        assert_eq!(offered, expected, "each family's addresses on its own socket of the one port");
+        drop(s);
+        // Bound to an IPv6 address, the viewer has IPv6 candidates only: if it plays, it plays over IPv6.
+        tests::peer::bind_to(viewer_ip);
+        let viewer = PeerAgent::join(&url, CHROME_WINDOWS).await.unwrap();
         viewer.wait_for(T, "first video packet", |s| s.video() > 0).await.map_err(|e| anyhow::anyhow!("{e}\n{}", host.log())).unwrap();
         assert_eq!(viewer.stats.source(), Some(0), "it plays from the edge");
     });

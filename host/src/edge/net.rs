@@ -5,7 +5,7 @@
 use crate::config::IceCandidate;
 use std::collections::HashSet;
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::task::{Context, Poll};
 use tokio::io::Interest;
 
@@ -64,26 +64,38 @@ pub fn interface_addresses(ipv6: bool) -> io::Result<Vec<IpAddr>> {
     Ok(out)
 }
 
-/// Binds every port of every configured candidate. `public` replaces the announced addresses.
+/// What a candidate's sockets are announced at: the `<PublicAddress>`es of its family (behind
+/// 1:1 NAT or in a container), else, bound to a wildcard, this machine's addresses of its family,
+/// else its own address. A socket is reached only over its own family (an IPv6 one is bound
+/// v6-only, [`bind_udp`]), so an address of the other family would be a candidate nobody reaches:
+/// an IPv4 `<PublicAddress>` does not replace a `[::]` candidate's IPv6 addresses, which need no
+/// NAT.
+pub fn announced_ips(candidate: &IceCandidate, public: &[IpAddr]) -> io::Result<Vec<IpAddr>> {
+    let ip = candidate.bind_ip();
+    let public: Vec<IpAddr> = public.iter().copied().filter(|p| p.is_ipv6() == ip.is_ipv6()).collect();
+    if !public.is_empty() {
+        return Ok(public);
+    }
+    if !ip.is_unspecified() {
+        return Ok(vec![ip]);
+    }
+    let found = interface_addresses(ip.is_ipv6())?;
+    if found.is_empty() {
+        tracing::warn!(candidate = %candidate, "no non-loopback interface of its family: this candidate announces nothing (name an address, e.g. 127.0.0.1:10000/udp)");
+    }
+    Ok(found)
+}
+
+/// Binds every port of every configured candidate. `public` replaces the announced addresses of
+/// its family ([`announced_ips`]).
 pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Result<Vec<Vec<EdgeSocket>>> {
     let mut per_candidate = Vec::new();
     let mut seen = HashSet::new();
     for (index, c) in candidates.iter().enumerate().filter(|(_, c)| c.transport == crate::config::IceTransport::Udp) {
-        let ip = c.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let local_ips = if !public.is_empty() {
-            public.to_vec()
-        } else if ip.is_unspecified() {
-            let found = interface_addresses(ip.is_ipv6())?;
-            if found.is_empty() {
-                tracing::warn!(candidate = %c, "no non-loopback interface: this candidate announces nothing (name an address, e.g. 127.0.0.1:10000/udp)");
-            }
-            found
-        } else {
-            vec![ip]
-        };
+        let local_ips = announced_ips(c, public)?;
         let mut sockets = Vec::new();
         for port in c.ports.clone() {
-            let bind = SocketAddr::new(ip, port);
+            let bind = SocketAddr::new(c.bind_ip(), port);
             if port != 0 && !seen.insert(bind) {
                 continue;
             }
@@ -96,9 +108,31 @@ pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Resul
     Ok(per_candidate)
 }
 
+/// A socket of `kind` bound to `addr`; an IPv6 one v6-only, as OvenMediaEngine binds `[::]`:
+/// `*:10000/udp` (IPv4) and `[::]:10000/udp` (IPv6) then share the port, each family on its own
+/// socket, and an IPv4 viewer never reaches an IPv6 socket as a v4-mapped address (which would
+/// announce, answer and count it twice).
+pub fn bind_socket(addr: SocketAddr, kind: socket2::Type) -> io::Result<socket2::Socket> {
+    let protocol = if kind == socket2::Type::STREAM { socket2::Protocol::TCP } else { socket2::Protocol::UDP };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, Some(protocol))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if kind == socket2::Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// [`bind_socket`] for UDP.
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    Ok(bind_socket(addr, socket2::Type::DGRAM)?.into())
+}
+
 impl EdgeSocket {
     fn bind(candidate: usize, addr: SocketAddr, local_ips: &[IpAddr]) -> io::Result<Self> {
-        let std = std::net::UdpSocket::bind(addr)?;
+        let std = bind_udp(addr)?;
         std.set_nonblocking(true)?;
         let state = quinn_udp::UdpSocketState::new((&std).into())?;
         crate::udp::grow_send_buffer(&std, crate::udp::MEDIA_SOCKET_BUFFER);
@@ -242,6 +276,76 @@ mod tests {
         let mut buf = [0u8; 16];
         let (n, from) = sender.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from), (&b"reply"[..], at));
+    }
+
+    /// OME's IPv6 form: `*:P/udp` and `[::]:P/udp` side by side, each family on its own socket
+    /// of one port (a dual-stack `[::]` socket would take the IPv4 port too: EADDRINUSE).
+    #[tokio::test]
+    async fn ipv4_and_ipv6_wildcards_share_a_port() {
+        let v4: IceCandidate = "*:0/udp".parse().unwrap();
+        let ipv4 = EdgeSocket::bind(0, SocketAddr::new(v4.bind_ip(), 0), &[]).unwrap();
+        let port = ipv4.bound.port();
+        let v6: IceCandidate = format!("[::]:{port}/udp").parse().unwrap();
+        let ipv6 = EdgeSocket::bind(1, SocketAddr::new(v6.bind_ip(), port), &[]).unwrap();
+        assert_eq!((ipv4.is_ipv6(), ipv6.is_ipv6(), ipv6.bound.port()), (false, true, port));
+        let tcp4 = bind_socket(SocketAddr::new(v4.bind_ip(), 0), socket2::Type::STREAM).unwrap();
+        let tcp_port = tcp4.local_addr().unwrap().as_socket().unwrap().port();
+        bind_socket(SocketAddr::new(v6.bind_ip(), tcp_port), socket2::Type::STREAM).expect("[::] beside * on TCP too");
+    }
+
+    /// An IPv6 viewer on an IPv6 socket: its datagram's local address is the IPv6 one it came to
+    /// (IPV6_PKTINFO), answered from there.
+    #[tokio::test]
+    async fn an_ipv6_datagram_is_answered_from_the_ipv6_address_it_came_to() {
+        let loopback: IpAddr = "::1".parse().unwrap();
+        let socket = EdgeSocket::bind(0, "[::]:0".parse().unwrap(), &[loopback]).unwrap();
+        let at = SocketAddr::new(loopback, socket.bound.port());
+        let sender = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        sender.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        sender.send_to(b"\x00\x01hello", at).unwrap();
+        let r = receive_one(&socket).await;
+        assert_eq!((r.from, r.local, r.announced), (sender.local_addr().unwrap(), at, at));
+        assert_eq!(socket.source_for(r.local), Some(loopback));
+        let mut outbox = Outbox::default();
+        outbox.push(r.from, socket.source_for(r.local), bytes::BytesMut::from(&b"reply"[..]), socket.is_ipv6());
+        assert_eq!(outbox.send(&socket).datagrams, 1);
+        let mut buf = [0u8; 16];
+        let (n, from) = sender.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"reply"[..], at));
+        let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        v4.send_to(b"\x00\x01", SocketAddr::new("127.0.0.1".parse().unwrap(), socket.bound.port())).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut buffers = vec![[0u8; MAX_DATAGRAM]; RECV_BATCH];
+        let mut received = Vec::new();
+        assert_eq!(socket.try_recv(&mut buffers, &mut received).unwrap(), 0, "an IPv4 datagram never reaches the v6-only socket");
+    }
+
+    /// `<PublicAddress>` replaces the announced addresses of its own family only.
+    #[test]
+    fn a_public_address_replaces_its_familys_addresses_only() {
+        let public: Vec<IpAddr> = vec!["203.0.113.7".parse().unwrap()];
+        let v4: IceCandidate = "127.0.0.1:10000/udp".parse().unwrap();
+        let v6: IceCandidate = "[::1]:10000/udp".parse().unwrap();
+        assert_eq!(announced_ips(&v4, &public).unwrap(), public);
+        assert_eq!(announced_ips(&v6, &public).unwrap(), ["::1".parse::<IpAddr>().unwrap()]);
+        let both: Vec<IpAddr> = vec![public[0], "2001:db8::7".parse().unwrap()];
+        assert_eq!(announced_ips(&v6, &both).unwrap(), [both[1]]);
+        assert_eq!(announced_ips(&v4, &both).unwrap(), [both[0]]);
+        assert!(announced_ips(&"[::]:1/udp".parse().unwrap(), &[]).unwrap().iter().all(IpAddr::is_ipv6));
+        assert!(announced_ips(&"*:1/udp".parse().unwrap(), &[]).unwrap().iter().all(IpAddr::is_ipv4));
+    }
+
+    /// Waits for the first datagram on `socket`.
+    async fn receive_one(socket: &EdgeSocket) -> Received {
+        let mut buffers = vec![[0u8; MAX_DATAGRAM]; RECV_BATCH];
+        let mut received = Vec::new();
+        let started = std::time::Instant::now();
+        while received.is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(2), "nothing received");
+            std::future::poll_fn(|cx| socket.poll_readable(cx)).await.unwrap();
+            socket.try_recv(&mut buffers, &mut received).unwrap();
+        }
+        received[0]
     }
 
     /// Behind NAT the announced (public) address is no local one: the datagram's local address is

@@ -18,11 +18,11 @@
 //! per connection (the worker's).
 
 use super::framing::{self, Decoder};
-use super::net::{interface_addresses, MAX_DATAGRAM};
+use super::net::{announced_ips, bind_socket, MAX_DATAGRAM};
 use crate::config::IceCandidate;
 use bytes::BytesMut;
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,21 +63,14 @@ pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Resul
     let mut per_candidate = Vec::new();
     let mut seen = HashSet::new();
     for c in candidates.iter().filter(|c| c.transport == crate::config::IceTransport::Tcp) {
-        let ip = c.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let local_ips = if !public.is_empty() {
-            public.to_vec()
-        } else if ip.is_unspecified() {
-            interface_addresses(ip.is_ipv6())?
-        } else {
-            vec![ip]
-        };
+        let local_ips = announced_ips(c, public)?;
         let mut ports = Vec::new();
         for port in c.ports.clone() {
-            let bind = SocketAddr::new(ip, port);
+            let bind = SocketAddr::new(c.bind_ip(), port);
             if port != 0 && !seen.insert(bind) {
                 continue;
             }
-            let std = std::net::TcpListener::bind(bind).map_err(|e| anyhow::anyhow!("cannot bind ICE candidate port {bind}/tcp: {e}"))?;
+            let std = listen(bind).map_err(|e| anyhow::anyhow!("cannot bind ICE candidate port {bind}/tcp: {e}"))?;
             std.set_nonblocking(true)?;
             let bound = std.local_addr()?;
             let announced = local_ips.iter().map(|ip| SocketAddr::new(*ip, bound.port())).collect();
@@ -86,6 +79,16 @@ pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Resul
         per_candidate.push(ports);
     }
     Ok(per_candidate)
+}
+
+/// Queued connections the kernel holds for a port before `accept` (std's listen backlog).
+const LISTEN_BACKLOG: i32 = 128;
+
+/// A TCP listener on `addr` (an IPv6 one v6-only, as [`bind_socket`] says why).
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = bind_socket(addr, socket2::Type::STREAM)?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Which worker holds each viewer connection, by its ufrag: where a new stream's first check goes.

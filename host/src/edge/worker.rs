@@ -293,10 +293,11 @@ impl Io {
     }
 
     /// The socket that receives at local address `local`: the one bound to it, else the one
-    /// bound to every interface at its port.
+    /// bound to every interface of its family at its port (`*` and `[::]` may share a port, each
+    /// family on its own socket: an IPv6 address is never sent to from the IPv4 one).
     fn socket_for(&self, local: SocketAddr) -> Option<usize> {
-        let any = |ip: IpAddr| SocketAddr::new(ip, local.port());
-        [local, any(Ipv4Addr::UNSPECIFIED.into()), any(Ipv6Addr::UNSPECIFIED.into())].iter().find_map(|a| self.by_bound.get(a).copied())
+        let wildcard: IpAddr = if local.is_ipv6() { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+        [local, SocketAddr::new(wildcard, local.port())].iter().find_map(|a| self.by_bound.get(a).copied())
     }
 
     /// Answers a plain STUN Binding request that came to `socket`, or drops it; counts either.
