@@ -158,34 +158,9 @@ struct PullTask {
 impl PullTask {
     /// Pulls from the URLs (in turn) until nobody watches, or until no origin gives the stream.
     async fn run(self, started: watch::Sender<bool>) {
-        let (state, name) = (&self.state, &self.name);
-        let mut hub = None;
-        let mut retry = RETRY.0;
-        let begun = Instant::now();
-        'pulling: loop {
-            for url in &self.urls {
-                match pull_once(state, name, url, &mut hub, &started, begun).await {
-                    Ended::Unused => break 'pulling,
-                    Ended::Lost { why, delivered } => {
-                        tracing::warn!(stream = %name, %url, "pull from the origin ended: {why}");
-                        if delivered {
-                            retry = RETRY.0;
-                        }
-                    }
-                }
-            }
-            match &hub {
-                None => {
-                    tracing::warn!(stream = %name, "no origin gives the stream");
-                    break;
-                }
-                // Nobody is waiting for it to come back.
-                Some(hub) if hub.counters.open.load(Ordering::Relaxed) == 0 => break,
-                Some(_) => {}
-            }
-            tokio::time::sleep(retry).await;
-            retry = (retry * 2).min(RETRY.1);
-        }
+        let mut pulling = Pulling { task: &self, hub: None, started: &started, begun: Instant::now() };
+        pull_rounds(&self.urls, &mut pulling).await;
+        let (state, name, hub) = (&self.state, &self.name, pulling.hub);
         state.pulls.running.lock().expect("pulls lock").end(&self.origin, self.client);
         state.streams.set_pulled(name, None);
         if let Some(hub) = hub {
@@ -193,6 +168,94 @@ impl PullTask {
             tracing::info!(stream = %name, "pulled stream released");
         }
         started.send_replace(true);
+    }
+}
+
+/// What [`pull_rounds`] pulls with: one pull from a URL, and whether to go on after a round in
+/// which every URL's pull ended.
+trait Origin {
+    /// One pull from `url`, until it ends.
+    async fn pull(&mut self, url: &str) -> Ended;
+    /// Whether anyone still waits for the stream to come back.
+    fn wanted(&self) -> bool;
+}
+
+/// The delay before the next round over the origins' addresses: [`RETRY`]'s first step, doubling
+/// up to its last while the origin stays away, back to the first once a pull has delivered media
+/// (an origin that served and went, e.g. restarted, is most likely back soon; without the reset,
+/// after a few outages every reconnect waited the longest step).
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: RETRY.0 }
+    }
+}
+
+impl Backoff {
+    /// A pull delivered media.
+    fn delivered(&mut self) {
+        self.next = RETRY.0;
+    }
+
+    /// The delay to wait now; the next one doubles.
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(RETRY.1);
+        delay
+    }
+}
+
+/// Pulls from `urls` in turn, round after round ([`Backoff`] apart), until a pull ends unused
+/// or nobody waits for the stream any more.
+async fn pull_rounds(urls: &[String], origin: &mut impl Origin) {
+    let mut backoff = Backoff::default();
+    loop {
+        for url in urls {
+            match origin.pull(url).await {
+                Ended::Unused => return,
+                Ended::Lost { delivered, .. } => {
+                    if delivered {
+                        backoff.delivered();
+                    }
+                }
+            }
+        }
+        if !origin.wanted() {
+            return;
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// A [`PullTask`]'s pulls: the hub they feed (kept across pulls, so viewers stay).
+struct Pulling<'a> {
+    task: &'a PullTask,
+    hub: Option<Arc<StreamHub>>,
+    started: &'a watch::Sender<bool>,
+    begun: Instant,
+}
+
+impl Origin for Pulling<'_> {
+    async fn pull(&mut self, url: &str) -> Ended {
+        let ended = pull_once(&self.task.state, &self.task.name, url, &mut self.hub, self.started, self.begun).await;
+        if let Ended::Lost { why, .. } = &ended {
+            tracing::warn!(stream = %self.task.name, %url, "pull from the origin ended: {why}");
+        }
+        ended
+    }
+
+    fn wanted(&self) -> bool {
+        match &self.hub {
+            None => {
+                tracing::warn!(stream = %self.task.name, "no origin gives the stream");
+                false
+            }
+            Some(hub) => hub.counters.open.load(Ordering::Relaxed) > 0,
+        }
     }
 }
 
@@ -303,6 +366,52 @@ async fn next_json(socket: &mut OriginSocket) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An origin that restarts: each outage refuses `down` pulls, then a pull plays for a second
+    /// and is lost having delivered media. Records when each pull began (tokio's paused clock).
+    struct Restarting {
+        down: usize,
+        refused: usize,
+        outages: usize,
+        attempts: Vec<Instant>,
+    }
+
+    /// How long the fake origin serves before it restarts.
+    const SERVES_FOR: Duration = Duration::from_secs(1);
+
+    impl Origin for Restarting {
+        async fn pull(&mut self, _url: &str) -> Ended {
+            self.attempts.push(Instant::now());
+            if self.refused < self.down {
+                self.refused += 1;
+                return Ended::lost("cannot connect");
+            }
+            if self.outages == 0 {
+                return Ended::Unused;
+            }
+            tokio::time::sleep(SERVES_FOR).await;
+            (self.refused, self.outages) = (0, self.outages - 1);
+            Ended::Lost { why: "the origin closed the signalling".into(), delivered: true }
+        }
+
+        fn wanted(&self) -> bool {
+            true
+        }
+    }
+
+    /// Issue 24, item 6: an origin restarted four times, each time refusing five pulls (the
+    /// delay doubling 250 ms, 500 ms, 1 s, 2 s, 4 s, 4 s) before it serves again: the first pull
+    /// after each outage comes 250 ms after the origin went, not the 4 s the delay had grown to
+    /// (as it did before the reset).
+    #[tokio::test(start_paused = true)]
+    async fn the_retry_delay_starts_over_once_a_pull_delivered_media() {
+        let mut origin = Restarting { down: 5, refused: 5, outages: 4, attempts: Vec::new() };
+        pull_rounds(&["ws://origin/app/stream".into()], &mut origin).await;
+        let gaps: Vec<Duration> = origin.attempts.windows(2).map(|w| w[1] - w[0]).collect();
+        let ms = Duration::from_millis;
+        let outage = [SERVES_FOR + RETRY.0, ms(500), ms(1000), ms(2000), ms(4000), ms(4000)];
+        assert_eq!(gaps, outage.repeat(4), "each outage's pulls, from the one that served");
+    }
 
     fn pull() -> Pull {
         Pull { name: "app/s".into(), started: watch::channel(false).1 }
