@@ -180,7 +180,7 @@ export class P2PPlayer {
   #connect() {
     this.#reconnectTimer = null;
     this.#setState('loading', this.#attempt ? `reconnecting (attempt ${this.#attempt})` : 'connecting');
-    const socket = new WebSocket(this.#url);
+    const socket = new WebSocket(withStunFlag(this.#url));
     this.#socket = socket;
     const openTimer = setTimeout(() => {
       if (socket === this.#socket) this.#signallingLost(`signalling not open within ${OPEN_TIMEOUT_MS} ms`);
@@ -617,6 +617,16 @@ function withoutAddresses(servers, addresses) {
 }
 
 /** OME names a TURN user `user_name`; the browser wants `username`. */
+/**
+ * The signalling URL with `p2p_stun=1`: this player's relay connections use STUN, so the server
+ * may pair it across networks before its relay has shown a public candidate (OME ignores it).
+ */
+function withStunFlag(url) {
+  const u = new URL(url);
+  if (!u.searchParams.has('p2p_stun')) u.searchParams.set('p2p_stun', '1');
+  return u.toString();
+}
+
 function toIceServer({ urls, username, user_name: userName, credential }) {
   return { urls, username: username ?? userName, credential };
 }

@@ -181,6 +181,8 @@ struct Peer {
     ip: Option<IpAddr>,
     /// As a host, what its relay's candidates have shown: who can reach it.
     relay_reach: Reach,
+    /// Its player says its relay connections use STUN (`?p2p_stun=1`).
+    relay_stun: bool,
     /// As a client, what its receiving connection's candidates have shown (its answer, and the
     /// candidates it sends its host).
     recv_reach: Reach,
@@ -370,7 +372,8 @@ impl P2pCore {
     pub fn session_opened(&mut self, now: u64, a: Arrival<'_>) {
         self.clock = self.clock.max(now);
         let class = self.classifier.classify(a.user_agent);
-        let consents = !Query::parse(a.query).says_no(query::P2P);
+        let params = Query::parse(a.query);
+        let consents = !params.says_no(query::P2P);
         let p2p = a.kind == SessionKind::Play && consents && self.config.applies_to(a.app, a.stream_name);
         let peer = Peer {
             key: (self.names.id(a.stream), self.names.id(&class.browser)),
@@ -392,6 +395,7 @@ impl P2pCore {
             reported: Delivery::default(),
             ip: a.remote.parse::<SocketAddr>().map(|s| s.ip()).or_else(|_| a.remote.parse()).ok().map(|ip: IpAddr| ip.to_canonical()),
             relay_reach: Reach::Unknown,
+            relay_stun: params.get(query::P2P_STUN).is_some() && !params.says_no(query::P2P_STUN),
             recv_reach: Reach::Unknown,
             receives_lan_only: false,
             reports_links: false,
@@ -432,13 +436,14 @@ impl P2pCore {
         // Under `proven`, a joining viewer waits on no link that may not form: only a proven host
         // of its own network (a LAN link to a relay that has relayed); across networks a link can
         // still fail on the viewer's own router (a symmetric NAT), so it is moved in later.
-        // Under `proven`, a joining viewer waits on no link that may fail: only a host of its own
-        // network (behind its public address, or in its <Site>: a LAN link; a /24 only guesses);
-        // across networks a link can still fail on the viewer's own router (a symmetric NAT), so
-        // it is moved in later. Under `any`, OME's rule: any host it may pair with.
-        let local_only = self.config.pair_new_viewers == PairNewViewers::Proven;
-        let allowed = |h: SessionId| self.may_pair(now, h, id) && (!local_only || self.same_network(h, id));
-        let host = wanted.then(|| self.pool.pick_where(key, site, capacity, false, allowed)).flatten();
+        // Under `proven`, a joining viewer waits on no link that may fail: only a proven host of
+        // its own network (behind its public address, or in its <Site>: a LAN link to a relay
+        // that relays; a /24 only guesses). Across networks a link can still fail on the
+        // viewer's own router (a symmetric NAT), and an unproven relay may never offer: such
+        // pairs are made by moves, while the viewer plays. Under `any`, OME's rule.
+        let proven_local = self.config.pair_new_viewers == PairNewViewers::Proven;
+        let allowed = |h: SessionId| self.may_pair(now, h, id) && (!proven_local || self.same_network(h, id));
+        let host = wanted.then(|| self.pool.pick_where(key, site, capacity, proven_local, allowed)).flatten();
         let Some(host) = host else {
             self.out(Output::Count(counts::TO_EDGE, 1));
             self.log(format!("{id}: served by the edge ({})", if wanted { "no host it can reach has a free slot" } else { "not a client now" }));
@@ -648,7 +653,11 @@ impl P2pCore {
         // Across networks both ends must be able to show a public address, and the client's
         // address must not have failed with several hosts lately (its router, not theirs).
         let client_failures = c.ip.map_or(0, |ci| self.failed.failures_of(now, ci));
+        // Under `proven` nobody is moved into a link that cannot form: across networks only a
+        // relay that has shown a public candidate, or whose player says it uses STUN.
+        let known_to_reach = self.config.pair_new_viewers == PairNewViewers::Any || h.relay_reach == Reach::Public || h.relay_stun;
         h.relay_reach != Reach::LocalOnly
+            && known_to_reach
             && !c.receives_lan_only
             && client_failures < MAX_CLIENT_FAILURES
             && !matches!((h.ip, c.ip), (Some(hi), Some(ci)) if self.failed.has_failed(now, hi, ci))

@@ -23,8 +23,13 @@ fn core() -> P2pCore {
 }
 
 fn open(core: &mut P2pCore, id: u32, ip: &str, port: u16) {
+    open_with(core, id, ip, port, "");
+}
+
+/// Opens `id` with `query` (`p2p_stun=1`: the project's player, whose relay uses STUN).
+fn open_with(core: &mut P2pCore, id: u32, ip: &str, port: u16, query: &str) {
     let remote = format!("{ip}:{port}");
-    core.session_opened(0, Arrival { id, kind: SessionKind::Play, stream: "default/app/s", app: "app", stream_name: "s", user_agent: CHROME_WIN, query: "", remote: &remote });
+    core.session_opened(0, Arrival { id, kind: SessionKind::Play, stream: "default/app/s", app: "app", stream_name: "s", user_agent: CHROME_WIN, query, remote: &remote });
 }
 
 /// Host 1 plays from the edge in home 1.
@@ -212,28 +217,54 @@ fn settled_on_the_edge(core: &mut P2pCore, now: u64, id: u32) -> Vec<Output> {
 
 #[test]
 fn by_default_a_joining_viewer_gets_a_host_of_its_own_network_at_once_and_one_of_another_only_by_a_move() {
+    for (host_query, moved) in [("p2p_stun=1", true), ("", false)] {
+        joining_and_moving(host_query, moved);
+    }
+}
+
+/// Host 1 opened with `host_query`: a viewer of its network gets it by a move, and at once once
+/// host 1 has relayed; one of another network is moved into it only if its relay is known to
+/// reach out (`moved`).
+fn joining_and_moving(host_query: &str, moved: bool) {
     let mut core = default_core();
-    open(&mut core, 1, HOME_1, 40001);
+    open_with(&mut core, 1, HOME_1, 40001, host_query);
     assert_eq!(core.offer_requested(0, 1), OfferDecision::ServeFromEdge);
     core.session_playing(0, 1);
+    drain(&mut core); // (host 1's own settling timer: it is a host, idle, and may be moved too)
     open_as(&mut core, 100, 2, PHONE, "198.51.100.1:40002");
-    assert_eq!(core.offer_requested(100, 2), OfferDecision::Handled, "behind the host's own router: a LAN link, at once");
-    open_as(&mut core, 200, 3, PHONE, "203.0.113.1:50003");
-    assert_eq!(core.offer_requested(200, 3), OfferDecision::ServeFromEdge, "another network: the edge at once, a move later");
+    assert_eq!(core.offer_requested(100, 2), OfferDecision::ServeFromEdge, "host 1 has not relayed: the edge at once, even behind its router");
+    let out = settled_on_the_edge(&mut core, 150, 2);
+    assert_eq!(core.role(2), Some(&Role::Client { host: 1, stage: Stage::Moving }), "then a move: a LAN link ({out:?})");
+    assert_eq!(core.offer_requested(5200, 2), OfferDecision::Handled);
+    // The project's player's relay shows its server-reflexive address; OvenPlayer's only its LAN.
+    let shown: &[&str] = if moved { &[LAN, SRFLX] } else { &[LAN] };
+    send(&mut core, 5300, 1, offer(1, 2, shown));
+    send(&mut core, 5400, 2, json!({"command": "answer", "id": 2, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}}));
+    open_as(&mut core, 5500, 4, PHONE, "198.51.100.1:40004");
+    assert_eq!(core.offer_requested(5500, 4), OfferDecision::Handled, "proven now: a viewer behind its router gets it at once");
+    core.session_closed(5600, 4);
     drain(&mut core);
-    let out = settled_on_the_edge(&mut core, 300, 3);
-    assert_eq!(core.role(3), Some(&Role::Client { host: 1, stage: Stage::Moving }), "{out:?}");
-    assert!(sent(&out).contains(&(3, json!({"command": "stop", "id": 3, "peer_id": 0}))));
+    open_as(&mut core, 5700, 3, PHONE, "203.0.113.1:50003");
+    assert_eq!(core.offer_requested(5700, 3), OfferDecision::ServeFromEdge, "another network: the edge at once, a move later");
+    drain(&mut core);
+    let out = settled_on_the_edge(&mut core, 5800, 3);
+    if moved {
+        assert_eq!(core.role(3), Some(&Role::Client { host: 1, stage: Stage::Moving }), "{out:?}");
+        assert!(sent(&out).contains(&(3, json!({"command": "stop", "id": 3, "peer_id": 0}))));
+    } else {
+        assert_eq!(core.role(3), Some(&Role::Viewer), "an OvenPlayer relay that has shown nothing: never moved into across routers ({out:?})");
+        assert!(sent(&out).is_empty(), "{out:?}");
+    }
     core.check_invariants().unwrap();
 }
 
 #[test]
 fn by_default_an_idle_host_peer_is_moved_into_another_so_an_audience_of_desktops_pairs() {
     let mut core = default_core();
-    open(&mut core, 1, HOME_1, 40001);
+    open_with(&mut core, 1, HOME_1, 40001, "p2p_stun=1");
     assert_eq!(core.offer_requested(0, 1), OfferDecision::ServeFromEdge);
     core.session_playing(0, 1);
-    open(&mut core, 2, HOME_2, 50002);
+    open_with(&mut core, 2, HOME_2, 50002, "p2p_stun=1");
     assert_eq!(core.offer_requested(100, 2), OfferDecision::ServeFromEdge, "another network: the edge, and a host itself");
     drain(&mut core);
     let out = settled_on_the_edge(&mut core, 200, 2);

@@ -654,7 +654,9 @@ impl Swarm {
             self.config.median_watch_s * z.exp()
         };
         self.at(t + (watch_s * 1000.0) as u64, Event::Leave(id));
-        let info = SessionInfo::new(id, SessionKind::Play, "default", "app", &format!("s{stream}"), ua, &remote, "");
+        // The project's player says its relay uses STUN.
+        let query = if self.config.networks.is_some() && self.viewers[&id].stun { "p2p_stun=1" } else { "" };
+        let info = SessionInfo::new(id, SessionKind::Play, "default", "app", &format!("s{stream}"), ua, &remote, query);
         self.hook(edge, |p| p.session_opened(&info));
         self.at(t + OPEN_TO_REQUEST_MS, Event::RequestOffer(id));
     }

@@ -277,22 +277,19 @@ fn behind_two_home_routers_with_mdns_off_a_client_plays_from_its_lan_host_and_a_
     assert_behaves(Scenario { mdns: false, clients_only: false, settings: ANY });
 }
 
-/// Fails with the plugin of 938e871 (issue 22 finding): under `<PairNewViewers>proven` (the
-/// default) a host proves itself only through a move, and only client-only viewers are moved, so
-/// an audience whose every viewer may host never pairs: lan1b plays from the edge for good.
+/// The plugin's defaults (`<PairNewViewers>proven`): lan1b, behind lan1's router, gets lan1 at
+/// once (a LAN link); lan2, behind the other, plays from the edge and is never moved into lan1
+/// (an OvenPlayer relay, which shows only LAN candidates). Failed with the plugin of 938e871,
+/// where an audience whose every viewer may host never paired.
 #[test]
-#[ignore = "issue 22 finding: with <PairNewViewers>proven (the default) viewers who may all host never pair (lan1b stays on the edge); run with --ignored"]
 fn behind_two_home_routers_with_the_default_settings_a_client_plays_from_its_lan_host_and_a_cross_router_viewer_from_the_edge() {
     assert_behaves(Scenario { mdns: true, clients_only: false, settings: DEFAULTS });
 }
 
-/// Fails with the plugin of 938e871 (issue 22 finding): lan2 (client only, other router) is
-/// moved after MoveAfterMs into lan1, whose reach is still unknown (it has never offered), and
-/// goes about 1.5 s without a picture until the reach rule gives the pair up; lan1 is then known
-/// to reach only its LAN, and no move goes into such a host, while a new viewer gets only proven
-/// hosts: lan1b, on lan1's LAN, never plays from it.
+/// The defaults with client-only pages: lan1b plays from lan1, lan2 is never moved across the
+/// routers. Failed with the plugin of 938e871: lan2 was moved into lan1, whose reach was unknown,
+/// and went 1.5 s without a picture; lan1b was then never moved into lan1.
 #[test]
-#[ignore = "issue 22 finding: with the defaults a client-only viewer is moved across routers into an unproven host, and the same-LAN client is never moved into it afterwards; run with --ignored"]
 fn behind_two_home_routers_with_the_default_settings_a_client_only_viewer_is_moved_into_its_lan_host_and_never_across_routers() {
     assert_behaves(Scenario { mdns: true, clients_only: true, settings: DEFAULTS });
 }

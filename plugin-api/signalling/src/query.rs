@@ -17,6 +17,9 @@ pub const EDGE: &str = "edge";
 /// `transport`: the ICE transports a viewer's offer names, as OvenMediaEngine reads it: `tcp`
 /// for TCP candidates only, `udp` for UDP only, anything else (or none) for both.
 pub const TRANSPORT: &str = "transport";
+/// `p2p_stun=1`: the player's relay connections use STUN (this project's player adds it; OME
+/// ignores it), so a host's relay may reach other networks before it has shown so.
+pub const P2P_STUN: &str = "p2p_stun";
 
 /// Pairs kept from one query; the rest are ignored (an HTTP request line is bounded anyway).
 pub const MAX_PARAMS: usize = 32;
