@@ -387,3 +387,49 @@ fn an_ovenplayer_0_10_54_viewer_whose_network_drops_all_udp_plays_over_ice_tcp()
     println!("{stdout}");
     assert!(output.status.success() && stdout.contains("scenario ice-tcp: passed"), "ICE-TCP scenario failed ({}):\n{stdout}\n{stderr}", output.status);
 }
+
+/// The host's IPv6 address in the IPv6 scenarios' namespace (on `v0`, beside its IPv4 one).
+const HOST_ADDRESS_V6: &str = "2001:db8::1";
+
+/// Gives `v0` [`HOST_ADDRESS_V6`] (without duplicate address detection, which would keep it
+/// unusable for a second or two) and an IPv6 default route, then runs the program.
+const IPV6_SETUP: &str = "ip -6 addr add 2001:db8::1/64 dev v0 nodad && ip -6 route add default dev v0 && exec \"$@\"";
+
+/// A firewall that drops every IPv4 packet: only IPv6 works (signalling, page and ICE alike).
+const FIREWALL_DROPPING_ALL_IPV4: &str = "table inet fw {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    meta nfproto ipv4 drop
+  }
+}";
+
+/// The host as OME does IPv6: `*` and `[::]` ICE candidates on the same ports, signalling on
+/// `<IP>*</IP><IP>::</IP>`.
+fn dual_stack_config() -> PathBuf {
+    let ice = "*:10000-10004/udp</IceCandidate><IceCandidate>[::]:10000-10004/udp";
+    write_config(&config_xml_with_ice(PORT, ice, "").replace("<Name>test</Name>", "<Name>test</Name><IP>*</IP><IP>::</IP>"))
+}
+
+/// Issue 24, item 4: OvenPlayer 0.10.54 in Chromium plays from the edge over an IPv6-only path
+/// (`tests/browser/ipv6.mjs`): the namespace drops all IPv4, the page and the signalling are at
+/// `[2001:db8::1]`, the offer names both families' addresses, Chromium's selected pair is IPv6 to
+/// the host's address and frames are shown.
+#[test]
+fn an_ovenplayer_0_10_54_viewer_plays_over_an_ipv6_only_path() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    assert!(std::path::Path::new("/usr/sbin/nft").exists(), "/usr/sbin/nft is missing: apt-get install -y nftables (or run .ci/run)");
+    build_artifacts();
+    ensure_node_packages();
+    let output = in_firewalled_network_namespace("sh", FIREWALL_DROPPING_ALL_IPV4)
+        .args(["-c", IPV6_SETUP, "sh", "node"])
+        .arg(browser_dir().join("ipv6.mjs"))
+        .env("HOST_BIN", target_dir().join("host"))
+        .env("HOST_CONFIG", dual_stack_config())
+        .env("HOST_PORT", PORT.to_string())
+        .env("HOST_ADDR6", HOST_ADDRESS_V6)
+        .output()
+        .expect("running unshare");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    println!("{stdout}");
+    assert!(output.status.success() && stdout.contains("scenario ipv6: passed"), "IPv6 scenario failed ({}):\n{stdout}\n{stderr}", output.status);
+}
