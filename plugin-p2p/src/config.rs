@@ -10,6 +10,10 @@
 //!        into a host later (moves may go into unproven hosts where a link can form: how a host
 //!        proves itself); any: OME's rule, any host with a free slot at once. -->
 //!   <PairNewViewers>proven</PairNewViewers>
+//!   <!-- Hops from the edge a viewer may be: 1 is OME's rule (a client never relays); 2 to 8: a
+//!        client that may host relays to clients of its own once its own link plays (each hop
+//!        re-encodes in a browser: latency and quality cost). -->
+//!   <MaxDepth>1</MaxDepth>
 //!   <!-- A host must send offer_p2p within OfferTimeoutP99Multiple x the p99 of the offer latency
 //!        measured from hosts that do offer (last 128 offers), never under OfferTimeoutMinMs nor
 //!        over OfferTimeoutMs; OfferTimeoutMs until 8 offers are measured. Multiple 0: always
@@ -64,6 +68,10 @@ use crate::locality::{Cidr, Locator};
 use plugin_api::ConfigError;
 use serde::Deserialize;
 
+/// The deepest `<MaxDepth>`: each hop re-encodes in a browser, so deeper trees cost every
+/// viewer below latency and quality for little more offload.
+pub const MAX_DEPTH: u8 = 8;
+
 /// The plugin's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
@@ -93,6 +101,10 @@ pub struct P2pConfig {
     /// Which hosts a viewer asking for the stream may be given.
     #[serde(default)]
     pub pair_new_viewers: PairNewViewers,
+    /// How many hops from the edge a viewer may be: 1 is OME's rule (a client never relays); with
+    /// 2 or more a client that may host relays to clients of its own once its link plays.
+    #[serde(default = "P2pConfig::default_max_depth")]
+    pub max_depth: u8,
     /// Re-parenting: move edge viewers who could be clients into hosts' vacancies.
     #[serde(default = "P2pConfig::yes")]
     pub move_edge_viewers: bool,
@@ -239,6 +251,10 @@ impl P2pConfig {
     fn default_move_after() -> u64 {
         5_000
     }
+    fn default_max_depth() -> u8 {
+        1
+    }
+
     fn default_reach_wait() -> u64 {
         1500
     }
@@ -284,6 +300,9 @@ impl P2pConfig {
     /// Parses the section's XML text; an error carries the byte offset of the problem.
     pub fn parse(xml: &str) -> Result<Self, ConfigError> {
         let config = Self::deserialize(xml)?;
+        if !(1..=MAX_DEPTH).contains(&config.max_depth) {
+            return Err(ConfigError::new(None, format!("P2P.MaxDepth {} is not 1 to {MAX_DEPTH}", config.max_depth)));
+        }
         for site in &config.site {
             if site.network.is_empty() {
                 return Err(ConfigError::new(None, format!("P2P.Site {:?} has no <Network>", site.name)));

@@ -69,6 +69,9 @@ pub mod counts {
     pub const FALLBACK_NOT_CONFIRMED: &str = r#"fallbacks_total{reason="not_confirmed"}"#;
     /// Links a client's player reported connected.
     pub const LINKS_CONFIRMED: &str = "links_confirmed_total";
+    /// Clients sent back because the client relaying to them lost its own source (`MaxDepth`
+    /// over 1).
+    pub const FALLBACK_RELAY_LOST: &str = r#"fallbacks_total{reason="relay_lost"}"#;
     /// Host peers never asked again (missed an offer deadline).
     pub const HOSTS_RETIRED: &str = "hosts_retired_total";
     /// Edge viewers told to move into a host peer.
@@ -183,6 +186,12 @@ struct Peer {
     relay_reach: Reach,
     /// Its player says its relay connections use STUN (`?p2p_stun=1`).
     relay_stun: bool,
+    /// Hops from the edge: 0 on the edge, a client one more than its host.
+    depth: u8,
+    /// As a client relaying further (`MaxDepth` over 1): it is pooled as a host, and these are
+    /// its clients.
+    relaying: bool,
+    sub_clients: Vec<SessionId>,
     /// As a client, what its receiving connection's candidates have shown (its answer, and the
     /// candidates it sends its host).
     recv_reach: Reach,
@@ -242,7 +251,17 @@ impl Peer {
     fn load(&self) -> u16 {
         match &self.role {
             Role::Host { clients } => clients.len() as u16,
-            _ => 0,
+            Role::Client { .. } => self.sub_clients.len() as u16,
+            Role::Viewer => 0,
+        }
+    }
+
+    /// The clients it relays to: a host's, or a relaying client's.
+    fn downstream(&mut self) -> Option<&mut Vec<SessionId>> {
+        match &mut self.role {
+            Role::Host { clients } => Some(clients),
+            Role::Client { .. } if self.relaying => Some(&mut self.sub_clients),
+            _ => None,
         }
     }
 }
@@ -333,7 +352,8 @@ impl P2pCore {
             Role::Client { host, stage } if *stage != Stage::Moving => {
                 let evidence = !peer.reports_links && self.link_evidence(*host, id);
                 let connected = *stage == Stage::Confirmed || (*stage == Stage::Answered && evidence);
-                Delivery { upstream: *host, connected, free_relay_slots: 0 }
+                let free_relay_slots = if peer.relaying && !peer.retired { k.saturating_sub(peer.sub_clients.len() as u16) } else { 0 };
+                Delivery { upstream: *host, connected, free_relay_slots }
             }
             Role::Host { clients } if !peer.retired => {
                 Delivery { free_relay_slots: k.saturating_sub(clients.len() as u16), ..Delivery::default() }
@@ -396,6 +416,9 @@ impl P2pCore {
             ip: a.remote.parse::<SocketAddr>().map(|s| s.ip()).or_else(|_| a.remote.parse()).ok().map(|ip: IpAddr| ip.to_canonical()),
             relay_reach: Reach::Unknown,
             relay_stun: params.get(query::P2P_STUN).is_some() && !params.says_no(query::P2P_STUN),
+            depth: 0,
+            relaying: false,
+            sub_clients: Vec::new(),
             recv_reach: Reach::Unknown,
             receives_lan_only: false,
             reports_links: false,
@@ -568,6 +591,7 @@ impl P2pCore {
                 self.out(Output::Count(counts::LINKS_CONFIRMED, 1));
                 self.log(format!("{client}: its link with host {host} is connected"));
                 self.proven(host);
+                self.maybe_relay(client);
             }
             P2pMessage::LinkState { connected: false, .. } if stage != Stage::AwaitingOffer => {
                 let by = if from == client { "the client" } else { "the host" };
@@ -594,6 +618,7 @@ impl P2pCore {
                 } else if self.link_evidence(host, client) {
                     // OvenPlayer cannot report: the pair passes the reach rule, that is the evidence.
                     self.proven(host);
+                    self.maybe_relay(client);
                 }
             }
             P2pMessage::Candidate { candidates, .. } => {
@@ -722,6 +747,7 @@ impl P2pCore {
             self.arm_reach_deadline(host, client);
         } else if !before && matches!(self.peers.get(&client), Some(Peer { role: Role::Client { stage: Stage::Answered, .. }, reports_links: false, .. })) {
             self.proven(host);
+            self.maybe_relay(client);
         }
     }
 
@@ -759,6 +785,9 @@ impl P2pCore {
         if h != host {
             return;
         }
+        // A client relaying further loses what it relays: its own clients go first, each told
+        // before it is (OvenPlayer 0.10.38 throws on a `stop` between its own and its next offer).
+        self.stop_relaying(client, if end == PairEnd::ClientLeft { PairEnd::HostLeft } else { PairEnd::RelayLost });
         let after = end.aftermath(stage);
         self.touch(&[client]);
         if let Some(count) = after.count {
@@ -843,12 +872,14 @@ impl P2pCore {
         self.touch(&[host, client]);
         self.unqueue(host); // it relays now: an idle host waiting to be moved is not idle any more
         let peer = self.peers.get_mut(&host).expect("a pooled host is known");
-        let Role::Host { clients } = &mut peer.role else { unreachable!("only hosts are pooled: {host} is {:?}", peer.role) };
+        let depth = peer.depth + 1;
+        let Some(clients) = peer.downstream() else { unreachable!("only hosts and relaying clients are pooled: {host} is {:?}", peer.role) };
         clients.push(client);
         let load = peer.load();
         self.pool.set_load(host, load);
         let peer = self.peers.get_mut(&client).expect("checked by the caller");
         peer.role = Role::Client { host, stage };
+        peer.depth = depth;
         peer.last_host = Some(host);
         peer.reports_links = false;
         peer.recv_reach = Reach::Unknown;
@@ -859,7 +890,7 @@ impl P2pCore {
     fn remove_client(&mut self, host: SessionId, client: SessionId) {
         self.touch(&[host, client]);
         let Some(peer) = self.peers.get_mut(&host) else { return };
-        let Role::Host { clients } = &mut peer.role else { return };
+        let Some(clients) = peer.downstream() else { return };
         let before = clients.len();
         clients.retain(|&c| c != client);
         if clients.len() < before {
@@ -906,6 +937,42 @@ impl P2pCore {
                 }
             }
         }
+    }
+
+    /// `id`, a client relaying further, relays no more: out of the pool, and each of its clients'
+    /// pair ended for `end` (`HostLeft` when it is gone or starting over, `RelayLost` when its
+    /// own source went). Nothing for a client that does not relay.
+    fn stop_relaying(&mut self, id: SessionId, end: PairEnd) {
+        let Some(peer) = self.peers.get_mut(&id).filter(|p| p.relaying) else { return };
+        peer.relaying = false;
+        let clients = std::mem::take(&mut peer.sub_clients);
+        let key = peer.key;
+        self.pool.remove(id);
+        self.touch(&[id]);
+        self.out(Output::Count(counts::HOST_PEERS, -1));
+        self.out(Output::Count(counts::CLIENTS, -(clients.len() as i64)));
+        for client in clients {
+            self.end_pair(id, client, end);
+        }
+        self.fill_vacancies(key);
+    }
+
+    /// `client`'s link plays (confirmed, or answered where it can form): under `MaxDepth` over
+    /// 1, a client that may host relays to clients of its own from now on, if it is not too deep.
+    fn maybe_relay(&mut self, client: SessionId) {
+        let max_depth = self.config.max_depth;
+        let Some(peer) = self.peers.get_mut(&client) else { return };
+        let eligible = peer.p2p && peer.host_eligible && !peer.retired && !peer.relaying && peer.depth < max_depth;
+        if !eligible || !matches!(peer.role, Role::Client { stage: Stage::Answered | Stage::Confirmed, .. }) {
+            return;
+        }
+        peer.relaying = true;
+        let (key, site, proven, depth) = (peer.key, peer.site, peer.proven, peer.depth);
+        self.pool.insert_at(client, key, site, 0, proven, depth);
+        self.touch(&[client]);
+        self.out(Output::Count(counts::HOST_PEERS, 1));
+        self.log(format!("{client}: relays further, at depth {depth}"));
+        self.fill_vacancies(key);
     }
 
     /// `host` did not offer in time: it is never asked again on this socket (OvenPlayer >= 0.10.39
@@ -1025,7 +1092,11 @@ impl P2pCore {
             if p.movable_since.is_some() && !p.may_move(self.config.move_former_clients, self.moves_idle_hosts()) {
                 return Err(format!("{id} is queued to move but may not ({:?}, moves {})", p.role, p.moves));
             }
+            if !p.relaying && !p.sub_clients.is_empty() {
+                return Err(format!("{id} relays to nobody, yet lists {:?}", p.sub_clients));
+            }
             match &p.role {
+                Role::Viewer if p.relaying => return Err(format!("{id} plays from the edge, yet relays as a client")),
                 Role::Viewer => {}
                 Role::Host { clients } => {
                     if !(p.p2p && p.host_eligible) || clients.len() > k {
@@ -1042,7 +1113,21 @@ impl P2pCore {
                     }
                 }
                 Role::Client { host, stage } => {
-                    let listed = matches!(self.peers.get(host).map(|h| &h.role), Some(Role::Host { clients }) if clients.contains(&id));
+                    let listed = match self.peers.get(host) {
+                        Some(Peer { role: Role::Host { clients }, .. }) => clients.contains(&id),
+                        Some(h @ Peer { role: Role::Client { .. }, .. }) => h.relaying && h.sub_clients.contains(&id),
+                        _ => false,
+                    };
+                    if p.relaying {
+                        let too_deep = p.depth >= self.config.max_depth || p.sub_clients.len() > k;
+                        let theirs = p.sub_clients.iter().all(|c| matches!(self.peers.get(c).map(|cp| &cp.role), Some(Role::Client { host, .. }) if *host == id));
+                        if too_deep || !theirs || !p.host_eligible {
+                            return Err(format!("relaying client {id} at depth {} relays to {:?}", p.depth, p.sub_clients));
+                        }
+                        if !p.retired {
+                            pooled.push((p.key, p.sub_clients.len() as u16, id));
+                        }
+                    }
                     let deadline = match stage {
                         Stage::Moving => Some(Deadline::MoveRequest { host: *host, client: id }),
                         Stage::AwaitingOffer => Some(Deadline::HostOffer { host: *host, client: id }),

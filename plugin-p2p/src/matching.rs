@@ -11,8 +11,9 @@ use std::collections::{BTreeSet, HashMap};
 /// Which pool a peer belongs to: its stream and its browser kind, both interned.
 pub type PoolKey = (u32, u32);
 
-/// A host's place in the order: proven relays first, then the least loaded (the id breaks ties).
-type Rank = (bool, u16, SessionId);
+/// A host's place in the order: proven relays first, then the shallowest (a host fed by the edge
+/// before a client relaying further), then the least loaded (the id breaks ties).
+type Rank = (bool, u8, u16, SessionId);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
@@ -20,11 +21,13 @@ struct Entry {
     site: Site,
     load: u16,
     proven: bool,
+    /// 0: fed by the edge; n: a client n hops from it, relaying further.
+    depth: u8,
 }
 
 impl Entry {
     fn rank(&self, id: SessionId) -> Rank {
-        (!self.proven, self.load, id)
+        (!self.proven, self.depth, self.load, id)
     }
 }
 
@@ -35,6 +38,8 @@ impl Entry {
 pub struct HostPool {
     hosts: HashMap<SessionId, Entry>,
     ranks: NearIndex<PoolKey, Rank>,
+    /// The deepest host ever pooled: the depths a pick walks.
+    deepest: u8,
     dependants: HashMap<PoolKey, u32>,
 }
 
@@ -61,10 +66,16 @@ impl HostPool {
         hosts * u64::from(capacity) < dependants
     }
 
-    /// Adds host `id` with `load` clients (replacing any earlier entry).
+    /// Adds host `id` with `load` clients (replacing any earlier entry), fed by the edge.
     pub fn insert(&mut self, id: SessionId, key: PoolKey, site: Site, load: u16, proven: bool) {
+        self.insert_at(id, key, site, load, proven, 0);
+    }
+
+    /// Adds host `id` at `depth` (a client relaying further: its hops from the edge).
+    pub fn insert_at(&mut self, id: SessionId, key: PoolKey, site: Site, load: u16, proven: bool, depth: u8) {
         self.remove(id);
-        let entry = Entry { key, site, load, proven };
+        self.deepest = self.deepest.max(depth);
+        let entry = Entry { key, site, load, proven, depth };
         self.hosts.insert(id, entry);
         self.ranks.insert(key, site, entry.rank(id));
     }
@@ -91,7 +102,7 @@ impl HostPool {
             let mut new = entry;
             change(&mut new);
             if new != entry {
-                self.insert(id, new.key, new.site, new.load, new.proven);
+                self.insert_at(id, new.key, new.site, new.load, new.proven, new.depth);
             }
         }
     }
@@ -125,15 +136,18 @@ impl HostPool {
     }
 
     /// [`Self::pick`] among the hosts `allowed` accepts (a client's link to it can form). Each
-    /// half (proven, unproven) is searched among its [`MAX_SKIPPED`] + 1 first vacancies: a
-    /// refusal costs a step, never a scan of the pool.
+    /// group (proven or not, at one depth) is searched among its [`MAX_SKIPPED`] + 1 first
+    /// vacancies: a refusal costs a step, never a scan of the pool.
     pub fn pick_where(&self, key: PoolKey, site: Site, capacity: u16, proven_only: bool, allowed: impl Fn(SessionId) -> bool) -> Option<SessionId> {
-        // A half is ordered by load: past the first full host, every host is full.
-        let fits = |&&(unproven, load, _): &&Rank| load < capacity && !(proven_only && unproven);
-        let first = |ranks: std::collections::btree_set::Range<'_, Rank>| ranks.take_while(fits).take(MAX_SKIPPED + 1).map(|r| r.2).find(|&id| allowed(id));
+        // A group is ordered by load: past its first full host, every host is full.
+        let fits = |&&(_, _, load, _): &&Rank| load < capacity;
+        let first = |ranks: std::collections::btree_set::Range<'_, Rank>| ranks.take_while(fits).take(MAX_SKIPPED + 1).map(|r| r.3).find(|&id| allowed(id));
+        let halves: &[bool] = if proven_only { &[false] } else { &[false, true] };
         self.ranks.find(key, site, |set: &BTreeSet<Rank>| {
-            // Proven hosts come first, least loaded first: the first vacancy of each half.
-            first(set.range((false, 0, 0)..(true, 0, 0))).or_else(|| first(set.range((true, 0, 0)..)))
+            // Proven hosts first, then the shallowest, then the least loaded.
+            // (Depths are bounded by `MaxDepth`, far below u8::MAX: d + 1 does not overflow.)
+            let groups = halves.iter().flat_map(|&unproven| (0..=self.deepest).map(move |d| (unproven, d)));
+            groups.into_iter().find_map(|(unproven, d)| first(set.range((unproven, d, 0, 0)..(unproven, d + 1, 0, 0))))
         })
     }
 }

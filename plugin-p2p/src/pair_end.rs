@@ -23,6 +23,9 @@ pub enum PairEnd {
     /// The link cannot form or failed (counted under this fallback reason: reported failed,
     /// unreachable, not confirmed in time).
     LinkFailed(&'static str),
+    /// The host is a client relaying further whose own source went: it is told first, then the
+    /// client (its list was taken with its place in the pool).
+    RelayLost,
 }
 
 /// What the client gets when its pair ends.
@@ -113,6 +116,14 @@ impl PairEnd {
                 ..quiet
             },
             PairEnd::MoveIgnored => Aftermath { count: Some(counts::MOVES_IGNORED), unmovable: true, ..quiet },
+            PairEnd::RelayLost => Aftermath {
+                count: Some(counts::FALLBACK_RELAY_LOST),
+                client_gets: by_stage(stage),
+                host_told: HostTold::Before,
+                ends_client_life: introduced(stage),
+                frees_slot: false,
+                ..quiet
+            },
             PairEnd::LinkFailed(reason) => Aftermath {
                 count: Some(reason),
                 client_gets: by_stage(stage),
@@ -142,6 +153,8 @@ mod tests {
     fn only_a_gone_host_keeps_its_slot_and_only_the_client_that_failed_is_blamed() {
         for stage in [Stage::Moving, Stage::AwaitingOffer, Stage::AwaitingAnswer, Stage::Answered, Stage::Confirmed] {
             assert!(!PairEnd::HostLeft.aftermath(stage).frees_slot);
+            assert!(!PairEnd::RelayLost.aftermath(stage).frees_slot, "the relay's list was taken");
+            assert_eq!(PairEnd::RelayLost.aftermath(stage).host_told, HostTold::Before, "the relay hears of its clients before of its source");
             assert_eq!(PairEnd::HostLeft.aftermath(stage).host_told, HostTold::No);
             for end in [PairEnd::ClientLeft, PairEnd::OfferMissed, PairEnd::HostGivenUp, PairEnd::AnswerMissed, PairEnd::MoveIgnored, PairEnd::LinkFailed("x")] {
                 assert!(end.aftermath(stage).frees_slot, "{end:?} at {stage:?}");
