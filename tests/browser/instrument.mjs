@@ -32,7 +32,9 @@ export const INSTRUMENT = () => {
   window.__selectedPair = async () => {
     for (const pc of window.__pcs) {
       const stats = [...(await pc.getStats()).values()];
-      const pair = stats.find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
+      // The transport's selected pair (a TCP pair may be selected without being marked nominated).
+      const selected = stats.find((s) => s.type === 'transport')?.selectedCandidatePairId;
+      const pair = stats.find((s) => s.id === selected) ?? stats.find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
       if (!pair) continue;
       const local = stats.find((s) => s.id === pair.localCandidateId);
       const remote = stats.find((s) => s.id === pair.remoteCandidateId);

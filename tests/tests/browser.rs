@@ -433,3 +433,27 @@ fn an_ovenplayer_0_10_54_viewer_plays_over_an_ipv6_only_path() {
     println!("{stdout}");
     assert!(output.status.success() && stdout.contains("scenario ipv6: passed"), "IPv6 scenario failed ({}):\n{stdout}\n{stderr}", output.status);
 }
+
+/// BENCHMARKS.md, issue 24: the host's CPU per viewer over ICE-TCP against UDP
+/// (`tests/browser/bench-transport-cpu.mjs`): Chromium viewers of OvenPlayer 0.10.54 with
+/// `?transport=tcp`, then `?transport=udp`, on a fresh host each (`TRANSPORT_CPU`). Run it in
+/// release (`cargo test --release -p tests --test browser benchmark_host_cpu -- --ignored --nocapture`).
+/// Measures; asserts nothing but that every page plays over the transport it asked for.
+#[test]
+#[ignore = "a benchmark: cargo test --release -p tests --test browser benchmark_host_cpu -- --ignored --nocapture"]
+fn benchmark_host_cpu_per_viewer_over_ice_tcp_against_udp() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    build_artifacts();
+    ensure_node_packages();
+    let config = write_config(&config_xml_with_ice(PORT, "*:10000-10004/udp</IceCandidate><IceCandidate>*:10005/tcp", ""));
+    let output = in_network_namespace("node")
+        .arg(browser_dir().join("bench-transport-cpu.mjs"))
+        .env("HOST_BIN", target_dir().join("host"))
+        .env("HOST_CONFIG", &config)
+        .env("HOST_PORT", PORT.to_string())
+        .output()
+        .expect("running unshare");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    println!("{stdout}");
+    assert!(output.status.success() && stdout.contains("benchmark transport-cpu: done"), "benchmark failed ({}):\n{stdout}\n{stderr}", output.status);
+}
