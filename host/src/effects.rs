@@ -24,8 +24,8 @@ pub async fn run(mut actions: mpsc::UnboundedReceiver<PluginAction>, state: Arc<
 fn carry_out(state: &Arc<HostState>, plugin: usize, call: HostCall) {
     match call {
         HostCall::Send(id, json) => {
-            state.plugins.pending.release(id, json.len());
-            if !state.sessions.command(id, SessionCommand::Send(json)) {
+            // Its bytes were reserved in the session's budget when the plugin sent it.
+            if !state.sessions.send_reserved(id, SessionCommand::Send(json)) {
                 tracing::debug!(session = id, "plugin message to a session that is gone");
             }
         }

@@ -123,7 +123,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let clock = Instant::now();
     let metrics = Arc::new(metrics::Metrics::default());
     let (actions_tx, actions_rx) = tokio::sync::mpsc::unbounded_channel();
-    let plugins = plugins::PluginSet::load(&config, actions_tx, clock, metrics.clone())?;
+    let sessions = Arc::new(sessions::Sessions::default());
+    let plugins = plugins::PluginSet::load(&config, actions_tx, clock, metrics.clone(), sessions.clone())?;
     if plugins.names().is_empty() {
         tracing::info!("no plugin loaded: every viewer is served from the edge");
     }
@@ -154,7 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         edge: edge::Edge::start(&config, metrics.clone())?,
         config,
         streams,
-        sessions: Default::default(),
+        sessions,
         plugins,
         metrics,
         book: Default::default(),

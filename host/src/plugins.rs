@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::sessions::{Reserved, Sessions};
 use anyhow::Context as _;
 use plugin_api::{
     CloseReason, HostCall, HostServices, LoadError, LoadedPlugin, LogLevel, MessageVerdict, OfferDecision, PluginFailure,
@@ -31,48 +32,13 @@ pub enum PluginAction {
     Disabled,
 }
 
-/// Bytes of plugin messages waiting for [`crate::effects::run`], per session: a plugin that sends one
-/// session more than the session's outgoing bound in one go (a relayed flood) gets the excess
-/// dropped and the session closed, instead of the host buffering it.
-#[derive(Debug)]
-pub struct PendingSends {
-    per_session: std::sync::Mutex<std::collections::HashMap<SessionId, usize>>,
-    limit: usize,
-}
-
-impl PendingSends {
-    fn new(limit: usize) -> Self {
-        Self { per_session: Default::default(), limit }
-    }
-
-    /// Takes `bytes` for session `id`; false if that would pass the bound.
-    fn reserve(&self, id: SessionId, bytes: usize) -> bool {
-        let mut map = self.per_session.lock().expect("pending lock");
-        let pending = map.get(&id).copied().unwrap_or(0);
-        if pending + bytes > self.limit {
-            return false;
-        }
-        map.insert(id, pending + bytes);
-        true
-    }
-
-    pub(crate) fn release(&self, id: SessionId, bytes: usize) {
-        let mut map = self.per_session.lock().expect("pending lock");
-        if let Some(pending) = map.get_mut(&id) {
-            *pending = pending.saturating_sub(bytes);
-            if *pending == 0 {
-                map.remove(&id);
-            }
-        }
-    }
-}
-
 /// One plugin's context: what its host calls reach.
 struct Context {
     plugin: &'static str,
     index: usize,
     actions: mpsc::UnboundedSender<PluginAction>,
-    pending: Arc<PendingSends>,
+    /// Where a message's bytes are reserved when the plugin sends it.
+    sessions: Arc<Sessions>,
     clock: Instant,
     metrics: Arc<Metrics>,
 }
@@ -82,13 +48,13 @@ impl HostServices for Context {
         self.clock.elapsed().as_millis() as u64
     }
     fn queue(&self, call: HostCall) {
-        let call = match call {
-            HostCall::Send(id, json) if !self.pending.reserve(id, json.len()) => {
-                self.metrics.counts.plugin_messages_dropped_over_bound.inc();
-                HostCall::Close(id, 500, "too many messages queued for this session".into())
+        if let HostCall::Send(id, json) = &call {
+            match self.sessions.reserve(*id, json.len()) {
+                Reserved::Yes => {}
+                Reserved::Refused => return self.metrics.counts.plugin_messages_dropped_over_bound.inc(),
+                Reserved::NoSession => return,
             }
-            call => call,
-        };
+        }
         let _ = self.actions.send(PluginAction::Call { plugin: self.index, call });
     }
     fn log(&self, level: LogLevel, message: &str) {
@@ -114,8 +80,6 @@ pub struct PluginSet {
     slots: Vec<Slot>,
     actions: mpsc::UnboundedSender<PluginAction>,
     metrics: Arc<Metrics>,
-    /// Plugin messages not yet handed to their sessions.
-    pub pending: Arc<PendingSends>,
 }
 
 impl PluginSet {
@@ -126,10 +90,10 @@ impl PluginSet {
         actions: mpsc::UnboundedSender<PluginAction>,
         clock: Instant,
         metrics: Arc<Metrics>,
+        sessions: Arc<Sessions>,
     ) -> anyhow::Result<Self> {
         let mut slots = Vec::new();
         let mut claimed = Vec::new();
-        let pending = Arc::new(PendingSends::new(config.limits.max_outgoing_bytes));
         // Made at the first plugin, removed (on drop) when this function returns.
         let copies = OnceCell::new();
         for (index, entry) in config.plugins.iter().enumerate() {
@@ -141,7 +105,7 @@ impl PluginSet {
                     plugin: library.name(),
                     index: slots.len(),
                     actions: actions.clone(),
-                    pending: pending.clone(),
+                    sessions: sessions.clone(),
                     clock,
                     metrics: metrics.clone(),
                 };
@@ -180,7 +144,7 @@ impl PluginSet {
         for ignored in config.check_claimed(&claimed)? {
             tracing::warn!("<Modules><{}> is ignored: no loaded plugin handles it", ignored.name);
         }
-        Ok(Self { slots, actions, metrics, pending })
+        Ok(Self { slots, actions, metrics })
     }
 
     /// The name of plugin number `index`.

@@ -102,6 +102,17 @@ impl OutgoingBudget {
     }
 }
 
+/// What [`Sessions::reserve`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// The bytes are the message's.
+    Yes,
+    /// Over the session's budget: dropped (the session closes itself as a slow reader).
+    Refused,
+    /// No such session.
+    NoSession,
+}
+
 /// Live sessions by id.
 #[derive(Default)]
 pub struct Sessions {
@@ -272,21 +283,42 @@ impl Sessions {
         trees
     }
 
-    /// Queues `command` for session `id`; false if there is no such session.
+    /// Queues `command` for session `id`; false if there is no such session. A message is
+    /// counted against the session's outgoing budget (see [`Sessions::reserve`]).
     pub fn command(&self, id: SessionId, command: SessionCommand) -> bool {
-        let map = self.map.lock().expect("sessions lock");
-        let Some(session) = map.get(&id) else { return false };
         if let SessionCommand::Send(json) = &command {
-            if let Err(first) = session.outgoing.reserve(json.len()) {
-                // Refused, and the session closes itself at its next turn (a slow reader): one
-                // wake-up is enough, however many messages are refused before that turn.
+            match self.reserve(id, json.len()) {
+                Reserved::Yes => {}
+                Reserved::Refused => return true,
+                Reserved::NoSession => return false,
+            }
+        }
+        self.send_reserved(id, command)
+    }
+
+    /// Takes `bytes` from session `id`'s outgoing budget, the one bound of what may wait for its
+    /// socket: messages queued for it, and plugin messages not yet handed to it (a plugin's are
+    /// reserved when it sends them). Refused, the session closes itself at its next turn as a
+    /// slow reader: one wake-up is enough, however many messages are refused before that turn.
+    pub fn reserve(&self, id: SessionId, bytes: usize) -> Reserved {
+        let map = self.map.lock().expect("sessions lock");
+        let Some(session) = map.get(&id) else { return Reserved::NoSession };
+        match session.outgoing.reserve(bytes) {
+            Ok(()) => Reserved::Yes,
+            Err(first) => {
                 if first {
                     let _ = session.commands.send(SessionCommand::Wake);
                 }
-                return true;
+                Reserved::Refused
             }
         }
-        session.commands.send(command).is_ok()
+    }
+
+    /// Queues `command` for session `id`, its bytes (if a message) already reserved; false if
+    /// there is no such session (the reservation went with it).
+    pub fn send_reserved(&self, id: SessionId, command: SessionCommand) -> bool {
+        let map = self.map.lock().expect("sessions lock");
+        map.get(&id).is_some_and(|session| session.commands.send(command).is_ok())
     }
 
     /// The host is stopping: every session, and any registered from now on (a WebSocket upgrade

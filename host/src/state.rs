@@ -15,7 +15,7 @@ pub struct HostState {
     /// The streams: configured, and published.
     pub streams: Streams,
     /// Live signalling sessions.
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
     /// Loaded plugins.
     pub plugins: PluginSet,
     /// Named metrics.
