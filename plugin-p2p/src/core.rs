@@ -660,11 +660,14 @@ impl P2pCore {
         self.peers.get(&id).and_then(|p| p.ip).map_or_else(|| "no address".into(), |ip| ip.to_string())
     }
 
-    /// Whether `host` and `client` are on one network: behind one public address, or in one
-    /// configured `<Site>`. A relay that shows only LAN or mDNS candidates reaches only these.
+    /// Whether `host` and `client` are on one network: behind one public address, in one
+    /// configured `<Site>`, or both reaching the server from private addresses (no NAT between
+    /// them and the server: its own LAN). A relay that shows only LAN or mDNS candidates reaches
+    /// only these.
     fn same_network(&self, host: SessionId, client: SessionId) -> bool {
         let (Some(h), Some(c)) = (self.peers.get(&host), self.peers.get(&client)) else { return false };
-        (h.ip.is_some() && h.ip == c.ip) || (h.site.is_configured() && h.site == c.site)
+        let both_private = matches!((h.ip, c.ip), (Some(hi), Some(ci)) if crate::reach::is_local(hi) && crate::reach::is_local(ci));
+        (h.ip.is_some() && h.ip == c.ip) || (h.site.is_configured() && h.site == c.site) || both_private
     }
 
     /// Whether `client` may be paired with `host` at `now`: a link between them can form as far

@@ -305,3 +305,17 @@ fn a_host_that_shows_no_candidate_at_all_across_networks_does_not_keep_its_clien
     open(&mut core, 3, HOME_2, 50001);
     assert_eq!(core.offer_requested(2000, 3), OfferDecision::ServeFromEdge, "its reloaded page is not paired into the same failure");
 }
+
+#[test]
+fn viewers_reaching_the_server_from_private_addresses_are_one_network() {
+    // The server on the viewers' own LAN (an office, a campus): no NAT between them and it.
+    let mut core = core();
+    open(&mut core, 1, "10.1.0.5", 40001);
+    assert_eq!(core.offer_requested(0, 1), OfferDecision::ServeFromEdge);
+    core.session_playing(0, 1);
+    drain(&mut core);
+    client_of_1(&mut core, 2, "10.1.0.6", 40002);
+    let out = send(&mut core, 300, 1, offer(1, 2, &[LAN, MDNS]));
+    assert_eq!(sent(&out)[0].0, 2, "a LAN-only relay reaches a viewer of the server's LAN: {out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::SetTimer(_, ms) if *ms == REACH_WAIT)), "no reach deadline on one network: {out:?}");
+}
