@@ -54,6 +54,8 @@ pub struct SwarmConfig {
     pub matching: String,
     /// The plugin's `<PairNewViewers>`: proven or any.
     pub pair_new_viewers: String,
+    /// The plugin's `<MaxDepth>`: 1 (OME's rule) or more.
+    pub max_depth: u8,
     /// Median watch time, seconds (log-normal, sigma 1).
     pub median_watch_s: f64,
     /// Exponential watch times with the same mean instead of log-normal.
@@ -114,6 +116,7 @@ impl Default for SwarmConfig {
             k: 2,
             matching: "balanced".into(),
             pair_new_viewers: "any".into(),
+            max_depth: 1,
             median_watch_s: 300.0,
             exponential: false,
             host_deaths_per_hour: 2.0,
@@ -136,8 +139,8 @@ impl SwarmConfig {
     /// The plugin's `<P2P>` section for this swarm.
     pub fn p2p_xml(&self) -> String {
         format!(
-            "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{OFFER_CEILING_MS}</OfferTimeoutMs><AnswerTimeoutMs>{ANSWER_DEADLINE_MS}</AnswerTimeoutMs><Matching>{}</Matching><PairNewViewers>{}</PairNewViewers><MoveEdgeViewers>{}</MoveEdgeViewers><MoveAfterMs>{}</MoveAfterMs><MoveFormerClients>{}</MoveFormerClients><PreferSameNetwork>{}</PreferSameNetwork></P2P>",
-            self.k, self.matching, self.pair_new_viewers, self.move_edge_viewers, self.move_after_ms, self.move_former_clients, self.prefer_same_network
+            "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>{}</MaxClientPeersPerHostPeer><OfferTimeoutMs>{OFFER_CEILING_MS}</OfferTimeoutMs><AnswerTimeoutMs>{ANSWER_DEADLINE_MS}</AnswerTimeoutMs><Matching>{}</Matching><PairNewViewers>{}</PairNewViewers><MaxDepth>{}</MaxDepth><MoveEdgeViewers>{}</MoveEdgeViewers><MoveAfterMs>{}</MoveAfterMs><MoveFormerClients>{}</MoveFormerClients><PreferSameNetwork>{}</PreferSameNetwork></P2P>",
+            self.k, self.matching, self.pair_new_viewers, self.max_depth, self.move_edge_viewers, self.move_after_ms, self.move_former_clients, self.prefer_same_network
         )
     }
 }
@@ -240,6 +243,8 @@ struct Viewer {
     moves: u32,
     /// Left the edge for a move and is not fed yet.
     moving: bool,
+    /// The host whose offer it took last (its main connection's peer), until told `stop`.
+    source: Option<SessionId>,
     /// Its home (one public address and LAN), and whether its router is symmetric.
     home: usize,
     symmetric: bool,
@@ -638,6 +643,7 @@ impl Swarm {
             matched: false,
             moves: 0,
             moving: false,
+            source: None,
             home: id as usize,
             symmetric: false,
             stun: false,
@@ -711,6 +717,7 @@ impl Swarm {
         let t = self.t();
         let Some(v) = self.viewers.get_mut(&id) else { return };
         v.generation += 1;
+        v.source = None;
         let generation = v.generation;
         self.at(t + EDGE_SETUP_MS, Event::EdgeUp { id, generation });
     }
@@ -722,8 +729,9 @@ impl Swarm {
     }
 
     fn peer_up(&mut self, client: SessionId, host: SessionId, generation: u64) {
-        // The pair connects only if neither started over since the answer (a `stop` voids it).
-        let host_there = self.viewers.get(&host).is_some_and(|h| h.feed == Feed::Edge);
+        // The pair connects only if neither started over since the answer (a `stop` voids it),
+        // and the host has the stream (from the edge, or from a peer when it relays further).
+        let host_there = self.viewers.get(&host).is_some_and(|h| h.feed != Feed::Nothing);
         if host_there && self.viewers.get(&client).is_some_and(|v| v.generation == generation) {
             self.fed(client, Feed::Peer(host));
             if self.config.networks.is_some() && self.viewers[&client].stun {
@@ -769,17 +777,19 @@ impl Swarm {
                 }
                 let offer = json!({"command": "offer_p2p", "id": id, "peer_id": peer, "sdp": {"type": "offer", "sdp": "v=0"}, "candidates": []});
                 self.at(t + HOST_OFFER_MS, Event::Deliver(id, offer.to_string()));
-                self.trickle(id, peer, t + HOST_OFFER_MS);
+                self.trickle(id, peer, t + HOST_OFFER_MS, true);
             }
             "offer" if peer != 0 => {
-                self.viewers.get_mut(&id).expect("checked").matched = true;
+                let v = self.viewers.get_mut(&id).expect("checked");
+                v.matched = true;
+                v.source = Some(peer);
                 let reports = self.config.networks.is_some() && self.viewers[&id].stun;
                 let mut answer = json!({"command": "answer", "id": id, "peer_id": peer, "sdp": {"type": "answer", "sdp": "v=0"}});
                 if reports {
                     answer["link_reports"] = true.into();
                 }
                 self.at(t + CLIENT_ANSWER_MS, Event::Deliver(id, answer.to_string()));
-                self.trickle(id, peer, t + CLIENT_ANSWER_MS);
+                self.trickle(id, peer, t + CLIENT_ANSWER_MS, false);
                 if self.link_forms(peer, id) {
                     self.at(t + CLIENT_ANSWER_MS + P2P_SETUP_MS, Event::PeerUp { client: id, host: peer, generation });
                 } else if reports {
@@ -801,13 +811,15 @@ impl Swarm {
                 tally.max_moves = tally.max_moves.max(v.moves);
                 self.at(t + STOP_TO_REQUEST_MS, Event::RequestOffer(id));
             }
-            // To a client (fed by that host, or still connecting to it): the host is gone.
-            "stop" if peer != 0 && feed != Feed::Edge => {
+            // To a client (fed by that host, or still connecting to it): the host is gone. Naming
+            // one of its own clients (a relay's), that client's connection closes: nothing here.
+            "stop" if peer != 0 && self.viewers[&id].source == Some(peer) => {
                 let v = self.viewers.get_mut(&id).expect("checked");
                 if feed == Feed::Peer(peer) {
                     v.feed = Feed::Nothing;
                     v.unfed_since = t;
                 }
+                v.source = None;
                 v.generation += 1;
                 self.at(t + STOP_TO_REQUEST_MS, Event::RequestOffer(id));
             }
@@ -819,9 +831,9 @@ impl Swarm {
     /// `sent`), as players do: with the network model its LAN address, and with STUN its home's
     /// public one; without it (every link forms) one public address. A host sends
     /// `candidate_p2p`, a client `candidate`.
-    fn trickle(&mut self, id: SessionId, peer: SessionId, sent: u64) {
+    fn trickle(&mut self, id: SessionId, peer: SessionId, sent: u64, as_host: bool) {
         let Some(v) = self.viewers.get(&id) else { return };
-        let command = if matches!(v.feed, Feed::Edge) { "candidate_p2p" } else { "candidate" };
+        let command = if as_host { "candidate_p2p" } else { "candidate" };
         let message = |candidate: &str| json!({"command": command, "id": id, "peer_id": peer, "candidates": [{"candidate": candidate, "sdpMLineIndex": 0}]}).to_string();
         let (first, second) = match self.config.networks {
             None => (format!("candidate:1 1 udp 2122260223 {} 50000 typ host", public_address(id as usize)), None),

@@ -34,6 +34,9 @@ struct Cli {
     /// so far) or proven (the plugin's default: only hosts that have relayed, the edge first).
     #[arg(long, default_value = "any")]
     pair_new_viewers: String,
+    /// The plugin's `<MaxDepth>`: 1 (OME's rule: clients never relay) or more.
+    #[arg(long, default_value_t = 1)]
+    max_depth: u8,
     /// Median watch time, seconds (log-normal, sigma 1: heavy-tailed, mean = median * 1.65).
     #[arg(long, default_value_t = 300.0)]
     median_watch_s: f64,
@@ -112,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         k: cli.k,
         matching: cli.matching.clone(),
         pair_new_viewers: cli.pair_new_viewers.clone(),
+        max_depth: cli.max_depth,
         median_watch_s: cli.median_watch_s,
         exponential: cli.exponential,
         host_deaths_per_hour: cli.host_deaths_per_hour,
