@@ -10,8 +10,11 @@ use crate::edge::EdgeEvent;
 use crate::media::{SourceKind, StreamHub};
 use crate::state::HostState;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use ome_signalling::messages::{Answer, CandidateInit, Offer, PlayerMessage, ServerMessage, SessionDescription};
 use ome_signalling::StreamName;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -121,6 +124,10 @@ pub async fn hub(state: &Arc<HostState>, name: &StreamName, client: IpAddr) -> O
     let _ = tokio::time::timeout(START_DEADLINE, started.wait_for(|s| *s)).await;
     state.streams.get(&pulled_as)
 }
+
+/// What the origin sends, as a pull reads it: its ICE servers are not read (an edge answers from
+/// its own addresses; OME's may carry fields a browser's `RTCIceServer` has not).
+type FromOrigin = ServerMessage<SessionDescription, Vec<CandidateInit>, IgnoredAny>;
 
 /// The signalling connection to an origin.
 type OriginSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -267,23 +274,25 @@ async fn pull_once(state: &Arc<HostState>, name: &str, url: &str, hub: &mut Opti
         Ok(Err(e)) => return Ended::lost(format!("cannot connect: {e}")),
         Err(_) => return Ended::lost("cannot connect in time"),
     };
-    if socket.send(Message::Text(json!({"command": "request_offer"}).to_string().into())).await.is_err() {
+    if socket.send(Message::Text(PlayerMessage::RequestOffer.to_json().into())).await.is_err() {
         return Ended::lost("the origin closed");
     }
     let offer = match tokio::time::timeout(ORIGIN_DEADLINE, next_json(&mut socket)).await {
-        Ok(Some(m)) if m["command"] == "offer" => m,
-        Ok(Some(m)) => return Ended::lost(format!("the origin answered {m}")),
+        Ok(Some(m)) => match FromOrigin::deserialize(&m) {
+            Ok(ServerMessage::Offer(offer)) => offer,
+            _ => return Ended::lost(format!("the origin answered {m}")),
+        },
         Ok(None) => return Ended::lost("the origin closed"),
         Err(_) => return Ended::lost("no offer in time"),
     };
-    let sdp = offer["sdp"]["sdp"].as_str().unwrap_or_default().to_string();
-    let candidates = offer["candidates"].as_array().into_iter().flatten().filter_map(|c| c["candidate"].as_str()).map(str::to_string).collect();
-    let (edge, mut events, answer, tracks) = match state.edge.pull(sdp, candidates).await {
+    let Offer { id, sdp, candidates, .. } = offer;
+    let candidates = candidates.into_iter().flatten().map(|c| c.candidate).collect();
+    let (edge, mut events, answer, tracks) = match state.edge.pull(sdp.sdp, candidates).await {
         Ok(pulled) => pulled,
         Err(e) => return Ended::lost(format!("cannot answer the origin's offer: {e}")),
     };
-    let message = json!({"command": "answer", "id": offer["id"], "peer_id": 0, "sdp": {"type": "answer", "sdp": answer.sdp}});
-    if socket.send(Message::Text(message.to_string().into())).await.is_err() {
+    let message = PlayerMessage::Answer(Answer { id, peer_id: 0, sdp: SessionDescription::answer(answer.sdp), link_reports: false });
+    if socket.send(Message::Text(message.to_json().into())).await.is_err() {
         return Ended::lost("the origin closed");
     }
     let current = match hub.take() {

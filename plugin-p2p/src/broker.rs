@@ -1,8 +1,10 @@
 //! Brokering the player-to-player signalling: what a P2P message is, who may send it to whom, and
 //! the messages relayed on (PROTOCOL.md, "P2P flow").
 
+use ome_signalling::messages::{command, Answer, Envelope, LinkStatus, Offer, RequestOfferP2p, ServerMessage, Stop, Trickle, Verbatim};
 use plugin_api::SessionId;
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::Value;
 
 /// A P2P signalling message from a player.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +56,7 @@ pub enum P2pMessage {
 /// up or has failed (its answer carried `link_reports: true`); a host may send `failed` about a
 /// client. OME answers it with 400 "Unknown command", so a player sends it only to a server whose
 /// offers name `p2p_ice_servers` (this host).
-pub const LINK_STATE: &str = "p2p_link_state";
+pub const LINK_STATE: &str = command::LINK_STATE;
 
 /// Why a message was refused (error 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,27 +75,18 @@ pub enum BrokerError {
 /// Reads a P2P message; `Ok(None)` if `json` is not one (another command, or addressed to the edge).
 pub fn parse(json: &str) -> Result<Option<P2pMessage>, BrokerError> {
     let v: Value = serde_json::from_str(json).map_err(|_| BrokerError::Malformed("not JSON"))?;
-    let Some(command) = v.get("command").and_then(Value::as_str) else { return Ok(None) };
-    let peer = || -> Result<SessionId, BrokerError> {
-        v.get("peer_id")
-            .and_then(Value::as_u64)
-            .and_then(|p| SessionId::try_from(p).ok())
-            .filter(|&p| p != 0)
-            .ok_or(BrokerError::Malformed("peer_id must be a session id"))
-    };
-    let field = |name: &'static str| v.get(name).filter(|f| !f.is_null()).cloned().ok_or(BrokerError::Malformed(name));
-    Ok(Some(match command {
-        "offer_p2p" => P2pMessage::OfferP2p { client: peer()?, sdp: field("sdp")?, candidates: field("candidates").ok() },
-        "candidate_p2p" => P2pMessage::CandidateP2p { client: peer()?, candidates: field("candidates")? },
-        "answer" => P2pMessage::Answer { host: peer()?, sdp: field("sdp")?, link_reports: v.get("link_reports") == Some(&Value::Bool(true)) },
-        "candidate" => P2pMessage::Candidate { host: peer()?, candidates: field("candidates")? },
-        LINK_STATE => {
-            let connected = match v.get("state").and_then(Value::as_str) {
-                Some("connected") => true,
-                Some("failed") => false,
-                _ => return Err(BrokerError::Malformed("state must be \"connected\" or \"failed\"")),
-            };
-            P2pMessage::LinkState { peer: peer()?, connected }
+    let Some(message) = v.as_object().and_then(|fields| Envelope::open(fields).ok()) else { return Ok(None) };
+    let peer = || message.partner().ok_or(BrokerError::Malformed("peer_id must be a session id"));
+    let field = |name: &'static str| message.get(name).cloned().ok_or(BrokerError::Malformed(name));
+    Ok(Some(match message.command {
+        command::OFFER_P2P => P2pMessage::OfferP2p { client: peer()?, sdp: field("sdp")?, candidates: field("candidates").ok() },
+        command::CANDIDATE_P2P => P2pMessage::CandidateP2p { client: peer()?, candidates: field("candidates")? },
+        command::ANSWER => P2pMessage::Answer { host: peer()?, sdp: field("sdp")?, link_reports: message.get("link_reports") == Some(&Value::Bool(true)) },
+        command::CANDIDATE => P2pMessage::Candidate { host: peer()?, candidates: field("candidates")? },
+        command::LINK_STATE => {
+            let state = message.get("state").and_then(|s| LinkStatus::deserialize(s).ok());
+            let state = state.ok_or(BrokerError::Malformed("state must be \"connected\" or \"failed\""))?;
+            P2pMessage::LinkState { peer: peer()?, connected: state == LinkStatus::Connected }
         }
         _ => return Ok(None),
     }))
@@ -102,37 +95,34 @@ pub fn parse(json: &str) -> Result<Option<P2pMessage>, BrokerError> {
 /// `request_offer_p2p`: asks host `host` to offer to new client `client`; `ice_servers` for its
 /// relay connection (this project's `p2p_ice_servers`, which OvenPlayer ignores).
 pub fn request_offer_p2p(host: SessionId, client: SessionId, ice_servers: &Value) -> String {
-    json!({"command": "request_offer_p2p", "id": host, "peer_id": client, "p2p_ice_servers": ice_servers}).to_string()
+    Verbatim::RequestOfferP2p(RequestOfferP2p { id: host, peer_id: client, p2p_ice_servers: Some(ice_servers) }).to_json()
 }
 
 /// The host's offer, relayed to its client, with `ice_servers` for its receiving connection
 /// (`p2p_ice_servers`: also what tells a player this server takes its link reports).
 pub fn relayed_offer(client: SessionId, host: SessionId, sdp: &Value, candidates: Option<&Value>, ice_servers: &Value) -> String {
-    let mut m = json!({"command": "offer", "id": client, "peer_id": host, "sdp": sdp, "p2p_ice_servers": ice_servers});
-    if let Some(c) = candidates {
-        m["candidates"] = c.clone();
-    }
-    m.to_string()
+    Verbatim::Offer(Offer::relayed(client, host, sdp, candidates, ice_servers)).to_json()
 }
 
 /// The host's candidates, relayed to its client.
 pub fn relayed_host_candidates(client: SessionId, host: SessionId, candidates: &Value) -> String {
-    json!({"command": "candidate", "id": client, "peer_id": host, "candidates": candidates}).to_string()
+    Verbatim::Candidate(Trickle { id: client, peer_id: host, candidates }).to_json()
 }
 
 /// The client's answer, relayed to its host.
 pub fn answer_p2p(host: SessionId, client: SessionId, sdp: &Value) -> String {
-    json!({"command": "answer_p2p", "id": host, "peer_id": client, "sdp": sdp}).to_string()
+    Verbatim::AnswerP2p(Answer { id: host, peer_id: client, sdp, link_reports: false }).to_json()
 }
 
 /// The client's candidates, relayed to its host.
 pub fn candidate_p2p(host: SessionId, client: SessionId, candidates: &Value) -> String {
-    json!({"command": "candidate_p2p", "id": host, "peer_id": client, "candidates": candidates}).to_string()
+    Verbatim::CandidateP2p(Trickle { id: host, peer_id: client, candidates }).to_json()
 }
 
 /// `stop`: tells `to` that its partner `gone` left.
 pub fn stop(to: SessionId, gone: SessionId) -> String {
-    json!({"command": "stop", "id": to, "peer_id": gone}).to_string()
+    let stop: ServerMessage = ServerMessage::Stop(Stop { id: to, peer_id: Some(gone) });
+    stop.to_json()
 }
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use anyhow::Context;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
 use host::plumbing;
+use ome_signalling::messages::{Answer, CandidateInit, Offer, PlayerMessage, ServerMessage, SessionDescription};
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -235,18 +236,24 @@ pub async fn local_sdp(pc: &Arc<dyn PeerConnection>, mut gathered: watch::Receiv
 }
 
 /// Answers an offer (from the edge or a host peer) and plays what arrives.
-async fn play(offer: &Value, stats: &Arc<PeerStats>, media: &Media) -> anyhow::Result<(Arc<dyn PeerConnection>, String)> {
+async fn play(sdp: &str, candidates: &[CandidateInit], stats: &Arc<PeerStats>, media: &Media) -> anyhow::Result<(Arc<dyn PeerConnection>, String)> {
     let (pc, gathered) = connection(Some(stats.clone()), media.clone()).await?;
-    let sdp = answer_on(&pc, gathered, offer).await?;
+    let sdp = answer(&pc, gathered, sdp, candidates).await?;
     Ok((pc, sdp))
 }
 
 /// Applies an `offer` message (its SDP and candidates) to `pc` and returns the answer SDP with
 /// the candidates gathered (`gathered` turns true when gathering is complete).
 pub async fn answer_on(pc: &Arc<dyn PeerConnection>, gathered: watch::Receiver<bool>, offer: &Value) -> anyhow::Result<String> {
-    let sdp = offer["sdp"]["sdp"].as_str().context("offer without sdp")?.to_string();
-    pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
-    add_offered_candidates(pc, offer).await;
+    let ServerMessage::Offer(offer) = ServerMessage::read(offer).context("reading the offer")? else { anyhow::bail!("not an offer: {offer}") };
+    answer(pc, gathered, &offer.sdp.sdp, offer.candidates.as_deref().unwrap_or_default()).await
+}
+
+/// Applies an offer's SDP and candidates to `pc` and returns the answer SDP with the candidates
+/// gathered.
+async fn answer(pc: &Arc<dyn PeerConnection>, gathered: watch::Receiver<bool>, sdp: &str, candidates: &[CandidateInit]) -> anyhow::Result<String> {
+    pc.set_remote_description(RTCSessionDescription::offer(sdp.to_string())?).await?;
+    add_offered_candidates(pc, candidates).await;
     let answer = pc.create_answer(None).await?;
     pc.set_local_description(answer).await?;
     local_sdp(pc, gathered).await
@@ -254,17 +261,15 @@ pub async fn answer_on(pc: &Arc<dyn PeerConnection>, gathered: watch::Receiver<b
 
 /// Adds the `candidates` of an OME `offer` message to `pc`. Best effort, as a browser: one
 /// unusable candidate (another family, TCP) must not stop the others.
-pub async fn add_offered_candidates(pc: &Arc<dyn PeerConnection>, offer: &Value) {
-    for c in offer["candidates"].as_array().into_iter().flatten() {
-        if let Some(candidate) = c["candidate"].as_str().filter(|c| !c.is_empty()) {
-            let init = RTCIceCandidateInit {
-                candidate: candidate.to_string(),
-                sdp_mline_index: c["sdpMLineIndex"].as_u64().map(|i| i as u16),
-                sdp_mid: c["sdpMid"].as_str().map(str::to_string),
-                ..Default::default()
-            };
-            let _ = pc.add_ice_candidate(init).await;
-        }
+pub async fn add_offered_candidates(pc: &Arc<dyn PeerConnection>, candidates: &[CandidateInit]) {
+    for c in candidates.iter().filter(|c| !c.candidate.is_empty()) {
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate.clone(),
+            sdp_mline_index: c.sdp_mline_index,
+            sdp_mid: c.sdp_mid.clone(),
+            ..Default::default()
+        };
+        let _ = pc.add_ice_candidate(init).await;
     }
 }
 
@@ -274,7 +279,7 @@ pub async fn add_offered_candidates(pc: &Arc<dyn PeerConnection>, offer: &Value)
 pub async fn answer_offer(offer_sdp: &str) -> anyhow::Result<(Arc<dyn PeerConnection>, String, Arc<PeerStats>)> {
     let stats = Arc::new(PeerStats { source: AtomicI64::new(0), ..Default::default() });
     let media: Media = broadcast::channel(16).0;
-    let (pc, sdp) = play(&json!({"sdp": {"sdp": offer_sdp}}), &stats, &media).await?;
+    let (pc, sdp) = play(offer_sdp, &[], &stats, &media).await?;
     Ok((pc, sdp, stats))
 }
 
@@ -352,8 +357,8 @@ async fn run(mut signal: Signal, stats: Arc<PeerStats>, mut stop: oneshot::Recei
 async fn serve(signal: &mut Signal, stats: &Arc<PeerStats>, stop: &mut oneshot::Receiver<()>) -> anyhow::Result<()> {
     let media: Media = broadcast::channel(1024).0;
     let mut playing: Option<Arc<dyn PeerConnection>> = None;
-    let mut relays: HashMap<u64, Relay> = HashMap::new();
-    signal.send(json!({"command": "request_offer"})).await?;
+    let mut relays: HashMap<u32, Relay> = HashMap::new();
+    signal.send_message(&PlayerMessage::RequestOffer).await?;
     let result = async {
         loop {
             let message = tokio::select! {
@@ -365,40 +370,40 @@ async fn serve(signal: &mut Signal, stats: &Arc<PeerStats>, stop: &mut oneshot::
                 *stats.last_error.lock().unwrap() = Some(m.clone());
                 continue;
             }
-            let id = m["id"].as_u64().unwrap_or(0);
-            let peer = m["peer_id"].as_u64().unwrap_or(0);
-            match m["command"].as_str().unwrap_or("") {
-                "offer" => {
-                    stats.id.store(id, Ordering::Relaxed);
+            match ServerMessage::read(&m).with_context(|| format!("reading {m}"))? {
+                ServerMessage::Offer(Offer { id, peer_id: peer, sdp, candidates, .. }) => {
+                    stats.id.store(u64::from(id), Ordering::Relaxed);
                     if let Some(old) = playing.take() {
                         let _ = old.close().await;
                     }
-                    let (pc, sdp) = play(&m, stats, &media).await?;
+                    let (pc, sdp) = play(&sdp.sdp, candidates.as_deref().unwrap_or_default(), stats, &media).await?;
                     playing = Some(pc);
-                    stats.source.store(peer as i64, Ordering::Relaxed);
+                    stats.source.store(i64::from(peer), Ordering::Relaxed);
                     stats.offers.fetch_add(1, Ordering::Relaxed);
-                    signal.send(json!({"command": "answer", "id": id, "peer_id": peer, "sdp": {"type": "answer", "sdp": sdp}})).await?;
+                    signal.send_message(&PlayerMessage::Answer(Answer { id, peer_id: peer, sdp: SessionDescription::answer(sdp), link_reports: false })).await?;
                 }
-                "request_offer_p2p" => {
+                ServerMessage::RequestOfferP2p(request) => {
                     let (relay, sdp) = Relay::offer(&media, stats).await?;
-                    relays.insert(peer, relay);
-                    signal.send(json!({"command": "offer_p2p", "id": id, "peer_id": peer, "sdp": {"type": "offer", "sdp": sdp}})).await?;
+                    relays.insert(request.peer_id, relay);
+                    let offer = Offer { id: request.id, peer_id: request.peer_id, sdp: SessionDescription::offer(sdp), candidates: None, code: None, ice_servers: None, p2p_ice_servers: None };
+                    signal.send_message(&PlayerMessage::OfferP2p(offer)).await?;
                 }
-                "answer_p2p" => {
-                    if let (Some(relay), Some(sdp)) = (relays.get(&peer), m["sdp"]["sdp"].as_str()) {
-                        relay.pc.set_remote_description(RTCSessionDescription::answer(sdp.to_string())?).await?;
+                ServerMessage::AnswerP2p(answer) => {
+                    if let Some(relay) = relays.get(&answer.peer_id) {
+                        relay.pc.set_remote_description(RTCSessionDescription::answer(answer.sdp.sdp)?).await?;
                     }
                 }
-                "stop" => {
+                ServerMessage::Stop(stop) => {
+                    let peer = stop.peer_id.unwrap_or(0);
                     if let Some(relay) = relays.remove(&peer) {
                         relay.close().await;
-                    } else if stats.source() == Some(peer as u32) {
+                    } else if stats.source() == Some(peer) {
                         // Our host peer left: ask again (the edge will serve us).
                         if let Some(old) = playing.take() {
                             let _ = old.close().await;
                         }
                         stats.source.store(-1, Ordering::Relaxed);
-                        signal.send(json!({"command": "request_offer"})).await?;
+                        signal.send_message(&PlayerMessage::RequestOffer).await?;
                     }
                 }
                 // Candidates are all in the SDPs (gathering completes before each offer/answer).

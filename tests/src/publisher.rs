@@ -39,7 +39,7 @@ use rtc::rtp::codec::vp8::Vp8Payloader;
 use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use serde_json::json;
+use ome_signalling::messages::{Answer, CandidateInit, Offer, PlayerMessage, ServerMessage, SessionDescription, SessionId, Trickle};
 use std::collections::VecDeque;
 use std::io::Cursor;
 use std::net::Ipv4Addr;
@@ -330,7 +330,7 @@ impl Publisher {
             .await
             .map_err(|_| PublishError::Timeout("the WebSocket upgrade"))?;
         let mut signal = connecting.map_err(refused_upgrade)?;
-        signal.send(json!({"command": "request_offer"})).await.context("sending request_offer")?;
+        signal.send_message(&PlayerMessage::RequestOffer).await.context("sending request_offer")?;
 
         // The offer, or an error, or the socket closing (`recv`'s own, longer timeout never fires first).
         let deadline = tokio::time::Instant::now() + options.timeout;
@@ -344,21 +344,20 @@ impl Publisher {
                 let code = m["code"].as_i64().unwrap_or(0);
                 return Err(PublishError::Ome { code, error: error.as_str().map_or_else(|| error.to_string(), str::to_string) });
             }
-            match m["command"].as_str() {
-                Some("offer") => break m,
-                Some("ping") => signal.send(json!({"command": "pong"})).await.context("pong")?,
+            match ServerMessage::read(&m).with_context(|| format!("reading {m}"))? {
+                ServerMessage::Offer(offer) => break offer,
+                ServerMessage::Ping => signal.send_message(&PlayerMessage::Pong).await.context("pong")?,
                 _ => {}
             }
         };
-        let id = offer["id"].as_u64().context("offer without id")?;
-        let peer_id = offer["peer_id"].as_u64().unwrap_or(0);
-        let offer_sdp = offer["sdp"]["sdp"].as_str().context("offer without sdp")?.to_string();
+        let Offer { id, peer_id, sdp: SessionDescription { sdp: offer_sdp, .. }, candidates, .. } = offer;
+        let candidates = candidates.unwrap_or_default();
 
         let (gathered_tx, _gathered) = watch::channel(false);
         let (connected_tx, connected) = watch::channel(false);
         let (candidate_tx, candidate_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(PublisherStats::default());
-        stats.session_id.store(id, Ordering::Relaxed);
+        stats.session_id.store(u64::from(id), Ordering::Relaxed);
         let handler = Handler { gathered: gathered_tx, connected: connected_tx, stats: stats.clone(), candidates: Some(candidate_tx) };
         let pc = build_connection(handler, options.codec).await?;
         let started = async {
@@ -366,12 +365,12 @@ impl Publisher {
             // Not peer::answer_on: OME's publishers trickle their candidates, so no waiting for gathering.
             let tracks = add_tracks(&pc, &options).await?;
             pc.set_remote_description(RTCSessionDescription::offer(offer_sdp)?).await?;
-            crate::peer::add_offered_candidates(&pc, &offer).await;
+            crate::peer::add_offered_candidates(&pc, &candidates).await;
             let answer = pc.create_answer(None).await?;
             pc.set_local_description(answer).await?;
             let answer_sdp = pc.local_description().await.context("no local description")?.sdp;
-            let message = json!({"command": "answer", "id": id, "peer_id": peer_id, "sdp": {"type": "answer", "sdp": answer_sdp}});
-            signal.send(message).await.context("sending the answer")?;
+            let message = PlayerMessage::Answer(Answer { id, peer_id, sdp: SessionDescription::answer(answer_sdp.clone()), link_reports: false });
+            signal.send_message(&message).await.context("sending the answer")?;
             let media = start_media(tracks, source, &options, &stats, connected).await?;
             Ok::<_, PublishError>((media, answer_sdp))
         }
@@ -506,8 +505,8 @@ fn refused_upgrade(e: anyhow::Error) -> PublishError {
 /// The OME WebSocket after the answer: trickles candidates, answers pings, logs errors, and
 /// ends the publication when the socket closes (or closes it when told to).
 struct OmeSignalling {
-    id: u64,
-    peer_id: u64,
+    id: SessionId,
+    peer_id: SessionId,
     mid: Option<String>,
     ufrag: Option<String>,
 }
@@ -538,14 +537,9 @@ impl OmeSignalling {
             };
             match event {
                 Event::Candidate(c) => {
-                    let candidate = json!({
-                        "candidate": c.candidate,
-                        "sdpMid": self.mid,
-                        "sdpMLineIndex": 0,
-                        "usernameFragment": self.ufrag,
-                    });
-                    let message = json!({"command": "candidate", "id": self.id, "peer_id": self.peer_id, "candidates": [candidate]});
-                    if signal.send(message).await.is_ok() {
+                    let candidate = CandidateInit { candidate: c.candidate, sdp_mid: self.mid.clone(), sdp_mline_index: Some(0), username_fragment: self.ufrag.clone() };
+                    let message = PlayerMessage::Candidate(Trickle { id: self.id, peer_id: self.peer_id, candidates: vec![candidate] });
+                    if signal.send_message(&message).await.is_ok() {
                         stats.candidates_sent.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -556,8 +550,8 @@ impl OmeSignalling {
                 Event::Message(Ok(Received::Json(m))) => {
                     if m.get("error").is_some() {
                         tracing::debug!("publisher {}: {m}", self.id);
-                    } else if m["command"] == "ping" {
-                        let _ = signal.send(json!({"command": "pong"})).await;
+                    } else if matches!(ServerMessage::read(&m), Ok(ServerMessage::Ping)) {
+                        let _ = signal.send_message(&PlayerMessage::Pong).await;
                     }
                 }
                 Event::Message(Ok(Received::Closed)) => {

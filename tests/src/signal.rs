@@ -2,6 +2,7 @@
 
 use anyhow::{anyhow, Context};
 use futures_util::{SinkExt, StreamExt};
+use ome_signalling::messages::PlayerMessage;
 use serde_json::Value;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -55,6 +56,11 @@ impl Signal {
         self.send_text(&message.to_string()).await
     }
 
+    /// Sends a protocol message.
+    pub async fn send_message(&mut self, message: &PlayerMessage) -> anyhow::Result<()> {
+        self.send_text(&message.to_json()).await
+    }
+
     /// Sends raw text (for malformed-input tests).
     pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
         Ok(self.ws.send(Message::Text(text.into())).await?)
@@ -100,6 +106,6 @@ impl Signal {
 
 /// Waits until `ws_url` answers as a stream path: convenience for tools.
 pub async fn request_offer(signal: &mut Signal) -> anyhow::Result<Value> {
-    signal.send(serde_json::json!({"command": "request_offer"})).await?;
+    signal.send_message(&PlayerMessage::RequestOffer).await?;
     signal.recv_json(Duration::from_secs(10)).await
 }

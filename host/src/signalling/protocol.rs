@@ -1,9 +1,12 @@
-//! The OME-compatible signalling messages (see `shared/PROTOCOL.md`): parsing what players send,
-//! with the protocol's error for anything malformed, and building what the host sends.
+//! The OME-compatible signalling messages (see `shared/PROTOCOL.md`; their types are
+//! `ome_signalling::messages`): reading what players send within the host's bounds, with the
+//! protocol's error for anything malformed, and writing what the host sends.
 
 use crate::config::SignallingLimits;
+use ome_signalling::messages::{command, BadMessage, Envelope, ErrorMessage, IceServer, Offer, ServerMessage};
+pub use ome_signalling::messages::CandidateInit;
 use plugin_api::SessionId;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::net::SocketAddr;
 
 /// A message from a player, as far as the host itself handles it.
@@ -35,22 +38,6 @@ pub enum Incoming {
     },
 }
 
-/// One trickled ICE candidate, as players send it.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-pub struct CandidateInit {
-    /// The `candidate:...` string ("" = end of candidates).
-    pub candidate: String,
-    /// The media id.
-    #[serde(rename = "sdpMid", default)]
-    pub sdp_mid: Option<String>,
-    /// The m-line index.
-    #[serde(rename = "sdpMLineIndex", default)]
-    pub sdp_mline_index: Option<u16>,
-    /// The ICE username fragment.
-    #[serde(rename = "usernameFragment", default)]
-    pub username_fragment: Option<String>,
-}
-
 /// A refused message: the protocol's error code and text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code} {message}")]
@@ -68,11 +55,9 @@ impl ProtocolError {
     }
 }
 
-/// Reads a JSON integer field (OvenPlayer sends ids as numbers).
-fn int_field(obj: &Map<String, Value>, name: &str) -> Result<Option<i64>, ProtocolError> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| ProtocolError::bad(format!("\"{name}\" must be an integer"))),
+impl From<BadMessage> for ProtocolError {
+    fn from(bad: BadMessage) -> Self {
+        Self::bad(bad.0)
     }
 }
 
@@ -110,45 +95,26 @@ fn check_sizes(obj: &Map<String, Value>, limits: &SignallingLimits) -> Result<us
     Ok(list.len())
 }
 
+/// What the host does with a message: those for the edge are read here, the rest go to the
+/// plugins unread.
 fn incoming(obj: &Map<String, Value>, session: SessionId) -> Result<Incoming, ProtocolError> {
-    let command = obj
-        .get("command")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ProtocolError::bad("a message must have a string \"command\""))?;
-    if !matches!(command, "request_offer" | "pong") && int_field(obj, "id")? != Some(i64::from(session)) {
-        return Err(ProtocolError::bad("Invalid ID"));
-    }
-    let peer_id = int_field(obj, "peer_id")?.unwrap_or(0);
-    Ok(match command {
-        "request_offer" => Incoming::RequestOffer,
-        "answer" if peer_id == 0 => {
-            let sdp = obj
-                .get("sdp")
-                .and_then(|s| s.get("sdp"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| ProtocolError::bad("an answer must carry sdp: {type, sdp}"))?;
-            Incoming::EdgeAnswer { sdp: sdp.to_string() }
-        }
-        "candidate" if peer_id == 0 => {
-            let candidates = obj
-                .get("candidates")
-                .cloned()
-                .map(serde_json::from_value::<Vec<CandidateInit>>)
-                .transpose()
-                .map_err(|e| ProtocolError::bad(format!("bad candidates: {e}")))?
-                .ok_or_else(|| ProtocolError::bad("a candidate message must carry \"candidates\""))?;
-            Incoming::EdgeCandidates { candidates }
-        }
-        "change_rendition" => Incoming::ChangeRendition,
-        "stop" => Incoming::Stop,
-        "pong" => Incoming::Pong,
+    let message = Envelope::open(obj)?;
+    message.check_sender(session)?;
+    let for_edge = message.peer_id()? == 0;
+    Ok(match message.command {
+        command::REQUEST_OFFER => Incoming::RequestOffer,
+        command::ANSWER if for_edge => Incoming::EdgeAnswer { sdp: message.answer_sdp()?.to_string() },
+        command::CANDIDATE if for_edge => Incoming::EdgeCandidates { candidates: message.candidates()? },
+        command::CHANGE_RENDITION => Incoming::ChangeRendition,
+        command::STOP => Incoming::Stop,
+        command::PONG => Incoming::Pong,
         other => Incoming::ForPlugins { command: other.to_string() },
     })
 }
 
 /// The edge's `offer` to session `id`.
 pub fn edge_offer(id: SessionId, sdp: &str, candidates: &[String]) -> String {
-    edge_offer_json(id, sdp, candidates).to_string()
+    ServerMessage::Offer(Offer::from_edge(id, sdp, candidates)).to_json()
 }
 
 /// The edge's `offer` to a viewer's session `id`: [`edge_offer`], and the host's STUN server at
@@ -156,32 +122,20 @@ pub fn edge_offer(id: SessionId, sdp: &str, candidates: &[String]) -> String {
 /// other players. Never `iceServers`: OvenPlayer 0.10.38 goes relay-only when an offer has it,
 /// and ignores unknown fields.
 pub fn viewer_offer(id: SessionId, sdp: &str, candidates: &[String], stun_servers: &[SocketAddr]) -> String {
-    let mut offer = edge_offer_json(id, sdp, candidates);
     let urls: Vec<String> = stun_servers.iter().map(|a| format!("stun:{a}")).collect();
-    offer["p2p_ice_servers"] = if urls.is_empty() { json!([]) } else { json!([{ "urls": urls }]) };
-    offer.to_string()
-}
-
-fn edge_offer_json(id: SessionId, sdp: &str, candidates: &[String]) -> Value {
-    let candidates: Vec<Value> = candidates.iter().map(|c| json!({"candidate": c, "sdpMLineIndex": 0})).collect();
-    json!({
-        "command": "offer",
-        "id": id,
-        "peer_id": 0,
-        "code": 200,
-        "sdp": {"type": "offer", "sdp": sdp},
-        "candidates": candidates,
-    })
+    let servers = if urls.is_empty() { vec![] } else { vec![IceServer::at(urls)] };
+    ServerMessage::Offer(Offer { p2p_ice_servers: Some(servers), ..Offer::from_edge(id, sdp, candidates) }).to_json()
 }
 
 /// The protocol's error message.
 pub fn error(code: u16, message: &str) -> String {
-    json!({"code": code, "error": message}).to_string()
+    ErrorMessage { code, error: message.to_string() }.to_json()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// Valid messages of every kind, to mutate.
     const SEEDS: &[&str] = &[

@@ -1,8 +1,9 @@
 //! The words of OvenMediaEngine's signalling (`shared/PROTOCOL.md`) that the host, its plugins and
-//! the test peers must read alike: an application or stream name ([`names`]) and the signalling
-//! URL's query ([`query`]). Each is checked or parsed once, where a request enters; everything
-//! after works on the result, never on the raw text.
+//! the test peers must read alike: an application or stream name ([`names`]), the signalling
+//! URL's query ([`query`]) and the messages ([`messages`]). Each is checked or parsed once, where
+//! a request enters; everything after works on the result, never on the raw text.
 
+pub mod messages;
 pub mod names;
 pub mod query;
 
