@@ -9,7 +9,8 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use plugin_api::SessionKind;
 use plugin_p2p::config::P2pConfig;
-use plugin_p2p::core::{Arrival, Output, P2pCore};
+use plugin_api::HostCall;
+use plugin_p2p::core::{Arrival, P2pCore};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -66,7 +67,7 @@ fn join(core: &mut P2pCore, id: u32) {
 /// where it was.
 fn leave(core: &mut P2pCore, id: u32) {
     core.session_closed(0, id);
-    let timers: Vec<u64> = core.drain_outputs().filter_map(|o| if let Output::SetTimer(token, _) = o { Some(token) } else { None }).collect();
+    let timers: Vec<u64> = core.drain_outputs().filter_map(|o| if let HostCall::SetTimer { token, .. } = o { Some(token) } else { None }).collect();
     for token in timers {
         core.timer_fired(0, token);
     }

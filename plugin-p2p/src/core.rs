@@ -1,4 +1,4 @@
-//! The P2P state machine, sans-IO: session events in, [`Output`]s and decisions out. No I/O, no
+//! The P2P state machine, sans-IO: session events in, [`HostCall`]s and decisions out. No I/O, no
 //! clock, no threads: every event carries the time (`now`, ms on the host's monotonic clock), and
 //! deadlines are timers the caller runs and reports back with [`P2pCore::timer_fired`].
 
@@ -12,7 +12,7 @@ use crate::locality::{Locator, Site};
 use crate::matching::{HostPool, PoolKey};
 use crate::pair_end::{ClientGets, HostTold, PairEnd};
 use crate::reparent::{Movable, MAX_MOVES_PER_VIEWER};
-use plugin_api::{Delivery, MessageVerdict, OfferDecision, SessionId, SessionKind};
+use plugin_api::{Delivery, HostCall, MessageVerdict, OfferDecision, SessionId, SessionKind};
 use ome_signalling::query::{self, Query};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -21,27 +21,6 @@ use std::net::{IpAddr, SocketAddr};
 /// it is paired across networks no more: failing with two different hosts says more about its
 /// own router (a symmetric NAT) than about theirs.
 const MAX_CLIENT_FAILURES: usize = 2;
-
-/// What the core asks of the outside world.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// Send a JSON message to a session.
-    Send(SessionId, String),
-    /// Serve a session's pending offer request from the edge.
-    ServeFromEdge(SessionId),
-    /// Send error `code` with text, then close the session.
-    Close(SessionId, u16, String),
-    /// Call [`P2pCore::timer_fired`] with this token after this many ms.
-    SetTimer(u64, u64),
-    /// Add to a metric (one of [`counts`]).
-    Count(&'static str, i64),
-    /// How a viewer gets the stream changed (see [`P2pCore::delivery`]); the latest per session
-    /// holds, and is forgotten when the session closes.
-    Delivery(SessionId, Delivery),
-    /// A decision, for the host's log at debug level: who was paired, what was withheld or given
-    /// up and why, with session ids and addresses, so that one viewer can be followed.
-    Log(String),
-}
 
 /// The metrics the core counts, named for the host's `/metrics` (`p2p_` is prefixed there): a
 /// name ending in `_total` is a counter, any other a gauge; labels in Prometheus's own syntax.
@@ -298,7 +277,9 @@ pub struct P2pCore {
     ice_servers: serde_json::Value,
     /// The latest `now` an event brought, for what runs inside an event without its time.
     clock: u64,
-    outputs: Vec<Output>,
+    outputs: Vec<HostCall>,
+    /// Decisions to log, apart from the host calls.
+    logs: Vec<String>,
     /// Sessions whose delivery may have changed since the outputs were last drained.
     touched: Vec<SessionId>,
 }
@@ -321,6 +302,7 @@ impl P2pCore {
             failed: FailedLinks::default(),
             clock: 0,
             outputs: Vec::new(),
+            logs: Vec::new(),
             touched: Vec::new(),
         }
     }
@@ -336,10 +318,15 @@ impl P2pCore {
         &self.config
     }
 
-    /// Takes the outputs produced so far, in order; the deliveries that changed come last.
-    pub fn drain_outputs(&mut self) -> std::vec::Drain<'_, Output> {
+    /// Takes the host calls produced so far, in order; the deliveries that changed come last.
+    pub fn drain_outputs(&mut self) -> std::vec::Drain<'_, HostCall> {
         self.report_deliveries();
         self.outputs.drain(..)
+    }
+
+    /// Takes the decisions logged so far (for the host's log at debug level), in order.
+    pub fn drain_logs(&mut self) -> std::vec::Drain<'_, String> {
+        self.logs.drain(..)
     }
 
     /// How session `id` gets the stream now: from its host once paired (connected once it
@@ -372,7 +359,7 @@ impl P2pCore {
             let peer = self.peers.get_mut(&id).expect("delivery: known");
             if peer.reported != now {
                 peer.reported = now;
-                self.outputs.push(Output::Delivery(id, now));
+                self.outputs.push(HostCall::ReportDelivery(id, now));
             }
         }
         self.touched = touched;
@@ -435,7 +422,7 @@ impl P2pCore {
             // It closed its edge connection as told: the host's offer answers it.
             self.set_stage(id, Stage::AwaitingOffer);
             self.ask_to_offer(now, host, id);
-            self.out(Output::Count(counts::MOVES_COMPLETED, 1));
+            self.count(counts::MOVES_COMPLETED, 1);
             return OfferDecision::Handled;
         }
         self.unqueue(id);
@@ -468,14 +455,14 @@ impl P2pCore {
         let allowed = |h: SessionId| self.may_pair(now, h, id) && (!proven_local || self.same_network(h, id));
         let host = wanted.then(|| self.pool.pick_where(key, site, capacity, proven_local, allowed)).flatten();
         let Some(host) = host else {
-            self.out(Output::Count(counts::TO_EDGE, 1));
+            self.count(counts::TO_EDGE, 1);
             self.log(format!("{id}: served by the edge ({})", if wanted { "no host it can reach has a free slot" } else { "not a client now" }));
             return OfferDecision::ServeFromEdge;
         };
         self.log(format!("{id} ({}): client of host {host} ({}), asking it to offer", self.address(id), self.address(host)));
         self.add_client(host, id, Stage::AwaitingOffer);
         self.ask_to_offer(now, host, id);
-        self.out(Output::Count(counts::TO_PEER, 1));
+        self.count(counts::TO_PEER, 1);
         OfferDecision::Handled
     }
 
@@ -495,7 +482,7 @@ impl P2pCore {
             if !peer.retired {
                 self.pool.insert(id, key, peer.site, 0, peer.proven);
             }
-            self.out(Output::Count(counts::HOST_PEERS, 1));
+            self.count(counts::HOST_PEERS, 1);
             // A host that has relayed before takes the viewers waiting to move at once.
             self.fill_vacancies(key);
         }
@@ -545,7 +532,7 @@ impl P2pCore {
                 if matches!(message, P2pMessage::OfferP2p { .. }) {
                     self.measure_offer(now, client);
                 }
-                self.out(Output::Count(counts::MESSAGES_STALE, 1));
+                self.count(counts::MESSAGES_STALE, 1);
                 return MessageVerdict::Handled;
             }
             _ if self.peers.contains_key(&partner) => {
@@ -554,7 +541,7 @@ impl P2pCore {
             }
             _ => {
                 // The partner just left; its `stop` is on its way to the sender.
-                self.out(Output::Count(counts::MESSAGES_STALE, 1));
+                self.count(counts::MESSAGES_STALE, 1);
                 return MessageVerdict::Handled;
             }
         };
@@ -569,7 +556,7 @@ impl P2pCore {
                     self.link_failed(now, host, client, counts::FALLBACK_UNREACHABLE, "the host's offer shows only LAN or mDNS candidates, and the client is on another network");
                     return MessageVerdict::Handled;
                 }
-                self.out(Output::Send(client, broker::relayed_offer(client, host, &sdp, candidates.as_ref(), &self.ice_servers)));
+                self.out(HostCall::Send(client, broker::relayed_offer(client, host, &sdp, candidates.as_ref(), &self.ice_servers)));
                 self.log(format!("{client}: host {host}'s offer delivered"));
                 if !self.same_network(host, client) {
                     // Across networks the host must show where it can be reached, in time.
@@ -582,13 +569,13 @@ impl P2pCore {
                 }
             }
             P2pMessage::CandidateP2p { candidates, .. } => {
-                self.out(Output::Send(client, broker::relayed_host_candidates(client, host, &candidates)));
+                self.out(HostCall::Send(client, broker::relayed_host_candidates(client, host, &candidates)));
                 let shown = Reach::of_candidates(&candidates);
                 self.reach_shown(host, client, |p| &mut p.relay_reach, host, shown);
             }
             P2pMessage::LinkState { connected: true, .. } if from == client && stage == Stage::Answered => {
                 self.set_stage(client, Stage::Confirmed);
-                self.out(Output::Count(counts::LINKS_CONFIRMED, 1));
+                self.count(counts::LINKS_CONFIRMED, 1);
                 self.log(format!("{client}: its link with host {host} is connected"));
                 self.proven(host);
                 self.maybe_relay(client);
@@ -602,7 +589,7 @@ impl P2pCore {
                 self.refuse(from, BrokerError::AnswerBeforeOffer(host));
             }
             P2pMessage::Answer { sdp, link_reports, .. } => {
-                self.out(Output::Send(host, broker::answer_p2p(host, client, &sdp)));
+                self.out(HostCall::Send(host, broker::answer_p2p(host, client, &sdp)));
                 if stage != Stage::AwaitingAnswer {
                     return MessageVerdict::Handled; // a repeated answer changes nothing
                 }
@@ -614,7 +601,7 @@ impl P2pCore {
                     self.peers.get_mut(&client).expect("a pair's client is known").reports_links = true;
                     let token = self.deadlines.arm(Deadline::Confirm { host, client });
                     self.peers.get_mut(&client).expect("a pair's client is known").confirm_deadline = token;
-                    self.out(Output::SetTimer(token, self.config.confirm_timeout_ms));
+                    self.timer(token, self.config.confirm_timeout_ms);
                 } else if self.link_evidence(host, client) {
                     // OvenPlayer cannot report: the pair passes the reach rule, that is the evidence.
                     self.proven(host);
@@ -622,7 +609,7 @@ impl P2pCore {
                 }
             }
             P2pMessage::Candidate { candidates, .. } => {
-                self.out(Output::Send(host, broker::candidate_p2p(host, client, &candidates)));
+                self.out(HostCall::Send(host, broker::candidate_p2p(host, client, &candidates)));
                 let shown = Reach::of_candidates(&candidates);
                 self.reach_shown(host, client, |p| &mut p.recv_reach, client, shown);
             }
@@ -647,12 +634,24 @@ impl P2pCore {
         }
     }
 
-    fn out(&mut self, output: Output) {
-        self.outputs.push(output);
+    fn out(&mut self, call: HostCall) {
+        self.outputs.push(call);
     }
 
+    /// Adds `delta` to metric `name` (one of [`counts`]).
+    fn count(&mut self, name: &'static str, delta: i64) {
+        self.outputs.push(HostCall::Count(name.to_string(), delta));
+    }
+
+    /// Asks for [`P2pCore::timer_fired`] with `token` after `after_ms`.
+    fn timer(&mut self, token: u64, after_ms: u64) {
+        self.outputs.push(HostCall::SetTimer { token, after_ms });
+    }
+
+    /// A decision, for the host's log at debug level: who was paired, what was withheld or given
+    /// up and why, with session ids and addresses, so that one viewer can be followed.
     fn log(&mut self, text: String) {
-        self.outputs.push(Output::Log(text));
+        self.logs.push(text);
     }
 
     /// `id`'s address, for the log.
@@ -707,7 +706,7 @@ impl P2pCore {
         }
         let token = self.deadlines.arm(Deadline::Reach { host, client });
         self.peers.get_mut(&client).expect("checked above").reach_deadline = token;
-        self.out(Output::SetTimer(token, self.config.reach_wait_ms));
+        self.timer(token, self.config.reach_wait_ms);
     }
 
     /// The reach deadline of `client`'s pair with `host` passed: given up unless the host's relay
@@ -794,7 +793,7 @@ impl P2pCore {
         let after = end.aftermath(stage);
         self.touch(&[client]);
         if let Some(count) = after.count {
-            self.out(Output::Count(count, 1));
+            self.count(count, 1);
         }
         if end == PairEnd::OfferMissed {
             self.retire(host);
@@ -806,18 +805,18 @@ impl P2pCore {
             peer.end_client_life(&mut self.pool);
         }
         if after.host_told == HostTold::Before {
-            self.out(Output::Send(host, broker::stop(host, client)));
+            self.out(HostCall::Send(host, broker::stop(host, client)));
         }
         if after.frees_slot {
             self.remove_client(host, client);
         }
         match after.client_gets {
             ClientGets::Nothing => {}
-            ClientGets::EdgeOffer => self.out(Output::ServeFromEdge(client)),
-            ClientGets::Stop => self.out(Output::Send(client, broker::stop(client, host))),
+            ClientGets::EdgeOffer => self.out(HostCall::ServeFromEdge(client)),
+            ClientGets::Stop => self.out(HostCall::Send(client, broker::stop(client, host))),
         }
         if after.host_told == HostTold::After {
-            self.out(Output::Send(host, broker::stop(host, client)));
+            self.out(HostCall::Send(host, broker::stop(host, client)));
         }
     }
 
@@ -827,8 +826,8 @@ impl P2pCore {
     }
 
     fn refuse(&mut self, id: SessionId, error: BrokerError) {
-        self.out(Output::Count(counts::MESSAGES_REFUSED, 1));
-        self.out(Output::Close(id, 400, error.to_string()));
+        self.count(counts::MESSAGES_REFUSED, 1);
+        self.out(HostCall::Close(id, 400, error.to_string()));
     }
 
     /// Whether the timer `token` is the current deadline of `client`, still `host`'s client at `stage`.
@@ -842,7 +841,7 @@ impl P2pCore {
         if let Some(peer) = self.peers.get_mut(&client) {
             peer.pair_deadline = token;
         }
-        self.out(Output::SetTimer(token, after_ms));
+        self.timer(token, after_ms);
     }
 
     fn set_stage(&mut self, client: SessionId, stage: Stage) {
@@ -866,7 +865,7 @@ impl P2pCore {
             peer.host_asked_at = Some(now);
             peer.edge_since = None;
         }
-        self.out(Output::Send(host, broker::request_offer_p2p(host, client, &self.ice_servers)));
+        self.out(HostCall::Send(host, broker::request_offer_p2p(host, client, &self.ice_servers)));
         self.arm_pair_deadline(client, Deadline::HostOffer { host, client }, self.offer_deadline.current_ms());
     }
 
@@ -886,7 +885,7 @@ impl P2pCore {
         peer.last_host = Some(host);
         peer.reports_links = false;
         peer.recv_reach = Reach::Unknown;
-        self.out(Output::Count(counts::CLIENTS, 1));
+        self.count(counts::CLIENTS, 1);
     }
 
     /// Takes `client` off `host`'s list; the freed slot may go to a waiting edge viewer.
@@ -901,13 +900,13 @@ impl P2pCore {
             let retired_and_free = peer.retired && load == 0;
             let idle = load == 0 && self.config.pair_new_viewers == PairNewViewers::Proven;
             self.pool.set_load(host, load);
-            self.out(Output::Count(counts::CLIENTS, -1));
+            self.count(counts::CLIENTS, -1);
             self.fill_vacancies(key);
             if (retired_and_free || idle) && self.config.move_edge_viewers {
                 // A host that cannot relay and now relays to nobody is a fine client: it may be
                 // moved into a host that can (checked at once: the timer knows the time).
                 let token = self.deadlines.arm(Deadline::MoveCheck { viewer: host });
-                self.out(Output::SetTimer(token, 0));
+                self.timer(token, 0);
             }
         }
     }
@@ -933,8 +932,8 @@ impl P2pCore {
             Some(Role::Host { clients }) => {
                 self.peers.get_mut(&id).expect("it has a role").role = Role::Viewer;
                 self.pool.remove(id);
-                self.out(Output::Count(counts::HOST_PEERS, -1));
-                self.out(Output::Count(counts::CLIENTS, -(clients.len() as i64)));
+                self.count(counts::HOST_PEERS, -1);
+                self.count(counts::CLIENTS, -(clients.len() as i64));
                 for client in clients {
                     self.end_pair(id, client, PairEnd::HostLeft);
                 }
@@ -952,8 +951,8 @@ impl P2pCore {
         let key = peer.key;
         self.pool.remove(id);
         self.touch(&[id]);
-        self.out(Output::Count(counts::HOST_PEERS, -1));
-        self.out(Output::Count(counts::CLIENTS, -(clients.len() as i64)));
+        self.count(counts::HOST_PEERS, -1);
+        self.count(counts::CLIENTS, -(clients.len() as i64));
         for client in clients {
             self.end_pair(id, client, end);
         }
@@ -973,7 +972,7 @@ impl P2pCore {
         let (key, site, proven, depth) = (peer.key, peer.site, peer.proven, peer.depth);
         self.pool.insert_at(client, key, site, 0, proven, depth);
         self.touch(&[client]);
-        self.out(Output::Count(counts::HOST_PEERS, 1));
+        self.count(counts::HOST_PEERS, 1);
         self.log(format!("{client}: relays further, at depth {depth}"));
         self.fill_vacancies(key);
     }
@@ -990,7 +989,7 @@ impl P2pCore {
                     self.pool.dependant_joined(peer.key);
                 }
                 self.pool.remove(host);
-                self.out(Output::Count(counts::HOSTS_RETIRED, 1));
+                self.count(counts::HOSTS_RETIRED, 1);
             }
         }
         let Some(Peer { role: Role::Host { clients }, .. }) = self.peers.get(&host) else { return };
@@ -1012,7 +1011,7 @@ impl P2pCore {
         let settled_at = peer.edge_since.expect("may_move: on the edge").saturating_add(move_after);
         if now < settled_at {
             let token = self.deadlines.arm(Deadline::Settled { viewer: id });
-            self.out(Output::SetTimer(token, settled_at - now));
+            self.timer(token, settled_at - now);
             return;
         }
         peer.movable_since = Some(now);
@@ -1069,13 +1068,13 @@ impl P2pCore {
             if matches!(self.role(viewer), Some(Role::Host { .. })) {
                 // A host nobody plays from (retired, or idle) becomes a client.
                 self.pool.remove(viewer);
-                self.out(Output::Count(counts::HOST_PEERS, -1));
+                self.count(counts::HOST_PEERS, -1);
             }
             self.add_client(host, viewer, Stage::Moving);
             self.peers.get_mut(&viewer).expect("queued viewers are known").moves += 1;
-            self.out(Output::Send(viewer, broker::stop(viewer, 0)));
+            self.out(HostCall::Send(viewer, broker::stop(viewer, 0)));
             self.arm_pair_deadline(viewer, Deadline::MoveRequest { host, client: viewer }, self.config.offer_timeout_ms);
-            self.out(Output::Count(counts::MOVES, 1));
+            self.count(counts::MOVES, 1);
         }
     }
 

@@ -26,9 +26,9 @@ pub mod reach;
 pub mod reparent;
 
 use crate::config::P2pConfig;
-use crate::core::{Arrival, Output, P2pCore};
+use crate::core::{Arrival, P2pCore};
 use plugin_api::{
-    CloseReason, ConfigError, Host, LogLevel, MessageVerdict, OfferDecision, Plugin, SessionId, SessionInfo,
+    CloseReason, ConfigError, Host, HostCall, LogLevel, MessageVerdict, OfferDecision, Plugin, SessionId, SessionInfo,
 };
 
 /// The plugin: the core plus the host handle its outputs go to.
@@ -38,18 +38,20 @@ pub struct P2pPlugin {
 }
 
 impl P2pPlugin {
-    /// Carries out what the core asked for.
+    /// Carries out what the core asked for, and logs its decisions.
     fn flush(&mut self) {
-        for output in self.core.drain_outputs() {
-            match output {
-                Output::Send(id, json) => self.host.send(id, &json),
-                Output::ServeFromEdge(id) => self.host.serve_from_edge(id),
-                Output::Close(id, code, reason) => self.host.close(id, code, &reason),
-                Output::SetTimer(token, after_ms) => self.host.set_timer(token, after_ms),
-                Output::Count(name, delta) => self.host.count(name, delta),
-                Output::Delivery(id, delivery) => self.host.report_delivery(id, delivery),
-                Output::Log(text) => self.host.log(LogLevel::Debug, &text),
+        for call in self.core.drain_outputs() {
+            match call {
+                HostCall::Send(id, json) => self.host.send(id, &json),
+                HostCall::ServeFromEdge(id) => self.host.serve_from_edge(id),
+                HostCall::Close(id, code, reason) => self.host.close(id, code, &reason),
+                HostCall::SetTimer { token, after_ms } => self.host.set_timer(token, after_ms),
+                HostCall::Count(name, delta) => self.host.count(&name, delta),
+                HostCall::ReportDelivery(id, delivery) => self.host.report_delivery(id, delivery),
             }
+        }
+        for decision in self.core.drain_logs() {
+            self.host.log(LogLevel::Debug, &decision);
         }
     }
 }

@@ -66,7 +66,8 @@
 use plugin_api::{MessageVerdict, OfferDecision, SessionId, SessionKind};
 use plugin_p2p::classify::classify;
 use plugin_p2p::config::{Matching, P2pConfig};
-use plugin_p2p::core::{counts, Arrival, Output, P2pCore, Role, Stage};
+use plugin_api::HostCall;
+use plugin_p2p::core::{counts, Arrival, P2pCore, Role, Stage};
 use plugin_api::Delivery;
 use plugin_p2p::fallback::MIN_LATENCY_SAMPLES;
 use plugin_p2p::reparent::MAX_MOVES_PER_VIEWER;
@@ -534,7 +535,7 @@ pub struct Harness {
     timers: BTreeMap<u64, (u64, Timer)>,
     issued: HashSet<u64>,
     max_token: u64,
-    gauges: HashMap<&'static str, i64>,
+    gauges: HashMap<String, i64>,
     /// The latest delivery reported per session, from the outputs.
     deliveries: HashMap<SessionId, Delivery>,
     inbox: VecDeque<(SessionId, Inbox)>,
@@ -693,12 +694,12 @@ impl Harness {
     }
 
     /// One call into the core, panics caught; its outputs.
-    fn call<T>(&mut self, what: &str, f: impl FnOnce(&mut P2pCore) -> T) -> Result<(T, Vec<Output>), String> {
+    fn call<T>(&mut self, what: &str, f: impl FnOnce(&mut P2pCore) -> T) -> Result<(T, Vec<HostCall>), String> {
         self.stats.calls += 1;
         let core = &mut self.core;
         catch_unwind(AssertUnwindSafe(|| {
             let t = f(core);
-            let outputs: Vec<Output> = core.drain_outputs().collect();
+            let outputs: Vec<HostCall> = core.drain_outputs().collect();
             (t, outputs)
         }))
         .map_err(|p| {
@@ -873,9 +874,9 @@ impl Harness {
                     Expect::Relay(_) => self.stats.relayed += 1,
                 }
                 let (verdict, outputs) = self.call("message_received", |c| c.message_received(now, from, json))?;
-                let sends = outputs.iter().filter(|o| matches!(o, Output::Send(..))).count();
-                let closes = outputs.iter().filter(|o| matches!(o, Output::Close(..))).count();
-                let others = outputs.iter().filter(|o| !matches!(o, Output::Count(..))).count();
+                let sends = outputs.iter().filter(|o| matches!(o, HostCall::Send(..))).count();
+                let closes = outputs.iter().filter(|o| matches!(o, HostCall::Close(..))).count();
+                let others = outputs.iter().filter(|o| !matches!(o, HostCall::Count(..))).count();
                 let ok = match expect {
                     Expect::Unknown => verdict == MessageVerdict::Unknown && outputs.is_empty(),
                     Expect::Refuse => verdict == MessageVerdict::Handled && closes == 1 && sends == 0,
@@ -1084,9 +1085,9 @@ impl Harness {
     }
 
     /// A relayed message is exactly what PROTOCOL.md says, with the sender's fields untouched.
-    fn relay_check(&self, from: SessionId, expect: Expect, input: Option<&Value>, outputs: &[Output]) -> Check {
+    fn relay_check(&self, from: SessionId, expect: Expect, input: Option<&Value>, outputs: &[HostCall]) -> Check {
         let (Expect::Relay(to), Some(v)) = (expect, input) else { return Ok(()) };
-        let Some(Output::Send(_, text)) = outputs.iter().find(|o| matches!(o, Output::Send(..))) else { return Ok(()) };
+        let Some(HostCall::Send(_, text)) = outputs.iter().find(|o| matches!(o, HostCall::Send(..))) else { return Ok(()) };
         let got: Value = serde_json::from_str(text).map_err(|e| format!("relay: not JSON ({e}): {}", short(text)))?;
         let field = |name: &str| v.get(name).cloned().unwrap_or(Value::Null);
         let want = match v["command"].as_str() {
@@ -1109,20 +1110,19 @@ impl Harness {
 
     /// Checks a call's outputs one by one against the model and the call's [`Plan`], keeping the
     /// model; returns the new host of a request.
-    fn outputs(&mut self, ctx: Ctx, mut plan: Plan, outputs: Vec<Output>) -> Result<Option<SessionId>, String> {
+    fn outputs(&mut self, ctx: Ctx, mut plan: Plan, outputs: Vec<HostCall>) -> Result<Option<SessionId>, String> {
         let mut new_host = None;
         // Every deadline's SetTimer comes right after what it is the deadline of; the settling
         // timer owed is the only other one.
         let mut want: Option<Timer> = None;
-        let mut counted: BTreeMap<&'static str, i64> = BTreeMap::new();
+        let mut counted: BTreeMap<String, i64> = BTreeMap::new();
         let (mut moved, mut relayed) = (0, false);
         for output in outputs {
-            if let Some(w) = want.filter(|_| !matches!(output, Output::SetTimer(..) | Output::Count(..) | Output::Delivery(..) | Output::Log(..))) {
+            if let Some(w) = want.filter(|_| !matches!(output, HostCall::SetTimer { .. } | HostCall::Count(..) | HostCall::ReportDelivery(..))) {
                 return fail(format!("timer: {w:?} was not armed before {output:?} ({ctx:?})"));
             }
             match output {
-                Output::Log(_) => {}
-                Output::Send(to, text) => {
+                                HostCall::Send(to, text) => {
                     if !self.sessions.contains_key(&to) {
                         return fail(format!("send to a dead session: {to} ({ctx:?}): {}", short(&text)));
                     }
@@ -1158,7 +1158,7 @@ impl Harness {
                     }
                     self.inbox.push_back((to, Inbox::Msg(v)));
                 }
-                Output::ServeFromEdge(c) => {
+                HostCall::ServeFromEdge(c) => {
                     if !plan.edge.remove(&c) {
                         return fail(format!("edge: ServeFromEdge({c}) in {ctx:?}, which owes the edge to {:?} (its pair: {:?})", plan.edge, self.pairs.get(&c)));
                     }
@@ -1166,7 +1166,7 @@ impl Harness {
                     self.sessions.get_mut(&c).expect("a paired client is live").pending = false;
                     self.inbox.push_back((c, Inbox::Edge));
                 }
-                Output::Close(id, code, reason) => {
+                HostCall::Close(id, code, reason) => {
                     let ok = matches!(ctx, Ctx::Message(from, Expect::Refuse) if from == id) && code == 400;
                     if !ok || !self.sessions.contains_key(&id) {
                         return fail(format!("close: Close({id}, {code}, {reason:?}) in {ctx:?}"));
@@ -1174,7 +1174,7 @@ impl Harness {
                     self.sessions.get_mut(&id).expect("live").closing = true;
                     self.closing.insert(id);
                 }
-                Output::SetTimer(token, ms) => {
+                HostCall::SetTimer { token, after_ms: ms } => {
                     let settle = plan.settle.take_if(|_| want.is_none());
                     let check = plan.check.take_if(|_| want.is_none() && settle.is_none());
                     let Some(timer) = want.take().or(settle.map(|(v, _)| Timer::Settled(v))).or(check.map(Timer::Emptied)) else {
@@ -1201,7 +1201,7 @@ impl Harness {
                     self.max_token = self.max_token.max(token);
                     self.timers.insert(token, (self.now + ms, timer));
                 }
-                Output::Delivery(id, delivery) => {
+                HostCall::ReportDelivery(id, delivery) => {
                     if !self.sessions.contains_key(&id) {
                         return fail(format!("delivery: reported for {id}, which is gone ({ctx:?})"));
                     }
@@ -1209,7 +1209,7 @@ impl Harness {
                         return fail(format!("delivery: {id}'s {delivery:?} reported again, unchanged ({ctx:?})"));
                     }
                 }
-                Output::Count(name, delta) => match name {
+                HostCall::Count(name, delta) => match name.as_str() {
                     counts::HOST_PEERS | counts::CLIENTS => *self.gauges.entry(name).or_default() += delta,
                     _ => *counted.entry(name).or_default() += delta,
                 },
@@ -1235,7 +1235,7 @@ impl Harness {
         }
         counted.retain(|_, n| *n != 0);
         plan.counts.retain(|_, n| *n != 0);
-        if counted != plan.counts {
+        if counted != plan.counts.iter().map(|(name, n)| (name.to_string(), *n)).collect::<BTreeMap<_, _>>() {
             return fail(format!("count: metrics {counted:?} in {ctx:?}, {:?} due", plan.counts));
         }
         self.check()?;
@@ -2038,8 +2038,8 @@ fn harness_after(setup: &Setup, events: &[Event]) -> Harness {
     h
 }
 
-fn stop_to(to: SessionId, peer: SessionId) -> Output {
-    Output::Send(to, json!({"command": "stop", "id": to, "peer_id": peer}).to_string())
+fn stop_to(to: SessionId, peer: SessionId) -> HostCall {
+    HostCall::Send(to, json!({"command": "stop", "id": to, "peer_id": peer}).to_string())
 }
 
 /// The driver's own oracle catches a core that misbehaves (guards against a fuzzer that checks
@@ -2068,8 +2068,8 @@ fn the_oracle_rejects_what_it_should() {
     let mut h = harness_after(&setup, &honest[..5]);
     h.sessions.get_mut(&2).unwrap().pending = true;
     h.pairs.clear();
-    h.gauges.insert(counts::CLIENTS, 0);
-    h.gauges.insert(counts::HOST_PEERS, 0);
+    h.gauges.insert(counts::CLIENTS.into(), 0);
+    h.gauges.insert(counts::HOST_PEERS.into(), 0);
     h.core.session_closed(h.now, 1);
     h.core.drain_outputs().for_each(drop);
     h.sessions.remove(&1);
@@ -2081,20 +2081,20 @@ fn the_oracle_rejects_what_it_should() {
     h.deliveries.insert(2, plugin_api::Delivery::default());
     assert!(h.check().unwrap_err().starts_with("delivery"), "a client reported on the edge");
     let mut h = harness_after(&setup, &honest[..7]);
-    let again = Output::Delivery(2, h.deliveries[&2]);
+    let again = HostCall::ReportDelivery(2, h.deliveries[&2]);
     assert!(h.outputs(Ctx::Open, Plan::default(), vec![again]).unwrap_err().starts_with("delivery"), "an unchanged report");
     // Outputs the call does not owe.
     let mut h = harness_after(&setup, &honest[..5]);
-    let err = h.outputs(Ctx::Timer(None), Plan::default(), vec![Output::ServeFromEdge(2)]).unwrap_err();
+    let err = h.outputs(Ctx::Timer(None), Plan::default(), vec![HostCall::ServeFromEdge(2)]).unwrap_err();
     assert!(err.starts_with("edge"), "an edge fallback nobody owes: {err}");
     let err = h.outputs(Ctx::Closed(9), Plan::default(), vec![stop_to(1, 2)]).unwrap_err();
     assert!(err.starts_with("stop"), "a stop nobody owes: {err}");
-    let err = h.outputs(Ctx::Open, Plan::default(), vec![Output::Count(counts::HOSTS_RETIRED, 1)]).unwrap_err();
+    let err = h.outputs(Ctx::Open, Plan::default(), vec![HostCall::Count(counts::HOSTS_RETIRED.into(), 1)]).unwrap_err();
     assert!(err.starts_with("count"), "a metric nothing happened for: {err}");
-    let err = h.outputs(Ctx::Timer(None), Plan::default(), vec![Output::SetTimer(999, 100)]).unwrap_err();
+    let err = h.outputs(Ctx::Timer(None), Plan::default(), vec![HostCall::SetTimer { token: 999, after_ms: 100 }]).unwrap_err();
     assert!(err.starts_with("timer"), "a timer that is nobody's deadline: {err}");
     let plan = Plan { settle: Some((2, 1000)), ..Plan::default() };
-    let err = h.outputs(Ctx::Playing, plan, vec![Output::SetTimer(999, 5)]).unwrap_err();
+    let err = h.outputs(Ctx::Playing, plan, vec![HostCall::SetTimer { token: 999, after_ms: 5 }]).unwrap_err();
     assert!(err.starts_with("timer"), "a settling timer of the wrong length: {err}");
     let plan = Plan { edge: [2].into(), ..Plan::default() };
     let err = h.outputs(Ctx::Closed(1), plan, vec![]).unwrap_err();

@@ -3,7 +3,8 @@
 
 use plugin_api::{MessageVerdict, OfferDecision, SessionKind};
 use plugin_p2p::config::P2pConfig;
-use plugin_p2p::core::{counts, Arrival, Output, P2pCore, Role, Stage};
+use plugin_api::HostCall;
+use plugin_p2p::core::{counts, Arrival, P2pCore, Role, Stage};
 use serde_json::Value;
 
 const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
@@ -61,8 +62,8 @@ fn exchange(core: &mut P2pCore, now: u64, host: u32, client: u32) {
 }
 
 /// The timers set in `outputs` as (token, after ms).
-fn timers_with_delay(outputs: &[Output]) -> Vec<(u64, u64)> {
-    outputs.iter().filter_map(|o| if let Output::SetTimer(t, ms) = o { Some((*t, *ms)) } else { None }).collect()
+fn timers_with_delay(outputs: &[HostCall]) -> Vec<(u64, u64)> {
+    outputs.iter().filter_map(|o| if let HostCall::SetTimer { token: t, after_ms: ms } = o { Some((*t, *ms)) } else { None }).collect()
 }
 
 fn open(core: &mut P2pCore, id: u32, ua: &str, stream: &str) {
@@ -77,22 +78,22 @@ fn edge_viewer(core: &mut P2pCore, id: u32, ua: &str, stream: &str) {
     outputs(core);
 }
 
-fn outputs(core: &mut P2pCore) -> Vec<Output> {
-    core.drain_outputs().filter(|o| !matches!(o, Output::Count(..) | Output::Delivery(..) | Output::Log(..))).collect()
+fn outputs(core: &mut P2pCore) -> Vec<HostCall> {
+    core.drain_outputs().filter(|o| !matches!(o, HostCall::Count(..) | HostCall::ReportDelivery(..))).collect()
 }
 
-fn sent(outputs: &[Output]) -> Vec<(u32, Value)> {
+fn sent(outputs: &[HostCall]) -> Vec<(u32, Value)> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Send(id, json) => Some((*id, serde_json::from_str(json).unwrap())),
+            HostCall::Send(id, json) => Some((*id, serde_json::from_str(json).unwrap())),
             _ => None,
         })
         .collect()
 }
 
-fn timers(outputs: &[Output]) -> Vec<u64> {
-    outputs.iter().filter_map(|o| if let Output::SetTimer(t, _) = o { Some(*t) } else { None }).collect()
+fn timers(outputs: &[HostCall]) -> Vec<u64> {
+    outputs.iter().filter_map(|o| if let HostCall::SetTimer { token: t, after_ms: _ } = o { Some(*t) } else { None }).collect()
 }
 
 #[test]
@@ -175,16 +176,16 @@ fn strangers_cannot_be_addressed() {
     outputs(&mut core);
     // Host 2 offers to 3, which is 1's client: refused, 2 is closed with 400.
     core.message_received(0, 2, &offer_p2p(2, 3));
-    assert!(matches!(outputs(&mut core).as_slice(), [Output::Close(2, 400, _)]));
+    assert!(matches!(outputs(&mut core).as_slice(), [HostCall::Close(2, 400, _)]));
     // Client 3 answers host 2, not its host: refused.
     core.message_received(0, 3, &answer(3, 2));
-    assert!(matches!(outputs(&mut core).as_slice(), [Output::Close(3, 400, _)]));
+    assert!(matches!(outputs(&mut core).as_slice(), [HostCall::Close(3, 400, _)]));
     // A message for a session that just left is dropped quietly.
     assert_eq!(core.message_received(0, 1, r#"{"command":"candidate_p2p","id":1,"peer_id":99,"candidates":[]}"#), MessageVerdict::Handled);
     assert!(outputs(&mut core).is_empty());
     // Malformed P2P messages are refused; other commands are not the plugin's.
     core.message_received(0, 1, r#"{"command":"offer_p2p","id":1,"sdp":{}}"#);
-    assert!(matches!(outputs(&mut core).as_slice(), [Output::Close(1, 400, _)]));
+    assert!(matches!(outputs(&mut core).as_slice(), [HostCall::Close(1, 400, _)]));
     assert_eq!(core.message_received(0, 1, r#"{"command":"dance","id":1}"#), MessageVerdict::Unknown);
 }
 
@@ -205,7 +206,7 @@ fn a_leaving_host_sends_its_clients_to_the_edge() {
     let msgs = sent(&out);
     assert_eq!(msgs.len(), 1);
     assert_eq!((msgs[0].0, msgs[0].1["command"].as_str(), msgs[0].1["peer_id"].as_u64()), (2, Some("stop"), Some(1)));
-    assert!(out.contains(&Output::ServeFromEdge(3)));
+    assert!(out.contains(&HostCall::ServeFromEdge(3)));
     // 2 asks again and is served by the edge; it may then become a host itself.
     assert_eq!(core.offer_requested(0, 2), OfferDecision::ServeFromEdge);
     core.session_playing(0, 2);
@@ -253,7 +254,7 @@ fn a_host_that_does_not_offer_in_time_is_never_asked_again_and_its_client_is_not
 
     core.timer_fired(4000, deadline);
     let out = outputs(&mut core);
-    assert!(out.contains(&Output::ServeFromEdge(2)));
+    assert!(out.contains(&HostCall::ServeFromEdge(2)));
     let msgs = sent(&out);
     assert_eq!((msgs[0].0, msgs[0].1["command"].as_str(), msgs[0].1["peer_id"].as_u64()), (1, Some("stop"), Some(2)));
     let delays: Vec<u64> = timers_with_delay(&out).iter().map(|&(_, ms)| ms).collect();
@@ -278,9 +279,9 @@ fn a_client_that_does_not_answer_is_the_one_penalised_and_its_host_is_not() {
     let answer_deadline = timers(&outputs(&mut core))[0];
     core.timer_fired(4100, answer_deadline);
     let out = core.drain_outputs().collect::<Vec<_>>();
-    assert!(out.contains(&Output::ServeFromEdge(2)));
-    assert!(out.contains(&Output::Count(counts::FALLBACK_ANSWER_DEADLINE, 1)));
-    assert!(!out.iter().any(|o| matches!(o, Output::Count(counts::HOSTS_RETIRED, _))), "the host did its part");
+    assert!(out.contains(&HostCall::ServeFromEdge(2)));
+    assert!(out.contains(&HostCall::Count(counts::FALLBACK_ANSWER_DEADLINE.into(), 1)));
+    assert!(!out.iter().any(|o| matches!(o, HostCall::Count(n, _) if n == counts::HOSTS_RETIRED)), "the host did its part");
 
     open(&mut core, 3, CHROME_ANDROID, "s");
     assert_eq!(core.offer_requested(4200, 3), OfferDecision::Handled, "the host still takes clients");
@@ -423,7 +424,7 @@ fn a_viewer_is_moved_at_most_twice() {
         assert!(sent(&outputs(&mut core)).iter().any(|(to, m)| *to == 3 && m["command"] == "stop"), "move {round}");
         core.offer_requested(now, 3);
         core.session_closed(now, 1);
-        assert!(outputs(&mut core).contains(&Output::ServeFromEdge(3)), "its host left before offering: the edge");
+        assert!(outputs(&mut core).contains(&HostCall::ServeFromEdge(3)), "its host left before offering: the edge");
         core.session_playing(now, 3);
         let settle = timers(&outputs(&mut core));
         assert_eq!(settle.len(), 1 - round, "after the second move it is not queued again");
@@ -520,7 +521,7 @@ fn a_client_that_does_not_answer_in_time_is_given_up() {
     core.timer_fired(0, offer_deadline);
     assert!(outputs(&mut core).is_empty(), "the host offered in time");
     core.timer_fired(0, answer_deadline);
-    assert!(outputs(&mut core).contains(&Output::ServeFromEdge(2)));
+    assert!(outputs(&mut core).contains(&HostCall::ServeFromEdge(2)));
 }
 
 #[test]
@@ -604,7 +605,7 @@ fn a_host_that_asks_again_releases_its_clients() {
     let mut core = host_1_asked_for_client_2(2, CHROME_WIN);
     outputs(&mut core);
     assert_eq!(core.offer_requested(0, 1), OfferDecision::ServeFromEdge);
-    assert!(outputs(&mut core).contains(&Output::ServeFromEdge(2)));
+    assert!(outputs(&mut core).contains(&HostCall::ServeFromEdge(2)));
     open(&mut core, 3, CHROME_WIN, "s");
     assert_eq!(core.offer_requested(0, 3), OfferDecision::ServeFromEdge, "1 is not playing again yet");
 }
@@ -690,7 +691,7 @@ fn an_offer_or_answer_that_crosses_its_deadline_is_dropped_not_punished_with_a_c
     assert!(outputs(&mut core).is_empty(), "no close, nothing relayed");
     // A stranger is still refused.
     core.message_received(9200, 3, &answer(3, 1));
-    assert!(matches!(outputs(&mut core).as_slice(), [Output::Close(3, 400, _)]));
+    assert!(matches!(outputs(&mut core).as_slice(), [HostCall::Close(3, 400, _)]));
 }
 
 #[test]

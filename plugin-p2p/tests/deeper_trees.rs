@@ -4,7 +4,8 @@
 
 use plugin_api::{MessageVerdict, OfferDecision, SessionKind};
 use plugin_p2p::config::P2pConfig;
-use plugin_p2p::core::{counts, Arrival, Output, P2pCore, Role, Stage};
+use plugin_api::HostCall;
+use plugin_p2p::core::{counts, Arrival, P2pCore, Role, Stage};
 use serde_json::{json, Value};
 
 const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
@@ -19,12 +20,12 @@ fn open(core: &mut P2pCore, id: u32) {
     core.session_opened(0, Arrival { id, kind: SessionKind::Play, stream: "default/app/s", app: "app", stream_name: "s", user_agent: CHROME_WIN, query: "", remote: "198.51.100.1:40000" });
 }
 
-fn drain(core: &mut P2pCore) -> Vec<Output> {
+fn drain(core: &mut P2pCore) -> Vec<HostCall> {
     core.drain_outputs().collect()
 }
 
-fn sent(outputs: &[Output]) -> Vec<(u32, Value)> {
-    outputs.iter().filter_map(|o| if let Output::Send(id, m) = o { Some((*id, serde_json::from_str(m).unwrap())) } else { None }).collect()
+fn sent(outputs: &[HostCall]) -> Vec<(u32, Value)> {
+    outputs.iter().filter_map(|o| if let HostCall::Send(id, m) = o { Some((*id, serde_json::from_str(m).unwrap())) } else { None }).collect()
 }
 
 fn stop(to: u32, gone: u32) -> (u32, Value) {
@@ -93,7 +94,7 @@ fn when_a_relay_loses_its_source_its_clients_are_told_before_it_is() {
             assert!(messages.contains(&stop(c, relay)), "{c} is told its relay lost its source");
         }
     }
-    assert_eq!(out.iter().filter(|o| matches!(o, Output::Count(n, 1) if *n == counts::FALLBACK_RELAY_LOST)).count(), 4, "{out:?}");
+    assert_eq!(out.iter().filter(|o| matches!(o, HostCall::Count(n, 1) if n == counts::FALLBACK_RELAY_LOST)).count(), 4, "{out:?}");
     for id in 2..=7 {
         assert_eq!(core.role(id), Some(&Role::Viewer), "{id} starts over");
         assert_eq!(core.offer_requested(1100, id), OfferDecision::ServeFromEdge, "{id} asks again: the edge (once a client)");
@@ -174,9 +175,9 @@ fn random_events_at_depth_2_and_3_keep_the_bookkeeping_whole() {
             }
             for output in drain(&mut core) {
                 match output {
-                    Output::SetTimer(token, after) => timers.push((now + after, token)),
-                    Output::ServeFromEdge(id) => core.session_playing(now, id),
-                    Output::Send(to, text) => {
+                    HostCall::SetTimer { token, after_ms: after } => timers.push((now + after, token)),
+                    HostCall::ServeFromEdge(id) => core.session_playing(now, id),
+                    HostCall::Send(to, text) => {
                         let m: Value = serde_json::from_str(&text).unwrap();
                         let peer = m["peer_id"].as_u64().unwrap() as u32;
                         let srflx = "candidate:1 1 udp 1 198.51.100.9 9 typ srflx";

@@ -5,7 +5,8 @@
 
 use plugin_api::{Delivery, MessageVerdict, OfferDecision, SessionKind};
 use plugin_p2p::config::P2pConfig;
-use plugin_p2p::core::{counts, Arrival, Output, P2pCore, Role, Stage};
+use plugin_api::HostCall;
+use plugin_p2p::core::{counts, Arrival, P2pCore, Role, Stage};
 use serde_json::{json, Value};
 
 const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
@@ -42,23 +43,23 @@ fn with_host_in_home_1() -> P2pCore {
     core
 }
 
-fn drain(core: &mut P2pCore) -> Vec<Output> {
+fn drain(core: &mut P2pCore) -> Vec<HostCall> {
     core.drain_outputs().collect()
 }
 
-fn sent(outputs: &[Output]) -> Vec<(u32, Value)> {
-    outputs.iter().filter_map(|o| if let Output::Send(id, m) = o { Some((*id, serde_json::from_str(m).unwrap())) } else { None }).collect()
+fn sent(outputs: &[HostCall]) -> Vec<(u32, Value)> {
+    outputs.iter().filter_map(|o| if let HostCall::Send(id, m) = o { Some((*id, serde_json::from_str(m).unwrap())) } else { None }).collect()
 }
 
-fn counted(outputs: &[Output], name: &str) -> bool {
-    outputs.iter().any(|o| matches!(o, Output::Count(n, 1) if *n == name))
+fn counted(outputs: &[HostCall], name: &str) -> bool {
+    outputs.iter().any(|o| matches!(o, HostCall::Count(n, 1) if n == name))
 }
 
-fn timer(outputs: &[Output]) -> (u64, u64) {
-    outputs.iter().find_map(|o| if let Output::SetTimer(t, ms) = o { Some((*t, *ms)) } else { None }).expect("a timer")
+fn timer(outputs: &[HostCall]) -> (u64, u64) {
+    outputs.iter().find_map(|o| if let HostCall::SetTimer { token: t, after_ms: ms } = o { Some((*t, *ms)) } else { None }).expect("a timer")
 }
 
-fn send(core: &mut P2pCore, now: u64, from: u32, message: Value) -> Vec<Output> {
+fn send(core: &mut P2pCore, now: u64, from: u32, message: Value) -> Vec<HostCall> {
     assert_eq!(core.message_received(now, from, &message.to_string()), MessageVerdict::Handled);
     drain(core)
 }
@@ -85,7 +86,7 @@ fn an_offer_showing_only_lan_candidates_is_withheld_from_another_network_and_the
     let mut core = with_host_in_home_1();
     client_of_1(&mut core, 2, HOME_2, 50000);
     let out = send(&mut core, 300, 1, offer(1, 2, &[LAN, MDNS]));
-    assert!(out.contains(&Output::ServeFromEdge(2)), "{out:?}");
+    assert!(out.contains(&HostCall::ServeFromEdge(2)), "{out:?}");
     assert!(sent(&out).iter().all(|(to, _)| *to != 2), "the client never sees the offer: {out:?}");
     assert_eq!(sent(&out), [(1, json!({"command": "stop", "id": 1, "peer_id": 2}))]);
     assert!(counted(&out, counts::FALLBACK_UNREACHABLE));
@@ -121,7 +122,8 @@ fn a_pair_across_networks_is_given_up_when_the_host_trickles_only_lan_candidates
         "the client is told to leave its host at once (it asks again and the edge serves it)"
     );
     assert!(counted(&out, counts::FALLBACK_UNREACHABLE));
-    assert!(out.iter().any(|o| matches!(o, Output::Log(text) if text.contains("203.0.113.1") && text.contains("198.51.100.1"))), "logged with addresses: {out:?}");
+    let logged: Vec<String> = core.drain_logs().collect();
+    assert!(logged.iter().any(|text| text.contains("203.0.113.1") && text.contains("198.51.100.1")), "logged with addresses: {logged:?}");
     assert_eq!(core.offer_requested(2000, 2), OfferDecision::ServeFromEdge, "it asks again: the edge");
 }
 
@@ -146,10 +148,10 @@ fn a_reporting_player_counts_as_playing_from_its_peer_only_once_it_says_so() {
     client_of_1(&mut core, 2, HOME_1, 40002);
     send(&mut core, 300, 1, offer(1, 2, &[]));
     let out = send(&mut core, 310, 2, json!({"command": "answer", "id": 2, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}, "link_reports": true}));
-    assert!(!out.iter().any(|o| matches!(o, Output::Delivery(2, d) if d.connected)), "not connected on its answer: {out:?}");
+    assert!(!out.iter().any(|o| matches!(o, HostCall::ReportDelivery(2, d) if d.connected)), "not connected on its answer: {out:?}");
     assert_eq!(core.delivery(2), Some(Delivery { upstream: 1, connected: false, free_relay_slots: 0 }), "pending");
     let out = send(&mut core, 900, 2, json!({"command": "p2p_link_state", "id": 2, "peer_id": 1, "state": "connected"}));
-    assert!(out.contains(&Output::Delivery(2, Delivery { upstream: 1, connected: true, free_relay_slots: 0 })), "{out:?}");
+    assert!(out.contains(&HostCall::ReportDelivery(2, Delivery { upstream: 1, connected: true, free_relay_slots: 0 })), "{out:?}");
     assert!(counted(&out, counts::LINKS_CONFIRMED));
     assert_eq!(core.role(2), Some(&Role::Client { host: 1, stage: Stage::Confirmed }));
 }
@@ -185,7 +187,7 @@ fn a_host_reporting_a_failed_link_ends_the_pair_too_and_a_stranger_cannot() {
     send(&mut core, 310, 2, json!({"command": "answer", "id": 2, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}}));
     open(&mut core, 9, HOME_2, 9999);
     let out = send(&mut core, 400, 9, json!({"command": "p2p_link_state", "id": 9, "peer_id": 2, "state": "failed"}));
-    assert!(out.iter().any(|o| matches!(o, Output::Close(9, 400, _))), "not its partner: {out:?}");
+    assert!(out.iter().any(|o| matches!(o, HostCall::Close(9, 400, _))), "not its partner: {out:?}");
     assert_eq!(core.role(2), Some(&Role::Client { host: 1, stage: Stage::Answered }));
     let out = send(&mut core, 500, 1, json!({"command": "p2p_link_state", "id": 1, "peer_id": 2, "state": "failed"}));
     assert!(counted(&out, counts::FALLBACK_LINK_FAILED), "{out:?}");
@@ -207,7 +209,7 @@ fn open_as(core: &mut P2pCore, now: u64, id: u32, ua: &str, remote: &str) {
 }
 
 /// Plays from the edge from `now` and waits out its settling time; the outputs then.
-fn settled_on_the_edge(core: &mut P2pCore, now: u64, id: u32) -> Vec<Output> {
+fn settled_on_the_edge(core: &mut P2pCore, now: u64, id: u32) -> Vec<HostCall> {
     core.session_playing(now, id);
     let (token, after) = timer(&drain(core));
     assert_eq!(after, MOVE_AFTER);
@@ -285,7 +287,7 @@ fn a_client_that_shows_only_lan_candidates_across_networks_is_not_counted_and_is
     send(&mut core, 310, 2, json!({"command": "answer", "id": 2, "peer_id": 1, "sdp": {"type": "answer", "sdp": "v=0"}}));
     assert_eq!(core.delivery(2).map(|d| d.connected), Some(true), "nothing says otherwise yet");
     let out = send(&mut core, 320, 2, json!({"command": "candidate", "id": 2, "peer_id": 1, "candidates": [{"candidate": MDNS}]}));
-    assert!(out.contains(&Output::Delivery(2, Delivery { upstream: 1, connected: false, free_relay_slots: 0 })), "no longer counted: {out:?}");
+    assert!(out.contains(&HostCall::ReportDelivery(2, Delivery { upstream: 1, connected: false, free_relay_slots: 0 })), "no longer counted: {out:?}");
     core.timer_fired(300 + REACH_WAIT, token);
     let out = drain(&mut core);
     assert!(counted(&out, counts::FALLBACK_UNREACHABLE), "{out:?}");
@@ -317,5 +319,5 @@ fn viewers_reaching_the_server_from_private_addresses_are_one_network() {
     client_of_1(&mut core, 2, "10.1.0.6", 40002);
     let out = send(&mut core, 300, 1, offer(1, 2, &[LAN, MDNS]));
     assert_eq!(sent(&out)[0].0, 2, "a LAN-only relay reaches a viewer of the server's LAN: {out:?}");
-    assert!(!out.iter().any(|o| matches!(o, Output::SetTimer(_, ms) if *ms == REACH_WAIT)), "no reach deadline on one network: {out:?}");
+    assert!(!out.iter().any(|o| matches!(o, HostCall::SetTimer { token: _, after_ms: ms } if *ms == REACH_WAIT)), "no reach deadline on one network: {out:?}");
 }
