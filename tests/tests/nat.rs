@@ -10,6 +10,11 @@
 //! failure again when its page reloads. `/metrics` counts as P2P only the viewers whose page
 //! really plays from a peer.
 //!
+//! The project's player (`host/assets/player.js`, imported from the host by the pages of
+//! `tests/browser/nat-player.mjs`) uses the host's STUN on its P2P connections: with it a pair
+//! across the routers connects by hole punching (the `the_project_player` tests at the end; by
+//! hand, `PLAYER_OPTIONS='{"iceServers": []}'` takes its STUN away and they fail).
+//!
 //! Needs root (named network namespaces), `ip`, `nft`, Chromium and Node.js (`.ci/run` installs
 //! them); prints SKIPPED and returns when not root or without `ip`.
 
@@ -297,4 +302,214 @@ fn behind_two_home_routers_with_the_default_settings_a_client_plays_from_its_lan
 #[test]
 fn behind_two_home_routers_with_the_default_settings_a_client_only_viewer_is_moved_into_its_lan_host_and_never_across_routers() {
     assert_behaves(Scenario { mdns: true, clients_only: true, settings: DEFAULTS });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The project's player (host/assets/player.js, issues 22 and 23): a cross-router pair connects
+// P2P through the host's STUN. Driven by `tests/browser/nat-player.mjs`, which reports as JSON.
+
+/// How long a moved viewer may go without a frame, from the last frame of the edge to the first
+/// of its host peer.
+const MOVE_GAP_MS: u64 = 1500;
+
+/// Builds the topology, starts the host in `srv` with the plugin's defaults (k = 1, MoveAfterMs
+/// short), runs `nat-player.mjs` and returns its report and the host's log; None when skipped.
+/// `lan2_hosts`: lan2's page is a desktop Windows Chrome too (may host), else a client only.
+fn run_player(lan2_hosts: bool) -> Option<(Value, String)> {
+    if let Some(why) = unavailable() {
+        println!("SKIPPED: the NAT topology needs named network namespaces: {why}");
+        return None;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for tool in ["/usr/bin/chromium", "/usr/sbin/nft"] {
+        assert!(std::path::Path::new(tool).exists(), "{tool} is missing: apt-get install -y chromium nftables (or run .ci/run)");
+    }
+    build_artifacts();
+    ensure_node_packages();
+    let topology = Topology::create().expect("building the NAT topology");
+    let host = NamespacedHost::start(&topology, "srv", &host_xml(DEFAULTS), "debug,webrtc=warn,rtc=warn,tungstenite=info,tokio_tungstenite=info")
+        .expect("starting the host in srv");
+    let mut command = Command::new("node");
+    command
+        .arg(browser_dir().join("nat-player.mjs"))
+        .env("HOST_ADDR", SRV_ADDRESS)
+        .env("HOST_PORT", PORT.to_string())
+        .env("API_PORT", API_PORT.to_string())
+        .env("SRV_NS", topology.ns("srv"))
+        .env("LAN2_HOSTS", if lan2_hosts { "1" } else { "0" })
+        .env("MOVE_AFTER_MS", MOVE_AFTER_MS.to_string());
+    for (machine, var) in [("lan1", "CHROMIUM_LAN1"), ("lan2", "CHROMIUM_LAN2")] {
+        command.env(var, topology.chromium_wrapper(machine).expect("writing the Chromium wrapper"));
+    }
+    let output = command.output().expect("running node (apt-get install -y nodejs)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stderr}");
+    let log = host.log();
+    let report: Value = match stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()) {
+        Some(report) => report,
+        None => panic!("nat-player.mjs printed no report ({}):\n{stdout}\n{stderr}\n--- the plugin's decisions ---\n{}", output.status, plugin_lines(&log)),
+    };
+    drop(host);
+    drop(topology);
+    Some((report, log))
+}
+
+/// A candidate type learnt through STUN: server-reflexive, or peer-reflexive (learnt from a
+/// check that came through the other side's router).
+fn reflexive(kind: &Value) -> bool {
+    kind == "srflx" || kind == "prflx"
+}
+
+/// Which page relays to which: (host, client) names. lan2 is the client unless, both pages being
+/// allowed to host, lan1 is the one playing from a peer.
+fn player_roles(report: &Value) -> (&'static str, &'static str) {
+    if report["lan2_hosts"] == true && report["lan1"]["plays_from_peer"] == true && report["lan2"]["plays_from_peer"] != true {
+        ("lan2", "lan1")
+    } else {
+        ("lan1", "lan2")
+    }
+}
+
+/// Checks the player report: the cross-router pair plays P2P through the host's STUN.
+fn player_problems(report: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            problems.push(what);
+        }
+    };
+    if let Some(error) = report["error"].as_str() {
+        check(false, format!("the browser script failed: {error}"));
+    }
+    let (host_name, client_name) = player_roles(report);
+    let (host, client) = (&report[host_name], &report[client_name]);
+    for name in ["lan1", "lan2"] {
+        let v = &report[name];
+        check(v["load_error"].is_null(), format!("{name}'s page imported player.js from the host ({})", v["load_error"]));
+        check(v["socket_url"].as_str().is_some_and(|u| u.contains("p2p_stun=1")), format!("{name}'s player says it uses STUN (?p2p_stun=1): {}", v["socket_url"]));
+        // The edge's offer announces the host's STUN, at the host's public address.
+        let edge_offer = v["offers"].as_array().and_then(|o| o.iter().find(|o| o["peer_id"] == 0));
+        let announced = edge_offer.map(|o| o["p2p_ice_servers"].to_string()).unwrap_or_default();
+        check(announced.contains(&format!("stun:{SRV_ADDRESS}:")), format!("{name}'s edge offer announces the host's STUN (p2p_ice_servers {announced})"));
+        // Nobody frozen.
+        check(v["presented_in_last_second"] == true, format!("{name} presents frames at the end (state {}, source {})", v["state"], v["source"]));
+        let gap = ms(&v["max_gap_ms"]);
+        check(gap.is_some_and(|g| g <= LONGEST_GAP_MS), format!("{name} never goes {LONGEST_GAP_MS} ms without a frame once playing (longest gap {gap:?} ms over {} ms)", v["observed_ms"]));
+        let first = ms(&v["first_frame_after_request_ms"]);
+        check(first.is_some_and(|f| f <= FIRST_FRAME_WITHIN_MS), format!("{name} presents its first frame within {FIRST_FRAME_WITHIN_MS} ms of joining (its request_offer): {first:?} ms"));
+        let edge = ms(&v["first_edge_frame_ms"]).zip(ms(&v["request_offer_ms"])).map(|(f, asked)| f.saturating_sub(asked));
+        check(edge.is_some_and(|f| f <= FIRST_FRAME_WITHIN_MS), format!("{name} plays from the edge first, within {FIRST_FRAME_WITHIN_MS} ms of joining: {edge:?} ms"));
+    }
+
+    // The host page plays from the edge and says it relays to one.
+    let host_id = host["session"].as_u64();
+    check(host["source"]["from"] == "edge", format!("{host_name} plays from the edge at the end ({})", host["source"]));
+    check(host["relaying_events"].as_array().and_then(|e| e.last()).is_some_and(|e| e["count"] == 1), format!("{host_name}'s player says it relays to 1 ({})", host["relaying_events"]));
+
+    // The client decodes frames from the host over its peer connection, which uses the host's STUN.
+    check(client["plays_from_peer"] == true, format!("{client_name} decodes frames over its peer connection at the end (source {}, current connection {})", client["source"], client["current_connection"]));
+    check(host_id.is_some() && client["source"]["peerId"].as_u64() == host_id, format!("{client_name}'s player says its source is {host_name} ({host_id:?}): {}", client["source"]));
+    let connection = &client["current_connection"];
+    let ice_servers = connection["ice_servers"].to_string();
+    check(ice_servers.contains(&format!("stun:{SRV_ADDRESS}:")), format!("{client_name}'s peer connection uses the host's STUN (iceServers {ice_servers})"));
+    let selected = &connection["selected"];
+    check(
+        selected["state"] == "succeeded" && (reflexive(&selected["localType"]) || reflexive(&selected["remoteType"])),
+        format!("{client_name}'s peer connection's selected pair is server- or peer-reflexive on a side: {selected}"),
+    );
+    check(
+        client["link_reports"].as_array().is_some_and(|r| r.iter().any(|r| r["state"] == "connected" && r["peer_id"].as_u64() == host_id)),
+        format!("{client_name}'s player reported its link connected ({})", client["link_reports"]),
+    );
+    // Moved from the edge into the host: the gap the move costs.
+    let gap = ms(&client["move_gap_ms"]);
+    check(gap.is_some_and(|g| g < MOVE_GAP_MS), format!("{client_name} goes under {MOVE_GAP_MS} ms without a frame when moved (stops {}): {gap:?} ms", client["stops"]));
+
+    // The server counts it: a confirmed link, one P2P viewer (the page that plays from a peer).
+    let metrics = &report["metrics"];
+    check(metrics["links_confirmed"].as_u64().is_some_and(|n| n >= 1), format!("/metrics p2p_links_confirmed_total >= 1: {}", metrics["links_confirmed"]));
+    check(report["playing_from_peers_at_metrics"] == 1, format!("exactly one page plays from a peer when /metrics is read ({})", report["from_peer_at_metrics"]));
+    check(metrics["viewers_p2p"] == 1, format!("/metrics viewers{{delivery=\"p2p\"}} is 1: {}", metrics["viewers_p2p"]));
+    check(metrics["viewers_edge"] == 1, format!("/metrics viewers{{delivery=\"edge\"}} is 1: {}", metrics["viewers_edge"]));
+    problems
+}
+
+/// The figures of the run, for the log: time to P2P, the selected pair, the move's gap.
+fn player_figures(report: &Value) -> String {
+    let (host_name, client_name) = player_roles(report);
+    let client = &report[client_name];
+    let mut lines: Vec<String> = ["lan1", "lan2"]
+        .iter()
+        .map(|name| {
+            let v = &report[*name];
+            format!(
+                "{name} ({}): first frame {} ms after its request_offer (from the edge at {} ms, from a peer at {} ms after the page opened), longest gap {} ms, stops {}, offers from {}, source at end {}, relaying {}",
+                v["user_agent"],
+                v["first_frame_after_request_ms"],
+                v["first_edge_frame_ms"],
+                v["first_peer_frame_ms"],
+                v["max_gap_ms"],
+                v["stops"],
+                v["offers"].as_array().map(|o| o.iter().map(|o| o["peer_id"].to_string()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                v["source"],
+                v["relaying_events"].as_array().and_then(|e| e.last()).map_or("0".into(), |e| e["count"].to_string()),
+            )
+        })
+        .collect();
+    lines.push(format!(
+        "{client_name} from {host_name}: moved at {} ms; first frame decoded from the peer {} ms after the move, {} ms after its first request_offer ({} ms after the page opened); gap during the move {} ms",
+        client["move_at_ms"], client["first_peer_frame_after_move_ms"], client["first_peer_frame_after_request_ms"], client["first_peer_frame_ms"], client["move_gap_ms"]
+    ));
+    let selected = &client["current_connection"]["selected"];
+    lines.push(format!("{client_name}'s selected pair: local {} <-> remote {} ({}, nominated {})", selected["local"], selected["remote"], selected["state"], selected["nominated"]));
+    lines.push(format!("/metrics: {}", report["metrics"]["p2p_lines"]));
+    lines.join("\n")
+}
+
+/// ICE as every peer connection of both pages saw it (states, candidates, pairs): the finding
+/// when the link does not form.
+fn player_ice(report: &Value) -> String {
+    let mut out = Vec::new();
+    for name in ["lan1", "lan2"] {
+        for c in report[name]["connections"].as_array().into_iter().flatten().filter(|c| c["peer"] != 0 || c["role"] == "relay") {
+            out.push(format!(
+                "{name} {} connection (peer {}), iceServers {}: ice {} | connection {} | gathered {} | remote {} | pairs {}",
+                c["role"], c["peer"], c["ice_servers"], c["ice"], c["states"], c["gathered"], c["remote_candidates"], c["pairs"]
+            ));
+        }
+    }
+    out.join("\n")
+}
+
+fn assert_player_connects(lan2_hosts: bool) {
+    let Some((report, log)) = run_player(lan2_hosts) else { return };
+    println!("NAT figures (player.js, lan2 {}):\n{}", if lan2_hosts { "may host" } else { "client only" }, player_figures(&report));
+    let problems = player_problems(&report);
+    assert!(
+        problems.is_empty(),
+        "player.js behind two home routers:\n- {}\n\n{}\n\n--- ICE ---\n{}\n\nreport: {}\n\n--- the plugin's decisions (host log, debug) ---\n{}",
+        problems.join("\n- "),
+        player_figures(&report),
+        player_ice(&report),
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+        plugin_lines(&log)
+    );
+}
+
+/// The plugin's defaults, k = 1, MoveAfterMs 2 s: lan1 (may host) plays from the edge; lan2,
+/// behind the other router and a client only, plays from the edge at once and is moved into
+/// lan1 (its player says it uses STUN). Both P2P connections use the host's STUN, so the link
+/// forms by hole punching through the two port-restricted routers: lan2 decodes from lan1 over a
+/// reflexive pair, its link is confirmed, /metrics counts it, the move costs under 1.5 s.
+#[test]
+fn behind_two_home_routers_the_project_player_connects_a_cross_router_pair_through_the_host_stun() {
+    assert_player_connects(false);
+}
+
+/// The same with both pages allowed to host: whichever is moved into the other plays from it
+/// through the host's STUN.
+#[test]
+fn behind_two_home_routers_the_project_player_connects_a_cross_router_pair_either_way_when_both_may_host() {
+    assert_player_connects(true);
 }
