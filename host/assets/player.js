@@ -180,7 +180,10 @@ export class P2PPlayer {
   #connect() {
     this.#reconnectTimer = null;
     this.#setState('loading', this.#attempt ? `reconnecting (attempt ${this.#attempt})` : 'connecting');
-    const socket = new WebSocket(withStunFlag(this.#url));
+    // `p2p_stun=1` only when its P2P connections will have STUN: the page's servers, or, given
+    // none at all, the ones the server announces (a page that passes `iceServers: []` has none).
+    const usesStun = this.#iceServers === null || this.#iceServers.length > 0;
+    const socket = new WebSocket(usesStun ? withStunFlag(this.#url) : this.#url);
     this.#socket = socket;
     const openTimer = setTimeout(() => {
       if (socket === this.#socket) this.#signallingLost(`signalling not open within ${OPEN_TIMEOUT_MS} ms`);
@@ -618,8 +621,8 @@ function withoutAddresses(servers, addresses) {
 
 /** OME names a TURN user `user_name`; the browser wants `username`. */
 /**
- * The signalling URL with `p2p_stun=1`: this player's relay connections use STUN, so the server
- * may pair it across networks before its relay has shown a public candidate (OME ignores it).
+ * The signalling URL with `p2p_stun=1`: this player's P2P connections use STUN, so the server may
+ * pair it across networks before its relay has shown a public candidate (OME ignores it).
  */
 function withStunFlag(url) {
   const u = new URL(url);
