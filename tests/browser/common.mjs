@@ -1,5 +1,13 @@
 // What every browser script here shares: the User-Agents the classification rules need, how
-// Chromium is started, and the log, sleep and polling helpers. Importing it runs nothing.
+// Chromium is started, the log, sleep and polling helpers, what the pages record of themselves
+// (init scripts), the OvenPlayer page, and how a scenario script runs. Importing it runs nothing.
+
+import { chromium } from 'playwright-core';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
 
 /** A desktop Windows Chrome: host-eligible under the classification rules (headless is not). */
 export const DESKTOP_CHROME = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
@@ -17,7 +25,10 @@ export const CHROMIUM_ARGS = [
 /** When the script started (the log's zero). */
 export const started = Date.now();
 /** Prints `line` with the seconds since the script started. */
-export const log = (line) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
+export const log = (line) => console.log(stamped(line));
+/** `log` on stderr: for scripts whose stdout is their report. */
+export const progress = (line) => console.error(stamped(line));
+const stamped = (line) => `[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`;
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `probe` every 50 ms until it returns a truthy value; fails naming `what` after `ms`. */
@@ -30,3 +41,136 @@ export async function waitFor(what, ms, probe) {
     await sleep(50);
   }
 }
+
+/** Chromium (`CHROMIUM`, else Debian's) started with `args`. */
+export const launchChromium = (args = CHROMIUM_ARGS) => chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args });
+
+/**
+ * Runs the scenario the command line names, one of `scenarios` (`name: async (host, browser)`),
+ * of the script `script`: the host `newHost()` makes (`ready()`, `stop()`, `log`) and one Chromium
+ * started with `args`. Prints `scenario NAME: passed`, or its failure (then `onFailure(browser)`
+ * and the host's log, also with HOST_ECHO=1); `cleanup()` runs at the end. Exits 0 when it passed.
+ */
+export async function runScenario(script, scenarios, newHost, args, { onFailure, cleanup } = {}) {
+  const name = process.argv[2];
+  if (!scenarios[name]) {
+    console.error(`usage: node ${script} <${Object.keys(scenarios).join('|')}>`);
+    process.exit(2);
+  }
+  const host = newHost();
+  let browser;
+  let failed = false;
+  try {
+    await host.ready();
+    browser = await launchChromium(args);
+    log(`scenario ${name}: Chromium ${browser.version()}`);
+    await scenarios[name](host, browser);
+    log(`scenario ${name}: passed`);
+  } catch (e) {
+    failed = true;
+    console.error(`scenario ${name} FAILED: ${e.stack ?? e}`);
+    await onFailure?.(browser);
+  } finally {
+    await browser?.close().catch(() => {});
+    cleanup?.();
+    host.stop();
+    if (failed || process.env.HOST_ECHO) console.error(`--- host log ---\n${host.log}`);
+    process.exit(failed ? 1 : 0);
+  }
+}
+
+/** The script of OvenPlayer `version` (an npm package here: `ovenplayer-VERSION`). */
+export const ovenplayerScript = (version) => readFileSync(path.join(here, 'node_modules', `ovenplayer-${version}`, 'dist', 'ovenplayer.js'));
+
+/** An OvenPlayer page playing `wsUrl` (autoStart, muted) that records its `p2pMode` events
+ *  (`window.__p2pMode`, as `{at, on}`) and its errors (`window.__errors`). */
+export const recordingPlayerPage = (wsUrl) => `<!doctype html><html><body>
+<div id="player"></div>
+<script src="/ovenplayer.js"></script>
+<script>
+  window.__errors = [];
+  const player = OvenPlayer.create('player', { autoStart: true, mute: true, sources: [{ type: 'webrtc', file: ${JSON.stringify(wsUrl)} }] });
+  player.on('p2pMode', (on) => window.__p2pMode.push({ at: Date.now(), on }));
+  player.on('error', (e) => window.__errors.push(JSON.stringify(e)));
+</script></body></html>`;
+
+/** Answers `page`'s requests to http://player.test/: `script` at /ovenplayer.js, `html` elsewhere. */
+export async function servePlayer(page, script, html) {
+  await page.route('http://player.test/**', (route) => {
+    const url = new URL(route.request().url());
+    if (url.pathname === '/ovenplayer.js') return route.fulfill({ body: script, contentType: 'text/javascript' });
+    return route.fulfill({ body: html, contentType: 'text/html' });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page init scripts (`page.addInitScript(SCRIPT, arg)`): each runs in the page, alone
+
+/**
+ * Records every signalling message the page receives (`window.__signals`: `{at, command, id,
+ * peer_id, code, error}`; with `withCandidates`, an `offer`'s or `candidate`'s ICE candidates too,
+ * from its `candidates` and its SDP's `a=candidate` lines) and every one it sends
+ * (`window.__sent`: `{at, command, id, peer_id}`). `window.__offerPeer(sdp)`: the `peer_id` of
+ * the offer that brought `sdp` (else of the last offer; 0 the edge).
+ */
+export const RECORD_SIGNALLING = (withCandidates) => {
+  window.__signals = [];
+  window.__sent = [];
+  const offerPeers = new Map();
+  let lastOfferPeer = null;
+  window.__offerPeer = (sdp) => (offerPeers.has(sdp) ? offerPeers.get(sdp) : lastOfferPeer);
+  const candidatesOf = (m, sdp) => [
+    ...(Array.isArray(m.candidates) ? m.candidates : []).map((c) => String(c?.candidate ?? c)),
+    ...sdp.split(/\r?\n/).filter((l) => l.startsWith('a=candidate:')).map((l) => l.slice(2)),
+  ].filter((c) => c !== '');
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    send(data) {
+      try {
+        const m = JSON.parse(data);
+        window.__sent.push({ at: Date.now(), command: m.command, id: m.id, peer_id: m.peer_id });
+      } catch { /* not JSON */ }
+      return super.send(data);
+    }
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (e) => {
+        try {
+          const m = JSON.parse(e.data);
+          const signal = { at: Date.now(), command: m.command, id: m.id, peer_id: m.peer_id, code: m.code, error: m.error };
+          if (m.command === 'offer' || m.command === 'candidate') {
+            const sdp = typeof m.sdp === 'string' ? m.sdp : String(m.sdp?.sdp ?? '');
+            if (withCandidates) signal.candidates = candidatesOf(m, sdp);
+            if (m.command === 'offer') {
+              offerPeers.set(sdp, m.peer_id);
+              lastOfferPeer = m.peer_id;
+            }
+          }
+          window.__signals.push(signal);
+        } catch { /* not JSON: the player reports it */ }
+      });
+    }
+  };
+};
+
+/**
+ * Calls `window.__onFrame(video, now, metadata)` for every frame any `<video>` presents
+ * (requestVideoFrameCallback; the player makes its elements later: each is hooked as it appears,
+ * and stays hooked across `srcObject` changes). By default that records when (Date.now()) in
+ * `window.__frameTimes`; a later init script may replace `window.__onFrame`.
+ */
+export const TIME_FRAMES = () => {
+  window.__frameTimes = [];
+  window.__onFrame = () => window.__frameTimes.push(Date.now());
+  const onFrame = (video) => (now, metadata) => {
+    window.__onFrame(video, now, metadata);
+    video.requestVideoFrameCallback(onFrame(video));
+  };
+  setInterval(() => {
+    for (const video of document.querySelectorAll('video')) {
+      if (video.__timed || !video.requestVideoFrameCallback) continue;
+      video.__timed = true;
+      video.requestVideoFrameCallback(onFrame(video));
+    }
+  }, 20);
+};

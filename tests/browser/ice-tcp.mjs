@@ -9,74 +9,25 @@
 // BROWSER_ECHO=1. Prints `FIRST_FRAME_MS n` (page load to first frame) and
 // `scenario ice-tcp: passed`; exits non-zero with the reason otherwise.
 
-import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { CHROMIUM_ARGS, DESKTOP_CHROME, log, waitFor } from './common.mjs';
+import { DESKTOP_CHROME, launchChromium, log, waitFor } from './common.mjs';
+import { openPlayer } from './instrument.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 const PORT = env.HOST_PORT ?? '3333';
 const ADDR = env.HOST_ADDR ?? '192.0.2.1';
-
-/** Wraps RTCPeerConnection (to read the selected pair) and WebSocket (to see the offers). */
-const INSTRUMENT = () => {
-  window.__pcs = [];
-  window.__offers = [];
-  const Pc = window.RTCPeerConnection;
-  window.RTCPeerConnection = class extends Pc {
-    constructor(...args) { super(...args); window.__pcs.push(this); }
-  };
-  const Socket = window.WebSocket;
-  window.WebSocket = class extends Socket {
-    constructor(...args) {
-      super(...args);
-      this.addEventListener('message', (e) => {
-        const m = JSON.parse(e.data);
-        if (m.command === 'offer') window.__offers.push(m);
-      });
-    }
-  };
-  window.__selectedPair = async () => {
-    for (const pc of window.__pcs) {
-      const stats = [...(await pc.getStats()).values()];
-      const pair = stats.find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
-      if (!pair) continue;
-      const local = stats.find((s) => s.id === pair.localCandidateId);
-      const remote = stats.find((s) => s.id === pair.remoteCandidateId);
-      return { local: `${local.protocol} ${local.address}:${local.port} ${local.tcpType ?? ''}`, remote: `${remote.protocol} ${remote.address}:${remote.port} ${remote.tcpType ?? ''}` };
-    }
-    return null;
-  };
-  window.__frames = () => [...document.querySelectorAll('video')]
-    .reduce((n, v) => n + (v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0), 0);
-};
-
-const page = (wsUrl) => `<!doctype html><html><body><div id="player"></div>
-<script src="/ovenplayer.js"></script>
-<script>OvenPlayer.create('player', { autoStart: true, mute: true, sources: [{ type: 'webrtc', file: ${JSON.stringify(wsUrl)} }] });</script>
-</body></html>`;
 
 async function main() {
   const host = spawn(env.HOST_BIN, ['--config', env.HOST_CONFIG], { env: { ...env, RUST_LOG: 'info,webrtc=warn,rtc=warn', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let hostLog = '';
   for (const pipe of [host.stdout, host.stderr]) pipe.on('data', (d) => { hostLog += d; });
-  const browser = await chromium.launch({ executablePath: env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  const browser = await launchChromium();
   try {
     await waitFor('the host to serve', 20000, async () => hostLog.includes('waiting for viewers'));
-    const script = readFileSync(path.join(here, 'node_modules', 'ovenplayer-0.10.54', 'dist', 'ovenplayer.js'));
     const context = await browser.newContext({ userAgent: DESKTOP_CHROME });
-    const viewer = await context.newPage();
-    if (env.BROWSER_ECHO) viewer.on('console', (m) => log(`console: ${m.text()}`));
-    await viewer.addInitScript(INSTRUMENT);
-    await viewer.route('http://player.test/**', (route) => {
-      if (new URL(route.request().url()).pathname === '/ovenplayer.js') return route.fulfill({ body: script, contentType: 'text/javascript' });
-      return route.fulfill({ body: page(`ws://${ADDR}:${PORT}/app/stream?p2p=0`), contentType: 'text/html' });
-    });
     const opened = Date.now();
-    await viewer.goto('http://player.test/');
+    const viewer = await openPlayer(context, 'player.test', `ws://${ADDR}:${PORT}/app/stream?p2p=0`);
+    if (env.BROWSER_ECHO) viewer.on('console', (m) => log(`console: ${m.text()}`));
     await waitFor('the first frame over ICE-TCP', 30000, async () => (await viewer.evaluate(() => window.__frames())) > 0);
     const firstFrameMs = Date.now() - opened;
     const offer = (await viewer.evaluate(() => window.__offers))[0];
@@ -85,7 +36,7 @@ async function main() {
     if (tcp.length === 0 || !tcp.every((c) => c.endsWith('tcptype passive'))) throw new Error(`no passive TCP candidate offered: ${JSON.stringify(offer.candidates)}`);
     const pair = await viewer.evaluate(() => window.__selectedPair());
     log(`selected pair: ${JSON.stringify(pair)}`);
-    if (!pair || !pair.local.startsWith('tcp') || !pair.remote.startsWith('tcp')) throw new Error(`the selected pair is not TCP: ${JSON.stringify(pair)}`);
+    if (!pair || pair.protocol !== 'tcp') throw new Error(`the selected pair is not TCP: ${JSON.stringify(pair)}`);
     await waitFor('60 frames', 20000, async () => (await viewer.evaluate(() => window.__frames())) >= 60);
     console.log(`FIRST_FRAME_MS ${firstFrameMs}`);
     console.log('scenario ice-tcp: passed');

@@ -1,4 +1,4 @@
-// What the issue 24 scenarios (ipv6.mjs, bench-transport-cpu.mjs) put in their pages: an init
+// What the issue 24 scenarios (ice-tcp.mjs, ipv6.mjs, bench-transport-cpu.mjs) put in their pages: an init
 // script that records every RTCPeerConnection (to read its selected pair) and the offers the
 // signalling brought, and a page playing one stream with the unmodified OvenPlayer 0.10.54.
 

@@ -20,12 +20,11 @@
 
 import { chromium } from 'playwright-core';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { CHROMIUM_ARGS as BASE_ARGS, DESKTOP_CHROME, LINUX_CHROME, sleep } from './common.mjs';
+import {
+  CHROMIUM_ARGS as BASE_ARGS, DESKTOP_CHROME, LINUX_CHROME, RECORD_SIGNALLING, TIME_FRAMES, progress as log, ovenplayerScript,
+  recordingPlayerPage, servePlayer, sleep, started,
+} from './common.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 const ADDR = env.HOST_ADDR ?? '198.51.100.1';
 const PORT = env.HOST_PORT ?? '3333';
@@ -39,55 +38,15 @@ const CLIENTS_ONLY = env.CLIENTS_ONLY === '1';
 const MDNS_FLAG = '--disable-features=WebRtcHideLocalIpsWithMdns';
 const CHROMIUM_ARGS = MDNS ? BASE_ARGS.filter((a) => a !== MDNS_FLAG) : BASE_ARGS;
 
-const started = Date.now();
-const log = (line) => console.error(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
-
 /**
- * Installed in every page before OvenPlayer: records the signalling messages received and sent,
- * every RTCPeerConnection (a receiving one tagged with the `peer_id` of the offer it was given:
- * 0 the edge, else the host peer; one given an answer is a relay to a client), samples each
- * receiving connection's decoded video frames (getStats) every 100 ms, and timestamps every
- * presented video frame (requestVideoFrameCallback).
+ * Installed in every page before OvenPlayer, after RECORD_SIGNALLING (with candidates) and
+ * TIME_FRAMES: records every RTCPeerConnection (a receiving one tagged with the `peer_id` of the
+ * offer it was given: 0 the edge, else the host peer; one given an answer is a relay to a
+ * client) and samples each receiving connection's decoded video frames (getStats) every 100 ms.
  */
 const INSTRUMENT = () => {
-  window.__signals = [];
-  window.__sent = [];
-  window.__frameTimes = [];
   window.__p2pMode = [];
   window.__pcs = [];
-  const offerPeers = new Map();
-  let lastOfferPeer = null;
-  const Native = window.WebSocket;
-  window.WebSocket = class extends Native {
-    send(data) {
-      try {
-        const m = JSON.parse(data);
-        window.__sent.push({ at: Date.now(), command: m.command, id: m.id, peer_id: m.peer_id });
-      } catch { /* not JSON */ }
-      return super.send(data);
-    }
-    constructor(...args) {
-      super(...args);
-      this.addEventListener('message', (e) => {
-        try {
-          const m = JSON.parse(e.data);
-          const signal = { at: Date.now(), command: m.command, id: m.id, peer_id: m.peer_id, code: m.code, error: m.error };
-          if (m.command === 'offer' || m.command === 'candidate') {
-            const sdp = typeof m.sdp === 'string' ? m.sdp : String(m.sdp?.sdp ?? '');
-            signal.candidates = [
-              ...(Array.isArray(m.candidates) ? m.candidates : []).map((c) => String(c?.candidate ?? c)),
-              ...sdp.split(/\r?\n/).filter((l) => l.startsWith('a=candidate:')).map((l) => l.slice(2)),
-            ].filter((c) => c !== '');
-            if (m.command === 'offer') {
-              offerPeers.set(sdp, m.peer_id);
-              lastOfferPeer = m.peer_id;
-            }
-          }
-          window.__signals.push(signal);
-        } catch { /* not JSON: the player reports it */ }
-      });
-    }
-  };
   const NativePc = window.RTCPeerConnection;
   window.RTCPeerConnection = class extends NativePc {
     constructor(...args) {
@@ -102,7 +61,7 @@ const INSTRUMENT = () => {
     setRemoteDescription(description, ...rest) {
       if (description?.type === 'offer') {
         this.__record.role = 'receive';
-        this.__record.peer = offerPeers.has(description.sdp) ? offerPeers.get(description.sdp) : lastOfferPeer;
+        this.__record.peer = window.__offerPeer(description.sdp);
       } else if (description?.type === 'answer') {
         this.__record.role = 'relay';
       }
@@ -128,17 +87,6 @@ const INSTRUMENT = () => {
       } catch { /* closing */ }
     }
   }, 100);
-  const onFrame = (video) => () => {
-    window.__frameTimes.push(Date.now());
-    video.requestVideoFrameCallback(onFrame(video));
-  };
-  setInterval(() => {
-    for (const video of document.querySelectorAll('video')) {
-      if (video.__timed || !video.requestVideoFrameCallback) continue;
-      video.__timed = true;
-      video.requestVideoFrameCallback(onFrame(video));
-    }
-  }, 20);
   /** What the page shows of itself, for the test. */
   window.__report = () => ({
     signals: window.__signals,
@@ -150,17 +98,7 @@ const INSTRUMENT = () => {
   });
 };
 
-const ovenplayerPage = () => `<!doctype html><html><body>
-<div id="player"></div>
-<script src="/ovenplayer.js"></script>
-<script>
-  window.__errors = [];
-  const player = OvenPlayer.create('player', { autoStart: true, mute: true, sources: [{ type: 'webrtc', file: ${JSON.stringify(WS_URL)} }] });
-  player.on('p2pMode', (on) => window.__p2pMode.push({ at: Date.now(), on }));
-  player.on('error', (e) => window.__errors.push(JSON.stringify(e)));
-</script></body></html>`;
-
-const script = readFileSync(path.join(here, 'node_modules', 'ovenplayer-0.10.38', 'dist', 'ovenplayer.js'));
+const script = ovenplayerScript('0.10.38');
 
 /** One LAN machine: its own Chromium (in its namespace) and one page. */
 class Machine {
@@ -175,12 +113,10 @@ class Machine {
     const page = await context.newPage();
     if (env.BROWSER_ECHO) page.on('console', (m) => log(`${this.name} console: ${m.text()}`));
     page.on('pageerror', (e) => log(`${this.name} page error: ${e.message}`));
+    await page.addInitScript(RECORD_SIGNALLING, true);
+    await page.addInitScript(TIME_FRAMES);
     await page.addInitScript(INSTRUMENT);
-    await page.route('http://player.test/**', (route) => {
-      const url = new URL(route.request().url());
-      if (url.pathname === '/ovenplayer.js') return route.fulfill({ body: script, contentType: 'text/javascript' });
-      return route.fulfill({ body: ovenplayerPage(), contentType: 'text/html' });
-    });
+    await servePlayer(page, script, recordingPlayerPage(WS_URL));
     this.page = page;
     this.openedAt = Date.now();
     await page.goto('http://player.test/');

@@ -11,13 +11,12 @@
 // (bench-relay-cpu: seconds per measurement, default 20), BROWSER_ECHO=1 to echo the pages'
 // consoles. Prints `scenario NAME: passed`, or exits non-zero with the reason.
 
-import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CHROMIUM_ARGS, DESKTOP_CHROME, LINUX_CHROME, log, sleep, waitFor } from './common.mjs';
+import { CHROMIUM_ARGS, DESKTOP_CHROME, LINUX_CHROME, launchChromium, log, runScenario, sleep, waitFor } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
@@ -385,7 +384,7 @@ const scenarios = {
     const seconds = Number(env.WINDOW_S ?? 20);
     // A switch Chromium ignores, to find this browser's process in /proc.
     const marker = `--p2p-bench-relaying=${process.pid}`;
-    const relaying = await chromium.launch({ executablePath: env.CHROMIUM ?? '/usr/bin/chromium', args: [...CHROMIUM_ARGS, marker] });
+    const relaying = await launchChromium([...CHROMIUM_ARGS, marker]);
     try {
       const a = await Viewer.open(relaying, 'A');
       await a.plays('edge', 0);
@@ -466,32 +465,14 @@ function treeTicks(root) {
 
 // ---------------------------------------------------------------------------------------------
 
-const name = process.argv[2];
-if (!scenarios[name]) {
-  console.error(`usage: node player.mjs <${Object.keys(scenarios).join('|')}>`);
-  process.exit(2);
-}
-const host = new Host();
-let browser;
-let failed = false;
-try {
-  await host.ready();
-  browser = await chromium.launch({ executablePath: env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
-  log(`scenario ${name}: Chromium ${browser.version()}`);
-  await scenarios[name](host, browser);
-  log(`scenario ${name}: passed`);
-} catch (e) {
-  failed = true;
-  console.error(`scenario ${name} FAILED: ${e.stack ?? e}`);
+/** Prints what each page of `browser` saw (after a failure). */
+async function printPages(browser) {
   for (const context of browser?.contexts() ?? []) {
     for (const page of context.pages()) {
       const seen = await page.evaluate(() => JSON.stringify({ sent: window.__sent.map((m) => ({ ...m, sdp: undefined })), received: window.__received.map((m) => ({ ...m, sdp: m.sdp?.sdp?.length })), pcs: window.__pcs.map((p) => [p.configuration, p.pc.connectionState, p.pc.iceConnectionState, p.pc.signalingState]), events: window.__events, video: [...document.querySelectorAll('video')].map((v) => ({ paused: v.paused, readyState: v.readyState, muted: v.muted })) })).catch((err) => String(err));
       console.error(`a page: ${seen}`);
     }
   }
-} finally {
-  await browser?.close().catch(() => {});
-  host.stop();
-  if (failed || env.HOST_ECHO) console.error(`--- host log ---\n${host.log}`);
-  process.exit(failed ? 1 : 0);
 }
+
+await runScenario('player.mjs', scenarios, () => new Host(), CHROMIUM_ARGS, { onFailure: printPages });

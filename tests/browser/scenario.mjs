@@ -11,7 +11,6 @@
 // repository as it was: RESULTS_DIR=tests/results refreshes the committed ones), BROWSER_ECHO=1 to
 // echo the pages' consoles. Exits non-zero with the reason when a check fails.
 
-import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import assert from 'node:assert/strict';
@@ -19,7 +18,10 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CHROMIUM_ARGS as BASE_ARGS, DESKTOP_CHROME, LINUX_CHROME, log, sleep, waitFor } from './common.mjs';
+import {
+  CHROMIUM_ARGS as BASE_ARGS, DESKTOP_CHROME, LINUX_CHROME, RECORD_SIGNALLING, TIME_FRAMES, log, runScenario, servePlayer, sleep,
+  waitFor,
+} from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
@@ -91,59 +93,22 @@ class Host {
 // ---------------------------------------------------------------------------------------------
 // Viewers: one browser context each (no shared state), instrumented without touching the player
 
-/**
- * Records every signalling message the page receives (with the ICE candidates an `offer` or
- * `candidate` carries, from its `candidates` and its SDP's `a=candidate` lines) and every one it
- * sends, counts decoded frames, and timestamps every presented video frame
- * (`requestVideoFrameCallback`, in `window.__frameTimes`).
- */
-const INSTRUMENT = () => {
-  window.__signals = [];
-  window.__sent = [];
-  window.__frameTimes = [];
-  const Native = window.WebSocket;
-  window.WebSocket = class extends Native {
-    send(data) {
-      try {
-        const m = JSON.parse(data);
-        window.__sent.push({ at: Date.now(), command: m.command, id: m.id, peer_id: m.peer_id });
-      } catch { /* not JSON */ }
-      return super.send(data);
-    }
-    constructor(...args) {
-      super(...args);
-      this.addEventListener('message', (e) => {
-        try {
-          const m = JSON.parse(e.data);
-          const signal = { at: Date.now(), command: m.command, id: m.id, peer_id: m.peer_id, code: m.code, error: m.error };
-          if (m.command === 'offer' || m.command === 'candidate') {
-            const sdp = typeof m.sdp === 'string' ? m.sdp : String(m.sdp?.sdp ?? '');
-            signal.candidates = [
-              ...(Array.isArray(m.candidates) ? m.candidates : []).map((c) => String(c?.candidate ?? c)),
-              ...sdp.split(/\r?\n/).filter((l) => l.startsWith('a=candidate:')).map((l) => l.slice(2)),
-            ].filter((c) => c !== '');
-          }
-          window.__signals.push(signal);
-        } catch { /* not JSON: the player reports it */ }
-      });
-    }
-  };
+/** Page init script: `window.__frames()` counts the frames the page's videos decoded. */
+const COUNT_FRAMES = () => {
   window.__frames = () => [...document.querySelectorAll('video')]
     .reduce((n, v) => n + (v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0), 0);
-  // The player creates its <video> later: hook every one as it appears. The callback stays
-  // registered across `srcObject` changes (a new connection plays into the same element).
-  const onFrame = (video) => () => {
-    window.__frameTimes.push(Date.now());
-    video.requestVideoFrameCallback(onFrame(video));
-  };
-  setInterval(() => {
-    for (const video of document.querySelectorAll('video')) {
-      if (video.__timed || !video.requestVideoFrameCallback) continue;
-      video.__timed = true;
-      video.requestVideoFrameCallback(onFrame(video));
-    }
-  }, 20);
 };
+
+/**
+ * Records every signalling message `page` receives (with the ICE candidates an `offer` or
+ * `candidate` carries) and every one it sends, counts decoded frames, and timestamps every
+ * presented video frame (`window.__frameTimes`).
+ */
+async function instrument(page) {
+  await page.addInitScript(RECORD_SIGNALLING, true);
+  await page.addInitScript(TIME_FRAMES);
+  await page.addInitScript(COUNT_FRAMES);
+}
 
 const ovenplayerPage = (wsUrl) => `<!doctype html><html><body>
 <div id="player"></div>
@@ -169,16 +134,12 @@ class Viewer {
     const page = await context.newPage();
     if (env.BROWSER_ECHO) page.on('console', (m) => log(`${name} console: ${m.text()}`));
     page.on('pageerror', (e) => log(`${name} page error: ${e.message}`));
-    await page.addInitScript(INSTRUMENT);
+    await instrument(page);
     if (player === 'own') {
       await page.goto(`http://${ADDR}:${PORT}/${stream === 'app/stream' ? '' : `?stream=${stream}`}`);
     } else {
       const script = readFileSync(path.join(here, 'node_modules', player, 'dist', 'ovenplayer.js'));
-      await page.route('http://player.test/**', (route) => {
-        const url = new URL(route.request().url());
-        if (url.pathname === '/ovenplayer.js') return route.fulfill({ body: script, contentType: 'text/javascript' });
-        return route.fulfill({ body: ovenplayerPage(`ws://${ADDR}:${PORT}/${stream}`), contentType: 'text/html' });
-      });
+      await servePlayer(page, script, ovenplayerPage(`ws://${ADDR}:${PORT}/${stream}`));
       await page.goto('http://player.test/');
     }
     log(`${name} opened (${player}${userAgent === DESKTOP_CHROME ? '' : userAgent === LINUX_CHROME ? ', Linux Chrome' : `, ${userAgent}`}${stream === 'app/stream' ? '' : `, ${stream}`})`);
@@ -383,7 +344,7 @@ class Publisher {
     const page = await context.newPage();
     if (env.BROWSER_ECHO) page.on('console', (m) => log(`${name} console: ${m.text()}`));
     page.on('pageerror', (e) => log(`${name} page error: ${e.message}`));
-    await page.addInitScript(INSTRUMENT);
+    await instrument(page);
     await page.goto(`${await pagesOrigin()}/publish`);
     log(`${name} opened (OvenLiveKit ${await page.evaluate(() => OvenLiveKit.getVersion())})`);
     return Object.assign(new Publisher(), { name, context, page });
@@ -1147,27 +1108,4 @@ const scenarios = {
 
 // ---------------------------------------------------------------------------------------------
 
-const name = process.argv[2];
-if (!scenarios[name]) {
-  console.error(`usage: node scenario.mjs <${Object.keys(scenarios).join('|')}>`);
-  process.exit(2);
-}
-const host = new Host();
-let browser;
-let failed = false;
-try {
-  await host.ready();
-  browser = await chromium.launch({ executablePath: env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
-  log(`scenario ${name}: Chromium ${browser.version()}`);
-  await scenarios[name](host, browser);
-  log(`scenario ${name}: passed`);
-} catch (e) {
-  failed = true;
-  console.error(`scenario ${name} FAILED: ${e.stack ?? e}`);
-} finally {
-  await browser?.close().catch(() => {});
-  pagesServer?.close();
-  host.stop();
-  if (failed || env.HOST_ECHO) console.error(`--- host log ---\n${host.log}`);
-  process.exit(failed ? 1 : 0);
-}
+await runScenario('scenario.mjs', scenarios, () => new Host(), CHROMIUM_ARGS, { cleanup: () => pagesServer?.close() });

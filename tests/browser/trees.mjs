@@ -19,14 +19,13 @@
 // HOST_ADDR (192.0.2.1), HOST_LOG_FILE (where the host's log goes; RUST_LOG from HOST_RUST_LOG),
 // CHROMIUM, ONE_CHROMIUM=1 (every context in one Chromium, to compare; see LAYOUT), BROWSER_ECHO=1.
 
-import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
-import { createWriteStream, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { CHROMIUM_ARGS, DESKTOP_CHROME, sleep, waitFor } from './common.mjs';
+import { createWriteStream } from 'node:fs';
+import {
+  DESKTOP_CHROME, RECORD_SIGNALLING, TIME_FRAMES, launchChromium, progress as log, ovenplayerScript, recordingPlayerPage,
+  servePlayer, sleep, started, waitFor,
+} from './common.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 const PORT = env.HOST_PORT ?? '3333';
 const API_PORT = env.API_PORT ?? '8081';
@@ -46,52 +45,21 @@ const NAMES = ['R', 'A', 'B', 'C', 'D', 'E', 'F'];
 const LAYOUT = env.ONE_CHROMIUM === '1' ? [0, 0, 0, 0, 0, 0, 0] : [0, 1, 2, 3, 3, 3, 3];
 const BROWSERS = Math.max(...LAYOUT) + 1;
 
-const started = Date.now();
-const log = (line) => console.error(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
-
 // ---------------------------------------------------------------------------------------------
 // The page
 
 /**
- * Installed in every page before OvenPlayer: the signalling messages received and sent, every
+ * Installed in every page before OvenPlayer, after RECORD_SIGNALLING and TIME_FRAMES: every
  * RTCPeerConnection (a receiving one tagged with the `peer_id` of the offer it was given: 0 the
  * edge, else the host peer; one given an answer relays to a client) with its decoded video frames
- * sampled every 100 ms (getStats inbound-rtp framesDecoded), every presented frame's time
- * (requestVideoFrameCallback) and, while `window.__thumbs` is an array, a thumbnail of each.
+ * sampled every 100 ms (getStats inbound-rtp framesDecoded), every presented frame's
+ * presentation time in `window.__frameTimes` and, while `window.__thumbs` is an array, a
+ * thumbnail of each.
  */
 const INSTRUMENT = () => {
-  window.__signals = [];
-  window.__sent = [];
-  window.__frameTimes = [];
   window.__p2pMode = [];
   window.__pcs = [];
   window.__thumbs = null;
-  const offerPeers = new Map();
-  let lastOfferPeer = null;
-  const Native = window.WebSocket;
-  window.WebSocket = class extends Native {
-    send(data) {
-      try {
-        const m = JSON.parse(data);
-        window.__sent.push({ at: Date.now(), command: m.command, id: m.id, peer_id: m.peer_id });
-      } catch { /* not JSON */ }
-      return super.send(data);
-    }
-    constructor(...args) {
-      super(...args);
-      this.addEventListener('message', (e) => {
-        try {
-          const m = JSON.parse(e.data);
-          window.__signals.push({ at: Date.now(), command: m.command, id: m.id, peer_id: m.peer_id, code: m.code, error: m.error });
-          if (m.command === 'offer') {
-            const sdp = typeof m.sdp === 'string' ? m.sdp : String(m.sdp?.sdp ?? '');
-            offerPeers.set(sdp, m.peer_id);
-            lastOfferPeer = m.peer_id;
-          }
-        } catch { /* not JSON: the player reports it */ }
-      });
-    }
-  };
   const NativePc = window.RTCPeerConnection;
   window.RTCPeerConnection = class extends NativePc {
     constructor(...args) {
@@ -110,7 +78,7 @@ const INSTRUMENT = () => {
     setRemoteDescription(description, ...rest) {
       if (description?.type === 'offer') {
         this.__record.role = 'receive';
-        this.__record.peer = offerPeers.has(description.sdp) ? offerPeers.get(description.sdp) : lastOfferPeer;
+        this.__record.peer = window.__offerPeer(description.sdp);
       } else if (description?.type === 'answer') {
         this.__record.role = 'relay';
       }
@@ -135,7 +103,7 @@ const INSTRUMENT = () => {
   canvas.width = 32;
   canvas.height = 18;
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  const onFrame = (video) => (now, meta) => {
+  window.__onFrame = (video, now, meta) => {
     const at = performance.timeOrigin + meta.presentationTime;
     window.__frameTimes.push(at);
     if (Array.isArray(window.__thumbs)) {
@@ -145,15 +113,7 @@ const INSTRUMENT = () => {
       for (let i = 0; i < grey.length; i += 1) grey[i] = Math.round((rgba[4 * i] + rgba[4 * i + 1] + rgba[4 * i + 2]) / 3);
       window.__thumbs.push({ at, grey });
     }
-    video.requestVideoFrameCallback(onFrame(video));
   };
-  setInterval(() => {
-    for (const video of document.querySelectorAll('video')) {
-      if (video.__timed || !video.requestVideoFrameCallback) continue;
-      video.__timed = true;
-      video.requestVideoFrameCallback(onFrame(video));
-    }
-  }, 20);
   window.__report = () => ({
     signals: window.__signals,
     sent: window.__sent,
@@ -165,17 +125,7 @@ const INSTRUMENT = () => {
   });
 };
 
-const ovenplayerPage = () => `<!doctype html><html><body>
-<div id="player"></div>
-<script src="/ovenplayer.js"></script>
-<script>
-  window.__errors = [];
-  const player = OvenPlayer.create('player', { autoStart: true, mute: true, sources: [{ type: 'webrtc', file: ${JSON.stringify(WS_URL)} }] });
-  player.on('p2pMode', (on) => window.__p2pMode.push({ at: Date.now(), on }));
-  player.on('error', (e) => window.__errors.push(JSON.stringify(e)));
-</script></body></html>`;
-
-const OVENPLAYER = readFileSync(path.join(here, 'node_modules', 'ovenplayer-0.10.38', 'dist', 'ovenplayer.js'));
+const OVENPLAYER = ovenplayerScript('0.10.38');
 
 /** One viewer: a browser context of its own, one page. */
 class Viewer {
@@ -185,12 +135,10 @@ class Viewer {
     const v = Object.assign(new Viewer(), { name, context, page, pageErrors: [], closedAt: null });
     if (env.BROWSER_ECHO) page.on('console', (m) => log(`${name} console: ${m.text()}`));
     page.on('pageerror', (e) => { v.pageErrors.push({ at: Date.now(), message: e.message }); log(`${name} page error: ${e.message}`); });
+    await page.addInitScript(RECORD_SIGNALLING, false);
+    await page.addInitScript(TIME_FRAMES);
     await page.addInitScript(INSTRUMENT);
-    await page.route('http://player.test/**', (route) => {
-      const url = new URL(route.request().url());
-      if (url.pathname === '/ovenplayer.js') return route.fulfill({ body: OVENPLAYER, contentType: 'text/javascript' });
-      return route.fulfill({ body: ovenplayerPage(), contentType: 'text/html' });
-    });
+    await servePlayer(page, OVENPLAYER, recordingPlayerPage(WS_URL));
     v.openedAt = Date.now();
     await page.goto('http://player.test/');
     log(`${name} opened its page`);
@@ -350,7 +298,7 @@ const viewers = [];
 let failed = false;
 try {
   await host.ready();
-  for (let i = 0; i < BROWSERS; i += 1) browsers.push(await chromium.launch({ executablePath: env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS }));
+  for (let i = 0; i < BROWSERS; i += 1) browsers.push(await launchChromium());
   result.chromium = browsers[0].version();
   step(`Chromium ${result.chromium}, ${BROWSERS} process(es) for seven contexts (${NAMES.map((n, i) => `${n}:${LAYOUT[i]}`).join(' ')})`);
 

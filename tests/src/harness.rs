@@ -41,6 +41,48 @@ pub fn in_firewalled_network_namespace(program: impl AsRef<std::ffi::OsStr>, nft
     command
 }
 
+/// `tests/browser`: the browser scripts and their node packages.
+pub fn browser_dir() -> PathBuf {
+    workspace_dir().join("tests").join("browser")
+}
+
+/// Installs the pinned node packages (playwright-core, both OvenPlayer releases, OvenLiveKit) if
+/// missing.
+pub fn ensure_node_packages() {
+    let dir = browser_dir();
+    if dir.join("node_modules/playwright-core").exists()
+        && dir.join("node_modules/ovenplayer-0.10.38/dist/ovenplayer.js").exists()
+        && dir.join("node_modules/ovenplayer-0.10.54/dist/ovenplayer.js").exists()
+        && dir.join("node_modules/ovenlivekit/dist/OvenLiveKit.min.js").exists()
+    {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status()
+        .expect("running npm (install Node.js and npm: apt-get install -y nodejs npm)");
+    assert!(status.success(), "npm ci in {} failed", dir.display());
+}
+
+/// Runs `node` (a command from [`in_network_namespace`] or [`in_firewalled_network_namespace`]
+/// whose program is node, its environment set) on `tests/browser/<script>` with `args`, against
+/// the host binary (`HOST_BIN`) with `config` (`HOST_CONFIG`). Prints its output; panics with
+/// both streams unless it exits 0 and prints `passed`. Returns its output.
+pub fn run_browser_script(mut node: Command, script: &str, args: &[&str], config: &Path, passed: &str) -> String {
+    let output = node
+        .arg(browser_dir().join(script))
+        .args(args)
+        .env("HOST_BIN", target_dir().join("host"))
+        .env("HOST_CONFIG", config)
+        .output()
+        .expect("running unshare");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    println!("{stdout}");
+    assert!(output.status.success() && stdout.contains(passed), "{script} {args:?} failed ({}):\n{stdout}\n{stderr}", output.status);
+    stdout.into_owned()
+}
+
 /// Encodes a benchmark clip once with ffmpeg: a noisy test pattern (so the encoder really spends
 /// its 1 Mbit/s) in VP8 at `fps` with a keyframe every `gop` frames, a 440 Hz tone in Opus at
 /// 64 kbit/s, `seconds` long; `video_args` are extra libvpx options.

@@ -9,4 +9,5 @@ pub mod procstat;
 pub mod publisher;
 pub mod signal;
 pub mod sim_host;
+pub mod stun;
 pub mod swarm;

@@ -12,14 +12,13 @@
 //! Each test re-runs itself inside the namespace (`unshare -n`: root, or unprivileged user
 //! namespaces) and passes or fails there.
 
-use rtc::stun::message::{Getter, Message, TransactionId, BINDING_REQUEST, BINDING_SUCCESS};
-use rtc::stun::xoraddr::XorMappedAddress;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 use tests::harness::{build_artifacts, config_xml_with_ice, HostProcess};
 use tests::peer::PeerAgent;
 use tests::signal::{request_offer, Signal, CHROME_WINDOWS};
+use tests::stun::{binding_success, mapped_address, plain_binding_request};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -96,18 +95,11 @@ fn offered_addresses(offer: &serde_json::Value) -> Vec<SocketAddr> {
 /// says it saw.
 async fn stun_from(from: IpAddr, to: SocketAddr) -> (SocketAddr, SocketAddr) {
     let socket = tokio::net::UdpSocket::bind(SocketAddr::new(from, 0)).await.unwrap();
-    let mut request = Message::new();
-    request.build(&[Box::new(BINDING_REQUEST), Box::new(TransactionId::new())]).unwrap();
+    let request = plain_binding_request();
     socket.send_to(&request.raw, to).await.unwrap();
     let mut buf = [0u8; 2048];
     let (n, source) = tokio::time::timeout(T, socket.recv_from(&mut buf)).await.expect("an answer").unwrap();
-    let mut answer = Message::new();
-    answer.raw = buf[..n].to_vec();
-    answer.decode().unwrap();
-    assert_eq!((answer.typ, answer.transaction_id), (BINDING_SUCCESS, request.transaction_id));
-    let mut mapped = XorMappedAddress::default();
-    mapped.get_from(&answer).unwrap();
-    (source, SocketAddr::new(mapped.ip, mapped.port))
+    (source, mapped_address(&binding_success(&buf[..n], &request)))
 }
 
 /// Issue 24, item 3: the host behind `<PublicAddress>` naming its second interface's address (a

@@ -9,12 +9,12 @@
 //! firewalled scenario; `.ci/run` installs them.
 //! The node packages are installed from the committed lock file on first use.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use tests::harness::{
-    build_artifacts, config_xml_with_ice, in_firewalled_network_namespace, in_network_namespace, library, p2p_xml,
-    target_dir, workspace_dir, write_config,
+    build_artifacts, config_xml_with_ice, ensure_node_packages, in_firewalled_network_namespace, in_network_namespace,
+    library, p2p_xml, run_browser_script, write_config,
 };
 
 /// Browser scenarios are heavy (a host and up to eight Chromium pages on two cores): one at a
@@ -45,27 +45,35 @@ fn firewall_opening_only(ports: &str) -> String {
     )
 }
 
-fn browser_dir() -> PathBuf {
-    workspace_dir().join("tests").join("browser")
+/// Waits for this binary's other browser tests ([`ONE_AT_A_TIME`]), checks that Chromium and
+/// `unshare` are there, builds the host and installs the node packages. Hold the guard.
+fn prepare() -> MutexGuard<'static, ()> {
+    let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for tool in ["/usr/bin/chromium", "/usr/bin/unshare"] {
+        assert!(Path::new(tool).exists(), "{tool} is missing: apt-get install -y chromium util-linux (or run .ci/run)");
+    }
+    build_artifacts();
+    ensure_node_packages();
+    serial
 }
 
-/// Installs the pinned node packages (playwright-core, both OvenPlayer releases, OvenLiveKit) if
-/// missing.
-fn ensure_node_packages() {
-    let dir = browser_dir();
-    if dir.join("node_modules/playwright-core").exists()
-        && dir.join("node_modules/ovenplayer-0.10.38/dist/ovenplayer.js").exists()
-        && dir.join("node_modules/ovenplayer-0.10.54/dist/ovenplayer.js").exists()
-        && dir.join("node_modules/ovenlivekit/dist/OvenLiveKit.min.js").exists()
-    {
-        return;
+/// Asserts that `nft` is there (for the firewalled namespaces).
+fn assert_nft_exists() {
+    assert!(Path::new("/usr/sbin/nft").exists(), "/usr/sbin/nft is missing: apt-get install -y nftables (or run .ci/run)");
+}
+
+/// `node` told where the host's signalling is (`HOST_PORT`: [`PORT`]).
+fn node_with_host_port(mut node: Command) -> Command {
+    node.env("HOST_PORT", PORT.to_string());
+    node
+}
+
+/// A namespace running `node`, behind `firewall` (an nftables ruleset) if given.
+fn node_in_namespace(firewall: Option<&str>) -> Command {
+    match firewall {
+        Some(ruleset) => in_firewalled_network_namespace("node", ruleset),
+        None => in_network_namespace("node"),
     }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .status()
-        .expect("running npm (install Node.js and npm: apt-get install -y nodejs npm)");
-    assert!(status.success(), "npm ci in {} failed", dir.display());
 }
 
 /// Runs `scenario` with `extra` config (plugins, modules); panics with its output if it fails.
@@ -81,35 +89,13 @@ fn run_scenario_in(scenario: &str, ice: &str, extra: &str, firewall: Option<&str
 
 /// [`run_scenario_in`] with the whole config given (`xml`, whose ICE candidates are `ice`).
 fn run_scenario_with_config(scenario: &str, xml: &str, ice: &str, firewall: Option<&str>) {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    for tool in ["/usr/bin/chromium", "/usr/bin/unshare"] {
-        assert!(std::path::Path::new(tool).exists(), "{tool} is missing: apt-get install -y chromium util-linux (or run .ci/run)");
-    }
+    let _serial = prepare();
     if firewall.is_some() {
-        assert!(std::path::Path::new("/usr/sbin/nft").exists(), "/usr/sbin/nft is missing: apt-get install -y nftables (or run .ci/run)");
+        assert_nft_exists();
     }
-    build_artifacts();
-    ensure_node_packages();
-    let config = write_config(xml);
-    let mut command = match firewall {
-        Some(ruleset) => in_firewalled_network_namespace("node", ruleset),
-        None => in_network_namespace("node"),
-    };
-    let ice_ports = ice.rsplit_once(':').map_or(ice, |(_, ports)| ports).trim_end_matches("/udp");
-    let output = command
-        .arg(browser_dir().join("scenario.mjs"))
-        .arg(scenario)
-        .env("HOST_BIN", target_dir().join("host"))
-        .env("HOST_CONFIG", &config)
-        .env("HOST_PORT", PORT.to_string())
-        .env("ICE_PORTS", ice_ports)
-        .output()
-        .expect("running unshare");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(output.status.success(), "browser scenario {scenario} failed ({}):\n{stdout}\n{stderr}", output.status);
-    assert!(stdout.contains(&format!("scenario {scenario}: passed")), "scenario {scenario} did not report passing:\n{stdout}");
+    let mut node = node_with_host_port(node_in_namespace(firewall));
+    node.env("ICE_PORTS", ice.rsplit_once(':').map_or(ice, |(_, ports)| ports).trim_end_matches("/udp"));
+    run_browser_script(node, "scenario.mjs", &[scenario], &write_config(xml), &format!("scenario {scenario}: passed"));
 }
 
 #[test]
@@ -277,33 +263,10 @@ fn player_config(extra: &str) -> String {
 /// Runs `scenario` of `player.mjs` against a host with `xml` (behind `firewall`, an nftables
 /// ruleset, if given) and `env`; panics with its output unless it passed. Returns its output.
 fn run_player_scenario(scenario: &str, xml: &str, firewall: Option<&str>, env: &[(&str, &str)]) -> String {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    for tool in ["/usr/bin/chromium", "/usr/bin/unshare"] {
-        assert!(std::path::Path::new(tool).exists(), "{tool} is missing: apt-get install -y chromium util-linux (or run .ci/run)");
-    }
-    build_artifacts();
-    ensure_node_packages();
-    let config = write_config(xml);
-    let mut command = match firewall {
-        Some(ruleset) => in_firewalled_network_namespace("node", ruleset),
-        None => in_network_namespace("node"),
-    };
-    let output = command
-        .arg(browser_dir().join("player.mjs"))
-        .arg(scenario)
-        .env("HOST_BIN", target_dir().join("host"))
-        .env("HOST_CONFIG", &config)
-        .env("HOST_PORT", PORT.to_string())
-        .env("API_PORT", PLAYER_API_PORT.to_string())
-        .envs(env.iter().copied())
-        .output()
-        .expect("running unshare");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(output.status.success(), "player scenario {scenario} failed ({}):\n{stdout}\n{stderr}", output.status);
-    assert!(stdout.contains(&format!("scenario {scenario}: passed")), "player scenario {scenario} did not report passing:\n{stdout}");
-    stdout
+    let _serial = prepare();
+    let mut node = node_with_host_port(node_in_namespace(firewall));
+    node.env("API_PORT", PLAYER_API_PORT.to_string()).envs(env.iter().copied());
+    run_browser_script(node, "player.mjs", &[scenario], &write_config(xml), &format!("scenario {scenario}: passed"))
 }
 
 /// A site's page (another origin) imports `/player.js` from the host (text/javascript, CORS `*`)
@@ -371,21 +334,15 @@ const FIREWALL_DROPPING_ALL_UDP: &str = "table inet fw {
 /// Chromium's selected pair is TCP and frames are shown (the scenario logs `FIRST_FRAME_MS`).
 #[test]
 fn an_ovenplayer_0_10_54_viewer_whose_network_drops_all_udp_plays_over_ice_tcp() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    assert!(std::path::Path::new("/usr/sbin/nft").exists(), "/usr/sbin/nft is missing: apt-get install -y nftables (or run .ci/run)");
-    build_artifacts();
-    ensure_node_packages();
-    let config = write_config(&config_xml_with_ice(PORT, "*:10000-10004/udp</IceCandidate><IceCandidate>*:10005/tcp", ""));
-    let output = in_firewalled_network_namespace("node", FIREWALL_DROPPING_ALL_UDP)
-        .arg(browser_dir().join("ice-tcp.mjs"))
-        .env("HOST_BIN", target_dir().join("host"))
-        .env("HOST_CONFIG", &config)
-        .env("HOST_PORT", PORT.to_string())
-        .output()
-        .expect("running unshare");
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    println!("{stdout}");
-    assert!(output.status.success() && stdout.contains("scenario ice-tcp: passed"), "ICE-TCP scenario failed ({}):\n{stdout}\n{stderr}", output.status);
+    let _serial = prepare();
+    assert_nft_exists();
+    let node = node_with_host_port(node_in_namespace(Some(FIREWALL_DROPPING_ALL_UDP)));
+    run_browser_script(node, "ice-tcp.mjs", &[], &ice_tcp_config(), "scenario ice-tcp: passed");
+}
+
+/// The host with five UDP ICE ports and one TCP one.
+fn ice_tcp_config() -> PathBuf {
+    write_config(&config_xml_with_ice(PORT, "*:10000-10004/udp</IceCandidate><IceCandidate>*:10005/tcp", ""))
 }
 
 /// The host's IPv6 address in the IPv6 scenarios' namespace (on `v0`, beside its IPv4 one).
@@ -416,22 +373,11 @@ fn dual_stack_config() -> PathBuf {
 /// the host's address and frames are shown.
 #[test]
 fn an_ovenplayer_0_10_54_viewer_plays_over_an_ipv6_only_path() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    assert!(std::path::Path::new("/usr/sbin/nft").exists(), "/usr/sbin/nft is missing: apt-get install -y nftables (or run .ci/run)");
-    build_artifacts();
-    ensure_node_packages();
-    let output = in_firewalled_network_namespace("sh", FIREWALL_DROPPING_ALL_IPV4)
-        .args(["-c", IPV6_SETUP, "sh", "node"])
-        .arg(browser_dir().join("ipv6.mjs"))
-        .env("HOST_BIN", target_dir().join("host"))
-        .env("HOST_CONFIG", dual_stack_config())
-        .env("HOST_PORT", PORT.to_string())
-        .env("HOST_ADDR6", HOST_ADDRESS_V6)
-        .output()
-        .expect("running unshare");
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    println!("{stdout}");
-    assert!(output.status.success() && stdout.contains("scenario ipv6: passed"), "IPv6 scenario failed ({}):\n{stdout}\n{stderr}", output.status);
+    let _serial = prepare();
+    assert_nft_exists();
+    let mut node = node_with_host_port(in_firewalled_network_namespace("sh", FIREWALL_DROPPING_ALL_IPV4));
+    node.args(["-c", IPV6_SETUP, "sh", "node"]).env("HOST_ADDR6", HOST_ADDRESS_V6);
+    run_browser_script(node, "ipv6.mjs", &[], &dual_stack_config(), "scenario ipv6: passed");
 }
 
 /// BENCHMARKS.md, issue 24: the host's CPU per viewer over ICE-TCP against UDP
@@ -442,18 +388,7 @@ fn an_ovenplayer_0_10_54_viewer_plays_over_an_ipv6_only_path() {
 #[test]
 #[ignore = "a benchmark: cargo test --release -p tests --test browser benchmark_host_cpu -- --ignored --nocapture"]
 fn benchmark_host_cpu_per_viewer_over_ice_tcp_against_udp() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    build_artifacts();
-    ensure_node_packages();
-    let config = write_config(&config_xml_with_ice(PORT, "*:10000-10004/udp</IceCandidate><IceCandidate>*:10005/tcp", ""));
-    let output = in_network_namespace("node")
-        .arg(browser_dir().join("bench-transport-cpu.mjs"))
-        .env("HOST_BIN", target_dir().join("host"))
-        .env("HOST_CONFIG", &config)
-        .env("HOST_PORT", PORT.to_string())
-        .output()
-        .expect("running unshare");
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    println!("{stdout}");
-    assert!(output.status.success() && stdout.contains("benchmark transport-cpu: done"), "benchmark failed ({}):\n{stdout}\n{stderr}", output.status);
+    let _serial = prepare();
+    let node = node_with_host_port(node_in_namespace(None));
+    run_browser_script(node, "bench-transport-cpu.mjs", &[], &ice_tcp_config(), "benchmark transport-cpu: done");
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tests::harness::{config_xml_with_ice, HostProcess};
 use tests::peer::PeerAgent;
 use tests::signal::{request_offer, Received, Signal, CHROME_WINDOWS};
+use tests::stun::{binding_success, mapped_address, nominating_check, plain_binding_request};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -241,25 +242,6 @@ fn sdp_attribute<'a>(sdp: &'a str, name: &str) -> &'a str {
     sdp.lines().find_map(|l| l.strip_prefix("a=")?.strip_prefix(name)?.strip_prefix(':')).unwrap().trim()
 }
 
-/// A nominating binding request as a player sends it: USERNAME `user`, signed with `pwd`.
-fn nominating_check(user: &str, pwd: &str) -> Vec<u8> {
-    use rtc::stun::attributes::{RawAttribute, ATTR_PRIORITY, ATTR_USERNAME, ATTR_USE_CANDIDATE};
-    use rtc::stun::{fingerprint::FINGERPRINT, integrity::MessageIntegrity, message::*, textattrs::TextAttribute};
-    let crypto = rtc::crypto::default_provider().unwrap();
-    let mut m = Message::new();
-    m.build(&[
-        Box::new(BINDING_REQUEST),
-        Box::new(TransactionId::new()),
-        Box::new(TextAttribute::new(ATTR_USERNAME, user.to_owned())),
-        Box::new(RawAttribute { typ: ATTR_PRIORITY, length: 4, value: vec![0x6e, 0, 0, 1] }),
-        Box::new(RawAttribute { typ: ATTR_USE_CANDIDATE, length: 0, value: vec![] }),
-        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(pwd.to_owned(), crypto.crypto())),
-        Box::new(FINGERPRINT),
-    ])
-    .unwrap();
-    m.raw
-}
-
 /// A test peer playing straight from the edge at `port`, and what its checks to the edge carry.
 struct Playing {
     _signal: Signal,
@@ -309,7 +291,7 @@ async fn checks_forged_from_another_address_send_it_no_media_and_the_viewer_play
     let mut received = Vec::new();
     let mut buf = [0u8; 2048];
     for _ in 0..6 {
-        victim.send_to(&nominating_check(&viewer.user, &viewer.pwd), ("127.0.0.1", port)).await.unwrap();
+        victim.send_to(&nominating_check(&viewer.user, &viewer.pwd).raw, ("127.0.0.1", port)).await.unwrap();
         let until = tokio::time::Instant::now() + Duration::from_millis(500);
         while let Ok(Ok((n, _))) = tokio::time::timeout_at(until, victim.recv_from(&mut buf)).await {
             received.push(buf[..n.min(2)].to_vec());
@@ -335,7 +317,7 @@ async fn a_nominated_address_gets_the_media_once_the_players_agent_answers_the_e
     let edge: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
 
     let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    relay.send_to(&nominating_check(&viewer.user, &viewer.pwd), edge).await.unwrap();
+    relay.send_to(&nominating_check(&viewer.user, &viewer.pwd).raw, edge).await.unwrap();
     let (mut media, mut buf) = (0, [0u8; 2048]);
     let until = tokio::time::Instant::now() + T;
     while media < 50 {
@@ -345,15 +327,6 @@ async fn a_nominated_address_gets_the_media_once_the_players_agent_answers_the_e
         let _ = relay.send_to(&buf[..n], to).await;
     }
     assert_eq!(media, 50, "the media moved to the address whose agent answered");
-}
-
-/// A plain STUN Binding request, as a browser sends one to gather its public address: no
-/// attributes, no credentials.
-fn plain_binding_request() -> rtc::stun::message::Message {
-    use rtc::stun::message::{Message, TransactionId, BINDING_REQUEST};
-    let mut m = Message::new();
-    m.build(&[Box::new(BINDING_REQUEST), Box::new(TransactionId::new())]).unwrap();
-    m
 }
 
 /// The value of the unlabelled `/metrics` series `name` on the API port `api`.
@@ -370,8 +343,6 @@ fn scraped(api: u16, name: &str) -> f64 {
 /// most the rate limiter's burst answered; a viewer plays meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ice_port_answers_plain_stun_with_the_senders_address_within_a_rate_and_viewers_play() {
-    use rtc::stun::message::{Getter, Message, BINDING_SUCCESS};
-    use rtc::stun::xoraddr::XorMappedAddress;
     let port = *free_udp_ports(1).start();
     let api = tests::harness::free_port();
     let host = HostProcess::start(|p| {
@@ -391,13 +362,8 @@ async fn the_ice_port_answers_plain_stun_with_the_senders_address_within_a_rate_
     let mut buf = [0u8; 2048];
     let (n, from) = tokio::time::timeout(T, player.recv_from(&mut buf)).await.expect("an answer").unwrap();
     assert_eq!(from, std::net::SocketAddr::from(([127, 0, 0, 1], offered)));
-    let mut answer = Message::new();
-    answer.raw = buf[..n].to_vec();
-    answer.decode().unwrap();
-    assert_eq!((answer.typ, answer.transaction_id), (BINDING_SUCCESS, request.transaction_id));
-    let mut mapped = XorMappedAddress::default();
-    mapped.get_from(&answer).unwrap();
-    assert_eq!(std::net::SocketAddr::new(mapped.ip, mapped.port), player.local_addr().unwrap());
+    let answer = binding_success(&buf[..n], &request);
+    assert_eq!(mapped_address(&answer), player.local_addr().unwrap());
     assert!(n <= request.raw.len() + 12, "no amplification: {n} bytes for {}", request.raw.len());
 
     let viewer = PeerAgent::join(&host.ws_url("app/stream"), CHROME_WINDOWS).await.unwrap();

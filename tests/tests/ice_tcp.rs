@@ -7,16 +7,13 @@
 //! Chromium's: the browser test
 //! `an_ovenplayer_0_10_54_viewer_whose_network_drops_all_udp_plays_over_ice_tcp`.
 
-use rtc::stun::attributes::{RawAttribute, ATTR_PRIORITY, ATTR_USERNAME, ATTR_USE_CANDIDATE};
 use rtc::stun::integrity::MessageIntegrity;
-use rtc::stun::message::{Getter, Message, TransactionId, BINDING_REQUEST, BINDING_SUCCESS};
-use rtc::stun::xoraddr::XorMappedAddress;
-use rtc::stun::{fingerprint::FINGERPRINT, textattrs::TextAttribute};
 use serde_json::Value;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::time::Duration;
 use tests::harness::{config_xml_with_ice, HostProcess};
 use tests::signal::{request_offer, Signal, CHROME_WINDOWS};
+use tests::stun::{binding_success, mapped_address, nominating_check};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -41,23 +38,6 @@ fn candidates(offer: &Value) -> Vec<String> {
 
 fn sdp_attribute<'a>(sdp: &'a str, name: &str) -> &'a str {
     sdp.lines().find_map(|l| l.strip_prefix("a=")?.strip_prefix(name)?.strip_prefix(':')).unwrap().trim()
-}
-
-/// A nominating check as a player sends it: USERNAME `user`, signed with `pwd`.
-fn nominating_check(user: &str, pwd: &str) -> Message {
-    let crypto = rtc::crypto::default_provider().unwrap();
-    let mut m = Message::new();
-    m.build(&[
-        Box::new(BINDING_REQUEST),
-        Box::new(TransactionId::new()),
-        Box::new(TextAttribute::new(ATTR_USERNAME, user.to_owned())),
-        Box::new(RawAttribute { typ: ATTR_PRIORITY, length: 4, value: vec![0x6e, 0, 0, 1] }),
-        Box::new(RawAttribute { typ: ATTR_USE_CANDIDATE, length: 0, value: vec![] }),
-        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(pwd.to_owned(), crypto.crypto())),
-        Box::new(FINGERPRINT),
-    ])
-    .unwrap();
-    m
 }
 
 /// `data` with its RFC 4571 length prefix.
@@ -121,15 +101,10 @@ async fn a_framed_check_on_a_tcp_stream_is_answered_there_and_dtls_starts_on_it(
     let mut stream = TcpStream::connect(("127.0.0.1", tcp)).await.unwrap();
     let check = nominating_check(&format!("{ufrag}:play"), &pwd);
     stream.write_all(&framed(&check.raw)).await.unwrap();
-    let mut response = Message::new();
-    response.raw = read_frame(&mut stream).await.expect("the check's answer");
-    response.decode().unwrap();
-    assert_eq!((response.typ, response.transaction_id), (BINDING_SUCCESS, check.transaction_id));
+    let mut response = binding_success(&read_frame(&mut stream).await.expect("the check's answer"), &check);
     let crypto = rtc::crypto::default_provider().unwrap();
     MessageIntegrity::check(&mut response, pwd.as_bytes(), crypto.crypto()).expect("signed with the edge's password");
-    let mut mapped = XorMappedAddress::default();
-    mapped.get_from(&response).unwrap();
-    assert_eq!(SocketAddr::new(mapped.ip, mapped.port), stream.local_addr().unwrap(), "the stream's address as the edge sees it");
+    assert_eq!(mapped_address(&response), stream.local_addr().unwrap(), "the stream's address as the edge sees it");
 
     let hello = read_frame(&mut stream).await.expect("the edge's DTLS handshake");
     assert_eq!((hello[0], hello[13]), (22, 1), "a DTLS handshake record carrying a ClientHello: {hello:?}");

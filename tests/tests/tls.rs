@@ -424,12 +424,8 @@ async fn server_ip_binds_every_listener_to_its_address() {
 /// (`tests/browser/tls.mjs`; Chromium ignores certificate errors, Node's client checks the CA).
 #[test]
 fn ovenplayer_0_10_54_plays_over_wss_from_an_https_page_across_a_renewal() {
-    let browser = tests::harness::workspace_dir().join("tests").join("browser");
     assert!(Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium is missing: apt-get install -y chromium (or run .ci/run)");
-    if !browser.join("node_modules/ovenplayer-0.10.54/dist/ovenplayer.js").exists() || !browser.join("node_modules/playwright-core").exists() {
-        let status = std::process::Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&browser).status().expect("running npm");
-        assert!(status.success(), "npm ci in {} failed", browser.display());
-    }
+    tests::harness::ensure_node_packages();
     tests::harness::build_artifacts();
     let (first, next) = (leaf("first.test"), leaf("next.test"));
     let files = CertFiles::new(&first);
@@ -438,19 +434,12 @@ fn ovenplayer_0_10_54_plays_over_wss_from_an_https_page_across_a_renewal() {
     std::fs::write(&ca_file, ca().issuer.pem()).unwrap();
     let tls_port = 3334;
     let xml = config(Some(3333), Some(tls_port), Some(&files), ONE_ADDRESS_CAP, "").replace("127.0.0.1:0/udp", "*:10000-10004/udp");
-    let output = tests::harness::in_network_namespace("node")
-        .arg(browser.join("tls.mjs"))
-        .env("HOST_BIN", tests::harness::target_dir().join("host"))
-        .env("HOST_CONFIG", write_config(&xml))
-        .env("TLS_PORT", tls_port.to_string())
+    let mut node = tests::harness::in_network_namespace("node");
+    node.env("TLS_PORT", tls_port.to_string())
         .env("CA", &ca_file)
         .env("CERT", files.cert())
         .env("KEY", files.key())
         .env("NEXT_CERT", renewal.cert())
-        .env("NEXT_KEY", renewal.key())
-        .output()
-        .expect("running unshare");
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    println!("{stdout}");
-    assert!(output.status.success() && stdout.contains("scenario tls: passed"), "TLS browser scenario failed ({}):\n{stdout}\n{stderr}", output.status);
+        .env("NEXT_KEY", renewal.key());
+    tests::harness::run_browser_script(node, "tls.mjs", &[], &write_config(&xml), "scenario tls: passed");
 }

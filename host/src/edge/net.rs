@@ -254,28 +254,12 @@ mod tests {
         let announced: IpAddr = "127.0.0.2".parse().unwrap();
         let socket = EdgeSocket::bind(0, "0.0.0.0:0".parse().unwrap(), &[announced]).unwrap();
         let at = SocketAddr::new(announced, socket.bound.port());
-        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        sender.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        sender.send_to(b"\x00\x01hello", at).unwrap();
-
-        let mut buffers = vec![[0u8; MAX_DATAGRAM]; RECV_BATCH];
-        let mut received = Vec::new();
-        let started = std::time::Instant::now();
-        while received.is_empty() {
-            assert!(started.elapsed() < Duration::from_secs(2), "nothing received");
-            std::future::poll_fn(|cx| socket.poll_readable(cx)).await.unwrap();
-            socket.try_recv(&mut buffers, &mut received).unwrap();
-        }
-        let r = received[0];
+        let sender = send_hello("127.0.0.1:0", at);
+        let r = receive_one(&socket).await;
         assert_eq!((r.from, r.local, r.announced), (sender.local_addr().unwrap(), at, at));
 
-        let mut outbox = Outbox::default();
         assert_eq!(socket.source_for(r.local), Some(announced));
-        outbox.push(r.from, socket.source_for(r.local), bytes::BytesMut::from(&b"reply"[..]), socket.is_ipv6());
-        assert_eq!(outbox.send(&socket).datagrams, 1);
-        let mut buf = [0u8; 16];
-        let (n, from) = sender.recv_from(&mut buf).unwrap();
-        assert_eq!((&buf[..n], from), (&b"reply"[..], at));
+        assert_reply_comes_from(&socket, &r, &sender, at);
     }
 
     /// OME's IPv6 form: `*:P/udp` and `[::]:P/udp` side by side, each family on its own socket
@@ -300,18 +284,11 @@ mod tests {
         let loopback: IpAddr = "::1".parse().unwrap();
         let socket = EdgeSocket::bind(0, "[::]:0".parse().unwrap(), &[loopback]).unwrap();
         let at = SocketAddr::new(loopback, socket.bound.port());
-        let sender = std::net::UdpSocket::bind("[::1]:0").unwrap();
-        sender.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        sender.send_to(b"\x00\x01hello", at).unwrap();
+        let sender = send_hello("[::1]:0", at);
         let r = receive_one(&socket).await;
         assert_eq!((r.from, r.local, r.announced), (sender.local_addr().unwrap(), at, at));
         assert_eq!(socket.source_for(r.local), Some(loopback));
-        let mut outbox = Outbox::default();
-        outbox.push(r.from, socket.source_for(r.local), bytes::BytesMut::from(&b"reply"[..]), socket.is_ipv6());
-        assert_eq!(outbox.send(&socket).datagrams, 1);
-        let mut buf = [0u8; 16];
-        let (n, from) = sender.recv_from(&mut buf).unwrap();
-        assert_eq!((&buf[..n], from), (&b"reply"[..], at));
+        assert_reply_comes_from(&socket, &r, &sender, at);
         let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         v4.send_to(b"\x00\x01", SocketAddr::new("127.0.0.1".parse().unwrap(), socket.bound.port())).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -333,6 +310,25 @@ mod tests {
         assert_eq!(announced_ips(&v4, &both).unwrap(), [both[0]]);
         assert!(announced_ips(&"[::]:1/udp".parse().unwrap(), &[]).unwrap().iter().all(IpAddr::is_ipv6));
         assert!(announced_ips(&"*:1/udp".parse().unwrap(), &[]).unwrap().iter().all(IpAddr::is_ipv4));
+    }
+
+    /// A socket bound at `from` (reads time out after 2 s) that has sent `at` a datagram.
+    fn send_hello(from: &str, at: SocketAddr) -> std::net::UdpSocket {
+        let sender = std::net::UdpSocket::bind(from).unwrap();
+        sender.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        sender.send_to(b"\x00\x01hello", at).unwrap();
+        sender
+    }
+
+    /// Answers `r` through an outbox from the source `socket` picks for it: one datagram, which
+    /// `sender` receives from `at`.
+    fn assert_reply_comes_from(socket: &EdgeSocket, r: &Received, sender: &std::net::UdpSocket, at: SocketAddr) {
+        let mut outbox = Outbox::default();
+        outbox.push(r.from, socket.source_for(r.local), bytes::BytesMut::from(&b"reply"[..]), socket.is_ipv6());
+        assert_eq!(outbox.send(socket).datagrams, 1);
+        let mut buf = [0u8; 16];
+        let (n, from) = sender.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"reply"[..], at));
     }
 
     /// Waits for the first datagram on `socket`.
