@@ -199,6 +199,29 @@ const percentile = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length -
 
 const scenarios = {
   /**
+   * Issue 24: in a namespace whose firewall drops all UDP, the player plays from the edge over
+   * ICE-TCP: the edge's offer carries its passive TCP candidate, the player gives it to Chromium
+   * as it is, the selected pair is TCP, frames are decoded.
+   */
+  async 'ice-tcp'(host, browser) {
+    const a = await Viewer.open(browser, 'A');
+    await a.plays('edge', 0, 30000);
+    await a.decodes(60, 20000);
+    const offer = (await a.received()).find((m) => m.command === 'offer');
+    const tcp = (offer.candidates ?? []).map((c) => c.candidate).filter((c) => / tcp /.test(c));
+    assert.ok(tcp.length > 0 && tcp.every((c) => c.endsWith('tcptype passive')), `a passive TCP candidate offered: ${JSON.stringify(offer.candidates)}`);
+    const protocol = await a.page.evaluate(async () => {
+      const stats = [...(await window.player.connection.getStats()).values()];
+      const transport = stats.find((s) => s.type === 'transport');
+      const pair = stats.find((s) => s.id === transport?.selectedCandidatePairId) ?? stats.find((s) => s.type === 'candidate-pair' && s.nominated);
+      return stats.find((s) => s.id === pair?.localCandidateId)?.protocol;
+    });
+    assert.equal(protocol, 'tcp', 'the selected pair is TCP');
+    const [first] = await a.frameTimes();
+    log(`A: over ICE-TCP, first frame ${first - (await a.page.evaluate(() => window.__loadedAt))} ms after its script ran`);
+  },
+
+  /**
    * A site's page (another origin) imports /player.js from the host and plays from the edge:
    * `source` edge, state playing, frames decoded on its connection; the module is served as
    * text/javascript with CORS.

@@ -254,7 +254,12 @@ const PLAYER_API_PORT: u16 = 8081;
 
 /// The harness's config with `extra`, and the API (`/metrics`) on [`PLAYER_API_PORT`].
 fn player_config(extra: &str) -> String {
-    config_xml_with_ice(PORT, ICE, extra).replace(
+    player_config_with_ice(ICE, extra)
+}
+
+/// [`player_config`] with the ICE candidates `ice`.
+fn player_config_with_ice(ice: &str, extra: &str) -> String {
+    config_xml_with_ice(PORT, ice, extra).replace(
         "</WebRTC></Publishers></Bind>",
         &format!("</WebRTC></Publishers><Managers><API><Port>{PLAYER_API_PORT}</Port></API></Managers></Bind>"),
     )
@@ -340,9 +345,21 @@ fn an_ovenplayer_0_10_54_viewer_whose_network_drops_all_udp_plays_over_ice_tcp()
     run_browser_script(node, "ice-tcp.mjs", &[], &ice_tcp_config(), "scenario ice-tcp: passed");
 }
 
+/// Issue 24, item 2, with the project's player (`player.mjs ice-tcp`): the same firewall, the
+/// same host; the player plays from the edge over a TCP pair.
+#[test]
+fn the_player_library_whose_network_drops_all_udp_plays_over_ice_tcp() {
+    assert_nft_exists();
+    let xml = player_config_with_ice(ICE_WITH_TCP, "");
+    run_player_scenario("ice-tcp", &xml, Some(FIREWALL_DROPPING_ALL_UDP), &[]);
+}
+
+/// Five UDP ICE ports and one TCP one (the harness writes the first element's tags around it).
+const ICE_WITH_TCP: &str = "*:10000-10004/udp</IceCandidate><IceCandidate>*:10005/tcp";
+
 /// The host with five UDP ICE ports and one TCP one.
 fn ice_tcp_config() -> PathBuf {
-    write_config(&config_xml_with_ice(PORT, "*:10000-10004/udp</IceCandidate><IceCandidate>*:10005/tcp", ""))
+    write_config(&config_xml_with_ice(PORT, ICE_WITH_TCP, ""))
 }
 
 /// The host's IPv6 address in the IPv6 scenarios' namespace (on `v0`, beside its IPv4 one).
