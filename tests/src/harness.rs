@@ -245,6 +245,41 @@ pub fn run_to_exit(config: &Path, timeout: Duration) -> (bool, String) {
     }
 }
 
+/// The host's output (stdout and stderr, colour codes stripped), collected as it comes; echoed with
+/// `HOST_ECHO` set.
+pub fn capture_log(child: &mut Child) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    for pipe in [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())] {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if std::env::var_os("HOST_ECHO").is_some() {
+                    eprintln!("[host] {line}");
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&strip_ansi(&line));
+                log.push('\n');
+            }
+        });
+    }
+    log
+}
+
+/// Waits until the host says it serves; an error with its log if it exits or takes over 20 s.
+pub fn wait_until_serving(child: &mut Child, log: &Mutex<String>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !log.lock().unwrap().contains("waiting for viewers") {
+        if let Some(status) = child.try_wait()? {
+            bail!("host exited ({status}) before serving:\n{}", log.lock().unwrap());
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("host did not start in 20 s:\n{}", log.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
@@ -289,31 +324,9 @@ impl HostProcess {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting host")?;
-        let log = Arc::new(Mutex::new(String::new()));
-        for pipe in [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())] {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if std::env::var_os("HOST_ECHO").is_some() {
-                        eprintln!("[host] {line}");
-                    }
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&strip_ansi(&line));
-                    log.push('\n');
-                }
-            });
-        }
-        let mut host = Self { child, port, log };
-        let started = Instant::now();
-        while !host.log().contains("waiting for viewers") {
-            if let Some(status) = host.child.try_wait()? {
-                bail!("host exited ({status}) before serving:\n{}", host.log());
-            }
-            if started.elapsed() > Duration::from_secs(20) {
-                bail!("host did not start in 20 s:\n{}", host.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = capture_log(&mut child);
+        wait_until_serving(&mut child, &log)?;
+        let host = Self { child, port, log };
         Ok(host)
     }
 

@@ -19,14 +19,12 @@
 //! Every namespace name starts with `p2pnat-<pid>-<n>-`: the topology is deleted on drop, and
 //! one left by a run that crashed (its process gone) is deleted by the next [`Topology::create`].
 
-use crate::harness::{target_dir, write_config};
+use crate::harness::{capture_log, target_dir, wait_until_serving, write_config};
 use anyhow::{bail, Context};
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 /// The host's "public" address (a documentation range), its only interface.
 pub const SRV_ADDRESS: &str = "198.51.100.1";
@@ -259,31 +257,9 @@ impl NamespacedHost {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting the host with ip netns exec")?;
-        let log = Arc::new(Mutex::new(String::new()));
-        for pipe in [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())] {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if std::env::var_os("HOST_ECHO").is_some() {
-                        eprintln!("[host] {line}");
-                    }
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
-        let mut host = Self { child, log, config };
-        let started = Instant::now();
-        while !host.log().contains("waiting for viewers") {
-            if let Some(status) = host.child.try_wait()? {
-                bail!("host exited ({status}) before serving:\n{}", host.log());
-            }
-            if started.elapsed() > Duration::from_secs(20) {
-                bail!("host did not start in 20 s:\n{}", host.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = capture_log(&mut child);
+        wait_until_serving(&mut child, &log)?;
+        let host = Self { child, log, config };
         Ok(host)
     }
 

@@ -109,6 +109,9 @@ enum Command {
         /// MaxClientPeersPerHostPeer with P2P on.
         #[arg(long, default_value_t = 2)]
         k: u16,
+        /// `<MaxDepth>` with P2P on (2: clients relay what they receive from their host peer).
+        #[arg(long, default_value_t = 1)]
+        max_depth: u8,
         /// Viewers added per step.
         #[arg(long, default_value_t = 10)]
         step: usize,
@@ -188,8 +191,8 @@ async fn main() -> anyhow::Result<()> {
                 signalling(n, concurrency).await?;
             }
         }
-        Command::Capacity { cpu_share, k, step, max, seconds } => {
-            capacity::run(capacity::Options { cpu_share, k, step, max, window: Duration::from_secs(seconds) }).await?
+        Command::Capacity { cpu_share, k, max_depth, step, max, seconds } => {
+            capacity::run(capacity::Options { cpu_share, k, max_depth, step, max, window: Duration::from_secs(seconds) }).await?
         }
         Command::Join { rounds, gop_seconds, fps, audio, watch_seconds, browser, browser_rounds, browser_watch_seconds } => {
             let browser_rounds = if browser { browser_rounds } else { 0 };

@@ -29,6 +29,8 @@ pub struct Options {
     pub cpu_share: f64,
     /// MaxClientPeersPerHostPeer with P2P on.
     pub k: u16,
+    /// `<MaxDepth>` with P2P on.
+    pub max_depth: u8,
     /// Viewers added per step.
     pub step: usize,
     /// Stop here even without a stall.
@@ -51,13 +53,14 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let edge = one_setting(&o, false).await?;
     let p2p = one_setting(&o, true).await?;
     println!();
-    println!("capacity with P2P / without: {:.2}x ({} / {} viewers, k = {})", p2p as f64 / edge.max(1) as f64, p2p, edge, o.k);
+    println!("capacity with P2P / without: {:.2}x ({} / {} viewers, k = {}, MaxDepth {})", p2p as f64 / edge.max(1) as f64, p2p, edge, o.k, o.max_depth);
     Ok(())
 }
 
 /// Ramps viewers up on a fresh host; returns the most it sustained.
 async fn one_setting(o: &Options, p2p: bool) -> anyhow::Result<usize> {
-    let extra = if p2p { p2p_xml(o.k, 4000) } else { String::new() };
+    let depth = format!("<MaxDepth>{}</MaxDepth></P2P>", o.max_depth);
+    let extra = if p2p { p2p_xml(o.k, 4000).replace("</P2P>", &depth) } else { String::new() };
     let host = HostProcess::start(|port| config_xml_with_ice(port, EDGE_PORTS, &extra))?;
     let _cap = CpuCap::apply(host.pid(), o.cpu_share)?;
     let url = host.ws_url("app/stream");
