@@ -17,6 +17,9 @@ use ome_signalling::query::{self, Query};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
+mod links;
+mod trees;
+
 /// Links across networks that may fail from one client address (in `FailedLinks`' memory) before
 /// it is paired across networks no more: failing with two different hosts says more about its
 /// own router (a symmetric NAT) than about theirs.
@@ -659,127 +662,6 @@ impl P2pCore {
         self.peers.get(&id).and_then(|p| p.ip).map_or_else(|| "no address".into(), |ip| ip.to_string())
     }
 
-    /// Whether `host` and `client` are on one network: behind one public address, in one
-    /// configured `<Site>`, or both reaching the server from private addresses (no NAT between
-    /// them and the server: its own LAN). A relay that shows only LAN or mDNS candidates reaches
-    /// only these.
-    fn same_network(&self, host: SessionId, client: SessionId) -> bool {
-        let (Some(h), Some(c)) = (self.peers.get(&host), self.peers.get(&client)) else { return false };
-        let both_private = matches!((h.ip, c.ip), (Some(hi), Some(ci)) if crate::reach::is_local(hi) && crate::reach::is_local(ci));
-        (h.ip.is_some() && h.ip == c.ip) || (h.site.is_configured() && h.site == c.site) || both_private
-    }
-
-    /// Whether `client` may be paired with `host` at `now`: a link between them can form as far
-    /// as the core knows (the host's relay reaches the client's network, and no link between
-    /// their addresses failed lately).
-    fn may_pair(&self, now: u64, host: SessionId, client: SessionId) -> bool {
-        let (Some(h), Some(c)) = (self.peers.get(&host), self.peers.get(&client)) else { return false };
-        if self.same_network(host, client) {
-            return !matches!((h.ip, c.ip), (Some(hi), Some(ci)) if self.failed.has_failed(now, hi, ci));
-        }
-        // Across networks both ends must be able to show a public address, and the client's
-        // address must not have failed with several hosts lately (its router, not theirs).
-        let client_failures = c.ip.map_or(0, |ci| self.failed.failures_of(now, ci));
-        // Under `proven` nobody is moved into a link that cannot form: across networks only a
-        // relay that has shown a public candidate, or whose player says it uses STUN.
-        let known_to_reach = self.config.pair_new_viewers == PairNewViewers::Any || h.relay_reach == Reach::Public || h.relay_stun;
-        h.relay_reach != Reach::LocalOnly
-            && known_to_reach
-            && !c.receives_lan_only
-            && client_failures < MAX_CLIENT_FAILURES
-            && !matches!((h.ip, c.ip), (Some(hi), Some(ci)) if self.failed.has_failed(now, hi, ci))
-    }
-
-    /// `host`'s relay showed `shown` as well: what it has shown in all.
-    fn relay_shows(&mut self, host: SessionId, shown: Reach) -> Reach {
-        let Some(peer) = self.peers.get_mut(&host) else { return Reach::Unknown };
-        peer.relay_reach = peer.relay_reach.and(shown);
-        peer.relay_reach
-    }
-
-    /// Arms the reach deadline of `client`'s pair with `host` (once per pairing; never with
-    /// `ReachWaitMs` 0).
-    fn arm_reach_deadline(&mut self, host: SessionId, client: SessionId) {
-        let Some(peer) = self.peers.get(&client).filter(|_| self.config.reach_wait_ms > 0) else { return };
-        if self.deadlines.get(peer.reach_deadline) == Some(&Deadline::Reach { host, client }) {
-            return;
-        }
-        let token = self.deadlines.arm(Deadline::Reach { host, client });
-        self.peers.get_mut(&client).expect("checked above").reach_deadline = token;
-        self.timer(token, self.config.reach_wait_ms);
-    }
-
-    /// The reach deadline of `client`'s pair with `host` passed: given up unless the host's relay
-    /// has shown a public candidate meanwhile.
-    fn reach_wait_over(&mut self, now: u64, host: SessionId, client: SessionId) {
-        let waiting = |stage: Stage| matches!(stage, Stage::AwaitingAnswer | Stage::Answered);
-        let paired = matches!(self.role(client), Some(&Role::Client { host: h, stage }) if h == host && waiting(stage));
-        let host_public = self.peers.get(&host).is_some_and(|p| p.relay_reach == Reach::Public);
-        if paired && !(self.link_evidence(host, client) && host_public) {
-            let why = format!("across networks, the host showed no public candidate, or an end only LAN or mDNS ones, in {} ms", self.config.reach_wait_ms);
-            self.link_failed(now, host, client, counts::FALLBACK_UNREACHABLE, &why);
-        }
-    }
-
-    /// Whether what the pair's candidates show lets its link form: one network, or neither end
-    /// showing only LAN or mDNS candidates (an end that showed none yet is given the benefit of
-    /// the doubt). For a player that cannot report its link, this is the evidence it plays.
-    fn link_evidence(&self, host: SessionId, client: SessionId) -> bool {
-        let (Some(h), Some(c)) = (self.peers.get(&host), self.peers.get(&client)) else { return false };
-        self.same_network(host, client) || (h.relay_reach != Reach::LocalOnly && c.recv_reach != Reach::LocalOnly)
-    }
-
-    /// `end` (the pair's host or client) showed `shown` in its candidates for the pair of `host`
-    /// and `client` (`reach` picks which of its reaches): the pair's deadline is armed when the
-    /// evidence is lost, and a non-reporting client's host is proven when it is found.
-    fn reach_shown(&mut self, host: SessionId, client: SessionId, reach: fn(&mut Peer) -> &mut Reach, end: SessionId, shown: Reach) {
-        let before = self.link_evidence(host, client);
-        if let Some(peer) = self.peers.get_mut(&end) {
-            let r = reach(peer);
-            *r = r.and(shown);
-            if end == client && peer.recv_reach == Reach::LocalOnly {
-                peer.receives_lan_only = true;
-            }
-        }
-        let after = self.link_evidence(host, client);
-        if before != after {
-            self.touch(&[client]);
-        }
-        if !after {
-            self.arm_reach_deadline(host, client);
-        } else if !before && matches!(self.peers.get(&client), Some(Peer { role: Role::Client { stage: Stage::Answered, .. }, reports_links: false, .. })) {
-            self.proven(host);
-            self.maybe_relay(client);
-        }
-    }
-
-    /// Whether the timer `token` is the confirmation deadline of `client`, still `host`'s client,
-    /// answered and not confirmed.
-    fn awaits_confirmation(&self, token: u64, host: SessionId, client: SessionId) -> bool {
-        matches!(self.peers.get(&client), Some(Peer { role: Role::Client { host: h, stage: Stage::Answered }, confirm_deadline, .. }) if *h == host && *confirm_deadline == token)
-    }
-
-    /// The link of `client` with `host` cannot form or failed (`reason`, a fallback count): the
-    /// client plays from the edge at once (an edge offer if it was still waiting for the host's,
-    /// else `stop`, after which it asks again and the edge serves it); the host is told `stop`;
-    /// the two addresses are not paired again for a while. The host is not blamed otherwise.
-    fn link_failed(&mut self, now: u64, host: SessionId, client: SessionId, reason: &'static str, why: &str) {
-        if !matches!(self.role(client), Some(&Role::Client { host: h, .. }) if h == host) {
-            return;
-        }
-        self.log(format!("{client} ({}): link with host {host} ({}) given up: {why}; the edge serves it", self.address(client), self.address(host)));
-        // A host that showed only LAN candidates explains the failure: the client is not suspect.
-        let host_at_fault = self.peers.get(&host).is_some_and(|p| p.relay_reach == Reach::LocalOnly);
-        if let (Some(h), Some(c)) = (self.peers.get(&host).and_then(|p| p.ip), self.peers.get(&client).and_then(|p| p.ip)) {
-            self.failed.failed(now, h, c, !host_at_fault);
-        }
-        let barred = self.peers.get(&client).and_then(|p| p.ip).is_some_and(|ci| self.failed.failures_of(now, ci) >= MAX_CLIENT_FAILURES);
-        let peer = self.peers.get_mut(&client).expect("a pair's client is known");
-        peer.reports_links = false;
-        peer.receives_lan_only |= barred;
-        self.end_pair(host, client, PairEnd::LinkFailed(reason));
-    }
-
     /// Ends the pair of `host` and `client` for `end`, doing what [`PairEnd::aftermath`] says for
     /// how far it had got. The one way a pair ends.
     fn end_pair(&mut self, host: SessionId, client: SessionId, end: PairEnd) {
@@ -939,42 +821,6 @@ impl P2pCore {
                 }
             }
         }
-    }
-
-    /// `id`, a client relaying further, relays no more: out of the pool, and each of its clients'
-    /// pair ended for `end` (`HostLeft` when it is gone or starting over, `RelayLost` when its
-    /// own source went). Nothing for a client that does not relay.
-    fn stop_relaying(&mut self, id: SessionId, end: PairEnd) {
-        let Some(peer) = self.peers.get_mut(&id).filter(|p| p.relaying) else { return };
-        peer.relaying = false;
-        let clients = std::mem::take(&mut peer.sub_clients);
-        let key = peer.key;
-        self.pool.remove(id);
-        self.touch(&[id]);
-        self.count(counts::HOST_PEERS, -1);
-        self.count(counts::CLIENTS, -(clients.len() as i64));
-        for client in clients {
-            self.end_pair(id, client, end);
-        }
-        self.fill_vacancies(key);
-    }
-
-    /// `client`'s link plays (confirmed, or answered where it can form): under `MaxDepth` over
-    /// 1, a client that may host relays to clients of its own from now on, if it is not too deep.
-    fn maybe_relay(&mut self, client: SessionId) {
-        let max_depth = self.config.max_depth;
-        let Some(peer) = self.peers.get_mut(&client) else { return };
-        let eligible = peer.p2p && peer.host_eligible && !peer.retired && !peer.relaying && peer.depth < max_depth;
-        if !eligible || !matches!(peer.role, Role::Client { stage: Stage::Answered | Stage::Confirmed, .. }) {
-            return;
-        }
-        peer.relaying = true;
-        let (key, site, proven, depth) = (peer.key, peer.site, peer.proven, peer.depth);
-        self.pool.insert_at(client, key, site, 0, proven, depth);
-        self.touch(&[client]);
-        self.count(counts::HOST_PEERS, 1);
-        self.log(format!("{client}: relays further, at depth {depth}"));
-        self.fill_vacancies(key);
     }
 
     /// `host` did not offer in time: it is never asked again on this socket (OvenPlayer >= 0.10.39
