@@ -129,7 +129,8 @@ host_counts! {
     edge_keyframe_cache_joins,
     /// Frames dropped for a viewer over ICE-TCP whose write queue was full.
     edge_tcp_frames_dropped,
-    /// ICE-TCP streams refused (over a cap, no check in time, a bad frame).
+    /// ICE-TCP streams that never carried a connection: over a cap, closed or no check in time,
+    /// a first frame that is no check naming a connection.
     edge_tcp_streams_refused,
     /// Keyframe requests sent to a stream's source.
     ingest_keyframe_requests,

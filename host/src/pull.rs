@@ -37,6 +37,13 @@ pub const MAX_PULLS: usize = 256;
 /// Pulls one client address may have started and still running: a share of [`MAX_PULLS`], so
 /// that one client cannot take them all.
 pub const MAX_PULLS_PER_ADDRESS: usize = MAX_PULLS / 16;
+/// How long `hub` has gone without a viewer's answer: since the pull began, or since the hub was
+/// made if later (a new codec after an origin restart is a new hub, whose viewers start over).
+fn unanswered_for(hub: &StreamHub, begun: Instant) -> Duration {
+    let hub_age = Duration::from_millis(crate::media::counters::unix_ms().saturating_sub(hub.counters.created_ms));
+    begun.elapsed().min(hub_age)
+}
+
 /// A pull whose stream no viewer has answered an edge offer for this long after it started is
 /// released, whatever `UnusedStreamDeletionTimeout` says: sockets that ask for a stream and never
 /// play it cannot keep media flowing from the origin.
@@ -346,7 +353,7 @@ async fn follow(
                 if silent >= no_input {
                     return ended(format!("no input for {} ms", silent.as_millis()));
                 }
-                if hub.counters.answers.load(Ordering::Relaxed) == 0 && now.duration_since(begun) >= UNANSWERED_RELEASE {
+                if hub.counters.answers.load(Ordering::Relaxed) == 0 && unanswered_for(hub, begun) >= UNANSWERED_RELEASE {
                     tracing::info!(stream = %hub.name, "no viewer answered in {} s: released", UNANSWERED_RELEASE.as_secs());
                     return Ended::Unused;
                 }

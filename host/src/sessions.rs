@@ -1,6 +1,5 @@
 //! The registry of live signalling sessions: how anything (a plugin, a source) reaches a session.
 
-use ome_signalling::query::{self, Query};
 use crate::media::StreamHub;
 use plugin_api::{Delivery, SessionId, SessionInfo};
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +41,8 @@ pub struct SessionEntry {
     pub outgoing: Arc<OutgoingBudget>,
     /// The stream it plays.
     pub hub: Arc<StreamHub>,
+    /// An edge pulling the stream (`?edge=NAME`), counted apart from viewers.
+    pub pulling_edge: bool,
     /// How it gets the stream.
     pub view: ViewerState,
 }
@@ -99,6 +100,19 @@ impl OutgoingBudget {
     /// Whether a message was refused for lack of room.
     pub fn overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Relaxed)
+    }
+}
+
+/// Takes `bytes` from `session`'s budget; on the first refusal, wakes it to close itself.
+fn reserve_in(session: &SessionEntry, bytes: usize) -> Reserved {
+    match session.outgoing.reserve(bytes) {
+        Ok(()) => Reserved::Yes,
+        Err(first) => {
+            if first {
+                let _ = session.commands.send(SessionCommand::Wake);
+            }
+            Reserved::Refused
+        }
     }
 }
 
@@ -244,7 +258,7 @@ impl Sessions {
             }
             let live = streams.get_mut(e.hub.name.as_str()).expect("just ensured");
             live.sessions += 1;
-            if Query::parse(e.info.query()).get(query::EDGE).is_some() {
+            if e.pulling_edge {
                 live.pulling_edges += 1;
             } else {
                 live.edge_viewers += u64::from(e.view.edge_up);
@@ -286,14 +300,14 @@ impl Sessions {
     /// Queues `command` for session `id`; false if there is no such session. A message is
     /// counted against the session's outgoing budget (see [`Sessions::reserve`]).
     pub fn command(&self, id: SessionId, command: SessionCommand) -> bool {
+        let map = self.map.lock().expect("sessions lock");
+        let Some(session) = map.get(&id) else { return false };
         if let SessionCommand::Send(json) = &command {
-            match self.reserve(id, json.len()) {
-                Reserved::Yes => {}
-                Reserved::Refused => return true,
-                Reserved::NoSession => return false,
+            if reserve_in(session, json.len()) == Reserved::Refused {
+                return true;
             }
         }
-        self.send_reserved(id, command)
+        session.commands.send(command).is_ok()
     }
 
     /// Takes `bytes` from session `id`'s outgoing budget, the one bound of what may wait for its
@@ -302,16 +316,7 @@ impl Sessions {
     /// slow reader: one wake-up is enough, however many messages are refused before that turn.
     pub fn reserve(&self, id: SessionId, bytes: usize) -> Reserved {
         let map = self.map.lock().expect("sessions lock");
-        let Some(session) = map.get(&id) else { return Reserved::NoSession };
-        match session.outgoing.reserve(bytes) {
-            Ok(()) => Reserved::Yes,
-            Err(first) => {
-                if first {
-                    let _ = session.commands.send(SessionCommand::Wake);
-                }
-                Reserved::Refused
-            }
-        }
+        map.get(&id).map_or(Reserved::NoSession, |session| reserve_in(session, bytes))
     }
 
     /// Queues `command` for session `id`, its bytes (if a message) already reserved; false if
@@ -391,6 +396,7 @@ mod tests {
             egress_bytes: Arc::default(),
             outgoing: Arc::new(OutgoingBudget::new(1)),
             hub,
+            pulling_edge: false,
             view: ViewerState::default(),
         }
     }

@@ -177,9 +177,9 @@ struct Peer {
     /// As a client, what its receiving connection's candidates have shown (its answer, and the
     /// candidates it sends its host).
     recv_reach: Reach,
-    /// Its receiving connection showed only LAN or mDNS candidates once (no STUN: OvenPlayer
-    /// without `iceServers`), or its links across networks failed from its side
-    /// [`MAX_CLIENT_FAILURES`] times: it is not paired across networks again, nor moved, in
+    /// A link of its across networks failed with its receiving connection showing only LAN or
+    /// mDNS candidates (no STUN: OvenPlayer without `iceServers`), or such links failed from its
+    /// side [`MAX_CLIENT_FAILURES`] times: it is not paired across networks again, nor moved, in
     /// this session (waiting in the queue it would only hold up the viewers behind it).
     receives_lan_only: bool,
     /// As a client, its player reports its link (its answer said `link_reports: true`).
@@ -780,13 +780,13 @@ impl P2pCore {
         if clients.len() < before {
             let (load, key) = (peer.load(), peer.key);
             let retired_and_free = peer.retired && load == 0;
-            let idle = load == 0 && self.config.pair_new_viewers == PairNewViewers::Proven;
+            let idle = load == 0 && self.moves_idle_hosts();
             self.pool.set_load(host, load);
             self.count(counts::CLIENTS, -1);
             self.fill_vacancies(key);
             if (retired_and_free || idle) && self.config.move_edge_viewers {
-                // A host that cannot relay and now relays to nobody is a fine client: it may be
-                // moved into a host that can (checked at once: the timer knows the time).
+                // A host that cannot relay (retired), or relays to nobody while moves take idle
+                // hosts, may be moved into another host (checked at once: the timer knows the time).
                 let token = self.deadlines.arm(Deadline::MoveCheck { viewer: host });
                 self.timer(token, 0);
             }

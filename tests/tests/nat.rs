@@ -22,7 +22,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
-use tests::harness::{build_artifacts, library, workspace_dir};
+use tests::harness::{browser_dir, build_artifacts, ensure_node_packages, library};
 use tests::nat::{unavailable, NamespacedHost, Topology, SRV_ADDRESS};
 
 /// One topology at a time (nextest runs this binary in the browser group, one at a time).
@@ -69,19 +69,6 @@ fn host_xml(settings: &str) -> String {
     )
 }
 
-fn browser_dir() -> PathBuf {
-    workspace_dir().join("tests").join("browser")
-}
-
-fn ensure_node_packages() {
-    let dir = browser_dir();
-    if dir.join("node_modules/playwright-core").exists() && dir.join("node_modules/ovenplayer-0.10.38/dist/ovenplayer.js").exists() {
-        return;
-    }
-    let status = Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir).status().expect("running npm (apt-get install -y nodejs npm)");
-    assert!(status.success(), "npm ci in {} failed", dir.display());
-}
-
 /// What one run varies.
 #[derive(Clone, Copy)]
 struct Scenario {
@@ -110,6 +97,17 @@ const DEFAULTS: &str = "";
 /// Builds the topology, starts the host in `srv`, runs `nat.mjs` and returns its report and the
 /// host's log; None when skipped.
 fn run(scenario: Scenario) -> Option<(Value, String)> {
+    let env = [
+        ("MDNS", if scenario.mdns { "on" } else { "off" }),
+        ("CLIENTS_ONLY", if scenario.clients_only { "1" } else { "0" }),
+    ];
+    run_script("nat.mjs", scenario.settings, &env, &["lan1", "lan1b", "lan2"])
+}
+
+/// Builds the topology, starts the host in `srv` with `<P2P>` `settings`, runs the browser script
+/// `script` with `env` and a Chromium wrapper for each of `machines` (`CHROMIUM_LAN1`, ...), and
+/// returns the JSON report it prints last and the host's log; None when skipped.
+fn run_script(script: &str, settings: &str, env: &[(&str, &str)], machines: &[&str]) -> Option<(Value, String)> {
     if let Some(why) = unavailable() {
         println!("SKIPPED: the NAT topology needs named network namespaces: {why}");
         return None;
@@ -123,20 +121,19 @@ fn run(scenario: Scenario) -> Option<(Value, String)> {
     let topology = Topology::create().expect("building the NAT topology");
     // The plugin logs every decision at debug (`plugin_p2p`/`plugin` lines, with session ids and
     // addresses): kept for the report of a failure.
-    let host = NamespacedHost::start(&topology, "srv", &host_xml(scenario.settings), "debug,webrtc=warn,rtc=warn,tungstenite=info,tokio_tungstenite=info")
+    let host = NamespacedHost::start(&topology, "srv", &host_xml(settings), "debug,webrtc=warn,rtc=warn,tungstenite=info,tokio_tungstenite=info")
         .expect("starting the host in srv");
     let mut command = Command::new("node");
     command
-        .arg(browser_dir().join("nat.mjs"))
+        .arg(browser_dir().join(script))
         .env("HOST_ADDR", SRV_ADDRESS)
         .env("HOST_PORT", PORT.to_string())
         .env("API_PORT", API_PORT.to_string())
         .env("SRV_NS", topology.ns("srv"))
-        .env("MDNS", if scenario.mdns { "on" } else { "off" })
-        .env("CLIENTS_ONLY", if scenario.clients_only { "1" } else { "0" })
-        .env("MOVE_AFTER_MS", MOVE_AFTER_MS.to_string());
-    for (machine, var) in [("lan1", "CHROMIUM_LAN1"), ("lan1b", "CHROMIUM_LAN1B"), ("lan2", "CHROMIUM_LAN2")] {
-        command.env(var, topology.chromium_wrapper(machine).expect("writing the Chromium wrapper"));
+        .env("MOVE_AFTER_MS", MOVE_AFTER_MS.to_string())
+        .envs(env.iter().copied());
+    for machine in machines {
+        command.env(format!("CHROMIUM_{}", machine.to_uppercase()), topology.chromium_wrapper(machine).expect("writing the Chromium wrapper"));
     }
     let output = command.output().expect("running node (apt-get install -y nodejs)");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -145,7 +142,7 @@ fn run(scenario: Scenario) -> Option<(Value, String)> {
     let log = host.log();
     let report: Value = match stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()) {
         Some(report) => report,
-        None => panic!("nat.mjs printed no report ({}):\n{stdout}\n{stderr}\n--- the plugin's decisions ---\n{}", output.status, plugin_lines(&log)),
+        None => panic!("{script} printed no report ({}):\n{stdout}\n{stderr}\n--- the plugin's decisions ---\n{}", output.status, plugin_lines(&log)),
     };
     drop(host);
     drop(topology);
@@ -316,43 +313,7 @@ const MOVE_GAP_MS: u64 = 1500;
 /// short), runs `nat-player.mjs` and returns its report and the host's log; None when skipped.
 /// `lan2_hosts`: lan2's page is a desktop Windows Chrome too (may host), else a client only.
 fn run_player(lan2_hosts: bool) -> Option<(Value, String)> {
-    if let Some(why) = unavailable() {
-        println!("SKIPPED: the NAT topology needs named network namespaces: {why}");
-        return None;
-    }
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    for tool in ["/usr/bin/chromium", "/usr/sbin/nft"] {
-        assert!(std::path::Path::new(tool).exists(), "{tool} is missing: apt-get install -y chromium nftables (or run .ci/run)");
-    }
-    build_artifacts();
-    ensure_node_packages();
-    let topology = Topology::create().expect("building the NAT topology");
-    let host = NamespacedHost::start(&topology, "srv", &host_xml(DEFAULTS), "debug,webrtc=warn,rtc=warn,tungstenite=info,tokio_tungstenite=info")
-        .expect("starting the host in srv");
-    let mut command = Command::new("node");
-    command
-        .arg(browser_dir().join("nat-player.mjs"))
-        .env("HOST_ADDR", SRV_ADDRESS)
-        .env("HOST_PORT", PORT.to_string())
-        .env("API_PORT", API_PORT.to_string())
-        .env("SRV_NS", topology.ns("srv"))
-        .env("LAN2_HOSTS", if lan2_hosts { "1" } else { "0" })
-        .env("MOVE_AFTER_MS", MOVE_AFTER_MS.to_string());
-    for (machine, var) in [("lan1", "CHROMIUM_LAN1"), ("lan2", "CHROMIUM_LAN2")] {
-        command.env(var, topology.chromium_wrapper(machine).expect("writing the Chromium wrapper"));
-    }
-    let output = command.output().expect("running node (apt-get install -y nodejs)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("{stderr}");
-    let log = host.log();
-    let report: Value = match stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()) {
-        Some(report) => report,
-        None => panic!("nat-player.mjs printed no report ({}):\n{stdout}\n{stderr}\n--- the plugin's decisions ---\n{}", output.status, plugin_lines(&log)),
-    };
-    drop(host);
-    drop(topology);
-    Some((report, log))
+    run_script("nat-player.mjs", DEFAULTS, &[("LAN2_HOSTS", if lan2_hosts { "1" } else { "0" })], &["lan1", "lan2"])
 }
 
 /// A candidate type learnt through STUN: server-reflexive, or peer-reflexive (learnt from a

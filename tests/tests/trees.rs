@@ -11,9 +11,7 @@
 //! installs them.
 
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Command;
-use tests::harness::{build_artifacts, config_xml_with_ice, in_network_namespace, p2p_xml, target_dir, workspace_dir, write_config};
+use tests::harness::{browser_dir, build_artifacts, config_xml_with_ice, ensure_node_packages, in_network_namespace, p2p_xml, target_dir, write_config};
 
 const PORT: u16 = 3333;
 const API_PORT: u16 = 8081;
@@ -33,19 +31,6 @@ fn trees_xml() -> String {
     let with_api = xml.replace("</Publishers></Bind>", &format!("</Publishers><Managers><API><Port>{API_PORT}</Port></API></Managers></Bind>"));
     assert_ne!(xml, with_api, "the harness's config has a <Bind> to add the API port to");
     with_api
-}
-
-fn browser_dir() -> PathBuf {
-    workspace_dir().join("tests").join("browser")
-}
-
-fn ensure_node_packages() {
-    let dir = browser_dir();
-    if dir.join("node_modules/playwright-core").exists() && dir.join("node_modules/ovenplayer-0.10.38/dist/ovenplayer.js").exists() {
-        return;
-    }
-    let status = Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir).status().expect("running npm (apt-get install -y nodejs npm)");
-    assert!(status.success(), "npm ci in {} failed", dir.display());
 }
 
 /// Runs `trees.mjs` in a fresh namespace: its report, and the host's log (the plugin's decisions

@@ -93,7 +93,7 @@ fn host_wide(state: &HostState) -> Vec<Series> {
     let counters = &state.edge.counters;
     let edge: [(&str, &str, u64); 3] = [
         ("edge_lagged", "Times the edge fell behind a stream (its viewers resumed at the next keyframe)", counters.lagged.load(Ordering::Relaxed)),
-        ("stun_binding_answered", "Plain STUN Binding requests the edge ports answered", counters.stun_binding_answered.load(Ordering::Relaxed)),
+        ("stun_binding_answered", "Plain STUN Binding requests the edge ports answered (answers queued to send)", counters.stun_binding_answered.load(Ordering::Relaxed)),
         ("stun_binding_dropped", "Plain STUN Binding requests dropped: malformed, not understood, or over their source's rate", counters.stun_binding_dropped.load(Ordering::Relaxed)),
     ];
     for (name, help, value) in edge {

@@ -229,7 +229,7 @@ impl std::os::fd::AsRawFd for EdgeSocket {
     }
 }
 
-fn normalise(addr: SocketAddr) -> SocketAddr {
+pub(super) fn normalise(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(normalise_ip(addr.ip()), addr.port())
 }
 

@@ -44,6 +44,9 @@ pub const STREAMS: usize = 8192;
 /// Frames queued for one stream before the edge drops its packets: about 2 s of a 1 Mbit/s
 /// stream's packets; a viewer whose TCP window stays full that long is not keeping up.
 pub const WRITE_QUEUE: usize = 256;
+/// A write to a viewer's stream that has not gone through in this long (its TCP window shut)
+/// ends the stream: a stalled writer never holds its place under the caps.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Bytes written to a stream in one call at most (frames queued meanwhile go out together).
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -174,6 +177,8 @@ pub enum Refused {
     OverBound,
     #[error("no check within the deadline")]
     NoCheck,
+    #[error("the stream closed or failed before its first check")]
+    Closed,
     #[error("the first frame is no check naming a connection")]
     UnknownUfrag,
     #[error(transparent)]
@@ -216,9 +221,9 @@ pub async fn accept(port: TcpPort, shared: Arc<Shared>) {
 /// Serves one stream: admits it, routes it by its first check, then carries frames both ways
 /// until either side ends it.
 async fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) -> Result<(), Refused> {
-    let remote = normalise(remote);
+    let remote = super::net::normalise(remote);
     let _admitted = shared.admission.admit(remote.ip()).ok_or(Refused::OverBound)?;
-    let local = normalise(stream.local_addr().map_err(|_| Refused::NoCheck)?);
+    let local = super::net::normalise(stream.local_addr().map_err(|_| Refused::Closed)?);
     let _ = stream.set_nodelay(true);
     let mut decoder = Decoder::new(MAX_DATAGRAM);
     let first = tokio::time::timeout(FIRST_CHECK_TIMEOUT, read_frame(&mut stream, &mut decoder)).await.map_err(|_| Refused::NoCheck)??;
@@ -251,7 +256,7 @@ async fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) -
                         Err(_) => break,
                     }
                 }
-                if writer.write_all(&out).await.is_err() {
+                if !matches!(tokio::time::timeout(WRITE_DEADLINE, writer.write_all(&out)).await, Ok(Ok(()))) {
                     break;
                 }
                 out.clear();
@@ -269,16 +274,9 @@ async fn read_frame(stream: &mut (impl AsyncReadExt + Unpin), decoder: &mut Deco
             return Ok(frame);
         }
         match stream.read_buf(decoder.buffer()).await {
-            Ok(0) | Err(_) => return Err(Refused::NoCheck),
+            Ok(0) | Err(_) => return Err(Refused::Closed),
             Ok(_) => {}
         }
-    }
-}
-
-fn normalise(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, |v4| SocketAddr::new(IpAddr::V4(v4), addr.port())),
-        IpAddr::V4(_) => addr,
     }
 }
 

@@ -138,6 +138,10 @@ impl TcpPaths {
     }
 
     fn on_pair(&self, local: SocketAddr, remote: SocketAddr) -> Option<&TcpPath> {
+        // Every packet sent asks: without a TCP stream open, no lookup at all.
+        if self.by_pair.is_empty() {
+            return None;
+        }
         self.streams.get(self.by_pair.get(&(local, remote))?)
     }
 }

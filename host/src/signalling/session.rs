@@ -145,6 +145,7 @@ pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
             egress_bytes: egress_bytes.clone(),
             outgoing: outgoing.clone(),
             hub: request.hub.clone(),
+            pulling_edge: ome_signalling::Query::parse(&request.query).get(ome_signalling::query::EDGE).is_some(),
             view: Default::default(),
         }
     });

@@ -25,8 +25,11 @@ impl P2pCore {
     /// their addresses failed lately).
     pub(super) fn may_pair(&self, now: u64, host: SessionId, client: SessionId) -> bool {
         let (Some(h), Some(c)) = (self.peers.get(&host), self.peers.get(&client)) else { return false };
+        if matches!((h.ip, c.ip), (Some(hi), Some(ci)) if self.failed.has_failed(now, hi, ci)) {
+            return false;
+        }
         if self.same_network(host, client) {
-            return !matches!((h.ip, c.ip), (Some(hi), Some(ci)) if self.failed.has_failed(now, hi, ci));
+            return true;
         }
         // Across networks both ends must be able to show a public address, and the client's
         // address must not have failed with several hosts lately (its router, not theirs).
@@ -34,11 +37,7 @@ impl P2pCore {
         // Under `proven` nobody is moved into a link that cannot form: across networks only a
         // relay that has shown a public candidate, or whose player says it uses STUN.
         let known_to_reach = self.config.pair_new_viewers == PairNewViewers::Any || h.relay_reach == Reach::Public || h.relay_stun;
-        h.relay_reach != Reach::LocalOnly
-            && known_to_reach
-            && !c.receives_lan_only
-            && client_failures < MAX_CLIENT_FAILURES
-            && !matches!((h.ip, c.ip), (Some(hi), Some(ci)) if self.failed.has_failed(now, hi, ci))
+        h.relay_reach != Reach::LocalOnly && known_to_reach && !c.receives_lan_only && client_failures < MAX_CLIENT_FAILURES
     }
 
     /// `host`'s relay showed `shown` as well: what it has shown in all.
@@ -88,9 +87,6 @@ impl P2pCore {
         if let Some(peer) = self.peers.get_mut(&end) {
             let r = reach(peer);
             *r = r.and(shown);
-            if end == client && peer.recv_reach == Reach::LocalOnly {
-                peer.receives_lan_only = true;
-            }
         }
         let after = self.link_evidence(host, client);
         if before != after {
@@ -124,10 +120,14 @@ impl P2pCore {
         if let (Some(h), Some(c)) = (self.peers.get(&host).and_then(|p| p.ip), self.peers.get(&client).and_then(|p| p.ip)) {
             self.failed.failed(now, h, c, !host_at_fault);
         }
+        // A client whose receiving side showed only LAN candidates across networks, or whose links
+        // failed from its side too often, is not paired across networks again (on its own network
+        // it still is: a LAN pair needs no public address).
         let barred = self.peers.get(&client).and_then(|p| p.ip).is_some_and(|ci| self.failed.failures_of(now, ci) >= MAX_CLIENT_FAILURES);
+        let across = !self.same_network(host, client);
         let peer = self.peers.get_mut(&client).expect("a pair's client is known");
         peer.reports_links = false;
-        peer.receives_lan_only |= barred;
+        peer.receives_lan_only |= barred || (across && peer.recv_reach == Reach::LocalOnly);
         self.end_pair(host, client, PairEnd::LinkFailed(reason));
     }
 }
