@@ -16,7 +16,6 @@ mod server;
 mod sessions;
 mod streams;
 mod signalling;
-mod state;
 mod tls;
 mod udp;
 
@@ -88,11 +87,11 @@ fn init_logging(format: LogFormat) {
 /// After a stop signal: every session is told to close (the protocol's close frame, plugins told
 /// through `session_closed`), as is any that registers later (an upgrade in flight at the
 /// signal), then sessions and HTTP connections get `DrainTimeoutMs` to finish.
-async fn drain(state: &Arc<state::HostState>, counts: &server::ConnectionCounts) {
+async fn drain(state: &signalling::Signalling, counts: &server::ConnectionCounts) {
     let sessions = state.sessions.len();
     state.sessions.shut_down_all();
     state.publishers.stop_all();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(state.config.limits.drain_timeout_ms);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(state.limits.drain_timeout_ms);
     while (state.sessions.len() > 0 || counts.total() > 0) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -124,7 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::default());
     let (actions_tx, actions_rx) = tokio::sync::mpsc::unbounded_channel();
     let sessions = Arc::new(sessions::Sessions::default());
-    let plugins = plugins::PluginSet::load(&config, actions_tx, clock, metrics.clone(), sessions.clone())?;
+    let plugins = Arc::new(plugins::PluginSet::load(&config, actions_tx, clock, metrics.clone(), sessions.clone())?);
     if plugins.names().is_empty() {
         tracing::info!("no plugin loaded: every viewer is served from the edge");
     }
@@ -150,27 +149,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     let publishing = config.applications.iter().filter_map(|a| Some((a.name.clone(), a.publish.clone()?))).collect();
-    let streams = streams::Streams::new(streams, publishing, config.keyframe_cache);
-    let state = Arc::new(state::HostState {
-        edge: edge::Edge::start(&config, metrics.clone())?,
-        config,
-        streams,
-        sessions,
-        plugins,
-        metrics,
-        book: Default::default(),
-        tree: Default::default(),
-        publishers: Default::default(),
-        pulls: Default::default(),
+    let streams = Arc::new(streams::Streams::new(streams, publishing, config.keyframe_cache));
+    let edge = Arc::new(edge::Edge::start(&config, metrics.clone())?);
+    let limits = &config.limits;
+    let publishers = Arc::new(publish::Publishers::new(streams.clone(), metrics.clone(), limits.max_publishers, limits.max_publishers_per_address));
+    let pulls = Arc::new(pull::Pulls::new(config.origins.clone(), config.name.clone(), streams.clone(), edge.clone(), metrics.clone(), config.keyframe_cache));
+    let state = Arc::new(signalling::Signalling {
+        limits: config.limits.clone(),
+        answer_timeout: config.answer_timeout,
+        sessions: sessions.clone(),
+        plugins: plugins.clone(),
+        metrics: metrics.clone(),
+        edge: edge.clone(),
+        pulls,
+        publishers,
     });
-    tokio::spawn(effects::run(actions_rx, state.clone()));
-    tokio::spawn(api::tree::feed(state.clone()));
-    if state.config.api.is_some() {
+    tokio::spawn(effects::run(actions_rx, effects::Effects { sessions: sessions.clone(), plugins: plugins.clone(), metrics: metrics.clone() }));
+    let tree = Arc::new(api::tree::TreeFeed::new(sessions.clone(), streams.clone(), metrics.clone(), config.access_token.clone()));
+    tokio::spawn(api::tree::feed(tree.clone()));
+    let api = config.api.is_some().then(|| {
+        let api = Arc::new(api::Api {
+            applications: config.applications.clone(),
+            access_token: config.access_token.clone(),
+            streams: streams.clone(),
+            sessions: sessions.clone(),
+            plugins: plugins.clone(),
+            metrics: metrics.clone(),
+            edge: edge.counters.clone(),
+            book: Default::default(),
+        });
         // Only the stats API reads the book (its throughputs and maxima need every second).
-        tokio::spawn(api::sample_every_second(state.clone()));
-    }
+        tokio::spawn(api::sample_every_second(api.clone()));
+        api
+    });
 
-    let (limits, listen) = (state.config.limits.clone(), state.config.listen.clone());
+    let (limits, listen) = (config.limits.clone(), config.listen.clone());
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     // Serves `router` on a plain port and a TLS port (each optional) at every <Server><IP>, its
@@ -180,7 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         for (port, tls) in ports.into_iter().filter_map(|(port, tls)| Some((port?, tls))) {
             for listener in server::bind(&listen, port)? {
                 bound.push((tls.is_some(), listener.local_addr()?));
-                let serving = server::serve(listener, tls.clone(), router.clone(), limits.clone(), counts.clone(), state.metrics.clone(), stop.clone());
+                let serving = server::serve(listener, tls.clone(), router.clone(), limits.clone(), counts.clone(), metrics.clone(), stop.clone());
                 servers.push(tokio::spawn(serving));
             }
         }
@@ -188,14 +201,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let counts = Arc::new(server::ConnectionCounts::default());
     let signalling_ports = [(limits.port, None), (limits.tls_port, certificates.signalling.clone().map(tls::acceptor))];
-    let urls: Vec<String> = listen_on(signalling_ports, signalling::router(state.clone()), &counts)?
+    let urls: Vec<String> = listen_on(signalling_ports, signalling::router(state.clone()).merge(tree.routes()), &counts)?
         .iter()
         .map(|(tls, at)| format!("{}://{at}/{{app}}/{{stream}}", if *tls { "wss" } else { "ws" }))
         .collect();
-    if let Some(api) = &state.config.api {
-        let access = if state.config.access_token.is_some() { "HTTP Basic with <AccessToken>" } else { "loopback only" };
-        let api_ports = [(api.port, None), (api.tls_port, certificates.api.clone().map(tls::acceptor))];
-        for (tls, at) in listen_on(api_ports, api::router(state.clone(), certificates.clone()), &Default::default())? {
+    if let (Some(ports), Some(api)) = (&config.api, api) {
+        let access = if config.access_token.is_some() { "HTTP Basic with <AccessToken>" } else { "loopback only" };
+        let api_ports = [(ports.port, None), (ports.tls_port, certificates.api.clone().map(tls::acceptor))];
+        for (tls, at) in listen_on(api_ports, api::router(api, certificates.clone()), &Default::default())? {
             let scheme = if tls { "https" } else { "http" };
             tracing::info!(access, "stats API (OME's /v1/stats/current/...) and /metrics on {scheme}://{at}/");
         }
@@ -203,9 +216,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if certificates.signalling.is_some() || certificates.api.is_some() {
         tokio::spawn(tls::watch(certificates));
     }
-    let candidates: Vec<String> = state.config.ice_candidates.iter().map(ToString::to_string).collect();
-    let names: Vec<String> = state.streams.all().iter().map(|h| h.name.clone()).collect();
-    tracing::info!(server = %state.config.name, streams = ?names, ice = ?candidates, "signalling on {}; waiting for viewers", urls.join(", "));
+    let candidates: Vec<String> = config.ice_candidates.iter().map(ToString::to_string).collect();
+    let names: Vec<String> = streams.all().iter().map(|h| h.name.clone()).collect();
+    tracing::info!(server = %config.name, streams = ?names, ice = ?candidates, "signalling on {}; waiting for viewers", urls.join(", "));
     let page = limits.port.map(|p| ("http", p)).or(limits.tls_port.map(|p| ("https", p)));
     if let Some((scheme, port)) = page {
         let at = SocketAddr::new(local_address(listen[0]), port);

@@ -8,8 +8,8 @@ use crate::config::PublishConfig;
 use crate::edge::ingest::Tracks;
 use crate::edge::EdgeConnection;
 use crate::media::StreamHub;
-use crate::state::HostState;
-use crate::streams::{ClaimError, Claimed, Released};
+use crate::metrics::Metrics;
+use crate::streams::{ClaimError, Claimed, Released, Streams};
 use ome_signalling::StreamName;
 use plugin_api::SessionId;
 use std::net::IpAddr;
@@ -84,10 +84,14 @@ pub fn authorize(app: &str, rules: Option<&PublishConfig>, presented: Option<&st
     }
 }
 
-/// The live publications: how a take-over or a WHIP `DELETE` stops one.
-#[derive(Default)]
+/// The live publications: how a take-over or a WHIP `DELETE` stops one, and what a publisher
+/// needs to take its stream's name (the streams, the caps, the counts).
 pub struct Publishers {
     live: Mutex<HashMap<SessionId, Live>>,
+    streams: Arc<Streams>,
+    metrics: Arc<Metrics>,
+    /// `<MaxPublishers>` and `<MaxPublishersPerAddress>`.
+    caps: (usize, usize),
 }
 
 struct Live {
@@ -100,9 +104,21 @@ struct Live {
 }
 
 impl Publishers {
-    /// Admits a publisher of `name` from `client` if fewer than `max` publish, and fewer than
-    /// `per_address` from `client`: its id (never 0, never one in use) and what stops it.
-    fn admit(&self, name: &str, whip_key: Option<String>, client: IpAddr, (max, per_address): (usize, usize)) -> Result<(SessionId, Arc<Notify>), PublishError> {
+    /// No publisher yet; they publish into `streams`, at most `max` at once and `per_address` from
+    /// one address.
+    pub fn new(streams: Arc<Streams>, metrics: Arc<Metrics>, max: usize, per_address: usize) -> Self {
+        Self { live: Mutex::default(), streams, metrics, caps: (max, per_address) }
+    }
+
+    /// The streams they publish into (an application's publishing rules are there).
+    pub fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    /// Admits a publisher of `name` from `client` if fewer than the cap publish, and fewer than
+    /// the per-address share from `client`: its id (never 0, never one in use) and what stops it.
+    fn admit(&self, name: &str, whip_key: Option<String>, client: IpAddr) -> Result<(SessionId, Arc<Notify>), PublishError> {
+        let (max, per_address) = self.caps;
         let mut live = self.live.lock().expect("publishers lock");
         if live.len() >= max {
             return Err(PublishError::Full);
@@ -149,37 +165,36 @@ pub struct Publication {
     pub name: String,
     /// Notified when it must stop (taken over, or a WHIP `DELETE`).
     pub stop: Arc<Notify>,
-    state: Arc<HostState>,
+    publishers: Arc<Publishers>,
 }
 
 impl Publication {
     /// Claims `name` for a new publisher from `client` (stopping the one it takes over, if the
     /// application allows that). `whip_key` names its WHIP resource.
-    pub fn claim(state: &Arc<HostState>, name: &StreamName, whip_key: Option<String>, client: IpAddr) -> Result<Self, PublishError> {
-        let limits = &state.config.limits;
-        let (id, stop) = state.publishers.admit(&name.to_string(), whip_key, client, (limits.max_publishers, limits.max_publishers_per_address)).inspect_err(|_| {
-            state.metrics.counts.publishers_refused_over_cap.inc();
+    pub fn claim(publishers: &Arc<Publishers>, name: &StreamName, whip_key: Option<String>, client: IpAddr) -> Result<Self, PublishError> {
+        let (id, stop) = publishers.admit(&name.to_string(), whip_key, client).inspect_err(|_| {
+            publishers.metrics.counts.publishers_refused_over_cap.inc();
         })?;
-        match state.streams.claim(name.app(), name.stream(), id) {
+        match publishers.streams.claim(name.app(), name.stream(), id) {
             Ok(Claimed::Free) => {}
             Ok(Claimed::TookOver(old)) => {
                 tracing::info!(stream = %name, old, new = id, "publisher taken over");
-                state.publishers.stop(old);
+                publishers.stop(old);
             }
             Err(e) => {
-                state.publishers.live.lock().expect("publishers lock").remove(&id);
+                publishers.live.lock().expect("publishers lock").remove(&id);
                 return Err(e.into());
             }
         }
-        Ok(Self { id, name: name.to_string(), stop, state: state.clone() })
+        Ok(Self { id, name: name.to_string(), stop, publishers: publishers.clone() })
     }
 
     /// The negotiation said what it sends: its media goes to the stream's hub from now on.
     pub async fn activate(&self, edge: &EdgeConnection, tracks: Tracks) -> Result<Arc<StreamHub>, PublishError> {
-        let hub = self.state.streams.activate(&self.name, self.id, tracks.video, tracks.audio).ok_or_else(|| PublishError::Taken(format!("{} was taken over", self.name)))?;
+        let hub = self.publishers.streams.activate(&self.name, self.id, tracks.video, tracks.audio).ok_or_else(|| PublishError::Taken(format!("{} was taken over", self.name)))?;
         edge.publish_to(&hub).await.map_err(|_| PublishError::Edge)?;
         tracing::info!(stream = %self.name, publisher = self.id, video = ?tracks.video, audio = tracks.audio, "publishing");
-        self.state.metrics.counts.publishers_started.inc();
+        self.publishers.metrics.counts.publishers_started.inc();
         Ok(hub)
     }
 }
@@ -187,15 +202,15 @@ impl Publication {
 impl Drop for Publication {
     /// The publisher left: the stream ends, or waits out its grace time.
     fn drop(&mut self) {
-        self.state.publishers.live.lock().expect("publishers lock").remove(&self.id);
-        match self.state.streams.release(&self.name, self.id) {
+        self.publishers.live.lock().expect("publishers lock").remove(&self.id);
+        match self.publishers.streams.release(&self.name, self.id) {
             Released::Ended => tracing::info!(stream = %self.name, publisher = self.id, "publisher left; the stream ended"),
             Released::Waiting { grace, generation } => {
                 tracing::info!(stream = %self.name, publisher = self.id, grace_ms = grace.as_millis() as u64, "publisher left; the stream waits for it");
-                let (state, name) = (self.state.clone(), self.name.clone());
+                let (publishers, name) = (self.publishers.clone(), self.name.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
-                    state.streams.grace_over(&name, generation);
+                    publishers.streams.grace_over(&name, generation);
                 });
             }
             Released::NotHeld => {}

@@ -6,9 +6,12 @@
 //! who resume at the next keyframe. A stream nobody has watched for `UnusedStreamDeletionTimeout`
 //! is released. The origin can be this host or OvenMediaEngine.
 
-use crate::edge::EdgeEvent;
+use crate::config::Origins;
+use crate::edge::{Edge, EdgeEvent};
+use crate::media::gop::GopLimits;
 use crate::media::{SourceKind, StreamHub};
-use crate::state::HostState;
+use crate::metrics::Metrics;
+use crate::streams::Streams;
 use futures_util::{SinkExt, StreamExt};
 use ome_signalling::messages::{Answer, CandidateInit, Offer, PlayerMessage, ServerMessage, SessionDescription};
 use ome_signalling::StreamName;
@@ -50,10 +53,18 @@ fn unanswered_for(hub: &StreamHub, begun: Instant) -> Duration {
 const UNANSWERED_RELEASE: Duration = Duration::from_secs(12);
 
 /// The pulls running, one per stream of an origin (keyed by its first URL), from the first
-/// viewer's request until the pull ends: a viewer arriving meanwhile waits for the same one.
-#[derive(Default)]
+/// viewer's request until the pull ends: a viewer arriving meanwhile waits for the same one; and
+/// what a pull needs (the origins, the edge it pulls through, the streams its hub joins).
 pub struct Pulls {
     running: Mutex<Running>,
+    origins: Origins,
+    /// This server's `<Name>`: an origin URL naming it is not pulled from.
+    server_name: String,
+    streams: Arc<Streams>,
+    edge: Arc<Edge>,
+    metrics: Arc<Metrics>,
+    /// The keyframe cache of a pulled stream's hub.
+    gop: GopLimits,
 }
 
 #[derive(Default)]
@@ -102,34 +113,43 @@ impl Running {
     }
 }
 
-/// The hub of `name`: the host's own, or one pulled from its origin (started now if need be,
-/// counted against `client`'s share); `None` if neither has it.
-pub async fn hub(state: &Arc<HostState>, name: &StreamName, client: IpAddr) -> Option<Arc<StreamHub>> {
-    let key = name.to_string();
-    if let Some(hub) = state.streams.get(&key) {
-        return Some(hub);
+impl Pulls {
+    /// No pull yet: streams of `origins` are pulled through `edge` into hubs of `streams`.
+    pub fn new(origins: Origins, server_name: String, streams: Arc<Streams>, edge: Arc<Edge>, metrics: Arc<Metrics>, gop: GopLimits) -> Self {
+        Self { running: Mutex::default(), origins, server_name, streams, edge, metrics, gop }
     }
-    let urls = state.config.origins.urls_for(name, &state.config.name);
-    let origin = urls.first()?.clone();
-    let (mut started, pulled_as) = {
-        let mut running = state.pulls.running.lock().expect("pulls lock");
-        match running.by_origin.get(&origin) {
-            Some(pull) => (pull.started.clone(), pull.name.clone()),
-            None => {
-                let (tx, rx) = watch::channel(false);
-                if let Err(refused) = running.start(&origin, Pull { name: key.clone(), started: rx.clone() }, client) {
-                    tracing::warn!(stream = %key, %client, ?refused, "not pulled: {} pulls, {MAX_PULLS_PER_ADDRESS} per address at most", running.by_origin.len());
-                    state.metrics.counts.pulls_refused_over_cap.inc();
-                    return None;
-                }
-                let pull = PullTask { state: state.clone(), name: key.clone(), origin, client, urls };
-                tokio::spawn(pull.run(tx));
-                (rx, key)
-            }
+
+    /// The hub of `name`: the host's own, or one pulled from its origin (started now if need be,
+    /// counted against `client`'s share); `None` if neither has it.
+    pub async fn hub(self: &Arc<Self>, name: &StreamName, client: IpAddr) -> Option<Arc<StreamHub>> {
+        if let Some(hub) = self.streams.get(&name.to_string()) {
+            return Some(hub);
         }
-    };
-    let _ = tokio::time::timeout(START_DEADLINE, started.wait_for(|s| *s)).await;
-    state.streams.get(&pulled_as)
+        let (mut started, pulled_as) = self.join_or_start(name, client)?;
+        let _ = tokio::time::timeout(START_DEADLINE, started.wait_for(|s| *s)).await;
+        self.streams.get(&pulled_as)
+    }
+
+    /// The pull of `name` from its origin: the one running, or one started now for `client`
+    /// (`None` if no origin has it or the caps refuse); when it has started, and its hub's name.
+    fn join_or_start(self: &Arc<Self>, name: &StreamName, client: IpAddr) -> Option<(watch::Receiver<bool>, String)> {
+        let urls = self.origins.urls_for(name, &self.server_name);
+        let origin = urls.first()?.clone();
+        let mut running = self.running.lock().expect("pulls lock");
+        if let Some(pull) = running.by_origin.get(&origin) {
+            return Some((pull.started.clone(), pull.name.clone()));
+        }
+        let key = name.to_string();
+        let (tx, rx) = watch::channel(false);
+        if let Err(refused) = running.start(&origin, Pull { name: key.clone(), started: rx.clone() }, client) {
+            tracing::warn!(stream = %key, %client, ?refused, "not pulled: {} pulls, {MAX_PULLS_PER_ADDRESS} per address at most", running.by_origin.len());
+            self.metrics.counts.pulls_refused_over_cap.inc();
+            return None;
+        }
+        let pull = PullTask { pulls: self.clone(), name: key.clone(), origin, client, urls };
+        tokio::spawn(pull.run(tx));
+        Some((rx, key))
+    }
 }
 
 /// What the origin sends, as a pull reads it: its ICE servers are not read (an edge answers from
@@ -159,7 +179,7 @@ impl Ended {
 
 /// One stream pulled, from its first request until it is released.
 struct PullTask {
-    state: Arc<HostState>,
+    pulls: Arc<Pulls>,
     /// The local name.
     name: String,
     /// The key in [`Running`]: its first URL.
@@ -174,9 +194,9 @@ impl PullTask {
     async fn run(self, started: watch::Sender<bool>) {
         let mut pulling = Pulling { task: &self, hub: None, started: &started, begun: Instant::now() };
         pull_rounds(&self.urls, &mut pulling).await;
-        let (state, name, hub) = (&self.state, &self.name, pulling.hub);
-        state.pulls.running.lock().expect("pulls lock").end(&self.origin, self.client);
-        state.streams.set_pulled(name, None);
+        let (pulls, name, hub) = (&self.pulls, &self.name, pulling.hub);
+        pulls.running.lock().expect("pulls lock").end(&self.origin, self.client);
+        pulls.streams.set_pulled(name, None);
         if let Some(hub) = hub {
             hub.source_stopped();
             tracing::info!(stream = %name, "pulled stream released");
@@ -255,7 +275,7 @@ struct Pulling<'a> {
 
 impl Origin for Pulling<'_> {
     async fn pull(&mut self, url: &str) -> Ended {
-        let ended = pull_once(&self.task.state, &self.task.name, url, &mut self.hub, self.started, self.begun).await;
+        let ended = pull_once(&self.task.pulls, &self.task.name, url, &mut self.hub, self.started, self.begun).await;
         if let Ended::Lost { why, .. } = &ended {
             tracing::warn!(stream = %self.task.name, %url, "pull from the origin ended: {why}");
         }
@@ -274,7 +294,7 @@ impl Origin for Pulling<'_> {
 }
 
 /// One pull from `url`: connect, be offered, answer, feed the hub until it ends.
-async fn pull_once(state: &Arc<HostState>, name: &str, url: &str, hub: &mut Option<Arc<StreamHub>>, started: &watch::Sender<bool>, begun: Instant) -> Ended {
+async fn pull_once(pulls: &Pulls, name: &str, url: &str, hub: &mut Option<Arc<StreamHub>>, started: &watch::Sender<bool>, begun: Instant) -> Ended {
     let connected = tokio::time::timeout(ORIGIN_DEADLINE, tokio_tungstenite::connect_async(url)).await;
     let mut socket = match connected {
         Ok(Ok((socket, _))) => socket,
@@ -294,7 +314,7 @@ async fn pull_once(state: &Arc<HostState>, name: &str, url: &str, hub: &mut Opti
     };
     let Offer { id, sdp, candidates, .. } = offer;
     let candidates = candidates.into_iter().flatten().map(|c| c.candidate).collect();
-    let (edge, mut events, answer, tracks) = match state.edge.pull(sdp.sdp, candidates).await {
+    let (edge, mut events, answer, tracks) = match pulls.edge.pull(sdp.sdp, candidates).await {
         Ok(pulled) => pulled,
         Err(e) => return Ended::lost(format!("cannot answer the origin's offer: {e}")),
     };
@@ -308,8 +328,8 @@ async fn pull_once(state: &Arc<HostState>, name: &str, url: &str, hub: &mut Opti
             if let Some(old) = old {
                 old.source_stopped(); // another codec: its viewers start over
             }
-            let fresh = Arc::new(StreamHub::new(name.to_string(), SourceKind::Origin, tracks.video, tracks.audio, state.config.keyframe_cache));
-            state.streams.set_pulled(name, Some(fresh.clone()));
+            let fresh = Arc::new(StreamHub::new(name.to_string(), SourceKind::Origin, tracks.video, tracks.audio, pulls.gop));
+            pulls.streams.set_pulled(name, Some(fresh.clone()));
             fresh
         }
     };
@@ -319,18 +339,18 @@ async fn pull_once(state: &Arc<HostState>, name: &str, url: &str, hub: &mut Opti
     }
     started.send_replace(true);
     tracing::info!(stream = %name, %url, video = ?tracks.video, "pulling from the origin");
-    follow(state, &current, &mut socket, &mut events, begun).await
+    follow(&pulls.origins, &current, &mut socket, &mut events, begun).await
 }
 
 /// Follows a pull: the origin's socket, the connection, the input and the viewers.
 async fn follow(
-    state: &Arc<HostState>,
+    origins: &Origins,
     hub: &StreamHub,
     socket: &mut OriginSocket,
     events: &mut tokio::sync::mpsc::UnboundedReceiver<EdgeEvent>,
     begun: Instant,
 ) -> Ended {
-    let properties = &state.config.origins.properties;
+    let properties = &origins.properties;
     let (no_input, unused_limit) = (Duration::from_millis(properties.no_input_failover_timeout), Duration::from_millis(properties.unused_stream_deletion_timeout));
     let started = crate::media::counters::unix_ms();
     let mut unused_since: Option<Instant> = None;

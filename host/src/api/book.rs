@@ -8,7 +8,9 @@
 use crate::media::counters::unix_ms;
 use crate::media::StreamHub;
 use std::sync::Arc;
-use crate::state::HostState;
+use crate::config::Application;
+use crate::sessions::Sessions;
+use crate::streams::Streams;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
@@ -120,18 +122,19 @@ pub struct StatsBook {
 }
 
 impl StatsBook {
-    /// Takes a sample of every level from the host's state.
-    pub fn sample(&self, state: &HostState) {
+    /// Takes a sample of every level: each stream's totals (its counters and its live
+    /// `sessions`), summed up to each configured application, the vhost and the server.
+    pub fn sample(&self, applications: &[Application], sessions: &Sessions, streams: &Streams) {
         let now_ms = unix_ms();
         let mut sums: BTreeMap<String, Totals> = BTreeMap::new();
-        for (hub, stream) in stream_totals(state) {
+        for (hub, stream) in stream_totals(sessions, streams) {
             let name = &hub.name;
             let app = name.split('/').next().unwrap_or_default();
             for key in [String::new(), VHOST.to_string(), format!("{VHOST}/{app}"), format!("{VHOST}/{name}")] {
                 sums.entry(key).or_default().add(&stream);
             }
         }
-        for app in &state.config.applications {
+        for app in applications {
             sums.entry(format!("{VHOST}/{}", app.name)).or_default();
         }
         let mut levels = self.levels.lock().expect("book lock");
@@ -147,9 +150,9 @@ impl StatsBook {
 }
 
 /// Each stream's hub and totals now: its counters plus its live sessions.
-pub fn stream_totals(state: &HostState) -> Vec<(Arc<StreamHub>, Totals)> {
-    let live = state.sessions.per_stream();
-    let totals = state.streams.all().into_iter().map(|hub| {
+pub fn stream_totals(sessions: &Sessions, streams: &Streams) -> Vec<(Arc<StreamHub>, Totals)> {
+    let live = sessions.per_stream();
+    let totals = streams.all().into_iter().map(|hub| {
         let c = &hub.counters;
         let l = live.get(&hub.name).cloned().unwrap_or_default();
         let totals = Totals {

@@ -17,9 +17,14 @@ pub mod prometheus;
 mod time;
 pub mod tree;
 
-use crate::state::HostState;
+use crate::config::Application;
+use crate::edge::EdgeCounters;
+use crate::metrics::Metrics;
+use crate::plugins::PluginSet;
+use crate::sessions::Sessions;
+use crate::streams::Streams;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,9 +34,25 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// What the API reads: the configured applications, the live streams and sessions, the counts.
+pub struct Api {
+    /// `<Applications>`.
+    pub applications: Vec<Application>,
+    /// `<Managers><API><AccessToken>`: HTTP Basic credentials; without one, loopback only.
+    pub access_token: Option<String>,
+    pub streams: Arc<Streams>,
+    pub sessions: Arc<Sessions>,
+    pub plugins: Arc<PluginSet>,
+    pub metrics: Arc<Metrics>,
+    /// The edge's totals.
+    pub edge: Arc<EdgeCounters>,
+    /// OME's statistics, sampled once a second ([`sample_every_second`]).
+    pub book: book::StatsBook,
+}
+
 /// The API port's router: OME's stats and listing paths, `/v1/version`, `/metrics` and the
 /// certificate reloads.
-pub fn router(state: Arc<HostState>, certificates: crate::tls::Certificates) -> Router {
+pub fn router(state: Arc<Api>, certificates: crate::tls::Certificates) -> Router {
     Router::new()
         .route("/v1/vhosts:reloadAllCertificates", post(reload_all_certificates))
         .route("/v1/version", get(version))
@@ -54,11 +75,11 @@ pub fn router(state: Arc<HostState>, certificates: crate::tls::Certificates) -> 
 }
 
 /// OPTIONS passes (CORS preflight, as in OME); anything else needs the token.
-async fn guard(State(state): State<Arc<HostState>>, ConnectInfo(remote): ConnectInfo<SocketAddr>, request: Request, next: Next) -> Response {
+async fn guard(State(state): State<Arc<Api>>, ConnectInfo(remote): ConnectInfo<SocketAddr>, request: Request, next: Next) -> Response {
     if request.method() == Method::OPTIONS {
         return StatusCode::NO_CONTENT.into_response();
     }
-    match access::check(state.config.access_token.as_deref(), request.headers(), remote.ip()) {
+    match access::check(state.access_token.as_deref(), request.headers(), remote.ip()) {
         Ok(()) => next.run(request).await,
         Err(refusal) => refused(&refusal),
     }
@@ -111,12 +132,12 @@ impl IntoResponse for NotFound {
 }
 
 /// Checks that `vhost` (and `app`, `stream`, when given) exist.
-fn find(state: &HostState, vhost: &str, app: Option<&str>, stream: Option<&str>) -> Result<(), NotFound> {
+fn find(state: &Api, vhost: &str, app: Option<&str>, stream: Option<&str>) -> Result<(), NotFound> {
     if vhost != VHOST {
         return Err(NotFound::Vhost(vhost.into()));
     }
     let Some(app) = app else { return Ok(()) };
-    if !state.config.applications.iter().any(|a| a.name == app) {
+    if !state.applications.iter().any(|a| a.name == app) {
         return Err(NotFound::App(vhost.into(), app.into()));
     }
     match stream {
@@ -126,7 +147,7 @@ fn find(state: &HostState, vhost: &str, app: Option<&str>, stream: Option<&str>)
 }
 
 /// The stats of the level `key`: a level not sampled yet (the first second) reads as zeros.
-fn stats_of(state: &HostState, key: &str) -> Response {
+fn stats_of(state: &Api, key: &str) -> Response {
     ok(book::ome_stats(&state.book.level(key).unwrap_or_default()))
 }
 
@@ -134,19 +155,19 @@ async fn version() -> Response {
     ok(json!({"version": env!("CARGO_PKG_VERSION"), "gitVersion": concat!("p2p-host-", env!("CARGO_PKG_VERSION"))}))
 }
 
-async fn server_stats(State(state): State<Arc<HostState>>) -> Response {
+async fn server_stats(State(state): State<Arc<Api>>) -> Response {
     stats_of(&state, "")
 }
 
-async fn vhost_stats(State(state): State<Arc<HostState>>, Path(vhost): Path<String>) -> Response {
+async fn vhost_stats(State(state): State<Arc<Api>>, Path(vhost): Path<String>) -> Response {
     find(&state, &vhost, None, None).map_or_else(IntoResponse::into_response, |()| stats_of(&state, &vhost))
 }
 
-async fn app_stats(State(state): State<Arc<HostState>>, Path((vhost, app)): Path<(String, String)>) -> Response {
+async fn app_stats(State(state): State<Arc<Api>>, Path((vhost, app)): Path<(String, String)>) -> Response {
     find(&state, &vhost, Some(&app), None).map_or_else(IntoResponse::into_response, |()| stats_of(&state, &format!("{vhost}/{app}")))
 }
 
-async fn stream_stats(State(state): State<Arc<HostState>>, Path((vhost, app, stream)): Path<(String, String, String)>) -> Response {
+async fn stream_stats(State(state): State<Arc<Api>>, Path((vhost, app, stream)): Path<(String, String, String)>) -> Response {
     find(&state, &vhost, Some(&app), Some(&stream)).map_or_else(IntoResponse::into_response, |()| stats_of(&state, &format!("{vhost}/{app}/{stream}")))
 }
 
@@ -154,20 +175,20 @@ async fn vhosts() -> Response {
     ok(json!([VHOST]))
 }
 
-async fn vhost(State(state): State<Arc<HostState>>, Path(vhost): Path<String>) -> Response {
+async fn vhost(State(state): State<Arc<Api>>, Path(vhost): Path<String>) -> Response {
     find(&state, &vhost, None, None).map_or_else(IntoResponse::into_response, |()| ok(json!({"name": VHOST})))
 }
 
-async fn apps(State(state): State<Arc<HostState>>, Path(vhost): Path<String>) -> Response {
-    let names: Vec<&str> = state.config.applications.iter().map(|a| a.name.as_str()).collect();
+async fn apps(State(state): State<Arc<Api>>, Path(vhost): Path<String>) -> Response {
+    let names: Vec<&str> = state.applications.iter().map(|a| a.name.as_str()).collect();
     find(&state, &vhost, None, None).map_or_else(IntoResponse::into_response, |()| ok(json!(names)))
 }
 
-async fn app(State(state): State<Arc<HostState>>, Path((vhost, app)): Path<(String, String)>) -> Response {
+async fn app(State(state): State<Arc<Api>>, Path((vhost, app)): Path<(String, String)>) -> Response {
     find(&state, &vhost, Some(&app), None).map_or_else(IntoResponse::into_response, |()| ok(json!({"name": app, "dynamic": false, "type": "live"})))
 }
 
-async fn streams(State(state): State<Arc<HostState>>, Path((vhost, app)): Path<(String, String)>) -> Response {
+async fn streams(State(state): State<Arc<Api>>, Path((vhost, app)): Path<(String, String)>) -> Response {
     if let Err(e) = find(&state, &vhost, Some(&app), None) {
         return e.into_response();
     }
@@ -177,7 +198,7 @@ async fn streams(State(state): State<Arc<HostState>>, Path((vhost, app)): Path<(
 }
 
 /// A stream's description, OME's `{name, input: {sourceType, createdTime, tracks}, outputs}`.
-async fn stream(State(state): State<Arc<HostState>>, Path((vhost, app, stream)): Path<(String, String, String)>) -> Response {
+async fn stream(State(state): State<Arc<Api>>, Path((vhost, app, stream)): Path<(String, String, String)>) -> Response {
     if let Err(e) = find(&state, &vhost, Some(&app), Some(&stream)) {
         return e.into_response();
     }
@@ -218,20 +239,15 @@ async fn vhost_action(Path(target): Path<String>, certificates: Extension<crate:
     }
 }
 
-async fn metrics(State(state): State<Arc<HostState>>) -> Response {
+async fn metrics(State(state): State<Arc<Api>>) -> Response {
     ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], prometheus::render(&state)).into_response()
 }
 
 /// Samples the stats book once a second until the host stops.
-pub async fn sample_every_second(state: Arc<HostState>) {
+pub async fn sample_every_second(state: Arc<Api>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
-        state.book.sample(&state);
+        state.book.sample(&state.applications, &state.sessions, &state.streams);
     }
-}
-
-/// Whether `headers` and `remote` may see the P2P page (the same rule as the API).
-pub fn page_access(state: &HostState, headers: &HeaderMap, remote: SocketAddr) -> Result<(), access::Refusal> {
-    access::check(state.config.access_token.as_deref(), headers, remote.ip())
 }

@@ -3,13 +3,13 @@
 
 use crate::media::counters::{close_reason_label, CLOSE_REASONS};
 use crate::metrics::{Series, Snapshot};
-use crate::state::HostState;
+use super::Api;
 use prometheus_client::metrics::MetricType::{Counter, Gauge};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 
 /// The exposition, in the Prometheus text format (version 0.0.4).
-pub fn render(state: &HostState) -> String {
+pub fn render(state: &Api) -> String {
     let mut registry = Registry::default();
     let mut families = per_stream(state);
     families.extend(host_wide(state));
@@ -29,7 +29,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// Families labelled by application and stream.
-fn per_stream(state: &HostState) -> Vec<Series> {
+fn per_stream(state: &Api) -> Vec<Series> {
     let mut viewers = Series::new("viewers", "Viewers playing, by where the stream comes from (the edge, or a peer)", Gauge);
     let mut sessions = Series::new("sessions", "Signalling sessions open", Gauge);
     let mut edges = Series::new("pulling_edges", "Other hosts pulling the stream as edges (counted apart from viewers)", Gauge);
@@ -43,7 +43,7 @@ fn per_stream(state: &HostState) -> Vec<Series> {
     let mut ingest = Series::new("ingest_bytes", "RTP bytes from the stream's source", Counter);
     let mut packets = Series::new("ingest_packets", "RTP packets from the stream's source", Counter);
     let mut lost = Series::new("ingest_packets_lost", "RTP packets the source sent that never arrived (sequence gaps)", Counter);
-    for (hub, t) in super::book::stream_totals(state) {
+    for (hub, t) in super::book::stream_totals(&state.sessions, &state.streams) {
         let c = &hub.counters;
         let (app, stream) = hub.name.split_once('/').unwrap_or((&hub.name, ""));
         let at = |extra: &[(&str, &str)]| {
@@ -72,7 +72,7 @@ fn per_stream(state: &HostState) -> Vec<Series> {
 }
 
 /// Families of the whole host: every one of the host's counts, some in families with labels.
-fn host_wide(state: &HostState) -> Vec<Series> {
+fn host_wide(state: &Api) -> Vec<Series> {
     let m = &state.metrics;
     let c = &m.counts;
     let mut ice = Series::new("edge_ice_failures", "Edge WebRTC connections that failed (ICE or DTLS) or did not come up in time", Counter);
@@ -90,7 +90,7 @@ fn host_wide(state: &HostState) -> Vec<Series> {
         family.push(vec![], count.value as f64);
         families.push(family);
     }
-    let counters = &state.edge.counters;
+    let counters = &state.edge;
     let edge: [(&str, &str, u64); 3] = [
         ("edge_lagged", "Times the edge fell behind a stream (its viewers resumed at the next keyframe)", counters.lagged.load(Ordering::Relaxed)),
         ("stun_binding_answered", "Plain STUN Binding requests the edge ports answered (answers queued to send)", counters.stun_binding_answered.load(Ordering::Relaxed)),

@@ -14,9 +14,13 @@
 //! not reading: it is dropped and its connection closed.
 
 use super::book::stream_totals;
-use crate::state::HostState;
+use crate::metrics::Metrics;
 use crate::server::Closer;
+use crate::sessions::Sessions;
+use crate::streams::Streams;
 use axum::extract::{ConnectInfo, State};
+use axum::routing::get;
+use axum::Router;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -46,27 +50,43 @@ pub const MAX_WATCHERS_PER_ADDRESS: usize = 8;
 /// if it is still there.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The latest snapshot, as every page is sent it, and the pages watching it.
+/// The latest snapshot, as every page is sent it, the pages watching it, and what it is made
+/// of (the streams and their sessions).
 pub struct TreeFeed {
     snapshot: watch::Sender<Arc<str>>,
     watchers: Mutex<Watchers>,
-}
-
-impl Default for TreeFeed {
-    fn default() -> Self {
-        Self { snapshot: watch::channel(Arc::from("")).0, watchers: Mutex::default() }
-    }
+    sessions: Arc<Sessions>,
+    streams: Arc<Streams>,
+    metrics: Arc<Metrics>,
+    /// The API's `<AccessToken>`: the page is behind the same rule.
+    access_token: Option<String>,
 }
 
 impl TreeFeed {
+    /// No page watching yet.
+    pub fn new(sessions: Arc<Sessions>, streams: Arc<Streams>, metrics: Arc<Metrics>, access_token: Option<String>) -> Self {
+        let snapshot = watch::channel(Arc::from("")).0;
+        Self { snapshot, watchers: Mutex::default(), sessions, streams, metrics, access_token }
+    }
+
+    /// `/p2p` and `/p2p/events`, for the signalling port's router.
+    pub fn routes<S: Clone + Send + Sync + 'static>(self: Arc<Self>) -> Router<S> {
+        Router::new().route("/p2p", get(page)).route("/p2p/events", get(events)).with_state(self)
+    }
+
+    /// Whether `headers` and `remote` may see the page (the same rule as the API).
+    fn access(&self, headers: &HeaderMap, remote: SocketAddr) -> Result<(), super::access::Refusal> {
+        super::access::check(self.access_token.as_deref(), headers, remote.ip())
+    }
+
     fn watchers(&self) -> std::sync::MutexGuard<'_, Watchers> {
         self.watchers.lock().expect("watchers lock")
     }
 
     /// Drops (and closes) the pages past their write deadline.
-    fn drop_stale(&self, metrics: &crate::metrics::Metrics) {
+    fn drop_stale(&self) {
         let stale = self.watchers().stale(Instant::now());
-        metrics.counts.p2p_watchers_dropped_not_reading.add(stale.len() as u64);
+        self.metrics.counts.p2p_watchers_dropped_not_reading.add(stale.len() as u64);
         stale.iter().for_each(|w| w.closer.close());
     }
 }
@@ -132,41 +152,41 @@ impl Watchers {
 
 /// A page's place among the watchers, for as long as its stream lives.
 struct Ticket {
-    state: Arc<HostState>,
+    tree: Arc<TreeFeed>,
     id: u64,
 }
 
 impl Ticket {
     /// Records an update taken; false once the page has been dropped (its stream then ends).
     fn took(&self) -> bool {
-        self.state.tree.watchers().took(self.id, Instant::now())
+        self.tree.watchers().took(self.id, Instant::now())
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.state.tree.watchers().remove(self.id);
+        self.tree.watchers().remove(self.id);
     }
 }
 
 /// Keeps the feed's snapshot current while any page watches, until the host stops.
-pub async fn feed(state: Arc<HostState>) {
-    let mut changes = state.sessions.watch_changes();
+pub async fn feed(tree: Arc<TreeFeed>) {
+    let mut changes = tree.sessions.watch_changes();
     loop {
         // The next change (or the refresh), then whatever else changes right after it.
         let _ = tokio::time::timeout(REFRESH, changes.changed()).await;
         tokio::time::sleep(COALESCE).await;
         changes.borrow_and_update();
-        if state.tree.snapshot.receiver_count() > 0 {
-            state.tree.snapshot.send_replace(snapshot(&state).to_string().into());
+        if tree.snapshot.receiver_count() > 0 {
+            tree.snapshot.send_replace(snapshot(&tree).to_string().into());
         }
-        state.tree.drop_stale(&state.metrics);
+        tree.drop_stale();
     }
 }
 
 /// `/p2p`: the page.
-pub async fn page(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
-    match super::page_access(&state, &headers, remote) {
+async fn page(State(tree): State<Arc<TreeFeed>>, headers: HeaderMap, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
+    match tree.access(&headers, remote) {
         Ok(()) => Html(PAGE).into_response(),
         Err(refusal) => super::refused(&refusal),
     }
@@ -174,25 +194,25 @@ pub async fn page(State(state): State<Arc<HostState>>, headers: HeaderMap, Conne
 
 /// `/p2p/events`: the tree, pushed: a snapshot made now, then the feed's. The page is let in at
 /// once, in place of another if there is no room (see [`Watchers::admit`]).
-pub async fn events(
-    State(state): State<Arc<HostState>>,
+async fn events(
+    State(tree): State<Arc<TreeFeed>>,
     headers: HeaderMap,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     closer: Option<Extension<Closer>>,
 ) -> Response {
-    if let Err(refusal) = super::page_access(&state, &headers, remote) {
+    if let Err(refusal) = tree.access(&headers, remote) {
         return super::refused(&refusal);
     }
-    state.tree.drop_stale(&state.metrics);
+    tree.drop_stale();
     let closer = closer.map(|Extension(c)| c).unwrap_or_default();
-    let (id, displaced) = state.tree.watchers().admit(remote.ip(), closer, Instant::now());
+    let (id, displaced) = tree.watchers().admit(remote.ip(), closer, Instant::now());
     if let Some(displaced) = displaced {
-        state.metrics.counts.p2p_watchers_dropped_for_room.inc();
+        tree.metrics.counts.p2p_watchers_dropped_for_room.inc();
         displaced.closer.close();
     }
-    let updates = state.tree.snapshot.subscribe();
-    let first: Arc<str> = snapshot(&state).to_string().into();
-    let ticket = Ticket { state, id };
+    let updates = tree.snapshot.subscribe();
+    let first: Arc<str> = snapshot(&tree).to_string().into();
+    let ticket = Ticket { tree, id };
     let events = futures_util::stream::unfold((updates, Some(first), ticket), |(mut updates, first, ticket)| async move {
         let data = match first {
             Some(data) => data,
@@ -207,9 +227,9 @@ pub async fn events(
 }
 
 /// Every stream's tree: `{streams: [{name, totals..., viewers: [TreeNode], listed_all}]}`.
-pub fn snapshot(state: &HostState) -> serde_json::Value {
-    let mut trees = state.sessions.trees(MAX_NODES);
-    let streams: Vec<serde_json::Value> = stream_totals(state)
+fn snapshot(tree: &TreeFeed) -> serde_json::Value {
+    let mut trees = tree.sessions.trees(MAX_NODES);
+    let streams: Vec<serde_json::Value> = stream_totals(&tree.sessions, &tree.streams)
         .into_iter()
         .map(|(hub, totals)| {
             let nodes = trees.remove(&hub.name).unwrap_or_default();

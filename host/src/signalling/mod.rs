@@ -6,7 +6,13 @@ mod publisher;
 mod session;
 mod whip;
 
-use crate::state::HostState;
+use crate::config::SignallingLimits;
+use crate::edge::Edge;
+use crate::metrics::Metrics;
+use crate::plugins::PluginSet;
+use crate::publish::Publishers;
+use crate::pull::Pulls;
+use crate::sessions::Sessions;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use crate::server::Admitted;
@@ -25,19 +31,32 @@ use std::sync::Arc;
 const PAGE: &str = include_str!("../../assets/player.html");
 const PLAYER_JS: &str = include_str!("../../assets/player.js");
 
-/// The router: `/` (test page), `/stats`, `/p2p` (the live tree), `/{app}/{stream}[/{file}]`
-/// (signalling; WHIP with `?direction=whip`).
-pub fn router(state: Arc<HostState>) -> Router {
+/// What the signalling port's requests reach: the sessions and the plugins that see them, the
+/// edge, where a stream is found (its own, or pulled) and where a publisher publishes.
+pub struct Signalling {
+    pub limits: SignallingLimits,
+    /// How long an edge offer waits for its answer.
+    pub answer_timeout: std::time::Duration,
+    pub sessions: Arc<Sessions>,
+    pub plugins: Arc<PluginSet>,
+    pub metrics: Arc<Metrics>,
+    pub edge: Arc<Edge>,
+    /// Every stream a viewer may ask for: the host's own, or pulled from an origin.
+    pub pulls: Arc<Pulls>,
+    pub publishers: Arc<Publishers>,
+}
+
+/// The router: `/` (test page), `/player.js`, `/stats`, `/{app}/{stream}[/{file}]` (signalling;
+/// WHIP with `?direction=whip`).
+pub fn router(state: Arc<Signalling>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/player.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript"), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], PLAYER_JS) }))
         .route("/stats", get(stats))
-        .route("/p2p", get(crate::api::tree::page))
-        .route("/p2p/events", get(crate::api::tree::events))
         .route("/{app}/{stream}", get(signalling).post(whip::post).options(whip::options))
         .route("/{app}/{stream}/{file}", get(signalling_with_file).delete(whip::delete).patch(whip::patch).options(whip::options))
         // The only bodies are WHIP offers: read no more than an SDP may be (413 past it).
-        .layer(axum::extract::DefaultBodyLimit::max(state.config.limits.max_sdp_bytes))
+        .layer(axum::extract::DefaultBodyLimit::max(state.limits.max_sdp_bytes))
         .with_state(state)
 }
 
@@ -46,9 +65,9 @@ const STATS_MAX_SESSIONS: usize = 1000;
 
 /// `/stats`: with `StatsAccessToken` configured, only to `Authorization: Bearer TOKEN` (then with
 /// User-Agents); without one, only to loopback and without User-Agents.
-async fn stats(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
+async fn stats(State(state): State<Arc<Signalling>>, headers: HeaderMap, ConnectInfo(remote): ConnectInfo<SocketAddr>) -> Response {
     let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let with_token = match &state.config.limits.stats_access_token {
+    let with_token = match &state.limits.stats_access_token {
         Some(token) if bearer.is_some_and(|b| crate::api::access::constant_time_eq(b.as_bytes(), token.as_bytes())) => true,
         Some(_) => return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a valid access token is needed\n").into_response(),
         None if remote.ip().is_loopback() => false,
@@ -71,7 +90,7 @@ async fn stats(State(state): State<Arc<HostState>>, headers: HeaderMap, ConnectI
 
 async fn signalling_with_file(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    State(state): State<Arc<HostState>>,
+    State(state): State<Arc<Signalling>>,
     Path((app, stream, _file)): Path<(String, String, String)>,
     query: RawQuery,
     headers: HeaderMap,
@@ -83,7 +102,7 @@ async fn signalling_with_file(
 
 async fn signalling(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    State(state): State<Arc<HostState>>,
+    State(state): State<Arc<Signalling>>,
     Path((app, stream)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -93,7 +112,7 @@ async fn signalling(
     let Ok(upgrade) = upgrade else {
         return (StatusCode::BAD_REQUEST, "this is a WebSocket signalling endpoint\n").into_response();
     };
-    let limits = &state.config.limits;
+    let limits = &state.limits;
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let user_agent = user_agent[..user_agent.floor_char_boundary(limits.max_user_agent_bytes)].to_string();
     // Signalling messages are a few KiB (an SDP with its candidates): small buffers keep an idle
@@ -121,7 +140,7 @@ async fn signalling(
         if publishing {
             return publisher::run(socket, state, name, &raw_query, remote.ip()).await;
         }
-        let Some(hub) = crate::pull::hub(&state, &name, remote.ip()).await else {
+        let Some(hub) = state.pulls.hub(&name, remote.ip()).await else {
             tracing::info!(%remote, "refused: no stream {name}");
             state.metrics.counts.sessions_refused.inc();
             return refuse(socket, 404, &format!("no such stream: {name}")).await;

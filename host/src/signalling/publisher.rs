@@ -5,7 +5,7 @@
 use super::protocol::{self, Incoming, ProtocolError};
 use crate::edge::EdgeEvent;
 use crate::publish::{authorize, PublishError, Publication};
-use crate::state::HostState;
+use super::Signalling;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use ome_signalling::query::{Query, TOKEN};
 use ome_signalling::StreamName;
@@ -29,7 +29,7 @@ impl From<PublishError> for ProtocolError {
 
 /// Serves one publisher of `name` (asking from `client`) until it leaves; the protocol's error
 /// first if it is refused or fails.
-pub async fn run(mut socket: WebSocket, state: Arc<HostState>, name: StreamName, query: &str, client: IpAddr) {
+pub async fn run(mut socket: WebSocket, state: Arc<Signalling>, name: StreamName, query: &str, client: IpAddr) {
     let outcome = serve(&mut socket, &state, &name, &Query::parse(query), client).await;
     if let Err(error) = &outcome {
         tracing::info!(stream = %name, code = error.code, "publisher refused or failed: {}", error.message);
@@ -38,22 +38,22 @@ pub async fn run(mut socket: WebSocket, state: Arc<HostState>, name: StreamName,
     let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
 }
 
-async fn serve(socket: &mut WebSocket, state: &Arc<HostState>, name: &StreamName, query: &Query, client: IpAddr) -> Result<(), ProtocolError> {
-    authorize(name.app(), state.streams.publishing(name.app()), query.get(TOKEN))?;
-    let limits = &state.config.limits;
+async fn serve(socket: &mut WebSocket, state: &Arc<Signalling>, name: &StreamName, query: &Query, client: IpAddr) -> Result<(), ProtocolError> {
+    authorize(name.app(), state.publishers.streams().publishing(name.app()), query.get(TOKEN))?;
+    let limits = &state.limits;
     match tokio::time::timeout(REQUEST_DEADLINE, socket.recv()).await {
         Ok(Some(Ok(Message::Text(text)))) if protocol::parse_bounded(&text, 0, limits)?.0 == Incoming::RequestOffer => {}
         Ok(Some(Ok(_))) => return Err(ProtocolError::bad("a publisher starts with request_offer")),
         Ok(_) => return Ok(()),
         Err(_) => return Err(ProtocolError { code: 408, message: "no request_offer in time".into() }),
     }
-    let publication = Publication::claim(state, name, None, client)?;
+    let publication = Publication::claim(&state.publishers, name, None, client)?;
     let (edge, mut events, offer, _) = state.edge.publish(None).await.map_err(|_| PublishError::Edge)?;
     socket
         .send(Message::Text(protocol::edge_offer(publication.id, &offer.sdp, &offer.candidates).into()))
         .await
         .map_err(|_| ProtocolError::bad("the socket closed"))?;
-    let mut answer_deadline = Some(Instant::now() + state.config.answer_timeout);
+    let mut answer_deadline = Some(Instant::now() + state.answer_timeout);
     let mut ice_deadline = None;
     let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     loop {

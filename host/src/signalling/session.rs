@@ -6,7 +6,7 @@ use crate::edge::{EdgeConnection, EdgeEvent, Transports};
 use crate::media::{SourceState, StreamHub};
 use crate::config::SignallingLimits;
 use crate::sessions::{OutgoingBudget, SessionCommand, SessionEntry};
-use crate::state::HostState;
+use super::Signalling;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use plugin_api::{CloseReason, MessageVerdict, OfferDecision, SessionId, SessionInfo, SessionKind};
 use std::sync::atomic::AtomicU64;
@@ -73,7 +73,7 @@ pub struct Request {
 
 struct Session {
     id: SessionId,
-    state: Arc<HostState>,
+    state: Arc<Signalling>,
     hub: Arc<StreamHub>,
     socket: WebSocket,
     phase: Phase,
@@ -119,10 +119,10 @@ impl RateLimit {
 }
 
 /// Runs a session on an accepted socket until it ends.
-pub async fn run(socket: WebSocket, state: Arc<HostState>, request: Request) {
+pub async fn run(socket: WebSocket, state: Arc<Signalling>, request: Request) {
     let (commands_tx, mut commands) = mpsc::unbounded_channel();
     let egress_bytes = Arc::new(AtomicU64::new(0));
-    let limits = state.config.limits.clone();
+    let limits = state.limits.clone();
     let outgoing = Arc::new(OutgoingBudget::new(limits.max_outgoing_bytes));
     // Publishers (`direction=send`) are served by `super::publisher`: a session here plays.
     let kind = SessionKind::Play;
@@ -351,7 +351,7 @@ impl Session {
         })?;
         self.edge = Some(edge);
         self.edge_events = Some(events);
-        self.answer_deadline = Some(Instant::now() + self.state.config.answer_timeout);
+        self.answer_deadline = Some(Instant::now() + self.state.answer_timeout);
         self.phase = Phase::Edge;
         self.state.metrics.counts.edge_offers.inc();
         let message = protocol::viewer_offer(self.id, &offer.sdp, &offer.candidates, &offer.stun_servers);

@@ -10,7 +10,7 @@
 
 use crate::edge::EdgeEvent;
 use crate::publish::{authorize, PublishError, Publication};
-use crate::state::HostState;
+use super::Signalling;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -57,7 +57,7 @@ impl IntoResponse for PublishError {
 
 /// `POST /{app}/{stream}?direction=whip`: a new publication.
 pub async fn post(
-    State(state): State<Arc<HostState>>,
+    State(state): State<Arc<Signalling>>,
     Path((app, stream)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -78,8 +78,8 @@ pub async fn post(
     if !content_type.starts_with("application/sdp") {
         return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "a WHIP offer is application/sdp");
     }
-    if body.len() > state.config.limits.max_sdp_bytes {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, &format!("an offer over {} bytes", state.config.limits.max_sdp_bytes));
+    if body.len() > state.limits.max_sdp_bytes {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, &format!("an offer over {} bytes", state.limits.max_sdp_bytes));
     }
     let Ok(offer) = String::from_utf8(body.to_vec()) else { return refuse(StatusCode::BAD_REQUEST, "the offer is not UTF-8") };
     let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
@@ -95,10 +95,10 @@ pub async fn post(
 
 /// Authorizes, claims the name, answers the offer, and leaves the publication running; the
 /// answer and the resource's key.
-async fn publish(state: &Arc<HostState>, name: &StreamName, offer: String, bearer: Option<&str>, client: IpAddr) -> Result<(String, String), PublishError> {
-    authorize(name.app(), state.streams.publishing(name.app()), bearer)?;
+async fn publish(state: &Arc<Signalling>, name: &StreamName, offer: String, bearer: Option<&str>, client: IpAddr) -> Result<(String, String), PublishError> {
+    authorize(name.app(), state.publishers.streams().publishing(name.app()), bearer)?;
     let key = format!("{:016x}", rand::random::<u64>());
-    let publication = Publication::claim(state, name, Some(key.clone()), client)?;
+    let publication = Publication::claim(&state.publishers, name, Some(key.clone()), client)?;
     let (edge, events, answer, tracks) = state.edge.publish(Some(offer)).await.map_err(|e| match e {
         crate::edge::EdgeError::Refused(e) => PublishError::BadSdp(format!("the offer cannot be answered: {e:#}")),
         crate::edge::EdgeError::Gone => PublishError::Edge,
@@ -144,7 +144,7 @@ async fn silence(hub: &crate::media::StreamHub) {
 }
 
 /// `DELETE /{app}/{stream}/{key}?direction=whip`: the publisher leaves.
-pub async fn delete(State(state): State<Arc<HostState>>, Path((app, stream, key)): Path<(String, String, String)>) -> Response {
+pub async fn delete(State(state): State<Arc<Signalling>>, Path((app, stream, key)): Path<(String, String, String)>) -> Response {
     if state.publishers.stop_whip(&format!("{app}/{stream}"), &key) {
         cors(StatusCode::OK.into_response())
     } else {
