@@ -22,11 +22,8 @@ mod udp;
 /// The WebRTC plumbing shared with the test peers (the `host` library).
 pub(crate) use host::plumbing;
 
-use anyhow::Context;
 use clap::Parser;
 use config::Config;
-use media::StreamHub;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,28 +125,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("no plugin loaded: every viewer is served from the edge");
     }
 
-    let mut streams = HashMap::new();
-    let mut sources = Vec::new();
-    for app in &config.applications {
-        for stream in &app.streams {
-            let name = format!("{}/{}", app.name, stream.name);
-            if stream.test_pattern.is_some() {
-                let clip = Arc::new(media::test_pattern::Clip::builtin().context("loading the built-in clip")?);
-                let hub = Arc::new(StreamHub::new(name.clone(), media::SourceKind::TestPattern, config::VideoCodec::Vp8, true, config.keyframe_cache));
-                tracing::info!(stream = %name, loop_seconds = clip.duration().as_secs_f32(), "built-in test stream");
-                sources.push(tokio::spawn(media::test_pattern::play(clip, hub.clone())));
-                streams.insert(name, hub);
-            } else if let Some(rtp) = &stream.rtp_ingest {
-                let hub = Arc::new(StreamHub::new(name.clone(), media::SourceKind::Rtp, rtp.video_codec, rtp.audio_port.is_some(), config.keyframe_cache));
-                let feed = media::rtp_ingest::start(rtp, hub.clone()).await.with_context(|| format!("stream {name}"))?;
-                sources.push(tokio::spawn(feed));
-                streams.insert(name, hub);
-            }
-        }
-    }
-
+    let configured = media::configured::Configured::start(&config).await?;
     let publishing = config.applications.iter().filter_map(|a| Some((a.name.clone(), a.publish.clone()?))).collect();
-    let streams = Arc::new(streams::Streams::new(streams, publishing, config.keyframe_cache));
+    let streams = Arc::new(streams::Streams::new(configured.hubs, publishing, config.keyframe_cache));
     let edge = Arc::new(edge::Edge::start(&config, metrics.clone())?);
     let limits = &config.limits;
     let publishers = Arc::new(publish::Publishers::new(streams.clone(), metrics.clone(), limits.max_publishers, limits.max_publishers_per_address));
@@ -228,7 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     stop_tx.send_replace(true);
     drain(&state, &counts).await;
     servers.iter().for_each(|s| s.abort());
-    sources.iter().for_each(|s| s.abort());
+    configured.tasks.iter().for_each(|s| s.abort());
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 use crate::config::PublishConfig;
 use crate::edge::ingest::Tracks;
 use crate::edge::EdgeConnection;
-use crate::media::StreamHub;
+use crate::media::Feed;
 use crate::metrics::Metrics;
 use crate::streams::{ClaimError, Claimed, Released, Streams};
 use ome_signalling::StreamName;
@@ -189,13 +189,13 @@ impl Publication {
         Ok(Self { id, name: name.to_string(), stop, publishers: publishers.clone() })
     }
 
-    /// The negotiation said what it sends: its media goes to the stream's hub from now on.
-    pub async fn activate(&self, edge: &EdgeConnection, tracks: Tracks) -> Result<Arc<StreamHub>, PublishError> {
-        let hub = self.publishers.streams.activate(&self.name, self.id, tracks.video, tracks.audio).ok_or_else(|| PublishError::Taken(format!("{} was taken over", self.name)))?;
-        edge.publish_to(&hub).await.map_err(|_| PublishError::Edge)?;
+    /// The negotiation said what it sends: its media feeds the stream from now on.
+    pub async fn activate(&self, edge: &EdgeConnection, tracks: Tracks) -> Result<Feed, PublishError> {
+        let feed = self.publishers.streams.activate(&self.name, self.id, tracks.video, tracks.audio).ok_or_else(|| PublishError::Taken(format!("{} was taken over", self.name)))?;
+        edge.publish_to(&feed).await.map_err(|_| PublishError::Edge)?;
         tracing::info!(stream = %self.name, publisher = self.id, video = ?tracks.video, audio = tracks.audio, "publishing");
         self.publishers.metrics.counts.publishers_started.inc();
-        Ok(hub)
+        Ok(feed)
     }
 }
 

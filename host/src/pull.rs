@@ -9,7 +9,7 @@
 use crate::config::Origins;
 use crate::edge::{Edge, EdgeEvent};
 use crate::media::gop::GopLimits;
-use crate::media::{SourceKind, StreamHub};
+use crate::media::{Feed, SourceKind, StreamHub};
 use crate::metrics::Metrics;
 use crate::streams::Streams;
 use futures_util::{SinkExt, StreamExt};
@@ -197,8 +197,8 @@ impl PullTask {
         let (pulls, name, hub) = (&self.pulls, &self.name, pulling.hub);
         pulls.running.lock().expect("pulls lock").end(&self.origin, self.client);
         pulls.streams.set_pulled(name, None);
-        if let Some(hub) = hub {
-            hub.source_stopped();
+        if let Some(feed) = hub {
+            feed.stopped();
             tracing::info!(stream = %name, "pulled stream released");
         }
         started.send_replace(true);
@@ -265,10 +265,10 @@ async fn pull_rounds(urls: &[String], origin: &mut impl Origin) {
     }
 }
 
-/// A [`PullTask`]'s pulls: the hub they feed (kept across pulls, so viewers stay).
+/// A [`PullTask`]'s pulls: the stream they feed (kept across pulls, so viewers stay).
 struct Pulling<'a> {
     task: &'a PullTask,
-    hub: Option<Arc<StreamHub>>,
+    hub: Option<Feed>,
     started: &'a watch::Sender<bool>,
     begun: Instant,
 }
@@ -288,13 +288,13 @@ impl Origin for Pulling<'_> {
                 tracing::warn!(stream = %self.task.name, "no origin gives the stream");
                 false
             }
-            Some(hub) => hub.counters.open.load(Ordering::Relaxed) > 0,
+            Some(feed) => feed.hub().counters.open.load(Ordering::Relaxed) > 0,
         }
     }
 }
 
 /// One pull from `url`: connect, be offered, answer, feed the hub until it ends.
-async fn pull_once(pulls: &Pulls, name: &str, url: &str, hub: &mut Option<Arc<StreamHub>>, started: &watch::Sender<bool>, begun: Instant) -> Ended {
+async fn pull_once(pulls: &Pulls, name: &str, url: &str, hub: &mut Option<Feed>, started: &watch::Sender<bool>, begun: Instant) -> Ended {
     let connected = tokio::time::timeout(ORIGIN_DEADLINE, tokio_tungstenite::connect_async(url)).await;
     let mut socket = match connected {
         Ok(Ok((socket, _))) => socket,
@@ -323,13 +323,13 @@ async fn pull_once(pulls: &Pulls, name: &str, url: &str, hub: &mut Option<Arc<St
         return Ended::lost("the origin closed");
     }
     let current = match hub.take() {
-        Some(h) if h.video_codec == tracks.video && h.has_audio == tracks.audio => h,
+        Some(f) if f.hub().video_codec == tracks.video && f.hub().has_audio == tracks.audio => f,
         old => {
             if let Some(old) = old {
-                old.source_stopped(); // another codec: its viewers start over
+                old.stopped(); // another codec: its viewers start over
             }
-            let fresh = Arc::new(StreamHub::new(name.to_string(), SourceKind::Origin, tracks.video, tracks.audio, pulls.gop));
-            pulls.streams.set_pulled(name, Some(fresh.clone()));
+            let fresh = Feed::new(name.to_string(), SourceKind::Origin, tracks.video, tracks.audio, pulls.gop);
+            pulls.streams.set_pulled(name, Some(fresh.hub().clone()));
             fresh
         }
     };
@@ -339,7 +339,7 @@ async fn pull_once(pulls: &Pulls, name: &str, url: &str, hub: &mut Option<Arc<St
     }
     started.send_replace(true);
     tracing::info!(stream = %name, %url, video = ?tracks.video, "pulling from the origin");
-    follow(&pulls.origins, &current, &mut socket, &mut events, begun).await
+    follow(&pulls.origins, current.hub(), &mut socket, &mut events, begun).await
 }
 
 /// Follows a pull: the origin's socket, the connection, the input and the viewers.

@@ -384,9 +384,14 @@ fn end_peer_link(entry: &mut SessionEntry) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::Feed;
+
+    fn stream() -> Feed {
+        Feed::new("app/s".into(), crate::media::SourceKind::TestPattern, crate::config::VideoCodec::Vp8, false, Default::default())
+    }
 
     fn hub() -> Arc<StreamHub> {
-        Arc::new(StreamHub::new("app/s".into(), crate::media::SourceKind::TestPattern, crate::config::VideoCodec::Vp8, false, Default::default()))
+        stream().hub().clone()
     }
 
     fn entry(id: SessionId, commands: mpsc::UnboundedSender<SessionCommand>, hub: Arc<StreamHub>) -> SessionEntry {
@@ -401,32 +406,33 @@ mod tests {
         }
     }
 
-    fn publish(hub: &StreamHub, payload_bytes: usize) {
+    fn publish(feed: &Feed, payload_bytes: usize) {
         let packet = rtc::rtp::Packet { payload: vec![0u8; payload_bytes].into(), ..Default::default() };
-        hub.publish(crate::media::MediaKind::Audio, packet);
+        feed.packet(crate::media::MediaKind::Audio, packet);
     }
 
     #[test]
     fn what_peers_carried_is_the_streams_bytes_while_each_peer_link_was_up() {
-        let (sessions, hub) = (Sessions::default(), hub());
+        let (sessions, feed) = (Sessions::default(), stream());
+        let hub = feed.hub();
         let host = sessions.register(|id| entry(id, mpsc::unbounded_channel().0, hub.clone()));
         let client = sessions.register(|id| entry(id, mpsc::unbounded_channel().0, hub.clone()));
         sessions.set_edge_up(host, true);
         sessions.set_delivery(host, Delivery { free_relay_slots: 1, ..Delivery::default() });
-        publish(&hub, 88); // 100 bytes before the link: not carried by the peer
+        publish(&feed, 88); // 100 bytes before the link: not carried by the peer
         sessions.set_delivery(client, Delivery { upstream: host, connected: false, free_relay_slots: 0 });
-        publish(&hub, 88); // connecting: not yet
+        publish(&feed, 88); // connecting: not yet
         sessions.set_delivery(client, Delivery { upstream: host, connected: true, free_relay_slots: 0 });
-        publish(&hub, 188);
+        publish(&feed, 188);
         let live = &sessions.per_stream()["app/s"];
         assert_eq!((live.sessions, live.edge_viewers, live.peer_viewers, live.relaying, live.free_relay_slots), (2, 1, 1, 1, 1));
         assert_eq!(live.peer_bytes, 200);
         sessions.set_delivery(client, Delivery::default()); // back on the edge
-        publish(&hub, 88);
+        publish(&feed, 88);
         assert_eq!(hub.counters.peer_bytes_ended.load(Ordering::Relaxed), 200);
         assert_eq!(sessions.per_stream()["app/s"].peer_bytes, 0, "ended links are counted once, in the stream's total");
         sessions.set_delivery(client, Delivery { upstream: host, connected: true, free_relay_slots: 0 });
-        publish(&hub, 88);
+        publish(&feed, 88);
         sessions.remove(client);
         assert_eq!(hub.counters.peer_bytes_ended.load(Ordering::Relaxed), 300, "a link ends with its session");
         sessions.set_delivery(client, Delivery { upstream: host, connected: true, free_relay_slots: 0 });

@@ -9,7 +9,7 @@
 
 use crate::config::{PublishConfig, VideoCodec};
 use crate::media::gop::GopLimits;
-use crate::media::{SourceKind, StreamHub};
+use crate::media::{Feed, SourceKind, StreamHub};
 use plugin_api::SessionId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,8 +29,8 @@ pub enum ClaimError {
 struct Published {
     /// The publisher that holds the name, if any.
     publisher: Option<SessionId>,
-    /// Its hub, once active (kept through the grace time).
-    hub: Option<Arc<StreamHub>>,
+    /// Its stream's feed, once active (kept through the grace time).
+    hub: Option<Feed>,
     /// Bumped at every claim: a grace timer of an earlier publisher does nothing.
     generation: u64,
 }
@@ -82,7 +82,7 @@ impl Streams {
         self.configured
             .get(name)
             .cloned()
-            .or_else(|| self.published.lock().expect("streams lock").get(name).and_then(|p| p.hub.clone()))
+            .or_else(|| self.published.lock().expect("streams lock").get(name).and_then(|p| p.hub.as_ref().map(|f| f.hub().clone())))
             .or_else(|| self.pulled.lock().expect("streams lock").get(name).cloned())
     }
 
@@ -99,7 +99,7 @@ impl Streams {
     pub fn all(&self) -> Vec<Arc<StreamHub>> {
         let mut configured: Vec<_> = self.configured.values().cloned().collect();
         configured.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut published: Vec<_> = self.published.lock().expect("streams lock").values().filter_map(|p| p.hub.clone()).collect();
+        let mut published: Vec<_> = self.published.lock().expect("streams lock").values().filter_map(|p| Some(p.hub.as_ref()?.hub().clone())).collect();
         published.extend(self.pulled.lock().expect("streams lock").values().cloned());
         published.sort_by(|a, b| a.name.cmp(&b.name));
         configured.extend(published);
@@ -128,20 +128,20 @@ impl Streams {
         Ok(claimed)
     }
 
-    /// `publisher`'s negotiation is done: the hub its media goes to. One kept from its last
+    /// `publisher`'s negotiation is done: the stream its media goes to. One kept from its last
     /// publisher (in the grace time) is reused if it carries the same codecs; else a new one.
-    pub fn activate(&self, name: &str, publisher: SessionId, video: VideoCodec, audio: bool) -> Option<Arc<StreamHub>> {
+    pub fn activate(&self, name: &str, publisher: SessionId, video: VideoCodec, audio: bool) -> Option<Feed> {
         let mut published = self.published.lock().expect("streams lock");
         let entry = published.get_mut(name).filter(|p| p.publisher == Some(publisher))?;
         if let Some(old) = entry.hub.take() {
-            if old.video_codec == video && old.has_audio == audio {
+            if old.hub().video_codec == video && old.hub().has_audio == audio {
                 entry.hub = Some(old);
             } else {
-                old.source_stopped();
+                old.stopped();
             }
         }
-        let hub = entry.hub.get_or_insert_with(|| Arc::new(StreamHub::new(name.to_string(), SourceKind::WebRtc, video, audio, self.gop)));
-        Some(hub.clone())
+        let feed = entry.hub.get_or_insert_with(|| Feed::new(name.to_string(), SourceKind::WebRtc, video, audio, self.gop));
+        Some(feed.clone())
     }
 
     /// `publisher` left `name`: the stream ends (its viewers are told, the name is free), or
@@ -150,15 +150,15 @@ impl Streams {
         let mut published = self.published.lock().expect("streams lock");
         let Some(entry) = published.get_mut(name).filter(|p| p.publisher == Some(publisher)) else { return Released::NotHeld };
         entry.publisher = None;
-        if let Some(hub) = &entry.hub {
-            hub.set_keyframe_sink(None);
+        if let Some(feed) = &entry.hub {
+            feed.take_keyframe_requests(None);
         }
         let grace = self.publishing.get(name.split('/').next().unwrap_or_default()).map_or(0, |r| r.grace_ms);
         if grace > 0 && entry.hub.is_some() {
             return Released::Waiting { grace: std::time::Duration::from_millis(grace), generation: entry.generation };
         }
-        if let Some(hub) = published.remove(name).and_then(|p| p.hub) {
-            hub.source_stopped();
+        if let Some(feed) = published.remove(name).and_then(|p| p.hub) {
+            feed.stopped();
         }
         Released::Ended
     }
@@ -168,8 +168,8 @@ impl Streams {
     pub fn grace_over(&self, name: &str, generation: u64) {
         let mut published = self.published.lock().expect("streams lock");
         if published.get(name).is_some_and(|p| p.publisher.is_none() && p.generation == generation) {
-            if let Some(hub) = published.remove(name).and_then(|p| p.hub) {
-                hub.source_stopped();
+            if let Some(feed) = published.remove(name).and_then(|p| p.hub) {
+                feed.stopped();
             }
         }
     }
@@ -180,7 +180,7 @@ mod tests {
     use super::*;
 
     fn streams(rules: PublishConfig) -> Streams {
-        let configured = HashMap::from([("live/fixed".to_string(), Arc::new(StreamHub::new("live/fixed".into(), SourceKind::TestPattern, VideoCodec::Vp8, true, GopLimits::default())))]);
+        let configured = HashMap::from([("live/fixed".to_string(), Feed::new("live/fixed".into(), SourceKind::TestPattern, VideoCodec::Vp8, true, GopLimits::default()).hub().clone())]);
         Streams::new(configured, HashMap::from([("live".to_string(), rules)]), GopLimits::default())
     }
 
@@ -192,7 +192,7 @@ mod tests {
         assert!(matches!(s.claim("live", "fixed", 3), Err(ClaimError::NotPublishable(_))), "a configured stream");
         assert!(matches!(s.claim("other", "cam", 3), Err(ClaimError::NotPublishable(_))), "an application without <Publish>");
         assert!(s.get("live/cam").is_none(), "no hub before the negotiation");
-        let hub = s.activate("live/cam", 1, VideoCodec::H264, true).unwrap();
+        let hub = s.activate("live/cam", 1, VideoCodec::H264, true).unwrap().hub().clone();
         assert!(Arc::ptr_eq(&s.get("live/cam").unwrap(), &hub));
         assert_eq!(s.release("live/cam", 2), Released::NotHeld, "not 2's to release");
         assert_eq!(s.release("live/cam", 1), Released::Ended);
@@ -206,10 +206,10 @@ mod tests {
         let s = streams(PublishConfig { streams: vec!["cam".into()], take_over: true, ..PublishConfig::default() });
         assert!(matches!(s.claim("live", "other", 1), Err(ClaimError::NotPublishable(_))));
         assert_eq!(s.claim("live", "cam", 1), Ok(Claimed::Free));
-        let first = s.activate("live/cam", 1, VideoCodec::Vp8, true).unwrap();
+        let first = s.activate("live/cam", 1, VideoCodec::Vp8, true).unwrap().hub().clone();
         assert_eq!(s.claim("live", "cam", 2), Ok(Claimed::TookOver(1)));
         assert!(s.activate("live/cam", 1, VideoCodec::Vp8, true).is_none(), "the old publisher's negotiation is void");
-        let second = s.activate("live/cam", 2, VideoCodec::Vp8, true).unwrap();
+        let second = s.activate("live/cam", 2, VideoCodec::Vp8, true).unwrap().hub().clone();
         assert!(Arc::ptr_eq(&first, &second), "same codecs: viewers keep their hub");
         assert_eq!(s.release("live/cam", 1), Released::NotHeld, "the old publisher leaving changes nothing");
     }
@@ -218,13 +218,13 @@ mod tests {
     fn in_the_grace_time_the_hub_waits_for_its_publisher_and_a_new_codec_gets_a_new_hub() {
         let s = streams(PublishConfig { grace_ms: 5000, ..PublishConfig::default() });
         s.claim("live", "cam", 1).unwrap();
-        let hub = s.activate("live/cam", 1, VideoCodec::Vp8, true).unwrap();
+        let hub = s.activate("live/cam", 1, VideoCodec::Vp8, true).unwrap().hub().clone();
         let Released::Waiting { generation, .. } = s.release("live/cam", 1) else { panic!("a grace time") };
         assert!(s.get("live/cam").is_some(), "viewers still find it");
         s.claim("live", "cam", 2).unwrap();
         s.grace_over("live/cam", generation);
         assert!(s.get("live/cam").is_some(), "republished in time: the old grace timer does nothing");
-        let h264 = s.activate("live/cam", 2, VideoCodec::H264, true).unwrap();
+        let h264 = s.activate("live/cam", 2, VideoCodec::H264, true).unwrap().hub().clone();
         assert!(!Arc::ptr_eq(&hub, &h264), "another codec: another hub");
         assert_eq!(*hub.state().borrow(), crate::media::SourceState::Stopped, "the old hub's viewers are told");
         let Released::Waiting { generation, .. } = s.release("live/cam", 2) else { panic!("a grace time") };

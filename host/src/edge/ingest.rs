@@ -12,7 +12,7 @@
 use super::conn::Offer;
 use super::link::{edge_settings, host_candidates, Phase, RtcLink};
 use super::EdgeEvent;
-use crate::media::{MediaKind, StreamHub};
+use crate::media::{Feed, MediaKind};
 use crate::plumbing::{self, VideoCodec};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrackId;
@@ -32,7 +32,6 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -62,8 +61,8 @@ pub struct NewPublisher<'a> {
 pub struct PublisherConn {
     /// The connection itself.
     pub link: RtcLink,
-    /// The hub its media goes to, once the negotiation said what the stream carries.
-    hub: Option<Arc<StreamHub>>,
+    /// The stream its media feeds, once the negotiation said what the stream carries.
+    feed: Option<Feed>,
     /// Its tracks by id, as they opened: their kind, the receiver that reads them, their SSRC.
     tracks: HashMap<MediaStreamTrackId, (MediaKind, RTCRtpReceiverId, u32)>,
 }
@@ -91,7 +90,7 @@ fn receiving_pc(now: Instant, certificate: RTCCertificate, lite: bool, video: &[
 
 impl PublisherConn {
     fn new(pc: RTCPeerConnection, ufrag: String, phase: Phase, events: mpsc::UnboundedSender<EdgeEvent>) -> Self {
-        Self { link: RtcLink::new(pc, ufrag, phase, events), hub: None, tracks: HashMap::new() }
+        Self { link: RtcLink::new(pc, ufrag, phase, events), feed: None, tracks: HashMap::new() }
     }
 
     /// OME's way: the server offers; [`Self::answer`] takes the publisher's answer.
@@ -131,9 +130,9 @@ impl PublisherConn {
         Ok((Self::new(pc, ufrag, Phase::Answered, new.events), sdp, tracks))
     }
 
-    /// From now on its media goes to `hub`.
-    pub fn publish_to(&mut self, hub: Arc<StreamHub>) {
-        self.hub = Some(hub);
+    /// From now on its media feeds `feed`'s stream.
+    pub fn publish_to(&mut self, feed: Feed) {
+        self.feed = Some(feed);
     }
 
     /// A datagram for this connection.
@@ -156,7 +155,7 @@ impl PublisherConn {
         receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok()
     }
 
-    /// Follows events (the session hears of the state) and hands received RTP to the hub.
+    /// Follows events (the session hears of the state) and hands received RTP to the stream.
     fn after_input(&mut self) {
         while let Some(event) = self.link.pc.poll_event() {
             match event {
@@ -173,11 +172,11 @@ impl PublisherConn {
         }
         while let Some(message) = self.link.pc.poll_read() {
             let RTCMessage::RtpPacket(track, mut packet) = message.message else { continue };
-            let (Some(hub), Some((kind, ..))) = (&self.hub, self.tracks.get(&track)) else { continue };
+            let (Some(feed), Some((kind, ..))) = (&self.feed, self.tracks.get(&track)) else { continue };
             // Viewers negotiate no header extensions: the publisher's stay here.
             packet.header.extension = false;
             packet.header.extensions.clear();
-            hub.publish(*kind, packet);
+            feed.packet(*kind, packet);
         }
     }
 }

@@ -44,7 +44,7 @@ pub mod track;
 pub mod worker;
 
 use crate::config::Config;
-use crate::media::StreamHub;
+use crate::media::{Feed, StreamHub};
 use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -242,11 +242,12 @@ impl EdgeConnection {
         Ok(result.await.map_err(|_| EdgeError::Gone)??)
     }
 
-    /// The publisher's media goes to `hub` from now on, and `hub`'s keyframe requests to it.
-    pub async fn publish_to(&self, hub: &Arc<StreamHub>) -> Result<(), EdgeError> {
-        self.worker.send(Command::PublishTo { key: self.key, hub: hub.clone() }).await.map_err(|_| EdgeError::Gone)?;
+    /// The connection is `feed`'s source from now on: its media feeds the stream, the stream's
+    /// keyframe requests go to it.
+    pub async fn publish_to(&self, feed: &Feed) -> Result<(), EdgeError> {
+        self.worker.send(Command::PublishTo { key: self.key, feed: feed.clone() }).await.map_err(|_| EdgeError::Gone)?;
         let (worker, key) = (self.worker.clone(), self.key);
-        hub.set_keyframe_sink(Some(Box::new(move || worker.try_send(Command::RequestKeyframe { key }).is_ok())));
+        feed.take_keyframe_requests(Some(Box::new(move || worker.try_send(Command::RequestKeyframe { key }).is_ok())));
         Ok(())
     }
 }

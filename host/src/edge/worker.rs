@@ -64,8 +64,8 @@ pub enum Command {
     },
     /// Apply a publisher's answer (OME's signalling).
     PublisherAnswer { key: ConnKey, sdp: String, reply: oneshot::Sender<anyhow::Result<Tracks>> },
-    /// From now on the publisher's media goes to `hub`.
-    PublishTo { key: ConnKey, hub: Arc<StreamHub> },
+    /// From now on the publisher is `feed`'s source.
+    PublishTo { key: ConnKey, feed: crate::media::Feed },
     /// Ask the publisher for a keyframe.
     RequestKeyframe { key: ConnKey },
     /// Close and forget the connection.
@@ -498,9 +498,9 @@ impl Worker {
                 }
                 let _ = reply.send(result);
             }
-            Command::PublishTo { key, hub } => {
+            Command::PublishTo { key, feed } => {
                 if let Some(Link::Publisher(conn, _)) = self.conns.get_mut(&key).map(|e| &mut e.link) {
-                    conn.publish_to(hub);
+                    conn.publish_to(feed);
                 }
             }
             Command::RequestKeyframe { key } => {

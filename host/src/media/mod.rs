@@ -1,6 +1,14 @@
-//! Media sources and their fan-out point: every stream has one [`StreamHub`] that its source
-//! feeds RTP packets into and every viewer's edge connection reads from.
+//! Media sources and their fan-out point: every stream has one [`StreamHub`] that every viewer's
+//! edge connection reads from, and one [`Feed`], the only way into it, held by its source.
+//!
+//! Every source is one of [`SourceKind`]'s and feeds its stream the same way, whatever drives
+//! it: the built-in clip ([`test_pattern`]) and RTP ingest ([`rtp_ingest`]), both configured and
+//! started with the host ([`configured`]), and the edge's connections from WebRTC publishers and
+//! to origins (pulls), which hold the feed of the hub that [`crate::streams`] or [`crate::pull`]
+//! made for them. A source sends packets ([`Feed::packet`]), may take keyframe requests
+//! ([`Feed::take_keyframe_requests`]), and says when it stops ([`Feed::stopped`]).
 
+pub mod configured;
 pub mod counters;
 pub mod gop;
 pub mod rtp_ingest;
@@ -117,25 +125,8 @@ struct KeyframeRequests {
 pub type KeyframeSink = Box<dyn Fn() -> bool + Send + Sync>;
 
 impl StreamHub {
-    /// A hub for stream `name` whose `source` sends `video_codec` (and Opus if `has_audio`).
-    pub fn new(name: String, source: SourceKind, video_codec: VideoCodec, has_audio: bool, gop: GopLimits) -> Self {
-        Self {
-            name,
-            video_codec,
-            has_audio,
-            source,
-            packets: broadcast::channel(FANOUT_CAPACITY).0,
-            state: watch::channel(SourceState::Waiting).0,
-            announced: AtomicBool::new(false),
-            published: AtomicU64::new(0),
-            gop: Mutex::new(GopCache::new(gop)),
-            keyframe_requests: Arc::default(),
-            counters: counters::StreamCounters::new(),
-        }
-    }
-
     /// Hands a packet from the source to every viewer. One source per hub: calls are sequential.
-    pub fn publish(&self, kind: MediaKind, packet: rtp::Packet) {
+    fn publish(&self, kind: MediaKind, packet: rtp::Packet) {
         let keyframe_start = kind == MediaKind::Video && is_keyframe_start(self.video_codec, &packet.payload);
         if !self.announced.swap(true, Ordering::Relaxed) {
             tracing::info!(stream = %self.name, "source is live");
@@ -153,9 +144,7 @@ impl StreamHub {
         self.gop.lock().expect("gop lock").snapshot(Instant::now())
     }
 
-    /// Lets the source be asked for keyframes (`sink` is called once per request, already
-    /// coalesced); `None`: it cannot be asked any more (its publisher left).
-    pub fn set_keyframe_sink(&self, sink: Option<KeyframeSink>) {
+    fn set_keyframe_sink(&self, sink: Option<KeyframeSink>) {
         self.keyframe_requests.lock().expect("keyframe lock").sink = sink;
     }
 
@@ -189,8 +178,7 @@ impl StreamHub {
         }
     }
 
-    /// Marks the source as stopped (silent); viewers watching [`Self::state`] end their sessions.
-    pub fn source_stopped(&self) {
+    fn source_stopped(&self) {
         if self.announced.swap(false, Ordering::Relaxed) {
             tracing::warn!(stream = %self.name, "source stopped sending");
         }
@@ -210,17 +198,68 @@ impl StreamHub {
 
 pub use crate::plumbing::is_keyframe_start;
 
+/// The way into one stream, held by its source: viewers read the [`StreamHub`], only the holder
+/// of its feed writes it. Clones feed the same stream (a publisher's feed is also kept by
+/// [`crate::streams`], which ends the stream when the publisher leaves).
+#[derive(Clone)]
+pub struct Feed(Arc<StreamHub>);
+
+impl Feed {
+    /// A new stream `name` whose `source` sends `video_codec` (and Opus if `has_audio`): its
+    /// source's feed ([`Feed::hub`] is the hub, for its viewers).
+    pub fn new(name: String, source: SourceKind, video_codec: VideoCodec, has_audio: bool, gop: GopLimits) -> Self {
+        Feed(Arc::new(StreamHub {
+            name,
+            video_codec,
+            has_audio,
+            source,
+            packets: broadcast::channel(FANOUT_CAPACITY).0,
+            state: watch::channel(SourceState::Waiting).0,
+            announced: AtomicBool::new(false),
+            published: AtomicU64::new(0),
+            gop: Mutex::new(GopCache::new(gop)),
+            keyframe_requests: Arc::default(),
+            counters: counters::StreamCounters::new(),
+        }))
+    }
+
+    /// The stream this feeds, for its viewers.
+    pub fn hub(&self) -> &Arc<StreamHub> {
+        &self.0
+    }
+
+    /// Hands a packet from the source to every viewer. One source per stream: calls are
+    /// sequential.
+    pub fn packet(&self, kind: MediaKind, packet: rtp::Packet) {
+        self.0.publish(kind, packet);
+    }
+
+    /// Lets the source be asked for keyframes (`sink` is called once per request, already
+    /// coalesced; [`StreamHub::request_keyframe`]); `None`: it cannot be asked any more (its
+    /// publisher left). The built-in clip and RTP ingest send keyframes on their own schedule.
+    pub fn take_keyframe_requests(&self, sink: Option<KeyframeSink>) {
+        self.0.set_keyframe_sink(sink);
+    }
+
+    /// The source stopped (went silent, left, or the stream is released): viewers watching
+    /// [`StreamHub::state`] end their sessions.
+    pub fn stopped(&self) {
+        self.0.source_stopped();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn keyframe_requests_are_coalesced_to_one_per_second_and_none_is_lost() {
-        let hub = StreamHub::new("app/s".into(), SourceKind::WebRtc, VideoCodec::Vp8, false, GopLimits::default());
+        let feed = Feed::new("app/s".into(), SourceKind::WebRtc, VideoCodec::Vp8, false, GopLimits::default());
+        let hub = feed.hub();
         let t0 = Instant::now();
         assert!(!hub.request_keyframe(t0), "a source that cannot take requests gets none");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        hub.set_keyframe_sink(Some(Box::new(move || tx.send(Instant::now()).is_ok())));
+        feed.take_keyframe_requests(Some(Box::new(move || tx.send(Instant::now()).is_ok())));
         let sent: Vec<bool> = [0, 10, 500, 999].iter().map(|ms| hub.request_keyframe(t0 + Duration::from_millis(*ms))).collect();
         assert_eq!(sent, [true, false, false, false], "one at once, the rest owed");
         let first = rx.recv().await.unwrap();

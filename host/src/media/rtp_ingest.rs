@@ -1,19 +1,19 @@
 //! RTP over UDP ingest (e.g. `ffmpeg ... -f rtp rtp://127.0.0.1:5004`): one socket per track.
 //! A source silent for longer than its timeout is reported stopped; its viewers are told.
 
-use super::{counters, MediaKind, StreamHub};
+use super::{counters, Feed, MediaKind};
 use crate::config::RtpIngest;
 use rtc::rtp;
 use rtc::shared::marshal::Unmarshal;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
 
 /// Binds the ingest sockets of `config` (so that a busy port fails at start) and returns the task
-/// that feeds `hub` until the host stops.
-pub async fn start(config: &RtpIngest, hub: Arc<StreamHub>) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+/// that feeds its stream until the host stops.
+pub async fn start(config: &RtpIngest, feed: Feed) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let hub = feed.hub().clone();
     let bind = |port: u16| {
         let addr = SocketAddr::new(config.address, port);
         async move {
@@ -55,7 +55,7 @@ pub async fn start(config: &RtpIngest, hub: Arc<StreamHub>) -> anyhow::Result<im
             match received {
                 Err(_elapsed) => {
                     if live {
-                        hub.source_stopped();
+                        feed.stopped();
                         live = false;
                     }
                 }
@@ -70,7 +70,7 @@ pub async fn start(config: &RtpIngest, hub: Arc<StreamHub>) -> anyhow::Result<im
                             live = true;
                             let lost = losses[usize::from(kind == MediaKind::Audio)].arrived(packet.header.sequence_number);
                             hub.counters.ingest_lost.fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
-                            hub.publish(kind, packet);
+                            feed.packet(kind, packet);
                         }
                         Err(e) => tracing::debug!(stream = %hub.name, "not an RTP packet ({n} bytes): {e}"),
                     }

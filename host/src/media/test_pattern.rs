@@ -2,7 +2,7 @@
 //! `assets/make-test-clip.sh`), packetized once at start and played in a loop in real time, with
 //! RTP timestamps and sequence numbers that run on across loops as if it were one live source.
 
-use super::{MediaKind, StreamHub};
+use super::{Feed, MediaKind};
 use crate::plumbing::{AUDIO_PT, VIDEO_PT};
 use bytes::Bytes;
 use rtc::media::io::ivf_reader::IVFReader;
@@ -96,8 +96,8 @@ impl Clip {
     }
 }
 
-/// Plays `clip` into `hub` forever, in real time.
-pub async fn play(clip: Arc<Clip>, hub: Arc<StreamHub>) {
+/// Plays `clip` into its stream's `feed` forever, in real time.
+pub async fn play(clip: Arc<Clip>, feed: Feed) {
     let ssrc = (rand::random::<u32>(), rand::random::<u32>());
     let mut seq = (rand::random::<u16>(), rand::random::<u16>());
     let start = tokio::time::Instant::now();
@@ -119,7 +119,7 @@ pub async fn play(clip: Arc<Clip>, hub: Arc<StreamHub>) {
                 ..Default::default()
             };
             *seq = seq.wrapping_add(1);
-            hub.publish(p.kind, rtp::Packet { header, payload: p.payload.clone() });
+            feed.packet(p.kind, rtp::Packet { header, payload: p.payload.clone() });
         }
     }
 }

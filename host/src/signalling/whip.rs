@@ -103,14 +103,14 @@ async fn publish(state: &Arc<Signalling>, name: &StreamName, offer: String, bear
         crate::edge::EdgeError::Refused(e) => PublishError::BadSdp(format!("the offer cannot be answered: {e:#}")),
         crate::edge::EdgeError::Gone => PublishError::Edge,
     })?;
-    let hub = publication.activate(&edge, tracks.ok_or(PublishError::Edge)?).await?;
+    let feed = publication.activate(&edge, tracks.ok_or(PublishError::Edge)?).await?;
     tokio::spawn(async move {
         let mut events = events;
         let (edge, publication) = (edge, publication);
         let ended = tokio::select! {
             () = publication.stop.notified() => "stopped (DELETE or taken over)",
             ended = watch(&mut events) => ended,
-            () = silence(&hub) => "ended: nothing sent for a while",
+            () = silence(feed.hub()) => "ended: nothing sent for a while",
         };
         tracing::info!(stream = %publication.name, publisher = publication.id, "WHIP publication {ended}");
         drop(edge);
