@@ -13,6 +13,7 @@ mod proxy_protocol;
 mod publish;
 mod pull;
 mod server;
+mod shares;
 mod sessions;
 mod streams;
 mod signalling;

@@ -1,4 +1,4 @@
-//! Publishing: what both ways in (OME's WebSocket signalling, WHIP) share. A publisher is
+//! LivePublisher: what both ways in (OME's WebSocket signalling, WHIP) share. A publisher is
 //! authorized by its application's token, claims the stream's name, negotiates its edge
 //! connection, and its media then goes into the stream's hub; when it leaves, the stream ends or
 //! waits out its grace time. Publishers are not signalling sessions of the viewers' kind: plugins
@@ -9,6 +9,7 @@ use crate::edge::ingest::Tracks;
 use crate::edge::EdgeConnection;
 use crate::media::Feed;
 use crate::metrics::Metrics;
+use crate::shares::{Caps, Refused, Shares};
 use crate::streams::{ClaimError, Claimed, Released, Streams};
 use ome_signalling::StreamName;
 use plugin_api::SessionId;
@@ -87,14 +88,30 @@ pub fn authorize(app: &str, rules: Option<&PublishConfig>, presented: Option<&st
 /// The live publications: how a take-over or a WHIP `DELETE` stops one, and what a publisher
 /// needs to take its stream's name (the streams, the caps, the counts).
 pub struct Publishers {
-    live: Mutex<HashMap<SessionId, Live>>,
+    live: Mutex<Live>,
     streams: Arc<Streams>,
     metrics: Arc<Metrics>,
     /// `<MaxPublishers>` and `<MaxPublishersPerAddress>`.
-    caps: (usize, usize),
+    caps: Caps,
 }
 
+/// The publications, by id, and the places their addresses hold.
+#[derive(Default)]
 struct Live {
+    by_id: HashMap<SessionId, LivePublisher>,
+    shares: Shares,
+}
+
+impl Live {
+    /// Publication `id` is over: its place is given back.
+    fn remove(&mut self, id: SessionId) {
+        if let Some(p) = self.by_id.remove(&id) {
+            self.shares.give_back(p.client);
+        }
+    }
+}
+
+struct LivePublisher {
     name: String,
     stop: Arc<Notify>,
     /// Its WHIP resource key, if it came by WHIP.
@@ -107,7 +124,7 @@ impl Publishers {
     /// No publisher yet; they publish into `streams`, at most `max` at once and `per_address` from
     /// one address.
     pub fn new(streams: Arc<Streams>, metrics: Arc<Metrics>, max: usize, per_address: usize) -> Self {
-        Self { live: Mutex::default(), streams, metrics, caps: (max, per_address) }
+        Self { live: Mutex::default(), streams, metrics, caps: Caps { total: max, per_address } }
     }
 
     /// The streams they publish into (an application's publishing rules are there).
@@ -118,28 +135,25 @@ impl Publishers {
     /// Admits a publisher of `name` from `client` if fewer than the cap publish, and fewer than
     /// the per-address share from `client`: its id (never 0, never one in use) and what stops it.
     fn admit(&self, name: &str, whip_key: Option<String>, client: IpAddr) -> Result<(SessionId, Arc<Notify>), PublishError> {
-        let (max, per_address) = self.caps;
         let mut live = self.live.lock().expect("publishers lock");
-        if live.len() >= max {
-            return Err(PublishError::Full);
-        }
-        if live.values().filter(|l| l.client == client).count() >= per_address {
-            return Err(PublishError::AddressShare);
-        }
+        live.shares.take(client, self.caps).map_err(|refused| match refused {
+            Refused::Full => PublishError::Full,
+            Refused::AddressShare => PublishError::AddressShare,
+        })?;
         let id = loop {
             let id = rand::random_range(1..=i32::MAX as u32);
-            if !live.contains_key(&id) {
+            if !live.by_id.contains_key(&id) {
                 break id;
             }
         };
         let stop = Arc::new(Notify::new());
-        live.insert(id, Live { name: name.to_string(), stop: stop.clone(), whip_key, client });
+        live.by_id.insert(id, LivePublisher { name: name.to_string(), stop: stop.clone(), whip_key, client });
         Ok((id, stop))
     }
 
     /// Stops publisher `id`, if it is live.
     fn stop(&self, id: SessionId) {
-        if let Some(live) = self.live.lock().expect("publishers lock").get(&id) {
+        if let Some(live) = self.live.lock().expect("publishers lock").by_id.get(&id) {
             live.stop.notify_one();
         }
     }
@@ -147,13 +161,13 @@ impl Publishers {
     /// Stops the WHIP publication of `name` with resource `key`; false if there is none.
     pub fn stop_whip(&self, name: &str, key: &str) -> bool {
         let live = self.live.lock().expect("publishers lock");
-        let found = live.values().find(|l| l.name == name && l.whip_key.as_deref() == Some(key));
+        let found = live.by_id.values().find(|l| l.name == name && l.whip_key.as_deref() == Some(key));
         found.inspect(|l| l.stop.notify_one()).is_some()
     }
 
     /// The host is stopping: every publisher stops.
     pub fn stop_all(&self) {
-        self.live.lock().expect("publishers lock").values().for_each(|l| l.stop.notify_one());
+        self.live.lock().expect("publishers lock").by_id.values().for_each(|l| l.stop.notify_one());
     }
 }
 
@@ -182,7 +196,7 @@ impl Publication {
                 publishers.stop(old);
             }
             Err(e) => {
-                publishers.live.lock().expect("publishers lock").remove(&id);
+                publishers.live.lock().expect("publishers lock").remove(id);
                 return Err(e.into());
             }
         }
@@ -202,7 +216,7 @@ impl Publication {
 impl Drop for Publication {
     /// The publisher left: the stream ends, or waits out its grace time.
     fn drop(&mut self) {
-        self.publishers.live.lock().expect("publishers lock").remove(&self.id);
+        self.publishers.live.lock().expect("publishers lock").remove(self.id);
         match self.publishers.streams.release(&self.name, self.id) {
             Released::Ended => tracing::info!(stream = %self.name, publisher = self.id, "publisher left; the stream ended"),
             Released::Waiting { grace, generation } => {

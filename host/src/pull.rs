@@ -11,6 +11,7 @@ use crate::edge::{Edge, EdgeEvent};
 use crate::media::gop::GopLimits;
 use crate::media::{Feed, SourceKind, StreamHub};
 use crate::metrics::Metrics;
+use crate::shares::{Caps, Refused, Shares};
 use crate::streams::Streams;
 use futures_util::{SinkExt, StreamExt};
 use ome_signalling::messages::{Answer, CandidateInit, Offer, PlayerMessage, ServerMessage, SessionDescription};
@@ -70,7 +71,8 @@ pub struct Pulls {
 #[derive(Default)]
 struct Running {
     by_origin: HashMap<String, Pull>,
-    by_address: HashMap<IpAddr, usize>,
+    /// Who started the pulls running: [`MAX_PULLS`] in all, [`MAX_PULLS_PER_ADDRESS`] each.
+    shares: Shares,
 }
 
 struct Pull {
@@ -79,37 +81,21 @@ struct Pull {
     started: watch::Receiver<bool>,
 }
 
-/// Why no pull was started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refused {
-    Full,
-    AddressShare,
-}
+/// The caps on pulls.
+const CAPS: Caps = Caps { total: MAX_PULLS, per_address: MAX_PULLS_PER_ADDRESS };
 
 impl Running {
     /// Counts a new pull of `origin` started by `address`, if the caps allow it.
     fn start(&mut self, origin: &str, pull: Pull, address: IpAddr) -> Result<(), Refused> {
-        let mine = self.by_address.get(&address).copied().unwrap_or(0);
-        if self.by_origin.len() >= MAX_PULLS {
-            return Err(Refused::Full);
-        }
-        if mine >= MAX_PULLS_PER_ADDRESS {
-            return Err(Refused::AddressShare);
-        }
+        self.shares.take(address, CAPS)?;
         self.by_origin.insert(origin.to_string(), pull);
-        self.by_address.insert(address, mine + 1);
         Ok(())
     }
 
     /// The pull of `origin` started by `address` ended.
     fn end(&mut self, origin: &str, address: IpAddr) {
         self.by_origin.remove(origin);
-        if let Some(n) = self.by_address.get_mut(&address) {
-            *n -= 1;
-            if *n == 0 {
-                self.by_address.remove(&address);
-            }
-        }
+        self.shares.give_back(address);
     }
 }
 

@@ -18,9 +18,9 @@
 //! which must end within `HeaderTimeoutMs` too, then HTTP as on the plain port.
 
 use crate::config::SignallingLimits;
+use crate::shares::{Caps, Shares};
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,14 +33,7 @@ use tower_service::Service;
 /// Open connections, in total and per remote address.
 #[derive(Debug, Default)]
 pub struct ConnectionCounts {
-    /// Open connections per remote address; the total is their sum, kept beside it.
-    open: Mutex<Open>,
-}
-
-#[derive(Debug, Default)]
-struct Open {
-    by_address: HashMap<IpAddr, usize>,
-    total: usize,
+    open: Mutex<Shares>,
 }
 
 /// One admitted connection; dropping the last clone frees its place. A WebSocket session keeps
@@ -54,40 +47,20 @@ pub struct ConnectionGuard {
 /// The guard of the connection a request came on, in the request's extensions.
 pub type Admitted = Arc<ConnectionGuard>;
 
-impl Open {
-    fn held(&self, address: IpAddr) -> usize {
-        self.by_address.get(&address).copied().unwrap_or(0)
-    }
-
-    fn add(&mut self, address: IpAddr) {
-        *self.by_address.entry(address).or_default() += 1;
-    }
-
-    fn remove(&mut self, address: IpAddr) {
-        if let Some(n) = self.by_address.get_mut(&address) {
-            *n -= 1;
-            if *n == 0 {
-                self.by_address.remove(&address);
-            }
-        }
-    }
+fn caps(limits: &SignallingLimits) -> Caps {
+    Caps { total: limits.max_connections, per_address: limits.max_connections_per_address }
 }
 
 impl ConnectionCounts {
     /// Admits a connection from `address` if both caps allow it.
     pub fn admit(self: &Arc<Self>, address: IpAddr, limits: &SignallingLimits) -> Option<ConnectionGuard> {
-        let mut open = self.open.lock().expect("counts lock");
-        if open.total >= limits.max_connections || open.held(address) >= limits.max_connections_per_address {
-            return None;
-        }
-        open.total += 1;
-        open.add(address);
+        self.open.lock().expect("counts lock").take(address, caps(limits)).ok()?;
         Some(ConnectionGuard { counts: self.clone(), address })
     }
 
     /// Connections open now.
     pub fn total(&self) -> usize {
-        self.open.lock().expect("counts lock").total
+        self.open.lock().expect("counts lock").total()
     }
 }
 
@@ -95,15 +68,7 @@ impl ConnectionGuard {
     /// Moves this connection's place to `address` (a proxy's connection, to the client its
     /// header names) if that address is under its cap; the total is unchanged. `None` frees it.
     pub fn move_to(mut self, address: IpAddr, limits: &SignallingLimits) -> Option<ConnectionGuard> {
-        let moved = {
-            let mut open = self.counts.open.lock().expect("counts lock");
-            let room = address == self.address || open.held(address) < limits.max_connections_per_address;
-            if room {
-                open.remove(self.address);
-                open.add(address);
-            }
-            room
-        };
+        let moved = self.counts.open.lock().expect("counts lock").move_place(self.address, address, limits.max_connections_per_address);
         moved.then(|| {
             self.address = address;
             self
@@ -113,9 +78,7 @@ impl ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        let mut open = self.counts.open.lock().expect("counts lock");
-        open.total -= 1;
-        open.remove(self.address);
+        self.counts.open.lock().expect("counts lock").give_back(self.address);
     }
 }
 
