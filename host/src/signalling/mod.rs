@@ -125,7 +125,7 @@ async fn signalling(
         .max_frame_size(limits.max_message_bytes);
     let name = StreamName::new(&app, &stream);
     let raw_query = query.unwrap_or_default();
-    let publishing = Query::parse(&raw_query).direction() == Direction::Send;
+    let query = Query::parse(&raw_query);
     upgrade.on_upgrade(move |socket| async move {
         // The connection's place under the caps is held for as long as the session lives.
         let _admitted = admitted;
@@ -137,8 +137,8 @@ async fn signalling(
                 return refuse(socket, 400, &format!("not a stream name: {e}")).await;
             }
         };
-        if publishing {
-            return publisher::run(socket, state, name, &raw_query, remote.ip()).await;
+        if query.direction() == Direction::Send {
+            return publisher::run(socket, state, name, &query, remote.ip()).await;
         }
         let Some(hub) = state.pulls.hub(&name, remote.ip()).await else {
             tracing::info!(%remote, "refused: no stream {name}");
@@ -151,7 +151,8 @@ async fn signalling(
             stream: name.stream().to_string(),
             user_agent,
             remote: remote.to_string(),
-            query: raw_query,
+            raw_query,
+            query,
         };
         session::run(socket, state, request).await;
     })

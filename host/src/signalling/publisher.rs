@@ -29,8 +29,8 @@ impl From<PublishError> for ProtocolError {
 
 /// Serves one publisher of `name` (asking from `client`) until it leaves; the protocol's error
 /// first if it is refused or fails.
-pub async fn run(mut socket: WebSocket, state: Arc<Signalling>, name: StreamName, query: &str, client: IpAddr) {
-    let outcome = serve(&mut socket, &state, &name, &Query::parse(query), client).await;
+pub async fn run(mut socket: WebSocket, state: Arc<Signalling>, name: StreamName, query: &Query, client: IpAddr) {
+    let outcome = serve(&mut socket, &state, &name, query, client).await;
     if let Err(error) = &outcome {
         tracing::info!(stream = %name, code = error.code, "publisher refused or failed: {}", error.message);
         let _ = socket.send(Message::Text(protocol::error(error.code, &error.message).into())).await;

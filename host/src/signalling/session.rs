@@ -67,8 +67,10 @@ pub struct Request {
     pub user_agent: String,
     /// The remote address.
     pub remote: String,
-    /// The query string.
-    pub query: String,
+    /// The query string, as written (the plugins read it).
+    pub raw_query: String,
+    /// The query, read.
+    pub query: ome_signalling::Query,
 }
 
 struct Session {
@@ -136,7 +138,7 @@ pub async fn run(socket: WebSocket, state: Arc<Signalling>, request: Request) {
             &request.stream,
             &request.user_agent,
             &request.remote,
-            &request.query,
+            &request.raw_query,
         );
         info = Some(i.clone());
         SessionEntry {
@@ -145,7 +147,7 @@ pub async fn run(socket: WebSocket, state: Arc<Signalling>, request: Request) {
             egress_bytes: egress_bytes.clone(),
             outgoing: outgoing.clone(),
             hub: request.hub.clone(),
-            pulling_edge: ome_signalling::Query::parse(&request.query).get(ome_signalling::query::EDGE).is_some(),
+            pulling_edge: request.query.get(ome_signalling::query::EDGE).is_some(),
             view: Default::default(),
         }
     });
@@ -162,7 +164,7 @@ pub async fn run(socket: WebSocket, state: Arc<Signalling>, request: Request) {
         socket,
         phase: Phase::Idle,
         edge: None,
-        transports: Transports::from_query(&ome_signalling::query::Query::parse(&request.query)),
+        transports: Transports::from_query(&request.query),
         edge_events: None,
         answer_deadline: None,
         ice_deadline: None,
