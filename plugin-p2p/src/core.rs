@@ -1,6 +1,10 @@
 //! The P2P state machine, sans-IO: session events in, [`HostCall`]s and decisions out. No I/O, no
 //! clock, no threads: every event carries the time (`now`, ms on the host's monotonic clock), and
 //! deadlines are timers the caller runs and reports back with [`P2pCore::timer_fired`].
+//!
+//! Here: the events, pairs and moves. Beside it: `core/peer.rs` (one session's record, and its
+//! life-cycles as enums), `core/links.rs` (where a link can form, and a failed one's aftermath),
+//! `core/trees.rs` (clients relaying further), `core/invariants.rs` (the bookkeeping checked).
 
 use crate::broker::{self, BrokerError, P2pMessage};
 use crate::classify::Classifier;
@@ -19,11 +23,12 @@ use ome_signalling::query::{self, Query};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
+mod invariants;
 mod links;
 mod peer;
 mod trees;
 
-use peer::{Capabilities, Movability, Peer, Unmovable};
+use peer::{Capabilities, Peer, Unmovable};
 
 /// Links across networks that may fail from one client address (in `FailedLinks`' memory) before
 /// it is paired across networks no more: failing with two different hosts says more about its
@@ -718,93 +723,5 @@ impl P2pCore {
             self.arm_pair_deadline(viewer, Deadline::MoveRequest { host, client: viewer }, self.config.offer_timeout_ms);
             self.count(counts::MOVES, 1);
         }
-    }
-
-    /// Checks the bookkeeping behind [`Self::role`] (for tests and the fuzzer): roles point at each
-    /// other and share a pool key, no host has more than k clients, the pool holds exactly the
-    /// hosts not retired at their loads, the dependants are counted right, the movable queue holds
-    /// exactly the viewers who may move, and every waiting pair has its deadline armed.
-    #[doc(hidden)]
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let k = usize::from(self.config.max_client_peers_per_host_peer);
-        let mut pool: Vec<_> = self.pool.hosts().collect();
-        let (mut pooled, mut dependants) = (Vec::new(), HashMap::new());
-        for (&id, p) in &self.peers {
-            if p.dependant() {
-                *dependants.entry(p.key).or_insert(0u32) += 1;
-            }
-            if p.movability.queued_since().is_some() && !p.may_move(self.config.move_former_clients, self.moves_idle_hosts()) {
-                return Err(format!("{id} is queued to move but may not ({:?}, moves {})", p.role, p.moves));
-            }
-            if p.pair.is_some() != matches!(p.role, Role::Client { .. }) {
-                return Err(format!("{id} is {:?} with pairing {:?}", p.role, p.pair));
-            }
-            match &p.role {
-                Role::Viewer => {}
-                Role::Host { clients } => {
-                    if !p.can.may_host() || clients.len() > k {
-                        return Err(format!("{id} hosts {clients:?} ({:?}, k {k})", p.can));
-                    }
-                    if !p.standing.retired() {
-                        pooled.push((p.key, clients.len() as u16, id));
-                    }
-                    for (i, c) in clients.iter().enumerate() {
-                        let back = self.peers.get(c).filter(|cp| cp.key == p.key).map(|cp| &cp.role);
-                        if !matches!(back, Some(Role::Client { host, .. }) if *host == id) || clients[..i].contains(c) {
-                            return Err(format!("host {id} lists {c}, whose role is {back:?}"));
-                        }
-                    }
-                }
-                Role::Client { host, stage } => {
-                    let listed = match self.peers.get(host) {
-                        Some(Peer { role: Role::Host { clients }, .. }) => clients.contains(&id),
-                        Some(h @ Peer { role: Role::Client { .. }, .. }) => h.relay_clients().is_some_and(|c| c.contains(&id)),
-                        _ => false,
-                    };
-                    if let Some(subs) = p.relay_clients() {
-                        let too_deep = p.depth >= self.config.max_depth || subs.len() > k;
-                        let theirs = subs.iter().all(|c| matches!(self.peers.get(c).map(|cp| &cp.role), Some(Role::Client { host, .. }) if *host == id));
-                        if too_deep || !theirs || !p.can.host_eligible {
-                            return Err(format!("relaying client {id} at depth {} relays to {subs:?}", p.depth));
-                        }
-                        if !p.standing.retired() {
-                            pooled.push((p.key, subs.len() as u16, id));
-                        }
-                    }
-                    let deadline = match stage {
-                        Stage::Moving => Some(Deadline::MoveRequest { host: *host, client: id }),
-                        Stage::AwaitingOffer => Some(Deadline::HostOffer { host: *host, client: id }),
-                        Stage::AwaitingAnswer => Some(Deadline::ClientAnswer { host: *host, client: id }),
-                        Stage::Answered | Stage::Confirmed => None,
-                    };
-                    let former = p.life.former() && !(self.config.move_former_clients && p.moves > 0);
-                    let token = p.pair.as_ref().map_or(0, |pair| pair.deadline);
-                    let current = deadline.is_none_or(|d| self.deadlines.get(token) == Some(&d));
-                    if !listed || !p.can.p2p || former || !current {
-                        return Err(format!("client {id} of {host} at {stage:?}: listed {listed}, p2p {}, {:?}, deadline {deadline:?} current: {current}", p.can.p2p, p.life));
-                    }
-                }
-            }
-        }
-        pool.sort_unstable();
-        pooled.sort_unstable();
-        if pool != pooled {
-            return Err(format!("pool {pool:?}, hosts {pooled:?}"));
-        }
-        self.pool.check_indexes()?;
-        if *self.pool.dependants() != dependants {
-            return Err(format!("dependants counted {:?}, actually {dependants:?}", self.pool.dependants()));
-        }
-        let mut sited = 0;
-        for (key, since, id) in self.movable.all() {
-            let Some(p) = self.peers.get(&id).filter(|p| p.key == key && p.movability == Movability::Queued { since }) else {
-                return Err(format!("{id} is queued to move under {key:?} since {since}, but its record says otherwise"));
-            };
-            sited += usize::from(p.site != Site::UNKNOWN);
-        }
-        if sited != self.movable.sited() {
-            return Err(format!("{} queued by network, {sited} expected", self.movable.sited()));
-        }
-        Ok(())
     }
 }
