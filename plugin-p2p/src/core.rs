@@ -165,7 +165,7 @@ impl P2pCore {
     pub fn delivery(&self, id: SessionId) -> Option<Delivery> {
         let peer = self.peers.get(&id)?;
         let k = self.config.max_client_peers_per_host_peer;
-        Some(match &peer.role {
+        Some(match peer.role() {
             Role::Client { host, stage } if *stage != Stage::Moving => {
                 let evidence = !peer.reports_links() && self.link_evidence(*host, id);
                 let connected = *stage == Stage::Confirmed || (*stage == Stage::Answered && evidence);
@@ -198,7 +198,7 @@ impl P2pCore {
 
     /// The role of session `id`, if the core knows it.
     pub fn role(&self, id: SessionId) -> Option<&Role> {
-        self.peers.get(&id).map(|p| &p.role)
+        self.peers.get(&id).map(Peer::role)
     }
 
     /// The deadline the next host asked to offer gets, in ms.
@@ -277,12 +277,12 @@ impl P2pCore {
     pub fn session_playing(&mut self, now: u64, id: SessionId) {
         self.clock = self.clock.max(now);
         let Some(peer) = self.peers.get_mut(&id) else { return };
-        if peer.role != Role::Viewer {
+        if *peer.role() != Role::Viewer {
             return;
         }
         peer.edge_since = Some(now);
         if peer.can.may_host() {
-            peer.role = Role::Host { clients: Vec::new() };
+            peer.start_hosting();
             let key = peer.key;
             self.touched.push(id);
             if !peer.standing.retired() {
@@ -328,7 +328,7 @@ impl P2pCore {
             }
         };
         let partner = if host == from { client } else { host };
-        let stage = match self.peers.get(&client).map(|p| &p.role) {
+        let stage = match self.role(client) {
             // A viewer being moved has not been introduced to its host yet: nobody may address it.
             Some(&Role::Client { host: h, stage }) if h == host && stage != Stage::Moving => stage,
             _ if self.peers.get(&client).is_some_and(|p| p.last_host == Some(host)) => {
@@ -400,13 +400,13 @@ impl P2pCore {
                     return MessageVerdict::Handled; // a repeated answer changes nothing
                 }
                 let shown = Reach::of_sdp(sdp.get("sdp").and_then(serde_json::Value::as_str).unwrap_or(""));
-                self.reach_shown(host, client, |p| p.pair.as_mut().map(|pair| &mut pair.recv_reach), client, shown);
+                self.reach_shown(host, client, |p| p.pair_mut().map(|pair| &mut pair.recv_reach), client, shown);
                 self.set_stage(client, Stage::Answered);
                 if link_reports {
                     // Its player will say whether the link plays: until then it is pending.
                     let token = self.deadlines.arm(Deadline::Confirm { host, client });
                     let peer = self.peers.get_mut(&client).expect("a pair's client is known");
-                    peer.pair.as_mut().expect("a client has its pair").reports_links = true;
+                    peer.pair_mut().expect("a client has its pair").reports_links = true;
                     peer.timers.confirm = token;
                     self.timer(token, self.config.confirm_timeout_ms);
                 } else if self.link_evidence(host, client) {
@@ -418,7 +418,7 @@ impl P2pCore {
             P2pMessage::Candidate { candidates, .. } => {
                 self.out(HostCall::Send(host, broker::candidate_p2p(host, client, &candidates)));
                 let shown = Reach::of_candidates(&candidates);
-                self.reach_shown(host, client, |p| p.pair.as_mut().map(|pair| &mut pair.recv_reach), client, shown);
+                self.reach_shown(host, client, |p| p.pair_mut().map(|pair| &mut pair.recv_reach), client, shown);
             }
         }
         MessageVerdict::Handled
@@ -521,14 +521,14 @@ impl P2pCore {
     /// Whether the timer `token` is the current deadline of `client`, still `host`'s client at `stage`.
     fn is_pair(&self, token: u64, host: SessionId, client: SessionId, stage: Stage) -> bool {
         let Some(peer) = self.peers.get(&client) else { return false };
-        let current = peer.pair.as_ref().is_some_and(|p| p.deadline == token);
-        current && peer.role == Role::Client { host, stage }
+        let current = peer.pair().is_some_and(|p| p.deadline == token);
+        current && *peer.role() == Role::Client { host, stage }
     }
 
     /// Arms `deadline` as `client`'s current pair deadline, due in `after_ms`.
     fn arm_pair_deadline(&mut self, client: SessionId, deadline: Deadline, after_ms: u64) {
         let token = self.deadlines.arm(deadline);
-        if let Some(pair) = self.peers.get_mut(&client).and_then(|p| p.pair.as_mut()) {
+        if let Some(pair) = self.peers.get_mut(&client).and_then(Peer::pair_mut) {
             pair.deadline = token;
         }
         self.timer(token, after_ms);
@@ -536,8 +536,8 @@ impl P2pCore {
 
     fn set_stage(&mut self, client: SessionId, stage: Stage) {
         self.touch(&[client]);
-        if let Some(Peer { role: Role::Client { stage: s, .. }, .. }) = self.peers.get_mut(&client) {
-            *s = stage;
+        if let Some(peer) = self.peers.get_mut(&client) {
+            peer.set_stage(stage);
         }
     }
 
@@ -565,7 +565,7 @@ impl P2pCore {
         self.unqueue(host); // it relays now: an idle host waiting to be moved is not idle any more
         let peer = self.peers.get_mut(&host).expect("a pooled host is known");
         let depth = peer.depth + 1;
-        let Some(clients) = peer.downstream() else { unreachable!("only hosts and relaying clients are pooled: {host} is {:?}", peer.role) };
+        let Some(clients) = peer.downstream() else { unreachable!("only hosts and relaying clients are pooled: {host} is {:?}", peer.role()) };
         clients.push(client);
         let load = peer.load();
         self.pool.set_load(host, load);
@@ -610,11 +610,11 @@ impl P2pCore {
     /// fall back to the edge. `id` becomes a plain viewer.
     fn release(&mut self, id: SessionId) {
         self.touch(&[id]);
-        match self.role(id).cloned() {
+        match self.role(id) {
             None | Some(Role::Viewer) => {}
-            Some(Role::Client { host, .. }) => self.end_pair(host, id, PairEnd::ClientLeft),
-            Some(Role::Host { clients }) => {
-                self.peers.get_mut(&id).expect("it has a role").role = Role::Viewer;
+            Some(&Role::Client { host, .. }) => self.end_pair(host, id, PairEnd::ClientLeft),
+            Some(Role::Host { .. }) => {
+                let clients = self.peers.get_mut(&id).expect("it has a role").stop_hosting();
                 self.pool.remove(id);
                 self.count(counts::HOST_PEERS, -1);
                 self.count(counts::CLIENTS, -(clients.len() as i64));
@@ -639,7 +639,7 @@ impl P2pCore {
                 self.count(counts::HOSTS_RETIRED, 1);
             }
         }
-        let Some(Peer { role: Role::Host { clients }, .. }) = self.peers.get(&host) else { return };
+        let Some(Role::Host { clients }) = self.role(host) else { return };
         let moving: Vec<SessionId> = clients.iter().copied().filter(|&c| matches!(self.role(c), Some(Role::Client { stage: Stage::Moving, .. }))).collect();
         for client in moving {
             self.end_pair(host, client, PairEnd::HostGivenUp);

@@ -41,12 +41,12 @@ impl P2pCore {
     /// One peer's record, and its place in the pool if it should have one.
     fn check_peer(&self, id: SessionId, p: &Peer) -> Result<Option<Pooled>, String> {
         if p.movability.queued_since().is_some() && !p.may_move(self.config.move_former_clients, self.moves_idle_hosts()) {
-            return Err(format!("{id} is queued to move but may not ({:?}, moves {})", p.role, p.moves));
+            return Err(format!("{id} is queued to move but may not ({:?}, moves {})", p.role(), p.moves));
         }
-        if p.pair.is_some() != matches!(p.role, Role::Client { .. }) {
-            return Err(format!("{id} is {:?} with pairing {:?}", p.role, p.pair));
+        if p.pair().is_some() != matches!(p.role(), Role::Client { .. }) {
+            return Err(format!("{id} is {:?} with pairing {:?}", p.role(), p.pair()));
         }
-        match &p.role {
+        match p.role() {
             Role::Viewer => Ok(None),
             Role::Host { clients } => self.check_host(id, p, clients),
             Role::Client { host, stage } => self.check_client(id, p, *host, *stage),
@@ -60,7 +60,7 @@ impl P2pCore {
             return Err(format!("{id} hosts {clients:?} ({:?}, k {k})", p.can));
         }
         for (i, c) in clients.iter().enumerate() {
-            let back = self.peers.get(c).filter(|cp| cp.key == p.key).map(|cp| &cp.role);
+            let back = self.peers.get(c).filter(|cp| cp.key == p.key).map(Peer::role);
             if !matches!(back, Some(Role::Client { host, .. }) if *host == id) || clients[..i].contains(c) {
                 return Err(format!("host {id} lists {c}, whose role is {back:?}"));
             }
@@ -72,9 +72,9 @@ impl P2pCore {
     /// its pair's current deadline armed; relaying further only within the depth and k.
     fn check_client(&self, id: SessionId, p: &Peer, host: SessionId, stage: Stage) -> Result<Option<Pooled>, String> {
         let listed = match self.peers.get(&host) {
-            Some(Peer { role: Role::Host { clients }, .. }) => clients.contains(&id),
-            Some(h @ Peer { role: Role::Client { .. }, .. }) => h.relay_clients().is_some_and(|c| c.contains(&id)),
-            _ => false,
+            Some(h) if matches!(h.role(), Role::Client { .. }) => h.relay_clients().is_some_and(|c| c.contains(&id)),
+            Some(h) => matches!(h.role(), Role::Host { clients } if clients.contains(&id)),
+            None => false,
         };
         let deadline = match stage {
             Stage::Moving => Some(Deadline::MoveRequest { host, client: id }),
@@ -83,7 +83,7 @@ impl P2pCore {
             Stage::Answered | Stage::Confirmed => None,
         };
         let former = p.life.former() && !(self.config.move_former_clients && p.moves > 0);
-        let token = p.pair.as_ref().map_or(0, |pair| pair.deadline);
+        let token = p.pair().map_or(0, |pair| pair.deadline);
         let current = deadline.is_none_or(|d| self.deadlines.get(token) == Some(&d));
         if !listed || !p.can.p2p || former || !current {
             return Err(format!("client {id} of {host} at {stage:?}: listed {listed}, p2p {}, {:?}, deadline {deadline:?} current: {current}", p.can.p2p, p.life));
@@ -91,7 +91,7 @@ impl P2pCore {
         let Some(subs) = p.relay_clients() else { return Ok(None) };
         let k = usize::from(self.config.max_client_peers_per_host_peer);
         let too_deep = p.depth >= self.config.max_depth || subs.len() > k;
-        let theirs = subs.iter().all(|c| matches!(self.peers.get(c).map(|cp| &cp.role), Some(Role::Client { host, .. }) if *host == id));
+        let theirs = subs.iter().all(|c| matches!(self.role(*c), Some(Role::Client { host, .. }) if *host == id));
         if too_deep || !theirs || !p.can.host_eligible {
             return Err(format!("relaying client {id} at depth {} relays to {subs:?}", p.depth));
         }

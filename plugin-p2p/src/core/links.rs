@@ -76,7 +76,7 @@ impl P2pCore {
     /// the doubt). For a player that cannot report its link, this is the evidence it plays.
     pub(super) fn link_evidence(&self, host: SessionId, client: SessionId) -> bool {
         let (Some(h), Some(c)) = (self.peers.get(&host), self.peers.get(&client)) else { return false };
-        let recv_reach = c.pair.as_ref().map_or(Reach::Unknown, |p| p.recv_reach);
+        let recv_reach = c.pair().map_or(Reach::Unknown, |p| p.recv_reach);
         self.same_network(host, client) || (h.relay_reach != Reach::LocalOnly && recv_reach != Reach::LocalOnly)
     }
 
@@ -94,7 +94,7 @@ impl P2pCore {
         }
         if !after {
             self.arm_reach_deadline(host, client);
-        } else if !before && self.peers.get(&client).is_some_and(|p| matches!(p.role, Role::Client { stage: Stage::Answered, .. }) && !p.reports_links()) {
+        } else if !before && self.peers.get(&client).is_some_and(|p| matches!(p.role(), Role::Client { stage: Stage::Answered, .. }) && !p.reports_links()) {
             self.proven(host);
             self.maybe_relay(client);
         }
@@ -103,7 +103,7 @@ impl P2pCore {
     /// Whether the timer `token` is the confirmation deadline of `client`, still `host`'s client,
     /// answered and not confirmed.
     pub(super) fn awaits_confirmation(&self, token: u64, host: SessionId, client: SessionId) -> bool {
-        self.peers.get(&client).is_some_and(|p| p.role == Role::Client { host, stage: Stage::Answered } && p.timers.confirm == token)
+        self.peers.get(&client).is_some_and(|p| *p.role() == Role::Client { host, stage: Stage::Answered } && p.timers.confirm == token)
     }
 
     /// The link of `client` with `host` cannot form or failed (`reason`, a fallback count): the
@@ -126,7 +126,7 @@ impl P2pCore {
         let barred = self.peers.get(&client).and_then(|p| p.ip).is_some_and(|ci| self.failed.failures_of(now, ci) >= MAX_CLIENT_FAILURES);
         let across = !self.same_network(host, client);
         let peer = self.peers.get_mut(&client).expect("a pair's client is known");
-        let pair = peer.pair.as_mut().expect("a client has its pair");
+        let pair = peer.pair_mut().expect("a client has its pair");
         pair.reports_links = false;
         peer.receives_lan_only |= barred || (across && pair.recv_reach == Reach::LocalOnly);
         self.end_pair(host, client, PairEnd::LinkFailed(reason));

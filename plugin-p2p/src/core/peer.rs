@@ -271,9 +271,10 @@ pub(super) struct Peer {
     pub ip: Option<IpAddr>,
     /// What it can do, known at join.
     pub can: Capabilities,
-    pub role: Role,
+    /// Its part (changed only by the methods below, with `pair`).
+    role: Role,
     /// Its pairing, exactly while it is a client.
-    pub pair: Option<Pair>,
+    pair: Option<Pair>,
     /// Its history as a client.
     pub life: ClientLife,
     /// Its relay's standing as a host.
@@ -369,6 +370,45 @@ impl Peer {
             pool.dependant_left(self.key);
         }
         self.life.end();
+    }
+
+    /// Its part in P2P delivery.
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// Its pairing, if it is a client.
+    pub fn pair(&self) -> Option<&Pair> {
+        self.pair.as_ref()
+    }
+
+    /// Its pairing, if it is a client, to change.
+    pub fn pair_mut(&mut self) -> Option<&mut Pair> {
+        self.pair.as_mut()
+    }
+
+    /// A viewer starts hosting, with no clients yet.
+    pub fn start_hosting(&mut self) {
+        debug_assert_eq!(self.role, Role::Viewer, "only a viewer starts hosting");
+        self.role = Role::Host { clients: Vec::new() };
+    }
+
+    /// A host stops hosting: its clients (whose pairs the caller ends).
+    pub fn stop_hosting(&mut self) -> Vec<SessionId> {
+        match std::mem::replace(&mut self.role, Role::Viewer) {
+            Role::Host { clients } => clients,
+            other => {
+                self.role = other;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Its pair got to `stage`.
+    pub fn set_stage(&mut self, stage: Stage) {
+        if let Role::Client { stage: s, .. } = &mut self.role {
+            *s = stage;
+        }
     }
 
     /// It becomes `host`'s client at `stage`, `depth` hops from the edge: a new pairing.

@@ -12,7 +12,7 @@ impl P2pCore {
     /// own source went). Nothing for a client that does not relay.
     pub(super) fn stop_relaying(&mut self, id: SessionId, end: PairEnd) {
         let Some(peer) = self.peers.get_mut(&id) else { return };
-        let Some(clients) = peer.pair.as_mut().and_then(|pair| pair.relay.stop()) else { return };
+        let Some(clients) = peer.pair_mut().and_then(|pair| pair.relay.stop()) else { return };
         let key = peer.key;
         self.pool.remove(id);
         self.touch(&[id]);
@@ -30,8 +30,8 @@ impl P2pCore {
         let max_depth = self.config.max_depth;
         let Some(peer) = self.peers.get_mut(&client) else { return };
         let eligible = peer.can.may_host() && !peer.standing.retired() && peer.depth < max_depth;
-        let plays = matches!(peer.role, Role::Client { stage: Stage::Answered | Stage::Confirmed, .. });
-        let Some(pair) = peer.pair.as_mut().filter(|pair| eligible && plays && pair.relay == Relay::Off) else { return };
+        let plays = matches!(peer.role(), Role::Client { stage: Stage::Answered | Stage::Confirmed, .. });
+        let Some(pair) = peer.pair_mut().filter(|pair| eligible && plays && pair.relay == Relay::Off) else { return };
         pair.relay.start();
         let (key, site, proven, depth) = (peer.key, peer.site, peer.standing.proven(), peer.depth);
         self.pool.insert_at(client, key, site, 0, proven, depth);
