@@ -3,14 +3,14 @@
 //! deadlines are timers the caller runs and reports back with [`P2pCore::timer_fired`].
 //!
 //! Here: the events, pairs and moves. Beside it: `core/peer.rs` (one session's record, and its
-//! life-cycles as enums), `core/links.rs` (where a link can form, and a failed one's aftermath),
-//! `core/trees.rs` (clients relaying further), `core/invariants.rs` (the bookkeeping checked).
+//! life-cycles as enums), `core/messages.rs` (the P2P messages between partners),
+//! `core/links.rs` (where a link can form, and a failed one's aftermath), `core/trees.rs`
+//! (clients relaying further), `core/invariants.rs` (the bookkeeping checked).
 
-use crate::broker::{self, BrokerError, P2pMessage};
+use crate::broker::{self, BrokerError};
 use crate::classify::Classifier;
 use crate::config::{Matching, P2pConfig, PairNewViewers};
 use crate::failed_links::FailedLinks;
-use crate::reach::Reach;
 use crate::fallback::{Deadline, Deadlines, OfferDeadline};
 use crate::locality::{Locator, Site};
 use crate::matching::{HostPool, PoolKey};
@@ -25,6 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 
 mod invariants;
 mod links;
+mod messages;
 mod peer;
 mod trees;
 
@@ -318,108 +319,9 @@ impl P2pCore {
                 return MessageVerdict::Handled;
             }
         };
-        let (host, client) = match &message {
-            P2pMessage::OfferP2p { client, .. } | P2pMessage::CandidateP2p { client, .. } => (from, *client),
-            P2pMessage::Answer { host, .. } | P2pMessage::Candidate { host, .. } => (*host, from),
-            P2pMessage::LinkState { peer, .. } => {
-                let sender_is_client = matches!(self.role(from), Some(Role::Client { host, .. }) if host == peer)
-                    || self.peers.get(&from).is_some_and(|p| p.last_host == Some(*peer));
-                if sender_is_client { (*peer, from) } else { (from, *peer) }
-            }
-        };
-        let partner = if host == from { client } else { host };
-        let stage = match self.role(client) {
-            // A viewer being moved has not been introduced to its host yet: nobody may address it.
-            Some(&Role::Client { host: h, stage }) if h == host && stage != Stage::Moving => stage,
-            _ if self.peers.get(&client).is_some_and(|p| p.last_host == Some(host)) => {
-                // Their pair just ended (a deadline passed, or one of them started over) and this
-                // crossed the `stop` on the wire: dropped, never held against the sender. A late
-                // offer still says how long hosts take, so the deadline can grow back.
-                if matches!(message, P2pMessage::OfferP2p { .. }) {
-                    self.measure_offer(now, client);
-                }
-                self.count(counts::MESSAGES_STALE, 1);
-                return MessageVerdict::Handled;
-            }
-            _ if self.peers.contains_key(&partner) => {
-                self.refuse(from, BrokerError::NotPartner(partner));
-                return MessageVerdict::Handled;
-            }
-            _ => {
-                // The partner just left; its `stop` is on its way to the sender.
-                self.count(counts::MESSAGES_STALE, 1);
-                return MessageVerdict::Handled;
-            }
-        };
-        match message {
-            P2pMessage::OfferP2p { sdp, candidates, .. } => {
-                let shown = Reach::of_sdp(sdp.get("sdp").and_then(serde_json::Value::as_str).unwrap_or("")).and(candidates.as_ref().map_or(Reach::Unknown, Reach::of_candidates));
-                if self.relay_shows(host, shown) == Reach::LocalOnly && !self.same_network(host, client) {
-                    // The offer shows it: this link cannot form. The client never sees it.
-                    if stage == Stage::AwaitingOffer {
-                        self.measure_offer(now, client);
-                    }
-                    self.link_failed(now, host, client, counts::FALLBACK_UNREACHABLE, "the host's offer shows only LAN or mDNS candidates, and the client is on another network");
-                    return MessageVerdict::Handled;
-                }
-                self.out(HostCall::Send(client, broker::relayed_offer(client, host, &sdp, candidates.as_ref(), &self.ice_servers)));
-                self.log(format!("{client}: host {host}'s offer delivered"));
-                if !self.same_network(host, client) {
-                    // Across networks the host must show where it can be reached, in time.
-                    self.arm_reach_deadline(host, client);
-                }
-                if stage == Stage::AwaitingOffer {
-                    self.measure_offer(now, client);
-                    self.set_stage(client, Stage::AwaitingAnswer);
-                    self.arm_pair_deadline(client, Deadline::ClientAnswer { host, client }, self.config.answer_timeout_ms);
-                }
-            }
-            P2pMessage::CandidateP2p { candidates, .. } => {
-                self.out(HostCall::Send(client, broker::relayed_host_candidates(client, host, &candidates)));
-                let shown = Reach::of_candidates(&candidates);
-                self.reach_shown(host, client, |p| Some(&mut p.relay_reach), host, shown);
-            }
-            P2pMessage::LinkState { connected: true, .. } if from == client && stage == Stage::Answered => {
-                self.set_stage(client, Stage::Confirmed);
-                self.count(counts::LINKS_CONFIRMED, 1);
-                self.log(format!("{client}: its link with host {host} is connected"));
-                self.proven(host);
-                self.maybe_relay(client);
-            }
-            P2pMessage::LinkState { connected: false, .. } if stage != Stage::AwaitingOffer => {
-                let by = if from == client { "the client" } else { "the host" };
-                self.link_failed(now, host, client, counts::FALLBACK_LINK_FAILED, &format!("{by} reported the link failed"));
-            }
-            P2pMessage::LinkState { .. } => {}
-            P2pMessage::Answer { .. } if stage == Stage::AwaitingOffer => {
-                self.refuse(from, BrokerError::AnswerBeforeOffer(host));
-            }
-            P2pMessage::Answer { sdp, link_reports, .. } => {
-                self.out(HostCall::Send(host, broker::answer_p2p(host, client, &sdp)));
-                if stage != Stage::AwaitingAnswer {
-                    return MessageVerdict::Handled; // a repeated answer changes nothing
-                }
-                let shown = Reach::of_sdp(sdp.get("sdp").and_then(serde_json::Value::as_str).unwrap_or(""));
-                self.reach_shown(host, client, |p| p.pair_mut().map(|pair| &mut pair.recv_reach), client, shown);
-                self.set_stage(client, Stage::Answered);
-                if link_reports {
-                    // Its player will say whether the link plays: until then it is pending.
-                    let token = self.deadlines.arm(Deadline::Confirm { host, client });
-                    let peer = self.peers.get_mut(&client).expect("a pair's client is known");
-                    peer.pair_mut().expect("a client has its pair").reports_links = true;
-                    peer.timers.confirm = token;
-                    self.timer(token, self.config.confirm_timeout_ms);
-                } else if self.link_evidence(host, client) {
-                    // OvenPlayer cannot report: the pair passes the reach rule, that is the evidence.
-                    self.proven(host);
-                    self.maybe_relay(client);
-                }
-            }
-            P2pMessage::Candidate { candidates, .. } => {
-                self.out(HostCall::Send(host, broker::candidate_p2p(host, client, &candidates)));
-                let shown = Reach::of_candidates(&candidates);
-                self.reach_shown(host, client, |p| p.pair_mut().map(|pair| &mut pair.recv_reach), client, shown);
-            }
+        let (host, client) = self.ends_of(from, &message);
+        if let Some(stage) = self.stage_of(now, from, host, client, &message) {
+            self.relay(now, from, host, client, stage, message);
         }
         MessageVerdict::Handled
     }
