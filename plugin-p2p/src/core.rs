@@ -250,9 +250,6 @@ impl P2pCore {
             && self.pool.short_of_hosts(peer.key, capacity);
         let (key, site) = (peer.key, peer.site);
         let wanted = peer.can.p2p && !peer.life.former() && !hosts_wanted;
-        // Under `proven`, a joining viewer waits on no link that may not form: only a proven host
-        // of its own network (a LAN link to a relay that has relayed); across networks a link can
-        // still fail on the viewer's own router (a symmetric NAT), so it is moved in later.
         // Under `proven`, a joining viewer waits on no link that may fail: only a proven host of
         // its own network (behind its public address, or in its <Site>: a LAN link to a relay
         // that relays; a /24 only guesses). Across networks a link can still fail on the

@@ -138,10 +138,12 @@ pub(super) enum Unmovable {
 impl Unmovable {
     /// The reason a pair's end for `end` makes its client unmovable.
     pub fn after(end: PairEnd) -> Self {
-        if end == PairEnd::MoveIgnored {
-            Unmovable::IgnoredMove
-        } else {
-            Unmovable::MissedAnswer
+        match end {
+            PairEnd::MoveIgnored => Unmovable::IgnoredMove,
+            _ => {
+                debug_assert_eq!(end, PairEnd::AnswerMissed, "only these two ends make a client unmovable");
+                Unmovable::MissedAnswer
+            }
         }
     }
 }
@@ -450,5 +452,66 @@ impl Peer {
             (Role::Client { .. }, Some(Pair { relay: Relay::On { clients }, .. })) => Some(clients),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_is_proven_once_and_retired_for_good() {
+        let mut s = Standing::Untried;
+        assert!(s.prove(), "the first proof");
+        assert!(!s.prove(), "and only the first");
+        assert!(s.retire() && s.retired() && s.proven(), "a proven relay retired stays proven");
+        assert!(!s.retire(), "retired once");
+        let mut s = Standing::Untried;
+        assert!(s.retire() && !s.proven());
+        assert!(s.prove(), "a retired relay's first proof still counts as one");
+        assert_eq!(s, Standing::Retired { relayed: true });
+    }
+
+    #[test]
+    fn a_client_life_goes_one_way() {
+        let mut life = ClientLife::Unasked;
+        assert!(!life.asked());
+        assert!(life.ask() && !life.ask(), "asked once");
+        life.end();
+        assert!(life.former() && life.asked());
+        assert!(!life.ask(), "a former client stays one");
+        assert!(life.former());
+    }
+
+    #[test]
+    fn only_a_queued_viewer_leaves_the_queue_and_never_is_for_good() {
+        let mut m = Movability::Movable;
+        assert_eq!(m.unqueue(), None);
+        m.queue(7);
+        assert_eq!((m.queued_since(), m.unqueue(), m), (Some(7), Some(7), Movability::Movable));
+        m.never_again(Unmovable::IgnoredMove);
+        m.never_again(Unmovable::MissedAnswer);
+        assert_eq!(m, Movability::Never(Unmovable::IgnoredMove), "the first reason is kept");
+    }
+
+    #[test]
+    fn a_pairing_lives_exactly_while_a_client() {
+        let can = Capabilities { p2p: true, host_eligible: true, relay_stun: false };
+        let mut p = Peer::new((0, 0), Site::UNKNOWN, None, can);
+        assert!(p.pair().is_none() && p.downstream().is_none());
+        p.pair_with(3, Stage::AwaitingOffer, 1);
+        assert_eq!((p.role(), p.last_host, p.depth), (&Role::Client { host: 3, stage: Stage::AwaitingOffer }, Some(3), 1));
+        assert!(p.downstream().is_none(), "a client relays to nobody until it relays");
+        p.pair_mut().unwrap().relay.start();
+        p.downstream().unwrap().push(9);
+        assert_eq!((p.load(), p.relay_clients()), (1, Some(&vec![9])));
+        assert_eq!(p.pair_mut().unwrap().relay.stop(), Some(vec![9]));
+        p.unpair();
+        assert!(p.pair().is_none() && *p.role() == Role::Viewer);
+        assert_eq!(p.last_host, Some(3), "kept: a message of the pair still on the wire is stale");
+        p.start_hosting();
+        p.downstream().unwrap().push(4);
+        assert_eq!(p.stop_hosting(), vec![4]);
+        assert_eq!(p.role(), &Role::Viewer);
     }
 }
