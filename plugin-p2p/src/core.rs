@@ -1,72 +1,40 @@
 //! The P2P state machine, sans-IO: session events in, [`HostCall`]s and decisions out. No I/O, no
 //! clock, no threads: every event carries the time (`now`, ms on the host's monotonic clock), and
 //! deadlines are timers the caller runs and reports back with [`P2pCore::timer_fired`].
+//!
+//! Here: the events, pairs and moves. Beside it: `core/peer.rs` (one session's record, and its
+//! life-cycles as enums), `core/messages.rs` (the P2P messages between partners),
+//! `core/links.rs` (where a link can form, and a failed one's aftermath), `core/trees.rs`
+//! (clients relaying further), `core/invariants.rs` (the bookkeeping checked).
 
-use crate::broker::{self, BrokerError, P2pMessage};
+use crate::broker::{self, BrokerError};
 use crate::classify::Classifier;
 use crate::config::{Matching, P2pConfig, PairNewViewers};
 use crate::failed_links::FailedLinks;
-use crate::reach::Reach;
 use crate::fallback::{Deadline, Deadlines, OfferDeadline};
 use crate::locality::{Locator, Site};
 use crate::matching::{HostPool, PoolKey};
 use crate::pair_end::{ClientGets, HostTold, PairEnd};
-use crate::reparent::{Movable, MAX_MOVES_PER_VIEWER};
+pub use crate::counts;
+pub use crate::pair_end::Stage;
+use crate::reparent::Movable;
 use plugin_api::{Delivery, HostCall, MessageVerdict, OfferDecision, SessionId, SessionKind};
 use ome_signalling::query::{self, Query};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
+mod invariants;
 mod links;
+mod messages;
+mod peer;
 mod trees;
+
+use peer::{Capabilities, Peer, Unmovable};
 
 /// Links across networks that may fail from one client address (in `FailedLinks`' memory) before
 /// it is paired across networks no more: failing with two different hosts says more about its
 /// own router (a symmetric NAT) than about theirs.
 const MAX_CLIENT_FAILURES: usize = 2;
-
-/// The metrics the core counts, named for the host's `/metrics` (`p2p_` is prefixed there): a
-/// name ending in `_total` is a counter, any other a gauge; labels in Prometheus's own syntax.
-pub mod counts {
-    /// Gauge: viewers acting as host peers (eligible, playing from the edge).
-    pub const HOST_PEERS: &str = "host_peers";
-    /// Gauge: viewers paired with a host peer, at any stage.
-    pub const CLIENTS: &str = "clients";
-    /// Offer requests served by the edge.
-    pub const TO_EDGE: &str = r#"assignments_total{to="edge"}"#;
-    /// Offer requests given to a host peer.
-    pub const TO_PEER: &str = r#"assignments_total{to="peer"}"#;
-    /// Clients sent back to the edge because their host peer left (or started over).
-    pub const FALLBACK_HOST_LEFT: &str = r#"fallbacks_total{reason="host_left"}"#;
-    /// Clients sent to the edge because their host peer missed its offer deadline.
-    pub const FALLBACK_OFFER_DEADLINE: &str = r#"fallbacks_total{reason="offer_deadline"}"#;
-    /// Clients sent to the edge because they missed their answer deadline.
-    pub const FALLBACK_ANSWER_DEADLINE: &str = r#"fallbacks_total{reason="answer_deadline"}"#;
-    /// Clients sent to the edge because a player reported their link failed.
-    pub const FALLBACK_LINK_FAILED: &str = r#"fallbacks_total{reason="link_failed"}"#;
-    /// Clients sent to the edge because their host, on another network, shows only LAN or mDNS
-    /// candidates (its offer withheld, or the pair given up after `ReachWaitMs`).
-    pub const FALLBACK_UNREACHABLE: &str = r#"fallbacks_total{reason="unreachable"}"#;
-    /// Clients sent to the edge because their player did not report the link connected in time.
-    pub const FALLBACK_NOT_CONFIRMED: &str = r#"fallbacks_total{reason="not_confirmed"}"#;
-    /// Links a client's player reported connected.
-    pub const LINKS_CONFIRMED: &str = "links_confirmed_total";
-    /// Clients sent back because the client relaying to them lost its own source (`MaxDepth`
-    /// over 1).
-    pub const FALLBACK_RELAY_LOST: &str = r#"fallbacks_total{reason="relay_lost"}"#;
-    /// Host peers never asked again (missed an offer deadline).
-    pub const HOSTS_RETIRED: &str = "hosts_retired_total";
-    /// Edge viewers told to move into a host peer.
-    pub const MOVES: &str = "moves_total";
-    /// Moved viewers that asked again as told.
-    pub const MOVES_COMPLETED: &str = "moves_completed_total";
-    /// Moved viewers that did not ask again in time.
-    pub const MOVES_IGNORED: &str = "moves_ignored_total";
-    /// P2P messages refused (the sender was closed with 400).
-    pub const MESSAGES_REFUSED: &str = "messages_refused_total";
-    /// P2P messages of a pair that had just ended, dropped.
-    pub const MESSAGES_STALE: &str = "messages_stale_total";
-}
 
 /// A session as the core sees it when it opens.
 #[derive(Debug, Clone, Copy)]
@@ -89,22 +57,6 @@ pub struct Arrival<'a> {
     pub remote: &'a str,
 }
 
-/// How a client's connection to its host stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// An edge viewer told `stop {peer_id: 0}` to move into this host; it has not asked again yet.
-    Moving,
-    /// The host was asked to offer; nothing sent to the client yet.
-    AwaitingOffer,
-    /// The client has the host's offer and must answer.
-    AwaitingAnswer,
-    /// The client answered; the pair connects on its own. It counts as playing from its host
-    /// unless its player reports links (then only once [`Stage::Confirmed`]).
-    Answered,
-    /// The client's player reported the link connected.
-    Confirmed,
-}
-
 /// A peer's part in P2P delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -122,130 +74,6 @@ pub enum Role {
         /// How far the pair got.
         stage: Stage,
     },
-}
-
-#[derive(Debug)]
-struct Peer {
-    key: PoolKey,
-    /// Its network, for local hosts first.
-    site: Site,
-    /// Takes part in P2P at all (plays, consents, stream not excluded, P2P on).
-    p2p: bool,
-    /// May be a host (classification).
-    host_eligible: bool,
-    role: Role,
-    /// Asked for the stream at least once: from then on it counts as needing a host.
-    asked: bool,
-    /// Was a client on this socket once: its requests are served by the edge from now on (OME's
-    /// rule; it may still host, and with `MoveFormerClients` it may still be moved into a host).
-    was_client: bool,
-    /// As a host, missed an offer deadline: never asked to offer again on this socket.
-    retired: bool,
-    /// As a host, a client answered its offer: its relay works.
-    proven: bool,
-    /// Plays from the edge since this instant (ms), as far as the core knows.
-    edge_since: Option<u64>,
-    /// In the movable queue since this instant (ms).
-    movable_since: Option<u64>,
-    /// Times it was moved into a host in this session.
-    moves: u8,
-    /// Ignored a move (did not ask again), or failed to answer a host: never moved again.
-    unmovable: bool,
-    /// The host of its latest pairing (kept after the pair ended): a message of that pair still on
-    /// the wire when it ended is dropped as stale, not refused.
-    last_host: Option<SessionId>,
-    /// As a client, when its host was asked to offer (ms), until the offer is measured: the offer
-    /// latency is measured from it, once per pairing.
-    host_asked_at: Option<u64>,
-    /// As a client, the token of the deadline its pair must meet now: only that timer may end
-    /// the pair (one armed for an earlier pairing of the same two sessions does nothing).
-    pair_deadline: u64,
-    /// Its delivery as last reported to the host.
-    reported: Delivery,
-    /// Its address, as the server sees it (its network's public address behind NAT).
-    ip: Option<IpAddr>,
-    /// As a host, what its relay's candidates have shown: who can reach it.
-    relay_reach: Reach,
-    /// Its player says its relay connections use STUN (`?p2p_stun=1`).
-    relay_stun: bool,
-    /// Hops from the edge: 0 on the edge, a client one more than its host.
-    depth: u8,
-    /// As a client relaying further (`MaxDepth` over 1): it is pooled as a host, and these are
-    /// its clients.
-    relaying: bool,
-    sub_clients: Vec<SessionId>,
-    /// As a client, what its receiving connection's candidates have shown (its answer, and the
-    /// candidates it sends its host).
-    recv_reach: Reach,
-    /// A link of its across networks failed with its receiving connection showing only LAN or
-    /// mDNS candidates (no STUN: OvenPlayer without `iceServers`), or such links failed from its
-    /// side [`MAX_CLIENT_FAILURES`] times: it is not paired across networks again, nor moved, in
-    /// this session (waiting in the queue it would only hold up the viewers behind it).
-    receives_lan_only: bool,
-    /// As a client, its player reports its link (its answer said `link_reports: true`).
-    reports_links: bool,
-    /// As a client, the token of its pair's reach deadline, if one is armed.
-    reach_deadline: u64,
-    /// As a client, the token of its pair's confirmation deadline, if one is armed.
-    confirm_deadline: u64,
-}
-
-impl Peer {
-    /// Whether it asked for the stream and can only be a client (it may not host, or its player
-    /// proved it cannot relay).
-    fn client_only(&self) -> bool {
-        self.p2p && (!self.host_eligible || self.retired) && self.asked
-    }
-
-    /// Whether it counts among its pool's dependants: client-only viewers who were never a client.
-    fn dependant(&self) -> bool {
-        self.client_only() && !self.was_client
-    }
-
-    /// Whether it may wait in the movable queue: a client-only viewer playing from the edge,
-    /// relaying to nobody, that can still be moved (a former client only if `former_clients`);
-    /// with `idle_hosts`, also a host peer nobody plays from (under `PairNewViewers` proven, how
-    /// a viewer who could host becomes a client at all).
-    fn may_move(&self, former_clients: bool, idle_hosts: bool) -> bool {
-        let relays_to_nobody = match &self.role {
-            Role::Viewer => true,
-            Role::Host { clients } => clients.is_empty(),
-            Role::Client { .. } => false,
-        };
-        let idle_host = idle_hosts && self.p2p && self.asked && matches!(self.role, Role::Host { .. });
-        (self.client_only() || idle_host)
-            && !self.receives_lan_only
-            && (!self.was_client || former_clients)
-            && relays_to_nobody
-            && self.edge_since.is_some()
-            && !self.unmovable
-            && self.moves < MAX_MOVES_PER_VIEWER
-    }
-
-    /// It was a client and is not one any more: its requests go to the edge from now on.
-    fn end_client_life(&mut self, pool: &mut HostPool) {
-        if self.dependant() {
-            pool.dependant_left(self.key);
-        }
-        self.was_client = true;
-    }
-
-    fn load(&self) -> u16 {
-        match &self.role {
-            Role::Host { clients } => clients.len() as u16,
-            Role::Client { .. } => self.sub_clients.len() as u16,
-            Role::Viewer => 0,
-        }
-    }
-
-    /// The clients it relays to: a host's, or a relaying client's.
-    fn downstream(&mut self) -> Option<&mut Vec<SessionId>> {
-        match &mut self.role {
-            Role::Host { clients } => Some(clients),
-            Role::Client { .. } if self.relaying => Some(&mut self.sub_clients),
-            _ => None,
-        }
-    }
 }
 
 /// Interns names (streams, browser kinds) to small integers for the pool keys.
@@ -338,14 +166,15 @@ impl P2pCore {
     pub fn delivery(&self, id: SessionId) -> Option<Delivery> {
         let peer = self.peers.get(&id)?;
         let k = self.config.max_client_peers_per_host_peer;
-        Some(match &peer.role {
+        Some(match peer.role() {
             Role::Client { host, stage } if *stage != Stage::Moving => {
-                let evidence = !peer.reports_links && self.link_evidence(*host, id);
+                let evidence = !peer.reports_links() && self.link_evidence(*host, id);
                 let connected = *stage == Stage::Confirmed || (*stage == Stage::Answered && evidence);
-                let free_relay_slots = if peer.relaying && !peer.retired { k.saturating_sub(peer.sub_clients.len() as u16) } else { 0 };
+                let relay_clients = peer.relay_clients().filter(|_| !peer.standing.retired());
+                let free_relay_slots = relay_clients.map_or(0, |c| k.saturating_sub(c.len() as u16));
                 Delivery { upstream: *host, connected, free_relay_slots }
             }
-            Role::Host { clients } if !peer.retired => {
+            Role::Host { clients } if !peer.standing.retired() => {
                 Delivery { free_relay_slots: k.saturating_sub(clients.len() as u16), ..Delivery::default() }
             }
             _ => Delivery::default(),
@@ -370,7 +199,7 @@ impl P2pCore {
 
     /// The role of session `id`, if the core knows it.
     pub fn role(&self, id: SessionId) -> Option<&Role> {
-        self.peers.get(&id).map(|p| &p.role)
+        self.peers.get(&id).map(Peer::role)
     }
 
     /// The deadline the next host asked to offer gets, in ms.
@@ -385,36 +214,14 @@ impl P2pCore {
         let params = Query::parse(a.query);
         let consents = !params.says_no(query::P2P);
         let p2p = a.kind == SessionKind::Play && consents && self.config.applies_to(a.app, a.stream_name);
-        let peer = Peer {
-            key: (self.names.id(a.stream), self.names.id(&class.browser)),
-            site: self.locator.site(a.remote),
+        let can = Capabilities {
             p2p,
             host_eligible: class.host_eligible,
-            role: Role::Viewer,
-            asked: false,
-            was_client: false,
-            retired: false,
-            proven: false,
-            edge_since: None,
-            movable_since: None,
-            moves: 0,
-            unmovable: false,
-            last_host: None,
-            host_asked_at: None,
-            pair_deadline: 0,
-            reported: Delivery::default(),
-            ip: a.remote.parse::<SocketAddr>().map(|s| s.ip()).or_else(|_| a.remote.parse()).ok().map(|ip: IpAddr| ip.to_canonical()),
-            relay_reach: Reach::Unknown,
             relay_stun: params.get(query::P2P_STUN).is_some() && !params.says_no(query::P2P_STUN),
-            depth: 0,
-            relaying: false,
-            sub_clients: Vec::new(),
-            recv_reach: Reach::Unknown,
-            receives_lan_only: false,
-            reports_links: false,
-            reach_deadline: 0,
-            confirm_deadline: 0,
         };
+        let key = (self.names.id(a.stream), self.names.id(&class.browser));
+        let ip = a.remote.parse::<SocketAddr>().map(|s| s.ip()).or_else(|_| a.remote.parse()).ok().map(|ip: IpAddr| ip.to_canonical());
+        let peer = Peer::new(key, self.locator.site(a.remote), ip, can);
         self.peers.insert(a.id, peer);
     }
 
@@ -433,22 +240,16 @@ impl P2pCore {
         self.release(id);
         let Some(peer) = self.peers.get_mut(&id) else { return OfferDecision::ServeFromEdge };
         peer.edge_since = None;
-        if !peer.asked {
-            peer.asked = true;
-            if peer.dependant() {
-                self.pool.dependant_joined(peer.key);
-            }
+        if peer.life.ask() && peer.dependant() {
+            self.pool.dependant_joined(peer.key);
         }
         let capacity = self.config.max_client_peers_per_host_peer;
         let hosts_wanted = self.config.matching == Matching::Balanced
-            && peer.host_eligible
-            && !peer.retired
+            && peer.can.host_eligible
+            && !peer.standing.retired()
             && self.pool.short_of_hosts(peer.key, capacity);
         let (key, site) = (peer.key, peer.site);
-        let wanted = peer.p2p && !peer.was_client && !hosts_wanted;
-        // Under `proven`, a joining viewer waits on no link that may not form: only a proven host
-        // of its own network (a LAN link to a relay that has relayed); across networks a link can
-        // still fail on the viewer's own router (a symmetric NAT), so it is moved in later.
+        let wanted = peer.can.p2p && !peer.life.former() && !hosts_wanted;
         // Under `proven`, a joining viewer waits on no link that may fail: only a proven host of
         // its own network (behind its public address, or in its <Site>: a LAN link to a relay
         // that relays; a /24 only guesses). Across networks a link can still fail on the
@@ -474,16 +275,16 @@ impl P2pCore {
     pub fn session_playing(&mut self, now: u64, id: SessionId) {
         self.clock = self.clock.max(now);
         let Some(peer) = self.peers.get_mut(&id) else { return };
-        if peer.role != Role::Viewer {
+        if *peer.role() != Role::Viewer {
             return;
         }
         peer.edge_since = Some(now);
-        if peer.p2p && peer.host_eligible {
-            peer.role = Role::Host { clients: Vec::new() };
+        if peer.can.may_host() {
+            peer.start_hosting();
             let key = peer.key;
             self.touched.push(id);
-            if !peer.retired {
-                self.pool.insert(id, key, peer.site, 0, peer.proven);
+            if !peer.standing.retired() {
+                self.pool.insert(id, key, peer.site, 0, peer.standing.proven());
             }
             self.count(counts::HOST_PEERS, 1);
             // A host that has relayed before takes the viewers waiting to move at once.
@@ -515,107 +316,9 @@ impl P2pCore {
                 return MessageVerdict::Handled;
             }
         };
-        let (host, client) = match &message {
-            P2pMessage::OfferP2p { client, .. } | P2pMessage::CandidateP2p { client, .. } => (from, *client),
-            P2pMessage::Answer { host, .. } | P2pMessage::Candidate { host, .. } => (*host, from),
-            P2pMessage::LinkState { peer, .. } => {
-                let sender_is_client = matches!(self.role(from), Some(Role::Client { host, .. }) if host == peer)
-                    || self.peers.get(&from).is_some_and(|p| p.last_host == Some(*peer));
-                if sender_is_client { (*peer, from) } else { (from, *peer) }
-            }
-        };
-        let partner = if host == from { client } else { host };
-        let stage = match self.peers.get(&client).map(|p| &p.role) {
-            // A viewer being moved has not been introduced to its host yet: nobody may address it.
-            Some(&Role::Client { host: h, stage }) if h == host && stage != Stage::Moving => stage,
-            _ if self.peers.get(&client).is_some_and(|p| p.last_host == Some(host)) => {
-                // Their pair just ended (a deadline passed, or one of them started over) and this
-                // crossed the `stop` on the wire: dropped, never held against the sender. A late
-                // offer still says how long hosts take, so the deadline can grow back.
-                if matches!(message, P2pMessage::OfferP2p { .. }) {
-                    self.measure_offer(now, client);
-                }
-                self.count(counts::MESSAGES_STALE, 1);
-                return MessageVerdict::Handled;
-            }
-            _ if self.peers.contains_key(&partner) => {
-                self.refuse(from, BrokerError::NotPartner(partner));
-                return MessageVerdict::Handled;
-            }
-            _ => {
-                // The partner just left; its `stop` is on its way to the sender.
-                self.count(counts::MESSAGES_STALE, 1);
-                return MessageVerdict::Handled;
-            }
-        };
-        match message {
-            P2pMessage::OfferP2p { sdp, candidates, .. } => {
-                let shown = Reach::of_sdp(sdp.get("sdp").and_then(serde_json::Value::as_str).unwrap_or("")).and(candidates.as_ref().map_or(Reach::Unknown, Reach::of_candidates));
-                if self.relay_shows(host, shown) == Reach::LocalOnly && !self.same_network(host, client) {
-                    // The offer shows it: this link cannot form. The client never sees it.
-                    if stage == Stage::AwaitingOffer {
-                        self.measure_offer(now, client);
-                    }
-                    self.link_failed(now, host, client, counts::FALLBACK_UNREACHABLE, "the host's offer shows only LAN or mDNS candidates, and the client is on another network");
-                    return MessageVerdict::Handled;
-                }
-                self.out(HostCall::Send(client, broker::relayed_offer(client, host, &sdp, candidates.as_ref(), &self.ice_servers)));
-                self.log(format!("{client}: host {host}'s offer delivered"));
-                if !self.same_network(host, client) {
-                    // Across networks the host must show where it can be reached, in time.
-                    self.arm_reach_deadline(host, client);
-                }
-                if stage == Stage::AwaitingOffer {
-                    self.measure_offer(now, client);
-                    self.set_stage(client, Stage::AwaitingAnswer);
-                    self.arm_pair_deadline(client, Deadline::ClientAnswer { host, client }, self.config.answer_timeout_ms);
-                }
-            }
-            P2pMessage::CandidateP2p { candidates, .. } => {
-                self.out(HostCall::Send(client, broker::relayed_host_candidates(client, host, &candidates)));
-                let shown = Reach::of_candidates(&candidates);
-                self.reach_shown(host, client, |p| &mut p.relay_reach, host, shown);
-            }
-            P2pMessage::LinkState { connected: true, .. } if from == client && stage == Stage::Answered => {
-                self.set_stage(client, Stage::Confirmed);
-                self.count(counts::LINKS_CONFIRMED, 1);
-                self.log(format!("{client}: its link with host {host} is connected"));
-                self.proven(host);
-                self.maybe_relay(client);
-            }
-            P2pMessage::LinkState { connected: false, .. } if stage != Stage::AwaitingOffer => {
-                let by = if from == client { "the client" } else { "the host" };
-                self.link_failed(now, host, client, counts::FALLBACK_LINK_FAILED, &format!("{by} reported the link failed"));
-            }
-            P2pMessage::LinkState { .. } => {}
-            P2pMessage::Answer { .. } if stage == Stage::AwaitingOffer => {
-                self.refuse(from, BrokerError::AnswerBeforeOffer(host));
-            }
-            P2pMessage::Answer { sdp, link_reports, .. } => {
-                self.out(HostCall::Send(host, broker::answer_p2p(host, client, &sdp)));
-                if stage != Stage::AwaitingAnswer {
-                    return MessageVerdict::Handled; // a repeated answer changes nothing
-                }
-                let shown = Reach::of_sdp(sdp.get("sdp").and_then(serde_json::Value::as_str).unwrap_or(""));
-                self.reach_shown(host, client, |p| &mut p.recv_reach, client, shown);
-                self.set_stage(client, Stage::Answered);
-                if link_reports {
-                    // Its player will say whether the link plays: until then it is pending.
-                    self.peers.get_mut(&client).expect("a pair's client is known").reports_links = true;
-                    let token = self.deadlines.arm(Deadline::Confirm { host, client });
-                    self.peers.get_mut(&client).expect("a pair's client is known").confirm_deadline = token;
-                    self.timer(token, self.config.confirm_timeout_ms);
-                } else if self.link_evidence(host, client) {
-                    // OvenPlayer cannot report: the pair passes the reach rule, that is the evidence.
-                    self.proven(host);
-                    self.maybe_relay(client);
-                }
-            }
-            P2pMessage::Candidate { candidates, .. } => {
-                self.out(HostCall::Send(host, broker::candidate_p2p(host, client, &candidates)));
-                let shown = Reach::of_candidates(&candidates);
-                self.reach_shown(host, client, |p| &mut p.recv_reach, client, shown);
-            }
+        let (host, client) = self.ends_of(from, &message);
+        if let Some(stage) = self.stage_of(now, from, host, client, &message) {
+            self.relay(now, from, host, client, stage, message);
         }
         MessageVerdict::Handled
     }
@@ -627,7 +330,7 @@ impl P2pCore {
             Some(Deadline::HostOffer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingOffer) => self.end_pair(host, client, PairEnd::OfferMissed),
             Some(Deadline::ClientAnswer { host, client }) if self.is_pair(token, host, client, Stage::AwaitingAnswer) => self.end_pair(host, client, PairEnd::AnswerMissed),
             Some(Deadline::MoveRequest { host, client }) if self.is_pair(token, host, client, Stage::Moving) => self.end_pair(host, client, PairEnd::MoveIgnored),
-            Some(Deadline::Reach { host, client }) if self.peers.get(&client).is_some_and(|p| p.reach_deadline == token) => self.reach_wait_over(now, host, client),
+            Some(Deadline::Reach { host, client }) if self.peers.get(&client).is_some_and(|p| p.timers.reach == token) => self.reach_wait_over(now, host, client),
             Some(Deadline::Confirm { host, client }) if self.awaits_confirmation(token, host, client) => {
                 self.link_failed(now, host, client, counts::FALLBACK_NOT_CONFIRMED, "its player did not report the link connected in time");
             }
@@ -681,8 +384,10 @@ impl P2pCore {
             self.retire(host);
         }
         let peer = self.peers.get_mut(&client).expect("a pair's client is known");
-        peer.role = Role::Viewer;
-        peer.unmovable |= after.unmovable;
+        peer.unpair();
+        if after.unmovable {
+            peer.movability.never_again(Unmovable::after(end));
+        }
         if after.ends_client_life {
             peer.end_client_life(&mut self.pool);
         }
@@ -714,22 +419,24 @@ impl P2pCore {
 
     /// Whether the timer `token` is the current deadline of `client`, still `host`'s client at `stage`.
     fn is_pair(&self, token: u64, host: SessionId, client: SessionId, stage: Stage) -> bool {
-        matches!(self.peers.get(&client), Some(Peer { role: Role::Client { host: h, stage: s }, pair_deadline, .. }) if *h == host && *s == stage && *pair_deadline == token)
+        let Some(peer) = self.peers.get(&client) else { return false };
+        let current = peer.pair().is_some_and(|p| p.deadline == token);
+        current && *peer.role() == Role::Client { host, stage }
     }
 
     /// Arms `deadline` as `client`'s current pair deadline, due in `after_ms`.
     fn arm_pair_deadline(&mut self, client: SessionId, deadline: Deadline, after_ms: u64) {
         let token = self.deadlines.arm(deadline);
-        if let Some(peer) = self.peers.get_mut(&client) {
-            peer.pair_deadline = token;
+        if let Some(pair) = self.peers.get_mut(&client).and_then(Peer::pair_mut) {
+            pair.deadline = token;
         }
         self.timer(token, after_ms);
     }
 
     fn set_stage(&mut self, client: SessionId, stage: Stage) {
         self.touch(&[client]);
-        if let Some(Peer { role: Role::Client { stage: s, .. }, .. }) = self.peers.get_mut(&client) {
-            *s = stage;
+        if let Some(peer) = self.peers.get_mut(&client) {
+            peer.set_stage(stage);
         }
     }
 
@@ -757,16 +464,11 @@ impl P2pCore {
         self.unqueue(host); // it relays now: an idle host waiting to be moved is not idle any more
         let peer = self.peers.get_mut(&host).expect("a pooled host is known");
         let depth = peer.depth + 1;
-        let Some(clients) = peer.downstream() else { unreachable!("only hosts and relaying clients are pooled: {host} is {:?}", peer.role) };
+        let Some(clients) = peer.downstream() else { unreachable!("only hosts and relaying clients are pooled: {host} is {:?}", peer.role()) };
         clients.push(client);
         let load = peer.load();
         self.pool.set_load(host, load);
-        let peer = self.peers.get_mut(&client).expect("checked by the caller");
-        peer.role = Role::Client { host, stage };
-        peer.depth = depth;
-        peer.last_host = Some(host);
-        peer.reports_links = false;
-        peer.recv_reach = Reach::Unknown;
+        self.peers.get_mut(&client).expect("checked by the caller").pair_with(host, stage, depth);
         self.count(counts::CLIENTS, 1);
     }
 
@@ -779,7 +481,7 @@ impl P2pCore {
         clients.retain(|&c| c != client);
         if clients.len() < before {
             let (load, key) = (peer.load(), peer.key);
-            let retired_and_free = peer.retired && load == 0;
+            let retired_and_free = peer.standing.retired() && load == 0;
             let idle = load == 0 && self.moves_idle_hosts();
             self.pool.set_load(host, load);
             self.count(counts::CLIENTS, -1);
@@ -796,8 +498,7 @@ impl P2pCore {
     /// A client answered `host`'s offer: its relay works, and its vacancies may take moved viewers.
     fn proven(&mut self, host: SessionId) {
         let Some(peer) = self.peers.get_mut(&host) else { return };
-        if !peer.proven {
-            peer.proven = true;
+        if peer.standing.prove() {
             let key = peer.key;
             self.pool.set_proven(host);
             self.fill_vacancies(key);
@@ -808,11 +509,11 @@ impl P2pCore {
     /// fall back to the edge. `id` becomes a plain viewer.
     fn release(&mut self, id: SessionId) {
         self.touch(&[id]);
-        match self.role(id).cloned() {
+        match self.role(id) {
             None | Some(Role::Viewer) => {}
-            Some(Role::Client { host, .. }) => self.end_pair(host, id, PairEnd::ClientLeft),
-            Some(Role::Host { clients }) => {
-                self.peers.get_mut(&id).expect("it has a role").role = Role::Viewer;
+            Some(&Role::Client { host, .. }) => self.end_pair(host, id, PairEnd::ClientLeft),
+            Some(Role::Host { .. }) => {
+                let clients = self.peers.get_mut(&id).expect("it has a role").stop_hosting();
                 self.pool.remove(id);
                 self.count(counts::HOST_PEERS, -1);
                 self.count(counts::CLIENTS, -(clients.len() as i64));
@@ -828,9 +529,8 @@ impl P2pCore {
     fn retire(&mut self, host: SessionId) {
         self.touch(&[host]);
         if let Some(peer) = self.peers.get_mut(&host) {
-            if !peer.retired {
-                let was_dependant = peer.dependant();
-                peer.retired = true;
+            let was_dependant = peer.dependant();
+            if peer.standing.retire() {
                 if !was_dependant && peer.dependant() {
                     self.pool.dependant_joined(peer.key);
                 }
@@ -838,7 +538,7 @@ impl P2pCore {
                 self.count(counts::HOSTS_RETIRED, 1);
             }
         }
-        let Some(Peer { role: Role::Host { clients }, .. }) = self.peers.get(&host) else { return };
+        let Some(Role::Host { clients }) = self.role(host) else { return };
         let moving: Vec<SessionId> = clients.iter().copied().filter(|&c| matches!(self.role(c), Some(Role::Client { stage: Stage::Moving, .. }))).collect();
         for client in moving {
             self.end_pair(host, client, PairEnd::HostGivenUp);
@@ -851,7 +551,7 @@ impl P2pCore {
         let move_after = self.config.move_after_ms;
         let idle_hosts = self.moves_idle_hosts();
         let Some(peer) = self.peers.get_mut(&id) else { return };
-        if !self.config.move_edge_viewers || !peer.may_move(self.config.move_former_clients, idle_hosts) || peer.movable_since.is_some() {
+        if !self.config.move_edge_viewers || !peer.may_move(self.config.move_former_clients, idle_hosts) || peer.movability.queued_since().is_some() {
             return;
         }
         let settled_at = peer.edge_since.expect("may_move: on the edge").saturating_add(move_after);
@@ -860,7 +560,7 @@ impl P2pCore {
             self.timer(token, settled_at - now);
             return;
         }
-        peer.movable_since = Some(now);
+        peer.movability.queue(now);
         let key = peer.key;
         self.movable.insert(key, peer.site, now, id);
         self.fill_vacancies(key);
@@ -879,7 +579,7 @@ impl P2pCore {
     /// Takes `id` out of the movable queue.
     fn unqueue(&mut self, id: SessionId) {
         if let Some(peer) = self.peers.get_mut(&id) {
-            if let Some(since) = peer.movable_since.take() {
+            if let Some(since) = peer.movability.unqueue() {
                 self.movable.remove(peer.key, peer.site, since, id);
             }
         }
@@ -922,93 +622,5 @@ impl P2pCore {
             self.arm_pair_deadline(viewer, Deadline::MoveRequest { host, client: viewer }, self.config.offer_timeout_ms);
             self.count(counts::MOVES, 1);
         }
-    }
-
-    /// Checks the bookkeeping behind [`Self::role`] (for tests and the fuzzer): roles point at each
-    /// other and share a pool key, no host has more than k clients, the pool holds exactly the
-    /// hosts not retired at their loads, the dependants are counted right, the movable queue holds
-    /// exactly the viewers who may move, and every waiting pair has its deadline armed.
-    #[doc(hidden)]
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let k = usize::from(self.config.max_client_peers_per_host_peer);
-        let mut pool: Vec<_> = self.pool.hosts().collect();
-        let (mut pooled, mut dependants) = (Vec::new(), HashMap::new());
-        for (&id, p) in &self.peers {
-            if p.dependant() {
-                *dependants.entry(p.key).or_insert(0u32) += 1;
-            }
-            if p.movable_since.is_some() && !p.may_move(self.config.move_former_clients, self.moves_idle_hosts()) {
-                return Err(format!("{id} is queued to move but may not ({:?}, moves {})", p.role, p.moves));
-            }
-            if !p.relaying && !p.sub_clients.is_empty() {
-                return Err(format!("{id} relays to nobody, yet lists {:?}", p.sub_clients));
-            }
-            match &p.role {
-                Role::Viewer if p.relaying => return Err(format!("{id} plays from the edge, yet relays as a client")),
-                Role::Viewer => {}
-                Role::Host { clients } => {
-                    if !(p.p2p && p.host_eligible) || clients.len() > k {
-                        return Err(format!("{id} hosts {clients:?} (p2p {}, eligible {}, k {k})", p.p2p, p.host_eligible));
-                    }
-                    if !p.retired {
-                        pooled.push((p.key, clients.len() as u16, id));
-                    }
-                    for (i, c) in clients.iter().enumerate() {
-                        let back = self.peers.get(c).filter(|cp| cp.key == p.key).map(|cp| &cp.role);
-                        if !matches!(back, Some(Role::Client { host, .. }) if *host == id) || clients[..i].contains(c) {
-                            return Err(format!("host {id} lists {c}, whose role is {back:?}"));
-                        }
-                    }
-                }
-                Role::Client { host, stage } => {
-                    let listed = match self.peers.get(host) {
-                        Some(Peer { role: Role::Host { clients }, .. }) => clients.contains(&id),
-                        Some(h @ Peer { role: Role::Client { .. }, .. }) => h.relaying && h.sub_clients.contains(&id),
-                        _ => false,
-                    };
-                    if p.relaying {
-                        let too_deep = p.depth >= self.config.max_depth || p.sub_clients.len() > k;
-                        let theirs = p.sub_clients.iter().all(|c| matches!(self.peers.get(c).map(|cp| &cp.role), Some(Role::Client { host, .. }) if *host == id));
-                        if too_deep || !theirs || !p.host_eligible {
-                            return Err(format!("relaying client {id} at depth {} relays to {:?}", p.depth, p.sub_clients));
-                        }
-                        if !p.retired {
-                            pooled.push((p.key, p.sub_clients.len() as u16, id));
-                        }
-                    }
-                    let deadline = match stage {
-                        Stage::Moving => Some(Deadline::MoveRequest { host: *host, client: id }),
-                        Stage::AwaitingOffer => Some(Deadline::HostOffer { host: *host, client: id }),
-                        Stage::AwaitingAnswer => Some(Deadline::ClientAnswer { host: *host, client: id }),
-                        Stage::Answered | Stage::Confirmed => None,
-                    };
-                    let former = p.was_client && !(self.config.move_former_clients && p.moves > 0);
-                    let current = deadline.is_none_or(|d| self.deadlines.get(p.pair_deadline) == Some(&d));
-                    if !listed || !p.p2p || former || !current {
-                        return Err(format!("client {id} of {host} at {stage:?}: listed {listed}, p2p {}, was_client {}, deadline {deadline:?} current: {current}", p.p2p, p.was_client));
-                    }
-                }
-            }
-        }
-        pool.sort_unstable();
-        pooled.sort_unstable();
-        if pool != pooled {
-            return Err(format!("pool {pool:?}, hosts {pooled:?}"));
-        }
-        self.pool.check_indexes()?;
-        if *self.pool.dependants() != dependants {
-            return Err(format!("dependants counted {:?}, actually {dependants:?}", self.pool.dependants()));
-        }
-        let mut sited = 0;
-        for (key, since, id) in self.movable.all() {
-            let Some(p) = self.peers.get(&id).filter(|p| p.key == key && p.movable_since == Some(since)) else {
-                return Err(format!("{id} is queued to move under {key:?} since {since}, but its record says otherwise"));
-            };
-            sited += usize::from(p.site != Site::UNKNOWN);
-        }
-        if sited != self.movable.sited() {
-            return Err(format!("{} queued by network, {sited} expected", self.movable.sited()));
-        }
-        Ok(())
     }
 }

@@ -16,6 +16,7 @@
 pub mod broker;
 pub mod classify;
 pub mod config;
+pub mod counts;
 pub mod failed_links;
 pub mod core;
 pub mod fallback;

@@ -1,8 +1,24 @@
-//! How a pair (a host peer and one client) ends: every reason in one place, and a table of what
-//! follows each, by how far the pair had got. The core carries the table out in one function
+//! How far a pair (a host peer and one client) got ([`Stage`]), and how it ends: every reason in
+//! one place, and a table of what follows each, by how far the pair had got. The core carries the table out in one function
 //! (`P2pCore::end_pair`); nothing else ends a pair.
 
-use crate::core::{counts, Stage};
+use crate::counts;
+
+/// How a client's connection to its host stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// An edge viewer told `stop {peer_id: 0}` to move into this host; it has not asked again yet.
+    Moving,
+    /// The host was asked to offer; nothing sent to the client yet.
+    AwaitingOffer,
+    /// The client has the host's offer and must answer.
+    AwaitingAnswer,
+    /// The client answered; the pair connects on its own. It counts as playing from its host
+    /// unless its player reports links (then only once [`Stage::Confirmed`]).
+    Answered,
+    /// The client's player reported the link connected.
+    Confirmed,
+}
 
 /// Why a pair ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

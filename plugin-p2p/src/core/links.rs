@@ -36,7 +36,7 @@ impl P2pCore {
         let client_failures = c.ip.map_or(0, |ci| self.failed.failures_of(now, ci));
         // Under `proven` nobody is moved into a link that cannot form: across networks only a
         // relay that has shown a public candidate, or whose player says it uses STUN.
-        let known_to_reach = self.config.pair_new_viewers == PairNewViewers::Any || h.relay_reach == Reach::Public || h.relay_stun;
+        let known_to_reach = self.config.pair_new_viewers == PairNewViewers::Any || h.relay_reach == Reach::Public || h.can.relay_stun;
         h.relay_reach != Reach::LocalOnly && known_to_reach && !c.receives_lan_only && client_failures < MAX_CLIENT_FAILURES
     }
 
@@ -51,11 +51,11 @@ impl P2pCore {
     /// `ReachWaitMs` 0).
     pub(super) fn arm_reach_deadline(&mut self, host: SessionId, client: SessionId) {
         let Some(peer) = self.peers.get(&client).filter(|_| self.config.reach_wait_ms > 0) else { return };
-        if self.deadlines.get(peer.reach_deadline) == Some(&Deadline::Reach { host, client }) {
+        if self.deadlines.get(peer.timers.reach) == Some(&Deadline::Reach { host, client }) {
             return;
         }
         let token = self.deadlines.arm(Deadline::Reach { host, client });
-        self.peers.get_mut(&client).expect("checked above").reach_deadline = token;
+        self.peers.get_mut(&client).expect("checked above").timers.reach = token;
         self.timer(token, self.config.reach_wait_ms);
     }
 
@@ -76,16 +76,16 @@ impl P2pCore {
     /// the doubt). For a player that cannot report its link, this is the evidence it plays.
     pub(super) fn link_evidence(&self, host: SessionId, client: SessionId) -> bool {
         let (Some(h), Some(c)) = (self.peers.get(&host), self.peers.get(&client)) else { return false };
-        self.same_network(host, client) || (h.relay_reach != Reach::LocalOnly && c.recv_reach != Reach::LocalOnly)
+        let recv_reach = c.pair().map_or(Reach::Unknown, |p| p.recv_reach);
+        self.same_network(host, client) || (h.relay_reach != Reach::LocalOnly && recv_reach != Reach::LocalOnly)
     }
 
     /// `end` (the pair's host or client) showed `shown` in its candidates for the pair of `host`
     /// and `client` (`reach` picks which of its reaches): the pair's deadline is armed when the
     /// evidence is lost, and a non-reporting client's host is proven when it is found.
-    pub(super) fn reach_shown(&mut self, host: SessionId, client: SessionId, reach: fn(&mut Peer) -> &mut Reach, end: SessionId, shown: Reach) {
+    pub(super) fn reach_shown(&mut self, host: SessionId, client: SessionId, reach: fn(&mut Peer) -> Option<&mut Reach>, end: SessionId, shown: Reach) {
         let before = self.link_evidence(host, client);
-        if let Some(peer) = self.peers.get_mut(&end) {
-            let r = reach(peer);
+        if let Some(r) = self.peers.get_mut(&end).and_then(reach) {
             *r = r.and(shown);
         }
         let after = self.link_evidence(host, client);
@@ -94,7 +94,7 @@ impl P2pCore {
         }
         if !after {
             self.arm_reach_deadline(host, client);
-        } else if !before && matches!(self.peers.get(&client), Some(Peer { role: Role::Client { stage: Stage::Answered, .. }, reports_links: false, .. })) {
+        } else if !before && self.peers.get(&client).is_some_and(|p| matches!(p.role(), Role::Client { stage: Stage::Answered, .. }) && !p.reports_links()) {
             self.proven(host);
             self.maybe_relay(client);
         }
@@ -103,7 +103,7 @@ impl P2pCore {
     /// Whether the timer `token` is the confirmation deadline of `client`, still `host`'s client,
     /// answered and not confirmed.
     pub(super) fn awaits_confirmation(&self, token: u64, host: SessionId, client: SessionId) -> bool {
-        matches!(self.peers.get(&client), Some(Peer { role: Role::Client { host: h, stage: Stage::Answered }, confirm_deadline, .. }) if *h == host && *confirm_deadline == token)
+        self.peers.get(&client).is_some_and(|p| *p.role() == Role::Client { host, stage: Stage::Answered } && p.timers.confirm == token)
     }
 
     /// The link of `client` with `host` cannot form or failed (`reason`, a fallback count): the
@@ -126,8 +126,9 @@ impl P2pCore {
         let barred = self.peers.get(&client).and_then(|p| p.ip).is_some_and(|ci| self.failed.failures_of(now, ci) >= MAX_CLIENT_FAILURES);
         let across = !self.same_network(host, client);
         let peer = self.peers.get_mut(&client).expect("a pair's client is known");
-        peer.reports_links = false;
-        peer.receives_lan_only |= barred || (across && peer.recv_reach == Reach::LocalOnly);
+        let pair = peer.pair_mut().expect("a client has its pair");
+        pair.reports_links = false;
+        peer.receives_lan_only |= barred || (across && pair.recv_reach == Reach::LocalOnly);
         self.end_pair(host, client, PairEnd::LinkFailed(reason));
     }
 }

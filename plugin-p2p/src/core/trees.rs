@@ -1,6 +1,7 @@
 //! Trees deeper than one level (`MaxDepth` over 1): a client whose link plays relays to clients of
 //! its own, and what its clients get when it stops (part of [`P2pCore`]).
 
+use super::peer::Relay;
 use super::{counts, P2pCore, Role, Stage};
 use crate::pair_end::PairEnd;
 use plugin_api::SessionId;
@@ -10,9 +11,8 @@ impl P2pCore {
     /// pair ended for `end` (`HostLeft` when it is gone or starting over, `RelayLost` when its
     /// own source went). Nothing for a client that does not relay.
     pub(super) fn stop_relaying(&mut self, id: SessionId, end: PairEnd) {
-        let Some(peer) = self.peers.get_mut(&id).filter(|p| p.relaying) else { return };
-        peer.relaying = false;
-        let clients = std::mem::take(&mut peer.sub_clients);
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(clients) = peer.pair_mut().and_then(|pair| pair.relay.stop()) else { return };
         let key = peer.key;
         self.pool.remove(id);
         self.touch(&[id]);
@@ -29,12 +29,11 @@ impl P2pCore {
     pub(super) fn maybe_relay(&mut self, client: SessionId) {
         let max_depth = self.config.max_depth;
         let Some(peer) = self.peers.get_mut(&client) else { return };
-        let eligible = peer.p2p && peer.host_eligible && !peer.retired && !peer.relaying && peer.depth < max_depth;
-        if !eligible || !matches!(peer.role, Role::Client { stage: Stage::Answered | Stage::Confirmed, .. }) {
-            return;
-        }
-        peer.relaying = true;
-        let (key, site, proven, depth) = (peer.key, peer.site, peer.proven, peer.depth);
+        let eligible = peer.can.may_host() && !peer.standing.retired() && peer.depth < max_depth;
+        let plays = matches!(peer.role(), Role::Client { stage: Stage::Answered | Stage::Confirmed, .. });
+        let Some(pair) = peer.pair_mut().filter(|pair| eligible && plays && pair.relay == Relay::Off) else { return };
+        pair.relay.start();
+        let (key, site, proven, depth) = (peer.key, peer.site, peer.standing.proven(), peer.depth);
         self.pool.insert_at(client, key, site, 0, proven, depth);
         self.touch(&[client]);
         self.count(counts::HOST_PEERS, 1);
