@@ -117,6 +117,18 @@ fn when_a_relay_leaves_its_clients_fall_back_and_it_is_told_nothing() {
 }
 
 #[test]
+fn a_former_client_that_hosts_from_the_edge_feeds_clients_at_depth_1() {
+    let mut core = two_levels();
+    core.session_closed(1000, 1);
+    drain(&mut core);
+    assert_eq!(core.offer_requested(1100, 2), OfferDecision::ServeFromEdge, "2 plays from the edge now");
+    core.session_playing(1200, 2);
+    joins_from(&mut core, 1300, 8, 2);
+    assert_eq!(core.delivery(8).map(|d| (d.upstream, d.connected, d.free_relay_slots)), Some((2, true, 2)), "8 is one hop from the edge: it relays");
+    core.check_invariants().unwrap();
+}
+
+#[test]
 fn max_depth_is_checked() {
     for bad in ["0", "9"] {
         assert!(P2pConfig::parse(&format!("<P2P><MaxDepth>{bad}</MaxDepth></P2P>")).is_err(), "{bad}");

@@ -421,10 +421,11 @@ impl Peer {
         self.last_host = Some(host);
     }
 
-    /// Its pair ended: it plays from the edge (or is about to).
+    /// Its pair ended: it plays from the edge (or is about to), zero hops from it.
     pub fn unpair(&mut self) {
         self.role = Role::Viewer;
         self.pair = None;
+        self.depth = 0;
     }
 
     /// Whether, as a client, its player reports its link.
