@@ -31,17 +31,15 @@
 
 pub mod batch;
 pub mod conn;
-pub mod demux;
-pub mod framing;
 pub mod ice_lite;
 pub mod ingest;
 pub mod link;
 pub mod net;
 pub mod sdp;
-pub mod stun_server;
 pub mod tcp;
-pub mod track;
 pub mod worker;
+
+pub use edge_transport::{demux, framing, stun_server, track};
 
 use crate::config::Config;
 use crate::media::StreamHub;

@@ -683,7 +683,7 @@ impl Worker {
         for reason in Dropped::ALL {
             let n = std::mem::take(&mut self.dropped[reason as usize]);
             if n > 0 {
-                reason.count(&self.io.metrics.counts).add(n as u64);
+                dropped_count(reason, &self.io.metrics.counts).add(n as u64);
             }
         }
     }
@@ -805,6 +805,15 @@ fn reschedule(timers: &mut BinaryHeap<Reverse<(Instant, ConnKey)>>, key: ConnKey
         if let Some(t) = next {
             timers.push(Reverse((t, key)));
         }
+    }
+}
+
+/// The host's count of datagrams dropped for `reason`.
+fn dropped_count(reason: Dropped, counts: &crate::metrics::HostCounts) -> &crate::metrics::Count {
+    match reason {
+        Dropped::UnknownUfrag => &counts.edge_datagrams_dropped_unknown_ufrag,
+        Dropped::UnknownAddress => &counts.edge_datagrams_dropped_unknown_address,
+        Dropped::NotWebRtc => &counts.edge_datagrams_dropped_not_webrtc,
     }
 }
 

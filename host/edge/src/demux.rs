@@ -3,7 +3,7 @@
 //! Every viewer's ICE, DTLS and SRTP arrive on the same few sockets. A STUN binding request names
 //! its connection in the USERNAME attribute (`<our ufrag>:<their ufrag>`, RFC 8445 7.2.2): that
 //! is how a new pair is found. A binding request without USERNAME is no connection's check: it
-//! asks the host's STUN server ([`super::stun_server`]) where its sender is, whoever sends it.
+//! asks the host's STUN server ([`crate::stun_server`]) where its sender is, whoever sends it.
 //! Everything else (DTLS, SRTP, SRTCP, other STUN) is routed by the remote address, which a
 //! connection gets only once it has answered a binding request from it: an address is learned
 //! from what the connection sends, never from what a stranger claims.
@@ -28,15 +28,6 @@ pub enum Dropped {
 impl Dropped {
     /// Every reason, in the order of their discriminants (the index of a per-reason count).
     pub const ALL: [Dropped; 3] = [Self::UnknownUfrag, Self::UnknownAddress, Self::NotWebRtc];
-
-    /// The host's count of this reason.
-    pub fn count(self, counts: &crate::metrics::HostCounts) -> &crate::metrics::Count {
-        match self {
-            Self::UnknownUfrag => &counts.edge_datagrams_dropped_unknown_ufrag,
-            Self::UnknownAddress => &counts.edge_datagrams_dropped_unknown_address,
-            Self::NotWebRtc => &counts.edge_datagrams_dropped_not_webrtc,
-        }
-    }
 }
 
 /// What kind of datagram it is, by its first byte (RFC 7983 section 7).
@@ -101,7 +92,7 @@ fn binding_request_username(datagram: &[u8]) -> Option<Option<&[u8]>> {
 }
 
 /// The local ufrag a connectivity check names (a binding request with USERNAME): how the first
-/// frame of an ICE-TCP stream finds its connection ([`super::tcp`]).
+/// frame of an ICE-TCP stream finds its connection (the host's ICE-TCP streams).
 pub fn check_ufrag(datagram: &[u8]) -> Option<&str> {
     local_ufrag(binding_request_username(datagram)??)
 }
@@ -185,7 +176,7 @@ impl<K: Copy + Eq + Hash> Demux<K> {
 
     /// Connections registered.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.by_ufrag.len()
     }
 }
