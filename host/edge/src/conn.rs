@@ -5,6 +5,7 @@
 //! the few, run on `rtc`'s full peer connection, [`crate::link::RtcLink`]).
 
 use crate::connection::{Arrival, ConnEvent, Connection, Output, Source, Transmit};
+use crate::demux::{self, Kind};
 use crate::error::{Error, Result};
 use crate::ice_lite::IceLite;
 use crate::link::{LinkState, Phase};
@@ -266,10 +267,10 @@ impl ViewerConn {
 
     /// A datagram for this connection, to its local address `local`.
     pub fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8], plaintext: &mut Plaintext) {
-        match data.first() {
-            Some(0..=3) => self.stun(now, local, from, data),
-            Some(20..=63) => self.dtls(now, data),
-            Some(128..=191) if data.get(1).is_some_and(|pt| (192..=223).contains(pt)) => self.rtcp(now, data, plaintext),
+        match demux::first_byte_kind(data) {
+            Some(Kind::Stun) => self.stun(now, local, from, data),
+            Some(Kind::Dtls) => self.dtls(now, data),
+            Some(Kind::Rtp) if demux::is_rtcp(data) => self.rtcp(now, data, plaintext),
             _ => {}
         }
     }
@@ -622,7 +623,6 @@ fn admit_rtcp(seen: &mut Vec<u32>, data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demux;
 
     fn conn(now: Instant) -> ViewerConn {
         let identity = Arc::new(EdgeIdentity::generate().unwrap());

@@ -26,7 +26,7 @@ pub enum Dropped {
 }
 
 impl Dropped {
-    /// Every reason, in the order of their discriminants (the index of a per-reason count).
+    /// Every reason, in the order of their discriminants.
     pub const ALL: [Dropped; 3] = [Self::UnknownUfrag, Self::UnknownAddress, Self::NotWebRtc];
 }
 
@@ -41,14 +41,45 @@ pub enum Kind {
     Rtp,
 }
 
-/// Classifies a datagram by RFC 7983's first-byte ranges; `None` for anything else.
-pub fn kind(datagram: &[u8]) -> Option<Kind> {
-    match *datagram.first()? {
-        0..=3 if datagram.len() >= STUN_HEADER => Some(Kind::Stun),
-        20..=63 if datagram.len() >= 13 => Some(Kind::Dtls),
-        128..=191 if datagram.len() >= 12 => Some(Kind::Rtp),
-        _ => None,
+impl Kind {
+    /// The kind RFC 7983's first-byte ranges give a datagram starting with `byte`; `None` for
+    /// anything else. The one place the edge writes the ranges.
+    pub fn of_first_byte(byte: u8) -> Option<Self> {
+        match byte {
+            0..=3 => Some(Self::Stun),
+            20..=63 => Some(Self::Dtls),
+            128..=191 => Some(Self::Rtp),
+            _ => None,
+        }
     }
+
+    /// The shortest datagram of this kind: a STUN header, a DTLS record header, an RTP header.
+    fn min_len(self) -> usize {
+        match self {
+            Self::Stun => STUN_HEADER,
+            Self::Dtls => 13,
+            Self::Rtp => 12,
+        }
+    }
+}
+
+/// Classifies a datagram by RFC 7983's first-byte ranges; `None` for anything else, or for one
+/// too short to be of its kind (what the routing takes).
+pub fn kind(datagram: &[u8]) -> Option<Kind> {
+    let kind = Kind::of_first_byte(*datagram.first()?)?;
+    (datagram.len() >= kind.min_len()).then_some(kind)
+}
+
+/// Classifies a datagram by its first byte alone, whatever its length (a connection reading what
+/// was routed to it, or classifying what it sends, judges the rest itself).
+pub fn first_byte_kind(datagram: &[u8]) -> Option<Kind> {
+    Kind::of_first_byte(*datagram.first()?)
+}
+
+/// Whether a datagram of [`Kind::Rtp`] is RTCP: its second byte, the packet type, is one of
+/// RTCP's (192-223, RFC 5761 section 4).
+pub fn is_rtcp(datagram: &[u8]) -> bool {
+    datagram.get(1).is_some_and(|pt| (192..=223).contains(pt))
 }
 
 const STUN_HEADER: usize = 20;

@@ -213,7 +213,7 @@ impl Connection for PublisherConn {
     fn poll_output(&mut self) -> Output {
         if let Some((announced, to, bytes)) = self.link.poll_transmit() {
             let source = self.locals.get(announced).map_or(Source::Announced(announced), Source::Local);
-            if demux::kind(&bytes) == Some(demux::Kind::Stun) {
+            if demux::first_byte_kind(&bytes) == Some(demux::Kind::Stun) {
                 self.link.state.events.push_back(ConnEvent::Reached { local: source, remote: to });
             }
             return Output::Transmit(Transmit { source, to, bytes });

@@ -12,6 +12,7 @@
 //! - [`demux`]: which connection a datagram on a shared port belongs to (RFC 7983's first-byte
 //!   rule, written once);
 //! - [`stun_server`]: the plain STUN Binding server of every edge port;
+//! - [`counters`]: what the edge counts, typed ([`EdgeCounts`]);
 //! - [`framing`]: RFC 4571 framing, for ICE over TCP;
 //! - [`plumbing`]: the codecs, payload types and RTP rewrite the edge and the test peers share;
 //! - [`media`]: a stream's packets;
@@ -22,6 +23,7 @@
 
 pub mod conn;
 pub mod connection;
+pub mod counters;
 pub mod demux;
 pub mod error;
 pub mod framing;
@@ -35,4 +37,5 @@ pub mod stun_server;
 pub mod track;
 
 pub use connection::{Arrival, ConnEvent, Connection, Output, Source, Transmit};
+pub use counters::EdgeCounts;
 pub use error::Error;

@@ -92,7 +92,8 @@ struct WorkerHandle {
     load: Arc<AtomicUsize>,
 }
 
-/// Totals over every viewer, for `/stats`.
+/// Totals over every viewer, for `/stats`: the workers add their turns' typed counts
+/// ([`edge_transport::EdgeCounts`]) here.
 #[derive(Debug, Default)]
 pub struct EdgeCounters {
     /// RTP bytes sent to viewers since start.

@@ -13,11 +13,11 @@ use super::batch::{Outbox, Sent};
 use super::net::{EdgeSocket, Received, MAX_DATAGRAM, RECV_BATCH};
 use super::tcp::{Routes, StreamId, TcpEvent};
 use edge_transport::conn::{EdgeIdentity, NewConn, Offer, ViewerConn};
-use edge_transport::demux::{Demux, Dropped, Route};
+use edge_transport::demux::{Demux, Route};
 use edge_transport::ingest::{NewPublisher, PublisherConn, Tracks};
 use edge_transport::stun_server::StunServer;
 use edge_transport::track::Plaintext;
-use edge_transport::{Arrival, ConnEvent, Connection, Output, Source, Transmit};
+use edge_transport::{Arrival, ConnEvent, Connection, EdgeCounts, Output, Source, Transmit};
 use super::{EdgeCounters, EdgeEvent, Transports};
 use crate::media::{MediaPacket, StreamHub};
 use crate::metrics::Metrics;
@@ -202,8 +202,8 @@ struct Io {
     /// Datagrams sent and system calls made so far (reported now and then).
     sent: Sent,
     tcp: TcpPaths,
-    /// Frames dropped this turn because their stream's queue was full.
-    tcp_dropped: u64,
+    /// What this turn counted, handed on at its end ([`Worker::report_counts`]).
+    counts: EdgeCounts,
 }
 
 impl Io {
@@ -242,7 +242,7 @@ impl Io {
             if let Some(path) = self.tcp.on_pair(local, to) {
                 // A full queue is a full TCP window: the packet is lost, as on a full UDP buffer.
                 if let Err(mpsc::error::TrySendError::Full(_)) = path.outgoing.try_send(bytes) {
-                    self.tcp_dropped += 1;
+                    self.counts.tcp_frames_dropped += 1;
                 }
                 return;
             }
@@ -266,24 +266,21 @@ impl Io {
     }
 
     /// Answers a plain STUN Binding request that came to `socket`, or drops it; counts either.
-    fn serve_stun(&mut self, now: Instant, socket: usize, received: &Received, request: &[u8], counters: &EdgeCounters) {
+    fn serve_stun(&mut self, now: Instant, socket: usize, received: &Received, request: &[u8]) {
         match self.stun.answer(now, received.from, request) {
             Ok(response) => {
                 let s = &self.sockets[socket];
                 self.outboxes[socket].push(received.from, s.source_for(received.local), response, s.is_ipv6());
-                counters.stun_binding_answered.fetch_add(1, Ordering::Relaxed);
+                self.counts.stun_binding_answered += 1;
             }
             Err(_) => {
-                counters.stun_binding_dropped.fetch_add(1, Ordering::Relaxed);
+                self.counts.stun_binding_dropped += 1;
             }
         }
     }
 
     /// Sends what this turn queued, in batches.
     fn send_all(&mut self) {
-        if self.tcp_dropped > 0 {
-            self.metrics.counts.edge_tcp_frames_dropped.add(std::mem::take(&mut self.tcp_dropped));
-        }
         for (socket, outbox) in self.sockets.iter().zip(&mut self.outboxes) {
             if outbox.is_empty() {
                 continue;
@@ -315,8 +312,6 @@ pub struct Worker {
     identity: Arc<EdgeIdentity>,
     /// The packet being sent to viewers (its payload copied once for all of them).
     plaintext: Plaintext,
-    /// Datagrams dropped this turn, by reason (indexed by discriminant).
-    dropped: [i64; Dropped::ALL.len()],
     buffers: Box<[[u8; MAX_DATAGRAM]; RECV_BATCH]>,
     /// Its part in ICE over TCP.
     tcp: TcpSide,
@@ -346,7 +341,7 @@ impl Worker {
                 metrics,
                 sent: Sent::default(),
                 tcp: TcpPaths::default(),
-                tcp_dropped: 0,
+                counts: EdgeCounts::default(),
             },
             conns: HashMap::new(),
             next_key: 1,
@@ -361,7 +356,6 @@ impl Worker {
             load,
             identity,
             plaintext: Plaintext::default(),
-            dropped: [0; Dropped::ALL.len()],
             buffers: Box::new([[0; MAX_DATAGRAM]; RECV_BATCH]),
             tcp,
             deferred: Vec::new(),
@@ -399,6 +393,8 @@ impl Worker {
                 Some(event) = self.tcp.events.recv() => self.on_tcp(Instant::now(), event),
                 _ = crate::deadline::sleep_until(deadline) => self.on_timers(Instant::now()),
             }
+            // Counted before sent: whoever gets a datagram of this turn finds it counted.
+            self.report_counts();
             self.io.send_all();
             self.report_sends();
         }
@@ -406,7 +402,43 @@ impl Worker {
         for key in keys {
             self.close(key);
         }
+        self.report_counts();
         self.io.send_all();
+    }
+
+    /// Hands the turn's counts to the host's metrics and the edge's totals: one update per turn,
+    /// not per datagram (a flood of junk must not touch the host-wide counts thousands of times
+    /// a second).
+    fn report_counts(&mut self) {
+        let counts = self.io.counts.take();
+        if counts == EdgeCounts::default() {
+            return;
+        }
+        let host = &self.io.metrics.counts;
+        let edge = &self.counters;
+        for (count, n) in [
+            (&host.edge_datagrams_dropped_unknown_ufrag, counts.dropped_unknown_ufrag),
+            (&host.edge_datagrams_dropped_unknown_address, counts.dropped_unknown_address),
+            (&host.edge_datagrams_dropped_not_webrtc, counts.dropped_not_webrtc),
+            (&host.edge_packets_resent, counts.packets_resent),
+            (&host.edge_keyframe_cache_joins, counts.keyframe_cache_joins),
+            (&host.edge_tcp_frames_dropped, counts.tcp_frames_dropped),
+            (&host.ingest_keyframe_requests, counts.keyframe_requests),
+        ] {
+            if n > 0 {
+                count.add(n);
+            }
+        }
+        for (total, n) in [
+            (&edge.egress_bytes, counts.media_bytes_sent),
+            (&edge.lagged, counts.lagged),
+            (&edge.stun_binding_answered, counts.stun_binding_answered),
+            (&edge.stun_binding_dropped, counts.stun_binding_dropped),
+        ] {
+            if n > 0 {
+                total.fetch_add(n, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Adds the datagrams sent and system calls made to the metrics, every 4096 datagrams.
@@ -471,7 +503,7 @@ impl Worker {
                 let now = Instant::now();
                 if let Some(Link::Publisher { conn, .. }) = self.conns.get_mut(&key).map(|e| &mut e.link) {
                     if conn.request_keyframe(now) {
-                        self.io.metrics.counts.ingest_keyframe_requests.inc();
+                        self.io.counts.keyframe_requests += 1;
                     }
                     self.service(now, key);
                 }
@@ -642,18 +674,6 @@ impl Worker {
     }
 
     fn read(&mut self, socket: usize, received: &mut Vec<Received>) {
-        self.read_batches(socket, received);
-        // One metrics update per turn, not per dropped datagram: a flood of junk must not take
-        // the host-wide metrics lock thousands of times a second.
-        for reason in Dropped::ALL {
-            let n = std::mem::take(&mut self.dropped[reason as usize]);
-            if n > 0 {
-                dropped_count(reason, &self.io.metrics.counts).add(n as u64);
-            }
-        }
-    }
-
-    fn read_batches(&mut self, socket: usize, received: &mut Vec<Received>) {
         // At most this many batches per turn: a flood must not keep timers, media and commands
         // waiting (the socket stays readable; the next turn reads on).
         for _ in 0..READ_BATCHES_PER_TURN {
@@ -669,14 +689,14 @@ impl Worker {
             for r in received.iter() {
                 let data = &self.buffers[r.buffer][r.offset..r.offset + r.len];
                 match self.io.demux.route(data, r.from) {
-                    Ok(Route::StunServer) => self.io.serve_stun(now, socket, r, data, &self.counters),
+                    Ok(Route::StunServer) => self.io.serve_stun(now, socket, r, data),
                     Ok(Route::Conn(key)) => {
                         let Some(entry) = self.conns.get_mut(&key) else { continue };
                         let arrival = Arrival { local: r.local, announced: r.announced };
                         entry.link.conn().handle_datagram(now, arrival, r.from, data, &mut self.plaintext);
                         self.service(now, key);
                     }
-                    Err(dropped) => self.dropped[dropped as usize] += 1,
+                    Err(dropped) => self.io.counts.dropped(dropped),
                 }
             }
             if n < RECV_BATCH {
@@ -709,7 +729,7 @@ impl Worker {
         let (slot, packet) = match fed {
             Fed::Packet(slot, packet) => (slot, packet),
             Fed::Lagged(slot) => {
-                self.counters.lagged.fetch_add(1, Ordering::Relaxed);
+                self.io.counts.lagged += 1;
                 for key in self.streams.get(&slot).map(|s| s.viewers.clone()).unwrap_or_default() {
                     if let Some(conn) = self.conns.get_mut(&key).and_then(|e| e.link.viewer()) {
                         conn.lagged();
@@ -719,7 +739,6 @@ impl Worker {
             }
         };
         let Some(stream) = self.streams.get(&slot) else { return };
-        let mut sent = 0;
         for key in &stream.viewers {
             let Some(entry) = self.conns.get_mut(key) else { continue };
             let Link::Viewer { conn, egress_bytes, .. } = &mut entry.link else { continue };
@@ -730,13 +749,12 @@ impl Worker {
                 match event {
                     ConnEvent::MediaSent(n) => {
                         egress_bytes.fetch_add(n, Ordering::Relaxed);
-                        sent += n;
+                        self.io.counts.media_bytes_sent += n;
                     }
                     other => self.deferred.push((*key, other)),
                 }
             }
         }
-        self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
         for (key, event) in std::mem::take(&mut self.deferred) {
             self.on_event(now, key, event);
             self.service(now, key);
@@ -779,7 +797,7 @@ impl Worker {
                 if cache.is_empty() {
                     hub.request_keyframe(now);
                 } else {
-                    self.io.metrics.counts.edge_keyframe_cache_joins.inc();
+                    self.io.counts.keyframe_cache_joins += 1;
                 }
                 let conn = entry.link.viewer().expect("a viewer");
                 conn.start_from(now, cache, &mut self.plaintext);
@@ -795,12 +813,12 @@ impl Worker {
                     self.streams[&slot].hub.request_keyframe(now);
                 }
             }
-            ConnEvent::Resent(n) => self.io.metrics.counts.edge_packets_resent.add(u64::from(n)),
+            ConnEvent::Resent(_) => self.io.counts.event(&event),
             ConnEvent::MediaSent(n) => {
                 if let Link::Viewer { egress_bytes, .. } = &entry.link {
                     egress_bytes.fetch_add(n, Ordering::Relaxed);
                 }
-                self.counters.egress_bytes.fetch_add(n, Ordering::Relaxed);
+                self.io.counts.event(&event);
             }
             ConnEvent::Media(kind, packet) => {
                 if let Link::Publisher { hub: Some(hub), .. } = &entry.link {
@@ -809,15 +827,6 @@ impl Worker {
             }
             ConnEvent::Reached { .. } => {} // the I/O layer's ([`Io::next_of`])
         }
-    }
-}
-
-/// The host's count of datagrams dropped for `reason`.
-fn dropped_count(reason: Dropped, counts: &crate::metrics::HostCounts) -> &crate::metrics::Count {
-    match reason {
-        Dropped::UnknownUfrag => &counts.edge_datagrams_dropped_unknown_ufrag,
-        Dropped::UnknownAddress => &counts.edge_datagrams_dropped_unknown_address,
-        Dropped::NotWebRtc => &counts.edge_datagrams_dropped_not_webrtc,
     }
 }
 
