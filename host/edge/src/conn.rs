@@ -761,6 +761,35 @@ mod tests {
         std::iter::from_fn(|| conn.poll_transmit()).map(|(_, to, data)| (to, demux::kind(&data))).collect()
     }
 
+    /// Driven only through [`Connection`], a viewer tells the address it answered, that it came
+    /// up, then for a stream packet its datagram and the bytes it carried, and its deadline.
+    #[test]
+    fn through_the_connection_interface_a_viewer_tells_what_it_reached_that_it_is_up_and_what_it_sent() {
+        let t0 = Instant::now();
+        let at: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let mut plaintext = Plaintext::default();
+        let (mut conn, _) = connected(t0, at, &mut plaintext);
+        let mut events = Vec::new();
+        let deadline = loop {
+            match conn.poll_output() {
+                Output::Transmit(transmit) => assert_eq!(transmit.to, at),
+                Output::Event(event) => events.push(event),
+                Output::Timeout(deadline) => break deadline,
+            }
+        };
+        assert!(matches!(events.first(), Some(ConnEvent::Reached { local: Source::Local(local), remote }) if *local == edge() && *remote == at), "{events:?}");
+        assert!(matches!(events.last(), Some(ConnEvent::Connected)), "{events:?}");
+        assert!(deadline.is_some_and(|t| t > t0), "consent and reports keep a deadline");
+        conn.send_media(t0, &media(0), &mut plaintext);
+        let Output::Transmit(transmit) = conn.poll_output() else { panic!("the packet first") };
+        assert_eq!((transmit.source, transmit.to, demux::kind(&transmit.bytes)), (Source::Local(edge()), at, Some(Kind::Rtp)));
+        assert!(matches!(conn.poll_output(), Output::Event(ConnEvent::MediaSent(18))), "a 6-byte payload and its header");
+        assert!(matches!(conn.poll_output(), Output::Timeout(t) if t == deadline));
+        assert!(!conn.is_done());
+        Connection::close(&mut conn, t0);
+        assert!(conn.is_done());
+    }
+
     /// RFC 7675: a viewer that knows its ICE password forges checks from a victim's address, one
     /// every 20 s. The victim gets the answers to those checks (STUN, no bigger than them) and
     /// nothing else; the player keeps its media, and its consent, for as long as it checks.

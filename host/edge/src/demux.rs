@@ -321,6 +321,20 @@ mod tests {
     }
 
     #[test]
+    fn the_first_byte_rule_is_rfc_7983s_and_rtcp_is_told_by_its_packet_type() {
+        let expected = [(0, Some(Kind::Stun)), (3, Some(Kind::Stun)), (4, None), (19, None), (20, Some(Kind::Dtls)), (63, Some(Kind::Dtls))];
+        let more = [(64, None), (127, None), (128, Some(Kind::Rtp)), (191, Some(Kind::Rtp)), (192, None), (255, None)];
+        for (byte, kind) in expected.into_iter().chain(more) {
+            assert_eq!(Kind::of_first_byte(byte), kind, "{byte}");
+        }
+        assert_eq!(first_byte_kind(&[22, 0xfe, 0xfd]), Some(Kind::Dtls), "whatever its length");
+        assert_eq!(kind(&[22, 0xfe, 0xfd]), None, "the routing takes a whole record header");
+        assert_eq!(first_byte_kind(&[]), None);
+        assert!(is_rtcp(&[0x81, 200]) && is_rtcp(&[0x80, 223]));
+        assert!(!is_rtcp(&[0x80, 96]) && !is_rtcp(&[0x80, 224]) && !is_rtcp(&[0x80]));
+    }
+
+    #[test]
     fn garbage_and_truncated_datagrams_are_not_webrtc() {
         let d: Demux<u32> = Demux::new(2);
         for junk in [&[][..], &[0x00][..], &[0x01; 19][..], &[0xff; 100][..], &[70; 30][..], &[0x80; 11][..]] {
