@@ -2,4 +2,4 @@
 //! RTP rewrite), so the Rust test peers relay exactly as the edge sends. The host itself is the
 //! `host` binary (`src/main.rs`).
 
-pub mod plumbing;
+pub use edge_transport::plumbing;

@@ -1,17 +1,22 @@
 //! The WebRTC edge: every viewer's connection on the configured UDP ports, shared.
 //!
+//! This module is the edge's I/O layer: sockets, tasks, channels. The connections themselves are
+//! sans-IO, in their own crate ([`edge_transport`]): one interface for every connection
+//! ([`edge_transport::Connection`]: a datagram or a deadline in, datagrams, deadlines and events
+//! out), which the workers drive.
+//!
 //! The edge owns the sockets and the clock. Each configured port is one socket, bound once; the
 //! ports are split among [`worker`]s (one task per core), and a worker drives every connection
 //! on its sockets. A viewer costs no socket and no task: a connection is an entry in its worker's
 //! table, found by the STUN USERNAME's ufrag while it is new and by its remote address once
 //! established ([`demux`]).
 //!
-//! A viewer's connection ([`conn`]) is the edge's own: ICE-lite ([`ice_lite`]), the SDP written
-//! by hand ([`sdp`]), DTLS from `rtc`'s sans-IO endpoint for the keys, and media sealed straight
-//! into SRTP ([`track`]). A full `rtc` peer connection per viewer cost twice the CPU (every packet
-//! moved through six pipeline stages and copied three times) and carried per-viewer machinery a
-//! send-only viewer never uses. Publishers and pulls, the few, use `rtc`'s peer connection
-//! ([`link::RtcLink`]): they receive, and a pull is a full ICE agent.
+//! A viewer's connection ([`conn`]) is the edge's own: ICE-lite ([`edge_transport::ice_lite`]),
+//! the SDP written by hand ([`edge_transport::sdp`]), DTLS from `rtc`'s sans-IO endpoint for the
+//! keys, and media sealed straight into SRTP ([`edge_transport::track`]). A full `rtc` peer
+//! connection per viewer cost twice the CPU (every packet moved through six pipeline stages and
+//! copied three times) and carried per-viewer machinery a send-only viewer never uses. Publishers and pulls, the few, use `rtc`'s peer connection
+//! ([`edge_transport::link::RtcLink`], [`ingest`]): they receive, and a pull is a full ICE agent.
 //!
 //! ICE-lite: the edge is a server with a reachable address (or a configured public one), so it
 //! only answers the player's connectivity checks. It never probes addresses a player names, which
@@ -22,26 +27,19 @@
 //! framing, [`framing`]): each `/tcp` candidate's port is offered as a passive TCP candidate, and a
 //! stream, routed by its first check's ufrag, carries its connection's packets like a path.
 //!
-//! Every edge port is also a STUN server ([`stun_server`]): a Binding request without credentials
-//! is answered with the address it came from, so that players relaying to each other can learn
-//! their public address from the host. Viewers' offers name it (`p2p_ice_servers`).
+//! Every edge port is also a STUN server ([`edge_transport::stun_server`]): a Binding request
+//! without credentials is answered with the address it came from, so that players relaying to
+//! each other can learn their public address from the host. Viewers' offers name it (`p2p_ice_servers`).
 //!
 //! A joining viewer gets the stream's video since the last keyframe first ([`crate::media::gop`]),
 //! rewritten onto its own track, then live packets: its picture starts at once.
 
 pub mod batch;
-pub mod conn;
-pub mod demux;
-pub mod framing;
-pub mod ice_lite;
-pub mod ingest;
-pub mod link;
 pub mod net;
-pub mod sdp;
-pub mod stun_server;
 pub mod tcp;
-pub mod track;
 pub mod worker;
+
+pub use edge_transport::{conn, demux, framing, ingest};
 
 use crate::config::Config;
 use crate::media::{Feed, StreamHub};
@@ -94,14 +92,15 @@ struct WorkerHandle {
     load: Arc<AtomicUsize>,
 }
 
-/// Totals over every viewer, for `/stats`.
+/// Totals over every viewer, for `/stats`: the workers add their turns' typed counts
+/// ([`edge_transport::EdgeCounts`]) here.
 #[derive(Debug, Default)]
 pub struct EdgeCounters {
     /// RTP bytes sent to viewers since start.
     pub egress_bytes: AtomicU64,
     /// Times a worker fell behind a stream (its viewers resumed at the next keyframe).
     pub lagged: AtomicU64,
-    /// Plain STUN Binding requests answered ([`stun_server`]).
+    /// Plain STUN Binding requests answered ([`edge_transport::stun_server`]).
     pub stun_binding_answered: AtomicU64,
     /// Plain STUN Binding requests dropped: malformed, not understood, or over their source's rate.
     pub stun_binding_dropped: AtomicU64,

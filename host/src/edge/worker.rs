@@ -1,20 +1,25 @@
 //! A worker: one task that owns some of the edge's shared sockets and every connection on them,
 //! viewers' and publishers'. It routes datagrams ([`Demux`]), answers plain STUN on its sockets
-//! ([`StunServer`]), drives each `rtc` connection's clock from one timer heap, and fans the
-//! streams' packets out to its viewers (a publisher's packets go to its stream's hub, and from
-//! there to every worker's viewers). No task and no socket per connection.
+//! ([`StunServer`]), drives each connection's clock from one timer heap, and fans the streams'
+//! packets out to its viewers (a publisher's packets go to its stream's hub, and from there to
+//! every worker's viewers). No task and no socket per connection.
+//!
+//! Every connection is driven the same way, through [`Connection`]: a datagram or a deadline
+//! in, then its outputs until it has none ([`Worker::service`]): datagrams go to the sockets (or
+//! a TCP stream), events become its session's [`EdgeEvent`]s, the hub's packets and keyframe
+//! requests, and counts.
 
-use super::conn::{EdgeIdentity, NewConn, Offer, ViewerConn, Wants};
-use super::link::{LinkState, Phase};
-use super::track::Plaintext;
-use super::ingest::{NewPublisher, PublisherConn, Tracks};
 use super::batch::{Outbox, Sent};
-use super::demux::{Demux, Dropped, Route};
 use super::net::{EdgeSocket, Received, MAX_DATAGRAM, RECV_BATCH};
-use super::stun_server::StunServer;
 use super::tcp::{Routes, StreamId, TcpEvent};
+use edge_transport::conn::{EdgeIdentity, NewConn, Offer, ViewerConn};
+use edge_transport::demux::{Demux, Route};
+use edge_transport::ingest::{NewPublisher, PublisherConn, Tracks};
+use edge_transport::stun_server::StunServer;
+use edge_transport::track::Plaintext;
+use edge_transport::{Arrival, ConnEvent, Connection, EdgeCounts, Output, Source, Transmit};
 use super::{EdgeCounters, EdgeEvent, Transports};
-use crate::media::{MediaPacket, StreamHub};
+use crate::media::{Feed, MediaPacket, StreamHub};
 use crate::metrics::Metrics;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -91,6 +96,12 @@ struct Entry {
     socket: usize,
     /// The TCP streams it holds.
     tcp_streams: Vec<StreamId>,
+    /// Remote addresses it has reached (routed to it).
+    addrs: Vec<SocketAddr>,
+    /// The next time it wants `handle_timeout`, as last scheduled.
+    scheduled: Option<Instant>,
+    /// Its session's event inbox.
+    events: mpsc::UnboundedSender<EdgeEvent>,
 }
 
 /// A worker's part in ICE over TCP ([`super::tcp`]).
@@ -146,107 +157,34 @@ impl TcpPaths {
     }
 }
 
-/// Where a datagram leaves from.
-#[derive(Debug, Clone, Copy)]
-enum Source {
-    /// This local address: the one its receiver talks to.
-    Local(SocketAddr),
-    /// The socket of this announced address, from whichever address the kernel picks: a
-    /// publisher's or a pull's agent may send before anything came to it (a pull's first checks),
-    /// and an announced address behind NAT is no local address to send from.
-    Announced(SocketAddr),
-}
-
-/// Where a publisher's datagrams really arrived, per announced address: `rtc`'s ICE agent knows
-/// itself only by its candidates (the announced addresses), but its replies must leave from the
-/// address each datagram was sent to ([`EdgeSocket::source_for`]). One entry per announced
-/// address it was reached at.
-#[derive(Default)]
-struct RealLocals(Vec<(SocketAddr, SocketAddr)>);
-
-impl RealLocals {
-    fn learn(&mut self, announced: SocketAddr, local: SocketAddr) {
-        match self.0.iter_mut().find(|(a, _)| *a == announced) {
-            Some(entry) => entry.1 = local,
-            None => self.0.push((announced, local)),
-        }
-    }
-
-    /// The local address behind `announced`, once a datagram has come to it.
-    fn get(&self, announced: SocketAddr) -> Option<SocketAddr> {
-        self.0.iter().find(|(a, _)| *a == announced).map(|(_, l)| *l)
-    }
-}
-
-/// A viewer's connection (and the slot of the stream it plays) or a publisher's.
+/// A viewer's connection or a publisher's (or a pull's), and what the worker keeps for its kind.
 // Viewers are the many and hold their state inline; the few publishers are boxed.
 #[allow(clippy::large_enum_variant)]
 enum Link {
-    Viewer { conn: ViewerConn, slot: u32 },
-    Publisher(Box<PublisherConn>, RealLocals),
+    /// A viewer's: the slot of the stream it plays, and its session's count of bytes sent to it.
+    Viewer { conn: ViewerConn, slot: u32, egress_bytes: Arc<AtomicU64> },
+    /// A publisher's: the stream its media feeds, once its session says.
+    Publisher { conn: Box<PublisherConn>, feed: Option<Feed> },
 }
 
 impl Link {
-    /// What the worker keeps of either kind.
-    fn state(&mut self) -> &mut LinkState {
+    /// The connection, whichever kind.
+    fn conn(&mut self) -> &mut dyn Connection {
         match self {
-            Link::Viewer { conn, .. } => &mut conn.state,
-            Link::Publisher(conn, _) => &mut conn.link.state,
-        }
-    }
-    /// The next datagram to send: where it leaves from, the remote address, the bytes.
-    fn poll_transmit(&mut self) -> Option<(Source, SocketAddr, bytes::BytesMut)> {
-        match self {
-            Link::Viewer { conn, .. } => conn.poll_transmit().map(|(local, to, data)| (Source::Local(local), to, data)),
-            Link::Publisher(conn, locals) => {
-                let (announced, to, data) = conn.link.poll_transmit()?;
-                let source = locals.get(announced).map_or(Source::Announced(announced), Source::Local);
-                Some((source, to, data))
-            }
-        }
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        match self {
-            Link::Viewer { conn, .. } => conn.poll_timeout(),
-            Link::Publisher(conn, _) => conn.link.poll_timeout(),
-        }
-    }
-    fn close(&mut self, now: Instant) {
-        match self {
-            Link::Viewer { conn, .. } => conn.close(now),
-            Link::Publisher(conn, _) => conn.link.close(),
-        }
-    }
-    /// A datagram from `from` to `local`, which is announced as `announced`.
-    fn datagram(&mut self, now: Instant, (local, announced): (SocketAddr, SocketAddr), from: SocketAddr, data: &[u8], plaintext: &mut Plaintext) -> Wants {
-        match self {
-            Link::Viewer { conn, .. } => conn.datagram(now, local, from, data, plaintext),
-            Link::Publisher(conn, locals) => {
-                locals.learn(announced, local);
-                conn.datagram(now, announced, from, data);
-                Wants::default() // the session hears of its state itself; it wants nothing here
-            }
-        }
-    }
-    fn timeout(&mut self, now: Instant) -> Wants {
-        match self {
-            Link::Viewer { conn, .. } => conn.timeout(now),
-            Link::Publisher(conn, _) => {
-                conn.timeout(now);
-                Wants::default()
-            }
+            Link::Viewer { conn, .. } => conn,
+            Link::Publisher { conn, .. } => &mut **conn,
         }
     }
     fn viewer(&mut self) -> Option<&mut ViewerConn> {
         match self {
             Link::Viewer { conn, .. } => Some(conn),
-            Link::Publisher(..) => None,
+            Link::Publisher { .. } => None,
         }
     }
     fn slot(&self) -> Option<u32> {
         match self {
             Link::Viewer { slot, .. } => Some(*slot),
-            Link::Publisher(..) => None,
+            Link::Publisher { .. } => None,
         }
     }
 }
@@ -264,36 +202,59 @@ struct Io {
     /// Datagrams sent and system calls made so far (reported now and then).
     sent: Sent,
     tcp: TcpPaths,
-    /// Frames dropped this turn because their stream's queue was full.
-    tcp_dropped: u64,
+    /// What this turn counted, handed on at its end ([`Worker::report_counts`]).
+    counts: EdgeCounts,
 }
 
 impl Io {
-    /// Queues everything `entry` has to send, learning the addresses whose checks it answers
-    /// (STUN: nothing else is sent to an address that was not checked).
-    fn flush(&mut self, key: ConnKey, entry: &mut Entry) {
-        while let Some((source, to, data)) = entry.link.poll_transmit() {
-            if let Source::Local(local) = source {
-                if let Some(path) = self.tcp.on_pair(local, to) {
-                    // A full queue is a full TCP window: the packet is lost, as on a full UDP buffer.
-                    if let Err(mpsc::error::TrySendError::Full(_)) = path.outgoing.try_send(data) {
-                        self.tcp_dropped += 1;
-                    }
-                    continue;
-                }
-            }
-            let (Source::Local(at) | Source::Announced(at)) = source;
-            let socket = self.socket_for(at).unwrap_or(entry.socket);
-            if data.first().is_some_and(|b| *b < 4) {
-                self.demux.learn(key, to, &mut entry.link.state().addrs);
-            }
-            let s = &self.sockets[socket];
-            let from = match source {
-                Source::Local(local) => s.source_for(local),
-                Source::Announced(_) => None,
-            };
-            self.outboxes[socket].push(to, from, data, s.is_ipv6());
+    /// Queues what `entry` has to send until it has an event for the worker (`Ok`) or nothing
+    /// more (`Err`: its next deadline).
+    fn next_event(&mut self, key: ConnKey, entry: &mut Entry) -> Result<ConnEvent, Option<Instant>> {
+        match &mut entry.link {
+            Link::Viewer { conn, .. } => self.next_of(key, conn, entry.socket, &mut entry.addrs),
+            Link::Publisher { conn, .. } => self.next_of(key, &mut **conn, entry.socket, &mut entry.addrs),
         }
+    }
+
+    /// [`Self::next_event`] of connection `conn` (whose first socket is `socket`), learning the
+    /// addresses it reached ([`ConnEvent::Reached`]: it sent STUN there, and nothing else is
+    /// sent to an address that was not checked). A pair of a TCP stream is its stream's, not an
+    /// address of the UDP sockets.
+    fn next_of<C: Connection + ?Sized>(&mut self, key: ConnKey, conn: &mut C, socket: usize, addrs: &mut Vec<SocketAddr>) -> Result<ConnEvent, Option<Instant>> {
+        loop {
+            match conn.poll_output() {
+                Output::Transmit(transmit) => self.send(socket, transmit),
+                Output::Event(ConnEvent::Reached { local, remote }) => {
+                    if !matches!(local, Source::Local(local) if self.tcp.on_pair(local, remote).is_some()) {
+                        self.demux.learn(key, remote, addrs);
+                    }
+                }
+                Output::Event(event) => return Ok(event),
+                Output::Timeout(deadline) => return Err(deadline),
+            }
+        }
+    }
+
+    /// Queues a datagram: down its TCP stream if its pair is one, else on the socket of its
+    /// source (`socket` if none is bound there).
+    fn send(&mut self, socket: usize, Transmit { source, to, bytes }: Transmit) {
+        if let Source::Local(local) = source {
+            if let Some(path) = self.tcp.on_pair(local, to) {
+                // A full queue is a full TCP window: the packet is lost, as on a full UDP buffer.
+                if let Err(mpsc::error::TrySendError::Full(_)) = path.outgoing.try_send(bytes) {
+                    self.counts.tcp_frames_dropped += 1;
+                }
+                return;
+            }
+        }
+        let (Source::Local(at) | Source::Announced(at)) = source;
+        let socket = self.socket_for(at).unwrap_or(socket);
+        let s = &self.sockets[socket];
+        let from = match source {
+            Source::Local(local) => s.source_for(local),
+            Source::Announced(_) => None,
+        };
+        self.outboxes[socket].push(to, from, bytes, s.is_ipv6());
     }
 
     /// The socket that receives at local address `local`: the one bound to it, else the one
@@ -305,24 +266,21 @@ impl Io {
     }
 
     /// Answers a plain STUN Binding request that came to `socket`, or drops it; counts either.
-    fn serve_stun(&mut self, now: Instant, socket: usize, received: &Received, request: &[u8], counters: &EdgeCounters) {
+    fn serve_stun(&mut self, now: Instant, socket: usize, received: &Received, request: &[u8]) {
         match self.stun.answer(now, received.from, request) {
             Ok(response) => {
                 let s = &self.sockets[socket];
                 self.outboxes[socket].push(received.from, s.source_for(received.local), response, s.is_ipv6());
-                counters.stun_binding_answered.fetch_add(1, Ordering::Relaxed);
+                self.counts.stun_binding_answered += 1;
             }
             Err(_) => {
-                counters.stun_binding_dropped.fetch_add(1, Ordering::Relaxed);
+                self.counts.stun_binding_dropped += 1;
             }
         }
     }
 
     /// Sends what this turn queued, in batches.
     fn send_all(&mut self) {
-        if self.tcp_dropped > 0 {
-            self.metrics.counts.edge_tcp_frames_dropped.add(std::mem::take(&mut self.tcp_dropped));
-        }
         for (socket, outbox) in self.sockets.iter().zip(&mut self.outboxes) {
             if outbox.is_empty() {
                 continue;
@@ -354,11 +312,11 @@ pub struct Worker {
     identity: Arc<EdgeIdentity>,
     /// The packet being sent to viewers (its payload copied once for all of them).
     plaintext: Plaintext,
-    /// Datagrams dropped this turn, by reason (indexed by discriminant).
-    dropped: [i64; Dropped::ALL.len()],
     buffers: Box<[[u8; MAX_DATAGRAM]; RECV_BATCH]>,
     /// Its part in ICE over TCP.
     tcp: TcpSide,
+    /// Events that came out while a stream's packet went to its viewers, acted on after it.
+    deferred: Vec<(ConnKey, ConnEvent)>,
 }
 
 impl Worker {
@@ -383,7 +341,7 @@ impl Worker {
                 metrics,
                 sent: Sent::default(),
                 tcp: TcpPaths::default(),
-                tcp_dropped: 0,
+                counts: EdgeCounts::default(),
             },
             conns: HashMap::new(),
             next_key: 1,
@@ -398,9 +356,9 @@ impl Worker {
             load,
             identity,
             plaintext: Plaintext::default(),
-            dropped: [0; Dropped::ALL.len()],
             buffers: Box::new([[0; MAX_DATAGRAM]; RECV_BATCH]),
             tcp,
+            deferred: Vec::new(),
         }
     }
 
@@ -435,6 +393,8 @@ impl Worker {
                 Some(event) = self.tcp.events.recv() => self.on_tcp(Instant::now(), event),
                 _ = crate::deadline::sleep_until(deadline) => self.on_timers(Instant::now()),
             }
+            // Counted before sent: whoever gets a datagram of this turn finds it counted.
+            self.report_counts();
             self.io.send_all();
             self.report_sends();
         }
@@ -442,7 +402,43 @@ impl Worker {
         for key in keys {
             self.close(key);
         }
+        self.report_counts();
         self.io.send_all();
+    }
+
+    /// Hands the turn's counts to the host's metrics and the edge's totals: one update per turn,
+    /// not per datagram (a flood of junk must not touch the host-wide counts thousands of times
+    /// a second).
+    fn report_counts(&mut self) {
+        let counts = self.io.counts.take();
+        if counts == EdgeCounts::default() {
+            return;
+        }
+        let host = &self.io.metrics.counts;
+        let edge = &self.counters;
+        for (count, n) in [
+            (&host.edge_datagrams_dropped_unknown_ufrag, counts.dropped_unknown_ufrag),
+            (&host.edge_datagrams_dropped_unknown_address, counts.dropped_unknown_address),
+            (&host.edge_datagrams_dropped_not_webrtc, counts.dropped_not_webrtc),
+            (&host.edge_packets_resent, counts.packets_resent),
+            (&host.edge_keyframe_cache_joins, counts.keyframe_cache_joins),
+            (&host.edge_tcp_frames_dropped, counts.tcp_frames_dropped),
+            (&host.ingest_keyframe_requests, counts.keyframe_requests),
+        ] {
+            if n > 0 {
+                count.add(n);
+            }
+        }
+        for (total, n) in [
+            (&edge.egress_bytes, counts.media_bytes_sent),
+            (&edge.lagged, counts.lagged),
+            (&edge.stun_binding_answered, counts.stun_binding_answered),
+            (&edge.stun_binding_dropped, counts.stun_binding_dropped),
+        ] {
+            if n > 0 {
+                total.fetch_add(n, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Adds the datagrams sent and system calls made to the metrics, every 4096 datagrams.
@@ -469,11 +465,11 @@ impl Worker {
             Command::Answer { key, sdp, reply } => {
                 let now = Instant::now();
                 let result = match self.conns.get_mut(&key).and_then(|e| e.link.viewer()) {
-                    Some(conn) => conn.answer(now, sdp),
+                    Some(conn) => conn.answer(now, sdp).map_err(anyhow::Error::from),
                     None => Err(anyhow::anyhow!("the connection is gone")),
                 };
                 if result.is_ok() {
-                    self.service(now, key, Wants::default());
+                    self.service(now, key);
                 }
                 let _ = reply.send(result);
             }
@@ -490,26 +486,26 @@ impl Worker {
             Command::PublisherAnswer { key, sdp, reply } => {
                 let now = Instant::now();
                 let result = match self.conns.get_mut(&key).map(|e| &mut e.link) {
-                    Some(Link::Publisher(conn, _)) => conn.answer(now, sdp),
+                    Some(Link::Publisher { conn, .. }) => conn.answer(now, sdp).map_err(anyhow::Error::from),
                     _ => Err(anyhow::anyhow!("the connection is gone")),
                 };
                 if result.is_ok() {
-                    self.service(now, key, Wants::default());
+                    self.service(now, key);
                 }
                 let _ = reply.send(result);
             }
             Command::PublishTo { key, feed } => {
-                if let Some(Link::Publisher(conn, _)) = self.conns.get_mut(&key).map(|e| &mut e.link) {
-                    conn.publish_to(feed);
+                if let Some(Link::Publisher { feed: to, .. }) = self.conns.get_mut(&key).map(|e| &mut e.link) {
+                    *to = Some(feed);
                 }
             }
             Command::RequestKeyframe { key } => {
                 let now = Instant::now();
-                if let Some(Link::Publisher(conn, _)) = self.conns.get_mut(&key).map(|e| &mut e.link) {
+                if let Some(Link::Publisher { conn, .. }) = self.conns.get_mut(&key).map(|e| &mut e.link) {
                     if conn.request_keyframe(now) {
-                        self.io.metrics.counts.ingest_keyframe_requests.inc();
+                        self.io.counts.keyframe_requests += 1;
                     }
-                    self.service(now, key, Wants::default());
+                    self.service(now, key);
                 }
             }
         }
@@ -535,8 +531,6 @@ impl Worker {
             has_audio: hub.has_audio,
             candidates: &candidates,
             tcp_candidates: &tcp_candidates,
-            events,
-            egress_bytes,
             identity: &self.identity,
             wall: std::time::SystemTime::now(),
         };
@@ -549,9 +543,10 @@ impl Worker {
         if !self.tcp.candidates.is_empty() {
             self.tcp.routes.insert(&conn.state.ufrag, self.tcp.index);
         }
-        self.conns.insert(key, Entry { link: Link::Viewer { conn, slot }, socket, tcp_streams: Vec::new() });
+        let link = Link::Viewer { conn, slot, egress_bytes };
+        self.conns.insert(key, Entry { link, socket, tcp_streams: Vec::new(), addrs: Vec::new(), scheduled: None, events });
         self.load.fetch_add(1, Ordering::Relaxed);
-        self.service(now, key, Wants::default());
+        self.service(now, key);
         Ok((key, offer))
     }
 
@@ -563,7 +558,7 @@ impl Worker {
     ) -> anyhow::Result<(ConnKey, Offer, Option<Tracks>)> {
         let now = Instant::now();
         let (socket, candidates) = self.pick_sockets();
-        let new = NewPublisher { origin_candidates, candidates: &candidates, events, certificate: self.identity.certificate.clone() };
+        let new = NewPublisher { origin_candidates, candidates: &candidates, certificate: self.identity.certificate.clone() };
         let (conn, sdp, tracks) = match offer {
             None => {
                 let (conn, offer) = PublisherConn::offer(now, new)?;
@@ -577,9 +572,10 @@ impl Worker {
         let key = self.next_key;
         self.next_key += 1;
         anyhow::ensure!(self.io.demux.add(&conn.link.state.ufrag, key), "ICE ufrag collision");
-        self.conns.insert(key, Entry { link: Link::Publisher(Box::new(conn), RealLocals::default()), socket, tcp_streams: Vec::new() });
+        let link = Link::Publisher { conn: Box::new(conn), feed: None };
+        self.conns.insert(key, Entry { link, socket, tcp_streams: Vec::new(), addrs: Vec::new(), scheduled: None, events });
         self.load.fetch_add(1, Ordering::Relaxed);
-        self.service(now, key, Wants::default());
+        self.service(now, key);
         Ok((key, sdp, tracks))
     }
 
@@ -634,8 +630,8 @@ impl Worker {
             }
         };
         let Some(entry) = self.conns.get_mut(&key) else { return };
-        let wants = entry.link.datagram(now, (local, local), remote, &data, &mut self.plaintext);
-        self.service(now, key, wants);
+        entry.link.conn().handle_datagram(now, Arrival::at(local), remote, &data, &mut self.plaintext);
+        self.service(now, key);
     }
 
     /// The slot of `hub` on this worker, starting its feeder on the first viewer. Hubs are told
@@ -654,15 +650,16 @@ impl Worker {
 
     fn close(&mut self, key: ConnKey) {
         let Some(mut entry) = self.conns.remove(&key) else { return };
-        entry.link.close(Instant::now());
-        self.io.flush(key, &mut entry);
+        entry.link.conn().close(Instant::now());
+        // What the close sends (DTLS close_notify) goes out; what it tells, nobody hears.
+        while self.io.next_event(key, &mut entry).is_ok() {}
         for id in entry.tcp_streams.drain(..) {
             self.io.tcp.close(id);
         }
-        let state = entry.link.state();
-        self.io.demux.remove(&state.ufrag, key, &state.addrs);
+        let ufrag = entry.link.conn().ufrag();
+        self.io.demux.remove(ufrag, key, &entry.addrs);
         if !self.tcp.candidates.is_empty() {
-            self.tcp.routes.remove(&state.ufrag);
+            self.tcp.routes.remove(ufrag);
         }
         self.load.fetch_sub(1, Ordering::Relaxed);
         let Some(slot) = entry.link.slot() else { return };
@@ -677,18 +674,6 @@ impl Worker {
     }
 
     fn read(&mut self, socket: usize, received: &mut Vec<Received>) {
-        self.read_batches(socket, received);
-        // One metrics update per turn, not per dropped datagram: a flood of junk must not take
-        // the host-wide metrics lock thousands of times a second.
-        for reason in Dropped::ALL {
-            let n = std::mem::take(&mut self.dropped[reason as usize]);
-            if n > 0 {
-                reason.count(&self.io.metrics.counts).add(n as u64);
-            }
-        }
-    }
-
-    fn read_batches(&mut self, socket: usize, received: &mut Vec<Received>) {
         // At most this many batches per turn: a flood must not keep timers, media and commands
         // waiting (the socket stays readable; the next turn reads on).
         for _ in 0..READ_BATCHES_PER_TURN {
@@ -704,13 +689,14 @@ impl Worker {
             for r in received.iter() {
                 let data = &self.buffers[r.buffer][r.offset..r.offset + r.len];
                 match self.io.demux.route(data, r.from) {
-                    Ok(Route::StunServer) => self.io.serve_stun(now, socket, r, data, &self.counters),
+                    Ok(Route::StunServer) => self.io.serve_stun(now, socket, r, data),
                     Ok(Route::Conn(key)) => {
                         let Some(entry) = self.conns.get_mut(&key) else { continue };
-                        let wants = entry.link.datagram(now, (r.local, r.announced), r.from, data, &mut self.plaintext);
-                        self.service(now, key, wants);
+                        let arrival = Arrival { local: r.local, announced: r.announced };
+                        entry.link.conn().handle_datagram(now, arrival, r.from, data, &mut self.plaintext);
+                        self.service(now, key);
                     }
-                    Err(dropped) => self.dropped[dropped as usize] += 1,
+                    Err(dropped) => self.io.counts.dropped(dropped),
                 }
             }
             if n < RECV_BATCH {
@@ -726,16 +712,16 @@ impl Worker {
             }
             self.timers.pop();
             let Some(entry) = self.conns.get_mut(&key) else { continue };
-            if entry.link.state().scheduled != Some(t) {
+            if entry.scheduled != Some(t) {
                 continue; // superseded
             }
-            entry.link.state().scheduled = None;
-            let wants = entry.link.timeout(now);
-            self.service(now, key, wants);
+            entry.scheduled = None;
+            entry.link.conn().handle_timeout(now);
+            self.service(now, key);
         }
         // Stale entries accumulate when deadlines move; rebuild now and then.
         if self.timers.len() > 4 * self.conns.len() + 64 {
-            self.timers = self.conns.iter_mut().filter_map(|(k, e)| e.link.state().scheduled.map(|t| Reverse((t, *k)))).collect();
+            self.timers = self.conns.iter().filter_map(|(k, e)| e.scheduled.map(|t| Reverse((t, *k)))).collect();
         }
     }
 
@@ -743,7 +729,7 @@ impl Worker {
         let (slot, packet) = match fed {
             Fed::Packet(slot, packet) => (slot, packet),
             Fed::Lagged(slot) => {
-                self.counters.lagged.fetch_add(1, Ordering::Relaxed);
+                self.io.counts.lagged += 1;
                 for key in self.streams.get(&slot).map(|s| s.viewers.clone()).unwrap_or_default() {
                     if let Some(conn) = self.conns.get_mut(&key).and_then(|e| e.link.viewer()) {
                         conn.lagged();
@@ -753,57 +739,93 @@ impl Worker {
             }
         };
         let Some(stream) = self.streams.get(&slot) else { return };
-        let mut sent = 0;
         for key in &stream.viewers {
             let Some(entry) = self.conns.get_mut(key) else { continue };
-            let Some(conn) = entry.link.viewer() else { continue };
-            sent += conn.send_media(now, &packet, &mut self.plaintext);
-            self.io.flush(*key, entry);
-        }
-        self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
-    }
-
-    /// After an input to `key`: send what it queued, start media if it just came up, honour its
-    /// wishes, schedule its next timeout, and forget it if it is done.
-    fn service(&mut self, now: Instant, key: ConnKey, wants: Wants) {
-        let Some(entry) = self.conns.get_mut(&key) else { return };
-        let slot = entry.link.slot();
-        if let (true, Some(slot)) = (wants.connected, slot) {
-            let hub = self.streams[&slot].hub.clone();
-            let cache = hub.keyframe_cache();
-            if cache.is_empty() {
-                hub.request_keyframe(now);
-            } else {
-                self.io.metrics.counts.edge_keyframe_cache_joins.inc();
+            let Link::Viewer { conn, egress_bytes, .. } = &mut entry.link else { continue };
+            conn.send_media(now, &packet, &mut self.plaintext);
+            // Sending moves no deadline: what comes out is datagrams and the bytes they carry
+            // (any other event waits for the connection's next service).
+            while let Ok(event) = self.io.next_of(*key, conn, entry.socket, &mut entry.addrs) {
+                match event {
+                    ConnEvent::MediaSent(n) => {
+                        egress_bytes.fetch_add(n, Ordering::Relaxed);
+                        self.io.counts.media_bytes_sent += n;
+                    }
+                    other => self.deferred.push((*key, other)),
+                }
             }
-            let conn = self.conns.get_mut(&key).and_then(|e| e.link.viewer()).expect("a viewer");
-            let sent = conn.start_from(now, cache, &mut self.plaintext);
-            self.counters.egress_bytes.fetch_add(sent, Ordering::Relaxed);
         }
-        if wants.resent > 0 {
-            self.io.metrics.counts.edge_packets_resent.add(u64::from(wants.resent));
+        for (key, event) in std::mem::take(&mut self.deferred) {
+            self.on_event(now, key, event);
+            self.service(now, key);
         }
-        if let (true, Some(slot)) = (wants.keyframe, slot) {
-            self.streams[&slot].hub.request_keyframe(now);
-        }
-        let entry = self.conns.get_mut(&key).expect("present");
-        if entry.link.state().phase == Phase::Done {
-            self.close(key);
-            return;
-        }
-        self.io.flush(key, entry);
-        reschedule(&mut self.timers, key, entry);
     }
-}
 
-/// Puts `entry`'s next deadline on the heap if it changed.
-fn reschedule(timers: &mut BinaryHeap<Reverse<(Instant, ConnKey)>>, key: ConnKey, entry: &mut Entry) {
-    let next = entry.link.poll_timeout();
-    let state = entry.link.state();
-    if next != state.scheduled {
-        state.scheduled = next;
-        if let Some(t) = next {
-            timers.push(Reverse((t, key)));
+    /// After an input to `key`: sends what it queued and acts on what it tells until it has
+    /// nothing more, then schedules its next timeout, or forgets it if it is done.
+    fn service(&mut self, now: Instant, key: ConnKey) {
+        loop {
+            let Some(entry) = self.conns.get_mut(&key) else { return };
+            match self.io.next_event(key, entry) {
+                Ok(event) => self.on_event(now, key, event),
+                Err(deadline) => {
+                    if entry.link.conn().is_done() {
+                        self.close(key);
+                    } else if deadline != entry.scheduled {
+                        entry.scheduled = deadline;
+                        if let Some(t) = deadline {
+                            self.timers.push(Reverse((t, key)));
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// What connection `key` told: its session hears of its state; a viewer that came up starts
+    /// from its stream's keyframe cache; keyframe requests go to the stream's hub, a publisher's
+    /// packets into it; the rest is counted.
+    fn on_event(&mut self, now: Instant, key: ConnKey, event: ConnEvent) {
+        let Some(entry) = self.conns.get_mut(&key) else { return };
+        match event {
+            ConnEvent::Connected => {
+                let _ = entry.events.send(EdgeEvent::Connected);
+                let Some(slot) = entry.link.slot() else { return };
+                let hub = self.streams[&slot].hub.clone();
+                let cache = hub.keyframe_cache();
+                if cache.is_empty() {
+                    hub.request_keyframe(now);
+                } else {
+                    self.io.counts.keyframe_cache_joins += 1;
+                }
+                let conn = entry.link.viewer().expect("a viewer");
+                conn.start_from(now, cache, &mut self.plaintext);
+            }
+            ConnEvent::Failed => {
+                let _ = entry.events.send(EdgeEvent::Failed);
+            }
+            ConnEvent::ClosedByPlayer => {
+                let _ = entry.events.send(EdgeEvent::ClosedByPlayer);
+            }
+            ConnEvent::KeyframeRequested => {
+                if let Some(slot) = entry.link.slot() {
+                    self.streams[&slot].hub.request_keyframe(now);
+                }
+            }
+            ConnEvent::Resent(_) => self.io.counts.event(&event),
+            ConnEvent::MediaSent(n) => {
+                if let Link::Viewer { egress_bytes, .. } = &entry.link {
+                    egress_bytes.fetch_add(n, Ordering::Relaxed);
+                }
+                self.io.counts.event(&event);
+            }
+            ConnEvent::Media(kind, packet) => {
+                if let Link::Publisher { feed: Some(feed), .. } = &entry.link {
+                    feed.packet(kind, packet);
+                }
+            }
+            ConnEvent::Reached { .. } => {} // the I/O layer's ([`Io::next_of`])
         }
     }
 }

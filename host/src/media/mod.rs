@@ -22,27 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
-/// Audio or video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaKind {
-    /// The stream's video track.
-    Video,
-    /// The stream's Opus audio track.
-    Audio,
-}
-
-/// One RTP packet of a stream, as the source sent it (its SSRC and payload type are the source's).
-#[derive(Debug, Clone)]
-pub struct MediaPacket {
-    /// Its place in the stream: 0, 1, 2, ... in the order the source sent them.
-    pub index: u64,
-    /// Which track it belongs to.
-    pub kind: MediaKind,
-    /// True if this packet starts a video keyframe: a viewer may start decoding here.
-    pub keyframe_start: bool,
-    /// The packet.
-    pub packet: rtp::Packet,
-}
+/// A stream's packets: the edge transport's own types.
+pub use edge_transport::media::{MediaKind, MediaPacket};
 
 /// What feeds a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! ports are answered with the address they came from, so that players relaying the stream to
 //! each other can learn their public address (a server-reflexive candidate) from the host they
 //! already reach. The demultiplexer sends here every Binding request without USERNAME
-//! ([`super::demux`]); a player's connectivity checks carry one and go to its connection.
+//! ([`crate::demux`]); a player's connectivity checks carry one and go to its connection.
 //!
 //! The answer is a Binding success response with the request's transaction id,
 //! XOR-MAPPED-ADDRESS, and FINGERPRINT if the request had one. Nothing else, so it is never

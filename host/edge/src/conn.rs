@@ -2,14 +2,16 @@
 //! connection: ICE-lite ([`IceLite`]), DTLS from `rtc`'s sans-IO endpoint for the keys, and the
 //! media written straight into SRTP: a stream packet costs a viewer a 12-byte header and one
 //! encryption, with no per-viewer pipeline between. Viewers are the many (publishers and pulls,
-//! the few, run on `rtc`'s full peer connection, [`super::link::RtcLink`]).
+//! the few, run on `rtc`'s full peer connection, [`crate::link::RtcLink`]).
 
-use super::ice_lite::IceLite;
-use super::link::{LinkState, Phase};
-use super::sdp::{self, OfferParams};
-use super::track::{Plaintext, Track};
-use super::EdgeEvent;
+use crate::connection::{Arrival, ConnEvent, Connection, Output, Source, Transmit};
+use crate::demux::{self, Kind};
+use crate::error::{Error, Result};
+use crate::ice_lite::IceLite;
+use crate::link::{LinkState, Phase};
 use crate::media::{MediaKind, MediaPacket};
+use crate::sdp::{self, OfferParams};
+use crate::track::{Plaintext, Track};
 use crate::plumbing::{self, AUDIO_PT, VIDEO_PT};
 use bytes::BytesMut;
 use rtc::crypto::{HashAlgorithm, RTCCryptoProvider};
@@ -25,10 +27,8 @@ use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::mpsc;
 
 /// Backlog packets sent per live packet of the stream while a joining viewer catches up: the
 /// keyframe cache goes out at this multiple of the stream's own rate, spread over its arrivals
@@ -59,17 +59,6 @@ const RTCP_SSRCS: usize = 8;
 const SRTP_PROFILES: [SrtpProtectionProfile; 2] =
     [SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm, SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80];
 
-/// What the connection asks of its worker after an input.
-#[derive(Debug, Default)]
-pub struct Wants {
-    /// The connection just came up: media may start.
-    pub connected: bool,
-    /// The viewer asked for a keyframe (PLI or FIR).
-    pub keyframe: bool,
-    /// Packets resent for the viewer's NACKs.
-    pub resent: u32,
-}
-
 /// The offer the player gets.
 pub struct Offer {
     /// The SDP (with the candidates in it).
@@ -92,18 +81,21 @@ pub struct EdgeIdentity {
 
 impl EdgeIdentity {
     /// A fresh identity: an ECDSA P-256 certificate, as browsers prefer.
-    pub fn generate() -> anyhow::Result<Self> {
-        let crypto = rtc::crypto::default_provider()?;
+    pub fn generate() -> Result<Self> {
+        let identity = |e: &dyn std::fmt::Display| Error::Identity(e.to_string());
+        let crypto = rtc::crypto::default_provider().map_err(|e| identity(&e))?;
         let certificate = RTCCertificate::generate(
             crypto.crypto(),
             rtc::crypto::SignatureScheme::EcdsaP256Sha256,
-            CertificateParams::new(vec!["p2p-host".to_owned()])?,
-        )?;
+            CertificateParams::new(vec!["p2p-host".to_owned()]).map_err(|e| identity(&e))?,
+        )
+        .map_err(|e| identity(&e))?;
         let fingerprint = certificate
-            .get_fingerprints(crypto.crypto())?
+            .get_fingerprints(crypto.crypto())
+            .map_err(|e| identity(&e))?
             .into_iter()
             .find(|f| f.algorithm == "sha-256")
-            .ok_or_else(|| anyhow::anyhow!("the certificate has no sha-256 fingerprint"))?
+            .ok_or_else(|| Error::Identity("the certificate has no sha-256 fingerprint".into()))?
             .value
             .to_ascii_uppercase();
         Ok(Self { certificate, fingerprint: fingerprint.into(), crypto })
@@ -120,12 +112,8 @@ pub struct NewConn<'a> {
     pub has_audio: bool,
     /// The candidates to offer: the UDP addresses this connection is reachable at.
     pub candidates: &'a [SocketAddr],
-    /// And its TCP addresses (passive candidates, [`super::tcp`]).
+    /// And its TCP addresses (passive candidates, RFC 6544).
     pub tcp_candidates: &'a [SocketAddr],
-    /// The session's event inbox.
-    pub events: mpsc::UnboundedSender<EdgeEvent>,
-    /// Bytes sent to this viewer.
-    pub egress_bytes: Arc<AtomicU64>,
     pub identity: &'a Arc<EdgeIdentity>,
     /// The wall clock at `now` (sender reports carry it).
     pub wall: SystemTime,
@@ -167,12 +155,13 @@ pub struct ViewerConn {
     rtcp_ssrcs: Vec<u32>,
     /// A moment on both clocks, for sender reports' wall-clock time.
     epoch: (Instant, SystemTime),
-    egress_bytes: Arc<AtomicU64>,
+    /// RTP bytes sent and not yet told ([`ConnEvent::MediaSent`]).
+    unreported: u64,
 }
 
 impl ViewerConn {
     /// A new connection and its offer.
-    pub fn offer(now: Instant, new: NewConn<'_>) -> anyhow::Result<(Self, Offer)> {
+    pub fn offer(now: Instant, new: NewConn<'_>) -> Result<(Self, Offer)> {
         let ice = IceLite::new(now);
         let video = Track::new(VIDEO_PT, 90_000, true);
         let audio = new.has_audio.then(|| Track::new(AUDIO_PT, 48_000, false));
@@ -188,7 +177,7 @@ impl ViewerConn {
             candidates: &candidates,
         });
         let conn = Self {
-            state: LinkState::new(ice.ufrag.clone(), Phase::Offered, new.events),
+            state: LinkState::new(ice.ufrag.clone(), Phase::Offered),
             ice,
             security: Security::Waiting(Vec::new()),
             identity: new.identity.clone(),
@@ -202,14 +191,16 @@ impl ViewerConn {
             resend_budget: (RESEND_BUDGET, now),
             rtcp_ssrcs: Vec::new(),
             epoch: (now, new.wall),
-            egress_bytes: new.egress_bytes,
+            unreported: 0,
         };
         Ok((conn, Offer { sdp, candidates, stun_servers: new.candidates.to_vec() }))
     }
 
     /// Applies the player's answer: DTLS starts (checks may begin).
-    pub fn answer(&mut self, now: Instant, answer: String) -> anyhow::Result<()> {
-        anyhow::ensure!(self.state.phase == Phase::Offered, "the offer was already answered");
+    pub fn answer(&mut self, now: Instant, answer: String) -> Result<()> {
+        if self.state.phase != Phase::Offered {
+            return Err(Error::AlreadyAnswered);
+        }
         let answer = sdp::answer(&answer)?;
         let config = self.dtls_config(answer.fingerprints, answer.edge_is_dtls_client)?;
         let (server, connect) = if answer.edge_is_dtls_client { (None, Some(config)) } else { (Some(config), None) };
@@ -231,7 +222,7 @@ impl ViewerConn {
 
     /// The DTLS configuration: the edge certificate, the player's certificate checked against
     /// the answer's fingerprints, SRTP.
-    fn dtls_config(&self, fingerprints: Vec<String>, client: bool) -> anyhow::Result<Arc<HandshakeConfig>> {
+    fn dtls_config(&self, fingerprints: Vec<String>, client: bool) -> Result<Arc<HandshakeConfig>> {
         let crypto = self.identity.crypto.clone();
         let verify: VerifyPeerCertificateFn = Arc::new(move |certs: &[Vec<u8>], _| {
             let certificate = certs.first().ok_or(rtc::shared::error::Error::ErrNoCertificates)?;
@@ -274,18 +265,14 @@ impl ViewerConn {
         self.drain_dtls();
     }
 
-    /// A datagram for this connection.
-    pub fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8], plaintext: &mut Plaintext) -> Wants {
-        let mut wants = Wants::default();
-        match data.first() {
-            Some(0..=3) => self.stun(now, local, from, data),
-            Some(20..=63) => wants = self.dtls(now, data),
-            Some(128..=191) if data.get(1).is_some_and(|pt| (192..=223).contains(pt)) => {
-                wants = self.rtcp(now, data, plaintext);
-            }
+    /// A datagram for this connection, to its local address `local`.
+    pub fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8], plaintext: &mut Plaintext) {
+        match demux::first_byte_kind(data) {
+            Some(Kind::Stun) => self.stun(now, local, from, data),
+            Some(Kind::Dtls) => self.dtls(now, data),
+            Some(Kind::Rtp) if demux::is_rtcp(data) => self.rtcp(now, data, plaintext),
             _ => {}
         }
-        wants
     }
 
     /// A check (answered), or the answer to the edge's own check of a candidate path.
@@ -296,6 +283,7 @@ impl ViewerConn {
         let Some(heard) = self.ice.read(now, local, from, data, self.identity.crypto.crypto()) else { return };
         if let Some(response) = heard.response {
             self.transmits.push_back((local, from, response));
+            self.state.events.push_back(ConnEvent::Reached { local: Source::Local(local), remote: from });
         }
         if heard.new_path {
             self.maybe_connect(now);
@@ -307,13 +295,13 @@ impl ViewerConn {
     fn probe(&mut self, now: Instant) {
         if let Some(((local, remote), request)) = self.ice.probe(now, self.identity.crypto.crypto()) {
             self.transmits.push_back((local, remote, request));
+            self.state.events.push_back(ConnEvent::Reached { local: Source::Local(local), remote });
         }
     }
 
-    fn dtls(&mut self, now: Instant, data: &[u8]) -> Wants {
-        let mut wants = Wants::default();
+    fn dtls(&mut self, now: Instant, data: &[u8]) {
         if self.ice.path().is_none() {
-            return wants;
+            return;
         }
         let endpoint = match &mut self.security {
             Security::Handshake { endpoint, .. } | Security::Up { endpoint, .. } => endpoint,
@@ -321,7 +309,7 @@ impl ViewerConn {
                 if early.len() < EARLY_DTLS {
                     early.push(BytesMut::from(data));
                 }
-                return wants;
+                return;
             }
         };
         let events = match endpoint.read(now, DTLS_PEER, None, BytesMut::from(data)) {
@@ -335,7 +323,7 @@ impl ViewerConn {
             match event {
                 EndpointEvent::HandshakeComplete => match self.start_srtp() {
                     Ok(()) => {
-                        wants.connected = self.state.connected();
+                        self.state.connected();
                         self.next_report = Some(now + REPORT_INTERVAL);
                     }
                     Err(e) => {
@@ -350,19 +338,18 @@ impl ViewerConn {
             }
         }
         self.drain_dtls();
-        wants
     }
 
     /// The SRTP contexts from the finished handshake's keying material (RFC 5764 4.2).
-    fn start_srtp(&mut self) -> anyhow::Result<()> {
+    fn start_srtp(&mut self) -> Result<()> {
         let Security::Handshake { endpoint, .. } = std::mem::replace(&mut self.security, Security::Waiting(Vec::new())) else {
-            anyhow::bail!("no handshake under way");
+            return Err(Error::Srtp("no handshake under way".into()));
         };
-        let state = endpoint.get_connection_state(DTLS_PEER).ok_or_else(|| anyhow::anyhow!("no DTLS state"))?;
+        let state = endpoint.get_connection_state(DTLS_PEER).ok_or_else(|| Error::Srtp("no DTLS state".into()))?;
         let profile = match state.srtp_protection_profile() {
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
             SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
-            other => anyhow::bail!("SRTP profile {other:?} was not offered"),
+            other => return Err(Error::Srtp(format!("SRTP profile {other:?} was not offered"))),
         };
         let mut config = rtc::srtp::config::Config { profile, ..Default::default() };
         let material = state.export_keying_material(rtc::srtp::config::LABEL_EXTRACTOR_DTLS_SRTP, &[], config.keying_material_len())?;
@@ -387,18 +374,18 @@ impl ViewerConn {
     }
 
     /// The player's RTCP: keyframe requests are the worker's, NACKs are answered here.
-    fn rtcp(&mut self, now: Instant, data: &[u8], plaintext: &mut Plaintext) -> Wants {
-        let mut wants = Wants::default();
-        let Security::Up { remote, .. } = &mut self.security else { return wants };
+    fn rtcp(&mut self, now: Instant, data: &[u8], plaintext: &mut Plaintext) {
+        let Security::Up { remote, .. } = &mut self.security else { return };
         if !admit_rtcp(&mut self.rtcp_ssrcs, data) {
-            return wants;
+            return;
         }
-        let Ok(mut opened) = remote.decrypt_rtcp(data) else { return wants };
-        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut opened) else { return wants };
+        let Ok(mut opened) = remote.decrypt_rtcp(data) else { return };
+        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut opened) else { return };
+        let (mut keyframe, mut resent) = (false, 0);
         let mut nacked = Vec::new();
         for packet in &packets {
             let any = packet.as_any();
-            wants.keyframe |= any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>();
+            keyframe |= any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>();
             if let Some(nack) = any.downcast_ref::<TransportLayerNack>().filter(|n| n.media_ssrc == self.video.ssrc) {
                 nacked.extend(nack.nacks.iter().flat_map(|pair| pair.packet_list()).take(RESEND_BUDGET as usize));
             }
@@ -409,9 +396,14 @@ impl ViewerConn {
             if !self.take_resend(now) {
                 break;
             }
-            wants.resent += u32::from(self.resend(sequence_number, plaintext));
+            resent += u32::from(self.resend(sequence_number, plaintext));
         }
-        wants
+        if keyframe {
+            self.state.events.push_back(ConnEvent::KeyframeRequested);
+        }
+        if resent > 0 {
+            self.state.events.push_back(ConnEvent::Resent(resent));
+        }
     }
 
     /// Takes one resend from the viewer's budget, if any is left.
@@ -435,14 +427,14 @@ impl ViewerConn {
 
     /// The connection's deadline passed. (A handshake that stalls, a DTLS error the endpoint
     /// only logs, is the session's to end: it gives ICE and DTLS 20 s after the answer.)
-    pub fn timeout(&mut self, now: Instant) -> Wants {
+    pub fn timeout(&mut self, now: Instant) {
         if self.state.phase == Phase::Done {
-            return Wants::default();
+            return;
         }
         if self.state.phase != Phase::Offered && now >= self.ice.deadline() {
-            tracing::debug!(ufrag = %self.state.ufrag, "no ICE check for {:?}: the viewer is gone", super::ice_lite::CONSENT_TIMEOUT);
+            tracing::debug!(ufrag = %self.state.ufrag, "no ICE check for {:?}: the viewer is gone", crate::ice_lite::CONSENT_TIMEOUT);
             self.state.failed();
-            return Wants::default();
+            return;
         }
         if let Security::Handshake { endpoint, .. } = &mut self.security {
             if endpoint.poll_timeout(&DTLS_PEER).is_some_and(|t| t <= now) && endpoint.handle_timeout(DTLS_PEER, now).is_err() {
@@ -454,7 +446,6 @@ impl ViewerConn {
             self.next_report = Some(now + REPORT_INTERVAL);
             self.send_reports(now);
         }
-        Wants::default()
     }
 
     /// When the connection next needs [`Self::timeout`].
@@ -482,14 +473,14 @@ impl ViewerConn {
         if reports.is_empty() {
             return;
         }
-        match rtc::rtcp::packet::marshal(&reports).map_err(anyhow::Error::from).and_then(|plain| Ok(local.encrypt_rtcp(&plain)?)) {
+        match rtc::rtcp::packet::marshal(&reports).and_then(|plain| local.encrypt_rtcp(&plain)) {
             Ok(sealed) => self.transmits.push_back((from, to, sealed)),
             Err(e) => tracing::debug!(ufrag = %self.state.ufrag, "sender report: {e}"),
         }
     }
 
     /// The next datagram to send: `(local address, remote address, bytes)`.
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, BytesMut)> {
+    fn poll_transmit(&mut self) -> Option<(SocketAddr, SocketAddr, BytesMut)> {
         self.transmits.pop_front()
     }
 
@@ -509,18 +500,19 @@ impl ViewerConn {
     }
 
     /// A viewer that just came up starts from `cache` (the stream's video since its last keyframe).
-    pub fn start_from(&mut self, now: Instant, cache: Vec<Arc<MediaPacket>>, plaintext: &mut Plaintext) -> u64 {
+    pub fn start_from(&mut self, now: Instant, cache: Vec<Arc<MediaPacket>>, plaintext: &mut Plaintext) {
         self.backlog.extend(cache);
-        self.pump(now, plaintext)
+        self.unreported += self.pump(now, plaintext);
     }
 
-    /// Takes one live packet of the stream: sent now, or after the backlog. Returns RTP bytes sent.
-    pub fn send_media(&mut self, now: Instant, packet: &Arc<MediaPacket>, plaintext: &mut Plaintext) -> u64 {
-        if self.backlog.is_empty() {
-            return self.send_one(now, packet, plaintext);
-        }
-        self.backlog.push_back(packet.clone());
-        self.pump(now, plaintext)
+    /// Takes one live packet of the stream: sent now, or after the backlog.
+    pub fn send_media(&mut self, now: Instant, packet: &Arc<MediaPacket>, plaintext: &mut Plaintext) {
+        self.unreported += if self.backlog.is_empty() {
+            self.send_one(now, packet, plaintext)
+        } else {
+            self.backlog.push_back(packet.clone());
+            self.pump(now, plaintext)
+        };
     }
 
     /// Sends up to [`BURST_PER_PACKET`] packets of the backlog.
@@ -560,9 +552,7 @@ impl ViewerConn {
         if !self.seal_and_queue(packet, &header, plaintext) {
             return 0;
         }
-        let size = packet.packet.payload.len() as u64 + 12;
-        self.egress_bytes.fetch_add(size, Ordering::Relaxed);
-        size
+        packet.packet.payload.len() as u64 + 12
     }
 
     /// Encrypts `packet` under `header` and queues it on the path.
@@ -578,6 +568,41 @@ impl ViewerConn {
                 false
             }
         }
+    }
+}
+
+impl Connection for ViewerConn {
+    fn ufrag(&self) -> &str {
+        &self.state.ufrag
+    }
+
+    fn handle_datagram(&mut self, now: Instant, arrival: Arrival, from: SocketAddr, data: &[u8], plaintext: &mut Plaintext) {
+        self.datagram(now, arrival.local, from, data, plaintext);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.timeout(now);
+    }
+
+    fn poll_output(&mut self) -> Output {
+        if let Some((local, to, bytes)) = self.poll_transmit() {
+            return Output::Transmit(Transmit { source: Source::Local(local), to, bytes });
+        }
+        if self.unreported > 0 {
+            return Output::Event(ConnEvent::MediaSent(std::mem::take(&mut self.unreported)));
+        }
+        match self.state.events.pop_front() {
+            Some(event) => Output::Event(event),
+            None => Output::Timeout(self.poll_timeout()),
+        }
+    }
+
+    fn close(&mut self, now: Instant) {
+        ViewerConn::close(self, now);
+    }
+
+    fn is_done(&self) -> bool {
+        self.state.phase == Phase::Done
     }
 }
 
@@ -597,7 +622,6 @@ fn admit_rtcp(seen: &mut Vec<u32>, data: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::demux;
     use super::*;
 
     fn conn(now: Instant) -> ViewerConn {
@@ -609,8 +633,6 @@ mod tests {
             has_audio: true,
             candidates: &addrs,
             tcp_candidates: &[],
-            events: mpsc::unbounded_channel().0,
-            egress_bytes: Default::default(),
             identity: &identity,
             wall: SystemTime::now(),
         };
@@ -638,7 +660,7 @@ mod tests {
         assert_eq!(conn.state.phase, Phase::Offered);
         conn.answer(t0, answer.to_owned()).unwrap();
         assert_eq!(conn.state.phase, Phase::Answered);
-        assert_eq!(conn.poll_timeout(), Some(t0 + super::super::ice_lite::CONSENT_TIMEOUT), "the player has 30 s to check");
+        assert_eq!(conn.poll_timeout(), Some(t0 + crate::ice_lite::CONSENT_TIMEOUT), "the player has 30 s to check");
         assert!(conn.answer(t0, answer.to_owned()).is_err(), "answered once");
     }
 
@@ -658,7 +680,7 @@ mod tests {
         let t0 = Instant::now();
         let mut conn = conn(t0);
         let (local, player) = ("10.0.0.1:10000".parse().unwrap(), "10.0.0.2:5000".parse().unwrap());
-        let check = super::super::ice_lite::tests::request(&format!("{}:p", conn.state.ufrag), conn.ice.pwd(), true);
+        let check = crate::ice_lite::tests::request(&format!("{}:p", conn.state.ufrag), conn.ice.pwd(), true);
         let mut plaintext = Plaintext::default();
         conn.datagram(t0, local, player, &check, &mut plaintext);
         assert_eq!(conn.ice.path(), Some((local, player)), "the check set the path");
@@ -684,7 +706,7 @@ mod tests {
     impl Player {
         /// A binding request to the edge from this player.
         fn check(&self, conn: &ViewerConn, nominate: bool) -> Vec<u8> {
-            super::super::ice_lite::tests::request(&format!("{}:{}", conn.state.ufrag, self.ufrag), conn.ice.pwd(), nominate)
+            crate::ice_lite::tests::request(&format!("{}:{}", conn.state.ufrag, self.ufrag), conn.ice.pwd(), nominate)
         }
     }
 
@@ -693,7 +715,7 @@ mod tests {
     fn connected(t0: Instant, at: SocketAddr, plaintext: &mut Plaintext) -> (ViewerConn, Player) {
         let mut conn = conn(t0);
         let certificate = EdgeIdentity::generate().unwrap();
-        let (ufrag, pwd) = super::super::link::ice_credentials();
+        let (ufrag, pwd) = crate::ice_lite::ice_credentials();
         let answer = format!(
             "v=0\r\na=fingerprint:sha-256 {}\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=setup:active\r\n",
             certificate.fingerprint
@@ -737,6 +759,35 @@ mod tests {
     /// Where each datagram the connection queued goes, and its kind.
     fn sent(conn: &mut ViewerConn) -> Vec<(SocketAddr, Option<demux::Kind>)> {
         std::iter::from_fn(|| conn.poll_transmit()).map(|(_, to, data)| (to, demux::kind(&data))).collect()
+    }
+
+    /// Driven only through [`Connection`], a viewer tells the address it answered, that it came
+    /// up, then for a stream packet its datagram and the bytes it carried, and its deadline.
+    #[test]
+    fn through_the_connection_interface_a_viewer_tells_what_it_reached_that_it_is_up_and_what_it_sent() {
+        let t0 = Instant::now();
+        let at: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let mut plaintext = Plaintext::default();
+        let (mut conn, _) = connected(t0, at, &mut plaintext);
+        let mut events = Vec::new();
+        let deadline = loop {
+            match conn.poll_output() {
+                Output::Transmit(transmit) => assert_eq!(transmit.to, at),
+                Output::Event(event) => events.push(event),
+                Output::Timeout(deadline) => break deadline,
+            }
+        };
+        assert!(matches!(events.first(), Some(ConnEvent::Reached { local: Source::Local(local), remote }) if *local == edge() && *remote == at), "{events:?}");
+        assert!(matches!(events.last(), Some(ConnEvent::Connected)), "{events:?}");
+        assert!(deadline.is_some_and(|t| t > t0), "consent and reports keep a deadline");
+        conn.send_media(t0, &media(0), &mut plaintext);
+        let Output::Transmit(transmit) = conn.poll_output() else { panic!("the packet first") };
+        assert_eq!((transmit.source, transmit.to, demux::kind(&transmit.bytes)), (Source::Local(edge()), at, Some(Kind::Rtp)));
+        assert!(matches!(conn.poll_output(), Output::Event(ConnEvent::MediaSent(18))), "a 6-byte payload and its header");
+        assert!(matches!(conn.poll_output(), Output::Timeout(t) if t == deadline));
+        assert!(!conn.is_done());
+        Connection::close(&mut conn, t0);
+        assert!(conn.is_done());
     }
 
     /// RFC 7675: a viewer that knows its ICE password forges checks from a victim's address, one
@@ -794,7 +845,7 @@ mod tests {
         conn.send_media(t1, &media(1), &mut plaintext);
         assert_eq!(sent(&mut conn), [(old, Some(demux::Kind::Rtp))], "media stays until the new address answers");
 
-        let (answer, _) = super::super::ice_lite::tests::answer(&out[1].2, &player.pwd);
+        let (answer, _) = crate::ice_lite::tests::answer(&out[1].2, &player.pwd);
         conn.datagram(t1, edge(), new, &answer, &mut plaintext);
         assert_eq!(conn.ice.path(), Some((edge(), new)));
         let t2 = t1 + Duration::from_secs(25);

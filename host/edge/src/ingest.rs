@@ -1,5 +1,6 @@
 //! A publisher's edge connection: an `rtc` peer connection that receives one video track (VP8
-//! or H.264) and one Opus track on the shared ports, and hands their RTP to the stream's hub.
+//! or H.264) and one Opus track on the shared ports, and hands their RTP to its owner
+//! ([`ConnEvent::Media`]; the host's worker gives it to the stream's hub).
 //!
 //! Two ways in, both as OvenMediaEngine does them: over OME's WebSocket signalling the server
 //! offers (receive-only video, both codecs, then audio) and the publisher answers
@@ -9,11 +10,14 @@
 //! answers, and, the origin being a server too (ICE-lite, or OME's full agent that waits for
 //! checks), the edge is the full ICE agent that checks the origin's candidates.
 
-use super::conn::Offer;
-use super::link::{edge_settings, host_candidates, Phase, RtcLink};
-use super::EdgeEvent;
-use crate::media::{Feed, MediaKind};
+use crate::conn::Offer;
+use crate::connection::{Arrival, ConnEvent, Connection, Output, Source, Transmit};
+use crate::demux;
+use crate::error::{Error, Result};
+use crate::link::{edge_settings, host_candidates, Phase, RtcLink};
+use crate::media::MediaKind;
 use crate::plumbing::{self, VideoCodec};
+use crate::track::Plaintext;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::certificate::RTCCertificate;
@@ -33,7 +37,6 @@ use rtc::sansio::Protocol;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// What a publisher's stream carries, learned from the negotiated SDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +54,6 @@ pub struct NewPublisher<'a> {
     pub origin_candidates: Option<Vec<String>>,
     /// The addresses it is reachable at (its candidates).
     pub candidates: &'a [SocketAddr],
-    /// The session's event inbox.
-    pub events: mpsc::UnboundedSender<EdgeEvent>,
     /// The edge's DTLS certificate.
     pub certificate: RTCCertificate,
 }
@@ -61,16 +62,36 @@ pub struct NewPublisher<'a> {
 pub struct PublisherConn {
     /// The connection itself.
     pub link: RtcLink,
-    /// The stream its media feeds, once the negotiation said what the stream carries.
-    feed: Option<Feed>,
     /// Its tracks by id, as they opened: their kind, the receiver that reads them, their SSRC.
     tracks: HashMap<MediaStreamTrackId, (MediaKind, RTCRtpReceiverId, u32)>,
+    /// Where its datagrams really arrived.
+    locals: RealLocals,
+}
+
+/// Where a publisher's datagrams really arrived, per announced address: `rtc`'s ICE agent knows
+/// itself only by its candidates (the announced addresses), but its replies must leave from the
+/// address each datagram was sent to. One entry per announced address it was reached at.
+#[derive(Default)]
+struct RealLocals(Vec<(SocketAddr, SocketAddr)>);
+
+impl RealLocals {
+    fn learn(&mut self, announced: SocketAddr, local: SocketAddr) {
+        match self.0.iter_mut().find(|(a, _)| *a == announced) {
+            Some(entry) => entry.1 = local,
+            None => self.0.push((announced, local)),
+        }
+    }
+
+    /// The local address behind `announced`, once a datagram has come to it.
+    fn get(&self, announced: SocketAddr) -> Option<SocketAddr> {
+        self.0.iter().find(|(a, _)| *a == announced).map(|(_, l)| *l)
+    }
 }
 
 /// A peer connection that receives: both video codecs and Opus, rtc's default receive-side
 /// interceptors (NACK generation, receiver reports, transport-wide congestion feedback, so the
 /// browser's encoder ramps up), ICE-lite.
-fn receiving_pc(now: Instant, certificate: RTCCertificate, lite: bool, video: &[VideoCodec]) -> anyhow::Result<(RTCPeerConnection, String)> {
+fn receiving_pc(now: Instant, certificate: RTCCertificate, lite: bool, video: &[VideoCodec]) -> Result<(RTCPeerConnection, String)> {
     let mut media = MediaEngine::default();
     plumbing::register_ingest_codecs(&mut media, video)?;
     let registry = register_default_interceptors(Registry::new(), &mut media)?;
@@ -89,23 +110,25 @@ fn receiving_pc(now: Instant, certificate: RTCCertificate, lite: bool, video: &[
 }
 
 impl PublisherConn {
-    fn new(pc: RTCPeerConnection, ufrag: String, phase: Phase, events: mpsc::UnboundedSender<EdgeEvent>) -> Self {
-        Self { link: RtcLink::new(pc, ufrag, phase, events), feed: None, tracks: HashMap::new() }
+    fn new(pc: RTCPeerConnection, ufrag: String, phase: Phase) -> Self {
+        Self { link: RtcLink::new(pc, ufrag, phase), tracks: HashMap::new(), locals: RealLocals::default() }
     }
 
     /// OME's way: the server offers; [`Self::answer`] takes the publisher's answer.
-    pub fn offer(now: Instant, new: NewPublisher<'_>) -> anyhow::Result<(Self, Offer)> {
+    pub fn offer(now: Instant, new: NewPublisher<'_>) -> Result<(Self, Offer)> {
         let (mut pc, ufrag) = receiving_pc(now, new.certificate, true, &[VideoCodec::Vp8, VideoCodec::H264])?;
         let offer = pc.create_offer(None)?;
         pc.set_local_description(now, offer)?;
         let candidates = host_candidates(&mut pc, new.candidates)?;
-        let sdp = pc.local_description().ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
-        Ok((Self::new(pc, ufrag, Phase::Offered, new.events), Offer { sdp, candidates, stun_servers: new.candidates.to_vec() }))
+        let sdp = pc.local_description().ok_or(Error::NoLocalDescription)?.sdp;
+        Ok((Self::new(pc, ufrag, Phase::Offered), Offer { sdp, candidates, stun_servers: new.candidates.to_vec() }))
     }
 
     /// The publisher's answer to [`Self::offer`]: what it will send.
-    pub fn answer(&mut self, now: Instant, sdp: String) -> anyhow::Result<Tracks> {
-        anyhow::ensure!(self.link.state.phase == Phase::Offered, "the offer was already answered");
+    pub fn answer(&mut self, now: Instant, sdp: String) -> Result<Tracks> {
+        if self.link.state.phase != Phase::Offered {
+            return Err(Error::AlreadyAnswered);
+        }
         let tracks = negotiated(&sdp)?;
         self.link.pc.set_remote_description(now, RTCSessionDescription::answer(sdp)?)?;
         self.link.state.phase = Phase::Answered;
@@ -113,7 +136,7 @@ impl PublisherConn {
     }
 
     /// WHIP's way (and an origin's): the offer in, the answer (with the candidates in it) out.
-    pub fn answer_offer(now: Instant, new: NewPublisher<'_>, offer: String) -> anyhow::Result<(Self, String, Tracks)> {
+    pub fn answer_offer(now: Instant, new: NewPublisher<'_>, offer: String) -> Result<(Self, String, Tracks)> {
         // One video codec in the answer, the offer's first that the edge takes: with both, the
         // browser might send the one the stream is not (OvenLiveKit prefers H.264 first).
         let video = offered_video(&offer)?;
@@ -125,26 +148,9 @@ impl PublisherConn {
         let answer = pc.create_answer(None)?;
         pc.set_local_description(now, answer)?;
         host_candidates(&mut pc, new.candidates)?;
-        let sdp = pc.local_description().ok_or_else(|| anyhow::anyhow!("no local description"))?.sdp;
+        let sdp = pc.local_description().ok_or(Error::NoLocalDescription)?.sdp;
         let tracks = negotiated(&sdp)?;
-        Ok((Self::new(pc, ufrag, Phase::Answered, new.events), sdp, tracks))
-    }
-
-    /// From now on its media feeds `feed`'s stream.
-    pub fn publish_to(&mut self, feed: Feed) {
-        self.feed = Some(feed);
-    }
-
-    /// A datagram for this connection.
-    pub fn datagram(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) {
-        self.link.read(now, local, from, data);
-        self.after_input();
-    }
-
-    /// The connection's deadline passed.
-    pub fn timeout(&mut self, now: Instant) {
-        self.link.timeout(now);
-        self.after_input();
+        Ok((Self::new(pc, ufrag, Phase::Answered), sdp, tracks))
     }
 
     /// Asks the publisher for a keyframe (a PLI on its video track); false if it has none yet.
@@ -155,7 +161,7 @@ impl PublisherConn {
         receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok()
     }
 
-    /// Follows events (the session hears of the state) and hands received RTP to the stream.
+    /// Follows the peer connection's events: its state (the owner hears of it), its tracks.
     fn after_input(&mut self) {
         while let Some(event) = self.link.pc.poll_event() {
             match event {
@@ -170,35 +176,82 @@ impl PublisherConn {
                 _ => {}
             }
         }
+    }
+
+    /// The next RTP packet received on one of its tracks.
+    fn poll_media(&mut self) -> Option<(MediaKind, rtc::rtp::Packet)> {
         while let Some(message) = self.link.pc.poll_read() {
             let RTCMessage::RtpPacket(track, mut packet) = message.message else { continue };
-            let (Some(feed), Some((kind, ..))) = (&self.feed, self.tracks.get(&track)) else { continue };
+            let Some((kind, ..)) = self.tracks.get(&track) else { continue };
             // Viewers negotiate no header extensions: the publisher's stay here.
             packet.header.extension = false;
             packet.header.extensions.clear();
-            feed.packet(*kind, packet);
+            return Some((*kind, packet));
         }
+        None
+    }
+}
+
+impl Connection for PublisherConn {
+    fn ufrag(&self) -> &str {
+        &self.link.state.ufrag
+    }
+
+    /// `rtc`'s agent takes the datagram as sent to the announced address (its candidate); the
+    /// replies leave from the address it really came to.
+    fn handle_datagram(&mut self, now: Instant, arrival: Arrival, from: SocketAddr, data: &[u8], _: &mut Plaintext) {
+        self.locals.learn(arrival.announced, arrival.local);
+        self.link.read(now, arrival.announced, from, data);
+        self.after_input();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.link.timeout(now);
+        self.after_input();
+    }
+
+    fn poll_output(&mut self) -> Output {
+        if let Some((announced, to, bytes)) = self.link.poll_transmit() {
+            let source = self.locals.get(announced).map_or(Source::Announced(announced), Source::Local);
+            if demux::first_byte_kind(&bytes) == Some(demux::Kind::Stun) {
+                self.link.state.events.push_back(ConnEvent::Reached { local: source, remote: to });
+            }
+            return Output::Transmit(Transmit { source, to, bytes });
+        }
+        if let Some(event) = self.link.state.events.pop_front() {
+            return Output::Event(event);
+        }
+        if let Some((kind, packet)) = self.poll_media() {
+            return Output::Event(ConnEvent::Media(kind, packet));
+        }
+        Output::Timeout(self.link.poll_timeout())
+    }
+
+    fn close(&mut self, _: Instant) {
+        self.link.close();
+    }
+
+    fn is_done(&self) -> bool {
+        self.link.state.phase == Phase::Done
     }
 }
 
 /// An SDP's video section.
-fn video_section(sdp: &str) -> anyhow::Result<&str> {
-    plumbing::sdp_sections(sdp).find(|s| s.starts_with("video ")).ok_or_else(|| anyhow::anyhow!("no video in the SDP"))
+fn video_section(sdp: &str) -> Result<&str> {
+    plumbing::sdp_sections(sdp).find(|s| s.starts_with("video ")).ok_or(Error::NoVideo)
 }
 
 /// The codec of the first VP8 or H.264 payload type in an offer's video section.
-pub fn offered_video(offer: &str) -> anyhow::Result<VideoCodec> {
-    plumbing::section_codecs(video_section(offer)?)
-        .find_map(VideoCodec::from_rtpmap)
-        .ok_or_else(|| anyhow::anyhow!("the offer's video is neither VP8 nor H264: this host takes those"))
+pub fn offered_video(offer: &str) -> Result<VideoCodec> {
+    plumbing::section_codecs(video_section(offer)?).find_map(VideoCodec::from_rtpmap).ok_or(Error::OfferedVideo)
 }
 
 /// What the negotiated `sdp` (an answer, or the server's own answer) says the publisher sends:
 /// the first payload type of its video section names the codec; an audio section that is not
 /// rejected means audio.
-pub fn negotiated(sdp: &str) -> anyhow::Result<Tracks> {
-    let first = plumbing::section_codecs(video_section(sdp)?).next().ok_or_else(|| anyhow::anyhow!("a video section without a codec"))?;
-    let video = VideoCodec::from_rtpmap(first).ok_or_else(|| anyhow::anyhow!("the publisher's video is {first}; this host takes VP8 or H264"))?;
+pub fn negotiated(sdp: &str) -> Result<Tracks> {
+    let first = plumbing::section_codecs(video_section(sdp)?).next().ok_or(Error::NoVideoCodec)?;
+    let video = VideoCodec::from_rtpmap(first).ok_or_else(|| Error::PublisherVideo(first.to_owned()))?;
     let audio = plumbing::sdp_sections(sdp).any(|s| s.starts_with("audio ") && !s.starts_with("audio 0 "));
     Ok(Tracks { video, audio })
 }

@@ -94,10 +94,21 @@ pub struct Heard {
     pub new_path: bool,
 }
 
+/// Fresh local ICE credentials of an edge connection: a ufrag (16 characters) and a password
+/// (32: 192 bits).
+pub fn ice_credentials() -> (String, String) {
+    (random_token(16), random_token(32))
+}
+
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
+    (0..len).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+}
+
 impl IceLite {
     /// Fresh credentials.
     pub fn new(now: Instant) -> Self {
-        let (ufrag, pwd) = super::link::ice_credentials();
+        let (ufrag, pwd) = ice_credentials();
         Self {
             ufrag,
             pwd,

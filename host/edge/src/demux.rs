@@ -3,7 +3,7 @@
 //! Every viewer's ICE, DTLS and SRTP arrive on the same few sockets. A STUN binding request names
 //! its connection in the USERNAME attribute (`<our ufrag>:<their ufrag>`, RFC 8445 7.2.2): that
 //! is how a new pair is found. A binding request without USERNAME is no connection's check: it
-//! asks the host's STUN server ([`super::stun_server`]) where its sender is, whoever sends it.
+//! asks the host's STUN server ([`crate::stun_server`]) where its sender is, whoever sends it.
 //! Everything else (DTLS, SRTP, SRTCP, other STUN) is routed by the remote address, which a
 //! connection gets only once it has answered a binding request from it: an address is learned
 //! from what the connection sends, never from what a stranger claims.
@@ -26,17 +26,8 @@ pub enum Dropped {
 }
 
 impl Dropped {
-    /// Every reason, in the order of their discriminants (the index of a per-reason count).
+    /// Every reason, in the order of their discriminants.
     pub const ALL: [Dropped; 3] = [Self::UnknownUfrag, Self::UnknownAddress, Self::NotWebRtc];
-
-    /// The host's count of this reason.
-    pub fn count(self, counts: &crate::metrics::HostCounts) -> &crate::metrics::Count {
-        match self {
-            Self::UnknownUfrag => &counts.edge_datagrams_dropped_unknown_ufrag,
-            Self::UnknownAddress => &counts.edge_datagrams_dropped_unknown_address,
-            Self::NotWebRtc => &counts.edge_datagrams_dropped_not_webrtc,
-        }
-    }
 }
 
 /// What kind of datagram it is, by its first byte (RFC 7983 section 7).
@@ -50,14 +41,45 @@ pub enum Kind {
     Rtp,
 }
 
-/// Classifies a datagram by RFC 7983's first-byte ranges; `None` for anything else.
-pub fn kind(datagram: &[u8]) -> Option<Kind> {
-    match *datagram.first()? {
-        0..=3 if datagram.len() >= STUN_HEADER => Some(Kind::Stun),
-        20..=63 if datagram.len() >= 13 => Some(Kind::Dtls),
-        128..=191 if datagram.len() >= 12 => Some(Kind::Rtp),
-        _ => None,
+impl Kind {
+    /// The kind RFC 7983's first-byte ranges give a datagram starting with `byte`; `None` for
+    /// anything else. The one place the edge writes the ranges.
+    pub fn of_first_byte(byte: u8) -> Option<Self> {
+        match byte {
+            0..=3 => Some(Self::Stun),
+            20..=63 => Some(Self::Dtls),
+            128..=191 => Some(Self::Rtp),
+            _ => None,
+        }
     }
+
+    /// The shortest datagram of this kind: a STUN header, a DTLS record header, an RTP header.
+    fn min_len(self) -> usize {
+        match self {
+            Self::Stun => STUN_HEADER,
+            Self::Dtls => 13,
+            Self::Rtp => 12,
+        }
+    }
+}
+
+/// Classifies a datagram by RFC 7983's first-byte ranges; `None` for anything else, or for one
+/// too short to be of its kind (what the routing takes).
+pub fn kind(datagram: &[u8]) -> Option<Kind> {
+    let kind = Kind::of_first_byte(*datagram.first()?)?;
+    (datagram.len() >= kind.min_len()).then_some(kind)
+}
+
+/// Classifies a datagram by its first byte alone, whatever its length (a connection reading what
+/// was routed to it, or classifying what it sends, judges the rest itself).
+pub fn first_byte_kind(datagram: &[u8]) -> Option<Kind> {
+    Kind::of_first_byte(*datagram.first()?)
+}
+
+/// Whether a datagram of [`Kind::Rtp`] is RTCP: its second byte, the packet type, is one of
+/// RTCP's (192-223, RFC 5761 section 4).
+pub fn is_rtcp(datagram: &[u8]) -> bool {
+    datagram.get(1).is_some_and(|pt| (192..=223).contains(pt))
 }
 
 const STUN_HEADER: usize = 20;
@@ -101,7 +123,7 @@ fn binding_request_username(datagram: &[u8]) -> Option<Option<&[u8]>> {
 }
 
 /// The local ufrag a connectivity check names (a binding request with USERNAME): how the first
-/// frame of an ICE-TCP stream finds its connection ([`super::tcp`]).
+/// frame of an ICE-TCP stream finds its connection (the host's ICE-TCP streams).
 pub fn check_ufrag(datagram: &[u8]) -> Option<&str> {
     local_ufrag(binding_request_username(datagram)??)
 }
@@ -185,7 +207,7 @@ impl<K: Copy + Eq + Hash> Demux<K> {
 
     /// Connections registered.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.by_ufrag.len()
     }
 }
@@ -296,6 +318,20 @@ mod tests {
         plain.extend_from_slice(&STUN_MAGIC_COOKIE);
         plain.extend_from_slice(&[7; 12]);
         assert_eq!(d.route_check(&plain), None, "nor does a check without USERNAME");
+    }
+
+    #[test]
+    fn the_first_byte_rule_is_rfc_7983s_and_rtcp_is_told_by_its_packet_type() {
+        let expected = [(0, Some(Kind::Stun)), (3, Some(Kind::Stun)), (4, None), (19, None), (20, Some(Kind::Dtls)), (63, Some(Kind::Dtls))];
+        let more = [(64, None), (127, None), (128, Some(Kind::Rtp)), (191, Some(Kind::Rtp)), (192, None), (255, None)];
+        for (byte, kind) in expected.into_iter().chain(more) {
+            assert_eq!(Kind::of_first_byte(byte), kind, "{byte}");
+        }
+        assert_eq!(first_byte_kind(&[22, 0xfe, 0xfd]), Some(Kind::Dtls), "whatever its length");
+        assert_eq!(kind(&[22, 0xfe, 0xfd]), None, "the routing takes a whole record header");
+        assert_eq!(first_byte_kind(&[]), None);
+        assert!(is_rtcp(&[0x81, 200]) && is_rtcp(&[0x80, 223]));
+        assert!(!is_rtcp(&[0x80, 96]) && !is_rtcp(&[0x80, 224]) && !is_rtcp(&[0x80]));
     }
 
     #[test]

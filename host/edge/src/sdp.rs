@@ -2,7 +2,7 @@
 //! shape (one send-only video track, maybe one send-only Opus track, bundled, ICE-lite), and of
 //! the answer the edge needs four facts.
 
-use super::ice_lite::RemoteCredentials;
+use crate::ice_lite::RemoteCredentials;
 use crate::plumbing::{self, VideoCodec, AUDIO_PT, VIDEO_PT};
 use std::fmt::Write;
 use std::net::SocketAddr;

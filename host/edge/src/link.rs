@@ -1,10 +1,10 @@
-//! What every edge connection has, a viewer's or a publisher's ([`LinkState`]: found by its ICE
-//! ufrag and then by the addresses it answered, its phase, its next deadline, its session's event
-//! inbox), and the `rtc` peer connection (sans-IO) that drives publishers and pulls ([`RtcLink`]).
-//! Viewers, the many, run on the edge's own lean machinery instead ([`super::conn`]).
+//! What every edge connection has, a viewer's or a publisher's ([`LinkState`]: its ICE ufrag,
+//! its phase, the events it has for its owner), and the `rtc` peer connection (sans-IO) that
+//! drives publishers and pulls ([`RtcLink`]). Viewers, the many, run on the edge's own lean
+//! machinery instead ([`crate::conn`]).
 
-use super::EdgeEvent;
-use bytes::BytesMut;
+use crate::connection::ConnEvent;
+use crate::error::Result;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -12,9 +12,12 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use bytes::BytesMut;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
-use tokio::sync::mpsc;
+
+pub use crate::ice_lite::ice_credentials;
 
 /// Where the connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,27 +28,24 @@ pub enum Phase {
     Answered,
     /// Up: media flows.
     Connected,
-    /// Failed or closed: the worker removes it.
+    /// Failed or closed: its owner forgets it.
     Done,
 }
 
-/// What the worker keeps of every connection, whatever drives it.
+/// What every connection has, whatever drives it.
 pub struct LinkState {
     /// The local ICE username fragment: how STUN finds this connection.
     pub ufrag: String,
-    /// Remote addresses this connection has answered (routed to it).
-    pub addrs: Vec<SocketAddr>,
     /// Where it stands.
     pub phase: Phase,
-    /// The next time it wants `handle_timeout`, as last scheduled.
-    pub scheduled: Option<Instant>,
-    events: mpsc::UnboundedSender<EdgeEvent>,
+    /// Events not yet taken by the owner ([`crate::connection::Connection::poll_output`]).
+    pub events: VecDeque<ConnEvent>,
 }
 
 impl LinkState {
-    /// A connection at `phase` whose session hears of it through `events`.
-    pub fn new(ufrag: String, phase: Phase, events: mpsc::UnboundedSender<EdgeEvent>) -> Self {
-        Self { ufrag, addrs: Vec::new(), phase, scheduled: None, events }
+    /// A connection at `phase`.
+    pub fn new(ufrag: String, phase: Phase) -> Self {
+        Self { ufrag, phase, events: VecDeque::new() }
     }
 
     /// The connection came up (from [`Phase::Answered`]); true if that is news.
@@ -54,24 +54,24 @@ impl LinkState {
             return false;
         }
         self.phase = Phase::Connected;
-        let _ = self.events.send(EdgeEvent::Connected);
+        self.events.push_back(ConnEvent::Connected);
         true
     }
 
     /// The player closed the connection: it is over, but not the session's error.
     pub fn closed_by_player(&mut self) {
-        self.end(EdgeEvent::ClosedByPlayer);
+        self.end(ConnEvent::ClosedByPlayer);
     }
 
-    /// The connection failed or the other side closed it: the session hears of it once.
+    /// The connection failed or the other side closed it: the owner hears of it once.
     pub fn failed(&mut self) {
-        self.end(EdgeEvent::Failed);
+        self.end(ConnEvent::Failed);
     }
 
-    fn end(&mut self, event: EdgeEvent) {
+    fn end(&mut self, event: ConnEvent) {
         if self.phase != Phase::Done {
             self.phase = Phase::Done;
-            let _ = self.events.send(event);
+            self.events.push_back(event);
         }
     }
 }
@@ -80,14 +80,14 @@ impl LinkState {
 pub struct RtcLink {
     /// The peer connection.
     pub pc: RTCPeerConnection,
-    /// What the worker keeps of it.
+    /// What every connection has.
     pub state: LinkState,
 }
 
 impl RtcLink {
-    /// A link at `phase` whose session hears of it through `events`.
-    pub fn new(pc: RTCPeerConnection, ufrag: String, phase: Phase, events: mpsc::UnboundedSender<EdgeEvent>) -> Self {
-        Self { pc, state: LinkState::new(ufrag, phase, events) }
+    /// A link at `phase`.
+    pub fn new(pc: RTCPeerConnection, ufrag: String, phase: Phase) -> Self {
+        Self { pc, state: LinkState::new(ufrag, phase) }
     }
 
     /// Hands a datagram to the peer connection.
@@ -123,7 +123,7 @@ impl RtcLink {
         self.state.phase = Phase::Done;
     }
 
-    /// Follows a state change, telling the session.
+    /// Follows a state change, telling the owner.
     pub fn on_state(&mut self, state: RTCPeerConnectionState) {
         match state {
             RTCPeerConnectionState::Connected => {
@@ -149,8 +149,8 @@ pub fn edge_settings(lite: bool) -> (SettingEngine, String) {
 }
 
 /// Adds a host candidate for each of `addrs` (then the end of candidates); their lines.
-pub fn host_candidates(pc: &mut RTCPeerConnection, addrs: &[SocketAddr]) -> anyhow::Result<Vec<String>> {
-    let candidates = super::sdp::candidates(addrs);
+pub fn host_candidates(pc: &mut RTCPeerConnection, addrs: &[SocketAddr]) -> Result<Vec<String>> {
+    let candidates = crate::sdp::candidates(addrs);
     for line in &candidates {
         pc.add_local_candidate(RTCIceCandidateInit { candidate: line.clone(), ..Default::default() })?;
     }
@@ -166,15 +166,3 @@ fn tagged(now: Instant, local: SocketAddr, from: SocketAddr, data: &[u8]) -> Tag
         message: BytesMut::from(data),
     }
 }
-
-/// Fresh local ICE credentials of an edge connection: a ufrag (16 characters) and a password
-/// (32: 192 bits).
-pub fn ice_credentials() -> (String, String) {
-    (random_token(16), random_token(32))
-}
-
-fn random_token(len: usize) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
-    (0..len).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
-}
-
