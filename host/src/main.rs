@@ -154,7 +154,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sessions: sessions.clone(),
             plugins: plugins.clone(),
             metrics: metrics.clone(),
-            edge: edge.counters.clone(),
             book: Default::default(),
         });
         // Only the stats API reads the book (its throughputs and maxima need every second).

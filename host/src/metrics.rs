@@ -132,6 +132,14 @@ host_counts! {
     /// ICE-TCP streams that never carried a connection: over a cap, closed or no check in time,
     /// a first frame that is no check naming a connection.
     edge_tcp_streams_refused,
+    /// RTP bytes the edge sent to viewers (by stream in `/metrics`'s `edge_egress_bytes`).
+    edge_egress_bytes: labelled,
+    /// Times the edge fell behind a stream (its viewers resumed at the next keyframe).
+    edge_lagged,
+    /// Plain STUN Binding requests the edge ports answered (answers queued to send).
+    stun_binding_answered,
+    /// Plain STUN Binding requests dropped: malformed, not understood, or over their source's rate.
+    stun_binding_dropped,
     /// Keyframe requests sent to a stream's source.
     ingest_keyframe_requests,
     /// WebRTC publishers that started.

@@ -18,7 +18,6 @@ mod time;
 pub mod tree;
 
 use crate::config::Application;
-use crate::edge::EdgeCounters;
 use crate::metrics::Metrics;
 use crate::plugins::PluginSet;
 use crate::sessions::Sessions;
@@ -44,8 +43,6 @@ pub struct Api {
     pub sessions: Arc<Sessions>,
     pub plugins: Arc<PluginSet>,
     pub metrics: Arc<Metrics>,
-    /// The edge's totals.
-    pub edge: Arc<EdgeCounters>,
     /// OME's statistics, sampled once a second ([`sample_every_second`]).
     pub book: book::StatsBook,
 }

@@ -90,16 +90,5 @@ fn host_wide(state: &Api) -> Vec<Series> {
         family.push(vec![], count.value as f64);
         families.push(family);
     }
-    let counters = &state.edge;
-    let edge: [(&str, &str, u64); 3] = [
-        ("edge_lagged", "Times the edge fell behind a stream (its viewers resumed at the next keyframe)", counters.lagged.load(Ordering::Relaxed)),
-        ("stun_binding_answered", "Plain STUN Binding requests the edge ports answered (answers queued to send)", counters.stun_binding_answered.load(Ordering::Relaxed)),
-        ("stun_binding_dropped", "Plain STUN Binding requests dropped: malformed, not understood, or over their source's rate", counters.stun_binding_dropped.load(Ordering::Relaxed)),
-    ];
-    for (name, help, value) in edge {
-        let mut family = Series::new(name, help, Counter);
-        family.push(vec![], value as f64);
-        families.push(family);
-    }
     families
 }

@@ -92,25 +92,9 @@ struct WorkerHandle {
     load: Arc<AtomicUsize>,
 }
 
-/// Totals over every viewer, for `/stats`: the workers add their turns' typed counts
-/// ([`edge_transport::EdgeCounts`]) here.
-#[derive(Debug, Default)]
-pub struct EdgeCounters {
-    /// RTP bytes sent to viewers since start.
-    pub egress_bytes: AtomicU64,
-    /// Times a worker fell behind a stream (its viewers resumed at the next keyframe).
-    pub lagged: AtomicU64,
-    /// Plain STUN Binding requests answered ([`edge_transport::stun_server`]).
-    pub stun_binding_answered: AtomicU64,
-    /// Plain STUN Binding requests dropped: malformed, not understood, or over their source's rate.
-    pub stun_binding_dropped: AtomicU64,
-}
-
 /// The edge: its workers, shared by every session.
 pub struct Edge {
     workers: Vec<WorkerHandle>,
-    /// Totals over every viewer.
-    pub counters: Arc<EdgeCounters>,
 }
 
 /// Failures a session can meet on the edge.
@@ -141,7 +125,6 @@ impl Edge {
                 sockets[i % count].push(s);
             }
         }
-        let counters = Arc::new(EdgeCounters::default());
         let identity = Arc::new(conn::EdgeIdentity::generate()?);
         // Each TCP candidate's ports, each port's announced addresses: what a worker offers.
         let tcp_candidates: Vec<Vec<Vec<std::net::SocketAddr>>> =
@@ -153,7 +136,7 @@ impl Edge {
             let (tcp_inbox, tcp_rx) = mpsc::channel(worker::TCP_EVENT_QUEUE);
             let load = Arc::new(AtomicUsize::new(0));
             let tcp = worker::TcpSide { index, routes: routes.clone(), candidates: tcp_candidates.clone(), events: tcp_rx };
-            tokio::spawn(Worker::new(sockets, tcp, metrics.clone(), counters.clone(), load.clone(), identity.clone()).run(rx));
+            tokio::spawn(Worker::new(sockets, tcp, metrics.clone(), load.clone(), identity.clone()).run(rx));
             tcp_inboxes.push(tcp_inbox);
             workers.push(WorkerHandle { commands, load });
         }
@@ -162,7 +145,7 @@ impl Edge {
             tracing::info!(bound = %port.bound, announced = ?port.announced, "edge TCP port");
             tokio::spawn(tcp::accept(port, shared.clone()));
         }
-        Ok(Self { workers, counters })
+        Ok(Self { workers })
     }
 
     /// A new connection for a viewer of `hub`, and its offer.

@@ -18,7 +18,7 @@ use edge_transport::ingest::{NewPublisher, PublisherConn, Tracks};
 use edge_transport::stun_server::StunServer;
 use edge_transport::track::Plaintext;
 use edge_transport::{Arrival, ConnEvent, Connection, EdgeCounts, Output, Source, Transmit};
-use super::{EdgeCounters, EdgeEvent, Transports};
+use super::{EdgeEvent, Transports};
 use crate::media::{Feed, MediaPacket, StreamHub};
 use crate::metrics::Metrics;
 use std::cmp::Reverse;
@@ -307,7 +307,6 @@ pub struct Worker {
     next_slot: u32,
     media_tx: mpsc::Sender<Fed>,
     media_rx: mpsc::Receiver<Fed>,
-    counters: Arc<EdgeCounters>,
     load: Arc<AtomicUsize>,
     identity: Arc<EdgeIdentity>,
     /// The packet being sent to viewers (its payload copied once for all of them).
@@ -325,7 +324,6 @@ impl Worker {
         sockets: Vec<EdgeSocket>,
         tcp: TcpSide,
         metrics: Arc<Metrics>,
-        counters: Arc<EdgeCounters>,
         load: Arc<AtomicUsize>,
         identity: Arc<EdgeIdentity>,
     ) -> Self {
@@ -352,7 +350,6 @@ impl Worker {
             next_slot: 0,
             media_tx,
             media_rx,
-            counters,
             load,
             identity,
             plaintext: Plaintext::default(),
@@ -415,7 +412,6 @@ impl Worker {
             return;
         }
         let host = &self.io.metrics.counts;
-        let edge = &self.counters;
         for (count, n) in [
             (&host.edge_datagrams_dropped_unknown_ufrag, counts.dropped_unknown_ufrag),
             (&host.edge_datagrams_dropped_unknown_address, counts.dropped_unknown_address),
@@ -424,19 +420,13 @@ impl Worker {
             (&host.edge_keyframe_cache_joins, counts.keyframe_cache_joins),
             (&host.edge_tcp_frames_dropped, counts.tcp_frames_dropped),
             (&host.ingest_keyframe_requests, counts.keyframe_requests),
+            (&host.edge_egress_bytes, counts.media_bytes_sent),
+            (&host.edge_lagged, counts.lagged),
+            (&host.stun_binding_answered, counts.stun_binding_answered),
+            (&host.stun_binding_dropped, counts.stun_binding_dropped),
         ] {
             if n > 0 {
                 count.add(n);
-            }
-        }
-        for (total, n) in [
-            (&edge.egress_bytes, counts.media_bytes_sent),
-            (&edge.lagged, counts.lagged),
-            (&edge.stun_binding_answered, counts.stun_binding_answered),
-            (&edge.stun_binding_dropped, counts.stun_binding_dropped),
-        ] {
-            if n > 0 {
-                total.fetch_add(n, Ordering::Relaxed);
             }
         }
     }

@@ -25,7 +25,6 @@ use axum::{Json, Router};
 use ome_signalling::query::{Direction, Query};
 use ome_signalling::StreamName;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const PAGE: &str = include_str!("../../assets/player.html");
@@ -80,8 +79,8 @@ async fn stats(State(state): State<Arc<Signalling>>, headers: HeaderMap, Connect
     Json(serde_json::json!({
         "plugins": state.plugins.names(),
         "metrics": state.metrics.snapshot(),
-        "edge_egress_bytes": state.edge.counters.egress_bytes.load(Ordering::Relaxed),
-        "lagged_packets": state.edge.counters.lagged.load(Ordering::Relaxed),
+        "edge_egress_bytes": state.metrics.counts.edge_egress_bytes.get(),
+        "lagged_packets": state.metrics.counts.edge_lagged.get(),
         "session_count": total,
         "sessions": sessions,
     }))
