@@ -18,11 +18,11 @@
 //! which must end within `HeaderTimeoutMs` too, then HTTP as on the plain port.
 
 use crate::config::SignallingLimits;
-use crate::shares::{Caps, Shares};
+use crate::shares::{Caps, Place, Places};
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,55 +31,18 @@ use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
 /// Open connections, in total and per remote address.
-#[derive(Debug, Default)]
-pub struct ConnectionCounts {
-    open: Mutex<Shares>,
-}
+pub type ConnectionCounts = Places;
 
 /// One admitted connection; dropping the last clone frees its place. A WebSocket session keeps
 /// a clone for as long as it lives (see [`Admitted`] in the request's extensions).
-#[derive(Debug)]
-pub struct ConnectionGuard {
-    counts: Arc<ConnectionCounts>,
-    address: IpAddr,
-}
+pub type ConnectionGuard = Place;
 
 /// The guard of the connection a request came on, in the request's extensions.
 pub type Admitted = Arc<ConnectionGuard>;
 
-fn caps(limits: &SignallingLimits) -> Caps {
-    Caps { total: limits.max_connections, per_address: limits.max_connections_per_address }
-}
-
-impl ConnectionCounts {
-    /// Admits a connection from `address` if both caps allow it.
-    pub fn admit(self: &Arc<Self>, address: IpAddr, limits: &SignallingLimits) -> Option<ConnectionGuard> {
-        self.open.lock().expect("counts lock").take(address, caps(limits)).ok()?;
-        Some(ConnectionGuard { counts: self.clone(), address })
-    }
-
-    /// Connections open now.
-    pub fn total(&self) -> usize {
-        self.open.lock().expect("counts lock").total()
-    }
-}
-
-impl ConnectionGuard {
-    /// Moves this connection's place to `address` (a proxy's connection, to the client its
-    /// header names) if that address is under its cap; the total is unchanged. `None` frees it.
-    pub fn move_to(mut self, address: IpAddr, limits: &SignallingLimits) -> Option<ConnectionGuard> {
-        let moved = self.counts.open.lock().expect("counts lock").move_place(self.address, address, limits.max_connections_per_address);
-        moved.then(|| {
-            self.address = address;
-            self
-        })
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.counts.open.lock().expect("counts lock").give_back(self.address);
-    }
+/// A place for a connection from `address`, if both caps allow it.
+fn admit(counts: &Arc<ConnectionCounts>, address: IpAddr, limits: &SignallingLimits) -> Option<ConnectionGuard> {
+    counts.take(address, Caps { total: limits.max_connections, per_address: limits.max_connections_per_address }).ok()
 }
 
 /// Closes the connection a request came on, from its handler (in the request's extensions): a
@@ -121,7 +84,7 @@ pub async fn serve(
             () = stopped(&mut stop) => return,
         };
         // Counted from here: a proxy's connection too, under the proxy's address, while its header is read.
-        let Some(guard) = counts.admit(peer.ip(), &limits) else {
+        let Some(guard) = admit(&counts, peer.ip(), &limits) else {
             metrics.counts.connections_refused_over_cap.inc();
             continue;
         };
@@ -152,7 +115,7 @@ impl Connection {
         let client = match tokio::time::timeout(deadline, crate::proxy_protocol::read_header(&mut stream)).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => {
-                tracing::debug!(proxy = %guard.address, "{e}");
+                tracing::debug!(proxy = %guard.address(), "{e}");
                 return self.metrics.counts.proxy_headers_refused.inc();
             }
             Err(_) => return self.metrics.counts.proxy_headers_refused.inc(),
@@ -160,7 +123,7 @@ impl Connection {
         let Some(client) = client else {
             return self.serve(stream, crate::proxy_protocol::NO_CLIENT, guard);
         };
-        match guard.move_to(client.ip(), &self.limits) {
+        match guard.move_to(client.ip(), self.limits.max_connections_per_address) {
             Some(guard) => self.serve(stream, client, guard),
             None => self.metrics.counts.connections_refused_over_cap.inc(),
         }
@@ -275,14 +238,14 @@ mod tests {
         let counts = Arc::new(ConnectionCounts::default());
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let a1 = counts.admit(a, &limits).unwrap();
-        let _a2 = counts.admit(a, &limits).unwrap();
-        assert!(counts.admit(a, &limits).is_none(), "per address");
-        let _b1 = counts.admit(b, &limits).unwrap();
-        assert!(counts.admit(b, &limits).is_none(), "in total");
+        let a1 = admit(&counts, a, &limits).unwrap();
+        let _a2 = admit(&counts, a, &limits).unwrap();
+        assert!(admit(&counts, a, &limits).is_none(), "per address");
+        let _b1 = admit(&counts, b, &limits).unwrap();
+        assert!(admit(&counts, b, &limits).is_none(), "in total");
         drop(a1);
         assert_eq!(counts.total(), 2);
-        assert!(counts.admit(b, &limits).is_some(), "a freed place is free again");
+        assert!(admit(&counts, b, &limits).is_some(), "a freed place is free again");
     }
 
     #[test]
@@ -290,14 +253,14 @@ mod tests {
         let limits = SignallingLimits { max_connections: 4, max_connections_per_address: 2, ..Default::default() };
         let counts = Arc::new(ConnectionCounts::default());
         let (proxy, client): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "198.51.100.7".parse().unwrap());
-        let reading = counts.admit(proxy, &limits).unwrap();
-        let _also = counts.admit(proxy, &limits).unwrap();
-        assert!(counts.admit(proxy, &limits).is_none(), "headers being read fill the proxy's share");
-        let served = reading.move_to(client, &limits).unwrap();
-        assert_eq!((served.address, counts.total()), (client, 2), "moved, counted once");
-        let _second = counts.admit(client, &limits).unwrap();
-        let another = counts.admit(proxy, &limits).unwrap();
-        assert!(another.move_to(client, &limits).is_none(), "a client at its cap: refused");
+        let reading = admit(&counts, proxy, &limits).unwrap();
+        let _also = admit(&counts, proxy, &limits).unwrap();
+        assert!(admit(&counts, proxy, &limits).is_none(), "headers being read fill the proxy's share");
+        let served = reading.move_to(client, limits.max_connections_per_address).unwrap();
+        assert_eq!((served.address(), counts.total()), (client, 2), "moved, counted once");
+        let _second = admit(&counts, client, &limits).unwrap();
+        let another = admit(&counts, proxy, &limits).unwrap();
+        assert!(another.move_to(client, limits.max_connections_per_address).is_none(), "a client at its cap: refused");
         assert_eq!(counts.total(), 3, "and its place freed");
     }
 }

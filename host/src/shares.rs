@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 /// The two caps: places in all, places one address may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,58 @@ impl Shares {
         self.total += 1;
         *self.by_address.entry(to).or_default() += 1;
         true
+    }
+}
+
+/// [`Shares`] behind a lock, handing out places that give themselves back when dropped: for
+/// places held by tasks (a connection, a stream) rather than by an entry in a table.
+#[derive(Debug, Default)]
+pub struct Places(Mutex<Shares>);
+
+/// A place taken from [`Places`], given back on drop.
+#[derive(Debug)]
+pub struct Place {
+    places: Arc<Places>,
+    address: IpAddr,
+}
+
+impl Places {
+    fn shares(&self) -> std::sync::MutexGuard<'_, Shares> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for `address`, if both caps allow it.
+    pub fn take(self: &Arc<Self>, address: IpAddr, caps: Caps) -> Result<Place, Refused> {
+        self.shares().take(address, caps)?;
+        Ok(Place { places: self.clone(), address })
+    }
+
+    /// Places held in all.
+    pub fn total(&self) -> usize {
+        self.shares().total()
+    }
+}
+
+impl Place {
+    /// The address holding it.
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
+
+    /// Moves the place to `address` if that address is under its share (the total is
+    /// unchanged); `None` gives it back.
+    pub fn move_to(mut self, address: IpAddr, per_address: usize) -> Option<Place> {
+        let moved = self.places.shares().move_place(self.address, address, per_address);
+        moved.then(|| {
+            self.address = address;
+            self
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.places.shares().give_back(self.address);
     }
 }
 

@@ -20,6 +20,7 @@
 use super::framing::{self, Decoder};
 use super::net::{announced_ips, bind_socket, MAX_DATAGRAM};
 use crate::config::IceCandidate;
+use crate::shares::{Caps, Places};
 use bytes::BytesMut;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -114,47 +115,11 @@ impl Routes {
     }
 }
 
-/// Open streams per remote address and in all, bounded.
-#[derive(Default)]
-pub struct Admission(Mutex<(HashMap<IpAddr, usize>, usize)>);
+/// Open streams per remote address and in all, bounded ([`CAPS`]).
+pub type Admission = Places;
 
-/// A stream's place in [`Admission`], given back on drop.
-pub struct Admitted {
-    admission: Arc<Admission>,
-    ip: IpAddr,
-}
-
-impl Admission {
-    /// A place for a stream from `ip`, if it and the edge are under their bounds.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
-        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (per_address, total) = &mut *guard;
-        let count = per_address.entry(ip).or_default();
-        if *count >= STREAMS_PER_ADDRESS || *total >= STREAMS {
-            if *count == 0 {
-                per_address.remove(&ip);
-            }
-            return None;
-        }
-        *count += 1;
-        *total += 1;
-        Some(Admitted { admission: self.clone(), ip })
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut guard = self.admission.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (per_address, total) = &mut *guard;
-        *total -= 1;
-        if let Some(count) = per_address.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_address.remove(&self.ip);
-            }
-        }
-    }
-}
+/// The caps on streams.
+const CAPS: Caps = Caps { total: STREAMS, per_address: STREAMS_PER_ADDRESS };
 
 /// A stream's number, unique on this edge.
 pub type StreamId = u64;
@@ -222,7 +187,7 @@ pub async fn accept(port: TcpPort, shared: Arc<Shared>) {
 /// until either side ends it.
 async fn serve(mut stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) -> Result<(), Refused> {
     let remote = super::net::normalise(remote);
-    let _admitted = shared.admission.admit(remote.ip()).ok_or(Refused::OverBound)?;
+    let _admitted = shared.admission.take(remote.ip(), CAPS).map_err(|_| Refused::OverBound)?;
     let local = super::net::normalise(stream.local_addr().map_err(|_| Refused::Closed)?);
     let _ = stream.set_nodelay(true);
     let mut decoder = Decoder::new(MAX_DATAGRAM);
@@ -288,13 +253,12 @@ mod tests {
     fn streams_are_bounded_per_address_and_their_places_come_back() {
         let admission = Arc::new(Admission::default());
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
-        let held: Vec<Admitted> = (0..STREAMS_PER_ADDRESS).map(|_| admission.admit(a).expect("under the bound")).collect();
-        assert!(admission.admit(a).is_none(), "one more from the address is refused");
-        let other = admission.admit(b).expect("another address is not");
+        let held: Vec<crate::shares::Place> = (0..STREAMS_PER_ADDRESS).map(|_| admission.take(a, CAPS).expect("under the bound")).collect();
+        assert!(admission.take(a, CAPS).ok().is_none(), "one more from the address is refused");
+        let other = admission.take(b, CAPS).expect("another address is not");
         drop(held);
         drop(other);
-        assert!(admission.0.lock().unwrap().0.is_empty(), "nothing left behind");
-        assert_eq!(admission.0.lock().unwrap().1, 0);
-        assert!(admission.admit(a).is_some());
+        assert_eq!(admission.total(), 0, "nothing left behind");
+        assert!(admission.take(a, CAPS).ok().is_some());
     }
 }
