@@ -14,11 +14,11 @@ mod publish;
 mod pull;
 mod server;
 mod shares;
+mod sockets;
 mod sessions;
 mod streams;
 mod signalling;
 mod tls;
-mod udp;
 
 /// The WebRTC plumbing shared with the test peers (the `host` library).
 pub(crate) use host::plumbing;

@@ -189,6 +189,9 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// Connections the kernel queues for a listener before they are accepted.
+const LISTEN_BACKLOG: i32 = 1024;
+
 /// Listens on `port` at each of `addresses` (OME's `<Server><IP>`). An IPv6 address is
 /// IPv6-only when an IPv4 address is listed too (OME's `<IP>*</IP><IP>::</IP>`); alone, `::`
 /// takes IPv4 as well, as the system's default (`net.ipv6.bindv6only`) has it.
@@ -198,18 +201,9 @@ pub fn bind(addresses: &[IpAddr], port: u16) -> Result<Vec<TcpListener>, BindErr
         .iter()
         .map(|&ip| {
             let address = SocketAddr::new(ip, port);
-            let listen = || -> std::io::Result<TcpListener> {
-                let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-                if ip.is_ipv6() && with_ipv4 {
-                    socket.set_only_v6(true)?;
-                }
-                socket.set_reuse_address(true)?;
-                socket.set_nonblocking(true)?;
-                socket.bind(&address.into())?;
-                socket.listen(1024)?;
-                TcpListener::from_std(socket.into())
-            };
-            listen().map_err(|source| BindError { address, source })
+            // `[::]` alone takes IPv4 too (v4-mapped); beside an IPv4 address, IPv6 only.
+            let listener = crate::sockets::tcp_listener(address, with_ipv4, LISTEN_BACKLOG).and_then(TcpListener::from_std);
+            listener.map_err(|source| BindError { address, source })
         })
         .collect()
 }

@@ -67,7 +67,7 @@ pub fn interface_addresses(ipv6: bool) -> io::Result<Vec<IpAddr>> {
 /// What a candidate's sockets are announced at: the `<PublicAddress>`es of its family (behind
 /// 1:1 NAT or in a container), else, bound to a wildcard, this machine's addresses of its family,
 /// else its own address. A socket is reached only over its own family (an IPv6 one is bound
-/// v6-only, [`bind_udp`]), so an address of the other family would be a candidate nobody reaches:
+/// v6-only, [`crate::sockets::bind`]), so an address of the other family would be a candidate nobody reaches:
 /// an IPv4 `<PublicAddress>` does not replace a `[::]` candidate's IPv6 addresses, which need no
 /// NAT.
 pub fn announced_ips(candidate: &IceCandidate, public: &[IpAddr]) -> io::Result<Vec<IpAddr>> {
@@ -108,26 +108,9 @@ pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Resul
     Ok(per_candidate)
 }
 
-/// A socket of `kind` bound to `addr`; an IPv6 one v6-only, as OvenMediaEngine binds `[::]`:
-/// `*:10000/udp` (IPv4) and `[::]:10000/udp` (IPv6) then share the port, each family on its own
-/// socket, and an IPv4 viewer never reaches an IPv6 socket as a v4-mapped address (which would
-/// announce, answer and count it twice).
-pub fn bind_socket(addr: SocketAddr, kind: socket2::Type) -> io::Result<socket2::Socket> {
-    let protocol = if kind == socket2::Type::STREAM { socket2::Protocol::TCP } else { socket2::Protocol::UDP };
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, Some(protocol))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    if kind == socket2::Type::STREAM {
-        socket.set_reuse_address(true)?;
-    }
-    socket.bind(&addr.into())?;
-    Ok(socket)
-}
-
-/// [`bind_socket`] for UDP.
+/// A UDP socket bound to `addr`, an IPv6 one v6-only ([`crate::sockets::bind`] says why).
 fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    Ok(bind_socket(addr, socket2::Type::DGRAM)?.into())
+    Ok(crate::sockets::bind(addr, socket2::Type::DGRAM, addr.is_ipv6())?.into())
 }
 
 impl EdgeSocket {
@@ -135,8 +118,8 @@ impl EdgeSocket {
         let std = bind_udp(addr)?;
         std.set_nonblocking(true)?;
         let state = quinn_udp::UdpSocketState::new((&std).into())?;
-        crate::udp::grow_send_buffer(&std, crate::udp::MEDIA_SOCKET_BUFFER);
-        crate::udp::grow_receive_buffer(&std, crate::udp::MEDIA_SOCKET_BUFFER);
+        crate::sockets::grow_send_buffer(&std, crate::sockets::MEDIA_SOCKET_BUFFER);
+        crate::sockets::grow_receive_buffer(&std, crate::sockets::MEDIA_SOCKET_BUFFER);
         // quinn-udp turns GRO on; our buffers are datagram-sized, so keep datagrams apart.
         let off: libc::c_int = 0;
         // SAFETY: a valid descriptor and an int option value of the right size.
@@ -272,9 +255,9 @@ mod tests {
         let v6: IceCandidate = format!("[::]:{port}/udp").parse().unwrap();
         let ipv6 = EdgeSocket::bind(1, SocketAddr::new(v6.bind_ip(), port), &[]).unwrap();
         assert_eq!((ipv4.is_ipv6(), ipv6.is_ipv6(), ipv6.bound.port()), (false, true, port));
-        let tcp4 = bind_socket(SocketAddr::new(v4.bind_ip(), 0), socket2::Type::STREAM).unwrap();
+        let tcp4 = crate::sockets::bind(SocketAddr::new(v4.bind_ip(), 0), socket2::Type::STREAM, true).unwrap();
         let tcp_port = tcp4.local_addr().unwrap().as_socket().unwrap().port();
-        bind_socket(SocketAddr::new(v6.bind_ip(), tcp_port), socket2::Type::STREAM).expect("[::] beside * on TCP too");
+        crate::sockets::bind(SocketAddr::new(v6.bind_ip(), tcp_port), socket2::Type::STREAM, true).expect("[::] beside * on TCP too");
     }
 
     /// An IPv6 viewer on an IPv6 socket: its datagram's local address is the IPv6 one it came to

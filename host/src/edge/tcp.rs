@@ -18,7 +18,7 @@
 //! per connection (the worker's).
 
 use super::framing::{self, Decoder};
-use super::net::{announced_ips, bind_socket, MAX_DATAGRAM};
+use super::net::{announced_ips, MAX_DATAGRAM};
 use crate::config::IceCandidate;
 use crate::shares::{Caps, Places};
 use bytes::BytesMut;
@@ -74,8 +74,9 @@ pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Resul
             if port != 0 && !seen.insert(bind) {
                 continue;
             }
-            let std = listen(bind).map_err(|e| anyhow::anyhow!("cannot bind ICE candidate port {bind}/tcp: {e}"))?;
-            std.set_nonblocking(true)?;
+            // An IPv6 port v6-only, as the UDP ones ([`crate::sockets::bind`] says why).
+            let std = crate::sockets::tcp_listener(bind, bind.is_ipv6(), LISTEN_BACKLOG)
+                .map_err(|e| anyhow::anyhow!("cannot bind ICE candidate port {bind}/tcp: {e}"))?;
             let bound = std.local_addr()?;
             let announced = local_ips.iter().map(|ip| SocketAddr::new(*ip, bound.port())).collect();
             ports.push(TcpPort { listener: TcpListener::from_std(std)?, bound, announced });
@@ -87,13 +88,6 @@ pub fn bind_all(candidates: &[IceCandidate], public: &[IpAddr]) -> anyhow::Resul
 
 /// Queued connections the kernel holds for a port before `accept` (std's listen backlog).
 const LISTEN_BACKLOG: i32 = 128;
-
-/// A TCP listener on `addr` (an IPv6 one v6-only, as [`bind_socket`] says why).
-fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = bind_socket(addr, socket2::Type::STREAM)?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
 
 /// Which worker holds each viewer connection, by its ufrag: where a new stream's first check goes.
 #[derive(Default)]

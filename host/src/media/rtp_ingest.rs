@@ -22,7 +22,7 @@ pub async fn start(config: &RtpIngest, feed: Feed) -> anyhow::Result<impl std::f
                 .map_err(|e| anyhow::anyhow!("cannot bind RTP ingest socket {addr}: {e}"))?;
             // A 1 Mbit/s keyframe arrives as ~100 datagrams back to back: the default buffer
             // (208 KiB) overflowed and lost parts of keyframes (BENCHMARKS.md, join time).
-            let got = crate::udp::grow_receive_buffer(&socket, crate::udp::MEDIA_SOCKET_BUFFER);
+            let got = crate::sockets::grow_receive_buffer(&socket, crate::sockets::MEDIA_SOCKET_BUFFER);
             tracing::debug!(%addr, bytes = got, "RTP ingest receive buffer");
             Ok::<_, anyhow::Error>(socket)
         }

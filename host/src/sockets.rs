@@ -1,6 +1,36 @@
-//! UDP socket tuning shared by the edge's sockets and the RTP ingest.
+//! Sockets as the host opens them: bound (IPv6 ones v6-only where an IPv4 socket shares the
+//! port), listening, and tuned for media; shared by the signalling and API listeners, the edge's
+//! UDP and TCP ports, and RTP ingest.
 
+use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+
+/// A socket of `kind` bound to `addr`; with `v6_only` an IPv6 one takes IPv6 only, as
+/// OvenMediaEngine binds `[::]`: `*:10000/udp` (IPv4) and `[::]:10000/udp` (IPv6) then share the
+/// port, each family on its own socket, and an IPv4 client never reaches an IPv6 socket as a
+/// v4-mapped address (which would announce, answer and count it twice).
+pub fn bind(addr: SocketAddr, kind: socket2::Type, v6_only: bool) -> io::Result<socket2::Socket> {
+    let protocol = if kind == socket2::Type::STREAM { socket2::Protocol::TCP } else { socket2::Protocol::UDP };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, Some(protocol))?;
+    if addr.is_ipv6() && v6_only {
+        socket.set_only_v6(true)?;
+    }
+    if kind == socket2::Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// A non-blocking TCP listener on `addr` ([`bind`] says what `v6_only` is for) that the kernel
+/// queues `backlog` connections for before they are accepted.
+pub fn tcp_listener(addr: SocketAddr, v6_only: bool, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let socket = bind(addr, socket2::Type::STREAM, v6_only)?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
 
 /// The kernel buffers asked for a media socket (edge or ingest): a 1 Mbit/s keyframe, or a
 /// burst to many viewers sharing the socket, fits several times over.
