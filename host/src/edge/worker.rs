@@ -530,7 +530,8 @@ impl Worker {
         anyhow::ensure!(self.io.demux.add(&conn.state.ufrag, key), "ICE ufrag collision");
         let slot = self.subscribe(&hub);
         self.streams.get_mut(&slot).expect("subscribed").viewers.push(key);
-        if !self.tcp.candidates.is_empty() {
+        if !tcp_candidates.is_empty() {
+            // Offered TCP: a stream whose first check names it is routed here.
             self.tcp.routes.insert(&conn.state.ufrag, self.tcp.index);
         }
         let link = Link::Viewer { conn, slot, egress_bytes };
