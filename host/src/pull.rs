@@ -304,7 +304,7 @@ async fn pull_once(pulls: &Pulls, name: &str, url: &str, hub: &mut Option<Feed>,
         Ok(pulled) => pulled,
         Err(e) => return Ended::lost(format!("cannot answer the origin's offer: {e}")),
     };
-    let message = PlayerMessage::Answer(Answer { id, peer_id: 0, sdp: SessionDescription::answer(answer.sdp), link_reports: false });
+    let message = PlayerMessage::Answer(Answer { id, peer_id: 0, sdp: SessionDescription::answer(answer), link_reports: false });
     if socket.send(Message::Text(message.to_json().into())).await.is_err() {
         return Ended::lost("the origin closed");
     }

@@ -47,7 +47,7 @@ use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-use worker::{Command, ConnKey, Worker};
+use worker::{Command, ConnKey, Negotiated, Worker};
 
 /// What an edge connection tells its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,14 +166,18 @@ impl Edge {
 }
 
 impl Edge {
-    /// A new connection for a publisher. With its `offer` (WHIP): the answer, and what it will
-    /// send. Without (OME's signalling): the edge's offer; [`EdgeConnection::accept_publisher_answer`]
-    /// then says what it will send.
-    pub async fn publish(
-        &self,
-        offer: Option<String>,
-    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, EdgeOffer, Option<ingest::Tracks>), EdgeError> {
-        self.receive(offer, None).await
+    /// A new connection for a publisher of OME's signalling: the edge's offer;
+    /// [`EdgeConnection::accept_publisher_answer`] then says what it will send.
+    pub async fn publish_offer(&self) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, EdgeOffer), EdgeError> {
+        match self.receive(None, None).await? {
+            (edge, events, Negotiated::Offered(offer)) => Ok((edge, events, offer)),
+            (_, _, Negotiated::Answered { .. }) => unreachable!("no offer given: the edge offers"),
+        }
+    }
+
+    /// A new connection for a WHIP publisher's `offer`: the edge's answer, and what it will send.
+    pub async fn publish_answer(&self, offer: String) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, String, ingest::Tracks), EdgeError> {
+        self.answer(offer, None).await
     }
 
     /// A new connection pulling a stream from an origin: its `offer` and `candidates` in, the
@@ -182,22 +186,32 @@ impl Edge {
         &self,
         offer: String,
         candidates: Vec<String>,
-    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, EdgeOffer, ingest::Tracks), EdgeError> {
-        let (edge, events, answer, tracks) = self.receive(Some(offer), Some(candidates)).await?;
-        Ok((edge, events, answer, tracks.ok_or(EdgeError::Gone)?))
+    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, String, ingest::Tracks), EdgeError> {
+        self.answer(offer, Some(candidates)).await
+    }
+
+    async fn answer(
+        &self,
+        offer: String,
+        origin_candidates: Option<Vec<String>>,
+    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, String, ingest::Tracks), EdgeError> {
+        match self.receive(Some(offer), origin_candidates).await? {
+            (edge, events, Negotiated::Answered { sdp, tracks }) => Ok((edge, events, sdp, tracks)),
+            (_, _, Negotiated::Offered(_)) => unreachable!("an offer given: the edge answers"),
+        }
     }
 
     async fn receive(
         &self,
         offer: Option<String>,
         origin_candidates: Option<Vec<String>>,
-    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, EdgeOffer, Option<ingest::Tracks>), EdgeError> {
+    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, Negotiated), EdgeError> {
         let worker = self.workers.iter().min_by_key(|w| w.load.load(Ordering::Relaxed)).ok_or(EdgeError::Gone)?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
         worker.commands.send(Command::Publish { offer, origin_candidates, events: events_tx, reply }).await.map_err(|_| EdgeError::Gone)?;
-        let (key, sdp, tracks) = answer.await.map_err(|_| EdgeError::Gone)??;
-        Ok((EdgeConnection { worker: worker.commands.clone(), key }, events, sdp, tracks))
+        let (key, negotiated) = answer.await.map_err(|_| EdgeError::Gone)??;
+        Ok((EdgeConnection { worker: worker.commands.clone(), key }, events, negotiated))
     }
 }
 

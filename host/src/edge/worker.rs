@@ -57,15 +57,15 @@ pub enum Command {
     },
     /// Apply the player's answer.
     Answer { key: ConnKey, sdp: String, reply: oneshot::Sender<anyhow::Result<()>> },
-    /// Create a connection for a publisher: with `offer` (WHIP), answer it; without (OME's
-    /// signalling), make the offer. Replies with the key, the SDP to send, and what the
-    /// publisher sends (known now for WHIP, after [`Command::PublisherAnswer`] for OME).
+    /// Create a connection for a publisher: with `offer` (WHIP, or an origin's when pulling),
+    /// answer it; without (OME's signalling), make the offer. Replies with the key and the
+    /// edge's side of the negotiation.
     Publish {
         offer: Option<String>,
         /// Pulling from an origin: its candidates (the edge checks them as a full ICE agent).
         origin_candidates: Option<Vec<String>>,
         events: mpsc::UnboundedSender<EdgeEvent>,
-        reply: oneshot::Sender<anyhow::Result<(ConnKey, Offer, Option<Tracks>)>>,
+        reply: oneshot::Sender<anyhow::Result<(ConnKey, Negotiated)>>,
     },
     /// Apply a publisher's answer (OME's signalling).
     PublisherAnswer { key: ConnKey, sdp: String, reply: oneshot::Sender<anyhow::Result<Tracks>> },
@@ -75,6 +75,15 @@ pub enum Command {
     RequestKeyframe { key: ConnKey },
     /// Close and forget the connection.
     Close { key: ConnKey },
+}
+
+/// The edge's side of a publisher's (or a pull's) negotiation.
+pub enum Negotiated {
+    /// OME's signalling: the edge offers; the publisher's answer will say what it sends
+    /// ([`Command::PublisherAnswer`]).
+    Offered(Offer),
+    /// WHIP, or a pull: the edge answered the offer, which said what comes.
+    Answered { sdp: String, tracks: Tracks },
 }
 
 /// A stream packet (or a gap) handed to the worker by a feeder.
@@ -546,18 +555,18 @@ impl Worker {
         offer: Option<String>,
         origin_candidates: Option<Vec<String>>,
         events: mpsc::UnboundedSender<EdgeEvent>,
-    ) -> anyhow::Result<(ConnKey, Offer, Option<Tracks>)> {
+    ) -> anyhow::Result<(ConnKey, Negotiated)> {
         let now = Instant::now();
         let (socket, candidates) = self.pick_sockets();
         let new = NewPublisher { origin_candidates, candidates: &candidates, certificate: self.identity.certificate.clone() };
-        let (conn, sdp, tracks) = match offer {
+        let (conn, negotiated) = match offer {
             None => {
                 let (conn, offer) = PublisherConn::offer(now, new)?;
-                (conn, offer, None)
+                (conn, Negotiated::Offered(offer))
             }
             Some(offer) => {
-                let (conn, answer, tracks) = PublisherConn::answer_offer(now, new, offer)?;
-                (conn, Offer { sdp: answer, candidates: Vec::new(), stun_servers: Vec::new() }, Some(tracks))
+                let (conn, sdp, tracks) = PublisherConn::answer_offer(now, new, offer)?;
+                (conn, Negotiated::Answered { sdp, tracks })
             }
         };
         let key = self.next_key;
@@ -567,7 +576,7 @@ impl Worker {
         self.conns.insert(key, Entry { link, socket, tcp_streams: Vec::new(), addrs: Vec::new(), scheduled: None, events });
         self.load.fetch_add(1, Ordering::Relaxed);
         self.service(now, key);
-        Ok((key, sdp, tracks))
+        Ok((key, negotiated))
     }
 
     /// For a new connection: one socket of each configured candidate, in turn, and the addresses

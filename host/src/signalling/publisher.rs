@@ -48,7 +48,7 @@ async fn serve(socket: &mut WebSocket, state: &Arc<Signalling>, name: &StreamNam
         Err(_) => return Err(ProtocolError { code: 408, message: "no request_offer in time".into() }),
     }
     let publication = Publication::claim(&state.publishers, name, None, client)?;
-    let (edge, mut events, offer, _) = state.edge.publish(None).await.map_err(|_| PublishError::Edge)?;
+    let (edge, mut events, offer) = state.edge.publish_offer().await.map_err(|_| PublishError::Edge)?;
     socket
         .send(Message::Text(protocol::edge_offer(publication.id, &offer.sdp, &offer.candidates).into()))
         .await

@@ -99,11 +99,11 @@ async fn publish(state: &Arc<Signalling>, name: &StreamName, offer: String, bear
     authorize(name.app(), state.publishers.streams().publishing(name.app()), bearer)?;
     let key = format!("{:016x}", rand::random::<u64>());
     let publication = Publication::claim(&state.publishers, name, Some(key.clone()), client)?;
-    let (edge, events, answer, tracks) = state.edge.publish(Some(offer)).await.map_err(|e| match e {
+    let (edge, events, answer, tracks) = state.edge.publish_answer(offer).await.map_err(|e| match e {
         crate::edge::EdgeError::Refused(e) => PublishError::BadSdp(format!("the offer cannot be answered: {e:#}")),
         crate::edge::EdgeError::Gone => PublishError::Edge,
     })?;
-    let feed = publication.activate(&edge, tracks.ok_or(PublishError::Edge)?).await?;
+    let feed = publication.activate(&edge, tracks).await?;
     tokio::spawn(async move {
         let mut events = events;
         let (edge, publication) = (edge, publication);
@@ -115,7 +115,7 @@ async fn publish(state: &Arc<Signalling>, name: &StreamName, offer: String, bear
         tracing::info!(stream = %publication.name, publisher = publication.id, "WHIP publication {ended}");
         drop(edge);
     });
-    Ok((answer.sdp, key))
+    Ok((answer, key))
 }
 
 /// Follows the connection: up within [`ICE_DEADLINE`], then until it fails.
