@@ -3,6 +3,15 @@
 //! media written straight into SRTP: a stream packet costs a viewer a 12-byte header and one
 //! encryption, with no per-viewer pipeline between. Viewers are the many (publishers and pulls,
 //! the few, run on `rtc`'s full peer connection, [`crate::link::RtcLink`]).
+//!
+//! Its parts: DTLS and SRTP ([`security`]), what the player sends back ([`feedback`]), the pace
+//! of the keyframe cache and the sender reports ([`outgoing`]).
+
+mod feedback;
+mod outgoing;
+mod security;
+
+pub use security::EdgeIdentity;
 
 use crate::connection::{Arrival, ConnEvent, Connection, Output, Source, Transmit};
 use crate::demux::{self, Kind};
@@ -10,54 +19,19 @@ use crate::error::{Error, Result};
 use crate::ice_lite::IceLite;
 use crate::link::{LinkState, Phase};
 use crate::media::{MediaKind, MediaPacket};
+use crate::plumbing::{self, AUDIO_PT, VIDEO_PT};
 use crate::sdp::{self, OfferParams};
 use crate::track::{Plaintext, Track};
-use crate::plumbing::{self, AUDIO_PT, VIDEO_PT};
 use bytes::BytesMut;
-use rtc::crypto::{HashAlgorithm, RTCCryptoProvider};
-use rtc::dtls::config::{ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig, VerifyPeerCertificateFn};
+use feedback::{admit_rtcp, ResendBudget};
+use outgoing::{Backlog, BURST_PER_PACKET, REPORT_INTERVAL};
 use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
-use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::shared::TransportProtocol;
-use rtc::srtp::context::Context;
-use rtc::srtp::protection_profile::ProtectionProfile;
+use security::{Security, DTLS_PEER, EARLY_DTLS};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-
-/// Backlog packets sent per live packet of the stream while a joining viewer catches up: the
-/// keyframe cache goes out at this multiple of the stream's own rate, spread over its arrivals
-/// instead of in one burst that overflows socket buffers (ours and the viewer's).
-const BURST_PER_PACKET: usize = 16;
-
-/// Sender reports (for the player's audio/video sync) every this long.
-const REPORT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The key DTLS knows the viewer by: the endpoint holds one association, whatever path ICE picks.
-const DTLS_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)), 9);
-
-/// DTLS datagrams kept from a player that starts its handshake before its answer reaches the
-/// edge (the answer goes over the signalling, the handshake straight to the edge's port).
-const EARLY_DTLS: usize = 4;
-
-/// Packets resent for a viewer's NACKs, at most: a burst of this many, refilled at this many per
-/// second (twice a 1 Mbit/s stream's packet rate). One RTCP datagram can NACK thousands of
-/// packets; without a budget a viewer could make the edge send megabytes for every 2 KB it sends.
-const RESEND_BUDGET: f32 = 200.0;
-
-/// Distinct SSRCs a player's RTCP may come from (a browser uses one or two). The SRTCP context
-/// keeps state per SSRC before it authenticates a packet, so junk with ever new SSRCs is dropped
-/// here instead of growing it.
-const RTCP_SSRCS: usize = 8;
-
-/// SRTP protection profiles the edge takes, in its order of preference (AES-GCM: one pass).
-const SRTP_PROFILES: [SrtpProtectionProfile; 2] =
-    [SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm, SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80];
+use std::time::{Instant, SystemTime};
 
 /// The offer the player gets.
 pub struct Offer {
@@ -68,38 +42,6 @@ pub struct Offer {
     /// Where the host answers plain STUN Binding requests for the player: the candidates'
     /// addresses (every edge port does).
     pub stun_servers: Vec<SocketAddr>,
-}
-
-/// What every edge connection of a worker shares: the DTLS certificate (one for all: a key pair
-/// per viewer would cost set-up time), its fingerprint, and the crypto provider. Shared: every
-/// connection holds an `Arc` of it.
-pub struct EdgeIdentity {
-    pub certificate: RTCCertificate,
-    pub fingerprint: Arc<str>,
-    pub crypto: Arc<dyn RTCCryptoProvider>,
-}
-
-impl EdgeIdentity {
-    /// A fresh identity: an ECDSA P-256 certificate, as browsers prefer.
-    pub fn generate() -> Result<Self> {
-        let identity = |e: &dyn std::fmt::Display| Error::Identity(e.to_string());
-        let crypto = rtc::crypto::default_provider().map_err(|e| identity(&e))?;
-        let certificate = RTCCertificate::generate(
-            crypto.crypto(),
-            rtc::crypto::SignatureScheme::EcdsaP256Sha256,
-            CertificateParams::new(vec!["p2p-host".to_owned()]).map_err(|e| identity(&e))?,
-        )
-        .map_err(|e| identity(&e))?;
-        let fingerprint = certificate
-            .get_fingerprints(crypto.crypto())
-            .map_err(|e| identity(&e))?
-            .into_iter()
-            .find(|f| f.algorithm == "sha-256")
-            .ok_or_else(|| Error::Identity("the certificate has no sha-256 fingerprint".into()))?
-            .value
-            .to_ascii_uppercase();
-        Ok(Self { certificate, fingerprint: fingerprint.into(), crypto })
-    }
 }
 
 /// Everything a new connection needs.
@@ -119,17 +61,6 @@ pub struct NewConn<'a> {
     pub wall: SystemTime,
 }
 
-/// The connection's DTLS and, once its handshake is done, SRTP.
-enum Security {
-    /// No answer yet: the player's first DTLS datagrams, if they came first.
-    Waiting(Vec<BytesMut>),
-    /// Handshaking. `connect` is the client configuration while the edge, as DTLS client, waits
-    /// for ICE to give it a path.
-    Handshake { endpoint: Box<Endpoint>, connect: Option<Arc<HandshakeConfig>> },
-    /// Up: `local` protects what the edge sends, `remote` opens the player's RTCP.
-    Up { endpoint: Box<Endpoint>, local: Box<Context>, remote: Box<Context> },
-}
-
 /// One viewer's edge connection.
 pub struct ViewerConn {
     /// What the worker keeps of it.
@@ -143,14 +74,13 @@ pub struct ViewerConn {
     waiting_for_keyframe: bool,
     /// The hub index of the next packet this viewer needs (earlier ones it has had).
     pub next_index: u64,
-    /// Packets waiting their turn: the keyframe cache given at connect, then live packets that
-    /// arrived while it drained, in stream order. Sent [`BURST_PER_PACKET`] at a time.
-    backlog: VecDeque<Arc<MediaPacket>>,
+    /// Packets waiting their turn behind the keyframe cache.
+    backlog: Backlog,
     /// Datagrams to send: `(local, remote, bytes)`.
     transmits: VecDeque<(SocketAddr, SocketAddr, BytesMut)>,
     next_report: Option<Instant>,
-    /// Resends the viewer may still ask for, and when that was counted.
-    resend_budget: (f32, Instant),
+    /// Resends the viewer may still ask for.
+    resend_budget: ResendBudget,
     /// The SSRCs the player's RTCP has come from.
     rtcp_ssrcs: Vec<u32>,
     /// A moment on both clocks, for sender reports' wall-clock time.
@@ -185,10 +115,10 @@ impl ViewerConn {
             audio,
             waiting_for_keyframe: true,
             next_index: 0,
-            backlog: VecDeque::new(),
+            backlog: Backlog::default(),
             transmits: VecDeque::new(),
             next_report: None,
-            resend_budget: (RESEND_BUDGET, now),
+            resend_budget: ResendBudget::new(now),
             rtcp_ssrcs: Vec::new(),
             epoch: (now, new.wall),
             unreported: 0,
@@ -202,7 +132,7 @@ impl ViewerConn {
             return Err(Error::AlreadyAnswered);
         }
         let answer = sdp::answer(&answer)?;
-        let config = self.dtls_config(answer.fingerprints, answer.edge_is_dtls_client)?;
+        let config = self.identity.dtls_config(answer.fingerprints, answer.edge_is_dtls_client)?;
         let (server, connect) = if answer.edge_is_dtls_client { (None, Some(config)) } else { (Some(config), None) };
         let endpoint = Box::new(Endpoint::new(DTLS_PEER, TransportProtocol::UDP, server));
         self.ice.set_remote(answer.ice);
@@ -218,33 +148,6 @@ impl ViewerConn {
             self.dtls(now, &datagram);
         }
         Ok(())
-    }
-
-    /// The DTLS configuration: the edge certificate, the player's certificate checked against
-    /// the answer's fingerprints, SRTP.
-    fn dtls_config(&self, fingerprints: Vec<String>, client: bool) -> Result<Arc<HandshakeConfig>> {
-        let crypto = self.identity.crypto.clone();
-        let verify: VerifyPeerCertificateFn = Arc::new(move |certs: &[Vec<u8>], _| {
-            let certificate = certs.first().ok_or(rtc::shared::error::Error::ErrNoCertificates)?;
-            let hash = crypto.crypto().hash(HashAlgorithm::Sha256, certificate).map_err(|e| rtc::shared::error::Error::Other(e.to_string()))?;
-            let seen = hash.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-            if fingerprints.contains(&seen) {
-                Ok(())
-            } else {
-                Err(rtc::shared::error::Error::Other("the certificate is not the one the answer names".into()))
-            }
-        });
-        Ok(Arc::new(
-            ConfigBuilder::default()
-                .with_crypto_provider(self.identity.crypto.clone())
-                .with_certificates(vec![self.identity.certificate.dtls_certificate.clone()])
-                .with_srtp_protection_profiles(SRTP_PROFILES.to_vec())
-                .with_client_auth(ClientAuthType::RequireAnyClientCert)
-                .with_insecure_skip_verify(true)
-                .with_verify_peer_certificate(Some(verify))
-                .with_extended_master_secret(ExtendedMasterSecretType::Require)
-                .build(client, None)?,
-        ))
     }
 
     /// As DTLS client, opens the handshake once the player has nominated a path: a ClientHello
@@ -321,7 +224,7 @@ impl ViewerConn {
         };
         for event in events {
             match event {
-                EndpointEvent::HandshakeComplete => match self.start_srtp() {
+                EndpointEvent::HandshakeComplete => match self.security.start_srtp(&self.identity) {
                     Ok(()) => {
                         self.state.connected();
                         self.next_report = Some(now + REPORT_INTERVAL);
@@ -340,32 +243,9 @@ impl ViewerConn {
         self.drain_dtls();
     }
 
-    /// The SRTP contexts from the finished handshake's keying material (RFC 5764 4.2).
-    fn start_srtp(&mut self) -> Result<()> {
-        let Security::Handshake { endpoint, .. } = std::mem::replace(&mut self.security, Security::Waiting(Vec::new())) else {
-            return Err(Error::Srtp("no handshake under way".into()));
-        };
-        let state = endpoint.get_connection_state(DTLS_PEER).ok_or_else(|| Error::Srtp("no DTLS state".into()))?;
-        let profile = match state.srtp_protection_profile() {
-            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
-            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
-            other => return Err(Error::Srtp(format!("SRTP profile {other:?} was not offered"))),
-        };
-        let mut config = rtc::srtp::config::Config { profile, ..Default::default() };
-        let material = state.export_keying_material(rtc::srtp::config::LABEL_EXTRACTOR_DTLS_SRTP, &[], config.keying_material_len())?;
-        config.set_session_keys_from_keying_material(material.as_ref(), state.is_client())?;
-        let crypto = self.identity.crypto.crypto();
-        let keys = &config.keys;
-        let local = Context::new(&keys.local_master_key, &keys.local_master_salt, profile, None, None, crypto)?;
-        let replay = Some(rtc::srtp::option::srtcp_replay_protection(64));
-        let remote = Context::new(&keys.remote_master_key, &keys.remote_master_salt, profile, None, replay, crypto)?;
-        self.security = Security::Up { endpoint, local: Box::new(local), remote: Box::new(remote) };
-        Ok(())
-    }
-
     /// Queues what DTLS has to send, on the path.
     fn drain_dtls(&mut self) {
-        let (Security::Handshake { endpoint, .. } | Security::Up { endpoint, .. }) = &mut self.security else { return };
+        let Some(endpoint) = self.security.endpoint() else { return };
         while let Some(out) = endpoint.poll_transmit() {
             if let Some((local, remote)) = self.ice.path() {
                 self.transmits.push_back((local, remote, out.message));
@@ -381,41 +261,20 @@ impl ViewerConn {
         }
         let Ok(mut opened) = remote.decrypt_rtcp(data) else { return };
         let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut opened) else { return };
-        let (mut keyframe, mut resent) = (false, 0);
-        let mut nacked = Vec::new();
-        for packet in &packets {
-            let any = packet.as_any();
-            keyframe |= any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>();
-            if let Some(nack) = any.downcast_ref::<TransportLayerNack>().filter(|n| n.media_ssrc == self.video.ssrc) {
-                nacked.extend(nack.nacks.iter().flat_map(|pair| pair.packet_list()).take(RESEND_BUDGET as usize));
-            }
-        }
-        nacked.sort_unstable();
-        nacked.dedup();
-        for sequence_number in nacked {
-            if !self.take_resend(now) {
+        let asked = feedback::feedback(&packets, self.video.ssrc);
+        let mut resent = 0;
+        for sequence_number in asked.nacked {
+            if !self.resend_budget.take(now) {
                 break;
             }
             resent += u32::from(self.resend(sequence_number, plaintext));
         }
-        if keyframe {
+        if asked.keyframe {
             self.state.events.push_back(ConnEvent::KeyframeRequested);
         }
         if resent > 0 {
             self.state.events.push_back(ConnEvent::Resent(resent));
         }
-    }
-
-    /// Takes one resend from the viewer's budget, if any is left.
-    fn take_resend(&mut self, now: Instant) -> bool {
-        let (tokens, at) = &mut self.resend_budget;
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f32() * RESEND_BUDGET).min(RESEND_BUDGET);
-        *at = now;
-        if *tokens < 1.0 {
-            return false;
-        }
-        *tokens -= 1.0;
-        true
     }
 
     /// Sends a NACKed video packet again, if still kept; true if it was.
@@ -464,12 +323,7 @@ impl ViewerConn {
     fn send_reports(&mut self, now: Instant) {
         let (Security::Up { local, .. }, Some((from, to))) = (&mut self.security, self.ice.path()) else { return };
         let wall = self.epoch.1 + now.saturating_duration_since(self.epoch.0);
-        let reports: Vec<Box<dyn rtc::rtcp::packet::Packet>> = [Some(&self.video), self.audio.as_ref()]
-            .into_iter()
-            .flatten()
-            .filter_map(|track| track.report(now, wall))
-            .map(|r| Box::new(r) as Box<dyn rtc::rtcp::packet::Packet>)
-            .collect();
+        let reports = outgoing::sender_reports(now, wall, [Some(&self.video), self.audio.as_ref()].into_iter().flatten());
         if reports.is_empty() {
             return;
         }
@@ -486,7 +340,7 @@ impl ViewerConn {
 
     /// Closes the connection (DTLS close_notify goes out with the next transmits).
     pub fn close(&mut self, now: Instant) {
-        if let Security::Handshake { endpoint, .. } | Security::Up { endpoint, .. } = &mut self.security {
+        if let Some(endpoint) = self.security.endpoint() {
             let _ = endpoint.close(now);
         }
         self.drain_dtls();
@@ -510,7 +364,7 @@ impl ViewerConn {
         self.unreported += if self.backlog.is_empty() {
             self.send_one(now, packet, plaintext)
         } else {
-            self.backlog.push_back(packet.clone());
+            self.backlog.push(packet.clone());
             self.pump(now, plaintext)
         };
     }
@@ -519,7 +373,7 @@ impl ViewerConn {
     fn pump(&mut self, now: Instant, plaintext: &mut Plaintext) -> u64 {
         let mut sent = 0;
         for _ in 0..BURST_PER_PACKET {
-            let Some(packet) = self.backlog.pop_front() else { break };
+            let Some(packet) = self.backlog.pop() else { break };
             sent += self.send_one(now, &packet, plaintext);
         }
         sent
@@ -606,23 +460,13 @@ impl Connection for ViewerConn {
     }
 }
 
-/// Whether RTCP from the SSRC in `data` (bytes 4..8, the first packet's sender) may be opened:
-/// one seen before, or a new one while fewer than [`RTCP_SSRCS`] were.
-fn admit_rtcp(seen: &mut Vec<u32>, data: &[u8]) -> bool {
-    let Some(ssrc) = data.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { return false };
-    if seen.contains(&ssrc) {
-        return true;
-    }
-    if seen.len() >= RTCP_SSRCS {
-        return false;
-    }
-    seen.push(ssrc);
-    true
-}
-
 #[cfg(test)]
 mod tests {
+    use super::feedback::{RESEND_BUDGET, RTCP_SSRCS};
+    use super::security::SRTP_PROFILES;
     use super::*;
+    use rtc::dtls::config::{ConfigBuilder, ExtendedMasterSecretType};
+    use std::time::Duration;
 
     fn conn(now: Instant) -> ViewerConn {
         let identity = Arc::new(EdgeIdentity::generate().unwrap());
@@ -643,10 +487,10 @@ mod tests {
     fn a_viewer_gets_at_most_the_resend_budget_refilled_at_its_rate() {
         let t0 = Instant::now();
         let mut conn = conn(t0);
-        let granted = (0..1000).filter(|_| conn.take_resend(t0)).count();
+        let granted = (0..1000).filter(|_| conn.resend_budget.take(t0)).count();
         assert_eq!(granted, RESEND_BUDGET as usize, "a burst of at most the budget");
         let later = t0 + Duration::from_millis(500);
-        let granted = (0..1000).filter(|_| conn.take_resend(later)).count();
+        let granted = (0..1000).filter(|_| conn.resend_budget.take(later)).count();
         assert_eq!(granted, RESEND_BUDGET as usize / 2, "half a second refills half of it");
     }
 
