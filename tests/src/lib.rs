@@ -3,6 +3,7 @@
 //! relay the stream to its own clients as a P2P host peer ([`peer`]).
 
 pub mod harness;
+pub mod nack;
 pub mod nat;
 pub mod peer;
 pub mod procstat;

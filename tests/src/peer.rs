@@ -2,14 +2,21 @@
 //! edge or from a host peer, and, as a host peer, relays the RTP it receives to each of its
 //! clients over its own peer connection, without transcoding: codecs, payload types and the RTP
 //! rewrite are the edge's own (`host::plumbing`), so a relay sends exactly what the edge sends.
+//! Every peer NACKs the gaps in what it receives (the `rtc` crate's generator), and a relay
+//! answers its clients' NACKs from what it forwarded, within the edge's bounds
+//! ([`crate::nack::RelayNackResponder`]).
 
+use crate::nack::{Arrival, LossyWire, RelayNackResponder, ResendCounts, SeqLog};
 use crate::signal::{Received, Signal};
 use anyhow::Context;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
 use host::plumbing;
 use ome_signalling::messages::{Answer, CandidateInit, Offer, PlayerMessage, ServerMessage, SessionDescription};
+use rtc::interceptor::{NackGeneratorBuilder, Slot};
+use rtc::peer_connection::configuration::interceptor_registry::{configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only};
 use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::Value;
@@ -36,10 +43,13 @@ pub struct PeerStats {
     /// RTP video packets received.
     pub video_packets: AtomicU64,
     /// RTP video packets with a sequence number past the highest one seen on their track: what
-    /// was delivered once and in time (no duplicates, no late retransmissions).
+    /// was delivered once and in order (no duplicates, no retransmissions).
     pub video_packets_new: AtomicU64,
-    /// How far those packets advanced the sequence numbers in all: `video_packets_new` over
-    /// this is the share delivered (1.0 when nothing was lost or came late).
+    /// RTP video packets that filled a gap within [`crate::nack::REPAIR_DEADLINE`] of it: lost
+    /// once, resent for a NACK, and in time.
+    pub video_packets_repaired: AtomicU64,
+    /// How far the new packets advanced the sequence numbers in all: new and repaired packets
+    /// over this is the share delivered (1.0 when nothing was lost for good or came too late).
     pub video_seq_span: AtomicU64,
     /// RTP audio packets received.
     pub audio_packets: AtomicU64,
@@ -51,6 +61,8 @@ pub struct PeerStats {
     pub offers: AtomicU64,
     /// Packets it relayed to its clients.
     pub relayed_packets: AtomicU64,
+    /// What its relays did with their clients' NACKs.
+    pub resends: Arc<ResendCounts>,
     /// The last error message the host sent it, if any.
     pub last_error: std::sync::Mutex<Option<Value>>,
 }
@@ -67,6 +79,14 @@ impl PeerStats {
     /// Video packets received so far that advanced their track's sequence number.
     pub fn video_new(&self) -> u64 {
         self.video_packets_new.load(Ordering::Relaxed)
+    }
+    /// Video packets received so far that filled a gap in time (resent for a NACK).
+    pub fn video_repaired(&self) -> u64 {
+        self.video_packets_repaired.load(Ordering::Relaxed)
+    }
+    /// Video packets delivered in time so far: new ones and repaired ones.
+    pub fn video_delivered(&self) -> u64 {
+        self.video_new() + self.video_repaired()
     }
     /// Sequence numbers those packets advanced over, in all (lost and late ones included).
     pub fn video_span(&self) -> u64 {
@@ -86,14 +106,27 @@ pub struct PeerAgent {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// How a test peer behaves beyond the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerOptions {
+    /// As a relay, lose every `n`th video packet on the way to each client (not resends): a
+    /// lossy path its clients repair with NACKs. None: no loss of its own.
+    pub relay_loss_every: Option<u64>,
+}
+
 impl PeerAgent {
     /// Connects to `url` as `user_agent`, asks for the stream and plays it; relays to clients
     /// when asked to (the host decides, from the User-Agent).
     pub async fn join(url: &str, user_agent: &str) -> anyhow::Result<Self> {
+        Self::join_with(url, user_agent, PeerOptions::default()).await
+    }
+
+    /// [`PeerAgent::join`] with `options`.
+    pub async fn join_with(url: &str, user_agent: &str, options: PeerOptions) -> anyhow::Result<Self> {
         let signal = Signal::connect(url, user_agent).await?;
         let stats = Arc::new(PeerStats { source: AtomicI64::new(-1), ..Default::default() });
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(run(signal, stats.clone(), stop_rx));
+        let task = tokio::spawn(run(signal, stats.clone(), options, stop_rx));
         Ok(Self { stats, stop: Some(stop_tx), task })
     }
 
@@ -153,19 +186,26 @@ impl PeerConnectionEventHandler for Handler {
         let (Some(stats), media) = (self.stats.clone(), self.media.clone()) else { return };
         tokio::spawn(async move {
             let kind = track.kind().await;
-            let mut highest: Option<u16> = None;
+            let mut log = SeqLog::default();
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(packet) = event {
                     let counter = if kind == RtpCodecKind::Video { &stats.video_packets } else { &stats.audio_packets };
                     counter.fetch_add(1, Ordering::Relaxed);
                     stats.rtp_bytes.fetch_add(packet.payload.len() as u64 + 12, Ordering::Relaxed);
-                    let seq = packet.header.sequence_number;
-                    if kind == RtpCodecKind::Video && highest.is_none_or(|h| (1..0x8000).contains(&seq.wrapping_sub(h))) {
-                        let advance = highest.map_or(1, |h| seq.wrapping_sub(h));
-                        highest = Some(seq);
-                        stats.video_packets_new.fetch_add(1, Ordering::Relaxed);
-                        stats.video_seq_span.fetch_add(u64::from(advance), Ordering::Relaxed);
+                    if kind == RtpCodecKind::Video {
+                        match log.arrive(packet.header.sequence_number, std::time::Instant::now()) {
+                            Arrival::New(advance) => {
+                                stats.video_packets_new.fetch_add(1, Ordering::Relaxed);
+                                stats.video_seq_span.fetch_add(u64::from(advance), Ordering::Relaxed);
+                            }
+                            Arrival::Repaired => {
+                                stats.video_packets_repaired.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Arrival::Late => {}
+                        }
                     }
+                    // A resend is relayed too: the relay's clients lost it as well (its numbers
+                    // are the relay's, rewritten with the same offset as the original's).
                     let _ = media.send((kind, packet));
                 }
             }
@@ -185,11 +225,39 @@ fn bind_address() -> std::net::IpAddr {
     *BIND_ADDRESS.get_or_init(|| std::net::Ipv4Addr::LOCALHOST.into())
 }
 
-/// A peer connection on loopback (or [`bind_to`]'s address) with the default codecs; `stats` set means it plays what it gets.
-async fn connection(stats: Option<Arc<PeerStats>>, media: Media) -> anyhow::Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>)> {
+/// A peer connection on loopback (or [`bind_to`]'s address) with the default codecs and the
+/// test peers' interceptors ([`peer_interceptors`]); `stats` set means it plays what it gets.
+async fn connection(
+    stats: Option<Arc<PeerStats>>,
+    media: Media,
+    resends: Arc<ResendCounts>,
+    loss_every: Option<u64>,
+) -> anyhow::Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>)> {
     let (gathered_tx, gathered) = watch::channel(false);
-    let pc = build_connection(Handler { gathered: gathered_tx, stats, media }, bind_address()).await?;
+    let mut engine = MediaEngine::default();
+    engine.register_default_codecs()?;
+    let registry = peer_interceptors(&mut engine, resends, loss_every)?;
+    let pc = build_connection_with(Handler { gathered: gathered_tx, stats, media }, bind_address(), engine, registry).await?;
     Ok((pc, gathered))
+}
+
+/// The default interceptors (`register_default_interceptors`: NACK generator, TWCC receiver,
+/// RTCP reports) with [`RelayNackResponder`] as the NACK responder, adding to `resends`, and,
+/// with `loss_every`, a [`LossyWire`] between it and the wire.
+pub fn peer_interceptors(engine: &mut MediaEngine, resends: Arc<ResendCounts>, loss_every: Option<u64>) -> anyhow::Result<Registry> {
+    for parameter in ["", "pli"] {
+        engine.register_feedback(RTCPFeedback { typ: "nack".into(), parameter: parameter.into() }, RtpCodecKind::Video);
+    }
+    let mut registry = Registry::new()
+        .with(Slot::NackResponder, RelayNackResponder::new(resends))
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    if let Some(nth) = loss_every {
+        // Between the pacer's slot and the responder's: what it drops is in the history.
+        registry = registry.with(Slot::Custom((Slot::Pacer.slot() + Slot::NackResponder.slot()) / 2), LossyWire::new(nth));
+    }
+    configure_simulcast_extension_headers(engine)?;
+    let registry = configure_twcc_receiver_only(registry, engine)?;
+    Ok(configure_rtcp_reports(registry))
 }
 
 /// A player's peer connection as every Rust test peer makes it: the default codecs and
@@ -237,7 +305,7 @@ pub async fn local_sdp(pc: &Arc<dyn PeerConnection>, mut gathered: watch::Receiv
 
 /// Answers an offer (from the edge or a host peer) and plays what arrives.
 async fn play(sdp: &str, candidates: &[CandidateInit], stats: &Arc<PeerStats>, media: &Media) -> anyhow::Result<(Arc<dyn PeerConnection>, String)> {
-    let (pc, gathered) = connection(Some(stats.clone()), media.clone()).await?;
+    let (pc, gathered) = connection(Some(stats.clone()), media.clone(), stats.resends.clone(), None).await?;
     let sdp = answer(&pc, gathered, sdp, candidates).await?;
     Ok((pc, sdp))
 }
@@ -291,8 +359,8 @@ struct Relay {
 
 impl Relay {
     /// Offers the relayed stream to a client; returns the offer SDP.
-    async fn offer(media: &Media, stats: &Arc<PeerStats>) -> anyhow::Result<(Self, String)> {
-        let (pc, gathered) = connection(None, media.clone()).await?;
+    async fn offer(media: &Media, stats: &Arc<PeerStats>, options: PeerOptions) -> anyhow::Result<(Self, String)> {
+        let (pc, gathered) = connection(None, media.clone(), stats.resends.clone(), options.relay_loss_every).await?;
         let stream = "relay".to_string();
         let mut tracks = Vec::new();
         let video = plumbing::video_codec(plumbing::VideoCodec::Vp8);
@@ -347,14 +415,14 @@ impl Relay {
     }
 }
 
-async fn run(mut signal: Signal, stats: Arc<PeerStats>, mut stop: oneshot::Receiver<()>) {
-    if let Err(e) = serve(&mut signal, &stats, &mut stop).await {
+async fn run(mut signal: Signal, stats: Arc<PeerStats>, options: PeerOptions, mut stop: oneshot::Receiver<()>) {
+    if let Err(e) = serve(&mut signal, &stats, options, &mut stop).await {
         tracing::debug!("test peer {} ended: {e:#}", stats.id());
     }
     signal.close().await;
 }
 
-async fn serve(signal: &mut Signal, stats: &Arc<PeerStats>, stop: &mut oneshot::Receiver<()>) -> anyhow::Result<()> {
+async fn serve(signal: &mut Signal, stats: &Arc<PeerStats>, options: PeerOptions, stop: &mut oneshot::Receiver<()>) -> anyhow::Result<()> {
     let media: Media = broadcast::channel(1024).0;
     let mut playing: Option<Arc<dyn PeerConnection>> = None;
     let mut relays: HashMap<u32, Relay> = HashMap::new();
@@ -383,7 +451,7 @@ async fn serve(signal: &mut Signal, stats: &Arc<PeerStats>, stop: &mut oneshot::
                     signal.send_message(&PlayerMessage::Answer(Answer { id, peer_id: peer, sdp: SessionDescription::answer(sdp), link_reports: false })).await?;
                 }
                 ServerMessage::RequestOfferP2p(request) => {
-                    let (relay, sdp) = Relay::offer(&media, stats).await?;
+                    let (relay, sdp) = Relay::offer(&media, stats, options).await?;
                     relays.insert(request.peer_id, relay);
                     let offer = Offer { id: request.id, peer_id: request.peer_id, sdp: SessionDescription::offer(sdp), candidates: None, code: None, ice_servers: None, p2p_ice_servers: None };
                     signal.send_message(&PlayerMessage::OfferP2p(offer)).await?;

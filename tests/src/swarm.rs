@@ -13,7 +13,8 @@
 //! against the offline optimum for the same population (the most clients any depth-1 assignment
 //! with the same classification, browser-kind, k and once-a-client rules could feed at that
 //! instant; a player whose relay does not work, OvenPlayer >= 0.10.39, feeds nobody as a host, so
-//! the optimum makes it a client); stranded clients (fed
+//! the optimum makes it a client), and, with `max_depth` > 1, against the same optimum for trees
+//! up to that depth ([`optimum_clients_at_depth`]); stranded clients (fed
 //! by a host that is gone); viewers unfed past every deadline; hosts feeding more than k clients;
 //! moves (`stop {peer_id: 0}`) per viewer and their playback gaps; how many pairs are within one
 //! network.
@@ -278,6 +279,11 @@ pub struct Sample {
     pub optimum: usize,
     /// The optimum without the rule that a viewer once matched is never a client again.
     pub optimum_unrestricted: usize,
+    /// `optimum` with trees up to the swarm's `max_depth` ([`optimum_clients_at_depth`]; equal
+    /// to `optimum` at depth 1).
+    pub optimum_deep: usize,
+    /// `optimum_unrestricted` with trees up to the swarm's `max_depth`.
+    pub optimum_unrestricted_deep: usize,
     /// The same-rules optimum if every edge keeps its own pools (the sum of the edges' optima;
     /// `optimum` with one edge).
     pub optimum_edge_pools: usize,
@@ -333,6 +339,16 @@ pub struct Summary {
     /// Offload over the optimum without the once-a-client rule (the rule the plugin follows with
     /// `MoveFormerClients` on, which moves former clients back into hosts).
     pub of_unrestricted: f64,
+    /// The optimum with trees up to the swarm's `max_depth` (`optimum` at depth 1), its share.
+    pub optimum_deep: f64,
+    /// Offload over it: mean, and the worst sample.
+    pub of_optimum_deep: f64,
+    /// The worst sample's offload over its depth-`max_depth` optimum.
+    pub of_optimum_deep_min: f64,
+    /// The same without the once-a-client rule, and offload over it.
+    pub optimum_unrestricted_deep: f64,
+    /// Offload over the depth-`max_depth` optimum without the once-a-client rule.
+    pub of_unrestricted_deep: f64,
     /// The optimum's share if every edge keeps its own pools (`optimum` with one edge).
     pub optimum_edge_pools: f64,
     /// The same without the once-a-client rule.
@@ -919,10 +935,16 @@ impl Swarm {
         }
         let optimum = |[free_e, free_n, blocked_e, _]: [usize; 4]| optimum_clients(free_e, free_n, blocked_e, k);
         let unrestricted = |[free_e, free_n, blocked_e, blocked_n]: [usize; 4]| optimum_clients(free_e + blocked_e, free_n + blocked_n, 0, k);
+        let depth = self.config.max_depth.max(1);
+        let deep = |[free_e, free_n, blocked_e, _]: [usize; 4]| optimum_clients_at_depth(free_e, free_n, blocked_e, k, depth);
+        let unrestricted_deep =
+            |[free_e, free_n, blocked_e, blocked_n]: [usize; 4]| optimum_clients_at_depth(free_e + blocked_e, free_n + blocked_n, 0, k, depth);
         let mut pools: HashMap<PoolOf<'_>, [usize; 4]> = HashMap::new();
         for ((edge, pool_of), counts) in groups {
             edges[edge].optimum += optimum(counts);
             edges[edge].optimum_unrestricted += unrestricted(counts);
+            edges[edge].optimum_deep += deep(counts);
+            edges[edge].optimum_unrestricted_deep += unrestricted_deep(counts);
             let pool = pools.entry(pool_of).or_default();
             for (total, n) in pool.iter_mut().zip(counts) {
                 *total += n;
@@ -932,6 +954,8 @@ impl Swarm {
             t_s,
             optimum: pools.values().map(|&c| optimum(c)).sum(),
             optimum_unrestricted: pools.values().map(|&c| unrestricted(c)).sum(),
+            optimum_deep: pools.values().map(|&c| deep(c)).sum(),
+            optimum_unrestricted_deep: pools.values().map(|&c| unrestricted_deep(c)).sum(),
             ..Sample::default()
         };
         for (edge, mut s) in self.edges.iter_mut().zip(edges) {
@@ -964,6 +988,8 @@ impl Swarm {
         let (viewers, peers, optimum) = (sum(|s| s.viewers), sum(|s| s.from_peers), sum(|s| s.optimum));
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         let of_optimum_min = steady.iter().filter(|s| s.optimum > 0).map(|s| s.from_peers as f64 / s.optimum as f64).fold(1.0, f64::min);
+        let of_optimum_deep_min =
+            steady.iter().filter(|s| s.optimum_deep > 0).map(|s| s.from_peers as f64 / s.optimum_deep as f64).fold(1.0, f64::min);
         let viewer_ms: u128 = samples.iter().map(|s| s.viewers as u128 * u128::from(self.config.sample_s * 1000)).sum();
         let mut gaps = tally.move_gaps.clone();
         gaps.sort_unstable();
@@ -978,6 +1004,11 @@ impl Swarm {
             of_optimum_min,
             optimum_unrestricted: ratio(sum(|s| s.optimum_unrestricted), viewers),
             of_unrestricted: ratio(peers, sum(|s| s.optimum_unrestricted)),
+            optimum_deep: ratio(sum(|s| s.optimum_deep), viewers),
+            of_optimum_deep: ratio(peers, sum(|s| s.optimum_deep)),
+            of_optimum_deep_min,
+            optimum_unrestricted_deep: ratio(sum(|s| s.optimum_unrestricted_deep), viewers),
+            of_unrestricted_deep: ratio(peers, sum(|s| s.optimum_unrestricted_deep)),
             optimum_edge_pools: ratio(sum(|s| s.optimum_edge_pools), viewers),
             optimum_unrestricted_edge_pools: ratio(sum(|s| s.optimum_unrestricted_edge_pools), viewers),
             passed_over: ratio(sum(|s| s.passed_over), viewers),
@@ -1036,4 +1067,132 @@ pub fn optimum_clients(free_e: usize, free_n: usize, blocked_e: usize, k: usize)
     let candidates = free_e + free_n;
     let balance = candidates.saturating_sub(k * blocked_e).div_ceil(k + 1).min(free_e);
     [balance.saturating_sub(1), balance].into_iter().map(clients).max().unwrap_or(0)
+}
+
+/// The most clients one pool can have in trees at most `depth` deep (`<MaxDepth>`: a client at
+/// depth j < `depth` may relay to k clients at depth j + 1), with k clients per host or relay,
+/// given `free_e` viewers who may host, relay or be clients, `free_n` who may only be clients
+/// (they cannot relay), and `blocked_e` who may only feed from the edge (matched once already: by
+/// the once-a-client rule never a client again, so never a relay either). At depth 1 it is
+/// [`optimum_clients`].
+///
+/// How: the blocked ones are all roots (edge-fed hosts; a root costs no client). Then, for `h`
+/// roots taken from the free eligible, the levels fill greedily, eligible viewers first: with
+/// `s_1 = k (blocked_e + h)` places at depth 1 and `e = free_e - h` eligible non-roots left, depth
+/// j takes `x_j = min(s_j, e left)` eligible viewers (relays if j < `depth`) and fills its other
+/// places with the others (`free_n` first, then, at the last depth, any), and
+/// `s_{j+1} = k x_j`. `placed(h)` = everyone placed over the depths. Greedy is optimal for a given
+/// `h`: an eligible viewer in a place is never worse than a client-only one (it adds k places
+/// below, and the client-only one can take one of them), and a place left empty never helps.
+/// Over `h`: once everyone fits (`placed(h) = free_e - h + free_n`, which stays true as `h`
+/// grows: a new root frees its place and its subtree can hang under it), more roots only lose
+/// clients; before that, a new root never loses one (it frees a place for someone unplaced, or
+/// it was unplaced and adds k places). So the optimum is at `h*`, the fewest roots with which
+/// everyone fits (found by bisection), or `h* - 1`.
+pub fn optimum_clients_at_depth(free_e: usize, free_n: usize, blocked_e: usize, k: usize, depth: u8) -> usize {
+    if k == 0 || depth == 0 {
+        return 0;
+    }
+    let placed = |h: usize| {
+        let (mut eligible, mut others) = (free_e - h, free_n);
+        let mut places = k * (blocked_e + h);
+        let mut clients = 0;
+        for level in 1..=depth {
+            if places == 0 {
+                break;
+            }
+            let relays = places.min(eligible);
+            eligible -= relays;
+            let rest = (places - relays).min(others);
+            others -= rest;
+            clients += relays + rest;
+            if level == depth {
+                break;
+            }
+            places = k.saturating_mul(relays);
+        }
+        clients
+    };
+    let everyone = |h: usize| placed(h) == free_e - h + free_n;
+    if everyone(0) {
+        return placed(0);
+    }
+    if !everyone(free_e) {
+        return placed(free_e);
+    }
+    // everyone(lo) is false, everyone(hi) true.
+    let (mut lo, mut hi) = (0, free_e);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if everyone(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    placed(hi).max(placed(hi - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every assignment by counts, not only the greedy one: `h` roots from the free eligible, then
+    /// at each depth any number of eligible and client-only viewers within its places.
+    fn exhaustive(free_e: usize, free_n: usize, blocked_e: usize, k: usize, depth: u8) -> usize {
+        fn below(e: usize, n: usize, places: usize, k: usize, levels_left: u8) -> usize {
+            if levels_left == 0 {
+                return 0;
+            }
+            let mut best = 0;
+            for x in 0..=e.min(places) {
+                for y in 0..=n.min(places - x) {
+                    best = best.max(x + y + below(e - x, n - y, k * x, k, levels_left - 1));
+                }
+            }
+            best
+        }
+        (0..=free_e).map(|h| below(free_e - h, free_n, k * (blocked_e + h), k, depth)).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn the_depth_d_optimum_by_hand() {
+        // Seven who may relay, k = 2: one root, two relays, four leaves (the 1/7).
+        assert_eq!(optimum_clients_at_depth(7, 0, 0, 2, 2), 6);
+        assert_eq!(optimum_clients_at_depth(7, 0, 0, 2, 1), 4, "depth 1: 3 hosts and 4 clients (or 2 and 4)");
+        // Three who may relay, two who may not: at depth 2 one root feeds two relays, who feed
+        // the two; at depth 1 two hosts feed three.
+        assert_eq!(optimum_clients_at_depth(3, 2, 0, 2, 2), 4);
+        assert_eq!(optimum_clients_at_depth(3, 2, 0, 2, 1), 3);
+        // Never more than k per viewer who may feed: 3 eligible feed 6 whatever the depth.
+        assert_eq!(optimum_clients_at_depth(3, 6, 0, 2, 2), 6);
+        assert_eq!(optimum_clients_at_depth(3, 6, 0, 2, 3), 6);
+        // Depth 3: 1 root, 2 + 4 relays, 8 leaves: 14 of 15.
+        assert_eq!(optimum_clients_at_depth(7, 8, 0, 2, 3), 14);
+        assert_eq!(optimum_clients_at_depth(7, 8, 0, 2, 2), 12, "depth 2: 2 roots feed 4 relays and 8 leaves (or 3 roots, 4 relays: 14 places for 12)");
+        // A blocked viewer only feeds from the edge, and client-only viewers relay to nobody.
+        assert_eq!(optimum_clients_at_depth(0, 10, 1, 2, 3), 2);
+        assert_eq!(optimum_clients_at_depth(2, 10, 1, 2, 2), 6);
+        assert_eq!(optimum_clients_at_depth(5, 5, 0, 0, 2), 0);
+        assert_eq!(optimum_clients_at_depth(5, 5, 0, 2, 0), 0);
+    }
+
+    #[test]
+    fn the_depth_d_optimum_is_the_best_of_every_assignment_and_at_depth_1_the_depth_1_one() {
+        for k in 1..=3 {
+            for depth in 1..=3u8 {
+                for free_e in 0..=6 {
+                    for free_n in 0..=7 {
+                        for blocked_e in 0..=2 {
+                            let got = optimum_clients_at_depth(free_e, free_n, blocked_e, k, depth);
+                            assert_eq!(got, exhaustive(free_e, free_n, blocked_e, k, depth), "E {free_e} N {free_n} B {blocked_e} k {k} depth {depth}");
+                            if depth == 1 {
+                                assert_eq!(got, optimum_clients(free_e, free_n, blocked_e, k), "E {free_e} N {free_n} B {blocked_e} k {k}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

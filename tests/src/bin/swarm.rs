@@ -146,12 +146,12 @@ fn main() -> anyhow::Result<()> {
 
 fn write_csv(path: &std::path::Path, samples: &[Sample]) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
-    writeln!(f, "t_s,viewers,from_peers,optimum,optimum_unrestricted,offload,optimum_offload,optimum_unrestricted_offload,stranded,unfed,passed_over,local_pairs,optimum_edge_pools,optimum_unrestricted_edge_pools")?;
+    writeln!(f, "t_s,viewers,from_peers,optimum,optimum_unrestricted,offload,optimum_offload,optimum_unrestricted_offload,stranded,unfed,passed_over,local_pairs,optimum_edge_pools,optimum_unrestricted_edge_pools,optimum_deep,optimum_unrestricted_deep")?;
     for s in samples {
         let share = |x: usize| if s.viewers == 0 { 0.0 } else { x as f64 / s.viewers as f64 };
         writeln!(
             f,
-            "{},{},{},{},{},{:.4},{:.4},{:.4},{},{},{},{},{},{}",
+            "{},{},{},{},{},{:.4},{:.4},{:.4},{},{},{},{},{},{},{},{}",
             s.t_s,
             s.viewers,
             s.from_peers,
@@ -165,7 +165,9 @@ fn write_csv(path: &std::path::Path, samples: &[Sample]) -> anyhow::Result<()> {
             s.passed_over,
             s.local_pairs,
             s.optimum_edge_pools,
-            s.optimum_unrestricted_edge_pools
+            s.optimum_unrestricted_edge_pools,
+            s.optimum_deep,
+            s.optimum_unrestricted_deep
         )?;
     }
     Ok(())
@@ -196,6 +198,15 @@ fn report(cli: &Cli, s: &Summary, wall: std::time::Duration) {
         s.arrivals,
         s.hook_calls as f64 / s.hook_time.as_secs_f64(),
         s.hook_time.as_secs_f64() * 1e6 / s.hook_calls as f64,
+    );
+    println!(
+        "optimum at MaxDepth {} (trees up to that depth; the depth-1 one at 1), once-a-client rule: {:.1} %, offload / it {:.1} % (min {:.1} %); no once-a-client rule: {:.1} %, offload / it {:.1} %",
+        cli.max_depth.max(1),
+        pct(s.optimum_deep),
+        pct(s.of_optimum_deep),
+        pct(s.of_optimum_deep_min),
+        pct(s.optimum_unrestricted_deep),
+        pct(s.of_unrestricted_deep)
     );
     println!(
         "without a picture (joining, host gone; moves apart): median {:.2} s, p99 {:.2} s, max {:.2} s",

@@ -6,8 +6,10 @@
 //! what P2P buys the edge, end to end.
 //!
 //! Viewers join `step` at a time; after each step, over the window, every viewer must receive at
-//! least 95 % of the video packets the source sent it (distinct sequence numbers received in order
-//! over the sequence numbers they advanced: lost packets count as missing), at a rate of at least
+//! least 95 % of the video packets the source sent it (distinct sequence numbers received in order,
+//! and lost ones resent for a NACK within `tests::nack::REPAIR_DEADLINE` of their gap, over the
+//! sequence numbers they advanced: packets lost for good or repaired late count as missing; the
+//! edge and the relaying test peers answer NACKs, within the same budget), at a rate of at least
 //! 80 % of the median viewer's (a viewer served late falls behind; the clip's packet rate varies
 //! by 15-20 % over time, and viewers a few hundred ms apart, e.g. behind a relay, see different
 //! parts of it, so a tighter bound flags healthy viewers), and the host's fan-out must drop
@@ -17,6 +19,7 @@
 
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tests::harness::{config_xml_with_ice, p2p_xml, HostProcess};
 use tests::peer::PeerAgent;
@@ -111,10 +114,20 @@ async fn join_step(url: &str, step: usize, viewers: &mut Vec<PeerAgent>) -> anyh
 
 /// One step's window.
 struct Step {
-    /// Every viewer's video packets per second (each sequence number once, in order).
+    /// Every viewer's video packets per second (each sequence number once, in order or repaired
+    /// in time).
     rates: Vec<f64>,
-    /// Every viewer's share of the video packets delivered (received in order / sent).
+    /// Every viewer's share of the video packets delivered (received in order or repaired in
+    /// time / sent).
     delivered: Vec<f64>,
+    /// The lowest share received in order (before repairs), over the viewers.
+    worst_in_order: f64,
+    /// Packets repaired in time, over every viewer.
+    repaired: u64,
+    /// Packets the relays resent for NACKs, and NACKed packets they did not (gone from the
+    /// history, or over the budget).
+    resent: u64,
+    unanswered: u64,
     /// Whether each viewer plays from the edge (else from a host peer).
     on_edge: Vec<bool>,
     from_edge: usize,
@@ -165,7 +178,7 @@ impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} viewers ({} from the edge): host CPU {:.1} % of a core, viewers' CPU {:.2} cores, video packets/s from the edge {}, from host peers {}, worst delivery {:.1} %, fan-out drops {}",
+            "{} viewers ({} from the edge): host CPU {:.1} % of a core, viewers' CPU {:.2} cores, video packets/s from the edge {}, from host peers {}, worst delivery {:.1} % ({:.1} % in order), repaired {}, relays resent {} (not {}), fan-out drops {}",
             self.rates.len(),
             self.from_edge,
             self.host_cpu * 100.0,
@@ -173,6 +186,10 @@ impl std::fmt::Display for Step {
             self.range(true),
             self.range(false),
             self.delivered.iter().copied().fold(1.0, f64::min) * 100.0,
+            self.worst_in_order * 100.0,
+            self.repaired,
+            self.resent,
+            self.unanswered,
             self.lagged
         )
     }
@@ -180,16 +197,26 @@ impl std::fmt::Display for Step {
 
 /// Every viewer's video packets per second over `window`, and the CPU of both sides.
 async fn measure(host: &HostProcess, viewers: &[PeerAgent], window: Duration) -> anyhow::Result<Step> {
-    let before: Vec<(u64, u64)> = viewers.iter().map(|v| (v.stats.video_new(), v.stats.video_span())).collect();
+    let counts = |v: &PeerAgent| {
+        let r = &v.stats.resends;
+        (v.stats.video_delivered(), v.stats.video_span(), v.stats.video_new(), v.stats.video_repaired(), r.resent.load(Relaxed), r.unanswered.load(Relaxed))
+    };
+    let before: Vec<_> = viewers.iter().map(counts).collect();
     let lagged_before = host.stats()?["lagged_packets"].as_u64().unwrap_or(0);
     let (host_before, own_before, t0) = (procstat::sample(host.pid())?.cpu, procstat::sample(std::process::id())?.cpu, Instant::now());
     tokio::time::sleep(window).await;
     let (host_after, own_after, elapsed) = (procstat::sample(host.pid())?.cpu, procstat::sample(std::process::id())?.cpu, t0.elapsed());
     let lagged = host.stats()?["lagged_packets"].as_u64().unwrap_or(0) - lagged_before;
     let secs = elapsed.as_secs_f64();
+    let after: Vec<_> = viewers.iter().map(counts).collect();
+    let change: Vec<_> = after.iter().zip(&before).map(|(a, b)| (a.0 - b.0, (a.1 - b.1).max(1), a.2 - b.2, a.3 - b.3, a.4 - b.4, a.5 - b.5)).collect();
     Ok(Step {
-        rates: viewers.iter().zip(&before).map(|(v, b)| (v.stats.video_new() - b.0) as f64 / secs).collect(),
-        delivered: viewers.iter().zip(&before).map(|(v, b)| (v.stats.video_new() - b.0) as f64 / (v.stats.video_span() - b.1).max(1) as f64).collect(),
+        rates: change.iter().map(|c| c.0 as f64 / secs).collect(),
+        delivered: change.iter().map(|c| c.0 as f64 / c.1 as f64).collect(),
+        worst_in_order: change.iter().map(|c| c.2 as f64 / c.1 as f64).fold(1.0, f64::min),
+        repaired: change.iter().map(|c| c.3).sum(),
+        resent: change.iter().map(|c| c.4).sum(),
+        unanswered: change.iter().map(|c| c.5).sum(),
         on_edge: viewers.iter().map(|v| v.stats.source() == Some(0)).collect(),
         from_edge: viewers.iter().filter(|v| v.stats.source() == Some(0)).count(),
         host_cpu: (host_after - host_before).as_secs_f64() / secs,
