@@ -13,7 +13,7 @@ use crate::config::{Matching, P2pConfig, PairNewViewers};
 use crate::failed_links::FailedLinks;
 use crate::fallback::{Deadline, Deadlines, OfferDeadline};
 use crate::locality::{Locator, Site};
-use crate::matching::{HostPool, PoolKey};
+use crate::matching::{HostPool, PoolKey, MAX_SKIPPED, MAX_SKIPPED_LOCAL};
 use crate::pair_end::{ClientGets, HostTold, PairEnd};
 pub use crate::counts;
 pub use crate::pair_end::Stage;
@@ -257,7 +257,7 @@ impl P2pCore {
         // pairs are made by moves, while the viewer plays. Under `any`, OME's rule.
         let proven_local = self.config.pair_new_viewers == PairNewViewers::Proven;
         let allowed = |h: SessionId| self.may_pair(now, h, id) && (!proven_local || self.same_network(h, id));
-        let host = wanted.then(|| self.pool.pick_where(key, site, capacity, proven_local, allowed)).flatten();
+        let host = wanted.then(|| self.pool.pick_where(key, site, capacity, proven_local, crate::matching::MAX_SKIPPED, allowed)).flatten();
         let Some(host) = host else {
             self.count(counts::TO_EDGE, 1);
             self.log(format!("{id}: served by the edge ({})", if wanted { "no host it can reach has a free slot" } else { "not a client now" }));
@@ -589,6 +589,20 @@ impl P2pCore {
     /// ones under `PairNewViewers` any): each vacancy (of the least-loaded host, whatever its
     /// network) to the viewer of the host's own network who has waited longest, else to the one
     /// of any network who has.
+    /// The waiting viewer of `key` who has waited longest of those `host` may take: of its own
+    /// network's queue only if it takes no other ([`Self::takes_only_its_site`]), else of its
+    /// network's, then of every network's.
+    fn movable_for(&self, key: PoolKey, host: SessionId) -> Option<SessionId> {
+        let clock = self.clock;
+        let site = self.peers.get(&host)?.site;
+        let may = |v| v != host && self.may_pair(clock, host, v);
+        if self.takes_only_its_site(host) {
+            self.movable.first_at_site_where(key, site, may)
+        } else {
+            self.movable.first_where(key, site, may)
+        }
+    }
+
     fn fill_vacancies(&mut self, key: PoolKey) {
         if !self.config.move_edge_viewers {
             return;
@@ -597,15 +611,17 @@ impl P2pCore {
         // Where new viewers get only proven hosts, moves are how a host proves itself: any host
         // may take one, of a viewer its relay can reach.
         let proven_only = self.config.pair_new_viewers == PairNewViewers::Any;
-        // Hosts with a vacancy no waiting viewer can reach (bounded: a step each, no scan).
+        // Hosts with a vacancy no waiting viewer can reach (bounded: a step each, no scan): those
+        // that take only their own network's viewers, and the others.
         let mut passed_over: Vec<SessionId> = Vec::new();
+        let mut passed_reaching = 0;
         loop {
             let allowed = |h: SessionId| !passed_over.contains(&h);
-            let Some(host) = self.pool.pick_where(key, Site::UNKNOWN, capacity, proven_only, allowed) else { break };
-            let clock = self.clock;
-            let Some(viewer) = self.movable.first_where(key, self.peers[&host].site, |v| v != host && self.may_pair(clock, host, v)) else {
+            let Some(host) = self.pool.pick_where(key, Site::UNKNOWN, capacity, proven_only, MAX_SKIPPED_LOCAL, allowed) else { break };
+            let Some(viewer) = self.movable_for(key, host) else {
                 passed_over.push(host);
-                if passed_over.len() > crate::matching::MAX_SKIPPED {
+                passed_reaching += usize::from(!self.takes_only_its_site(host));
+                if passed_over.len() > MAX_SKIPPED_LOCAL || passed_reaching > MAX_SKIPPED {
                     break;
                 }
                 continue;

@@ -157,6 +157,11 @@ impl<K: Hash + Eq + Copy, T: Ord + Copy> NearIndex<K, T> {
         local.or_else(|| self.by_key.get(&key).and_then(&pick))
     }
 
+    /// `pick` over the set of `key` at `site` only (none at [`Site::UNKNOWN`]).
+    pub fn find_at_site<R>(&self, key: K, site: Site, pick: impl Fn(&BTreeSet<T>) -> Option<R>) -> Option<R> {
+        (site != Site::UNKNOWN).then(|| self.by_site.get(&(key, site)).and_then(&pick)).flatten()
+    }
+
     /// How many entries `key` has.
     pub fn len(&self, key: K) -> usize {
         self.by_key.get(&key).map_or(0, BTreeSet::len)

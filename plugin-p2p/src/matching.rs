@@ -132,16 +132,16 @@ impl HostPool {
     /// clients if there is one, else any of `key`; proven relays first, then the least loaded.
     /// With `proven_only`, only hosts that have relayed.
     pub fn pick(&self, key: PoolKey, site: Site, capacity: u16, proven_only: bool) -> Option<SessionId> {
-        self.pick_where(key, site, capacity, proven_only, |_| true)
+        self.pick_where(key, site, capacity, proven_only, MAX_SKIPPED, |_| true)
     }
 
     /// [`Self::pick`] among the hosts `allowed` accepts (a client's link to it can form). Each
-    /// group (proven or not, at one depth) is searched among its [`MAX_SKIPPED`] + 1 first
-    /// vacancies: a refusal costs a step, never a scan of the pool.
-    pub fn pick_where(&self, key: PoolKey, site: Site, capacity: u16, proven_only: bool, allowed: impl Fn(SessionId) -> bool) -> Option<SessionId> {
+    /// group (proven or not, at one depth) is searched among its `skipped` + 1 first vacancies
+    /// ([`MAX_SKIPPED`] for a joining viewer): a refusal costs a step, never a scan of the pool.
+    pub fn pick_where(&self, key: PoolKey, site: Site, capacity: u16, proven_only: bool, skipped: usize, allowed: impl Fn(SessionId) -> bool) -> Option<SessionId> {
         // A group is ordered by load: past its first full host, every host is full.
         let fits = |&&(_, _, load, _): &&Rank| load < capacity;
-        let first = |ranks: std::collections::btree_set::Range<'_, Rank>| ranks.take_while(fits).take(MAX_SKIPPED + 1).map(|r| r.3).find(|&id| allowed(id));
+        let first = |ranks: std::collections::btree_set::Range<'_, Rank>| ranks.take_while(fits).take(skipped + 1).map(|r| r.3).find(|&id| allowed(id));
         let halves: &[bool] = if proven_only { &[false] } else { &[false, true] };
         self.ranks.find(key, site, |set: &BTreeSet<Rank>| {
             // Proven hosts first, then the shallowest, then the least loaded.
@@ -154,6 +154,11 @@ impl HostPool {
 
 /// Vacancies passed over per half of a pool when the client may not pair with them.
 pub const MAX_SKIPPED: usize = 8;
+
+/// Vacancies passed over when they are filled by moves, if their hosts reach no other network:
+/// such a host takes only a viewer of its own network (one look at that network's queue), so
+/// passing it is cheap, and behind home routers most hosts are such (OvenPlayer's relays).
+pub const MAX_SKIPPED_LOCAL: usize = 8 * MAX_SKIPPED;
 
 #[cfg(test)]
 mod tests {

@@ -46,6 +46,11 @@ impl Movable {
         self.queue.find(key, site, |set| set.iter().take(MAX_SKIPPED + 1).map(|&(_, id)| id).find(|&id| allowed(id)))
     }
 
+    /// [`Self::first_where`] among the viewers of `site` only.
+    pub fn first_at_site_where(&self, key: PoolKey, site: Site, allowed: impl Fn(SessionId) -> bool) -> Option<SessionId> {
+        self.queue.find_at_site(key, site, |set| set.iter().take(MAX_SKIPPED + 1).map(|&(_, id)| id).find(|&id| allowed(id)))
+    }
+
     /// Every movable viewer as `(key, since, id)` (for `P2pCore::check_invariants`).
     pub(crate) fn all(&self) -> impl Iterator<Item = (PoolKey, u64, SessionId)> + '_ {
         self.queue.iter().map(|(key, (since, id))| (key, since, id))

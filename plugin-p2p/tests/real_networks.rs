@@ -321,3 +321,34 @@ fn viewers_reaching_the_server_from_private_addresses_are_one_network() {
     assert_eq!(sent(&out)[0].0, 2, "a LAN-only relay reaches a viewer of the server's LAN: {out:?}");
     assert!(!out.iter().any(|o| matches!(o, HostCall::SetTimer { token: _, after_ms: ms } if *ms == REACH_WAIT)), "no reach deadline on one network: {out:?}");
 }
+
+/// Behind home routers most relays reach only their own network (OvenPlayer's show only LAN
+/// candidates): twenty such hosts with vacancies, each in its own home, come first in the pool,
+/// and a relay known to reach out (`p2p_stun=1`) comes after them. A viewer of yet another home
+/// waiting on the edge is moved into that relay: passing the twenty costs a look at each one's
+/// own network, not the search's whole budget (it stopped after nine before).
+#[test]
+fn past_many_hosts_that_reach_only_their_own_network_a_waiting_viewer_reaches_one_that_reaches_out() {
+    let mut core = default_core();
+    let mut now = 0;
+    for id in 1..=20u32 {
+        open_as(&mut core, now, id, CHROME_WIN, &format!("198.51.{id}.1:40000"));
+        assert_eq!(core.offer_requested(now, id), OfferDecision::ServeFromEdge);
+        core.session_playing(now, id);
+        drain(&mut core);
+        now += 10;
+    }
+    open_with(&mut core, 21, "203.0.113.21", 40021, "p2p_stun=1");
+    assert_eq!(core.offer_requested(now, 21), OfferDecision::ServeFromEdge);
+    core.session_playing(now, 21);
+    drain(&mut core);
+    open_as(&mut core, now, 30, PHONE, "192.0.2.30:50000");
+    assert_eq!(core.offer_requested(now, 30), OfferDecision::ServeFromEdge, "no proven host of its network");
+    let out = settled_on_the_edge(&mut core, now, 30);
+    let moved_into_21: Vec<u32> = (1..=30).filter(|id| matches!(core.role(*id), Some(Role::Client { host: 21, .. }))).collect();
+    assert!(!moved_into_21.is_empty(), "someone waiting is moved into the relay that reaches out: {out:?}");
+    for id in 1..=20 {
+        assert!(!matches!(core.role(id), Some(Role::Host { clients }) if !clients.is_empty()), "{id} reaches no other network");
+    }
+    core.check_invariants().unwrap();
+}

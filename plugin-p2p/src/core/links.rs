@@ -34,10 +34,24 @@ impl P2pCore {
         // Across networks both ends must be able to show a public address, and the client's
         // address must not have failed with several hosts lately (its router, not theirs).
         let client_failures = c.ip.map_or(0, |ci| self.failed.failures_of(now, ci));
-        // Under `proven` nobody is moved into a link that cannot form: across networks only a
-        // relay that has shown a public candidate, or whose player says it uses STUN.
-        let known_to_reach = self.config.pair_new_viewers == PairNewViewers::Any || h.relay_reach == Reach::Public || h.can.relay_stun;
-        h.relay_reach != Reach::LocalOnly && known_to_reach && !c.receives_lan_only && client_failures < MAX_CLIENT_FAILURES
+        self.reaches_out(h) && !c.receives_lan_only && client_failures < MAX_CLIENT_FAILURES
+    }
+
+    /// Whether `host`'s relay may take clients of other networks: not one that showed only LAN
+    /// or mDNS candidates, and under `proven` (nobody is moved into a link that cannot form) only
+    /// one that has shown a public candidate, or whose player says it uses STUN.
+    fn reaches_out(&self, host: &Peer) -> bool {
+        let known_to_reach = self.config.pair_new_viewers == PairNewViewers::Any || host.relay_reach == Reach::Public || host.can.relay_stun;
+        host.relay_reach != Reach::LocalOnly && known_to_reach
+    }
+
+    /// Whether every viewer `host` may take is of its site (so its site's queue holds them all):
+    /// its relay reaches no other network, and its network is no wider than its site (it is
+    /// placed, and not at a private address: the server's own LAN is one network of many sites).
+    pub(super) fn takes_only_its_site(&self, host: SessionId) -> bool {
+        let Some(h) = self.peers.get(&host) else { return false };
+        let private = h.ip.is_none_or(crate::reach::is_local);
+        !self.reaches_out(h) && h.site != crate::locality::Site::UNKNOWN && !private
     }
 
     /// `host`'s relay showed `shown` as well: what it has shown in all.
