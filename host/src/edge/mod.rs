@@ -47,7 +47,7 @@ use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-use worker::{Command, ConnKey, Negotiated, Worker};
+use worker::{Command, ConnKey, Worker};
 
 /// What an edge connection tells its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,15 +169,13 @@ impl Edge {
     /// A new connection for a publisher of OME's signalling: the edge's offer;
     /// [`EdgeConnection::accept_publisher_answer`] then says what it will send.
     pub async fn publish_offer(&self) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, EdgeOffer), EdgeError> {
-        match self.receive(None, None).await? {
-            (edge, events, Negotiated::Offered(offer)) => Ok((edge, events, offer)),
-            (_, _, Negotiated::Answered { .. }) => unreachable!("no offer given: the edge offers"),
-        }
+        self.publisher(|events, reply| Command::PublishOffer { events, reply }).await
     }
 
     /// A new connection for a WHIP publisher's `offer`: the edge's answer, and what it will send.
     pub async fn publish_answer(&self, offer: String) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, String, ingest::Tracks), EdgeError> {
-        self.answer(offer, None).await
+        let (edge, events, (answer, tracks)) = self.publisher(|events, reply| Command::PublishAnswer { offer, origin_candidates: None, events, reply }).await?;
+        Ok((edge, events, answer, tracks))
     }
 
     /// A new connection pulling a stream from an origin: its `offer` and `candidates` in, the
@@ -187,29 +185,20 @@ impl Edge {
         offer: String,
         candidates: Vec<String>,
     ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, String, ingest::Tracks), EdgeError> {
-        self.answer(offer, Some(candidates)).await
+        let origin_candidates = Some(candidates);
+        let (edge, events, (answer, tracks)) = self.publisher(|events, reply| Command::PublishAnswer { offer, origin_candidates, events, reply }).await?;
+        Ok((edge, events, answer, tracks))
     }
 
-    async fn answer(
+    /// Sends the least-loaded worker the command `command` makes, and waits for its connection.
+    async fn publisher<T>(
         &self,
-        offer: String,
-        origin_candidates: Option<Vec<String>>,
-    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, String, ingest::Tracks), EdgeError> {
-        match self.receive(Some(offer), origin_candidates).await? {
-            (edge, events, Negotiated::Answered { sdp, tracks }) => Ok((edge, events, sdp, tracks)),
-            (_, _, Negotiated::Offered(_)) => unreachable!("an offer given: the edge answers"),
-        }
-    }
-
-    async fn receive(
-        &self,
-        offer: Option<String>,
-        origin_candidates: Option<Vec<String>>,
-    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, Negotiated), EdgeError> {
+        command: impl FnOnce(mpsc::UnboundedSender<EdgeEvent>, oneshot::Sender<anyhow::Result<(ConnKey, T)>>) -> Command,
+    ) -> Result<(EdgeConnection, mpsc::UnboundedReceiver<EdgeEvent>, T), EdgeError> {
         let worker = self.workers.iter().min_by_key(|w| w.load.load(Ordering::Relaxed)).ok_or(EdgeError::Gone)?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
-        worker.commands.send(Command::Publish { offer, origin_candidates, events: events_tx, reply }).await.map_err(|_| EdgeError::Gone)?;
+        worker.commands.send(command(events_tx, reply)).await.map_err(|_| EdgeError::Gone)?;
         let (key, negotiated) = answer.await.map_err(|_| EdgeError::Gone)??;
         Ok((EdgeConnection { worker: worker.commands.clone(), key }, events, negotiated))
     }

@@ -57,15 +57,20 @@ pub enum Command {
     },
     /// Apply the player's answer.
     Answer { key: ConnKey, sdp: String, reply: oneshot::Sender<anyhow::Result<()>> },
-    /// Create a connection for a publisher: with `offer` (WHIP, or an origin's when pulling),
-    /// answer it; without (OME's signalling), make the offer. Replies with the key and the
-    /// edge's side of the negotiation.
-    Publish {
-        offer: Option<String>,
+    /// Create a connection for a publisher of OME's signalling: the edge offers; the publisher's
+    /// answer will say what it sends ([`Command::PublisherAnswer`]).
+    PublishOffer {
+        events: mpsc::UnboundedSender<EdgeEvent>,
+        reply: oneshot::Sender<anyhow::Result<(ConnKey, Offer)>>,
+    },
+    /// Create a connection answering `offer` (WHIP, or an origin's when pulling): the answer, and
+    /// what the offer says comes.
+    PublishAnswer {
+        offer: String,
         /// Pulling from an origin: its candidates (the edge checks them as a full ICE agent).
         origin_candidates: Option<Vec<String>>,
         events: mpsc::UnboundedSender<EdgeEvent>,
-        reply: oneshot::Sender<anyhow::Result<(ConnKey, Negotiated)>>,
+        reply: oneshot::Sender<anyhow::Result<(ConnKey, (String, Tracks))>>,
     },
     /// Apply a publisher's answer (OME's signalling).
     PublisherAnswer { key: ConnKey, sdp: String, reply: oneshot::Sender<anyhow::Result<Tracks>> },
@@ -75,15 +80,6 @@ pub enum Command {
     RequestKeyframe { key: ConnKey },
     /// Close and forget the connection.
     Close { key: ConnKey },
-}
-
-/// The edge's side of a publisher's (or a pull's) negotiation.
-pub enum Negotiated {
-    /// OME's signalling: the edge offers; the publisher's answer will say what it sends
-    /// ([`Command::PublisherAnswer`]).
-    Offered(Offer),
-    /// WHIP, or a pull: the edge answered the offer, which said what comes.
-    Answered { sdp: String, tracks: Tracks },
 }
 
 /// A stream packet (or a gap) handed to the worker by a feeder.
@@ -453,13 +449,7 @@ impl Worker {
         match command {
             Command::Offer { hub, events, egress_bytes, transports, reply } => {
                 let created = self.create(hub, events, egress_bytes, transports);
-                let key = created.as_ref().ok().map(|(key, _)| *key);
-                if reply.send(created).is_err() {
-                    // The session is gone already: nobody will close this connection but us.
-                    if let Some(key) = key {
-                        self.close(key);
-                    }
-                }
+                self.reply_or_close(reply, created);
             }
             Command::Answer { key, sdp, reply } => {
                 let now = Instant::now();
@@ -473,14 +463,14 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Command::Close { key } => self.close(key),
-            Command::Publish { offer, origin_candidates, events, reply } => {
-                let created = self.create_publisher(offer, origin_candidates, events);
-                let key = created.as_ref().ok().map(|(key, ..)| *key);
-                if reply.send(created).is_err() {
-                    if let Some(key) = key {
-                        self.close(key);
-                    }
-                }
+            Command::PublishOffer { events, reply } => {
+                let created = self.create_publisher(None, events, PublisherConn::offer);
+                self.reply_or_close(reply, created);
+            }
+            Command::PublishAnswer { offer, origin_candidates, events, reply } => {
+                let answer = |now, new: NewPublisher<'_>| PublisherConn::answer_offer(now, new, offer).map(|(conn, sdp, tracks)| (conn, (sdp, tracks)));
+                let created = self.create_publisher(origin_candidates, events, answer);
+                self.reply_or_close(reply, created);
             }
             Command::PublisherAnswer { key, sdp, reply } => {
                 let now = Instant::now();
@@ -550,25 +540,29 @@ impl Worker {
         Ok((key, offer))
     }
 
-    fn create_publisher(
+    /// Replies to a command that created a connection; if the session is gone already, nobody
+    /// will close the connection but the worker.
+    fn reply_or_close<T>(&mut self, reply: oneshot::Sender<anyhow::Result<(ConnKey, T)>>, created: anyhow::Result<(ConnKey, T)>) {
+        let key = created.as_ref().ok().map(|(key, _)| *key);
+        if reply.send(created).is_err() {
+            if let Some(key) = key {
+                self.close(key);
+            }
+        }
+    }
+
+    /// A publisher's (or a pull's) connection, made by `make` (the edge's offer, or its answer),
+    /// and what `make` gives its session.
+    fn create_publisher<T>(
         &mut self,
-        offer: Option<String>,
         origin_candidates: Option<Vec<String>>,
         events: mpsc::UnboundedSender<EdgeEvent>,
-    ) -> anyhow::Result<(ConnKey, Negotiated)> {
+        make: impl FnOnce(Instant, NewPublisher<'_>) -> Result<(PublisherConn, T), edge_transport::Error>,
+    ) -> anyhow::Result<(ConnKey, T)> {
         let now = Instant::now();
         let (socket, candidates) = self.pick_sockets();
         let new = NewPublisher { origin_candidates, candidates: &candidates, certificate: self.identity.certificate.clone() };
-        let (conn, negotiated) = match offer {
-            None => {
-                let (conn, offer) = PublisherConn::offer(now, new)?;
-                (conn, Negotiated::Offered(offer))
-            }
-            Some(offer) => {
-                let (conn, sdp, tracks) = PublisherConn::answer_offer(now, new, offer)?;
-                (conn, Negotiated::Answered { sdp, tracks })
-            }
-        };
+        let (conn, negotiated) = make(now, new)?;
         let key = self.next_key;
         self.next_key += 1;
         anyhow::ensure!(self.io.demux.add(&conn.link.state.ufrag, key), "ICE ufrag collision");
