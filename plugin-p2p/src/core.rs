@@ -29,7 +29,7 @@ mod messages;
 mod peer;
 mod trees;
 
-use peer::{Capabilities, Peer, Unmovable};
+use peer::{Capabilities, Peer};
 
 /// Links across networks that may fail from one client address (in `FailedLinks`' memory) before
 /// it is paired across networks no more: failing with two different hosts says more about its
@@ -386,7 +386,7 @@ impl P2pCore {
         let peer = self.peers.get_mut(&client).expect("a pair's client is known");
         peer.unpair();
         if after.unmovable {
-            peer.movability.never_again(Unmovable::after(end));
+            peer.movability.never_again();
         }
         if after.ends_client_life {
             peer.end_client_life(&mut self.pool);
@@ -538,7 +538,8 @@ impl P2pCore {
                 self.count(counts::HOSTS_RETIRED, 1);
             }
         }
-        let Some(Role::Host { clients }) = self.role(host) else { return };
+        // A host's or a relaying client's: clients moved to it and not yet asked go elsewhere.
+        let Some(clients) = self.peers.get(&host).map(Peer::clients) else { return };
         let moving: Vec<SessionId> = clients.iter().copied().filter(|&c| matches!(self.role(c), Some(Role::Client { stage: Stage::Moving, .. }))).collect();
         for client in moving {
             self.end_pair(host, client, PairEnd::HostGivenUp);

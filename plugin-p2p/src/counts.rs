@@ -1,7 +1,8 @@
 //! The metrics the P2P core counts, named for the host's `/metrics` (`p2p_` is prefixed there): a
 //! name ending in `_total` is a counter, any other a gauge; labels in Prometheus's own syntax.
 
-/// Gauge: viewers acting as host peers (eligible, playing from the edge).
+/// Gauge: viewers acting as host peers: eligible ones playing from the edge, and clients relaying
+/// further (`MaxDepth` over 1).
 pub const HOST_PEERS: &str = "host_peers";
 /// Gauge: viewers paired with a host peer, at any stage.
 pub const CLIENTS: &str = "clients";

@@ -238,3 +238,66 @@ fn random_events_at_depth_2_and_3_keep_the_bookkeeping_whole() {
     }
     assert!(deepest_of_all >= 2, "trees grew past one level somewhere (deepest {deepest_of_all})");
 }
+
+/// Every timer the outputs arm, fired at `now` (in the order armed).
+fn fire_timers(core: &mut P2pCore, now: u64, outputs: &[HostCall]) {
+    for token in outputs.iter().filter_map(|o| if let HostCall::SetTimer { token, .. } = o { Some(*token) } else { None }) {
+        core.timer_fired(now, token);
+    }
+}
+
+/// A relaying client that misses an offer deadline is retired like a host: the viewers moved to
+/// it and not yet asked are given up at once (they asked a retired relay to offer before).
+#[test]
+fn a_relaying_client_that_misses_an_offer_deadline_gives_up_the_viewers_moving_to_it() {
+    let xml = "<P2P><Enable>true</Enable><MaxClientPeersPerHostPeer>3</MaxClientPeersPerHostPeer><MaxDepth>2</MaxDepth><PairNewViewers>any</PairNewViewers><MoveAfterMs>1000</MoveAfterMs></P2P>";
+    let mut core = P2pCore::new(P2pConfig::parse(xml).unwrap());
+    let phone = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Mobile Safari/537.36";
+    let open_phone = |core: &mut P2pCore, id| {
+        core.session_opened(0, Arrival { id, kind: SessionKind::Play, stream: "default/app/s", app: "app", stream_name: "s", user_agent: phone, query: "", remote: "198.51.100.1:40000" });
+    };
+    open(&mut core, 1);
+    assert_eq!(core.offer_requested(0, 1), OfferDecision::ServeFromEdge);
+    core.session_playing(0, 1);
+    drain(&mut core);
+    // 2, 3 and 8 fill host 1; phones 4 and 5 play from the edge and wait to be moved.
+    for id in [2, 3, 8] {
+        open(&mut core, id);
+        assert_eq!(core.offer_requested(100, id), OfferDecision::Handled);
+        drain(&mut core);
+    }
+    for id in [4, 5] {
+        open_phone(&mut core, id);
+        assert_eq!(core.offer_requested(200, id), OfferDecision::ServeFromEdge, "host 1 is full");
+        core.session_playing(200, id);
+        let out = drain(&mut core);
+        fire_timers(&mut core, 1300, &out);
+        drain(&mut core);
+    }
+    // 2's link plays: it relays further; phone 6 joins it and proves it; 4 and 5 are moved to it.
+    exchange(&mut core, 1400, 1, 2);
+    open_phone(&mut core, 6);
+    assert_eq!(core.offer_requested(1500, 6), OfferDecision::Handled);
+    assert_eq!(core.role(6), Some(&Role::Client { host: 2, stage: Stage::AwaitingOffer }));
+    exchange(&mut core, 1600, 2, 6);
+    for id in [4, 5] {
+        assert_eq!(core.role(id), Some(&Role::Client { host: 2, stage: Stage::Moving }), "{id} is moved to relay 2");
+    }
+    // 4 asks; relay 2 never offers.
+    assert_eq!(core.offer_requested(1700, 4), OfferDecision::Handled);
+    let out = drain(&mut core);
+    fire_timers(&mut core, 60_000, &out);
+    drain(&mut core);
+    assert_eq!(core.role(5), Some(&Role::Viewer), "5 is not left moving to a retired relay");
+    assert_eq!(core.offer_requested(60_100, 5), OfferDecision::ServeFromEdge, "nor is 2 asked to offer for it");
+    core.check_invariants().unwrap();
+}
+
+/// `host` offers to `client`, which answers.
+fn exchange(core: &mut P2pCore, now: u64, host: u32, client: u32) {
+    let offer = json!({"command": "offer_p2p", "id": host, "peer_id": client, "sdp": {"type": "offer", "sdp": "v=0"}});
+    assert_eq!(core.message_received(now, host, &offer.to_string()), MessageVerdict::Handled);
+    let answer = json!({"command": "answer", "id": client, "peer_id": host, "sdp": {"type": "answer", "sdp": "v=0"}});
+    assert_eq!(core.message_received(now, client, &answer.to_string()), MessageVerdict::Handled);
+    drain(core);
+}

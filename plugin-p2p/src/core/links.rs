@@ -140,9 +140,8 @@ impl P2pCore {
         let barred = self.peers.get(&client).and_then(|p| p.ip).is_some_and(|ci| self.failed.failures_of(now, ci) >= MAX_CLIENT_FAILURES);
         let across = !self.same_network(host, client);
         let peer = self.peers.get_mut(&client).expect("a pair's client is known");
-        let pair = peer.pair_mut().expect("a client has its pair");
-        pair.reports_links = false;
-        peer.receives_lan_only |= barred || (across && pair.recv_reach == Reach::LocalOnly);
+        let receives_lan_only = peer.pair().is_some_and(|pair| pair.recv_reach == Reach::LocalOnly);
+        peer.receives_lan_only |= barred || (across && receives_lan_only);
         self.end_pair(host, client, PairEnd::LinkFailed(reason));
     }
 }

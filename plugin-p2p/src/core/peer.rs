@@ -8,7 +8,6 @@
 use super::{Role, Stage};
 use crate::locality::Site;
 use crate::matching::{HostPool, PoolKey};
-use crate::pair_end::PairEnd;
 use crate::reach::Reach;
 use crate::reparent::MAX_MOVES_PER_VIEWER;
 use plugin_api::{Delivery, SessionId};
@@ -126,28 +125,6 @@ impl Standing {
     }
 }
 
-/// Why a viewer is never moved again in its session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Unmovable {
-    /// Told to move, it did not ask again in time.
-    IgnoredMove,
-    /// It did not answer a host's offer in time.
-    MissedAnswer,
-}
-
-impl Unmovable {
-    /// The reason a pair's end for `end` makes its client unmovable.
-    pub fn after(end: PairEnd) -> Self {
-        match end {
-            PairEnd::MoveIgnored => Unmovable::IgnoredMove,
-            _ => {
-                debug_assert_eq!(end, PairEnd::AnswerMissed, "only these two ends make a client unmovable");
-                Unmovable::MissedAnswer
-            }
-        }
-    }
-}
-
 /// Whether a viewer may be moved into a host peer's vacancy, and whether it waits for one.
 ///
 /// `Movable` ⇄ `Queued` as it joins its pool's queue ([`Movability::queue`], once it may move
@@ -161,8 +138,8 @@ pub(super) enum Movability {
     Movable,
     /// In its pool's movable queue since `since` (ms).
     Queued { since: u64 },
-    /// Never moved again in this session.
-    Never(Unmovable),
+    /// Never moved again in this session (it ignored a move, or missed an answer deadline).
+    Never,
 }
 
 impl Movability {
@@ -178,11 +155,9 @@ impl Movability {
         Some(since)
     }
 
-    /// It is never moved again (the first reason is kept).
-    pub fn never_again(&mut self, why: Unmovable) {
-        if !matches!(self, Movability::Never(_)) {
-            *self = Movability::Never(why);
-        }
+    /// It is never moved again.
+    pub fn never_again(&mut self) {
+        *self = Movability::Never;
     }
 
     /// Since when it waits in the queue, if it does.
@@ -362,7 +337,7 @@ impl Peer {
             && (!self.life.former() || former_clients)
             && relays_to_nobody
             && self.edge_since.is_some()
-            && !matches!(self.movability, Movability::Never(_))
+            && !matches!(self.movability, Movability::Never)
             && self.moves < MAX_MOVES_PER_VIEWER
     }
 
@@ -438,12 +413,18 @@ impl Peer {
         self.pair.as_ref().and_then(|p| p.relay.clients())
     }
 
-    pub fn load(&self) -> u16 {
+    /// The clients it relays to: a host's, or a relaying client's (none for anyone else).
+    pub fn clients(&self) -> &[SessionId] {
         match &self.role {
-            Role::Host { clients } => clients.len() as u16,
-            Role::Client { .. } => self.relay_clients().map_or(0, |c| c.len() as u16),
-            Role::Viewer => 0,
+            Role::Host { clients } => clients,
+            Role::Client { .. } => self.relay_clients().map_or(&[], Vec::as_slice),
+            Role::Viewer => &[],
         }
+    }
+
+    /// How many it relays to.
+    pub fn load(&self) -> u16 {
+        self.clients().len() as u16
     }
 
     /// The clients it relays to: a host's, or a relaying client's.
@@ -490,9 +471,8 @@ mod tests {
         assert_eq!(m.unqueue(), None);
         m.queue(7);
         assert_eq!((m.queued_since(), m.unqueue(), m), (Some(7), Some(7), Movability::Movable));
-        m.never_again(Unmovable::IgnoredMove);
-        m.never_again(Unmovable::MissedAnswer);
-        assert_eq!(m, Movability::Never(Unmovable::IgnoredMove), "the first reason is kept");
+        m.never_again();
+        assert_eq!((m.unqueue(), m.queued_since(), m), (None, None, Movability::Never), "never moved again");
     }
 
     #[test]
