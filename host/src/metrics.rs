@@ -132,7 +132,8 @@ host_counts! {
     /// ICE-TCP streams that never carried a connection: over a cap, closed or no check in time,
     /// a first frame that is no check naming a connection.
     edge_tcp_streams_refused,
-    /// RTP bytes the edge sent to viewers (by stream in `/metrics`'s `edge_egress_bytes`).
+    /// RTP bytes the edge queued for viewers (by stream in `/metrics`'s `edge_egress_bytes`; what
+    /// the kernel then dropped is in `edge_datagrams_send_failed` and `edge_tcp_frames_dropped`).
     edge_egress_bytes: labelled,
     /// Times the edge fell behind a stream (its viewers resumed at the next keyframe).
     edge_lagged,

@@ -1,4 +1,4 @@
-//! LivePublisher: what both ways in (OME's WebSocket signalling, WHIP) share. A publisher is
+//! Publishing: what both ways in (OME's WebSocket signalling, WHIP) share. A publisher is
 //! authorized by its application's token, claims the stream's name, negotiates its edge
 //! connection, and its media then goes into the stream's hub; when it leaves, the stream ends or
 //! waits out its grace time. Publishers are not signalling sessions of the viewers' kind: plugins

@@ -65,13 +65,13 @@ impl Shares {
         }
     }
 
-    /// Moves a place from `from` to `to` if `to` is under its share (the total is unchanged);
-    /// false if it stays.
+    /// Moves a place `from` holds to `to` if `to` is under its share (the total is unchanged);
+    /// false if it stays (or `from` holds none).
     pub fn move_place(&mut self, from: IpAddr, to: IpAddr, per_address: usize) -> bool {
         if from == to {
             return true;
         }
-        if self.held(to) >= per_address {
+        if self.held(from) == 0 || self.held(to) >= per_address {
             return false;
         }
         self.give_back(from);
@@ -153,5 +153,7 @@ mod tests {
         assert!(!shares.by_address.contains_key(&b), "an address holding nothing has no entry");
         shares.give_back(c);
         assert_eq!(shares.total(), 2, "giving back what was never held changes nothing");
+        assert!(!shares.move_place(c, b, caps.per_address), "nor is a place moved that was never held");
+        assert_eq!(shares.total(), 2);
     }
 }

@@ -30,7 +30,7 @@ struct Published {
     /// The publisher that holds the name, if any.
     publisher: Option<SessionId>,
     /// Its stream's feed, once active (kept through the grace time).
-    hub: Option<Feed>,
+    feed: Option<Feed>,
     /// Bumped at every claim: a grace timer of an earlier publisher does nothing.
     generation: u64,
 }
@@ -82,7 +82,7 @@ impl Streams {
         self.configured
             .get(name)
             .cloned()
-            .or_else(|| self.published.lock().expect("streams lock").get(name).and_then(|p| p.hub.as_ref().map(|f| f.hub().clone())))
+            .or_else(|| self.published.lock().expect("streams lock").get(name).and_then(|p| p.feed.as_ref().map(|f| f.hub().clone())))
             .or_else(|| self.pulled.lock().expect("streams lock").get(name).cloned())
     }
 
@@ -99,7 +99,7 @@ impl Streams {
     pub fn all(&self) -> Vec<Arc<StreamHub>> {
         let mut configured: Vec<_> = self.configured.values().cloned().collect();
         configured.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut published: Vec<_> = self.published.lock().expect("streams lock").values().filter_map(|p| Some(p.hub.as_ref()?.hub().clone())).collect();
+        let mut published: Vec<_> = self.published.lock().expect("streams lock").values().filter_map(|p| Some(p.feed.as_ref()?.hub().clone())).collect();
         published.extend(self.pulled.lock().expect("streams lock").values().cloned());
         published.sort_by(|a, b| a.name.cmp(&b.name));
         configured.extend(published);
@@ -117,7 +117,7 @@ impl Streams {
         let rules = self.publishing.get(app).filter(|r| r.allows(stream) && !self.configured.contains_key(&name));
         let Some(rules) = rules else { return Err(ClaimError::NotPublishable(name)) };
         let mut published = self.published.lock().expect("streams lock");
-        let entry = published.entry(name.clone()).or_insert(Published { publisher: None, hub: None, generation: 0 });
+        let entry = published.entry(name.clone()).or_insert(Published { publisher: None, feed: None, generation: 0 });
         let claimed = match entry.publisher {
             None => Claimed::Free,
             Some(other) if rules.take_over => Claimed::TookOver(other),
@@ -133,14 +133,14 @@ impl Streams {
     pub fn activate(&self, name: &str, publisher: SessionId, video: VideoCodec, audio: bool) -> Option<Feed> {
         let mut published = self.published.lock().expect("streams lock");
         let entry = published.get_mut(name).filter(|p| p.publisher == Some(publisher))?;
-        if let Some(old) = entry.hub.take() {
+        if let Some(old) = entry.feed.take() {
             if old.hub().video_codec == video && old.hub().has_audio == audio {
-                entry.hub = Some(old);
+                entry.feed = Some(old);
             } else {
                 old.stopped();
             }
         }
-        let feed = entry.hub.get_or_insert_with(|| Feed::new(name.to_string(), SourceKind::WebRtc, video, audio, self.gop));
+        let feed = entry.feed.get_or_insert_with(|| Feed::new(name.to_string(), SourceKind::WebRtc, video, audio, self.gop));
         Some(feed.clone())
     }
 
@@ -150,14 +150,14 @@ impl Streams {
         let mut published = self.published.lock().expect("streams lock");
         let Some(entry) = published.get_mut(name).filter(|p| p.publisher == Some(publisher)) else { return Released::NotHeld };
         entry.publisher = None;
-        if let Some(feed) = &entry.hub {
+        if let Some(feed) = &entry.feed {
             feed.take_keyframe_requests(None);
         }
         let grace = self.publishing.get(name.split('/').next().unwrap_or_default()).map_or(0, |r| r.grace_ms);
-        if grace > 0 && entry.hub.is_some() {
+        if grace > 0 && entry.feed.is_some() {
             return Released::Waiting { grace: std::time::Duration::from_millis(grace), generation: entry.generation };
         }
-        if let Some(feed) = published.remove(name).and_then(|p| p.hub) {
+        if let Some(feed) = published.remove(name).and_then(|p| p.feed) {
             feed.stopped();
         }
         Released::Ended
@@ -168,7 +168,7 @@ impl Streams {
     pub fn grace_over(&self, name: &str, generation: u64) {
         let mut published = self.published.lock().expect("streams lock");
         if published.get(name).is_some_and(|p| p.publisher.is_none() && p.generation == generation) {
-            if let Some(feed) = published.remove(name).and_then(|p| p.hub) {
+            if let Some(feed) = published.remove(name).and_then(|p| p.feed) {
                 feed.stopped();
             }
         }

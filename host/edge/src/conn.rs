@@ -359,6 +359,18 @@ impl ViewerConn {
         self.unreported += self.pump(now, plaintext);
     }
 
+    /// The media path's way out, beside [`Connection::poll_output`]: after
+    /// [`Self::send_media`], the datagrams it queued (sending media makes no other output and
+    /// moves no deadline, so the worker need not ask for them), ...
+    pub fn next_transmit(&mut self) -> Option<Transmit> {
+        self.poll_transmit().map(|(local, to, bytes)| Transmit { source: Source::Local(local), to, bytes })
+    }
+
+    /// ... and the RTP bytes they carried (else told as [`ConnEvent::MediaSent`]).
+    pub fn take_media_sent(&mut self) -> u64 {
+        std::mem::take(&mut self.unreported)
+    }
+
     /// Takes one live packet of the stream: sent now, or after the backlog.
     pub fn send_media(&mut self, now: Instant, packet: &Arc<MediaPacket>, plaintext: &mut Plaintext) {
         self.unreported += if self.backlog.is_empty() {

@@ -35,7 +35,7 @@ fn per_stream(state: &Api) -> Vec<Series> {
     let mut edges = Series::new("pulling_edges", "Other hosts pulling the stream as edges (counted apart from viewers)", Gauge);
     let mut relaying = Series::new("relaying_viewers", "Viewers relaying the stream to at least one other (host peers)", Gauge);
     let mut slots = Series::new("free_relay_slots", "More viewers the relaying-capable viewers may take", Gauge);
-    let mut egress = Series::new("edge_egress_bytes", "RTP bytes the edge sent to viewers", Counter);
+    let mut egress = Series::new("edge_egress_bytes", "RTP bytes the edge queued for viewers (send failures are counted apart)", Counter);
     let mut peer = Series::new("peer_bytes_estimated", "Bytes viewers got from peers: the stream's RTP bytes while each P2P link was up", Counter);
     let mut offload = Series::new("offload_ratio", "Share of the bytes viewers got that peers carried (since start)", Gauge);
     let mut opened = Series::new("sessions_opened", "Signalling sessions opened", Counter);

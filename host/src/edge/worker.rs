@@ -319,8 +319,6 @@ pub struct Worker {
     buffers: Box<[[u8; MAX_DATAGRAM]; RECV_BATCH]>,
     /// Its part in ICE over TCP.
     tcp: TcpSide,
-    /// Events that came out while a stream's packet went to its viewers, acted on after it.
-    deferred: Vec<(ConnKey, ConnEvent)>,
 }
 
 impl Worker {
@@ -360,7 +358,6 @@ impl Worker {
             plaintext: Plaintext::default(),
             buffers: Box::new([[0; MAX_DATAGRAM]; RECV_BATCH]),
             tcp,
-            deferred: Vec::new(),
         }
     }
 
@@ -416,23 +413,35 @@ impl Worker {
         if counts == EdgeCounts::default() {
             return;
         }
+        // Every field named (no `..`): a count the edge adds is reported, or this does not compile.
+        let EdgeCounts {
+            dropped_unknown_ufrag,
+            dropped_unknown_address,
+            dropped_not_webrtc,
+            stun_binding_answered,
+            stun_binding_dropped,
+            packets_resent,
+            media_bytes_sent,
+            keyframe_cache_joins,
+            lagged,
+            tcp_frames_dropped,
+            keyframe_requests,
+        } = counts;
         let host = &self.io.metrics.counts;
         for (count, n) in [
-            (&host.edge_datagrams_dropped_unknown_ufrag, counts.dropped_unknown_ufrag),
-            (&host.edge_datagrams_dropped_unknown_address, counts.dropped_unknown_address),
-            (&host.edge_datagrams_dropped_not_webrtc, counts.dropped_not_webrtc),
-            (&host.edge_packets_resent, counts.packets_resent),
-            (&host.edge_keyframe_cache_joins, counts.keyframe_cache_joins),
-            (&host.edge_tcp_frames_dropped, counts.tcp_frames_dropped),
-            (&host.ingest_keyframe_requests, counts.keyframe_requests),
-            (&host.edge_egress_bytes, counts.media_bytes_sent),
-            (&host.edge_lagged, counts.lagged),
-            (&host.stun_binding_answered, counts.stun_binding_answered),
-            (&host.stun_binding_dropped, counts.stun_binding_dropped),
+            (&host.edge_datagrams_dropped_unknown_ufrag, dropped_unknown_ufrag),
+            (&host.edge_datagrams_dropped_unknown_address, dropped_unknown_address),
+            (&host.edge_datagrams_dropped_not_webrtc, dropped_not_webrtc),
+            (&host.edge_packets_resent, packets_resent),
+            (&host.edge_keyframe_cache_joins, keyframe_cache_joins),
+            (&host.edge_tcp_frames_dropped, tcp_frames_dropped),
+            (&host.ingest_keyframe_requests, keyframe_requests),
+            (&host.edge_egress_bytes, media_bytes_sent),
+            (&host.edge_lagged, lagged),
+            (&host.stun_binding_answered, stun_binding_answered),
+            (&host.stun_binding_dropped, stun_binding_dropped),
         ] {
-            if n > 0 {
-                count.add(n);
-            }
+            count.add(n);
         }
     }
 
@@ -737,21 +746,16 @@ impl Worker {
             let Some(entry) = self.conns.get_mut(key) else { continue };
             let Link::Viewer { conn, egress_bytes, .. } = &mut entry.link else { continue };
             conn.send_media(now, &packet, &mut self.plaintext);
-            // Sending moves no deadline: what comes out is datagrams and the bytes they carry
-            // (any other event waits for the connection's next service).
-            while let Ok(event) = self.io.next_of(*key, conn, entry.socket, &mut entry.addrs) {
-                match event {
-                    ConnEvent::MediaSent(n) => {
-                        egress_bytes.fetch_add(n, Ordering::Relaxed);
-                        self.io.counts.media_bytes_sent += n;
-                    }
-                    other => self.deferred.push((*key, other)),
-                }
+            // Sending makes datagrams on the path and the bytes they carry, nothing else: no
+            // event, no deadline to ask for.
+            while let Some(transmit) = conn.next_transmit() {
+                self.io.send(entry.socket, transmit);
             }
-        }
-        for (key, event) in std::mem::take(&mut self.deferred) {
-            self.on_event(now, key, event);
-            self.service(now, key);
+            let sent = conn.take_media_sent();
+            if sent > 0 {
+                egress_bytes.fetch_add(sent, Ordering::Relaxed);
+                self.io.counts.event(&ConnEvent::MediaSent(sent));
+            }
         }
     }
 

@@ -65,6 +65,8 @@ pub(super) fn feedback(packets: &[Box<dyn rtc::rtcp::packet::Packet>], video_ssr
     }
     asked.nacked.sort_unstable();
     asked.nacked.dedup();
+    // A compound datagram may hold several NACKs, each within the budget: a full budget at most.
+    asked.nacked.truncate(RESEND_BUDGET as usize);
     asked
 }
 
@@ -80,4 +82,24 @@ pub(super) fn admit_rtcp(seen: &mut Vec<u32>, data: &[u8]) -> bool {
     }
     seen.push(ssrc);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
+
+    fn nack(first: u16) -> Box<dyn rtc::rtcp::packet::Packet> {
+        // 150 pairs of 17 packets each: 2,550 sequence numbers from `first`.
+        let nacks = (0..150u16).map(|i| NackPair { packet_id: first.wrapping_add(i * 17), lost_packets: 0xffff }).collect();
+        Box::new(TransportLayerNack { sender_ssrc: 1, media_ssrc: 7, nacks })
+    }
+
+    #[test]
+    fn one_datagram_asks_for_no_more_than_a_full_budget_however_many_nacks_it_holds() {
+        let asked = feedback(&[nack(0), nack(10_000), nack(20_000)], 7);
+        assert_eq!(asked.nacked.len(), RESEND_BUDGET as usize);
+        assert!(asked.nacked.windows(2).all(|w| w[0] < w[1]), "each once, in order");
+        assert!(feedback(&[nack(0)], 8).nacked.is_empty(), "another track's NACKs are not the video's");
+    }
 }
