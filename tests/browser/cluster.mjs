@@ -23,7 +23,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CHROMIUM_ARGS, DESKTOP_CHROME, LINUX_CHROME, log, sleep, started, waitFor } from './common.mjs';
+import { CHROMIUM_ARGS, DESKTOP_CHROME, LINUX_CHROME, TIME_FRAMES, log, sleep, started, waitFor } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
@@ -117,13 +117,12 @@ class Balancer extends Proc {
 // Viewers: OvenPlayer 0.10.38 in a browser context each, instrumented without touching the player
 
 /**
- * Records every signalling message the page receives and when, and timestamps every presented
- * video frame (`requestVideoFrameCallback`, in `window.__frameTimes`), across reconnections: the
- * player's WebSockets and video elements are hooked as they are made.
+ * Records every signalling message the page receives and when, across reconnections: the
+ * player's WebSockets are hooked as they are made. (TIME_FRAMES, after it, timestamps every
+ * presented video frame in `window.__frameTimes`, hooking the player's video elements likewise.)
  */
 const INSTRUMENT = () => {
   window.__signals = [];
-  window.__frameTimes = [];
   const Native = window.WebSocket;
   window.WebSocket = class extends Native {
     constructor(...args) {
@@ -136,17 +135,6 @@ const INSTRUMENT = () => {
       });
     }
   };
-  const onFrame = (video) => () => {
-    window.__frameTimes.push(Date.now());
-    video.requestVideoFrameCallback(onFrame(video));
-  };
-  setInterval(() => {
-    for (const video of document.querySelectorAll('video')) {
-      if (video.__timed || !video.requestVideoFrameCallback) continue;
-      video.__timed = true;
-      video.requestVideoFrameCallback(onFrame(video));
-    }
-  }, 20);
 };
 
 /**
@@ -183,6 +171,7 @@ class Viewer {
     if (env.BROWSER_ECHO) page.on('console', (m) => log(`${name} console: ${m.text()}`));
     page.on('pageerror', (e) => log(`${name} page error: ${e.message}`));
     await page.addInitScript(INSTRUMENT);
+    await page.addInitScript(TIME_FRAMES);
     const script = readFileSync(path.join(here, 'node_modules', 'ovenplayer-0.10.38', 'dist', 'ovenplayer.js'));
     await page.route('http://player.test/**', (route) => {
       const url = new URL(route.request().url());

@@ -22,9 +22,10 @@
 // namespace, for /metrics), CHROMIUM_LAN1, CHROMIUM_LAN2 (the wrapper scripts), MOVE_AFTER_MS,
 // LAN2_HOSTS, PLAYER_OPTIONS (JSON, more options for every page's player), BROWSER_ECHO=1.
 
-import { chromium } from 'playwright-core';
-import { spawnSync } from 'node:child_process';
-import { CHROMIUM_ARGS as BASE_ARGS, DESKTOP_CHROME, LINUX_CHROME, sleep } from './common.mjs';
+import {
+  CHROMIUM_ARGS as BASE_ARGS, DESKTOP_CHROME, LINUX_CHROME, LanMachine, RECORD_MESSAGES, TIME_FRAMES, aroundMetrics, deliveryFigures,
+  longestGap, measure, namespaceMetrics, progress as log, sleep, within,
+} from './common.mjs';
 
 const env = process.env;
 const ADDR = env.HOST_ADDR ?? '198.51.100.1';
@@ -39,36 +40,15 @@ const PLAYER_URL = `http://${ADDR}:${PORT}/player.js`;
 /** Chromium's default: mDNS names for host candidates (what a real user has). */
 const CHROMIUM_ARGS = BASE_ARGS.filter((a) => a !== '--disable-features=WebRtcHideLocalIpsWithMdns');
 
-const started = Date.now();
-const log = (line) => console.error(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
-
 /**
- * Installed in every page before the player: the signalling messages received and sent, every
- * RTCPeerConnection (its configuration, ICE states, gathered and remote candidates); each
+ * Installed in every page before the player, after RECORD_MESSAGES and TIME_FRAMES (every 10 ms):
+ * every RTCPeerConnection (its configuration, ICE states, gathered and remote candidates); each
  * connection's decoded video frames and candidate pairs (getStats, every 100 ms, kept after it
- * closes); every presented video frame (requestVideoFrameCallback). The page tags a receiving
- * connection with the peer the player's `source` event names.
+ * closes). The page tags a receiving connection with the peer the player's `source` event names.
  */
 const INSTRUMENT = () => {
-  window.__sent = [];
-  window.__received = [];
-  window.__frameTimes = [];
   window.__events = [];
   window.__pcs = [];
-  const NativeSocket = window.WebSocket;
-  window.WebSocket = class extends NativeSocket {
-    constructor(...args) {
-      super(...args);
-      window.__socketUrl = String(args[0]);
-      this.addEventListener('message', (e) => {
-        try { window.__received.push({ at: Date.now(), ...JSON.parse(e.data) }); } catch { /* not JSON */ }
-      });
-    }
-    send(data) {
-      try { window.__sent.push({ at: Date.now(), ...JSON.parse(data) }); } catch { /* not JSON */ }
-      return super.send(data);
-    }
-  };
   const NativePc = window.RTCPeerConnection;
   window.RTCPeerConnection = class extends NativePc {
     constructor(configuration = {}) {
@@ -126,15 +106,6 @@ const INSTRUMENT = () => {
       } catch { /* closing */ }
     }
   }, 100);
-  const timed = new WeakSet();
-  setInterval(() => {
-    for (const video of document.querySelectorAll('video')) {
-      if (timed.has(video) || !video.requestVideoFrameCallback) continue;
-      timed.add(video);
-      const onFrame = () => { window.__frameTimes.push(Date.now()); video.requestVideoFrameCallback(onFrame); };
-      video.requestVideoFrameCallback(onFrame);
-    }
-  }, 10);
   /** What the page shows of itself, for the test. */
   window.__report = () => ({
     socketUrl: window.__socketUrl ?? null,
@@ -172,16 +143,15 @@ const page = () => `<!doctype html><html><body>
 </script></body></html>`;
 
 /** One LAN machine: its own Chromium (in its namespace) and one page. */
-class Machine {
-  static async launch(name, executablePath) {
-    const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
-    return Object.assign(new Machine(), { name, browser });
-  }
+class Machine extends LanMachine {
+  static launch(name, executablePath) { return super.launch(name, executablePath, CHROMIUM_ARGS); }
   async open(userAgent) {
     const context = await this.browser.newContext({ userAgent });
     const tab = await context.newPage();
     if (env.BROWSER_ECHO) tab.on('console', (m) => log(`${this.name} console: ${m.text()}`));
     tab.on('pageerror', (e) => log(`${this.name} page error: ${e.message}`));
+    await tab.addInitScript(RECORD_MESSAGES);
+    await tab.addInitScript(TIME_FRAMES, 10);
     await tab.addInitScript(INSTRUMENT);
     await tab.route('http://player.test/**', (route) => route.fulfill({ body: page(), contentType: 'text/html' }));
     this.page = tab;
@@ -189,19 +159,6 @@ class Machine {
     this.openedAt = Date.now();
     await tab.goto('http://player.test/');
     log(`${this.name} opened its page (${this.userAgent})`);
-  }
-  report() { return this.page.evaluate(() => window.__report()); }
-  async close() { await this.browser.close().catch(() => {}); }
-}
-
-/** Polls `probe` every 100 ms until it returns a truthy value or `ms` pass (then null). */
-async function within(ms, probe) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) return null;
-    await sleep(100);
   }
 }
 
@@ -220,9 +177,6 @@ function summary(machine, report, until) {
   const openedAt = machine.openedAt;
   const rel = (t) => (t === null || t === undefined ? null : t - openedAt);
   const frameTimes = report.frameTimes.filter((t) => t <= until);
-  let maxGap = null;
-  for (let i = 1; i < frameTimes.length; i += 1) maxGap = Math.max(maxGap ?? 0, frameTimes[i] - frameTimes[i - 1]);
-  if (frameTimes.length > 0) maxGap = Math.max(maxGap ?? 0, until - frameTimes.at(-1));
   const asked = report.sent.find((s) => s.command === 'request_offer')?.at ?? null;
   const offers = report.received.filter((m) => m.command === 'offer');
   const stops = report.received.filter((m) => m.command === 'stop');
@@ -262,14 +216,12 @@ function summary(machine, report, until) {
     first_peer_frame_after_move_ms: move && firstPeerAt !== null ? firstPeerAt - move.at : null,
     first_peer_frame_after_request_ms: asked !== null && firstPeerAt !== null ? firstPeerAt - asked : null,
     frames_presented: frameTimes.length,
-    max_gap_ms: maxGap,
+    max_gap_ms: longestGap(frameTimes, until),
     observed_ms: until - openedAt,
     offers: offers.map((o) => ({ at_ms: rel(o.at), id: o.id, peer_id: o.peer_id, p2p_ice_servers: o.p2p_ice_servers ?? null })),
     stops: stops.map((s) => ({ at_ms: rel(s.at), peer_id: s.peer_id })),
     link_reports: report.sent.filter((s) => s.command === 'p2p_link_state').map((s) => ({ at_ms: rel(s.at), peer_id: s.peer_id, state: s.state })),
-    sent: Object.entries(report.sent.reduce((n, s) => ({ ...n, [s.command]: (n[s.command] ?? 0) + 1 }), {})).map(([c, n]) => `${c} x${n}`).join(', '),
-    frames_from_peers: receiving.filter((p) => p.peer !== 0 && p.peer !== null).reduce((n, p) => n + p.frames, 0),
-    frames_from_edge: receiving.filter((p) => p.peer === 0).reduce((n, p) => n + p.frames, 0),
+    ...deliveryFigures(report.sent, receiving),
     current_connection: pc && { peer: pc.peer, frames: pc.frames, ice_servers: pc.configuration.iceServers ?? [], selected: pc.selected },
     connections: report.pcs.map((p) => ({
       role: p.role, peer: p.peer, closed: p.closed, connection_state: p.connectionState, frames: p.frames, bytes: p.bytes,
@@ -285,10 +237,7 @@ function summary(machine, report, until) {
 
 /** The host's /metrics, read on loopback from inside its namespace. */
 function metrics() {
-  const fetchIt = `fetch('http://127.0.0.1:${API_PORT}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t)).catch((e) => { console.error(String(e)); process.exit(1); })`;
-  const run = spawnSync('ip', ['netns', 'exec', env.SRV_NS, process.execPath, '-e', fetchIt], { encoding: 'utf8' });
-  if (run.status !== 0) throw new Error(`reading /metrics in ${env.SRV_NS}: ${run.stderr}`);
-  const lines = run.stdout.split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+  const lines = namespaceMetrics(env.SRV_NS, API_PORT).split('\n').filter((l) => l !== '' && !l.startsWith('#'));
   /** The sum of the series named `name` whose labels include `labels` (null when none). */
   const value = (name, labels = {}) => {
     const found = lines.filter((l) => (l.startsWith(`${name}{`) || l.startsWith(`${name} `)) && Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)));
@@ -305,10 +254,7 @@ function metrics() {
 }
 
 const result = { move_after_ms: MOVE_AFTER_MS, lan2_hosts: LAN2_HOSTS, player_options: PLAYER_OPTIONS, steps: [] };
-const step = (text) => { log(text); result.steps.push({ at_ms: Date.now() - started, text }); };
-const machines = {};
-let failed = null;
-try {
+await measure(result, async (step, machines) => {
   const [lan1, lan2] = await Promise.all([Machine.launch('lan1', env.CHROMIUM_LAN1), Machine.launch('lan2', env.CHROMIUM_LAN2)]);
   Object.assign(machines, { lan1, lan2 });
   result.chromium = lan1.browser.version();
@@ -341,28 +287,13 @@ try {
 
   // Let it run: a link that plays keeps playing; one that does not has time to fail and fall back.
   await sleep(6000);
-  const sources = async () => {
-    const now = Date.now();
-    const entries = await Promise.all(Object.values(machines).map(async (m) => [m.name, playsFromPeer(await m.report(), now)]));
-    return Object.fromEntries(entries);
-  };
-  const before = await sources();
-  result.metrics = metrics();
-  const after = await sources();
+  const { metrics: read, before, after, fromPeers, playing } = await aroundMetrics(machines, playsFromPeer, metrics, Boolean);
+  result.metrics = read;
   result.from_peer_at_metrics = { before, after };
-  const fromPeers = (s) => Object.values(s).filter(Boolean).length;
-  result.playing_from_peers_at_metrics = fromPeers(before) === fromPeers(after) ? fromPeers(after) : null;
+  result.playing_from_peers_at_metrics = playing;
   step(`/metrics: viewers p2p ${result.metrics.viewers_p2p}, edge ${result.metrics.viewers_edge}, links confirmed ${result.metrics.links_confirmed}, STUN answered ${result.metrics.stun_answered}; pages playing from a peer: ${fromPeers(before)} before, ${fromPeers(after)} after`);
 
   const end = Date.now();
   result.lan1 = summary(lan1, await lan1.report(), end);
   result.lan2 = summary(lan2, await lan2.report(), end);
-} catch (e) {
-  failed = e;
-  result.error = String(e.stack ?? e);
-  log(`FAILED: ${result.error}`);
-} finally {
-  await Promise.all(Object.values(machines).map((m) => m.close()));
-}
-console.log(JSON.stringify(result));
-process.exit(failed ? 1 : 0);
+});

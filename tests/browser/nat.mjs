@@ -18,11 +18,10 @@
 // /metrics), CHROMIUM_LAN1, CHROMIUM_LAN1B, CHROMIUM_LAN2 (the wrapper scripts), MDNS (on: Chromium's
 // default mDNS host candidates; off: raw LAN addresses), MOVE_AFTER_MS, CLIENTS_ONLY, BROWSER_ECHO=1.
 
-import { chromium } from 'playwright-core';
-import { spawnSync } from 'node:child_process';
 import {
-  CHROMIUM_ARGS as BASE_ARGS, DESKTOP_CHROME, LINUX_CHROME, RECORD_SIGNALLING, TIME_FRAMES, progress as log, ovenplayerScript,
-  recordingPlayerPage, servePlayer, sleep, started,
+  CHROMIUM_ARGS as BASE_ARGS, DESKTOP_CHROME, LINUX_CHROME, LanMachine, RECORD_SIGNALLING, TIME_FRAMES, TRACK_RECEIVERS, aroundMetrics,
+  deliveryFigures, longestGap, measure, namespaceMetrics, progress as log, ovenplayerScript, recordingPlayerPage, servePlayer,
+  sleep, within,
 } from './common.mjs';
 
 const env = process.env;
@@ -39,54 +38,25 @@ const MDNS_FLAG = '--disable-features=WebRtcHideLocalIpsWithMdns';
 const CHROMIUM_ARGS = MDNS ? BASE_ARGS.filter((a) => a !== MDNS_FLAG) : BASE_ARGS;
 
 /**
- * Installed in every page before OvenPlayer, after RECORD_SIGNALLING (with candidates) and
- * TIME_FRAMES: records every RTCPeerConnection (a receiving one tagged with the `peer_id` of the
- * offer it was given: 0 the edge, else the host peer; one given an answer is a relay to a
- * client) and samples each receiving connection's decoded video frames (getStats) every 100 ms.
+ * Installed in every page before OvenPlayer, after RECORD_SIGNALLING (with candidates),
+ * TIME_FRAMES and TRACK_RECEIVERS: adds to each RTCPeerConnection's record its ICE states,
+ * gathering states and gathered candidates, and to each sample of a receiving one its bytes and
+ * its selected pair's remote candidate.
  */
 const INSTRUMENT = () => {
   window.__p2pMode = [];
-  window.__pcs = [];
-  const NativePc = window.RTCPeerConnection;
-  window.RTCPeerConnection = class extends NativePc {
-    constructor(...args) {
-      super(...args);
-      const record = { createdAt: Date.now(), role: null, peer: null, states: [], gathering: [], gathered: [], frames: 0, bytes: 0, firstFrameAt: null, lastGrowthAt: null, remote: null };
-      this.__record = record;
-      window.__pcs.push({ pc: this, record });
-      this.addEventListener('iceconnectionstatechange', () => record.states.push({ at: Date.now(), state: this.iceConnectionState }));
-      this.addEventListener('icegatheringstatechange', () => record.gathering.push({ at: Date.now(), state: this.iceGatheringState }));
-      this.addEventListener('icecandidate', (e) => record.gathered.push({ at: Date.now(), candidate: e.candidate?.candidate ?? null }));
-    }
-    setRemoteDescription(description, ...rest) {
-      if (description?.type === 'offer') {
-        this.__record.role = 'receive';
-        this.__record.peer = window.__offerPeer(description.sdp);
-      } else if (description?.type === 'answer') {
-        this.__record.role = 'relay';
-      }
-      return super.setRemoteDescription(description, ...rest);
-    }
+  window.__onConnection = (pc, record) => {
+    Object.assign(record, { states: [], gathering: [], gathered: [], bytes: 0, remote: null });
+    pc.addEventListener('iceconnectionstatechange', () => record.states.push({ at: Date.now(), state: pc.iceConnectionState }));
+    pc.addEventListener('icegatheringstatechange', () => record.gathering.push({ at: Date.now(), state: pc.iceGatheringState }));
+    pc.addEventListener('icecandidate', (e) => record.gathered.push({ at: Date.now(), candidate: e.candidate?.candidate ?? null }));
   };
-  setInterval(async () => {
-    for (const { pc, record } of window.__pcs) {
-      if (record.role !== 'receive' || pc.connectionState === 'closed') continue;
-      try {
-        const stats = [...(await pc.getStats()).values()];
-        const video = stats.find((s) => s.type === 'inbound-rtp' && s.kind === 'video');
-        const frames = video?.framesDecoded ?? 0;
-        if (frames > record.frames) {
-          record.lastGrowthAt = Date.now();
-          record.firstFrameAt ??= Date.now();
-        }
-        record.frames = frames;
-        record.bytes = video?.bytesReceived ?? 0;
-        const pair = stats.find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
-        const remote = pair && stats.find((s) => s.id === pair.remoteCandidateId);
-        if (remote) record.remote = `${remote.address ?? remote.ip}:${remote.port} ${remote.candidateType}`;
-      } catch { /* closing */ }
-    }
-  }, 100);
+  window.__onSample = (record, stats, video) => {
+    record.bytes = video?.bytesReceived ?? 0;
+    const pair = stats.find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
+    const remote = pair && stats.find((s) => s.id === pair.remoteCandidateId);
+    if (remote) record.remote = `${remote.address ?? remote.ip}:${remote.port} ${remote.candidateType}`;
+  };
   /** What the page shows of itself, for the test. */
   window.__report = () => ({
     signals: window.__signals,
@@ -101,11 +71,8 @@ const INSTRUMENT = () => {
 const script = ovenplayerScript('0.10.38');
 
 /** One LAN machine: its own Chromium (in its namespace) and one page. */
-class Machine {
-  static async launch(name, executablePath) {
-    const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
-    return Object.assign(new Machine(), { name, browser });
-  }
+class Machine extends LanMachine {
+  static launch(name, executablePath) { return super.launch(name, executablePath, CHROMIUM_ARGS); }
   /** Opens the OvenPlayer page; remembers when (the join time). */
   async open() {
     const userAgent = CLIENTS_ONLY && this.name !== 'lan1' ? LINUX_CHROME : DESKTOP_CHROME;
@@ -115,6 +82,7 @@ class Machine {
     page.on('pageerror', (e) => log(`${this.name} page error: ${e.message}`));
     await page.addInitScript(RECORD_SIGNALLING, true);
     await page.addInitScript(TIME_FRAMES);
+    await page.addInitScript(TRACK_RECEIVERS);
     await page.addInitScript(INSTRUMENT);
     await servePlayer(page, script, recordingPlayerPage(WS_URL));
     this.page = page;
@@ -127,19 +95,6 @@ class Machine {
     this.openedAt = Date.now();
     await this.page.reload();
     log(`${this.name} reloaded its page`);
-  }
-  report() { return this.page.evaluate(() => window.__report()); }
-  async close() { await this.browser.close().catch(() => {}); }
-}
-
-/** Polls `probe` every 100 ms until it returns a truthy value or `ms` pass (then null). */
-async function within(ms, probe) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) return null;
-    await sleep(100);
   }
 }
 
@@ -154,9 +109,6 @@ function source(report, now) {
 /** A page's figures since `since` (its join or reload), up to `until`. */
 function summary(report, openedAt, until) {
   const frameTimes = report.frameTimes.filter((t) => t <= until);
-  let maxGap = null;
-  for (let i = 1; i < frameTimes.length; i += 1) maxGap = Math.max(maxGap ?? 0, frameTimes[i] - frameTimes[i - 1]);
-  if (frameTimes.length > 0) maxGap = Math.max(maxGap ?? 0, until - frameTimes.at(-1));
   const offers = report.signals.filter((s) => s.command === 'offer');
   const receiving = report.pcs.filter((p) => p.role === 'receive');
   const firstBy = (test) => {
@@ -172,7 +124,7 @@ function summary(report, openedAt, until) {
     first_edge_frame_ms: firstBy((p) => p.peer === 0),
     first_peer_frame_ms: firstBy((p) => p.peer !== 0 && p.peer !== null),
     frames_presented: frameTimes.length,
-    max_gap_ms: maxGap,
+    max_gap_ms: longestGap(frameTimes, until),
     observed_ms: until - openedAt,
     offers: offers.map((o) => ({ at_ms: o.at - openedAt, peer_id: o.peer_id, candidates: o.candidates ?? [] })),
     candidates_from_peers: report.signals.filter((s) => s.command === 'candidate' && s.peer_id !== 0).flatMap((s) => s.candidates ?? []),
@@ -187,19 +139,15 @@ function summary(report, openedAt, until) {
       gathering: p.gathering.map((s) => `${s.state}@${s.at - openedAt}`).join(' '),
       gathered: p.gathered.map((c) => `${c.candidate ?? 'end-of-candidates'}@${c.at - openedAt}`),
     })),
-    sent: Object.entries(report.sent.reduce((n, s) => ({ ...n, [s.command]: (n[s.command] ?? 0) + 1 }), {})).map(([c, n]) => `${c} x${n}`).join(', '),
-    frames_from_peers: receiving.filter((p) => p.peer !== 0 && p.peer !== null).reduce((n, p) => n + p.frames, 0),
-    frames_from_edge: receiving.filter((p) => p.peer === 0).reduce((n, p) => n + p.frames, 0),
+    ...deliveryFigures(report.sent, receiving),
   };
 }
 
 /** The host's /metrics, read on loopback from inside its namespace. */
 function metrics() {
-  const fetchIt = `fetch('http://127.0.0.1:${API_PORT}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t)).catch((e) => { console.error(String(e)); process.exit(1); })`;
-  const run = spawnSync('ip', ['netns', 'exec', env.SRV_NS, process.execPath, '-e', fetchIt], { encoding: 'utf8' });
-  if (run.status !== 0) throw new Error(`reading /metrics in ${env.SRV_NS}: ${run.stderr}`);
+  const text = namespaceMetrics(env.SRV_NS, API_PORT);
   const value = (name, labels) => {
-    const line = run.stdout.split('\n').find((l) => l.startsWith(`${name}{`) && Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)));
+    const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)));
     return line === undefined ? null : Number(line.trim().split(/\s+/).at(-1));
   };
   const stream = { app: 'app', stream: 'stream' };
@@ -207,15 +155,12 @@ function metrics() {
     viewers_p2p: value('viewers', { ...stream, delivery: 'p2p' }),
     viewers_edge: value('viewers', { ...stream, delivery: 'edge' }),
     sessions: value('sessions', stream),
-    p2p_lines: run.stdout.split('\n').filter((l) => /^(p2p_|viewers\{|relaying_viewers|free_relay_slots)/.test(l)),
+    p2p_lines: text.split('\n').filter((l) => /^(p2p_|viewers\{|relaying_viewers|free_relay_slots)/.test(l)),
   };
 }
 
 const result = { mdns: MDNS, clients_only: CLIENTS_ONLY, move_after_ms: MOVE_AFTER_MS, steps: [] };
-const step = (text) => { log(text); result.steps.push({ at_ms: Date.now() - started, text }); };
-const machines = {};
-let failed = null;
-try {
+await measure(result, async (step, machines) => {
   // Three Chromiums at most on two cores: one per LAN machine, started together.
   const [lan1, lan2, lan1b] = await Promise.all([
     Machine.launch('lan1', env.CHROMIUM_LAN1), Machine.launch('lan2', env.CHROMIUM_LAN2), Machine.launch('lan1b', env.CHROMIUM_LAN1B),
@@ -255,17 +200,10 @@ try {
   await sleep(Math.max(6000, 2 * MOVE_AFTER_MS + 2000));
 
   // The end: what each page plays from, /metrics, and the pages again.
-  const sources = async () => {
-    const now = Date.now();
-    const entries = await Promise.all(Object.values(machines).map(async (m) => [m.name, source(await m.report(), now)]));
-    return Object.fromEntries(entries);
-  };
-  const before = await sources();
-  result.metrics = metrics();
-  const after = await sources();
+  const { metrics: read, before, after, fromPeers, playing } = await aroundMetrics(machines, source, metrics, (p) => p !== null && p !== 0);
+  result.metrics = read;
   result.sources_at_metrics = { before, after };
-  const fromPeers = (s) => Object.values(s).filter((p) => p !== null && p !== 0).length;
-  result.playing_from_peers_at_metrics = fromPeers(before) === fromPeers(after) ? fromPeers(after) : null;
+  result.playing_from_peers_at_metrics = playing;
   step(`/metrics: viewers p2p ${result.metrics.viewers_p2p}, edge ${result.metrics.viewers_edge}; pages playing from a peer: ${fromPeers(before)} before, ${fromPeers(after)} after`);
 
   const end = Date.now();
@@ -275,12 +213,4 @@ try {
   result.lan1b.source_at_end = after.lan1b;
   result.lan2_reloaded = summary(await lan2.report(), lan2.openedAt, end);
   result.lan2_reloaded.source_at_end = after.lan2;
-} catch (e) {
-  failed = e;
-  result.error = String(e.stack ?? e);
-  log(`FAILED: ${result.error}`);
-} finally {
-  await Promise.all(Object.values(machines).map((m) => m.close()));
-}
-console.log(JSON.stringify(result));
-process.exit(failed ? 1 : 0);
+});

@@ -16,7 +16,9 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CHROMIUM_ARGS, DESKTOP_CHROME, LINUX_CHROME, launchChromium, log, runScenario, sleep, waitFor } from './common.mjs';
+import {
+  CHROMIUM_ARGS, DESKTOP_CHROME, LINUX_CHROME, RECORD_MESSAGES, TIME_FRAMES, launchChromium, log, runScenario, sleep, waitFor,
+} from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
@@ -74,28 +76,13 @@ class Host {
 // Pages
 
 /**
- * Instrumentation, before any page script: every signalling message sent and received, every
- * RTCPeerConnection made (with its configuration), and when each video frame was presented
- * (`requestVideoFrameCallback`, re-armed for every frame).
+ * Instrumentation, before any page script, after RECORD_MESSAGES (every signalling message sent
+ * and received) and TIME_FRAMES (when each video frame was presented, `requestVideoFrameCallback`,
+ * re-armed for every frame; new videos looked for every 10 ms): every RTCPeerConnection made (with
+ * its configuration).
  */
 const INSTRUMENT = () => {
-  window.__sent = [];
-  window.__received = [];
   window.__pcs = [];
-  window.__frameTimes = [];
-  const NativeSocket = window.WebSocket;
-  window.WebSocket = class extends NativeSocket {
-    constructor(...args) {
-      super(...args);
-      this.addEventListener('message', (e) => {
-        try { window.__received.push({ at: Date.now(), ...JSON.parse(e.data) }); } catch { /* not JSON */ }
-      });
-    }
-    send(data) {
-      try { window.__sent.push({ at: Date.now(), ...JSON.parse(data) }); } catch { /* not JSON */ }
-      return super.send(data);
-    }
-  };
   const NativePc = window.RTCPeerConnection;
   window.RTCPeerConnection = class extends NativePc {
     constructor(configuration = {}) {
@@ -103,16 +90,14 @@ const INSTRUMENT = () => {
       window.__pcs.push({ pc: this, configuration: JSON.parse(JSON.stringify(configuration)) });
     }
   };
-  const timed = new WeakSet();
-  setInterval(() => {
-    for (const video of document.querySelectorAll('video')) {
-      if (timed.has(video) || !video.requestVideoFrameCallback) continue;
-      timed.add(video);
-      const onFrame = () => { window.__frameTimes.push(Date.now()); video.requestVideoFrameCallback(onFrame); };
-      video.requestVideoFrameCallback(onFrame);
-    }
-  }, 10);
 };
+
+/** Installs the instrumentation in `page`. */
+async function instrument(page) {
+  await page.addInitScript(RECORD_MESSAGES);
+  await page.addInitScript(TIME_FRAMES, 10);
+  await page.addInitScript(INSTRUMENT);
+}
 
 /** A site embedding the player as README.md shows: a <video> and a few lines of JS. */
 const embeddingPage = (options) => `<!doctype html><html><body>
@@ -143,7 +128,7 @@ class Viewer {
     if (env.BROWSER_ECHO) page.on('console', (m) => log(`${name} console: ${m.text()}`));
     page.on('pageerror', (e) => log(`${name} page error: ${e.message}`));
     page.on('framenavigated', (frame) => { if (frame === page.mainFrame()) viewer.navigations += 1; });
-    await page.addInitScript(INSTRUMENT);
+    await instrument(page);
     await page.route(`${SITE}/**`, (route) => route.fulfill({ body: embeddingPage({ url: STREAM_URL, ...options }), contentType: 'text/html' }));
     await page.goto(`${SITE}/`);
     log(`${name} opened (${userAgent === LINUX_CHROME ? 'Linux Chrome' : 'Windows Chrome'})`);
@@ -377,7 +362,7 @@ const scenarios = {
     const once = async (which) => {
       const context = await browser.newContext({ userAgent: LINUX_CHROME });
       const page = await context.newPage();
-      await page.addInitScript(INSTRUMENT);
+      await instrument(page);
       await page.route(`${SITE}/**`, (route) => {
         const url = new URL(route.request().url());
         if (url.pathname === '/ovenplayer.js') return route.fulfill({ body: ovenplayer, contentType: 'text/javascript' });

@@ -22,7 +22,7 @@
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import {
-  DESKTOP_CHROME, RECORD_SIGNALLING, TIME_FRAMES, launchChromium, progress as log, ovenplayerScript, recordingPlayerPage,
+  DESKTOP_CHROME, RECORD_SIGNALLING, TIME_FRAMES, TRACK_RECEIVERS, launchChromium, progress as log, ovenplayerScript, recordingPlayerPage,
   servePlayer, sleep, started, waitFor,
 } from './common.mjs';
 
@@ -49,25 +49,18 @@ const BROWSERS = Math.max(...LAYOUT) + 1;
 // The page
 
 /**
- * Installed in every page before OvenPlayer, after RECORD_SIGNALLING and TIME_FRAMES: every
- * RTCPeerConnection (a receiving one tagged with the `peer_id` of the offer it was given: 0 the
- * edge, else the host peer; one given an answer relays to a client) with its decoded video frames
- * sampled every 100 ms (getStats inbound-rtp framesDecoded), every presented frame's
+ * Installed in every page before OvenPlayer, after RECORD_SIGNALLING, TIME_FRAMES and
+ * TRACK_RECEIVERS (every RTCPeerConnection, a receiving one's decoded video frames sampled every
+ * 100 ms): when each connection's `close()` began and how long it blocked, every presented frame's
  * presentation time in `window.__frameTimes` and, while `window.__thumbs` is an array, a
  * thumbnail of each.
  */
 const INSTRUMENT = () => {
   window.__p2pMode = [];
-  window.__pcs = [];
   window.__thumbs = null;
-  const NativePc = window.RTCPeerConnection;
-  window.RTCPeerConnection = class extends NativePc {
-    constructor(...args) {
-      super(...args);
-      const record = { createdAt: Date.now(), role: null, peer: null, frames: 0, firstFrameAt: null, lastGrowthAt: null, closedAt: null, closeMs: null };
-      this.__record = record;
-      window.__pcs.push({ pc: this, record });
-    }
+  window.__onConnection = (pc, record) => Object.assign(record, { closedAt: null, closeMs: null });
+  const Tracked = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends Tracked {
     /** How long the player's `close()` blocked the page (a relay closes a client's connection on
      *  its `stop`). */
     close() {
@@ -75,30 +68,7 @@ const INSTRUMENT = () => {
       this.__record.closedAt ??= Date.now();
       try { return super.close(); } finally { this.__record.closeMs ??= Math.round(performance.now() - from); }
     }
-    setRemoteDescription(description, ...rest) {
-      if (description?.type === 'offer') {
-        this.__record.role = 'receive';
-        this.__record.peer = window.__offerPeer(description.sdp);
-      } else if (description?.type === 'answer') {
-        this.__record.role = 'relay';
-      }
-      return super.setRemoteDescription(description, ...rest);
-    }
   };
-  setInterval(async () => {
-    for (const { pc, record } of window.__pcs) {
-      if (record.role !== 'receive' || pc.connectionState === 'closed') continue;
-      try {
-        const video = [...(await pc.getStats()).values()].find((s) => s.type === 'inbound-rtp' && s.kind === 'video');
-        const frames = video?.framesDecoded ?? 0;
-        if (frames > record.frames) {
-          record.lastGrowthAt = Date.now();
-          record.firstFrameAt ??= Date.now();
-        }
-        record.frames = frames;
-      } catch { /* closing */ }
-    }
-  }, 100);
   const canvas = document.createElement('canvas');
   canvas.width = 32;
   canvas.height = 18;
@@ -137,6 +107,7 @@ class Viewer {
     page.on('pageerror', (e) => { v.pageErrors.push({ at: Date.now(), message: e.message }); log(`${name} page error: ${e.message}`); });
     await page.addInitScript(RECORD_SIGNALLING, false);
     await page.addInitScript(TIME_FRAMES);
+    await page.addInitScript(TRACK_RECEIVERS);
     await page.addInitScript(INSTRUMENT);
     await servePlayer(page, OVENPLAYER, recordingPlayerPage(WS_URL));
     v.openedAt = Date.now();

@@ -35,6 +35,36 @@ pub const RESEND_BUDGET: f32 = 200.0;
 /// scheduling, so a repair later than this is a peer that could not keep up.
 pub const REPAIR_DEADLINE: Duration = Duration::from_millis(500);
 
+/// The half of a `Protocol` impl that this file's interceptors share: they pass packets on, in
+/// order, from what their `handle_read` and `handle_write` queued (`read_queue`, `write_queue`).
+macro_rules! queued_protocol {
+    () => {
+        type Rout = TaggedPacket;
+        type Wout = TaggedPacket;
+        type Eout = ();
+        type Error = Error;
+        type Time = Instant;
+
+        fn poll_read(&mut self) -> Option<TaggedPacket> {
+            self.read_queue.pop_front()
+        }
+
+        fn poll_write(&mut self) -> Option<TaggedPacket> {
+            self.write_queue.pop_front()
+        }
+    };
+}
+
+/// The half of an `Interceptor` impl that this file's interceptors share: remote streams are
+/// nothing to them.
+macro_rules! no_remote_streams {
+    () => {
+        fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+
+        fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+    };
+}
+
 /// What a peer's responders did, over all its connections.
 #[derive(Debug, Default)]
 pub struct ResendCounts {
@@ -99,11 +129,7 @@ impl RelayNackResponder {
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for RelayNackResponder {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
+    queued_protocol!();
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
@@ -116,10 +142,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RelayNackResponder {
         Ok(())
     }
 
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read_queue.pop_front()
-    }
-
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtp(packet) = &msg.message.packet {
             if let Some(history) = self.histories.get_mut(&packet.header.ssrc).filter(|_| !msg.message.has(&Attribute::Retransmission)) {
@@ -128,10 +150,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RelayNackResponder {
         }
         self.write_queue.push_back(msg);
         Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write_queue.pop_front()
     }
 }
 
@@ -146,9 +164,7 @@ impl Interceptor for RelayNackResponder {
         self.histories.remove(&info.ssrc);
     }
 
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+    no_remote_streams!();
 }
 
 /// Loses every `nth` RTP packet of the streams that negotiated NACK on its way to the wire (not
@@ -170,19 +186,11 @@ impl LossyWire {
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for LossyWire {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
+    queued_protocol!();
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         self.read_queue.push_back(msg);
         Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read_queue.pop_front()
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
@@ -197,10 +205,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for LossyWire {
         self.write_queue.push_back(msg);
         Ok(())
     }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write_queue.pop_front()
-    }
 }
 
 impl Interceptor for LossyWire {
@@ -214,9 +218,7 @@ impl Interceptor for LossyWire {
         self.ssrcs.retain(|&s| s != info.ssrc);
     }
 
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+    no_remote_streams!();
 }
 
 /// What a receiver makes of one track's sequence numbers: packets new (past the highest seen),

@@ -158,17 +158,15 @@ fn ms(v: &Value) -> Option<u64> {
     v.as_f64().map(|f| f.max(0.0) as u64)
 }
 
+/// A browser script's own failure, if `report` says it had one: the first of its problems.
+fn script_failure(report: &Value) -> Vec<String> {
+    report["error"].as_str().map(|error| format!("the browser script failed: {error}")).into_iter().collect()
+}
+
 /// Checks the report against issue 22's expectations; every broken one is listed.
 fn problems(report: &Value, either_way: bool) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut check = |ok: bool, what: String| {
-        if !ok {
-            problems.push(what);
-        }
-    };
-    if let Some(error) = report["error"].as_str() {
-        check(false, format!("the browser script failed: {error}"));
-    }
+    let mut problems = script_failure(report);
+    let mut check = |ok: bool, what: String| problems.extend((!ok).then_some(what));
     // Behind router 1, one page relays to the other: lan1 (the first) to lan1b, or, where both
     // may host and a move paired them (`either_way`), whichever was moved into the other.
     let (lan1, lan1b) = (&report["lan1"], &report["lan1b"]);
@@ -334,15 +332,8 @@ fn player_roles(report: &Value) -> (&'static str, &'static str) {
 
 /// Checks the player report: the cross-router pair plays P2P through the host's STUN.
 fn player_problems(report: &Value) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut check = |ok: bool, what: String| {
-        if !ok {
-            problems.push(what);
-        }
-    };
-    if let Some(error) = report["error"].as_str() {
-        check(false, format!("the browser script failed: {error}"));
-    }
+    let mut problems = script_failure(report);
+    let mut check = |ok: bool, what: String| problems.extend((!ok).then_some(what));
     let (host_name, client_name) = player_roles(report);
     let (host, client) = (&report[host_name], &report[client_name]);
     for name in ["lan1", "lan2"] {
